@@ -1,0 +1,32 @@
+#include "cm_err.h"
+
+static const char *const messages[CM_ERR__COUNT] = {
+    [CM_OK] = "ok",
+    [CM_ERR_NOMEM] = "out of memory",
+    [CM_ERR_INVALID] = "invalid argument",
+    [CM_ERR_IO] = "input/output error",
+    [CM_ERR_FORMAT] = "malformed data",
+    [CM_ERR_UNSUPPORTED] = "not supported",
+    [CM_ERR_NOT_FOUND] = "not found",
+    [CM_ERR_LIMIT] = "limit exceeded",
+    [CM_ERR_OVERLOADED] = "overloaded",
+    [CM_ERR_TIMEOUT] = "timed out",
+    [CM_ERR_CANCELLED] = "cancelled",
+    [CM_ERR_BACKEND] = "compute backend error",
+    [CM_ERR_CLOSED] = "closed",
+    [CM_ERR_STATE] = "invalid state",
+    [CM_ERR_CONFIG] = "invalid configuration",
+    [CM_ERR_PROTOCOL] = "protocol mismatch",
+    [CM_ERR_UTF8] = "invalid UTF-8",
+    [CM_ERR_CONTEXT_LENGTH] = "context length exceeded",
+    [CM_ERR_NO_DEVICE] = "no GPU device",
+    [CM_ERR_INTERNAL] = "internal error",
+    [CM_ERR_EXISTS] = "already exists",
+};
+
+const char *cm_strerror(cm_err err) {
+    if ((int)err < 0 || err >= CM_ERR__COUNT || messages[err] == 0) {
+        return "unknown error";
+    }
+    return messages[err];
+}

@@ -1,0 +1,85 @@
+/*
+ * wk_backend: the compute backend table. The CPU backend (backend/cpu) is the reference and
+ * the CI path; the CUDA backend (backend/cuda) is the production path. The engine drives a
+ * backend only through this table, so both give the same tokens for the same batch.
+ *
+ * A backend instance owns: its copy/representation of the weights, the paged KV cache
+ * (n_blocks blocks of block_tokens tokens, for every layer, K and V), and scratch sized at
+ * create for max_batch_tokens tokens and max_seqs sequences. Nothing is allocated in forward.
+ *
+ * KV layout is the backend's business; the engine only hands out block ids. A sequence's
+ * token at position p lives in block block_table[p / block_tokens], slot p % block_tokens.
+ *
+ * Threads: an instance is used by one thread at a time (the engine thread).
+ */
+#ifndef WK_BACKEND_H
+#define WK_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/cm_err.h"
+#include "model.h"
+
+typedef struct wk_backend wk_backend;
+
+typedef struct wk_backend_config {
+    uint32_t block_tokens;      /* tokens per KV block, e.g. 16 */
+    uint32_t n_blocks;          /* KV blocks to allocate up front */
+    wk_dtype kv_dtype;          /* WK_DTYPE_F16 (default) or WK_DTYPE_F32 */
+    uint32_t max_batch_tokens;  /* most tokens in one forward */
+    uint32_t max_seqs;          /* most sequences in one forward */
+    uint32_t max_blocks_per_seq; /* block table row length (>= ceil(n_ctx / block_tokens)) */
+    int n_threads;              /* CPU: worker threads (0 = all cores) */
+    int device;                 /* CUDA: device ordinal */
+} wk_backend_config;
+
+/*
+ * One forward step. Tokens are grouped by sequence: sequence s owns
+ * tokens[seq_start[s] .. seq_start[s+1]) with consecutive positions starting at
+ * positions[seq_start[s]]. Its KV for earlier positions is already in the cache; this step
+ * writes KV for its new tokens, then attends causally over [0, last position].
+ * A decode step is 1 token per sequence; a prefill chunk is many.
+ */
+typedef struct wk_batch {
+    uint32_t n_seqs;
+    uint32_t n_tokens;
+    const int32_t *tokens;      /* (n_tokens) token ids, each < n_vocab (checked by engine) */
+    const int32_t *positions;   /* (n_tokens) absolute positions */
+    const uint32_t *seq_start;  /* (n_seqs + 1) offsets into tokens; seq_start[n_seqs] = n_tokens */
+    const int32_t *block_table; /* (n_seqs, max_blocks_per_seq) physical block ids, row-major */
+    const uint8_t *want_logits; /* (n_seqs) 1 = produce logits for this sequence's last token */
+} wk_batch;
+
+typedef struct wk_backend_ops {
+    const char *name; /* "cpu", "cuda" */
+
+    /* create prepares weights and allocates the KV cache and scratch. The model must outlive
+     * the backend. On failure *out is NULL, err holds one line; CM_ERR_NO_DEVICE when the
+     * backend's hardware is absent, CM_ERR_NOMEM when the budget does not fit. */
+    cm_err (*create)(const wk_model *model, const wk_backend_config *cfg, wk_backend **out,
+                     char *err, size_t errlen);
+
+    /* destroy frees everything the instance owns; NULL is fine. */
+    void (*destroy)(wk_backend *be);
+
+    /* forward runs one step. logits is (n_seqs, n_vocab) f32 in host memory; row s is
+     * written iff want_logits[s]. Returns CM_ERR_BACKEND on a device failure (the instance
+     * stays usable for later steps when the device recovers; see healthy()). */
+    cm_err (*forward)(wk_backend *be, const wk_batch *batch, float *logits);
+
+    /* Optional (NULL if absent): bytes of device memory free before create, so the engine can
+     * size the KV cache as a fraction of it. */
+    cm_err (*free_memory)(int device, size_t *free_bytes);
+
+    /* Optional: false after an unrecoverable device error (the worker reports unhealthy). */
+    int (*healthy)(const wk_backend *be);
+} wk_backend_ops;
+
+/* The CPU backend; always present. */
+extern const wk_backend_ops wk_backend_cpu;
+
+/* wk_backend_find returns the table named name ("cpu" or "cuda") or NULL when not built in. */
+const wk_backend_ops *wk_backend_find(const char *name);
+
+#endif /* WK_BACKEND_H */

@@ -1,0 +1,54 @@
+/*
+ * wk_chat_template: renders chat messages into the prompt text a model was trained on.
+ *
+ * Sluice does not run Jinja. It recognizes the template families in GGUF
+ * tokenizer.chat_template by their distinctive markers and renders them natively: ChatML
+ * (<|im_start|>: SmolLM2, Qwen), Llama 3 (<|start_header_id|>), Llama 2 / Mistral ([INST]),
+ * Gemma (<start_of_turn>). A template it does not recognize is an error that quotes the start
+ * of the template, unless the operator configured a family by name (override).
+ */
+#ifndef WK_CHAT_TEMPLATE_H
+#define WK_CHAT_TEMPLATE_H
+
+#include <stddef.h>
+#include "../common/cm_err.h"
+
+typedef enum wk_chat_family {
+    WK_CHAT_UNKNOWN = 0,
+    WK_CHAT_CHATML,
+    WK_CHAT_LLAMA3,
+    WK_CHAT_LLAMA2, /* also Mistral [INST] */
+    WK_CHAT_GEMMA,
+} wk_chat_family;
+
+typedef struct wk_chat_message {
+    const char *role;    /* "system", "user", "assistant", "tool" */
+    const char *content; /* NUL-terminated UTF-8 */
+} wk_chat_message;
+
+typedef struct wk_chat_template {
+    wk_chat_family family;
+    char default_system[512]; /* system prompt the template inserts when none is given, e.g.
+                                 SmolLM2's "You are a helpful AI assistant named SmolLM..." */
+    char bos_text[32];        /* BOS text a template writes itself ("<s>", "<|begin_of_text|>") */
+} wk_chat_template;
+
+/* wk_chat_template_detect recognizes template_text (may be NULL when the file has none).
+ * override: NULL, or a family name ("chatml", "llama3", "llama2", "mistral", "gemma") that
+ * wins over detection. Unknown: CM_ERR_UNSUPPORTED with err quoting the template's first
+ * ~60 characters and saying how to override. */
+cm_err wk_chat_template_detect(const char *template_text, const char *override,
+                               wk_chat_template *out, char *err, size_t errlen);
+
+/* wk_chat_family_name: "chatml", "llama3", ... */
+const char *wk_chat_family_name(wk_chat_family f);
+
+/* wk_chat_render writes the prompt (NUL-terminated) for n messages into out (capacity cap),
+ * ending with the assistant turn opener when add_generation_prompt. Unknown role or a role
+ * the family cannot express: CM_ERR_INVALID naming it. Too long: CM_ERR_LIMIT.
+ * *n_written excludes the NUL. */
+cm_err wk_chat_render(const wk_chat_template *t, const wk_chat_message *msgs, size_t n,
+                      int add_generation_prompt, char *out, size_t cap, size_t *n_written,
+                      char *err, size_t errlen);
+
+#endif /* WK_CHAT_TEMPLATE_H */
