@@ -10,27 +10,27 @@
 
 typedef enum cm_err {
     CM_OK = 0,
-    CM_ERR_NOMEM = 1,          /* allocation failed */
-    CM_ERR_INVALID = 2,        /* bad argument or bad input from outside */
-    CM_ERR_IO = 3,             /* read/write/open/mmap failed */
-    CM_ERR_FORMAT = 4,         /* malformed file or message (GGUF, protobuf, JSON, YAML) */
-    CM_ERR_UNSUPPORTED = 5,    /* valid but not supported (tensor type, architecture, param) */
-    CM_ERR_NOT_FOUND = 6,      /* no such key, tensor, model, request id */
-    CM_ERR_LIMIT = 7,          /* a configured bound was exceeded (size, count, length) */
-    CM_ERR_OVERLOADED = 8,     /* a bounded queue is full; try again later */
-    CM_ERR_TIMEOUT = 9,        /* a deadline passed */
-    CM_ERR_CANCELLED = 10,     /* the caller or peer cancelled */
-    CM_ERR_BACKEND = 11,       /* compute backend failure (CUDA error, device lost) */
-    CM_ERR_CLOSED = 12,        /* the object is shutting down or draining */
-    CM_ERR_STATE = 13,         /* operation not valid in the current state */
-    CM_ERR_CONFIG = 14,        /* configuration is invalid */
-    CM_ERR_PROTOCOL = 15,      /* peer spoke an incompatible protocol version */
-    CM_ERR_UTF8 = 16,          /* text is not valid UTF-8 */
+    CM_ERR_NOMEM = 1,           /* allocation failed */
+    CM_ERR_INVALID = 2,         /* bad argument or bad input from outside */
+    CM_ERR_IO = 3,              /* read/write/open/mmap failed */
+    CM_ERR_FORMAT = 4,          /* malformed file or message (GGUF, protobuf, JSON, YAML) */
+    CM_ERR_UNSUPPORTED = 5,     /* valid but not supported (tensor type, architecture, param) */
+    CM_ERR_NOT_FOUND = 6,       /* no such key, tensor, model, request id */
+    CM_ERR_LIMIT = 7,           /* a configured bound was exceeded (size, count, length) */
+    CM_ERR_OVERLOADED = 8,      /* a bounded queue is full; try again later */
+    CM_ERR_TIMEOUT = 9,         /* a deadline passed */
+    CM_ERR_CANCELLED = 10,      /* the caller or peer cancelled */
+    CM_ERR_BACKEND = 11,        /* compute backend failure (CUDA error, device lost) */
+    CM_ERR_CLOSED = 12,         /* the object is shutting down or draining */
+    CM_ERR_STATE = 13,          /* operation not valid in the current state */
+    CM_ERR_CONFIG = 14,         /* configuration is invalid */
+    CM_ERR_PROTOCOL = 15,       /* peer spoke an incompatible protocol version */
+    CM_ERR_UTF8 = 16,           /* text is not valid UTF-8 */
     CM_ERR_CONTEXT_LENGTH = 17, /* prompt + completion exceed the model's context */
-    CM_ERR_NO_DEVICE = 18,     /* no GPU or driver present */
-    CM_ERR_INTERNAL = 19,      /* broken invariant caught without aborting */
-    CM_ERR_EXISTS = 20,        /* duplicate id or key */
-    CM_ERR__COUNT              /* not an error: the number of values above */
+    CM_ERR_NO_DEVICE = 18,      /* no GPU or driver present */
+    CM_ERR_INTERNAL = 19,       /* broken invariant caught without aborting */
+    CM_ERR_EXISTS = 20,         /* duplicate id or key */
+    CM_ERR__COUNT               /* not an error: the number of values above */
 } cm_err;
 
 /* cm_strerror returns a static string for err; never NULL (unknown values give "unknown error"). */

@@ -22,6 +22,10 @@ void cm_log_set_component(const char *component); /* "gateway", "worker", ... (c
 /* cm_log_parse_level maps "debug"/"info"/"warn"/"error"; returns -1 on anything else. */
 int cm_log_parse_level(const char *s);
 
+/* cm_log_enabled returns 1 when a line at level would be written; use it to skip building
+ * costly field values for debug lines. Any thread. */
+int cm_log_enabled(cm_log_level level);
+
 /*
  * cm_log writes one line: msg, then the extra fields given as a NULL-terminated list of
  * key, value string pairs, e.g.

@@ -24,14 +24,14 @@
 typedef struct wk_backend wk_backend;
 
 typedef struct wk_backend_config {
-    uint32_t block_tokens;      /* tokens per KV block, e.g. 16 */
-    uint32_t n_blocks;          /* KV blocks to allocate up front */
-    wk_dtype kv_dtype;          /* WK_DTYPE_F16 (default) or WK_DTYPE_F32 */
-    uint32_t max_batch_tokens;  /* most tokens in one forward */
-    uint32_t max_seqs;          /* most sequences in one forward */
+    uint32_t block_tokens;       /* tokens per KV block, e.g. 16 */
+    uint32_t n_blocks;           /* KV blocks to allocate up front */
+    wk_dtype kv_dtype;           /* WK_DTYPE_F16 (default) or WK_DTYPE_F32 */
+    uint32_t max_batch_tokens;   /* most tokens in one forward */
+    uint32_t max_seqs;           /* most sequences in one forward */
     uint32_t max_blocks_per_seq; /* block table row length (>= ceil(n_ctx / block_tokens)) */
-    int n_threads;              /* CPU: worker threads (0 = all cores) */
-    int device;                 /* CUDA: device ordinal */
+    int n_threads;               /* CPU: worker threads (0 = all cores) */
+    int device;                  /* CUDA: device ordinal */
 } wk_backend_config;
 
 /*

@@ -112,6 +112,10 @@ typedef struct wk_request {
     wk_event_cb cb;                /* required */
     void *cb_arg;
     void *user;                    /* passed back in every event */
+    /* Optional (NULL = off): (n_vocab) f32 that receives the model's logits at the last
+     * prompt position, before sampling (reference checks, sluice-generate --dump-logits).
+     * Borrowed; must stay valid until the request's first token event or its end. */
+    float *prompt_logits_out;
 } wk_request;
 
 typedef struct wk_engine_stats {
@@ -131,7 +135,9 @@ typedef struct wk_engine_stats {
 } wk_engine_stats;
 
 /* wk_engine_create builds the backend for model with the config. tokenizer is borrowed (for
- * detokenizing and EOG detection). Both must outlive the engine. On failure err holds one
+ * detokenizing and EOG detection). Both must outlive the engine. tok may be NULL (synthetic
+ * models in benchmarks): events then carry no text, no token ends generation early, and
+ * requests with stop strings are rejected. On failure err holds one
  * line. Free with wk_engine_destroy (which fails nothing: callers cancel first if they care). */
 cm_err wk_engine_create(const wk_model *model, const wk_tokenizer *tok,
                         const wk_engine_config *cfg, wk_engine **out, char *err, size_t errlen);

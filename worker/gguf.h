@@ -49,6 +49,9 @@ typedef struct wk_gguf_arr {
     wk_gguf_type elem_type;
     uint64_t n;
     const void *data;
+    /* String arrays from wk_gguf_get_arr: byte offset of element i from data, so that
+     * wk_gguf_arr_str is O(1). Owned by the wk_gguf. NULL means "walk" (O(i)). */
+    const uint64_t *str_offsets;
 } wk_gguf_arr;
 
 #define WK_GGUF_MAX_DIMS 4
@@ -58,7 +61,7 @@ typedef struct wk_gguf_tensor {
     uint32_t n_dims;
     int64_t ne[WK_GGUF_MAX_DIMS]; /* ne[0] is the contiguous (row) length; unused dims = 1 */
     wk_dtype type;
-    const void *data;             /* inside the mapping, aligned as the file says */
+    const void *data; /* inside the mapping, aligned as the file says */
     size_t nbytes;
 } wk_gguf_tensor;
 
@@ -71,8 +74,7 @@ cm_err wk_gguf_open(const char *path, wk_gguf **out, char *err, size_t errlen);
 
 /* wk_gguf_open_memory validates an in-memory image (the fuzzer's entry point). The buffer
  * is borrowed and must outlive the returned object. Same messages as wk_gguf_open. */
-cm_err wk_gguf_open_memory(const void *data, size_t size, wk_gguf **out, char *err,
-                           size_t errlen);
+cm_err wk_gguf_open_memory(const void *data, size_t size, wk_gguf **out, char *err, size_t errlen);
 
 /* wk_gguf_close unmaps and frees; NULL is fine. */
 void wk_gguf_close(wk_gguf *g);

@@ -36,23 +36,23 @@ typedef enum wk_rope_scaling {
 
 typedef struct wk_hparams {
     uint32_t n_vocab;
-    uint32_t n_ctx_train;   /* context length the model was trained for */
-    uint32_t n_embd;        /* model width */
+    uint32_t n_ctx_train; /* context length the model was trained for */
+    uint32_t n_embd;      /* model width */
     uint32_t n_layer;
-    uint32_t n_head;        /* query heads */
-    uint32_t n_head_kv;     /* key/value heads (GQA: n_head % n_head_kv == 0) */
-    uint32_t head_dim;      /* usually n_embd / n_head */
-    uint32_t n_rot;         /* rotated dims per head (== head_dim for all supported files) */
-    uint32_t n_ff;          /* MLP hidden width */
+    uint32_t n_head;    /* query heads */
+    uint32_t n_head_kv; /* key/value heads (GQA: n_head % n_head_kv == 0) */
+    uint32_t head_dim;  /* usually n_embd / n_head */
+    uint32_t n_rot;     /* rotated dims per head (== head_dim for all supported files) */
+    uint32_t n_ff;      /* MLP hidden width */
     float rms_eps;
     float rope_freq_base;
     wk_rope_style rope_style;
     wk_rope_scaling rope_scaling;
-    float rope_scaling_factor;      /* linear/llama3 factor; 1 = none */
+    float rope_scaling_factor;          /* linear/llama3 factor; 1 = none */
     float rope_llama3_low_freq_factor;  /* llama3 scaling only */
     float rope_llama3_high_freq_factor; /* llama3 scaling only */
     uint32_t rope_llama3_orig_ctx;      /* llama3 scaling only */
-    bool tied_embeddings;   /* output head shares tok_embd */
+    bool tied_embeddings;               /* output head shares tok_embd */
 } wk_hparams;
 
 /* A weight view. data == NULL means "absent" (only allowed for optional tensors: biases). */
@@ -80,15 +80,15 @@ typedef struct wk_layer {
 
 typedef struct wk_model {
     wk_hparams hp;
-    char arch[32];          /* general.architecture, e.g. "llama", "qwen2" */
-    char name[128];         /* general.name or file stem; informational */
-    wk_tensor tok_embd;     /* (n_vocab rows, n_embd cols) */
-    wk_tensor output_norm;  /* (n_embd) f32 */
-    wk_tensor output;       /* (n_vocab rows, n_embd cols); equals tok_embd when tied */
-    wk_layer *layers;       /* (n_layer), owned */
-    size_t weight_bytes;    /* sum of nbytes of all weights (tied output counted once) */
-    struct wk_gguf *gguf;   /* owner of the mapping; NULL for synthetic models */
-    void *owned;            /* synthetic weight storage; NULL for loaded models */
+    char arch[32];         /* general.architecture, e.g. "llama", "qwen2" */
+    char name[128];        /* general.name or file stem; informational */
+    wk_tensor tok_embd;    /* (n_vocab rows, n_embd cols) */
+    wk_tensor output_norm; /* (n_embd) f32 */
+    wk_tensor output;      /* (n_vocab rows, n_embd cols); equals tok_embd when tied */
+    wk_layer *layers;      /* (n_layer), owned */
+    size_t weight_bytes;   /* sum of nbytes of all weights (tied output counted once) */
+    struct wk_gguf *gguf;  /* owner of the mapping; NULL for synthetic models */
+    void *owned;           /* synthetic weight storage; NULL for loaded models */
 } wk_model;
 
 /* wk_model_load builds a model from an open GGUF. The model borrows g (g must outlive it; it

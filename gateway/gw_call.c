@@ -1,0 +1,730 @@
+#include "gw_call.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm_clock.h"
+#include "cm_log.h"
+#include "gw_format.h"
+#include "gw_http.h"
+#include "gw_ratelimit.h"
+
+#define TEXT_MAX_BYTES (16u << 20)   /* per choice, non-streaming */
+#define STREAM_MAX_BYTES (16u << 20) /* pending SSE bytes while the client is slow */
+
+typedef struct choice {
+    uint64_t id;    /* wire id while a Submit is in flight, else 0 */
+    int started;    /* a token arrived */
+    int done;       /* Finished arrived */
+    int role_sent;  /* stream: first chunk (with the role) sent */
+    cm_buf text;    /* non-streaming text */
+    gw_logprobs_acc lp;
+    const char *finish;
+    uint32_t prompt_tokens, completion_tokens, cached_tokens;
+} choice;
+
+struct gw_call {
+    gw_thread *t;
+    h2o_req_t *req;  /* NULL once h2o disposed the request */
+    int stopped;     /* client went away (stream stop) */
+    gw_api api;
+    gw_request rq;
+    gw_tenant tenant;
+    int has_tenant;
+    char rid[CM_ID_EXTERNAL_MAX + 1];
+    char resp_id[64];
+    char served[GW_NAME_MAX];
+    gw_worker *worker;
+    uint32_t epoch;
+    int retried;
+    int64_t created_s, t0_ns, t_first_ns;
+    uint64_t deadline_unix_ms;
+    int status;      /* final HTTP status, for logs and metrics */
+    int finished;    /* bookkeeping done */
+    int n_active;    /* Submits in flight */
+    int rl_pending;  /* waiting for the rate limiter */
+    int admitted;    /* holds a lease */
+    gw_rl_verdict verdict;
+    int have_verdict;
+    uv_timer_t timer;
+    int closing;
+    /* streaming */
+    h2o_generator_t gen; /* first member used by h2o callbacks via container */
+    int stream_started;
+    int send_inflight;
+    int final_queued;
+    int final_sent;
+    cm_buf pending, sending;
+    uint32_t n_done;
+    choice ch[];
+};
+
+static void call_fail(gw_call *c, const gw_error *e);
+static void route_and_submit(gw_call *c, const gw_worker *exclude);
+
+static const char *route_name(gw_api api) {
+    return api == GW_API_CHAT ? "/v1/chat/completions" : "/v1/completions";
+}
+
+static void dec_inflight(gw_worker *w) {
+    int v = atomic_fetch_sub(&w->inflight, 1);
+    if (v <= 0)
+        atomic_store(&w->inflight, 0);
+}
+
+/* Drops every Submit still in flight; send_cancel tells the worker (not when its pipe died). */
+static void drop_submits(gw_call *c, int send_cancel) {
+    for (uint32_t i = 0; i < c->rq.n; i++) {
+        choice *ch = &c->ch[i];
+        if (ch->id == 0)
+            continue;
+        if (send_cancel && c->worker != NULL) {
+            gw_worker_cancel(c->worker, ch->id);
+            cm_series_inc(c->t->srv->metrics.cancels);
+        }
+        if (c->worker != NULL)
+            dec_inflight(c->worker);
+        gw_thread_slot_free(c->t, ch->id);
+        ch->id = 0;
+        c->n_active--;
+    }
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+    gw_call *c = h->data;
+    for (uint32_t i = 0; i < c->rq.n; i++) {
+        cm_buf_fini(&c->ch[i].text);
+        gw_logprobs_fini(&c->ch[i].lp);
+    }
+    cm_buf_fini(&c->pending);
+    cm_buf_fini(&c->sending);
+    gw_request_fini(&c->rq);
+    free(c);
+}
+
+static void maybe_free(gw_call *c) {
+    if (c->req != NULL || c->n_active > 0 || c->rl_pending || c->closing)
+        return;
+    c->closing = 1;
+    c->t->calls--;
+    cm_series_add(c->t->srv->metrics.inflight, -1);
+    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+/* End-of-request bookkeeping, exactly once: lease + usage reconcile, metrics, log line. */
+static void call_finish(gw_call *c, int status) {
+    gw_server *s = c->t->srv;
+    uint32_t prompt = 0, completion = 0;
+    int64_t now = cm_clock_mono_ns();
+    double ttfb = c->t_first_ns ? (c->t_first_ns - c->t0_ns) / 1e9 : -1;
+    char st[12], pt[12], ctok[12], ttfb_ms[24], dur_ms[24];
+    if (c->finished)
+        return;
+    c->finished = 1;
+    c->status = status;
+    uv_timer_stop(&c->timer);
+    for (uint32_t i = 0; i < c->rq.n; i++) {
+        if (i == 0)
+            prompt = c->ch[i].prompt_tokens;
+        completion += c->ch[i].completion_tokens;
+    }
+    if (c->admitted && c->t->rl != NULL) {
+        int64_t reserved =
+            (int64_t)c->rq.prompt_token_estimate + (int64_t)c->rq.n * c->rq.max_tokens;
+        gw_ratelimit_finish(c->t->rl, &c->tenant, c->rid,
+                            (int64_t)prompt + (int64_t)completion - reserved);
+        c->admitted = 0;
+    }
+    cm_series_add(s->metrics.tokens_prompt, prompt);
+    cm_series_add(s->metrics.tokens_completion, completion);
+    gw_metrics_request(&s->metrics, route_name(c->api), c->rq.model, status, ttfb,
+                       (now - c->t0_ns) / 1e9);
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(pt, sizeof pt, "%u", prompt);
+    snprintf(ctok, sizeof ctok, "%u", completion);
+    snprintf(ttfb_ms, sizeof ttfb_ms, "%.2f", ttfb >= 0 ? ttfb * 1e3 : -1.0);
+    snprintf(dur_ms, sizeof dur_ms, "%.2f", (now - c->t0_ns) / 1e6);
+    cm_log(CM_LOG_INFO, c->rid, "request", "route", route_name(c->api), "tenant",
+           c->has_tenant ? c->tenant.name : "-", "model", c->rq.model ? c->rq.model : "-",
+           "status", st, "stream", c->rq.stream ? "true" : "false", "prompt_tokens", pt,
+           "completion_tokens", ctok, "ttfb_ms", ttfb_ms, "duration_ms", dur_ms, "worker",
+           c->worker ? c->worker->address : "-", NULL);
+}
+
+/* The h2o request is being freed (response done or client gone). */
+static void on_req_dispose(void *p) {
+    gw_call *c = *(gw_call **)p;
+    c->req = NULL;
+    if (!c->finished) {
+        drop_submits(c, 1);
+        call_finish(c, 499);
+    }
+    maybe_free(c);
+}
+
+static void add_rl_headers(gw_call *c) {
+    char v[24];
+    if (!c->have_verdict || c->req == NULL)
+        return;
+    if (c->verdict.limit_requests >= 0) {
+        snprintf(v, sizeof v, "%" PRId64, c->verdict.limit_requests);
+        gw_http_add_header(c->req, "x-ratelimit-limit-requests", v);
+        snprintf(v, sizeof v, "%" PRId64, c->verdict.remaining_requests);
+        gw_http_add_header(c->req, "x-ratelimit-remaining-requests", v);
+    }
+    if (c->verdict.limit_tokens >= 0) {
+        snprintf(v, sizeof v, "%" PRId64, c->verdict.limit_tokens);
+        gw_http_add_header(c->req, "x-ratelimit-limit-tokens", v);
+        snprintf(v, sizeof v, "%" PRId64, c->verdict.remaining_tokens < 0
+                                              ? (int64_t)0
+                                              : c->verdict.remaining_tokens);
+        gw_http_add_header(c->req, "x-ratelimit-remaining-tokens", v);
+    }
+}
+
+/* ---- streaming ---- */
+
+static void stream_flush(gw_call *c) {
+    h2o_iovec_t buf;
+    cm_buf tmp;
+    if (c->req == NULL || c->stopped || c->send_inflight || c->final_sent)
+        return;
+    if (c->pending.len == 0 && !c->final_queued)
+        return;
+    /* Swap: `sending` must stay untouched until proceed (h2o keeps a pointer to it). */
+    tmp = c->sending;
+    c->sending = c->pending;
+    c->pending = tmp;
+    cm_buf_reset(&c->pending);
+    buf = h2o_iovec_init(c->sending.len ? c->sending.data : "", c->sending.len);
+    c->send_inflight = 1;
+    if (c->final_queued)
+        c->final_sent = 1;
+    h2o_send(c->req, &buf, 1, c->final_sent ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void on_proceed(h2o_generator_t *gen, h2o_req_t *req) {
+    gw_call *c = (gw_call *)((char *)gen - offsetof(gw_call, gen));
+    (void)req;
+    c->send_inflight = 0;
+    cm_buf_reset(&c->sending);
+    stream_flush(c);
+}
+
+static void on_stop(h2o_generator_t *gen, h2o_req_t *req) {
+    gw_call *c = (gw_call *)((char *)gen - offsetof(gw_call, gen));
+    (void)req;
+    c->stopped = 1;
+    if (!c->finished) {
+        drop_submits(c, 1);
+        call_finish(c, 499);
+    }
+}
+
+static void stream_start(gw_call *c) {
+    if (c->stream_started || c->req == NULL)
+        return;
+    c->stream_started = 1;
+    c->t_first_ns = cm_clock_mono_ns();
+    c->req->res.status = 200;
+    c->req->res.reason = "OK";
+    h2o_add_header(&c->req->pool, &c->req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/event-stream"));
+    h2o_add_header(&c->req->pool, &c->req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-cache"));
+    gw_http_add_header(c->req, "x-request-id", c->rid);
+    add_rl_headers(c);
+    c->gen.proceed = on_proceed;
+    c->gen.stop = on_stop;
+    h2o_start_response(c->req, &c->gen);
+}
+
+static void stream_append_error(gw_call *c, const gw_error *e) {
+    gw_format_error_event(&c->pending, e);
+    c->final_queued = 1;
+    stream_flush(c);
+}
+
+/* ---- completion ---- */
+
+static void usage_of(gw_call *c, gw_usage_out *u) {
+    memset(u, 0, sizeof *u);
+    for (uint32_t i = 0; i < c->rq.n; i++) {
+        if (i == 0) {
+            u->prompt_tokens = c->ch[i].prompt_tokens;
+            u->cached_tokens = c->ch[i].cached_tokens;
+        }
+        u->completion_tokens += c->ch[i].completion_tokens;
+    }
+}
+
+static void call_complete(gw_call *c) {
+    gw_usage_out u;
+    usage_of(c, &u);
+    if (c->req == NULL || c->stopped) {
+        call_finish(c, 499);
+        return;
+    }
+    if (c->rq.stream) {
+        stream_start(c);
+        if (c->rq.include_usage)
+            gw_format_usage_chunk(&c->pending, c->api, c->resp_id, c->created_s, c->rq.model,
+                                  &u);
+        cm_buf_append_str(&c->pending, "data: [DONE]\n\n");
+        c->final_queued = 1;
+        call_finish(c, 200);
+        stream_flush(c);
+        return;
+    } else {
+        gw_choice_out outs[64];
+        cm_buf body;
+        cm_err rv;
+        uint32_t n = c->rq.n < 64 ? c->rq.n : 64;
+        for (uint32_t i = 0; i < n; i++) {
+            outs[i].text = c->ch[i].text.len ? c->ch[i].text.data : "";
+            outs[i].text_len = c->ch[i].text.len;
+            outs[i].finish_reason = c->ch[i].finish;
+            outs[i].logprobs = c->rq.logprobs ? &c->ch[i].lp : NULL;
+        }
+        cm_buf_init(&body, 64u << 20);
+        rv = gw_format_response(&body, c->api, c->resp_id, c->created_s, c->rq.model, outs, n,
+                                &u);
+        if (rv != CM_OK) {
+            gw_error e;
+            cm_buf_fini(&body);
+            gw_error_set(&e, 500, GW_ERRT_SERVER, "internal_error", NULL,
+                         "could not format the response: %s", cm_strerror(rv));
+            call_fail(c, &e);
+            return;
+        }
+        c->t_first_ns = cm_clock_mono_ns();
+        add_rl_headers(c);
+        call_finish(c, 200);
+        gw_http_send_json(c->req, 200, c->rid, body.data, body.len);
+        cm_buf_fini(&body);
+    }
+}
+
+static void call_fail(gw_call *c, const gw_error *e) {
+    drop_submits(c, 1);
+    if (c->finished)
+        return;
+    call_finish(c, e->status);
+    if (c->req == NULL || c->stopped)
+        return;
+    if (c->stream_started) {
+        stream_append_error(c, e);
+    } else {
+        add_rl_headers(c);
+        gw_http_send_error(c->req, c->rid, e);
+    }
+}
+
+static void on_deadline(uv_timer_t *timer) {
+    gw_call *c = timer->data;
+    gw_error e;
+    gw_error_set(&e, 504, GW_ERRT_TIMEOUT, "deadline_exceeded", NULL,
+                 "the request did not finish within its deadline");
+    call_fail(c, &e);
+    maybe_free(c);
+}
+
+static uint64_t affinity_of(const gw_request *rq) {
+    const char *s = rq->submit.prompt;
+    uint64_t h = 1469598103934665603ULL;
+    size_t n;
+    if (rq->submit.n_messages > 0)
+        s = rq->submit.messages[0]->content;
+    if (s == NULL)
+        return 0;
+    /* The leading bytes stand for the shared prefix (system prompt, few-shot header). */
+    n = strnlen(s, 256);
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void route_and_submit(gw_call *c, const gw_worker *exclude) {
+    gw_error e;
+    gw_worker *w = NULL;
+    cm_err rv = gw_pool_pick(&c->t->srv->pool, c->rq.model, affinity_of(&c->rq), exclude, &w,
+                             c->served);
+    if (rv == CM_ERR_NOT_FOUND) {
+        gw_error_set(&e, 404, GW_ERRT_INVALID, "model_not_found", "model",
+                     "The model '%s' does not exist or has no worker", c->rq.model);
+        call_fail(c, &e);
+        return;
+    }
+    if (rv != CM_OK) {
+        gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "no_capacity", NULL,
+                     "no worker of model '%s' is available; retry later", c->rq.model);
+        e.retry_after_s = 1;
+        call_fail(c, &e);
+        return;
+    }
+    c->worker = w;
+    c->epoch = atomic_load(&w->epoch);
+    c->rq.submit.model = c->served;
+    for (uint32_t i = 0; i < c->rq.n; i++) {
+        gw_submit_ids ids = {0};
+        uint8_t stackbuf[4096];
+        uint8_t *buf = stackbuf;
+        size_t len;
+        uint64_t id;
+        if (gw_thread_slot_alloc(c->t, c, i, &id) != 0) {
+            gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
+                         "the gateway is at capacity; retry later");
+            e.retry_after_s = 1;
+            call_fail(c, &e);
+            return;
+        }
+        ids.request_id = id;
+        ids.choice = i;
+        ids.tenant = c->has_tenant ? c->tenant.name : NULL;
+        ids.gateway_id = c->rid;
+        ids.deadline_unix_ms = c->deadline_unix_ms;
+        len = gw_request_packed_size(&c->rq, &ids);
+        if (len > sizeof stackbuf && (buf = malloc(len)) == NULL) {
+            gw_thread_slot_free(c->t, id);
+            gw_error_set(&e, 500, GW_ERRT_SERVER, "internal_error", NULL, "out of memory");
+            call_fail(c, &e);
+            return;
+        }
+        gw_request_pack(&c->rq, &ids, buf);
+        rv = gw_worker_send(w, buf, len);
+        if (buf != stackbuf)
+            free(buf);
+        if (rv != CM_OK) {
+            gw_thread_slot_free(c->t, id);
+            if (!c->retried && i == 0) {
+                c->retried = 1;
+                cm_series_inc(c->t->srv->metrics.retries);
+                route_and_submit(c, w);
+                return;
+            }
+            gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "no_capacity", NULL,
+                         "the worker is not accepting requests; retry later");
+            e.retry_after_s = 1;
+            call_fail(c, &e);
+            return;
+        }
+        c->ch[i].id = id;
+        c->n_active++;
+        atomic_fetch_add(&w->inflight, 1);
+    }
+}
+
+static void on_admitted(void *arg, const gw_rl_verdict *v) {
+    gw_call *c = arg;
+    c->rl_pending = 0;
+    c->verdict = *v;
+    c->have_verdict = 1;
+    if (c->req == NULL || c->finished) {
+        /* Client left while we waited: give the slot back if we got one. */
+        if (v->allowed && c->t->rl != NULL && c->has_tenant && !v->redis_failed)
+            gw_ratelimit_finish(c->t->rl, &c->tenant, c->rid,
+                                -(int64_t)(c->rq.prompt_token_estimate +
+                                           (uint64_t)c->rq.n * c->rq.max_tokens));
+        maybe_free(c);
+        return;
+    }
+    if (!v->allowed) {
+        gw_error e;
+        if (v->redis_failed) {
+            gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "ratelimit_unavailable", NULL,
+                         "rate limiting is unavailable; retry later");
+            e.retry_after_s = 1;
+        } else {
+            gw_error_set(&e, 429, GW_ERRT_RATE, "rate_limit_exceeded", NULL,
+                         "Rate limit reached for %s per minute%s on tenant '%s'; retry after "
+                         "%d s",
+                         v->limit, strcmp(v->limit, "concurrency") == 0 ? " (concurrent)" : "",
+                         c->tenant.name, v->retry_after_s);
+            if (strcmp(v->limit, "concurrency") == 0)
+                snprintf(e.message, sizeof e.message,
+                         "Too many concurrent requests for tenant '%s'; retry after %d s",
+                         c->tenant.name, v->retry_after_s);
+            e.retry_after_s = v->retry_after_s > 0 ? v->retry_after_s : 1;
+            gw_metrics_ratelimited(&c->t->srv->metrics, c->tenant.name, v->limit);
+        }
+        call_fail(c, &e);
+        maybe_free(c);
+        return;
+    }
+    c->admitted = !v->redis_failed && c->t->rl != NULL && c->has_tenant;
+    route_and_submit(c, NULL);
+    maybe_free(c);
+}
+
+static uint32_t parse_timeout_header(h2o_req_t *req, uint32_t def, uint32_t max) {
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-sluice-timeout-ms"), -1);
+    char tmp[16];
+    unsigned long v;
+    char *end;
+    if (i < 0)
+        return def;
+    if (req->headers.entries[i].value.len == 0 || req->headers.entries[i].value.len >= sizeof tmp)
+        return def;
+    memcpy(tmp, req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+    tmp[req->headers.entries[i].value.len] = '\0';
+    v = strtoul(tmp, &end, 10);
+    if (*end != '\0' || v == 0)
+        return def;
+    return v > max ? max : (uint32_t)v;
+}
+
+void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request_id,
+                   const gw_tenant *tenant) {
+    gw_server *s = t->srv;
+    const gw_config *cfg = s->cfg;
+    gw_request rq;
+    gw_error e;
+    gw_call *c;
+    gw_call **ref;
+    uint32_t timeout_ms;
+    cm_err rv;
+    int64_t t0 = cm_clock_mono_ns();
+
+    rv = gw_request_parse(req->entity.base, req->entity.len, api, &cfg->limits, &rq, &e);
+    if (rv != CM_OK) {
+        gw_metrics_request(&s->metrics, route_name(api), NULL, e.status, -1,
+                           (cm_clock_mono_ns() - t0) / 1e9);
+        cm_log(CM_LOG_INFO, request_id, "request refused", "route", route_name(api), "status",
+               e.status == 413 ? "413" : "400", "param", e.param, "reason", e.message, NULL);
+        gw_http_send_error(req, request_id, &e);
+        return;
+    }
+    if (!gw_pool_has_model(&s->pool, rq.model)) {
+        gw_error_set(&e, 404, GW_ERRT_INVALID, "model_not_found", "model",
+                     "The model '%s' does not exist or has no worker", rq.model);
+        gw_metrics_request(&s->metrics, route_name(api), NULL, 404, -1, 0);
+        gw_http_send_error(req, request_id, &e);
+        gw_request_fini(&rq);
+        return;
+    }
+    if (t->calls >= t->max_calls) {
+        gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
+                     "the gateway is at its in-flight limit; retry later");
+        e.retry_after_s = 1;
+        gw_metrics_request(&s->metrics, route_name(api), rq.model, 503, -1, 0);
+        gw_http_send_error(req, request_id, &e);
+        gw_request_fini(&rq);
+        return;
+    }
+    c = calloc(1, sizeof *c + rq.n * sizeof(choice));
+    ref = c != NULL ? h2o_mem_alloc_shared(&req->pool, sizeof *ref, on_req_dispose) : NULL;
+    if (ref == NULL) {
+        free(c);
+        gw_error_set(&e, 500, GW_ERRT_SERVER, "internal_error", NULL, "out of memory");
+        gw_http_send_error(req, request_id, &e);
+        gw_request_fini(&rq);
+        return;
+    }
+    *ref = c;
+    c->t = t;
+    c->req = req;
+    c->api = api;
+    c->rq = rq;
+    c->t0_ns = t0;
+    c->created_s = cm_clock_unix_ms() / 1000;
+    snprintf(c->rid, sizeof c->rid, "%s", request_id);
+    snprintf(c->resp_id, sizeof c->resp_id, "%s-%s", api == GW_API_CHAT ? "chatcmpl" : "cmpl",
+             request_id);
+    if (tenant != NULL) {
+        c->tenant = *tenant;
+        c->has_tenant = 1;
+    }
+    for (uint32_t i = 0; i < rq.n; i++) {
+        cm_buf_init(&c->ch[i].text, TEXT_MAX_BYTES);
+        gw_logprobs_init(&c->ch[i].lp, TEXT_MAX_BYTES);
+    }
+    cm_buf_init(&c->pending, STREAM_MAX_BYTES);
+    cm_buf_init(&c->sending, STREAM_MAX_BYTES);
+    uv_timer_init(&t->loop, &c->timer);
+    c->timer.data = c;
+    t->calls++;
+    cm_series_add(s->metrics.inflight, 1);
+    timeout_ms = parse_timeout_header(req, cfg->deadline_ms, cfg->max_deadline_ms);
+    c->deadline_unix_ms = (uint64_t)cm_clock_unix_ms() + timeout_ms;
+    uv_timer_start(&c->timer, on_deadline, timeout_ms, 0);
+
+    if (t->rl != NULL && c->has_tenant &&
+        (c->tenant.rpm || c->tenant.tpm || c->tenant.max_concurrency)) {
+        c->rl_pending = 1;
+        gw_ratelimit_admit(t->rl, &c->tenant,
+                           c->rq.prompt_token_estimate + c->rq.n * c->rq.max_tokens, c->rid,
+                           on_admitted, c);
+    } else {
+        gw_rl_verdict v = {.allowed = 1,
+                           .limit_requests = -1,
+                           .remaining_requests = -1,
+                           .limit_tokens = -1,
+                           .remaining_tokens = -1};
+        c->rl_pending = 1;
+        on_admitted(c, &v);
+    }
+}
+
+static const char *finish_name(Sluice__FinishReason r) {
+    switch (r) {
+    case SLUICE__FINISH_REASON__FINISH_REASON_LENGTH:
+        return "length";
+    default:
+        return "stop";
+    }
+}
+
+static void on_text(gw_call *c, uint32_t idx, const char *text, size_t len,
+                    const Sluice__Tokens *tok, const char *finish) {
+    choice *ch = &c->ch[idx];
+    if (c->rq.stream) {
+        if (len == 0 && finish == NULL && (tok == NULL || tok->n_logprobs == 0))
+            return;
+        stream_start(c);
+        gw_format_chunk(&c->pending, c->api, c->resp_id, c->created_s, c->rq.model, idx,
+                        c->api == GW_API_CHAT && !ch->role_sent, text, len, finish, tok,
+                        c->rq.include_usage);
+        ch->role_sent = 1;
+        stream_flush(c);
+    } else {
+        if (len > 0 && cm_buf_append(&ch->text, text, len) != CM_OK) {
+            gw_error e;
+            gw_error_set(&e, 500, GW_ERRT_SERVER, "internal_error", NULL,
+                         "the completion is larger than the gateway's response limit");
+            call_fail(c, &e);
+            return;
+        }
+        if (tok != NULL && c->rq.logprobs)
+            gw_logprobs_add(&ch->lp, c->api, tok);
+    }
+}
+
+void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env) {
+    Sluice__Event *ev = env->event;
+    gw_slot *slot = gw_thread_slot_find(t, ev->request_id);
+    gw_call *c;
+    choice *ch;
+    uint32_t idx;
+    if (slot == NULL || slot->call->worker != w)
+        goto done; /* late event of a cancelled or retried request */
+    c = slot->call;
+    idx = slot->choice;
+    ch = &c->ch[idx];
+    switch (ev->kind_case) {
+    case SLUICE__EVENT__KIND_TOKENS:
+        if (ev->tokens == NULL)
+            break;
+        ch->started = 1;
+        on_text(c, idx, ev->tokens->text ? ev->tokens->text : "",
+                ev->tokens->text ? strlen(ev->tokens->text) : 0, ev->tokens, NULL);
+        break;
+    case SLUICE__EVENT__KIND_FINISHED: {
+        Sluice__Finished *f = ev->finished;
+        if (f == NULL)
+            break;
+        gw_thread_slot_free(t, ch->id);
+        ch->id = 0;
+        c->n_active--;
+        dec_inflight(w);
+        if (f->reason == SLUICE__FINISH_REASON__FINISH_REASON_CANCELLED ||
+            f->reason == SLUICE__FINISH_REASON__FINISH_REASON_ERROR) {
+            gw_error e;
+            gw_error_set(&e, 500, GW_ERRT_SERVER, "worker_error", NULL,
+                         "the worker ended the generation (%s)",
+                         f->reason == SLUICE__FINISH_REASON__FINISH_REASON_CANCELLED
+                             ? "cancelled"
+                             : "error");
+            call_fail(c, &e);
+            break;
+        }
+        ch->done = 1;
+        ch->finish = finish_name(f->reason);
+        if (f->usage != NULL) {
+            ch->prompt_tokens = f->usage->prompt_tokens;
+            ch->completion_tokens = f->usage->completion_tokens;
+            ch->cached_tokens = f->usage->has_cached_prompt_tokens
+                                    ? f->usage->cached_prompt_tokens
+                                    : 0;
+        }
+        if (!c->finished) {
+            const char *tail = f->text ? f->text : "";
+            on_text(c, idx, tail, strlen(tail), NULL, ch->finish);
+        }
+        c->n_done++;
+        if (c->n_done == c->rq.n && !c->finished)
+            call_complete(c);
+        break;
+    }
+    case SLUICE__EVENT__KIND_ERROR: {
+        gw_error e;
+        int any_started = 0;
+        unsigned code = ev->error ? ev->error->code : CM_ERR_INTERNAL;
+        gw_thread_slot_free(t, ch->id);
+        ch->id = 0;
+        c->n_active--;
+        dec_inflight(w);
+        for (uint32_t i = 0; i < c->rq.n; i++)
+            any_started |= c->ch[i].started;
+        if (!any_started && !c->retried && !c->finished &&
+            (code == CM_ERR_CLOSED || code == CM_ERR_OVERLOADED)) {
+            /* Draining or full before the first token: one retry elsewhere. */
+            drop_submits(c, 1);
+            c->retried = 1;
+            cm_series_inc(t->srv->metrics.retries);
+            for (uint32_t i = 0; i < c->rq.n; i++)
+                c->ch[i].done = 0;
+            c->n_done = 0;
+            route_and_submit(c, w);
+            break;
+        }
+        gw_error_from_worker(&e, code, ev->error ? ev->error->message : NULL);
+        call_fail(c, &e);
+        break;
+    }
+    default:
+        break;
+    }
+    maybe_free(c);
+done:
+    sluice__envelope__free_unpacked(env, NULL);
+}
+
+static void call_worker_lost(gw_call *c) {
+    int any_started = 0;
+    gw_worker *w = c->worker;
+    gw_error e;
+    drop_submits(c, 0);
+    if (c->finished)
+        return;
+    for (uint32_t i = 0; i < c->rq.n; i++)
+        any_started |= c->ch[i].started;
+    if (!any_started && !c->retried) {
+        c->retried = 1;
+        cm_series_inc(c->t->srv->metrics.retries);
+        for (uint32_t i = 0; i < c->rq.n; i++)
+            c->ch[i].done = 0;
+        c->n_done = 0;
+        cm_log(CM_LOG_WARN, c->rid, "worker lost before the first token; retrying", "worker",
+               w->address, NULL);
+        route_and_submit(c, w);
+        return;
+    }
+    gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "worker_lost", NULL,
+                 "the worker serving this request went away");
+    e.retry_after_s = 1;
+    call_fail(c, &e);
+}
+
+void gw_call_on_lost(gw_thread *t, gw_worker *w, uint32_t epoch) {
+    for (uint32_t i = 0; i < t->n_slots; i++) {
+        gw_slot *s = &t->slots[i];
+        gw_call *c;
+        if (s->id == 0 || s->call->worker != w || s->call->epoch > epoch)
+            continue;
+        c = s->call;
+        call_worker_lost(c);
+        maybe_free(c);
+    }
+}

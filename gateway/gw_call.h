@@ -1,0 +1,31 @@
+/*
+ * gw_call: one completion request from admission to the last byte: auth result, rate-limit
+ * admission, routing, the Submits (one per choice), the worker's events, the response
+ * (JSON or SSE), retry before the first token, deadline, client disconnect -> Cancel, and
+ * the end-of-request bookkeeping (usage reconcile, lease release, metrics, one log line).
+ *
+ * Loop thread only. A call is freed when its HTTP request is gone AND nothing is pending
+ * (no Submit in flight, no Redis reply awaited, timer closed).
+ */
+#ifndef GW_CALL_H
+#define GW_CALL_H
+
+#include <h2o.h>
+
+#include "gw_auth.h"
+#include "gw_request.h"
+#include "gw_server.h"
+
+/*
+ * gw_call_start handles POST /v1/chat/completions or /v1/completions on thread t: it owns
+ * req's response from here on. tenant may be NULL only when auth is disabled.
+ */
+void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request_id,
+                   const gw_tenant *tenant);
+
+/* gw_call_on_event delivers one Event envelope (owned: freed here). */
+void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env);
+/* gw_call_on_lost fails or retries every call of t using w's pipe of epoch <= epoch. */
+void gw_call_on_lost(gw_thread *t, gw_worker *w, uint32_t epoch);
+
+#endif /* GW_CALL_H */

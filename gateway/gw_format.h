@@ -1,0 +1,71 @@
+/*
+ * gw_format: OpenAI response bodies (chat.completion, chat.completion.chunk, text_completion)
+ * written straight into a cm_buf, without building a JSON tree: these run once per token on
+ * streams. Text is escaped with gw_json_escape (invalid UTF-8 becomes U+FFFD).
+ * Pure functions; any thread.
+ */
+#ifndef GW_FORMAT_H
+#define GW_FORMAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cm_buf.h"
+#include "cm_err.h"
+#include "gw_request.h"
+#include "sluice.pb-c.h"
+
+/* Accumulated logprobs of one choice (non-streaming), as JSON fragments without brackets. */
+typedef struct gw_logprobs_acc {
+    cm_buf a; /* chat: content items; completions: tokens */
+    cm_buf b; /* completions: token_logprobs */
+    cm_buf c; /* completions: top_logprobs */
+    cm_buf d; /* completions: text_offset */
+    uint32_t count;
+    size_t text_offset;
+} gw_logprobs_acc;
+
+void gw_logprobs_init(gw_logprobs_acc *l, size_t max_bytes);
+void gw_logprobs_fini(gw_logprobs_acc *l);
+/* gw_logprobs_add appends the token logprobs of one Tokens event. */
+cm_err gw_logprobs_add(gw_logprobs_acc *l, gw_api api, const Sluice__Tokens *t);
+/* gw_logprobs_render writes the value of "logprobs" (an object) for the accumulated tokens. */
+cm_err gw_logprobs_render(const gw_logprobs_acc *l, gw_api api, cm_buf *out);
+
+typedef struct gw_choice_out {
+    const char *text;
+    size_t text_len;
+    const char *finish_reason; /* NULL = null */
+    const gw_logprobs_acc *logprobs; /* NULL = "logprobs": null */
+} gw_choice_out;
+
+typedef struct gw_usage_out {
+    uint32_t prompt_tokens, completion_tokens, cached_tokens;
+} gw_usage_out;
+
+/* Non-streaming body: chat.completion or text_completion with n choices and usage. */
+cm_err gw_format_response(cm_buf *out, gw_api api, const char *id, int64_t created,
+                          const char *model, const gw_choice_out *choices, uint32_t n,
+                          const gw_usage_out *usage);
+
+/*
+ * One SSE event "data: {chunk}\n\n" for choice `index`: text delta (may be empty), the role
+ * on the first chunk of a chat choice (first != 0), finish_reason (NULL = null), and the
+ * chunk's logprobs from tok (NULL = none). usage_null adds "usage":null (include_usage).
+ */
+cm_err gw_format_chunk(cm_buf *out, gw_api api, const char *id, int64_t created,
+                       const char *model, uint32_t index, int first, const char *text,
+                       size_t text_len, const char *finish_reason, const Sluice__Tokens *tok,
+                       int usage_null);
+
+/* The final usage chunk of stream_options.include_usage (choices: []). */
+cm_err gw_format_usage_chunk(cm_buf *out, gw_api api, const char *id, int64_t created,
+                             const char *model, const gw_usage_out *usage);
+
+/* An SSE error event "data: {"error":{...}}\n\n". */
+cm_err gw_format_error_event(cm_buf *out, const gw_error *e);
+
+/* Appends s (len bytes) as a quoted JSON string. */
+cm_err gw_buf_json_str(cm_buf *out, const char *s, size_t len);
+
+#endif /* GW_FORMAT_H */

@@ -1,0 +1,433 @@
+#include "gw_ratelimit.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "cm_clock.h"
+#include "cm_log.h"
+
+/*
+ * KEYS: 1 requests zset, 2 tokens hash (per-second buckets), 3 leases zset.
+ * ARGV: 1 now_ms, 2 rpm, 3 tpm, 4 max_concurrency, 5 tokens, 6 lease, 7 lease_ttl_ms.
+ * Returns {allowed, which (0 none, 1 requests, 2 tokens, 3 concurrency), retry_after_s,
+ *          remaining_requests, remaining_tokens}.
+ * Everything is checked before anything is recorded, so a refusal consumes nothing.
+ */
+static const char ADMIT_LUA[] =
+    "local now=tonumber(ARGV[1]) local rpm=tonumber(ARGV[2]) local tpm=tonumber(ARGV[3])\n"
+    "local conc=tonumber(ARGV[4]) local tok=tonumber(ARGV[5]) local ttl=tonumber(ARGV[7])\n"
+    "local rem_r=-1 local rem_t=-1\n"
+    "if rpm>0 then\n"
+    "  redis.call('ZREMRANGEBYSCORE',KEYS[1],'-inf',now-60000)\n"
+    "  local n=redis.call('ZCARD',KEYS[1])\n"
+    "  if n>=rpm then\n"
+    "    local o=redis.call('ZRANGE',KEYS[1],0,0,'WITHSCORES')\n"
+    "    local ra=math.ceil((tonumber(o[2])+60000-now)/1000)\n"
+    "    if ra<1 then ra=1 end\n"
+    "    return {0,1,ra,0,-1}\n"
+    "  end\n"
+    "  rem_r=rpm-n-1\n"
+    "end\n"
+    "local sec=math.floor(now/1000)\n"
+    "if tpm>0 then\n"
+    "  local h=redis.call('HGETALL',KEYS[2]) local used=0 local oldest=sec\n"
+    "  for i=1,#h,2 do local s=tonumber(h[i])\n"
+    "    if s<=sec-60 then redis.call('HDEL',KEYS[2],h[i])\n"
+    "    else used=used+tonumber(h[i+1]) if s<oldest then oldest=s end end\n"
+    "  end\n"
+    "  if used+tok>tpm and used>0 then\n"
+    "    local ra=oldest+61-sec if ra<1 then ra=1 end\n"
+    "    return {0,2,ra,rem_r,tpm-used}\n"
+    "  end\n"
+    "  rem_t=tpm-used-tok\n"
+    "end\n"
+    "if conc>0 then\n"
+    "  redis.call('ZREMRANGEBYSCORE',KEYS[3],'-inf',now)\n"
+    "  if redis.call('ZCARD',KEYS[3])>=conc then return {0,3,1,rem_r,rem_t} end\n"
+    "  redis.call('ZADD',KEYS[3],now+ttl,ARGV[6]) redis.call('PEXPIRE',KEYS[3],ttl)\n"
+    "end\n"
+    "if rpm>0 then redis.call('ZADD',KEYS[1],now,ARGV[6]) redis.call('PEXPIRE',KEYS[1],61000) end\n"
+    "if tpm>0 then redis.call('HINCRBY',KEYS[2],sec,tok) redis.call('PEXPIRE',KEYS[2],62000) end\n"
+    "return {1,0,0,rem_r,rem_t}\n";
+
+/* KEYS: 1 tokens hash, 2 leases zset. ARGV: 1 now_ms, 2 correction, 3 lease. */
+static const char FINISH_LUA[] =
+    "redis.call('ZREM',KEYS[2],ARGV[3])\n"
+    "local c=tonumber(ARGV[2])\n"
+    "if c~=0 and redis.call('EXISTS',KEYS[1])==1 then\n"
+    "  redis.call('HINCRBY',KEYS[1],math.floor(tonumber(ARGV[1])/1000),c)\n"
+    "end\n"
+    "return 1\n";
+
+struct gw_ratelimit {
+    uv_loop_t *loop;
+    const gw_config *cfg;
+    gw_metrics *metrics;
+    _Atomic int *redis_ok;
+    char host[256];
+    int port;
+    redisAsyncContext *ac;
+    int connected;
+    uv_timer_t connect_timer; /* connect timeout, then reconnect backoff */
+    uint32_t backoff_ms;
+    char admit_sha[41];
+    int64_t last_error_log_ms;
+    int destroyed;
+};
+
+typedef struct pend {
+    gw_ratelimit *rl;
+    gw_rl_cb cb;
+    void *arg;
+    uv_timer_t timer;
+    int answered;  /* cb called */
+    int replied;   /* hiredis callback ran (or never will) */
+    int closed;    /* timer closed */
+    gw_tenant tenant;
+    char lease[80];
+    uint32_t tokens;
+    int retried_eval;
+} pend;
+
+static void schedule_reconnect(gw_ratelimit *rl);
+
+static void note_error(gw_ratelimit *rl, const char *what) {
+    int64_t now = cm_clock_mono_ms();
+    cm_series_inc(rl->metrics->redis_errors);
+    /* One line per 5 s per thread at most: a dead Redis must not flood the log. */
+    if (now - rl->last_error_log_ms >= 5000) {
+        rl->last_error_log_ms = now;
+        cm_log(CM_LOG_WARN, NULL, "redis problem", "what", what, "host", rl->host, "fail_open",
+               rl->cfg->ratelimit_fail_open ? "true" : "false", NULL);
+    }
+}
+
+static void set_up(gw_ratelimit *rl, int up) {
+    rl->connected = up;
+    atomic_store(rl->redis_ok, up);
+}
+
+static void on_script_loaded(redisAsyncContext *ac, void *r, void *priv) {
+    gw_ratelimit *rl = priv;
+    redisReply *reply = r;
+    (void)ac;
+    if (reply != NULL && reply->type == REDIS_REPLY_STRING && reply->len == 40)
+        memcpy(rl->admit_sha, reply->str, 41);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+    gw_ratelimit *rl = ac->data;
+    if (rl->ac != ac)
+        return;
+    uv_timer_stop(&rl->connect_timer);
+    if (status != REDIS_OK) {
+        note_error(rl, "connect failed");
+        rl->ac = NULL; /* hiredis frees it after this callback */
+        set_up(rl, 0);
+        schedule_reconnect(rl);
+        return;
+    }
+    if (!rl->connected)
+        cm_log(CM_LOG_INFO, NULL, "redis connected", "host", rl->host, NULL);
+    set_up(rl, 1);
+    rl->backoff_ms = 100;
+    redisAsyncCommand(rl->ac, on_script_loaded, rl, "SCRIPT LOAD %s", ADMIT_LUA);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+    gw_ratelimit *rl = ac->data;
+    (void)status;
+    if (rl->ac != ac)
+        return;
+    rl->ac = NULL;
+    set_up(rl, 0);
+    if (!rl->destroyed) {
+        note_error(rl, "disconnected");
+        schedule_reconnect(rl);
+    }
+}
+
+static void do_connect(gw_ratelimit *rl);
+
+static void on_connect_timer(uv_timer_t *t) {
+    gw_ratelimit *rl = t->data;
+    if (rl->destroyed)
+        return;
+    if (rl->ac != NULL && !rl->connected) {
+        /* hiredis 0.14's libuv adapter never reports a refused or hung connect: give up on
+         * this attempt ourselves. Freeing an unconnected context calls no disconnect hook. */
+        redisAsyncContext *ac = rl->ac;
+        rl->ac = NULL;
+        redisAsyncFree(ac);
+        note_error(rl, "connect timeout");
+        schedule_reconnect(rl);
+        return;
+    }
+    if (rl->ac == NULL)
+        do_connect(rl);
+}
+
+static void schedule_reconnect(gw_ratelimit *rl) {
+    if (rl->destroyed)
+        return;
+    uv_timer_start(&rl->connect_timer, on_connect_timer, rl->backoff_ms, 0);
+    rl->backoff_ms = rl->backoff_ms * 2 > 5000 ? 5000 : rl->backoff_ms * 2;
+}
+
+static void do_connect(gw_ratelimit *rl) {
+    redisAsyncContext *ac = redisAsyncConnect(rl->host, rl->port);
+    if (ac == NULL || ac->err) {
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        note_error(rl, "connect failed");
+        schedule_reconnect(rl);
+        return;
+    }
+    ac->data = rl;
+    rl->ac = ac;
+    redisLibuvAttach(ac, rl->loop);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    uv_timer_start(&rl->connect_timer, on_connect_timer, rl->cfg->redis_timeout_ms * 5, 0);
+}
+
+static int parse_url(const char *url, char *host, size_t cap, int *port) {
+    const char *p = url, *colon;
+    size_t hl;
+    if (strncmp(p, "redis://", 8) == 0)
+        p += 8;
+    colon = strrchr(p, ':');
+    *port = 6379;
+    hl = colon ? (size_t)(colon - p) : strlen(p);
+    if (hl == 0 || hl >= cap)
+        return -1;
+    memcpy(host, p, hl);
+    host[hl] = '\0';
+    if (colon != NULL) {
+        char *end;
+        long v = strtol(colon + 1, &end, 10);
+        if ((*end != '\0' && *end != '/') || v <= 0 || v > 65535)
+            return -1;
+        *port = (int)v;
+    }
+    return 0;
+}
+
+cm_err gw_ratelimit_create(uv_loop_t *loop, const gw_config *cfg, gw_metrics *metrics,
+                           _Atomic int *redis_ok, gw_ratelimit **out) {
+    gw_ratelimit *rl = calloc(1, sizeof *rl);
+    if (rl == NULL)
+        return CM_ERR_NOMEM;
+    if (parse_url(cfg->redis_url, rl->host, sizeof rl->host, &rl->port) != 0) {
+        free(rl);
+        return CM_ERR_CONFIG;
+    }
+    rl->loop = loop;
+    rl->cfg = cfg;
+    rl->metrics = metrics;
+    rl->redis_ok = redis_ok;
+    rl->backoff_ms = 100;
+    uv_timer_init(loop, &rl->connect_timer);
+    rl->connect_timer.data = rl;
+    do_connect(rl);
+    *out = rl;
+    return CM_OK;
+}
+
+void gw_ratelimit_destroy(gw_ratelimit *rl) {
+    rl->destroyed = 1;
+    uv_timer_stop(&rl->connect_timer);
+    if (rl->ac != NULL) {
+        redisAsyncContext *ac = rl->ac;
+        rl->ac = NULL;
+        redisAsyncFree(ac); /* pending callbacks run with NULL replies */
+    }
+    /* rl itself is leaked on purpose when handles are still open: destroy runs at exit. */
+}
+
+int gw_ratelimit_connected(const gw_ratelimit *rl) {
+    return rl->connected;
+}
+
+static void fail_verdict(gw_ratelimit *rl, gw_rl_verdict *v) {
+    memset(v, 0, sizeof *v);
+    v->allowed = rl->cfg->ratelimit_fail_open;
+    v->redis_failed = 1;
+    v->limit = "redis";
+    v->retry_after_s = 1;
+    v->limit_requests = v->remaining_requests = v->limit_tokens = v->remaining_tokens = -1;
+}
+
+static void on_pend_closed(uv_handle_t *h) {
+    pend *p = h->data;
+    p->closed = 1;
+    if (p->replied)
+        free(p);
+}
+
+static void pend_answer(pend *p, const gw_rl_verdict *v) {
+    if (p->answered)
+        return;
+    p->answered = 1;
+    uv_timer_stop(&p->timer);
+    uv_close((uv_handle_t *)&p->timer, on_pend_closed);
+    p->cb(p->arg, v);
+}
+
+static void on_pend_timeout(uv_timer_t *t) {
+    pend *p = t->data;
+    gw_rl_verdict v;
+    note_error(p->rl, "command timeout");
+    fail_verdict(p->rl, &v);
+    pend_answer(p, &v);
+}
+
+static void send_admit(pend *p, int use_eval);
+
+static void tenant_keys(const gw_tenant *t, char k[3][128]) {
+    /* {tenant} hash tag: all three keys on one cluster slot for the script. */
+    snprintf(k[0], 128, "sluice:rl:{%s}:requests", t->name);
+    snprintf(k[1], 128, "sluice:rl:{%s}:tokens", t->name);
+    snprintf(k[2], 128, "sluice:rl:{%s}:leases", t->name);
+}
+
+static void on_admit_reply(redisAsyncContext *ac, void *r, void *priv) {
+    pend *p = priv;
+    redisReply *reply = r;
+    gw_rl_verdict v;
+    (void)ac;
+    if (!p->answered && reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0 && !p->retried_eval && p->rl->ac != NULL) {
+        /* The script cache was flushed (or Redis restarted): send the body once, which
+         * loads it again, and refresh the SHA for the next requests. */
+        p->retried_eval = 1;
+        p->rl->admit_sha[0] = '\0';
+        redisAsyncCommand(p->rl->ac, on_script_loaded, p->rl, "SCRIPT LOAD %s", ADMIT_LUA);
+        send_admit(p, 1);
+        return;
+    }
+    if (!p->answered) {
+        if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 5) {
+            static const char *const names[] = {"none", "requests", "tokens", "concurrency"};
+            long long which = reply->element[1]->integer;
+            memset(&v, 0, sizeof v);
+            v.allowed = reply->element[0]->integer == 1;
+            v.limit = names[which >= 0 && which <= 3 ? which : 0];
+            v.retry_after_s = (int)reply->element[2]->integer;
+            v.limit_requests = p->tenant.rpm ? (int64_t)p->tenant.rpm : -1;
+            v.remaining_requests = reply->element[3]->integer;
+            v.limit_tokens = p->tenant.tpm ? (int64_t)p->tenant.tpm : -1;
+            v.remaining_tokens = reply->element[4]->integer;
+            pend_answer(p, &v);
+        } else {
+            note_error(p->rl, reply == NULL ? "connection lost" : "bad reply");
+            if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+                cm_log(CM_LOG_WARN, NULL, "redis error reply", "error", reply->str, NULL);
+            fail_verdict(p->rl, &v);
+            pend_answer(p, &v);
+        }
+    }
+    p->replied = 1;
+    if (p->closed)
+        free(p);
+}
+
+static void send_admit(pend *p, int use_eval) {
+    gw_ratelimit *rl = p->rl;
+    char keys[3][128];
+    char now[24], rpm[16], tpm[16], conc[16], tok[16], ttl[16];
+    const char *argv[14];
+    size_t n = 0;
+    tenant_keys(&p->tenant, keys);
+    snprintf(now, sizeof now, "%lld", (long long)cm_clock_unix_ms());
+    snprintf(rpm, sizeof rpm, "%u", p->tenant.rpm);
+    snprintf(tpm, sizeof tpm, "%u", p->tenant.tpm);
+    snprintf(conc, sizeof conc, "%u", p->tenant.max_concurrency);
+    snprintf(tok, sizeof tok, "%u", p->tokens);
+    snprintf(ttl, sizeof ttl, "%u", rl->cfg->lease_ttl_ms);
+    argv[n++] = use_eval ? "EVAL" : "EVALSHA";
+    argv[n++] = use_eval ? ADMIT_LUA : rl->admit_sha;
+    argv[n++] = "3";
+    argv[n++] = keys[0];
+    argv[n++] = keys[1];
+    argv[n++] = keys[2];
+    argv[n++] = now;
+    argv[n++] = rpm;
+    argv[n++] = tpm;
+    argv[n++] = conc;
+    argv[n++] = tok;
+    argv[n++] = p->lease;
+    argv[n++] = ttl;
+    if (redisAsyncCommandArgv(rl->ac, on_admit_reply, p, (int)n, argv, NULL) != REDIS_OK) {
+        gw_rl_verdict v;
+        note_error(rl, "command failed");
+        fail_verdict(rl, &v);
+        p->replied = 1;
+        pend_answer(p, &v);
+    }
+}
+
+void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens,
+                        const char *lease, gw_rl_cb cb, void *arg) {
+    pend *p;
+    gw_rl_verdict v;
+    if (rl->ac == NULL || !rl->connected) {
+        fail_verdict(rl, &v);
+        cb(arg, &v);
+        return;
+    }
+    p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        fail_verdict(rl, &v);
+        cb(arg, &v);
+        return;
+    }
+    p->rl = rl;
+    p->cb = cb;
+    p->arg = arg;
+    p->tenant = *t;
+    p->tokens = tokens;
+    snprintf(p->lease, sizeof p->lease, "%s", lease);
+    uv_timer_init(rl->loop, &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, on_pend_timeout, rl->cfg->redis_timeout_ms, 0);
+    send_admit(p, rl->admit_sha[0] == '\0');
+}
+
+static void on_finish_reply(redisAsyncContext *ac, void *r, void *priv) {
+    redisReply *reply = r;
+    gw_ratelimit *rl = priv;
+    (void)ac;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+        cm_series_inc(rl->metrics->redis_errors);
+}
+
+void gw_ratelimit_finish(gw_ratelimit *rl, const gw_tenant *t, const char *lease,
+                         int64_t token_correction) {
+    char keys[3][128];
+    char now[24], corr[24];
+    const char *argv[8];
+    if (rl->ac == NULL || !rl->connected || rl->destroyed) {
+        /* The lease expires by itself (lease_ttl_ms); the token window by its minute. */
+        return;
+    }
+    tenant_keys(t, keys);
+    snprintf(now, sizeof now, "%lld", (long long)cm_clock_unix_ms());
+    snprintf(corr, sizeof corr, "%lld", (long long)(t->tpm ? token_correction : 0));
+    argv[0] = "EVAL";
+    argv[1] = FINISH_LUA;
+    argv[2] = "2";
+    argv[3] = keys[1];
+    argv[4] = keys[2];
+    argv[5] = now;
+    argv[6] = corr;
+    argv[7] = lease;
+    if (redisAsyncCommandArgv(rl->ac, on_finish_reply, rl, 8, argv, NULL) != REDIS_OK)
+        cm_series_inc(rl->metrics->redis_errors);
+}

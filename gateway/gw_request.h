@@ -1,0 +1,108 @@
+/*
+ * gw_request: validation of an OpenAI request body and its mapping to the wire Submit.
+ *
+ * gw_request_parse takes the raw JSON of POST /v1/chat/completions or /v1/completions, checks
+ * every field against the OpenAI schema and the configured limits, and fills a gw_request
+ * whose `submit` is ready to pack. Every refusal is a gw_error naming the parameter
+ * ("messages[1].content", "temperature"); unknown and unsupported parameters are refused, never
+ * ignored. Pure computation: no I/O, no globals, safe on any thread (one gw_request per thread).
+ */
+#ifndef GW_REQUEST_H
+#define GW_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cm_err.h"
+#include "gw_error.h"
+#include "sluice.pb-c.h"
+
+typedef enum gw_api {
+    GW_API_CHAT = 0,        /* /v1/chat/completions */
+    GW_API_COMPLETIONS = 1, /* /v1/completions */
+} gw_api;
+
+/* Bounds on a request, from the config (limits:). Zero fields are not allowed: use defaults. */
+typedef struct gw_limits {
+    size_t max_body_bytes;       /* 413 past it (checked by the HTTP layer too) */
+    uint32_t max_messages;       /* chat messages per request */
+    size_t max_prompt_chars;     /* sum of message contents / prompt length, in bytes */
+    uint32_t max_tokens;         /* largest max_tokens accepted */
+    uint32_t default_max_tokens; /* used when the request gives none (chat) */
+    uint32_t max_n;              /* largest n */
+    uint32_t max_stop;           /* stop strings per request */
+    uint32_t max_stop_chars;     /* bytes per stop string */
+    uint32_t max_logit_bias;     /* logit_bias entries */
+    uint32_t max_prompt_token_ids; /* pre-tokenized prompt length */
+} gw_limits;
+
+/* gw_limits_default fills the defaults documented in sluice-gateway.example.yaml. */
+void gw_limits_default(gw_limits *l);
+
+/*
+ * A validated request. Strings inside `submit` point into `root` (or into arrays owned by the
+ * request): the request must outlive every pack. Free with gw_request_fini.
+ */
+typedef struct gw_request {
+    gw_api api;
+    json_t *root;        /* parsed body; owns the strings */
+    const char *model;   /* points into root */
+    int stream;          /* 1 = SSE */
+    int include_usage;   /* stream_options.include_usage */
+    uint32_t n;          /* choices wanted (1..max_n) */
+    uint32_t max_tokens; /* effective (default applied) */
+    int logprobs;        /* 1 when token logprobs are wanted */
+    uint32_t top_logprobs;
+    int has_seed;
+    uint64_t seed;
+    size_t prompt_chars;   /* bytes of prompt text, for the token estimate */
+    uint32_t prompt_token_estimate; /* rough prompt tokens, for TPM admission */
+    const char *user;      /* "user" field or NULL */
+    int priority_batch;    /* priority > 0 -> batch class */
+
+    /* Wire form; request_id, tenant, deadline and seed are set per choice by gw_request_pack. */
+    Sluice__Submit submit;
+    Sluice__SamplingParams sampling;
+    Sluice__ChatMessage *msg_store; /* (n_messages) */
+    Sluice__ChatMessage **msg_ptrs; /* (n_messages) */
+    char **joined;                  /* (n_joined) content joined from text parts, or NULL */
+    size_t n_joined;
+    char **stop_ptrs;               /* (n_stop) point into root */
+    Sluice__LogitBias *bias_store;  /* (n_bias) */
+    Sluice__LogitBias **bias_ptrs;  /* (n_bias) */
+    int32_t *prompt_ids;            /* (n_prompt_ids) */
+} gw_request;
+
+/*
+ * gw_request_parse validates body (len bytes, need not be NUL-terminated) for api under lim.
+ * On CM_OK, *out is filled and owns memory: release with gw_request_fini. On failure, err is
+ * filled (status 400, or 413 for an oversized body), *out holds nothing to free (calling
+ * gw_request_fini on it is still safe), and the return value is CM_ERR_INVALID, CM_ERR_LIMIT
+ * or CM_ERR_NOMEM.
+ */
+cm_err gw_request_parse(const char *body, size_t len, gw_api api, const gw_limits *lim,
+                        gw_request *out, gw_error *err);
+
+/* gw_request_fini frees what req owns and zeroes it; safe on a zeroed or failed request. */
+void gw_request_fini(gw_request *req);
+
+/* Identity of one Submit on the wire (one per choice when n > 1). */
+typedef struct gw_submit_ids {
+    uint64_t request_id;       /* unique per worker pipe */
+    uint32_t choice;           /* 0..n-1: seed + choice when a seed is given */
+    const char *tenant;        /* may be NULL */
+    const char *gateway_id;    /* x-request-id, may be NULL */
+    uint64_t deadline_unix_ms; /* 0 = none */
+} gw_submit_ids;
+
+/*
+ * gw_request_packed_size / gw_request_pack: serialize the Envelope{submit} for ids into out,
+ * which must have gw_request_packed_size(req, ids) bytes. Modifies req->submit's per-choice
+ * fields (not thread-safe on one req). Returns the bytes written.
+ */
+size_t gw_request_packed_size(gw_request *req, const gw_submit_ids *ids);
+size_t gw_request_pack(gw_request *req, const gw_submit_ids *ids, uint8_t *out);
+
+#endif /* GW_REQUEST_H */

@@ -1,0 +1,530 @@
+#include "gw_server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <h2o/socket/uv-binding.h>
+
+#include "cm_clock.h"
+#include "cm_log.h"
+#include "gw_call.h"
+#include "gw_discovery.h"
+#include "gw_format.h"
+#include "gw_http.h"
+#include "gw_ratelimit.h"
+
+#define SLOTS_PER_CALL_FACTOR 2
+
+/* A message from an nng thread to a loop thread. */
+typedef struct tmsg {
+    h2o_multithread_message_t super;
+    gw_worker *w;
+    uint32_t epoch;
+    Sluice__Envelope *env; /* NULL = pipe lost */
+} tmsg;
+
+/* ---- slots: wire id = thread (8 bits) | seq (36 bits) | slot (20 bits) ---- */
+
+int gw_thread_slot_alloc(gw_thread *t, gw_call *call, uint32_t choice, uint64_t *id_out) {
+    uint32_t i = t->free_head;
+    gw_slot *s;
+    if (i == UINT32_MAX)
+        return -1;
+    s = &t->slots[i];
+    t->free_head = s->next_free;
+    t->seq = (t->seq + 1) & 0xFFFFFFFFu;
+    if (t->seq == 0)
+        t->seq = 1;
+    s->id = ((uint64_t)t->index << 56) | ((uint64_t)t->seq << 20) | i;
+    s->call = call;
+    s->choice = choice;
+    *id_out = s->id;
+    return 0;
+}
+
+gw_slot *gw_thread_slot_find(gw_thread *t, uint64_t id) {
+    uint32_t i = (uint32_t)(id & 0xFFFFF);
+    if (GW_ID_THREAD(id) != t->index || i >= t->n_slots || t->slots[i].id != id)
+        return NULL;
+    return &t->slots[i];
+}
+
+void gw_thread_slot_free(gw_thread *t, uint64_t id) {
+    gw_slot *s = gw_thread_slot_find(t, id);
+    if (s == NULL)
+        return;
+    s->id = 0;
+    s->call = NULL;
+    s->next_free = t->free_head;
+    t->free_head = (uint32_t)(s - t->slots);
+}
+
+/* ---- nng -> loop thread ---- */
+
+static void on_worker_event(void *arg, gw_worker *w, Sluice__Envelope *env) {
+    gw_server *s = arg;
+    int ti = GW_ID_THREAD(env->event->request_id);
+    tmsg *m;
+    if (ti < 0 || ti >= s->n_threads || (m = calloc(1, sizeof *m)) == NULL) {
+        sluice__envelope__free_unpacked(env, NULL);
+        return;
+    }
+    m->w = w;
+    m->env = env;
+    h2o_multithread_send_message(&s->threads[ti].events, &m->super);
+}
+
+static void on_worker_lost(void *arg, gw_worker *w, uint32_t epoch) {
+    gw_server *s = arg;
+    for (int i = 0; i < s->n_threads; i++) {
+        tmsg *m = calloc(1, sizeof *m);
+        if (m == NULL)
+            continue;
+        m->w = w;
+        m->epoch = epoch;
+        h2o_multithread_send_message(&s->threads[i].events, &m->super);
+    }
+}
+
+static void on_thread_messages(h2o_multithread_receiver_t *recv, h2o_linklist_t *messages) {
+    gw_thread *t = (gw_thread *)((char *)recv - offsetof(gw_thread, events));
+    while (!h2o_linklist_is_empty(messages)) {
+        tmsg *m = H2O_STRUCT_FROM_MEMBER(tmsg, super.link, messages->next);
+        h2o_linklist_unlink(&m->super.link);
+        if (m->env != NULL)
+            gw_call_on_event(t, m->w, m->env);
+        else
+            gw_call_on_lost(t, m->w, m->epoch);
+        free(m);
+    }
+}
+
+/* ---- HTTP helpers ---- */
+
+void gw_http_add_header(h2o_req_t *req, const char *name, const char *value) {
+    h2o_iovec_t n = h2o_strdup(&req->pool, name, strlen(name));
+    h2o_iovec_t v = h2o_strdup(&req->pool, value, strlen(value));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, n.base, n.len, 0, NULL, v.base, v.len);
+}
+
+void gw_http_send_json(h2o_req_t *req, int status, const char *request_id, const char *body,
+                       size_t len) {
+    static h2o_generator_t gen = {NULL, NULL};
+    h2o_iovec_t buf = h2o_strdup(&req->pool, body, len);
+    req->res.status = status;
+    req->res.reason = status == 200 ? "OK" : "Error";
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
+    if (request_id != NULL)
+        gw_http_add_header(req, "x-request-id", request_id);
+    h2o_start_response(req, &gen);
+    h2o_send(req, &buf, 1, H2O_SEND_STATE_FINAL);
+}
+
+void gw_http_send_error(h2o_req_t *req, const char *request_id, const gw_error *e) {
+    char body[1024];
+    size_t len = gw_error_json(e, body, sizeof body);
+    if (e->retry_after_s > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", e->retry_after_s);
+        gw_http_add_header(req, "retry-after", v);
+    }
+    gw_http_send_json(req, e->status, request_id, body, len);
+}
+
+/* ---- routes ---- */
+
+static int path_is(h2o_req_t *req, const char *path) {
+    size_t n = strlen(path), plen = req->path_normalized.len;
+    return plen == n && memcmp(req->path_normalized.base, path, n) == 0;
+}
+
+static void request_id_of(gw_server *s, h2o_req_t *req, char *out, size_t cap) {
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    if (i >= 0) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        if (v.len > 0 && v.len < cap && v.len <= CM_ID_EXTERNAL_MAX) {
+            memcpy(out, v.base, v.len);
+            out[v.len] = '\0';
+            if (cm_id_valid(out))
+                return;
+        }
+    }
+    if (cm_id_next(&s->ids, out, cap) != CM_OK)
+        snprintf(out, cap, "req-unknown");
+}
+
+static void send_simple(gw_server *s, h2o_req_t *req, const char *rid, const char *route,
+                        int status, const char *body) {
+    gw_http_send_json(req, status, rid, body, strlen(body));
+    gw_metrics_request(&s->metrics, route, NULL, status, -1, 0);
+}
+
+static void handle_models(gw_server *s, h2o_req_t *req, const char *rid) {
+    char names[64][GW_NAME_MAX];
+    size_t n = gw_pool_models(&s->pool, names, 64);
+    cm_buf b;
+    int64_t now = cm_clock_unix_ms() / 1000;
+    cm_buf_init(&b, 1u << 20);
+    cm_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+    for (size_t i = 0; i < n; i++) {
+        cm_buf_printf(&b, "%s{\"id\":", i ? "," : "");
+        gw_buf_json_str(&b, names[i], strlen(names[i]));
+        cm_buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"sluice\"}",
+                      (long long)now);
+    }
+    cm_buf_append_str(&b, "]}");
+    gw_http_send_json(req, 200, rid, b.data, b.len);
+    gw_metrics_request(&s->metrics, "/v1/models", NULL, 200, -1, 0);
+    cm_buf_fini(&b);
+}
+
+static void handle_metrics(gw_server *s, h2o_req_t *req, const char *rid) {
+    cm_buf b;
+    static h2o_generator_t gen = {NULL, NULL};
+    h2o_iovec_t body;
+    cm_buf_init(&b, 16u << 20);
+    gw_metrics_render(&s->metrics, &s->pool, &b);
+    body = h2o_strdup(&req->pool, b.data ? b.data : "", b.len);
+    cm_buf_fini(&b);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = body.len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT(CM_METRICS_CONTENT_TYPE));
+    gw_http_add_header(req, "x-request-id", rid);
+    h2o_start_response(req, &gen);
+    h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
+}
+
+static int redis_usable(gw_server *s) {
+    return s->cfg->redis_url == NULL || atomic_load(&s->redis_ok) || s->cfg->ratelimit_fail_open;
+}
+
+/* Authenticates req; on failure sends 401 and returns NULL with *failed = 1. */
+static const gw_tenant *authenticate(gw_server *s, h2o_req_t *req, const char *rid,
+                                     const char *route, int *failed) {
+    ssize_t i;
+    const char *key;
+    size_t key_len;
+    const gw_tenant *t;
+    gw_error e;
+    *failed = 0;
+    if (s->auth.disabled)
+        return &s->auth.anonymous;
+    i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i < 0 || gw_auth_bearer(req->headers.entries[i].value.base,
+                                req->headers.entries[i].value.len, &key, &key_len) != 0) {
+        gw_error_set(&e, 401, GW_ERRT_INVALID, "missing_api_key", NULL,
+                     "You didn't provide an API key. Provide it in the Authorization header "
+                     "(Authorization: Bearer YOUR_KEY).");
+        goto fail;
+    }
+    t = gw_auth_lookup(&s->auth, key, key_len, NULL);
+    if (t != NULL)
+        return t;
+    gw_error_set(&e, 401, GW_ERRT_INVALID, "invalid_api_key", NULL, "Incorrect API key provided.");
+fail:
+    *failed = 1;
+    gw_metrics_request(&s->metrics, route, NULL, 401, -1, 0);
+    cm_log(CM_LOG_INFO, rid, "request refused", "route", route, "status", "401", NULL);
+    gw_http_send_error(req, rid, &e);
+    return NULL;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req) {
+    gw_thread *t = (gw_thread *)req->conn->ctx;
+    gw_server *s = t->srv;
+    char rid[CM_ID_EXTERNAL_MAX + 1];
+    int is_post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
+    int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+    gw_error e;
+    (void)self;
+    request_id_of(s, req, rid, sizeof rid);
+    if (path_is(req, "/health")) {
+        send_simple(s, req, rid, "/health", 200, "{\"status\":\"ok\"}");
+        return 0;
+    }
+    if (path_is(req, "/ready")) {
+        int ok = redis_usable(s) && gw_pool_usable_count(&s->pool) > 0;
+        send_simple(s, req, rid, "/ready", ok ? 200 : 503,
+                    ok ? "{\"status\":\"ready\"}" : "{\"status\":\"not ready\"}");
+        return 0;
+    }
+    if (path_is(req, "/metrics") && is_get) {
+        handle_metrics(s, req, rid);
+        return 0;
+    }
+    if (path_is(req, "/v1/models") || path_is(req, "/v1/chat/completions") ||
+        path_is(req, "/v1/completions")) {
+        int chat = path_is(req, "/v1/chat/completions");
+        int models = path_is(req, "/v1/models");
+        const char *route = models ? "/v1/models" : chat ? "/v1/chat/completions" : "/v1/completions";
+        const gw_tenant *tenant;
+        int failed;
+        if ((models && !is_get) || (!models && !is_post)) {
+            gw_error_set(&e, 405, GW_ERRT_INVALID, "method_not_allowed", NULL,
+                         "Method %.*s is not allowed on %s", (int)req->method.len,
+                         req->method.base, route);
+            gw_metrics_request(&s->metrics, route, NULL, 405, -1, 0);
+            gw_http_send_error(req, rid, &e);
+            return 0;
+        }
+        tenant = authenticate(s, req, rid, route, &failed);
+        if (failed)
+            return 0;
+        if (models) {
+            handle_models(s, req, rid);
+            return 0;
+        }
+        if (req->entity.len > s->cfg->limits.max_body_bytes) {
+            gw_error_set(&e, 413, GW_ERRT_INVALID, "request_too_large", NULL,
+                         "request body is %zu bytes; the limit is %zu", req->entity.len,
+                         s->cfg->limits.max_body_bytes);
+            gw_metrics_request(&s->metrics, route, NULL, 413, -1, 0);
+            gw_http_send_error(req, rid, &e);
+            return 0;
+        }
+        gw_call_start(t, req, chat ? GW_API_CHAT : GW_API_COMPLETIONS, rid, tenant);
+        return 0;
+    }
+    gw_error_set(&e, 404, GW_ERRT_INVALID, "unknown_url", NULL, "Unknown request URL: %.*s %.*s",
+                 (int)req->method.len, req->method.base, (int)req->path.len, req->path.base);
+    gw_metrics_request(&s->metrics, "other", NULL, 404, -1, 0);
+    gw_http_send_error(req, rid, &e);
+    return 0;
+}
+
+/* ---- threads ---- */
+
+static void on_accept(uv_stream_t *listener, int status) {
+    gw_thread *t = listener->data;
+    uv_tcp_t *conn;
+    h2o_socket_t *sock;
+    if (status != 0)
+        return;
+    conn = h2o_mem_alloc(sizeof *conn);
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+        return;
+    }
+    uv_tcp_nodelay(conn, 1);
+    sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    h2o_accept(&t->accept_ctx, sock);
+}
+
+static int open_listener(const char *addr, char *err, size_t errlen) {
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    struct addrinfo hints = {0}, *res = NULL;
+    int fd = -1, on = 1, rv;
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof host) {
+        snprintf(err, errlen, "listen address '%s' must be HOST:PORT", addr);
+        return -1;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    if ((rv = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res)) != 0) {
+        snprintf(err, errlen, "listen address '%s': %s", addr, gai_strerror(rv));
+        return -1;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void on_stop_async(uv_async_t *a) {
+    gw_thread *t = a->data;
+    uv_stop(&t->loop);
+}
+
+static void *thread_main(void *arg) {
+    gw_thread *t = arg;
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, size_t errlen) {
+    gw_thread *t = &s->threads[i];
+    (void)host;
+    t->srv = s;
+    t->index = i;
+    uv_loop_init(&t->loop);
+    h2o_context_init(&t->ctx, &t->loop, &s->h2o);
+    t->accept_ctx.ctx = &t->ctx;
+    t->accept_ctx.hosts = s->h2o.hosts;
+    t->accept_ctx.ssl_ctx = s->ssl;
+    t->queue = h2o_multithread_create_queue(&t->loop);
+    h2o_multithread_register_receiver(t->queue, &t->events, on_thread_messages);
+    t->max_calls = (s->cfg->max_inflight + (uint32_t)s->n_threads - 1) / (uint32_t)s->n_threads;
+    t->n_slots = t->max_calls * s->cfg->limits.max_n;
+    if (t->n_slots > (1u << 20))
+        t->n_slots = 1u << 20;
+    t->slots = calloc(t->n_slots, sizeof *t->slots);
+    if (t->slots == NULL)
+        return CM_ERR_NOMEM;
+    for (uint32_t k = 0; k < t->n_slots; k++)
+        t->slots[k].next_free = k + 1 < t->n_slots ? k + 1 : UINT32_MAX;
+    t->free_head = 0;
+    t->listen_fd = open_listener(s->cfg->listen, err, errlen);
+    if (t->listen_fd < 0)
+        return CM_ERR_IO;
+    uv_tcp_init(&t->loop, &t->listener);
+    t->listener.data = t;
+    if (uv_tcp_open(&t->listener, t->listen_fd) != 0 ||
+        uv_listen((uv_stream_t *)&t->listener, 4096, on_accept) != 0) {
+        snprintf(err, errlen, "cannot listen on %s", s->cfg->listen);
+        return CM_ERR_IO;
+    }
+    uv_async_init(&t->loop, &t->stop_async, on_stop_async);
+    t->stop_async.data = t;
+    if (s->cfg->redis_url != NULL) {
+        cm_err rv = gw_ratelimit_create(&t->loop, s->cfg, &s->metrics, &s->redis_ok, &t->rl);
+        if (rv != CM_OK) {
+            snprintf(err, errlen, "redis '%s': %s", s->cfg->redis_url, cm_strerror(rv));
+            return rv;
+        }
+    }
+    return CM_OK;
+}
+
+static cm_err setup_tls(gw_server *s, char *err, size_t errlen) {
+    if (s->cfg->tls_cert == NULL)
+        return CM_OK;
+    s->ssl = SSL_CTX_new(SSLv23_server_method());
+    if (s->ssl == NULL)
+        return CM_ERR_NOMEM;
+    SSL_CTX_set_options(s->ssl, SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3);
+    if (SSL_CTX_use_certificate_chain_file(s->ssl, s->cfg->tls_cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(s->ssl, s->cfg->tls_key, SSL_FILETYPE_PEM) != 1) {
+        snprintf(err, errlen, "cannot load TLS certificate '%s' / key '%s'", s->cfg->tls_cert,
+                 s->cfg->tls_key);
+        return CM_ERR_CONFIG;
+    }
+    h2o_ssl_register_alpn_protocols(s->ssl, h2o_http2_alpn_protocols);
+    return CM_OK;
+}
+
+cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t errlen) {
+    gw_server *s = calloc(1, sizeof *s);
+    h2o_hostconf_t *host;
+    h2o_pathconf_t *path;
+    h2o_handler_t *handler;
+    char hostname[64] = "gateway";
+    cm_err rv;
+    *out = NULL;
+    if (s == NULL)
+        return CM_ERR_NOMEM;
+    s->cfg = cfg;
+    s->n_threads = (int)cfg->threads;
+    if (s->n_threads < 1)
+        s->n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->n_threads < 1)
+        s->n_threads = 1;
+    if (s->n_threads > GW_MAX_THREADS)
+        s->n_threads = GW_MAX_THREADS;
+    gethostname(hostname, sizeof hostname - 1);
+    snprintf(s->instance_id, sizeof s->instance_id, "%s:%d:%lld", hostname, (int)getpid(),
+             (long long)cm_clock_unix_ms());
+    if ((rv = cm_id_gen_init(&s->ids, "req")) != CM_OK)
+        goto fail;
+    if ((rv = gw_metrics_init(&s->metrics)) != CM_OK)
+        goto fail;
+    if ((rv = gw_auth_init(&s->auth, cfg, err, errlen)) != CM_OK)
+        goto fail;
+    if ((rv = gw_pool_init(&s->pool, s->instance_id, on_worker_event, on_worker_lost, s)) !=
+        CM_OK)
+        goto fail;
+    for (unsigned i = 0; i < cfg->workers_count; i++) {
+        rv = gw_pool_add(&s->pool, cfg->workers[i].model, cfg->workers[i].address, 1, NULL);
+        if (rv != CM_OK) {
+            snprintf(err, errlen, "worker %s=%s: %s", cfg->workers[i].model,
+                     cfg->workers[i].address, cm_strerror(rv));
+            goto fail;
+        }
+    }
+    if ((rv = setup_tls(s, err, errlen)) != CM_OK)
+        goto fail;
+    h2o_config_init(&s->h2o);
+    s->h2o.server_name = h2o_iovec_init(H2O_STRLIT("sluice-gateway"));
+    /* h2o answers bodies far past the limit itself; the rest get our OpenAI 413. */
+    s->h2o.max_request_entity_size = cfg->limits.max_body_bytes * 2 + 65536;
+    host = h2o_config_register_host(&s->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    path = h2o_config_register_path(host, "/", 0);
+    handler = h2o_create_handler(path, sizeof *handler);
+    handler->on_req = on_req;
+    for (int i = 0; i < s->n_threads; i++)
+        if ((rv = thread_init(s, i, host, err, errlen)) != CM_OK)
+            goto fail;
+    *out = s;
+    return CM_OK;
+fail:
+    if (err[0] == '\0')
+        snprintf(err, errlen, "%s", cm_strerror(rv));
+    gw_server_destroy(s);
+    return rv;
+}
+
+cm_err gw_server_run(gw_server *s) {
+    int i;
+    if (s->cfg->discovery && s->cfg->redis_url != NULL)
+        s->discovery_running = gw_discovery_start(s) == CM_OK;
+    for (i = 0; i < s->n_threads; i++)
+        pthread_create(&s->threads[i].tid, NULL, thread_main, &s->threads[i]);
+    cm_logf(CM_LOG_INFO, NULL, "gateway listening on %s with %d threads", s->cfg->listen,
+            s->n_threads);
+    for (i = 0; i < s->n_threads; i++)
+        pthread_join(s->threads[i].tid, NULL);
+    if (s->discovery_running)
+        gw_discovery_stop(s);
+    s->discovery_running = 0;
+    return CM_OK;
+}
+
+void gw_server_stop(gw_server *s) {
+    atomic_store(&s->stopping, 1);
+    for (int i = 0; i < s->n_threads; i++)
+        if (s->threads[i].stop_async.data != NULL)
+            uv_async_send(&s->threads[i].stop_async);
+}
+
+void gw_server_destroy(gw_server *s) {
+    if (s == NULL)
+        return;
+    /* Process exit follows; sockets and loops are closed by the OS. Free what tests see. */
+    for (int i = 0; i < s->n_threads; i++) {
+        gw_thread *t = &s->threads[i];
+        if (t->rl != NULL)
+            gw_ratelimit_destroy(t->rl);
+        if (t->listen_fd > 0)
+            close(t->listen_fd);
+        free(t->slots);
+    }
+    if (atomic_load(&s->pool.n_workers) > 0 || s->pool.on_event != NULL)
+        gw_pool_fini(&s->pool);
+    gw_auth_fini(&s->auth);
+    gw_metrics_fini(&s->metrics);
+    if (s->ssl != NULL)
+        SSL_CTX_free(s->ssl);
+    free(s);
+}

@@ -1,0 +1,385 @@
+#include "gw_worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/protocol/pair1/pair.h>
+
+#include "cm_clock.h"
+#include "cm_log.h"
+
+static void send_hello(gw_worker *w) {
+    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+    Sluice__Hello hello = SLUICE__HELLO__INIT;
+    nng_msg *msg;
+    size_t len;
+    hello.protocol_version = SLUICE__PROTOCOL_VERSION__PROTOCOL_VERSION;
+    hello.role = "gateway";
+    hello.instance_id = w->pool->instance_id;
+    env.msg_case = SLUICE__ENVELOPE__MSG_HELLO;
+    env.hello = &hello;
+    len = sluice__envelope__get_packed_size(&env);
+    if (nng_msg_alloc(&msg, len) != 0)
+        return;
+    sluice__envelope__pack(&env, nng_msg_body(msg));
+    if (nng_sendmsg(w->sock, msg, NNG_FLAG_NONBLOCK) != 0)
+        nng_msg_free(msg);
+}
+
+static void on_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg) {
+    gw_worker *w = arg;
+    (void)pipe;
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        /* hello_ok is not reset here: the worker's Hello can be received before this
+         * callback runs (nng delivers on other threads); REM_POST clears it. */
+        atomic_fetch_add(&w->epoch, 1);
+        atomic_store(&w->connected, 1);
+        send_hello(w);
+        cm_log(CM_LOG_INFO, NULL, "worker connected", "address", w->address, "model", w->model,
+               NULL);
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        uint32_t epoch = atomic_load(&w->epoch);
+        atomic_store(&w->connected, 0);
+        atomic_store(&w->hello_ok, 0);
+        atomic_store(&w->inflight, 0);
+        cm_log(CM_LOG_WARN, NULL, "worker disconnected", "address", w->address, "model",
+               w->model, NULL);
+        if (w->pool->on_lost != NULL)
+            w->pool->on_lost(w->pool->cb_arg, w, epoch);
+    }
+}
+
+static void handle_hello(gw_worker *w, const Sluice__Hello *h) {
+    char ver[16];
+    if (h->protocol_version != SLUICE__PROTOCOL_VERSION__PROTOCOL_VERSION) {
+        snprintf(ver, sizeof ver, "%u", h->protocol_version);
+        cm_log(CM_LOG_ERROR, NULL, "worker speaks an incompatible protocol; not routing to it",
+               "address", w->address, "worker_version", ver, "gateway_version", "1", NULL);
+        atomic_store(&w->hello_ok, 0);
+        return;
+    }
+    pthread_mutex_lock(&w->pool->mu);
+    if (h->model != NULL && h->model[0] != '\0')
+        snprintf(w->served_model, sizeof w->served_model, "%s", h->model);
+    pthread_mutex_unlock(&w->pool->mu);
+    atomic_store(&w->draining, h->has_draining && h->draining);
+    atomic_store(&w->hello_ok, 1);
+}
+
+static void on_recv(void *arg) {
+    gw_worker *w = arg;
+    nng_msg *msg;
+    Sluice__Envelope *env;
+    int rv = nng_aio_result(w->rx_aio);
+    if (rv != 0) {
+        if (rv == NNG_ECLOSED)
+            return;
+        nng_recv_aio(w->sock, w->rx_aio);
+        return;
+    }
+    msg = nng_aio_get_msg(w->rx_aio);
+    env = sluice__envelope__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+    nng_msg_free(msg);
+    if (env == NULL) {
+        cm_log(CM_LOG_WARN, NULL, "undecodable message from worker", "address", w->address,
+               NULL);
+    } else {
+        switch (env->msg_case) {
+        case SLUICE__ENVELOPE__MSG_HELLO:
+            if (env->hello != NULL)
+                handle_hello(w, env->hello);
+            break;
+        case SLUICE__ENVELOPE__MSG_STATS:
+            if (env->stats != NULL) {
+                atomic_store(&w->waiting, env->stats->waiting);
+                atomic_store(&w->running, env->stats->running);
+                atomic_store(&w->kv_free, env->stats->kv_blocks_free);
+                atomic_store(&w->kv_total, env->stats->kv_blocks_total);
+                if (env->stats->has_draining)
+                    atomic_store(&w->draining, env->stats->draining);
+                atomic_store(&w->last_stats_ms, cm_clock_mono_ms());
+            }
+            break;
+        case SLUICE__ENVELOPE__MSG_DRAIN:
+            atomic_store(&w->draining, 1);
+            cm_log(CM_LOG_INFO, NULL, "worker draining", "address", w->address, NULL);
+            break;
+        case SLUICE__ENVELOPE__MSG_EVENT:
+            if (env->event != NULL && w->pool->on_event != NULL) {
+                w->pool->on_event(w->pool->cb_arg, w, env);
+                env = NULL; /* handed over */
+            }
+            break;
+        default:
+            /* Garbage can unpack; anything else from a worker is ignored. */
+            break;
+        }
+        if (env != NULL)
+            sluice__envelope__free_unpacked(env, NULL);
+    }
+    nng_recv_aio(w->sock, w->rx_aio);
+}
+
+cm_err gw_pool_init(gw_pool *p, const char *instance_id, gw_event_fn on_event,
+                    gw_lost_fn on_lost, void *cb_arg) {
+    memset(p, 0, sizeof *p);
+    if (pthread_mutex_init(&p->mu, NULL) != 0)
+        return CM_ERR_INTERNAL;
+    p->on_event = on_event;
+    p->on_lost = on_lost;
+    p->cb_arg = cb_arg;
+    snprintf(p->instance_id, sizeof p->instance_id, "%s", instance_id ? instance_id : "");
+    return CM_OK;
+}
+
+void gw_pool_fini(gw_pool *p) {
+    int n = atomic_load(&p->n_workers);
+    for (int i = 0; i < n; i++) {
+        gw_worker *w = p->workers[i];
+        nng_aio_stop(w->rx_aio);
+        nng_close(w->sock);
+        nng_aio_free(w->rx_aio);
+        free(w);
+    }
+    atomic_store(&p->n_workers, 0);
+    pthread_mutex_destroy(&p->mu);
+}
+
+static cm_err start_dial(gw_worker *w) {
+    int rv = nng_dial(w->sock, w->address, &w->dialer, NNG_FLAG_NONBLOCK);
+    if (rv != 0) {
+        cm_log(CM_LOG_ERROR, NULL, "cannot dial worker", "address", w->address, "error",
+               nng_strerror(rv), NULL);
+        return CM_ERR_INVALID;
+    }
+    w->dialing = 1;
+    return CM_OK;
+}
+
+cm_err gw_pool_add(gw_pool *p, const char *model, const char *address, int is_static,
+                   gw_worker **out) {
+    gw_worker *w = NULL;
+    cm_err rv = CM_OK;
+    int n, nrv;
+    if (model == NULL || address == NULL || model[0] == '\0' ||
+        strlen(model) >= GW_NAME_MAX || strlen(address) >= GW_ADDR_MAX)
+        return CM_ERR_INVALID;
+    pthread_mutex_lock(&p->mu);
+    n = atomic_load(&p->n_workers);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(p->workers[i]->address, address) == 0) {
+            w = p->workers[i];
+            break;
+        }
+    }
+    if (w != NULL) {
+        if (atomic_load(&w->gone)) {
+            snprintf(w->model, sizeof w->model, "%s", model);
+            atomic_store(&w->gone, 0);
+            if (!w->dialing)
+                rv = start_dial(w);
+        }
+        w->is_static |= is_static;
+        goto done;
+    }
+    if (n >= GW_POOL_MAX_WORKERS) {
+        rv = CM_ERR_LIMIT;
+        goto done;
+    }
+    w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        rv = CM_ERR_NOMEM;
+        goto done;
+    }
+    w->pool = p;
+    w->index = n;
+    w->is_static = is_static;
+    snprintf(w->model, sizeof w->model, "%s", model);
+    snprintf(w->served_model, sizeof w->served_model, "%s", model);
+    snprintf(w->address, sizeof w->address, "%s", address);
+    if ((nrv = nng_pair1_open(&w->sock)) != 0) {
+        rv = CM_ERR_IO;
+        goto fail_free;
+    }
+    /* Small buffers: a full one means the worker is not keeping up (503, try another). */
+    nng_socket_set_int(w->sock, NNG_OPT_SENDBUF, 512);
+    nng_socket_set_int(w->sock, NNG_OPT_RECVBUF, 1024);
+    nng_socket_set_size(w->sock, NNG_OPT_RECVMAXSZ, GW_MAX_MSG_BYTES);
+    nng_socket_set_ms(w->sock, NNG_OPT_RECONNMINT, 100);
+    nng_socket_set_ms(w->sock, NNG_OPT_RECONNMAXT, 2000);
+    nng_pipe_notify(w->sock, NNG_PIPE_EV_ADD_POST, on_pipe, w);
+    nng_pipe_notify(w->sock, NNG_PIPE_EV_REM_POST, on_pipe, w);
+    if ((nrv = nng_aio_alloc(&w->rx_aio, on_recv, w)) != 0) {
+        rv = CM_ERR_NOMEM;
+        goto fail_close;
+    }
+    nng_recv_aio(w->sock, w->rx_aio);
+    if ((rv = start_dial(w)) != CM_OK)
+        goto fail_aio;
+    p->workers[n] = w;
+    atomic_store(&p->n_workers, n + 1);
+    cm_log(CM_LOG_INFO, NULL, "worker added", "model", model, "address", address, NULL);
+    goto done;
+fail_aio:
+    nng_aio_stop(w->rx_aio);
+fail_close:
+    nng_close(w->sock);
+    if (w->rx_aio != NULL)
+        nng_aio_free(w->rx_aio);
+fail_free:
+    free(w);
+    w = NULL;
+done:
+    pthread_mutex_unlock(&p->mu);
+    if (out != NULL)
+        *out = w;
+    return rv;
+}
+
+void gw_pool_mark_gone(gw_pool *p, gw_worker *w) {
+    pthread_mutex_lock(&p->mu);
+    if (!w->is_static && !atomic_load(&w->gone)) {
+        atomic_store(&w->gone, 1);
+        if (w->dialing) {
+            nng_dialer_close(w->dialer);
+            w->dialing = 0;
+        }
+        cm_log(CM_LOG_INFO, NULL, "worker left the registry", "address", w->address, NULL);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+int gw_worker_usable(const gw_worker *w) {
+    return atomic_load(&w->connected) && atomic_load(&w->hello_ok) &&
+           !atomic_load(&w->draining) && !atomic_load(&w->gone);
+}
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Load in "requests": what this gateway has in flight plus what the worker reports. */
+static double load_of(const gw_worker *w) {
+    double load = atomic_load(&w->inflight) + atomic_load(&w->waiting);
+    uint32_t total = atomic_load(&w->kv_total);
+    if (total > 0) {
+        double used = 1.0 - (double)atomic_load(&w->kv_free) / total;
+        /* A nearly full KV cache means preemptions: weigh it like two queued requests. */
+        load += 2.0 * used;
+    }
+    return load;
+}
+
+cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_worker *exclude,
+                    gw_worker **out, char *served) {
+    int n = atomic_load(&p->n_workers);
+    int any = 0;
+    double best = 1e18;
+    gw_worker *chosen = NULL;
+    uint64_t best_hash = 0;
+    for (int i = 0; i < n; i++) {
+        gw_worker *w = p->workers[i];
+        if (atomic_load(&w->gone) || strcmp(w->model, model) != 0)
+            continue;
+        any = 1;
+        if (w == exclude || !gw_worker_usable(w))
+            continue;
+        if (load_of(w) < best)
+            best = load_of(w);
+    }
+    if (!any)
+        return CM_ERR_NOT_FOUND;
+    for (int i = 0; i < n; i++) {
+        gw_worker *w = p->workers[i];
+        uint64_t h;
+        if (atomic_load(&w->gone) || w == exclude || !gw_worker_usable(w) ||
+            strcmp(w->model, model) != 0)
+            continue;
+        /* Load is "even" within one request: then prefix affinity decides, so a shared
+         * system prompt keeps landing on the worker whose prefix cache holds it. */
+        if (load_of(w) > best + 1.0)
+            continue;
+        h = mix64(affinity ^ mix64((uint64_t)w->index + 0x9e3779b97f4a7c15ULL));
+        if (chosen == NULL || h > best_hash) {
+            chosen = w;
+            best_hash = h;
+        }
+    }
+    if (chosen == NULL)
+        return CM_ERR_OVERLOADED;
+    pthread_mutex_lock(&p->mu);
+    snprintf(served, GW_NAME_MAX, "%s", chosen->served_model);
+    pthread_mutex_unlock(&p->mu);
+    *out = chosen;
+    return CM_OK;
+}
+
+int gw_pool_has_model(gw_pool *p, const char *model) {
+    int n = atomic_load(&p->n_workers);
+    for (int i = 0; i < n; i++)
+        if (!atomic_load(&p->workers[i]->gone) && strcmp(p->workers[i]->model, model) == 0)
+            return 1;
+    return 0;
+}
+
+size_t gw_pool_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max) {
+    int n = atomic_load(&p->n_workers);
+    size_t count = 0;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < n && count < max; i++) {
+        gw_worker *w = p->workers[i];
+        size_t j;
+        if (!gw_worker_usable(w))
+            continue;
+        for (j = 0; j < count; j++)
+            if (strcmp(names[j], w->model) == 0)
+                break;
+        if (j == count)
+            snprintf(names[count++], GW_NAME_MAX, "%s", w->model);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return count;
+}
+
+int gw_pool_usable_count(gw_pool *p) {
+    int n = atomic_load(&p->n_workers), c = 0;
+    for (int i = 0; i < n; i++)
+        c += gw_worker_usable(p->workers[i]);
+    return c;
+}
+
+cm_err gw_worker_send(gw_worker *w, const uint8_t *buf, size_t len) {
+    nng_msg *msg;
+    int rv;
+    if (!atomic_load(&w->connected))
+        return CM_ERR_OVERLOADED;
+    if (nng_msg_alloc(&msg, len) != 0)
+        return CM_ERR_NOMEM;
+    memcpy(nng_msg_body(msg), buf, len);
+    rv = nng_sendmsg(w->sock, msg, NNG_FLAG_NONBLOCK);
+    if (rv != 0) {
+        nng_msg_free(msg);
+        return CM_ERR_OVERLOADED;
+    }
+    return CM_OK;
+}
+
+void gw_worker_cancel(gw_worker *w, uint64_t request_id) {
+    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+    Sluice__Cancel cancel = SLUICE__CANCEL__INIT;
+    uint8_t buf[32];
+    size_t len;
+    cancel.request_id = request_id;
+    env.msg_case = SLUICE__ENVELOPE__MSG_CANCEL;
+    env.cancel = &cancel;
+    len = sluice__envelope__pack(&env, buf);
+    if (gw_worker_send(w, buf, len) != CM_OK)
+        cm_log(CM_LOG_WARN, NULL, "could not send Cancel to worker", "address", w->address,
+               NULL);
+}

@@ -1,0 +1,124 @@
+/*
+ * gw_worker: the gateway's connections to workers, and the pool that routes among them.
+ *
+ * Each worker is one nng pair1 socket dialed non-blocking (so nng keeps reconnecting after a
+ * worker restarts). Received envelopes are unpacked on nng's threads: Hello, Stats and Drain
+ * update the worker's load figures (atomics, read by the router without locks on the hot
+ * path); Events and pipe losses go to the callbacks given to gw_pool_init, which must hand
+ * them to the owning loop thread and return at once (they run on nng threads: never block).
+ *
+ * Workers are never freed while the pool lives: a worker that leaves the registry is marked
+ * gone and its dialer closed; the pool is bounded by GW_POOL_MAX_WORKERS.
+ */
+#ifndef GW_WORKER_H
+#define GW_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#include "cm_err.h"
+#include "sluice.pb-c.h"
+
+#define GW_POOL_MAX_WORKERS 256
+#define GW_NAME_MAX 128
+#define GW_ADDR_MAX 256
+#define GW_MAX_MSG_BYTES (4u << 20) /* largest envelope accepted from a worker */
+
+typedef struct gw_pool gw_pool;
+
+typedef struct gw_worker {
+    gw_pool *pool;
+    int index;                       /* position in the pool, stable */
+    char model[GW_NAME_MAX];         /* routing name (config or registry) */
+    char served_model[GW_NAME_MAX];  /* name from the worker's Hello; guarded by pool->mu */
+    char address[GW_ADDR_MAX];       /* nng address */
+    int is_static;                   /* from config/flags: never marked gone by discovery */
+    nng_socket sock;
+    nng_dialer dialer;
+    int dialing;                     /* dialer open; guarded by pool->mu */
+    nng_aio *rx_aio;
+    _Atomic int connected;   /* a pipe is up */
+    _Atomic int hello_ok;    /* the worker's Hello arrived with a compatible version */
+    _Atomic int draining;
+    _Atomic int gone;        /* left the registry */
+    _Atomic uint32_t epoch;  /* bumped on every new pipe */
+    _Atomic uint32_t waiting, running, kv_free, kv_total, capacity;
+    _Atomic int inflight;    /* Submits from this gateway without a final event */
+    _Atomic int64_t last_stats_ms;
+} gw_worker;
+
+/* Called on an nng thread for each Event envelope; takes ownership of env (free with
+ * sluice__envelope__free_unpacked(env, NULL)). Must not block. */
+typedef void (*gw_event_fn)(void *arg, gw_worker *w, Sluice__Envelope *env);
+/* Called on an nng thread when w's pipe of epoch `epoch` is lost. Must not block. */
+typedef void (*gw_lost_fn)(void *arg, gw_worker *w, uint32_t epoch);
+
+struct gw_pool {
+    pthread_mutex_t mu; /* guards the list and the string fields; never held across I/O */
+    gw_worker *workers[GW_POOL_MAX_WORKERS];
+    _Atomic int n_workers;
+    gw_event_fn on_event;
+    gw_lost_fn on_lost;
+    void *cb_arg;
+    char instance_id[GW_NAME_MAX]; /* sent in our Hello */
+};
+
+/* gw_pool_init prepares an empty pool. Callbacks may be NULL (events are dropped). */
+cm_err gw_pool_init(gw_pool *p, const char *instance_id, gw_event_fn on_event,
+                    gw_lost_fn on_lost, void *cb_arg);
+/* gw_pool_fini closes every socket (waiting for nng callbacks to finish) and frees workers.
+ * Call after the loop threads stopped using the pool. */
+void gw_pool_fini(gw_pool *p);
+
+/*
+ * gw_pool_add finds the worker with this address or creates it and starts dialing
+ * (non-blocking). A gone worker that comes back is revived with its routing name updated.
+ * *out (may be NULL) is borrowed: valid until gw_pool_fini. CM_ERR_LIMIT when full,
+ * CM_ERR_INVALID for a bad address or name.
+ */
+cm_err gw_pool_add(gw_pool *p, const char *model, const char *address, int is_static,
+                   gw_worker **out);
+/* gw_pool_mark_gone stops dialing a non-static worker that left the registry; its pipe loss
+ * is then reported through on_lost. */
+void gw_pool_mark_gone(gw_pool *p, gw_worker *w);
+
+/* gw_worker_usable: connected, greeted, not draining, not gone. */
+int gw_worker_usable(const gw_worker *w);
+
+/*
+ * gw_pool_pick chooses a usable worker of `model`, excluding `exclude` (may be NULL): the
+ * least loaded one (in-flight from this gateway + waiting + running share + KV pressure),
+ * and among those within one request of the least loaded, the one chosen by rendezvous hashing
+ * of affinity (prefix affinity; 0 = none). served (GW_NAME_MAX bytes) receives the model name
+ * to put in the Submit. CM_ERR_NOT_FOUND when no worker of the model exists at all,
+ * CM_ERR_OVERLOADED when some exist but none is usable now.
+ */
+cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_worker *exclude,
+                    gw_worker **out, char *served);
+
+/* gw_pool_has_model: 1 when at least one non-gone worker routes `model` (usable or not). */
+int gw_pool_has_model(gw_pool *p, const char *model);
+
+/*
+ * gw_pool_models writes the distinct model names that have a usable worker into names
+ * (max entries of GW_NAME_MAX bytes) and returns how many.
+ */
+size_t gw_pool_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max);
+
+/* gw_pool_usable_count: usable workers of any model. */
+int gw_pool_usable_count(gw_pool *p);
+
+/*
+ * gw_worker_send sends a packed envelope (len bytes, copied) without blocking.
+ * CM_ERR_OVERLOADED when the socket's send buffer is full or not connected, CM_ERR_NOMEM.
+ * Thread-safe.
+ */
+cm_err gw_worker_send(gw_worker *w, const uint8_t *buf, size_t len);
+/* gw_worker_cancel sends Cancel{request_id}, best effort. Thread-safe. */
+void gw_worker_cancel(gw_worker *w, uint64_t request_id);
+
+#endif /* GW_WORKER_H */

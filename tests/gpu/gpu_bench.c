@@ -1,0 +1,428 @@
+/*
+ * gpu_bench: the CUDA backend at Llama-3-8B shape with synthetic f16 weights filled on the
+ * device (wk_cuda_options.synthetic_device; no 16 GB host model).
+ *
+ * Measures, in one run: device copy bandwidth (cudaMemcpy D2D, reported as read+write bytes
+ * per second, and a read-only kernel), the cuBLAS f16 GEMM rate at a prefill-like shape,
+ * decode tokens/s at batch 1/8/32/128 with 512 tokens of context already in the cache, and
+ * prefill tokens/s for a 2,048-token prompt. Prints decode step time against the bandwidth
+ * floor (weight bytes / bandwidth) and prefill against the GEMM rate.
+ *
+ * The KV cache content of the 512-token context is whatever the cache holds (zeros at create);
+ * attention reads all of it, so the timing is that of a real 512-token context.
+ *
+ * Usage: gpu_bench [--kv FILE] [--quick]   (--kv writes "key value" lines for scripts/gpu-check;
+ * --quick: a 4-layer model and fewer steps, for a smoke run). Exit 77 without a device.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+
+#include "backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_ops.h"
+#include "gpu_util.h"
+#include "model.h"
+
+#define CTX 512
+#define PREFILL_TOKENS 2048
+#define BT 16
+
+static FILE *g_kv;
+
+static void kv(const char *key, double v) {
+    if (g_kv) {
+        fprintf(g_kv, "%s %.6g\n", key, v);
+        fflush(g_kv);
+    }
+}
+
+static double event_ms(cudaEvent_t a, cudaEvent_t b) {
+    float ms = 0;
+    GU_CUDA(cudaEventElapsedTime(&ms, a, b));
+    return ms;
+}
+
+/* D2D copy rate (read+write bytes/s) and read-only kernel rate, GB/s. */
+static void measure_bandwidth(double *rw_gbs, double *read_gbs) {
+    const size_t bytes = (size_t)2 << 30;
+    void *src = NULL, *dst = NULL;
+    float *sink = NULL;
+    GU_CUDA(cudaMalloc(&src, bytes));
+    GU_CUDA(cudaMalloc(&dst, bytes));
+    GU_CUDA(cudaMalloc((void **)&sink, 4096 * 4));
+    GU_CUDA(cudaMemset(src, 1, bytes));
+    cudaEvent_t e0, e1;
+    GU_CUDA(cudaEventCreate(&e0));
+    GU_CUDA(cudaEventCreate(&e1));
+    GU_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    const int reps = 10;
+    GU_CUDA(cudaEventRecord(e0, NULL));
+    for (int i = 0; i < reps; i++) {
+        GU_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, NULL));
+    }
+    GU_CUDA(cudaEventRecord(e1, NULL));
+    GU_CUDA(cudaEventSynchronize(e1));
+    double ms = event_ms(e0, e1);
+    *rw_gbs = 2.0 * (double)bytes * reps / (ms * 1e-3) / 1e9;
+    GU_CUDA(wk_cuda_read_probe(src, (int64_t)(bytes / 16), sink, NULL));
+    GU_CUDA(cudaEventRecord(e0, NULL));
+    for (int i = 0; i < reps; i++) {
+        GU_CUDA(wk_cuda_read_probe(src, (int64_t)(bytes / 16), sink, NULL));
+    }
+    GU_CUDA(cudaEventRecord(e1, NULL));
+    GU_CUDA(cudaEventSynchronize(e1));
+    ms = event_ms(e0, e1);
+    *read_gbs = (double)bytes * reps / (ms * 1e-3) / 1e9;
+    GU_CUDA(cudaEventDestroy(e0));
+    GU_CUDA(cudaEventDestroy(e1));
+    GU_CUDA(cudaFree(src));
+    GU_CUDA(cudaFree(dst));
+    GU_CUDA(cudaFree(sink));
+}
+
+/* cuBLAS f16 GEMM (f32 accumulate, f16 out) at the prefill gate/up shape: TFLOP/s. */
+static double measure_gemm(int m, int n, int k) {
+    uint16_t *a = NULL, *b = NULL, *c = NULL;
+    void *ws = NULL;
+    GU_CUDA(cudaMalloc((void **)&a, (size_t)m * k * 2));
+    GU_CUDA(cudaMalloc((void **)&b, (size_t)k * n * 2));
+    GU_CUDA(cudaMalloc((void **)&c, (size_t)m * n * 2));
+    GU_CUDA(cudaMalloc(&ws, (size_t)32 << 20));
+    GU_CUDA(wk_cuda_fill_random_f16(a, (int64_t)m * k, 0.05f, 1, NULL));
+    GU_CUDA(wk_cuda_fill_random_f16(b, (int64_t)k * n, 1.0f, 2, NULL));
+    cublasHandle_t h;
+    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "cublasCreate failed\n");
+        exit(1);
+    }
+    cublasSetWorkspace(h, ws, (size_t)32 << 20);
+    const float alpha = 1.0f, beta = 0.0f;
+    cudaEvent_t e0, e1;
+    GU_CUDA(cudaEventCreate(&e0));
+    GU_CUDA(cudaEventCreate(&e1));
+    const int reps = 20;
+    double ms = 0;
+    for (int pass = 0; pass < 2; pass++) { /* pass 0 warms up */
+        GU_CUDA(cudaEventRecord(e0, NULL));
+        for (int i = 0; i < (pass ? reps : 3); i++) {
+            cublasStatus_t s = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a,
+                                            CUDA_R_16F, k, b, CUDA_R_16F, k, &beta, c, CUDA_R_16F,
+                                            m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+            if (s != CUBLAS_STATUS_SUCCESS) {
+                fprintf(stderr, "cublasGemmEx failed: %d\n", (int)s);
+                exit(1);
+            }
+        }
+        GU_CUDA(cudaEventRecord(e1, NULL));
+        GU_CUDA(cudaEventSynchronize(e1));
+        ms = event_ms(e0, e1);
+    }
+    cublasDestroy(h);
+    GU_CUDA(cudaEventDestroy(e0));
+    GU_CUDA(cudaEventDestroy(e1));
+    GU_CUDA(cudaFree(a));
+    GU_CUDA(cudaFree(b));
+    GU_CUDA(cudaFree(c));
+    GU_CUDA(cudaFree(ws));
+    return 2.0 * m * n * (double)k * reps / (ms * 1e-3) / 1e12;
+}
+
+/* A model of the given shape whose tensors have no data (filled on the device). */
+static int make_shape_model(wk_model *m, const wk_hparams *hp) {
+    memset(m, 0, sizeof(*m));
+    m->hp = *hp;
+    snprintf(m->arch, sizeof(m->arch), "llama");
+    snprintf(m->name, sizeof(m->name), "synthetic-device-f16");
+    m->layers = calloc(hp->n_layer, sizeof(wk_layer));
+    if (m->layers == NULL) {
+        return -1;
+    }
+    const int64_t e = hp->n_embd, qd = (int64_t)hp->n_head * hp->head_dim,
+                  kd = (int64_t)hp->n_head_kv * hp->head_dim;
+#define T(t, ty, c, r)                                                                             \
+    do {                                                                                           \
+        (t).data = NULL;                                                                           \
+        (t).type = (ty);                                                                           \
+        (t).ne[0] = (c);                                                                           \
+        (t).ne[1] = (r);                                                                           \
+        (t).ne[2] = 1;                                                                             \
+        (t).ne[3] = 1;                                                                             \
+        (t).nbytes = (size_t)(c) * (size_t)(r) * ((ty) == WK_DTYPE_F32 ? 4 : 2);                   \
+    } while (0)
+    T(m->tok_embd, WK_DTYPE_F16, e, hp->n_vocab);
+    T(m->output_norm, WK_DTYPE_F32, e, 1);
+    T(m->output, WK_DTYPE_F16, e, hp->n_vocab);
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        wk_layer *L = &m->layers[l];
+        T(L->attn_norm, WK_DTYPE_F32, e, 1);
+        T(L->wq, WK_DTYPE_F16, e, qd);
+        T(L->wk, WK_DTYPE_F16, e, kd);
+        T(L->wv, WK_DTYPE_F16, e, kd);
+        T(L->wo, WK_DTYPE_F16, qd, e);
+        T(L->ffn_norm, WK_DTYPE_F32, e, 1);
+        T(L->w_gate, WK_DTYPE_F16, e, hp->n_ff);
+        T(L->w_up, WK_DTYPE_F16, e, hp->n_ff);
+        T(L->w_down, WK_DTYPE_F16, hp->n_ff, e);
+    }
+#undef T
+    return 0;
+}
+
+typedef struct bench_ctx {
+    wk_backend *be;
+    int n_vocab;
+    int blocks_per_seq; /* block table row length */
+    float *logits;      /* (128, n_vocab) host */
+    int32_t *tokens, *positions, *bt;
+    uint32_t *seq_start;
+    uint8_t *want;
+} bench_ctx;
+
+/* One decode step for B sequences at context ctx (positions ctx). Returns 0 on success. */
+static int decode_step(bench_ctx *c, int B, int ctx, int step) {
+    for (int s = 0; s < B; s++) {
+        c->tokens[s] = (int32_t)((s * 7919 + step * 104729) % c->n_vocab);
+        c->positions[s] = ctx + step;
+        c->seq_start[s] = (uint32_t)s;
+        c->want[s] = 1;
+        for (int k = 0; k < c->blocks_per_seq; k++) {
+            c->bt[(size_t)s * c->blocks_per_seq + k] = s * 36 + (k < 36 ? k : 35);
+        }
+    }
+    c->seq_start[B] = (uint32_t)B;
+    wk_batch b = {(uint32_t)B, (uint32_t)B, c->tokens, c->positions, c->seq_start, c->bt, c->want};
+    cm_err rv = wk_backend_cuda.forward(c->be, &b, c->logits);
+    if (rv != CM_OK) {
+        printf("decode step failed: %s: %s\n", cm_strerror(rv), wk_cuda_last_error(c->be));
+        return -1;
+    }
+    return 0;
+}
+
+/* ms per decode step at batch B (after warm-up, which also captures the graph). */
+static double time_decode(bench_ctx *c, int B, int steps) {
+    for (int i = 0; i < 3; i++) {
+        if (decode_step(c, B, CTX, i) != 0) {
+            return -1;
+        }
+    }
+    double t0 = gu_now();
+    for (int i = 0; i < steps; i++) {
+        if (decode_step(c, B, CTX, 3 + i) != 0) {
+            return -1;
+        }
+    }
+    return (gu_now() - t0) * 1e3 / steps;
+}
+
+static double time_prefill(bench_ctx *c, int n_tok, int reps) {
+    for (int i = 0; i < n_tok; i++) {
+        c->tokens[i] = (int32_t)((i * 31337) % c->n_vocab);
+        c->positions[i] = i;
+    }
+    for (int k = 0; k < c->blocks_per_seq; k++) {
+        c->bt[k] = k;
+    }
+    c->seq_start[0] = 0;
+    c->seq_start[1] = (uint32_t)n_tok;
+    c->want[0] = 1;
+    wk_batch b = {1, (uint32_t)n_tok, c->tokens, c->positions, c->seq_start, c->bt, c->want};
+    double best = 1e30;
+    for (int i = 0; i < reps + 1; i++) {
+        double t0 = gu_now();
+        cm_err rv = wk_backend_cuda.forward(c->be, &b, c->logits);
+        double ms = (gu_now() - t0) * 1e3;
+        if (rv != CM_OK) {
+            printf("prefill failed: %s: %s\n", cm_strerror(rv), wk_cuda_last_error(c->be));
+            return -1;
+        }
+        if (i > 0 && ms < best) {
+            best = ms; /* i == 0 warms up */
+        }
+    }
+    return best;
+}
+
+int main(int argc, char **argv) {
+    const char *kv_path = NULL;
+    int quick = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--kv") == 0 && i + 1 < argc) {
+            kv_path = argv[++i];
+        } else if (strcmp(argv[i], "--quick") == 0) {
+            quick = 1;
+        } else {
+            fprintf(stderr, "usage: %s [--kv FILE] [--quick]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (!gu_device_ok()) {
+        return GU_SKIP;
+    }
+    if (kv_path) {
+        g_kv = fopen(kv_path, "w");
+        if (g_kv == NULL) {
+            perror(kv_path);
+            return 2;
+        }
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    double rw = 0, rd = 0;
+    measure_bandwidth(&rw, &rd);
+    double bw = rw > rd ? rw : rd;
+    printf("bandwidth: D2D copy %.0f GB/s (read+write bytes), read-only kernel %.0f GB/s; floor "
+           "uses %.0f GB/s\n",
+           rw, rd, bw);
+    kv("bw_copy_rw_gbs", rw);
+    kv("bw_read_gbs", rd);
+    kv("bw_floor_gbs", bw);
+
+    double gemm_tflops = measure_gemm(14336, PREFILL_TOKENS, 4096);
+    printf("cuBLAS f16 GEMM 14336x2048x4096 (f32 accumulate): %.1f TFLOP/s\n", gemm_tflops);
+    kv("gemm_tflops", gemm_tflops);
+
+    wk_hparams hp;
+    memset(&hp, 0, sizeof(hp));
+    hp.n_vocab = 128256;
+    hp.n_ctx_train = 8192;
+    hp.n_embd = 4096;
+    hp.n_layer = quick ? 4 : 32;
+    hp.n_head = 32;
+    hp.n_head_kv = 8;
+    hp.head_dim = 128;
+    hp.n_rot = 128;
+    hp.n_ff = 14336;
+    hp.rms_eps = 1e-5f;
+    hp.rope_freq_base = 500000.0f;
+    hp.rope_style = WK_ROPE_NORM;
+    hp.rope_scaling = WK_ROPE_SCALING_NONE;
+    hp.rope_scaling_factor = 1.0f;
+    wk_model m;
+    if (make_shape_model(&m, &hp) != 0) {
+        fprintf(stderr, "out of host memory\n");
+        return 1;
+    }
+    const int max_b = 128;
+    wk_backend_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.block_tokens = BT;
+    cfg.max_seqs = max_b;
+    cfg.max_batch_tokens = PREFILL_TOKENS;
+    cfg.max_blocks_per_seq = PREFILL_TOKENS / BT + 8;
+    cfg.n_blocks = max_b * 36 + 8; /* 36 blocks = 576 tokens per decode sequence */
+    cfg.kv_dtype = WK_DTYPE_F16;
+    wk_cuda_options opt;
+    wk_cuda_options_default(&opt);
+    opt.synthetic_device = 1;
+    wk_backend *be = NULL;
+    char err[256] = "";
+    double t0 = gu_now();
+    cm_err rv = wk_cuda_create_ex(&m, &cfg, &opt, &be, err, sizeof(err));
+    if (rv != CM_OK) {
+        printf("create failed: %s: %s\n", cm_strerror(rv), err);
+        return 1;
+    }
+    wk_cuda_info info;
+    wk_cuda_get_info(be, &info);
+    printf("model: llama3-8b shape%s, %.2f GB f16 weights read per step, create %.1f s, KV %.2f "
+           "GB\n",
+           quick ? " (quick: 4 layers)" : "", (double)info.weight_bytes_device / 1e9, gu_now() - t0,
+           (double)info.kv_bytes_device / 1e9);
+    kv("weight_gb", (double)info.weight_bytes_device / 1e9);
+    const double floor_ms = (double)info.weight_bytes_device / (bw * 1e9) * 1e3;
+    printf("decode floor (weights / %.0f GB/s): %.3f ms per step\n", bw, floor_ms);
+    kv("floor_ms", floor_ms);
+
+    bench_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.be = be;
+    c.n_vocab = (int)hp.n_vocab;
+    c.blocks_per_seq = (int)cfg.max_blocks_per_seq;
+    /* pinned, as a serving loop should hand the backend: (128, 128256) f32 logits are 66 MB
+     * per step at batch 128, and a pageable D2H copy of that costs several ms */
+    GU_CUDA(cudaMallocHost((void **)&c.logits, (size_t)max_b * hp.n_vocab * 4));
+    c.tokens = gu_xmalloc(PREFILL_TOKENS * 4);
+    c.positions = gu_xmalloc(PREFILL_TOKENS * 4);
+    c.bt = gu_xmalloc((size_t)max_b * cfg.max_blocks_per_seq * 4);
+    c.seq_start = gu_xmalloc((max_b + 1) * 4);
+    c.want = gu_xmalloc(max_b);
+
+    static const int batches[4] = {1, 8, 32, 128};
+    double tps[4] = {0};
+    int failed = 0;
+    for (int i = 0; i < 4; i++) {
+        int B = batches[i];
+        int steps = quick ? 5 : (B == 1 ? 40 : B <= 32 ? 20 : 10);
+        double ms = time_decode(&c, B, steps);
+        if (ms <= 0) {
+            failed = 1;
+            break;
+        }
+        tps[i] = B * 1e3 / ms;
+        printf("decode batch %3d: %8.3f ms/step  %9.1f tok/s  floor/step %.1f%%\n", B, ms, tps[i],
+               100.0 * floor_ms / ms);
+        char key[64];
+        snprintf(key, sizeof(key), "decode_b%d_ms", B);
+        kv(key, ms);
+        snprintf(key, sizeof(key), "decode_b%d_tok_s", B);
+        kv(key, tps[i]);
+    }
+    if (!failed) {
+        kv("decode_b1_floor_frac", floor_ms / (1e3 / tps[0]));
+        kv("decode_b32_over_b1", tps[2] / tps[0]);
+        printf("batch-32 / batch-1 tokens/s: %.2fx\n", tps[2] / tps[0]);
+        /* the same batch-1 step through other paths, for the record */
+        wk_cuda_set_gemv_mode(be, WK_CUDA_GEMV_CUBLAS);
+        double ms_cublas = time_decode(&c, 1, quick ? 5 : 20);
+        wk_cuda_set_gemv_mode(be, WK_CUDA_GEMV_AUTO);
+        wk_cuda_set_graphs(be, 0);
+        double ms_nograph = time_decode(&c, 1, quick ? 5 : 20);
+        wk_cuda_set_graphs(be, 1);
+        printf("decode batch 1 variants: cuBLAS GEMV %.3f ms, no graphs %.3f ms (default %.3f)\n",
+               ms_cublas, ms_nograph, 1e3 / tps[0]);
+        kv("decode_b1_cublas_ms", ms_cublas);
+        kv("decode_b1_nograph_ms", ms_nograph);
+    }
+
+    double pf_ms = failed ? -1 : time_prefill(&c, PREFILL_TOKENS, quick ? 1 : 3);
+    if (pf_ms > 0) {
+        double layer_params = ((double)(hp.n_head + 2 * hp.n_head_kv) * hp.head_dim +
+                               (double)hp.n_head * hp.head_dim + 3.0 * hp.n_ff) *
+                              hp.n_embd * hp.n_layer;
+        double flops = 2.0 * layer_params * PREFILL_TOKENS + 2.0 * hp.n_vocab * hp.n_embd;
+        double achieved = flops / (pf_ms * 1e-3) / 1e12;
+        double pf_tps = PREFILL_TOKENS * 1e3 / pf_ms;
+        printf("prefill %d tokens: %.1f ms, %.0f tok/s, weight GEMMs %.1f TFLOP/s = %.1f%% of the "
+               "GEMM rate\n",
+               PREFILL_TOKENS, pf_ms, pf_tps, achieved, 100.0 * achieved / gemm_tflops);
+        kv("prefill_ms", pf_ms);
+        kv("prefill_tok_s", pf_tps);
+        kv("prefill_gemm_frac", achieved / gemm_tflops);
+        wk_cuda_set_flash(be, 0);
+        double pf_plain = time_prefill(&c, PREFILL_TOKENS, 1);
+        wk_cuda_set_flash(be, 1);
+        printf("prefill with plain (non-flash) attention: %.1f ms\n", pf_plain);
+        kv("prefill_plain_attn_ms", pf_plain);
+    } else {
+        failed = 1;
+    }
+    wk_cuda_get_info(be, &info);
+    printf("graphs captured: %u\n", info.graph_buckets);
+    wk_backend_cuda.destroy(be);
+    free(m.layers);
+    GU_CUDA(cudaFreeHost(c.logits));
+    free(c.tokens);
+    free(c.positions);
+    free(c.bt);
+    free(c.seq_start);
+    free(c.want);
+    if (g_kv) {
+        fclose(g_kv);
+    }
+    return failed ? 1 : 0;
+}

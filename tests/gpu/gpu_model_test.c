@@ -1,0 +1,445 @@
+/*
+ * gpu_model_test: the CUDA backend against the CPU backend on small synthetic llama models
+ * (wk_model_synthetic), both driven directly through wk_backend_ops with a contiguous block
+ * assignment (sequence s owns blocks [s*MB, (s+1)*MB)).
+ *
+ * Lockstep greedy decoding: at every step both backends get the same tokens (the CPU's argmax
+ * is fed to both, so later steps stay comparable); their logits are compared (max rel error)
+ * and their argmax must agree, except where the CPU's top-2 gap is within the measured logit
+ * difference (a numerical tie, counted and reported). Batch 1 and batch 8 (plus 5: a padded
+ * graph bucket), chunked prefill, flash vs plain attention, graphs on vs off, want_logits
+ * subsets and rejected batches are covered. Exit 0 pass, 1 fail, 77 no device.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "gpu_util.h"
+#include "model.h"
+
+#define N_PROMPTS 8
+#define MB 16 /* blocks per sequence */
+#define BT 16 /* tokens per block */
+#define STEPS 12
+#define THR_LOGITS 5e-2 /* CPU: q8 activations for quantized weights; GPU: f16 activations */
+
+static int g_pass;
+static int g_fail;
+
+static void check(const char *name, int ok, const char *detail) {
+    printf("%-58s %s  %s\n", name, detail, ok ? "PASS" : "FAIL");
+    if (ok) {
+        g_pass++;
+    } else {
+        g_fail++;
+    }
+}
+
+typedef struct prompt {
+    int32_t toks[256];
+    int len;
+} prompt;
+
+typedef struct cmp_stats {
+    double max_rel;  /* worst logits rel error over all compared rows */
+    int steps;       /* argmax comparisons */
+    int agree;       /* equal argmax */
+    int ties;        /* disagreements explained by the measured difference */
+    int unexplained; /* real disagreements */
+} cmp_stats;
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++) {
+        if (x[i] > x[b]) {
+            b = i;
+        }
+    }
+    return b;
+}
+
+static void compare_rows(const float *cpu, const float *gpu, int n_vocab, cmp_stats *st) {
+    gu_err e = gu_compare(gpu, cpu, (size_t)n_vocab);
+    double rel = e.n_bad ? INFINITY : e.rel;
+    if (rel > st->max_rel) {
+        st->max_rel = rel;
+    }
+    int a = argmax(cpu, n_vocab);
+    int b = argmax(gpu, n_vocab);
+    st->steps++;
+    if (a == b) {
+        st->agree++;
+    } else if (fabs((double)cpu[a] - (double)cpu[b]) <= 2.0 * e.max_abs_diff) {
+        st->ties++;
+    } else {
+        st->unexplained++;
+        printf("    argmax differs: cpu %d (%.5f) gpu %d (cpu logit %.5f), max diff %.5f\n", a,
+               cpu[a], b, cpu[b], e.max_abs_diff);
+    }
+}
+
+/* Builds and runs one forward on be for the given sequences: each sequence contributes
+ * n_new[s] tokens starting at position pos0[s]. */
+static cm_err run_step(const wk_backend_ops *ops, wk_backend *be, int n_seqs, const int *seq_ids,
+                       const int32_t *const *toks, const int *pos0, const int *n_new,
+                       const uint8_t *want, float *logits, int n_vocab) {
+    int32_t tokens[1024], positions[1024];
+    uint32_t seq_start[N_PROMPTS + 1];
+    int32_t bt[N_PROMPTS * MB];
+    uint32_t n = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        seq_start[s] = n;
+        for (int i = 0; i < n_new[s]; i++, n++) {
+            tokens[n] = toks[s][i];
+            positions[n] = pos0[s] + i;
+        }
+        for (int k = 0; k < MB; k++) {
+            bt[s * MB + k] = seq_ids[s] * MB + k;
+        }
+    }
+    seq_start[n_seqs] = n;
+    wk_batch b = {(uint32_t)n_seqs, n, tokens, positions, seq_start, bt, want};
+    (void)n_vocab;
+    return ops->forward(be, &b, logits);
+}
+
+/*
+ * Prefill (optionally in chunks of `chunk` tokens) then STEPS greedy decode steps for the
+ * prompts listed in ids, all in one batch, on both backends in lockstep.
+ */
+static int lockstep(wk_backend *cpu, wk_backend *gpu, const prompt *prompts, const int *ids, int n,
+                    int chunk, int n_vocab, cmp_stats *st) {
+    float *lc = gu_xmalloc((size_t)n * n_vocab * 4);
+    float *lg = gu_xmalloc((size_t)n * n_vocab * 4);
+    int32_t gen[N_PROMPTS][STEPS + 1];
+    const int32_t *tp[N_PROMPTS];
+    int pos0[N_PROMPTS], nn[N_PROMPTS];
+    uint8_t want[N_PROMPTS];
+    int ok = 1;
+    /* prefill in chunks: every sequence advances by up to `chunk` tokens per step */
+    int done[N_PROMPTS] = {0};
+    for (;;) {
+        int active = 0;
+        int seq_ids[N_PROMPTS];
+        for (int s = 0; s < n; s++) {
+            const prompt *p = &prompts[ids[s]];
+            if (done[s] >= p->len) {
+                continue;
+            }
+            int take = p->len - done[s];
+            if (chunk > 0 && take > chunk) {
+                take = chunk;
+            }
+            seq_ids[active] = ids[s];
+            tp[active] = p->toks + done[s];
+            pos0[active] = done[s];
+            nn[active] = take;
+            want[active] = done[s] + take == p->len;
+            done[s] += take;
+            active++;
+        }
+        if (active == 0) {
+            break;
+        }
+        for (int i = 0; i < active * n_vocab; i++) {
+            lc[i] = NAN;
+            lg[i] = NAN;
+        }
+        cm_err e1 =
+            run_step(&wk_backend_cpu, cpu, active, seq_ids, tp, pos0, nn, want, lc, n_vocab);
+        cm_err e2 =
+            run_step(&wk_backend_cuda, gpu, active, seq_ids, tp, pos0, nn, want, lg, n_vocab);
+        if (e1 != CM_OK || e2 != CM_OK) {
+            printf("    prefill failed: cpu %s, cuda %s (%s)\n", cm_strerror(e1), cm_strerror(e2),
+                   wk_cuda_last_error(gpu));
+            ok = 0;
+            goto out;
+        }
+        /* rows of sequences that finished their prompt: compare, record the first token */
+        for (int a = 0; a < active; a++) {
+            if (!want[a]) {
+                continue;
+            }
+            int s = 0;
+            while (ids[s] != seq_ids[a]) {
+                s++;
+            }
+            compare_rows(lc + (size_t)a * n_vocab, lg + (size_t)a * n_vocab, n_vocab, st);
+            gen[s][0] = argmax(lc + (size_t)a * n_vocab, n_vocab);
+        }
+    }
+    for (int step = 0; step < STEPS; step++) {
+        int seq_ids[N_PROMPTS];
+        for (int s = 0; s < n; s++) {
+            seq_ids[s] = ids[s];
+            tp[s] = &gen[s][step];
+            pos0[s] = prompts[ids[s]].len + step;
+            nn[s] = 1;
+            want[s] = 1;
+        }
+        for (int i = 0; i < n * n_vocab; i++) {
+            lc[i] = NAN;
+            lg[i] = NAN;
+        }
+        cm_err e1 = run_step(&wk_backend_cpu, cpu, n, seq_ids, tp, pos0, nn, want, lc, n_vocab);
+        cm_err e2 = run_step(&wk_backend_cuda, gpu, n, seq_ids, tp, pos0, nn, want, lg, n_vocab);
+        if (e1 != CM_OK || e2 != CM_OK) {
+            printf("    decode failed: cpu %s, cuda %s (%s)\n", cm_strerror(e1), cm_strerror(e2),
+                   wk_cuda_last_error(gpu));
+            ok = 0;
+            goto out;
+        }
+        for (int s = 0; s < n; s++) {
+            compare_rows(lc + (size_t)s * n_vocab, lg + (size_t)s * n_vocab, n_vocab, st);
+            gen[s][step + 1] = argmax(lc + (size_t)s * n_vocab, n_vocab);
+        }
+    }
+out:
+    free(lc);
+    free(lg);
+    return ok;
+}
+
+static void report_lockstep(const char *label, int ok, const cmp_stats *st) {
+    char detail[160];
+    snprintf(detail, sizeof(detail), "logits rel %.2e (thr %.0e), argmax %d/%d, ties %d, bad %d",
+             st->max_rel, THR_LOGITS, st->agree, st->steps, st->ties, st->unexplained);
+    check(label,
+          ok && st->unexplained == 0 && st->max_rel <= THR_LOGITS && st->steps > 0 &&
+              st->ties * 10 <= st->steps,
+          detail);
+}
+
+/* Logits of one prompt prefilled on the GPU alone (sequence slot 0). */
+static cm_err gpu_prefill_logits(wk_backend *gpu, const prompt *p, int chunk, float *logits,
+                                 int n_vocab) {
+    int done = 0;
+    while (done < p->len) {
+        int take = p->len - done;
+        if (chunk > 0 && take > chunk) {
+            take = chunk;
+        }
+        int seq_id = 0;
+        const int32_t *tp = p->toks + done;
+        uint8_t want = done + take == p->len;
+        cm_err rv =
+            run_step(&wk_backend_cuda, gpu, 1, &seq_id, &tp, &done, &take, &want, logits, n_vocab);
+        if (rv != CM_OK) {
+            return rv;
+        }
+        done += take;
+    }
+    return CM_OK;
+}
+
+static void test_gpu_only(wk_backend *gpu, const prompt *prompts, int n_vocab) {
+    float *a = gu_xmalloc((size_t)N_PROMPTS * n_vocab * 4);
+    float *b = gu_xmalloc((size_t)N_PROMPTS * n_vocab * 4);
+    char detail[128];
+    const prompt *p = &prompts[5]; /* 100 tokens */
+
+    /* chunked prefill (64 + 36, the second chunk continuing the cache) == one prefill */
+    cm_err r1 = gpu_prefill_logits(gpu, p, 0, a, n_vocab);
+    cm_err r2 = gpu_prefill_logits(gpu, p, 64, b, n_vocab);
+    gu_err e = gu_compare(b, a, (size_t)n_vocab);
+    snprintf(detail, sizeof(detail), "rel %.2e", e.rel);
+    check("cuda: chunked prefill 64+36 == single prefill",
+          r1 == CM_OK && r2 == CM_OK && e.n_bad == 0 && e.rel < 1e-2, detail);
+
+    /* flash prefill == plain attention prefill */
+    wk_cuda_set_flash(gpu, 0);
+    r2 = gpu_prefill_logits(gpu, p, 0, b, n_vocab);
+    wk_cuda_set_flash(gpu, 1);
+    e = gu_compare(b, a, (size_t)n_vocab);
+    snprintf(detail, sizeof(detail), "rel %.2e", e.rel);
+    check("cuda: flash prefill == plain attention prefill",
+          r1 == CM_OK && r2 == CM_OK && e.n_bad == 0 && e.rel < 1e-2, detail);
+
+    /* decode with graphs on (padded bucket 6 for 5 sequences) == graphs off */
+    {
+        int seq_ids[5] = {0, 1, 2, 3, 4};
+        int32_t tok[5] = {1, 2, 3, 4, 5};
+        const int32_t *tp[5] = {&tok[0], &tok[1], &tok[2], &tok[3], &tok[4]};
+        int pos0[5] = {3, 9, 40, 0, 77};
+        int nn[5] = {1, 1, 1, 1, 1};
+        uint8_t want[5] = {1, 1, 1, 1, 1};
+        wk_cuda_set_graphs(gpu, 1);
+        r1 = run_step(&wk_backend_cuda, gpu, 5, seq_ids, tp, pos0, nn, want, a, n_vocab);
+        r1 = r1 == CM_OK
+                 ? run_step(&wk_backend_cuda, gpu, 5, seq_ids, tp, pos0, nn, want, a, n_vocab)
+                 : r1; /* second call replays the captured graph */
+        wk_cuda_info info;
+        wk_cuda_get_info(gpu, &info);
+        wk_cuda_set_graphs(gpu, 0);
+        r2 = run_step(&wk_backend_cuda, gpu, 5, seq_ids, tp, pos0, nn, want, b, n_vocab);
+        wk_cuda_set_graphs(gpu, 1);
+        e = gu_compare(a, b, (size_t)5 * n_vocab);
+        snprintf(detail, sizeof(detail), "rel %.2e, graphs captured %u", e.rel, info.graph_buckets);
+        check("cuda: decode graph (bucket 6, 5 seqs) == eager",
+              r1 == CM_OK && r2 == CM_OK && e.n_bad == 0 && e.rel < 1e-3 && info.graph_buckets >= 1,
+              detail);
+
+        /* want_logits subset: rows 1 and 3 must stay untouched */
+        uint8_t want2[5] = {1, 0, 1, 0, 1};
+        for (int i = 0; i < 5 * n_vocab; i++) {
+            b[i] = -12345.0f;
+        }
+        r2 = run_step(&wk_backend_cuda, gpu, 5, seq_ids, tp, pos0, nn, want2, b, n_vocab);
+        int untouched = 1;
+        for (int i = 0; i < n_vocab; i++) {
+            untouched &= b[1 * n_vocab + i] == -12345.0f && b[3 * n_vocab + i] == -12345.0f;
+        }
+        gu_err e0 = gu_compare(b, a, (size_t)n_vocab);
+        gu_err e2 = gu_compare(b + 2 * n_vocab, a + 2 * n_vocab, (size_t)n_vocab);
+        gu_err e4 = gu_compare(b + 4 * n_vocab, a + 4 * n_vocab, (size_t)n_vocab);
+        snprintf(detail, sizeof(detail), "rel %.1e/%.1e/%.1e", e0.rel, e2.rel, e4.rel);
+        check("cuda: want_logits subset writes only wanted rows",
+              r2 == CM_OK && untouched && e0.rel < 1e-3 && e2.rel < 1e-3 && e4.rel < 1e-3, detail);
+
+        /* rejected batches leave the backend healthy */
+        int32_t bad_tok = n_vocab;
+        const int32_t *btp[1] = {&bad_tok};
+        cm_err rb1 = run_step(&wk_backend_cuda, gpu, 1, seq_ids, btp, pos0, nn, want, b, n_vocab);
+        int big_pos[1] = {MB * BT}; /* beyond the block table */
+        cm_err rb2 = run_step(&wk_backend_cuda, gpu, 1, seq_ids, tp, big_pos, nn, want, b, n_vocab);
+        snprintf(detail, sizeof(detail), "bad token: %s, position past table: %s", cm_strerror(rb1),
+                 cm_strerror(rb2));
+        check("cuda: invalid batches rejected, backend healthy",
+              rb1 == CM_ERR_INVALID && rb2 == CM_ERR_LIMIT && wk_backend_cuda.healthy(gpu), detail);
+    }
+    free(a);
+    free(b);
+}
+
+static void run_model(const char *label, wk_dtype wtype, wk_rope_style style, int tied) {
+    wk_hparams hp;
+    memset(&hp, 0, sizeof(hp));
+    hp.n_vocab = 1024;
+    hp.n_ctx_train = 1024;
+    hp.n_embd = 256;
+    hp.n_layer = 4;
+    hp.n_head = 4;
+    hp.n_head_kv = 2;
+    hp.head_dim = 64;
+    hp.n_rot = 64;
+    hp.n_ff = 512;
+    hp.rms_eps = 1e-5f;
+    hp.rope_freq_base = 10000.0f;
+    hp.rope_style = style;
+    hp.rope_scaling = WK_ROPE_SCALING_NONE;
+    hp.rope_scaling_factor = 1.0f;
+    hp.tied_embeddings = tied;
+    wk_model m;
+    memset(&m, 0, sizeof(m));
+    cm_err rv = wk_model_synthetic(&hp, wtype, 0xC0FFEE ^ (uint64_t)wtype, &m);
+    char name[128];
+    if (rv != CM_OK) {
+        snprintf(name, sizeof(name), "%s: wk_model_synthetic", label);
+        check(name, 0, cm_strerror(rv));
+        return;
+    }
+    wk_backend_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.block_tokens = BT;
+    cfg.n_blocks = N_PROMPTS * MB;
+    cfg.kv_dtype = WK_DTYPE_F16;
+    cfg.max_batch_tokens = 1024;
+    cfg.max_seqs = N_PROMPTS;
+    cfg.max_blocks_per_seq = MB;
+    cfg.n_threads = 0;
+    cfg.device = 0;
+    wk_backend *cpu = NULL, *gpu = NULL;
+    char err[256] = "";
+    rv = wk_backend_cpu.create(&m, &cfg, &cpu, err, sizeof(err));
+    if (rv != CM_OK) {
+        snprintf(name, sizeof(name), "%s: cpu create", label);
+        check(name, 0, err);
+        wk_model_fini(&m);
+        return;
+    }
+    double t0 = gu_now();
+    rv = wk_backend_cuda.create(&m, &cfg, &gpu, err, sizeof(err));
+    snprintf(name, sizeof(name), "%s: cuda create", label);
+    char detail[300];
+    snprintf(detail, sizeof(detail), "%s (%.2f s) %s", cm_strerror(rv), gu_now() - t0, err);
+    check(name, rv == CM_OK, detail);
+    if (rv != CM_OK) {
+        wk_backend_cpu.destroy(cpu);
+        wk_model_fini(&m);
+        return;
+    }
+
+    static const int lens[N_PROMPTS] = {5, 12, 33, 64, 65, 100, 7, 20};
+    prompt prompts[N_PROMPTS];
+    gu_rng r = {0xABCDEF12345ULL + (uint64_t)wtype};
+    for (int p = 0; p < N_PROMPTS; p++) {
+        prompts[p].len = lens[p];
+        for (int i = 0; i < lens[p]; i++) {
+            prompts[p].toks[i] = (int32_t)(gu_next(&r) % hp.n_vocab);
+        }
+    }
+    /* batch 1: three prompts alone */
+    for (int p = 0; p < 3; p++) {
+        int id = p * 2 + 1;
+        cmp_stats st = {0};
+        int ok = lockstep(cpu, gpu, prompts, &id, 1, 0, (int)hp.n_vocab, &st);
+        snprintf(name, sizeof(name), "%s: batch 1, prompt %d tokens", label, prompts[id].len);
+        report_lockstep(name, ok, &st);
+    }
+    /* batch 8 and batch 5 (padded bucket), prefill chunked at 48 for batch 8 */
+    {
+        int ids[N_PROMPTS] = {0, 1, 2, 3, 4, 5, 6, 7};
+        cmp_stats st = {0};
+        int ok = lockstep(cpu, gpu, prompts, ids, 8, 48, (int)hp.n_vocab, &st);
+        snprintf(name, sizeof(name), "%s: batch 8 (chunked prefill 48)", label);
+        report_lockstep(name, ok, &st);
+        int ids5[5] = {7, 2, 5, 0, 3};
+        cmp_stats st5 = {0};
+        ok = lockstep(cpu, gpu, prompts, ids5, 5, 0, (int)hp.n_vocab, &st5);
+        snprintf(name, sizeof(name), "%s: batch 5 (graph bucket 6, padded)", label);
+        report_lockstep(name, ok, &st5);
+    }
+    test_gpu_only(gpu, prompts, (int)hp.n_vocab);
+    wk_backend_cuda.destroy(gpu);
+    wk_backend_cpu.destroy(cpu);
+    wk_model_fini(&m);
+}
+
+int main(void) {
+    if (!gu_device_ok()) {
+        /* the create path must still report the missing device cleanly */
+        wk_hparams hp;
+        memset(&hp, 0, sizeof(hp));
+        hp.n_vocab = 64;
+        hp.n_embd = 64;
+        hp.n_layer = 1;
+        hp.n_head = 1;
+        hp.n_head_kv = 1;
+        hp.head_dim = 64;
+        hp.n_rot = 64;
+        hp.n_ff = 64;
+        wk_model m;
+        memset(&m, 0, sizeof(m));
+        if (wk_model_synthetic(&hp, WK_DTYPE_F16, 1, &m) == CM_OK) {
+            wk_backend_config cfg = {16, 4, WK_DTYPE_F16, 16, 1, 4, 0, 0};
+            wk_backend *be = (wk_backend *)&m; /* must be reset to NULL */
+            char err[256] = "";
+            cm_err rv = wk_backend_cuda.create(&m, &cfg, &be, err, sizeof(err));
+            printf("cuda create without a device: %s, \"%s\"\n", cm_strerror(rv), err);
+            wk_model_fini(&m);
+            if (rv != CM_ERR_NO_DEVICE || be != NULL || strncmp(err, "no CUDA device", 14) != 0) {
+                printf("FAIL: expected CM_ERR_NO_DEVICE with a 'no CUDA device' message\n");
+                return 1;
+            }
+        }
+        return GU_SKIP;
+    }
+    run_model("f16 norm", WK_DTYPE_F16, WK_ROPE_NORM, 0);
+    run_model("q8_0 neox", WK_DTYPE_Q8_0, WK_ROPE_NEOX, 0);
+    run_model("q4_k norm tied", WK_DTYPE_Q4_K, WK_ROPE_NORM, 1);
+    printf("model: %d passed, %d failed\n", g_pass, g_fail);
+    return g_fail == 0 ? 0 : 1;
+}

@@ -1,0 +1,106 @@
+"""Shared fixtures for the reference tests: the bundled model, the numpy oracle, the
+independent tokenizer and a runner for the C CLI (sluice-generate).
+
+Environment:
+  SLUICE_TEST_MODEL  GGUF to test (default: models/SmolLM2-135M-Instruct.Q4_1.gguf)
+  SLUICE_BUILD_DIR   CMake build directory holding worker/sluice-generate (default: build/)
+Tests that need the binary skip when it is not built (scripts/test always builds it).
+"""
+from __future__ import annotations
+
+import os
+
+# One BLAS thread: on a small shared machine OpenBLAS' spinning threads make the oracle's
+# small matrix-vector products many times slower. Must be set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+from oracle import Oracle  # noqa: E402
+from ref_tokenizer import RefBPE  # noqa: E402
+
+
+def model_path() -> Path:
+    return Path(os.environ.get("SLUICE_TEST_MODEL", ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+def generate_bin() -> Path:
+    build = Path(os.environ.get("SLUICE_BUILD_DIR", ROOT / "build"))
+    return build / "worker" / "sluice-generate"
+
+
+@pytest.fixture(scope="session")
+def model() -> Path:
+    p = model_path()
+    if not p.exists():
+        pytest.skip(f"model {p} not present")
+    return p
+
+
+@pytest.fixture(scope="session")
+def oracle(model) -> Oracle:
+    return Oracle(str(model))
+
+
+@pytest.fixture(scope="session")
+def ref_tok(model) -> RefBPE:
+    import gguf
+
+    return RefBPE.from_gguf(gguf.GGUFReader(str(model)))
+
+
+class Generate:
+    """Runs sluice-generate; prompts are passed as bytes so invalid UTF-8 can be tested."""
+
+    def __init__(self, binary: Path, model: Path):
+        self.binary = binary
+        self.model = model
+
+    def run(self, prompt: bytes | str, *args: str, check: bool = True, timeout: int = 300):
+        if isinstance(prompt, str):
+            prompt = prompt.encode("utf-8")
+        cmd = [os.fsencode(self.binary), b"--model", os.fsencode(self.model), b"--prompt", prompt]
+        cmd += [a.encode() for a in args]
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"sluice-generate failed ({p.returncode}): {p.stderr.decode(errors='replace')}")
+        return p
+
+    def run_args(self, *args: str, timeout: int = 300):
+        cmd = [os.fsencode(self.binary), b"--model", os.fsencode(self.model)]
+        cmd += [a.encode() for a in args]
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout)
+        if p.returncode != 0:
+            raise AssertionError(f"sluice-generate failed ({p.returncode}): {p.stderr.decode(errors='replace')}")
+        return p
+
+    def tokenize(self, prompt: bytes | str) -> list[int]:
+        p = self.run(prompt, "--tokenize")
+        return json.loads(p.stdout)["token_ids"]
+
+    def greedy(self, prompt: str, n: int) -> dict:
+        p = self.run(prompt, "--greedy", "--max-tokens", str(n), "--json")
+        return json.loads(p.stdout)
+
+    def prompt_logits(self, prompt: str, tmp_path: Path) -> np.ndarray:
+        out = tmp_path / "logits.bin"
+        self.run(prompt, "--greedy", "--max-tokens", "1", "--json", "--dump-logits", str(out))
+        return np.fromfile(out, dtype="<f4")
+
+
+@pytest.fixture(scope="session")
+def gen(model) -> Generate:
+    b = generate_bin()
+    if not b.exists():
+        pytest.skip(f"{b} not built (set SLUICE_BUILD_DIR)")
+    return Generate(b, model)

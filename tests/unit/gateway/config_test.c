@@ -1,0 +1,91 @@
+/* gw_config: the example YAML loads with every key, flags override it, errors are one line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "gw_config.h"
+
+static char example[4096];
+
+static int setup(void **state) {
+    const char *src = getenv("SLUICE_SOURCE_DIR");
+    (void)state;
+    snprintf(example, sizeof example, "%s/gateway/sluice-gateway.example.yaml",
+             src ? src : ".");
+    return 0;
+}
+
+static void test_example_and_overrides(void **state) {
+    char *argv[] = {"gw", "--config", example, "--listen", "0.0.0.0:9", "--worker",
+                    "a=tcp://h:1", "--api-key", "k1", "--threads", "3", "--fail-open", NULL};
+    gw_config *c = NULL;
+    char err[512];
+    (void)state;
+    assert_int_equal(gw_config_load(12, argv, &c, err, sizeof err), CM_OK);
+    assert_string_equal(c->listen, "0.0.0.0:9");
+    assert_int_equal(c->threads, 3);
+    assert_true(c->ratelimit_fail_open);
+    assert_int_equal(c->tenants_count, 1);
+    assert_string_equal(c->tenants[0].name, "example");
+    assert_int_equal(c->tenants[0].rpm, 600);
+    assert_int_equal(c->workers_count, 2); /* one from YAML, one from the flag */
+    assert_string_equal(c->workers[1].model, "a");
+    assert_string_equal(c->workers[1].address, "tcp://h:1");
+    assert_int_equal(c->limits.max_n, 8);
+    assert_int_equal(c->limits.max_body_bytes, 1048576);
+    assert_int_equal(c->cli_keys_count, 1);
+    gw_config_free(c);
+}
+
+static void test_flags_only_and_errors(void **state) {
+    char *ok[] = {"gw", "--worker", "m=tcp://x:1", "--no-auth", NULL};
+    char *no_keys[] = {"gw", "--worker", "m=tcp://x:1", NULL};
+    char *no_workers[] = {"gw", "--api-key", "k", NULL};
+    char *bad_worker[] = {"gw", "--worker", "justaddress", "--api-key", "k", NULL};
+    char *bad_threads[] = {"gw", "--worker", "m=a", "--api-key", "k", "--threads", "x", NULL};
+    char path[] = "/tmp/gw-config-test-XXXXXX";
+    char *bad_yaml[] = {"gw", "--config", path, NULL};
+    gw_config *c = NULL;
+    char err[512];
+    int fd;
+    (void)state;
+    assert_int_equal(gw_config_load(4, ok, &c, err, sizeof err), CM_OK);
+    assert_string_equal(c->listen, "127.0.0.1:8000");
+    assert_true(c->no_auth);
+    assert_int_equal(c->limits.max_tokens, 4096);
+    gw_config_free(c);
+    assert_int_equal(gw_config_load(3, no_keys, &c, err, sizeof err), CM_ERR_CONFIG);
+    assert_non_null(strstr(err, "API keys"));
+    assert_int_equal(gw_config_load(3, no_workers, &c, err, sizeof err), CM_ERR_CONFIG);
+    assert_non_null(strstr(err, "workers"));
+    assert_int_equal(gw_config_load(5, bad_worker, &c, err, sizeof err), CM_ERR_CONFIG);
+    assert_non_null(strstr(err, "MODEL=NNG_ADDR"));
+    assert_int_equal(gw_config_load(7, bad_threads, &c, err, sizeof err), CM_ERR_CONFIG);
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    {
+        const char *yaml = "listen: x\nlimits:\n  max_tokenz: 5\n";
+        assert_true(write(fd, yaml, strlen(yaml)) == (ssize_t)strlen(yaml));
+    }
+    close(fd);
+    assert_int_not_equal(gw_config_load(3, bad_yaml, &c, err, sizeof err), CM_OK);
+    assert_null(c);
+    if (strstr(err, "max_tokenz") == NULL || strstr(err, ":3:") == NULL)
+        fail_msg("unexpected message: %s", err);
+    unlink(path);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_example_and_overrides, setup),
+        cmocka_unit_test_setup(test_flags_only_and_errors, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

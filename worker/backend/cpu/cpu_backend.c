@@ -1,0 +1,782 @@
+/*
+ * cpu_backend: the reference and CI compute backend (wk_backend_cpu).
+ *
+ * Weights stay where the model has them (the GGUF mapping), quantized. Each matmul quantizes
+ * its input activations once to 8-bit blocks and runs fused integer dot kernels over weight
+ * rows (cpu_kernels), split across a thread pool by output rows; a batch of tokens reuses
+ * each weight row for every token while it is in cache. Types without a fused kernel
+ * (F16/BF16/F32/K-quants) are dequantized one row at a time. Large prefill batches go through
+ * OpenBLAS sgemm on dequantized row panels when it is built in.
+ *
+ * KV cache layout, per layer, for K and for V separately:
+ *   (n_blocks, n_head_kv, block_tokens, head_dim) in kv_dtype (f16 or f32),
+ * so one head's keys inside a block are contiguous.
+ */
+#include "../../backend.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef SLUICE_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+#include "cpu_kernels.h"
+#include "cpu_ops.h"
+#include "cpu_pool.h"
+
+#define MAX_THREADS 256
+#define MM_PARTS 3
+/* Rows per work item: small enough to balance, big enough to amortize the atomic. */
+#define MM_CHUNK_ROWS 16
+/* Tokens per tile in batched matmuls: keeps the quantized activations of a tile in L2. */
+#define MM_TOKEN_TILE 32
+/* Batches at least this big use sgemm on dequantized panels (when OpenBLAS is built in). */
+#define BLAS_MIN_TOKENS 48
+#define BLAS_PANEL_ROWS 64
+
+struct wk_backend {
+    const wk_model *model;
+    wk_hparams hp;
+    wk_backend_config cfg;
+    cpu_pool *pool;
+    int n_threads;
+
+    /* KV cache */
+    bool kv_f16;
+    size_t kv_elem;        /* bytes per element */
+    size_t kv_block_elems; /* n_head_kv * block_tokens * head_dim */
+    size_t kv_layer_bytes; /* n_blocks * kv_block_elems * kv_elem */
+    uint8_t *k_cache;      /* (n_layer, n_blocks, n_head_kv, block_tokens, head_dim) */
+    uint8_t *v_cache;      /* same */
+    int64_t max_ctx;       /* max_blocks_per_seq * block_tokens */
+
+    /* scratch, sized at create for T = max_batch_tokens */
+    int64_t max_in;    /* widest matmul input: max(n_embd, q_dim, n_ff) */
+    float *x;          /* (T, n_embd) residual stream */
+    float *xn;         /* (T, max_in) normed input / attention output / mlp hidden */
+    float *q;          /* (T, q_dim) */
+    float *k;          /* (T, kv_dim) */
+    float *v;          /* (T, kv_dim) */
+    float *gate;       /* (T, n_ff) */
+    float *up;         /* (T, n_ff) */
+    cpu_q8 *xq;        /* (T, max_in / 32) */
+    float *rope_cos;   /* (T, head_dim / 2) */
+    float *rope_sin;   /* (T, head_dim / 2) */
+    float *inv_freq;   /* (head_dim / 2) */
+    int32_t *tok_seq;  /* (T) sequence of each token */
+    float *final_x;    /* (max_seqs, n_embd) hidden of the tokens that want logits */
+    uint32_t *out_row; /* (max_seqs) logits row of each of those */
+    float *thr;        /* (n_threads, thr_floats) per-thread scratch */
+    size_t thr_floats;
+
+    /* the batch being run (valid during forward) */
+    const wk_batch *batch;
+    int cur_layer;
+};
+
+static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...) {
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rv;
+}
+
+/* ---- matmul ------------------------------------------------------------------------------ */
+
+typedef struct mm_part {
+    const wk_tensor *w; /* (rows = ne[1], in = ne[0]) */
+    float *out;         /* token k's row at out + k * out_stride (or out_row mapping) */
+    size_t out_stride;
+    const float *bias; /* optional (ne[1]) */
+} mm_part;
+
+typedef struct mm_task {
+    wk_backend *be;
+    int n_parts;
+    mm_part parts[MM_PARTS];
+    int64_t in;
+    int n_tok;
+    const float *x;          /* (n_tok, in) f32 input */
+    const cpu_q8 *xq;        /* (n_tok, in / 32) quantized input (fused types) */
+    const uint32_t *out_row; /* optional: token k writes row out_row[k] of the output */
+    bool accumulate;         /* out += W x instead of out = W x */
+    bool use_blas;
+    int64_t total_rows;
+    int64_t chunk;
+    atomic_llong next;
+} mm_task;
+
+static inline float *out_ptr(const mm_task *t, const mm_part *p, int k) {
+    size_t row = t->out_row != NULL ? t->out_row[k] : (size_t)k;
+    return p->out + row * p->out_stride;
+}
+
+static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float *scratch) {
+    const wk_tensor *w = p->w;
+    int64_t in = t->in;
+    size_t rb = wk_dtype_row_bytes(w->type, in);
+    const uint8_t *wdata = w->data;
+    bool fused = cpu_fused_type(w->type);
+    size_t xq_stride = (size_t)(in / CPU_QK);
+#ifdef SLUICE_HAVE_OPENBLAS
+    if (t->use_blas) {
+        /* dequantize the panel, then out(n_tok, rows) = x(n_tok, in) * panel(rows, in)^T */
+        for (int64_t r = r0; r < r1; r++) {
+            wk_dequantize_row(w->type, wdata + (size_t)r * rb, scratch + (r - r0) * in, in);
+        }
+        if (t->out_row == NULL) {
+            float *o = p->out + r0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t->n_tok, (int)(r1 - r0), (int)in,
+                        1.0f, t->x, (int)in, scratch, (int)in, t->accumulate ? 1.0f : 0.0f, o,
+                        (int)p->out_stride);
+            if (p->bias != NULL) {
+                for (int k = 0; k < t->n_tok; k++) {
+                    for (int64_t r = r0; r < r1; r++) {
+                        o[(size_t)k * p->out_stride + (size_t)(r - r0)] += p->bias[r];
+                    }
+                }
+            }
+            return;
+        }
+    }
+#endif
+    if (fused) {
+        /* groups of 4 rows: each group stays in L1 while every token of the tile uses it */
+        float y[4];
+        for (int k0 = 0; k0 < t->n_tok; k0 += MM_TOKEN_TILE) {
+            int nk = t->n_tok - k0 < MM_TOKEN_TILE ? t->n_tok - k0 : MM_TOKEN_TILE;
+            for (int64_t r = r0; r < r1; r += 4) {
+                int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+                const uint8_t *row = wdata + (size_t)r * rb;
+                for (int k = k0; k < k0 + nk; k++) {
+                    cpu_dot_q8_rows(w->type, row, rb, nr, t->xq + (size_t)k * xq_stride, in, y);
+                    float *o = out_ptr(t, p, k) + r;
+                    for (int i = 0; i < nr; i++) {
+                        float b = p->bias != NULL ? p->bias[r + i] : 0.0f;
+                        o[i] = t->accumulate ? o[i] + y[i] + b : y[i] + b;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    float y[MM_TOKEN_TILE];
+    for (int k0 = 0; k0 < t->n_tok; k0 += MM_TOKEN_TILE) {
+        int nk = t->n_tok - k0 < MM_TOKEN_TILE ? t->n_tok - k0 : MM_TOKEN_TILE;
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = wdata + (size_t)r * rb;
+            const float *rowf;
+            if (w->type == WK_DTYPE_F32) {
+                rowf = (const float *)row;
+            } else if (w->type == WK_DTYPE_F16) {
+                cpu_f16_to_f32_row((const uint16_t *)row, scratch, in);
+                rowf = scratch;
+            } else {
+                wk_dequantize_row(w->type, row, scratch, in);
+                rowf = scratch;
+            }
+            for (int k = 0; k < nk; k++) {
+                y[k] = cpu_dot_f32(rowf, t->x + (size_t)(k0 + k) * (size_t)in, in);
+            }
+            float b = p->bias != NULL ? p->bias[r] : 0.0f;
+            for (int k = 0; k < nk; k++) {
+                float *o = out_ptr(t, p, k0 + k) + r;
+                *o = t->accumulate ? *o + y[k] + b : y[k] + b;
+            }
+        }
+    }
+}
+
+static void mm_worker(void *ctx, int tid, int n_threads) {
+    mm_task *t = ctx;
+    (void)n_threads;
+    float *scratch = t->be->thr + (size_t)tid * t->be->thr_floats;
+    for (;;) {
+        int64_t g0 = atomic_fetch_add_explicit(&t->next, t->chunk, memory_order_relaxed);
+        if (g0 >= t->total_rows) {
+            return;
+        }
+        int64_t g1 = g0 + t->chunk < t->total_rows ? g0 + t->chunk : t->total_rows;
+        /* map the global row range onto the concatenated parts */
+        int64_t base = 0;
+        for (int i = 0; i < t->n_parts && g0 < g1; i++) {
+            int64_t rows = t->parts[i].w->ne[1];
+            if (g0 < base + rows) {
+                int64_t e = g1 < base + rows ? g1 : base + rows;
+                mm_rows(t, &t->parts[i], g0 - base, e - base, scratch);
+                g0 = e;
+            }
+            base += rows;
+        }
+    }
+}
+
+/* Runs y_i = W_i x for up to MM_PARTS weights sharing the input x: (n_tok, in). xq must hold
+ * x quantized when any weight has a fused type. */
+static void matmul(wk_backend *be, mm_task *t) {
+    t->be = be;
+    t->total_rows = 0;
+    bool all_blas_ok = true;
+    for (int i = 0; i < t->n_parts; i++) {
+        t->total_rows += t->parts[i].w->ne[1];
+        /* a panel of one part must not straddle two parts: chunk sizes divide the row counts
+         * of every real model (multiples of 64); otherwise fall back to the int8 path */
+        if (t->parts[i].w->ne[1] % BLAS_PANEL_ROWS != 0) {
+            all_blas_ok = false;
+        }
+    }
+    t->use_blas = false;
+#ifdef SLUICE_HAVE_OPENBLAS
+    t->use_blas = all_blas_ok && t->out_row == NULL && t->n_tok >= BLAS_MIN_TOKENS;
+#else
+    (void)all_blas_ok;
+#endif
+    t->chunk = t->use_blas ? BLAS_PANEL_ROWS : MM_CHUNK_ROWS;
+    if (!t->use_blas && t->n_tok == 1) {
+        /* decode: bigger chunks when there are many rows (fewer atomics on the output head) */
+        t->chunk = t->total_rows >= 16384 ? 64 : MM_CHUNK_ROWS;
+    }
+    atomic_store(&t->next, 0);
+    cpu_pool_run(be->pool, mm_worker, t);
+}
+
+/* ---- per-token helpers --------------------------------------------------------------------- */
+
+typedef struct tok_task {
+    wk_backend *be;
+    void (*fn)(wk_backend *be, int tok, void *arg);
+    void *arg;
+    int n_tok;
+    atomic_int next;
+} tok_task;
+
+static void tok_worker(void *ctx, int tid, int n_threads) {
+    tok_task *t = ctx;
+    (void)tid;
+    (void)n_threads;
+    for (;;) {
+        int i = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (i >= t->n_tok) {
+            return;
+        }
+        t->fn(t->be, i, t->arg);
+    }
+}
+
+/* Runs fn for every token, in parallel when the batch is big enough to pay for it. */
+static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, void *),
+                       void *arg) {
+    if (n_tok < 4) {
+        for (int i = 0; i < n_tok; i++) {
+            fn(be, i, arg);
+        }
+        return;
+    }
+    tok_task t = {.be = be, .fn = fn, .arg = arg, .n_tok = n_tok};
+    atomic_init(&t.next, 0);
+    cpu_pool_run(be->pool, tok_worker, &t);
+}
+
+typedef struct norm_arg {
+    const float *src; /* (n_tok, n) */
+    float *dst;       /* (n_tok, n) */
+    const float *w;   /* (n) */
+    int64_t n;
+    cpu_q8 *q; /* optional (n_tok, n / 32) */
+} norm_arg;
+
+static void norm_tok(wk_backend *be, int t, void *arg) {
+    norm_arg *a = arg;
+    float *d = a->dst + (size_t)t * (size_t)a->n;
+    wk_cpu_rmsnorm(d, a->src + (size_t)t * (size_t)a->n, a->w, a->n, be->hp.rms_eps);
+    if (a->q != NULL) {
+        cpu_quantize_q8(d, a->q + (size_t)t * (size_t)(a->n / CPU_QK), a->n);
+    }
+}
+
+static void swiglu_tok(wk_backend *be, int t, void *arg) {
+    (void)arg;
+    int64_t n = be->hp.n_ff;
+    float *g = be->gate + (size_t)t * (size_t)n;
+    wk_cpu_swiglu(g, g, be->up + (size_t)t * (size_t)n, n);
+    cpu_quantize_q8(g, be->xq + (size_t)t * (size_t)(n / CPU_QK), n);
+}
+
+static void quant_tok(wk_backend *be, int t, void *arg) {
+    int64_t n = *(const int64_t *)arg;
+    cpu_quantize_q8(be->xn + (size_t)t * (size_t)n, be->xq + (size_t)t * (size_t)(n / CPU_QK), n);
+}
+
+static inline uint8_t *kv_ptr(wk_backend *be, uint8_t *cache, int layer, int32_t block, int head,
+                              int slot) {
+    size_t hd = be->hp.head_dim, bt = be->cfg.block_tokens;
+    size_t el = ((size_t)block * be->hp.n_head_kv + (size_t)head) * bt * hd + (size_t)slot * hd;
+    return cache + (size_t)layer * be->kv_layer_bytes + el * be->kv_elem;
+}
+
+static void rope_rows(wk_backend *be, float *x, int n_heads, int t) {
+    int hd = (int)be->hp.head_dim, half = hd / 2;
+    const float *c = be->rope_cos + (size_t)t * (size_t)half;
+    const float *s = be->rope_sin + (size_t)t * (size_t)half;
+    bool neox = be->hp.rope_style == WK_ROPE_NEOX;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * (size_t)hd;
+        for (int i = 0; i < half; i++) {
+            int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = x0 * c[i] - x1 * s[i];
+            v[b] = x0 * s[i] + x1 * c[i];
+        }
+    }
+}
+
+/* RoPE on q and k of token t, then store k and v into the cache at the token's slot. */
+static void rope_store_tok(wk_backend *be, int t, void *arg) {
+    (void)arg;
+    const wk_hparams *hp = &be->hp;
+    size_t q_dim = (size_t)hp->n_head * hp->head_dim, kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
+    float *q = be->q + (size_t)t * q_dim;
+    float *k = be->k + (size_t)t * kv_dim;
+    const float *v = be->v + (size_t)t * kv_dim;
+    rope_rows(be, q, (int)hp->n_head, t);
+    rope_rows(be, k, (int)hp->n_head_kv, t);
+    const wk_batch *b = be->batch;
+    int s = be->tok_seq[t];
+    int32_t pos = b->positions[t];
+    int32_t block =
+        b->block_table[(size_t)s * be->cfg.max_blocks_per_seq + (size_t)pos / be->cfg.block_tokens];
+    int slot = (int)((uint32_t)pos % be->cfg.block_tokens);
+    for (uint32_t h = 0; h < hp->n_head_kv; h++) {
+        uint8_t *kd = kv_ptr(be, be->k_cache, be->cur_layer, block, (int)h, slot);
+        uint8_t *vd = kv_ptr(be, be->v_cache, be->cur_layer, block, (int)h, slot);
+        const float *ks = k + (size_t)h * hp->head_dim, *vs = v + (size_t)h * hp->head_dim;
+        if (be->kv_f16) {
+            cpu_f32_to_f16_row(ks, (uint16_t *)kd, hp->head_dim);
+            cpu_f32_to_f16_row(vs, (uint16_t *)vd, hp->head_dim);
+        } else {
+            memcpy(kd, ks, hp->head_dim * sizeof(float));
+            memcpy(vd, vs, hp->head_dim * sizeof(float));
+        }
+    }
+}
+
+/* ---- attention ----------------------------------------------------------------------------- */
+
+typedef struct attn_task {
+    wk_backend *be;
+    int n_items; /* n_tok * n_head_kv */
+    atomic_int next;
+} attn_task;
+
+/* One (token, kv head) item: every query head of the group attends over positions
+ * [0, pos] of the token's sequence. Output goes to xn (T, q_dim). */
+static void attn_item(wk_backend *be, int item, float *scores) {
+    const wk_hparams *hp = &be->hp;
+    int hkv = (int)hp->n_head_kv, hd = (int)hp->head_dim;
+    int group = (int)(hp->n_head / hp->n_head_kv);
+    int t = item / hkv, g = item % hkv;
+    const wk_batch *b = be->batch;
+    int s = be->tok_seq[t];
+    int32_t pos = b->positions[t];
+    int64_t n_ctx = (int64_t)pos + 1;
+    const int32_t *bt = b->block_table + (size_t)s * be->cfg.max_blocks_per_seq;
+    uint32_t bsz = be->cfg.block_tokens;
+    size_t q_dim = (size_t)hp->n_head * (size_t)hd;
+    float scale = 1.0f / sqrtf((float)hd);
+
+    for (int gh = 0; gh < group; gh++) {
+        int h = g * group + gh;
+        const float *q = be->q + (size_t)t * q_dim + (size_t)h * (size_t)hd;
+        float *sc = scores + (size_t)gh * (size_t)be->max_ctx;
+        for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
+            int32_t blk = bt[j0 / bsz];
+            int64_t n = n_ctx - j0 < bsz ? n_ctx - j0 : bsz;
+            const uint8_t *kb = kv_ptr(be, be->k_cache, be->cur_layer, blk, g, 0);
+            for (int64_t j = 0; j < n; j++) {
+                float d = be->kv_f16 ? cpu_dot_f32_f16(q, (const uint16_t *)kb + j * hd, hd)
+                                     : cpu_dot_f32(q, (const float *)kb + j * hd, hd);
+                sc[j0 + j] = d * scale;
+            }
+        }
+        wk_cpu_softmax(sc, n_ctx);
+        float *out = be->xn + (size_t)t * q_dim + (size_t)h * (size_t)hd;
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
+            int32_t blk = bt[j0 / bsz];
+            int64_t n = n_ctx - j0 < bsz ? n_ctx - j0 : bsz;
+            const uint8_t *vb = kv_ptr(be, be->v_cache, be->cur_layer, blk, g, 0);
+            for (int64_t j = 0; j < n; j++) {
+                if (be->kv_f16) {
+                    cpu_axpy_f16(out, sc[j0 + j], (const uint16_t *)vb + j * hd, hd);
+                } else {
+                    cpu_axpy_f32(out, sc[j0 + j], (const float *)vb + j * hd, hd);
+                }
+            }
+        }
+    }
+}
+
+static void attn_worker(void *ctx, int tid, int n_threads) {
+    attn_task *a = ctx;
+    (void)n_threads;
+    float *scores = a->be->thr + (size_t)tid * a->be->thr_floats;
+    for (;;) {
+        int i = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
+        if (i >= a->n_items) {
+            return;
+        }
+        attn_item(a->be, i, scores);
+    }
+}
+
+/* ---- create / destroy ---------------------------------------------------------------------- */
+
+static void cpu_destroy(wk_backend *be) {
+    if (be == NULL) {
+        return;
+    }
+    cpu_pool_destroy(be->pool);
+    free(be->k_cache);
+    free(be->v_cache);
+    free(be->x);
+    free(be->xn);
+    free(be->q);
+    free(be->k);
+    free(be->v);
+    free(be->gate);
+    free(be->up);
+    free(be->xq);
+    free(be->rope_cos);
+    free(be->rope_sin);
+    free(be->inv_freq);
+    free(be->tok_seq);
+    free(be->final_x);
+    free(be->out_row);
+    free(be->thr);
+    free(be);
+}
+
+/* calloc of a*b*c elements of size el with overflow check. */
+static void *alloc3(size_t a, size_t b, size_t c, size_t el) {
+    if (a == 0 || b == 0 || c == 0) {
+        return calloc(1, el);
+    }
+    if (b > SIZE_MAX / a || c > SIZE_MAX / (a * b) || el > SIZE_MAX / (a * b * c)) {
+        return NULL;
+    }
+    void *p = NULL;
+    size_t n = a * b * c * el;
+    if (posix_memalign(&p, 64, n) != 0) {
+        return NULL;
+    }
+    memset(p, 0, n);
+    return p;
+}
+
+static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk_backend **out,
+                         char *err, size_t errlen) {
+    if (out == NULL) {
+        return failf(err, errlen, CM_ERR_INVALID, "NULL out");
+    }
+    *out = NULL;
+    if (model == NULL || cfg == NULL) {
+        return failf(err, errlen, CM_ERR_INVALID, "NULL model or config");
+    }
+    const wk_hparams *hp = &model->hp;
+    if (cfg->block_tokens == 0 || cfg->block_tokens > 4096 || cfg->n_blocks == 0 ||
+        cfg->n_blocks > (1u << 24) || cfg->max_batch_tokens == 0 ||
+        cfg->max_batch_tokens > (1u << 20) || cfg->max_seqs == 0 || cfg->max_seqs > (1u << 16) ||
+        cfg->max_blocks_per_seq == 0 || cfg->max_blocks_per_seq > (1u << 24)) {
+        return failf(err, errlen, CM_ERR_INVALID,
+                     "invalid backend config (block_tokens %u, n_blocks %u, max_batch_tokens %u, "
+                     "max_seqs %u, max_blocks_per_seq %u)",
+                     cfg->block_tokens, cfg->n_blocks, cfg->max_batch_tokens, cfg->max_seqs,
+                     cfg->max_blocks_per_seq);
+    }
+    if (cfg->kv_dtype != WK_DTYPE_F16 && cfg->kv_dtype != WK_DTYPE_F32) {
+        return failf(err, errlen, CM_ERR_UNSUPPORTED, "KV cache type %s unsupported (F16, F32)",
+                     wk_dtype_name(cfg->kv_dtype));
+    }
+    uint64_t max_ctx = (uint64_t)cfg->max_blocks_per_seq * cfg->block_tokens;
+    if (max_ctx > (1u << 24)) {
+        return failf(err, errlen, CM_ERR_INVALID, "max context %" PRIu64 " too large", max_ctx);
+    }
+    /* every matmul input width must be a multiple of the 8-bit activation block */
+    int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
+    if (hp->n_embd % CPU_QK != 0 || q_dim % CPU_QK != 0 || hp->n_ff % CPU_QK != 0 ||
+        hp->head_dim > 1024 || hp->head_dim % 2 != 0 || hp->n_head_kv == 0 ||
+        hp->n_head % hp->n_head_kv != 0) {
+        return failf(err, errlen, CM_ERR_UNSUPPORTED,
+                     "model shape unsupported by the CPU backend (n_embd %u, q_dim %" PRId64
+                     ", n_ff %u must be multiples of 32)",
+                     hp->n_embd, q_dim, hp->n_ff);
+    }
+
+    /* The KV cache must fit in physical memory: refuse before trying to allocate it. */
+    {
+        size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
+        double kv_bytes = 2.0 * hp->n_layer * (double)cfg->n_blocks * cfg->block_tokens *
+                          (double)kv_dim * (cfg->kv_dtype == WK_DTYPE_F16 ? 2 : 4);
+        long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && psz > 0 && kv_bytes > (double)pages * (double)psz) {
+            return failf(err, errlen, CM_ERR_NOMEM,
+                         "KV cache of %.0f bytes (%u blocks x %u tokens) exceeds physical memory",
+                         kv_bytes, cfg->n_blocks, cfg->block_tokens);
+        }
+    }
+    cpu_kernels_init(false);
+    wk_backend *be = calloc(1, sizeof(*be));
+    if (be == NULL) {
+        return failf(err, errlen, CM_ERR_NOMEM, "out of memory");
+    }
+    be->model = model;
+    be->hp = *hp;
+    be->cfg = *cfg;
+    be->max_ctx = (int64_t)max_ctx;
+    int nth = cfg->n_threads;
+    if (nth <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        nth = n < 1 ? 1 : (int)n;
+    }
+    if (nth > MAX_THREADS) {
+        nth = MAX_THREADS;
+    }
+    cm_err rv = cpu_pool_create(nth, &be->pool);
+    if (rv != CM_OK) {
+        free(be);
+        return failf(err, errlen, rv, "cannot start %d threads", nth);
+    }
+    be->n_threads = cpu_pool_size(be->pool);
+#ifdef SLUICE_HAVE_OPENBLAS
+    /* our pool already parallelizes across panels: OpenBLAS must not add its own threads */
+    openblas_set_num_threads(1);
+#endif
+
+    size_t T = cfg->max_batch_tokens;
+    size_t embd = hp->n_embd, kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t ff = hp->n_ff, hd = hp->head_dim;
+    int64_t max_in = (int64_t)embd;
+    max_in = q_dim > max_in ? q_dim : max_in;
+    max_in = (int64_t)ff > max_in ? (int64_t)ff : max_in;
+    be->max_in = max_in;
+
+    be->kv_f16 = cfg->kv_dtype == WK_DTYPE_F16;
+    be->kv_elem = be->kv_f16 ? 2 : 4;
+    be->kv_block_elems = kv_dim * cfg->block_tokens;
+    be->k_cache = alloc3((size_t)hp->n_layer * cfg->n_blocks, be->kv_block_elems, 1, be->kv_elem);
+    be->v_cache = alloc3((size_t)hp->n_layer * cfg->n_blocks, be->kv_block_elems, 1, be->kv_elem);
+    be->kv_layer_bytes = (size_t)cfg->n_blocks * be->kv_block_elems * be->kv_elem;
+
+    size_t group = hp->n_head / hp->n_head_kv;
+    size_t att_floats = group * (size_t)max_ctx;
+    size_t mm_floats = (size_t)max_in;
+#ifdef SLUICE_HAVE_OPENBLAS
+    mm_floats = (size_t)BLAS_PANEL_ROWS * (size_t)max_in;
+#endif
+    be->thr_floats = (att_floats > mm_floats ? att_floats : mm_floats) + 16;
+    be->thr_floats = (be->thr_floats + 15) & ~(size_t)15; /* keep each slice 64-byte aligned */
+
+    be->x = alloc3(T, embd, 1, sizeof(float));
+    be->xn = alloc3(T, (size_t)max_in, 1, sizeof(float));
+    be->q = alloc3(T, (size_t)q_dim, 1, sizeof(float));
+    be->k = alloc3(T, kv_dim, 1, sizeof(float));
+    be->v = alloc3(T, kv_dim, 1, sizeof(float));
+    be->gate = alloc3(T, ff, 1, sizeof(float));
+    be->up = alloc3(T, ff, 1, sizeof(float));
+    be->xq = alloc3(T, (size_t)max_in / CPU_QK, 1, sizeof(cpu_q8));
+    be->rope_cos = alloc3(T, hd / 2, 1, sizeof(float));
+    be->rope_sin = alloc3(T, hd / 2, 1, sizeof(float));
+    be->inv_freq = alloc3(hd / 2, 1, 1, sizeof(float));
+    be->tok_seq = alloc3(T, 1, 1, sizeof(int32_t));
+    be->final_x = alloc3(cfg->max_seqs, embd, 1, sizeof(float));
+    be->out_row = alloc3(cfg->max_seqs, 1, 1, sizeof(uint32_t));
+    be->thr = alloc3((size_t)be->n_threads, be->thr_floats, 1, sizeof(float));
+    if (be->k_cache == NULL || be->v_cache == NULL || be->x == NULL || be->xn == NULL ||
+        be->q == NULL || be->k == NULL || be->v == NULL || be->gate == NULL || be->up == NULL ||
+        be->xq == NULL || be->rope_cos == NULL || be->rope_sin == NULL || be->inv_freq == NULL ||
+        be->tok_seq == NULL || be->final_x == NULL || be->out_row == NULL || be->thr == NULL) {
+        cpu_destroy(be);
+        return failf(err, errlen, CM_ERR_NOMEM,
+                     "out of memory for KV cache (%u blocks x %u tokens, %zu bytes/token) or "
+                     "scratch (%u tokens)",
+                     cfg->n_blocks, cfg->block_tokens, wk_kv_bytes_per_token(hp, cfg->kv_dtype),
+                     cfg->max_batch_tokens);
+    }
+    wk_cpu_rope_inv_freq(hp, (int)hd, be->inv_freq);
+    *out = be;
+    return CM_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------------- */
+
+static cm_err check_batch(const wk_backend *be, const wk_batch *b) {
+    const wk_backend_config *c = &be->cfg;
+    if (b == NULL || b->tokens == NULL || b->positions == NULL || b->seq_start == NULL ||
+        b->block_table == NULL || b->want_logits == NULL) {
+        return CM_ERR_INVALID;
+    }
+    if (b->n_seqs == 0 || b->n_seqs > c->max_seqs || b->n_tokens == 0 ||
+        b->n_tokens > c->max_batch_tokens || b->seq_start[0] != 0 ||
+        b->seq_start[b->n_seqs] != b->n_tokens) {
+        return CM_ERR_INVALID;
+    }
+    for (uint32_t s = 0; s < b->n_seqs; s++) {
+        uint32_t t0 = b->seq_start[s], t1 = b->seq_start[s + 1];
+        if (t1 <= t0 || t1 > b->n_tokens) {
+            return CM_ERR_INVALID;
+        }
+        int32_t p0 = b->positions[t0];
+        if (p0 < 0 || (int64_t)p0 + (t1 - t0) > be->max_ctx) {
+            return CM_ERR_INVALID;
+        }
+        for (uint32_t t = t0; t < t1; t++) {
+            if (b->positions[t] != p0 + (int32_t)(t - t0) || b->tokens[t] < 0 ||
+                (uint32_t)b->tokens[t] >= be->hp.n_vocab) {
+                return CM_ERR_INVALID;
+            }
+        }
+        uint32_t last = (uint32_t)b->positions[t1 - 1];
+        const int32_t *bt = b->block_table + (size_t)s * c->max_blocks_per_seq;
+        for (uint32_t i = 0; i <= last / c->block_tokens; i++) {
+            if (bt[i] < 0 || (uint32_t)bt[i] >= c->n_blocks) {
+                return CM_ERR_INVALID;
+            }
+        }
+    }
+    return CM_OK;
+}
+
+static void quantize_rows(wk_backend *be, int n_tok, int64_t n) {
+    for_tokens(be, n_tok, quant_tok, &n);
+}
+
+static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
+    if (be == NULL || logits == NULL) {
+        return CM_ERR_INVALID;
+    }
+    cm_err rv = check_batch(be, b);
+    if (rv != CM_OK) {
+        return rv;
+    }
+    const wk_model *m = be->model;
+    const wk_hparams *hp = &be->hp;
+    int n_tok = (int)b->n_tokens;
+    int64_t embd = hp->n_embd, ff = hp->n_ff;
+    int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
+    int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    int half = (int)hp->head_dim / 2;
+    be->batch = b;
+
+    for (uint32_t s = 0; s < b->n_seqs; s++) {
+        for (uint32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
+            be->tok_seq[t] = (int32_t)s;
+        }
+    }
+    for (int t = 0; t < n_tok; t++) {
+        for (int i = 0; i < half; i++) {
+            double ang = (double)b->positions[t] * be->inv_freq[i];
+            be->rope_cos[(size_t)t * half + i] = (float)cos(ang);
+            be->rope_sin[(size_t)t * half + i] = (float)sin(ang);
+        }
+    }
+    wk_cpu_embed(&m->tok_embd, b->tokens, n_tok, be->x);
+
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const wk_layer *L = &m->layers[l];
+        be->cur_layer = (int)l;
+
+        norm_arg na = {be->x, be->xn, L->attn_norm.data, embd, be->xq};
+        for_tokens(be, n_tok, norm_tok, &na);
+        mm_task qkv = {.n_parts = 3, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
+        qkv.parts[0] = (mm_part){&L->wq, be->q, (size_t)q_dim, L->bq.data};
+        qkv.parts[1] = (mm_part){&L->wk, be->k, (size_t)kv_dim, L->bk.data};
+        qkv.parts[2] = (mm_part){&L->wv, be->v, (size_t)kv_dim, L->bv.data};
+        matmul(be, &qkv);
+        for_tokens(be, n_tok, rope_store_tok, NULL);
+
+        attn_task at = {.be = be, .n_items = n_tok * (int)hp->n_head_kv};
+        atomic_init(&at.next, 0);
+        cpu_pool_run(be->pool, attn_worker, &at);
+
+        quantize_rows(be, n_tok, q_dim);
+        mm_task o = {.n_parts = 1,
+                     .in = q_dim,
+                     .n_tok = n_tok,
+                     .x = be->xn,
+                     .xq = be->xq,
+                     .accumulate = true};
+        o.parts[0] = (mm_part){&L->wo, be->x, (size_t)embd, NULL};
+        matmul(be, &o);
+
+        norm_arg nf = {be->x, be->xn, L->ffn_norm.data, embd, be->xq};
+        for_tokens(be, n_tok, norm_tok, &nf);
+        mm_task gu = {.n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
+        gu.parts[0] = (mm_part){&L->w_gate, be->gate, (size_t)ff, NULL};
+        gu.parts[1] = (mm_part){&L->w_up, be->up, (size_t)ff, NULL};
+        matmul(be, &gu);
+        for_tokens(be, n_tok, swiglu_tok, NULL);
+        mm_task dn = {.n_parts = 1,
+                      .in = ff,
+                      .n_tok = n_tok,
+                      .x = be->gate,
+                      .xq = be->xq,
+                      .accumulate = true};
+        dn.parts[0] = (mm_part){&L->w_down, be->x, (size_t)embd, NULL};
+        matmul(be, &dn);
+    }
+
+    /* Output head only for the last token of each sequence that wants logits. */
+    int n_out = 0;
+    for (uint32_t s = 0; s < b->n_seqs; s++) {
+        if (b->want_logits[s]) {
+            uint32_t last = b->seq_start[s + 1] - 1;
+            wk_cpu_rmsnorm(be->final_x + (size_t)n_out * (size_t)embd,
+                           be->x + (size_t)last * (size_t)embd, m->output_norm.data, embd,
+                           hp->rms_eps);
+            cpu_quantize_q8(be->final_x + (size_t)n_out * (size_t)embd,
+                            be->xq + (size_t)n_out * (size_t)(embd / CPU_QK), embd);
+            be->out_row[n_out] = s;
+            n_out++;
+        }
+    }
+    if (n_out > 0) {
+        mm_task head = {.n_parts = 1,
+                        .in = embd,
+                        .n_tok = n_out,
+                        .x = be->final_x,
+                        .xq = be->xq,
+                        .out_row = be->out_row};
+        head.parts[0] = (mm_part){&m->output, logits, hp->n_vocab, NULL};
+        matmul(be, &head);
+    }
+    be->batch = NULL;
+    return CM_OK;
+}
+
+static int cpu_healthy(const wk_backend *be) {
+    (void)be;
+    return 1;
+}
+
+const wk_backend_ops wk_backend_cpu = {
+    .name = "cpu",
+    .create = cpu_create,
+    .destroy = cpu_destroy,
+    .forward = cpu_forward,
+    .free_memory = NULL,
+    .healthy = cpu_healthy,
+};

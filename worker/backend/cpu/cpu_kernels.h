@@ -1,0 +1,70 @@
+/*
+ * cpu_kernels: the CPU backend's inner loops. Activations are quantized once per matmul to
+ * 8-bit blocks (cpu_q8 below) and dotted with quantized weight rows using integer products;
+ * types without a fused kernel are dequantized to f32 first. Every kernel has a portable
+ * scalar version and an AVX2/FMA/F16C version chosen at run time by cpu_kernels_init;
+ * cpu_kernels_force_scalar lets tests compare the two.
+ *
+ * All functions are thread-safe (no state after init) and allocate nothing.
+ */
+#ifndef WK_CPU_KERNELS_H
+#define WK_CPU_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../quant.h"
+
+#define CPU_QK 32
+
+/* One block of 32 activations: x[i] ~= d * qs[i]; s = d * sum(qs) (used by Q4_0/Q4_1). */
+typedef struct cpu_q8 {
+    float d;
+    float s;
+    int8_t qs[CPU_QK];
+} cpu_q8;
+
+/* cpu_kernels_init picks the fastest available implementations (idempotent, thread-safe).
+ * force_scalar = true selects the portable versions (for tests). */
+void cpu_kernels_init(bool force_scalar);
+
+/* true when the AVX2 paths are in use. */
+bool cpu_kernels_have_avx2(void);
+
+/* cpu_fused_type: true when weights of type t dot directly with cpu_q8 activations. */
+bool cpu_fused_type(wk_dtype t);
+
+/* Quantizes x: (n) (n a multiple of 32) into n/32 blocks. */
+void cpu_quantize_q8(const float *x, cpu_q8 *y, int64_t n);
+
+/* Dot product of one weight row (type t, n elements) with quantized activations (n/32
+ * blocks). Only for cpu_fused_type(t). */
+float cpu_dot_q8(wk_dtype t, const void *wrow, const cpu_q8 *x, int64_t n);
+
+/* Dot products of one weight row with n_tok activation rows at once (row reuse for batches):
+ * out[k * out_stride] = dot(wrow, x + k * x_stride_blocks) for k < n_tok. */
+void cpu_dot_q8_multi(wk_dtype t, const void *wrow, const cpu_q8 *x, size_t x_stride_blocks,
+                      int n_tok, float *out, size_t out_stride, int64_t n);
+
+/* Dot products of n_rows consecutive weight rows (row_bytes apart, type t fused) with the
+ * same activations: out[r] = dot(row r, x), r < n_rows. Same results as cpu_dot_q8 row by
+ * row up to float rounding order. */
+void cpu_dot_q8_rows(wk_dtype t, const void *w, size_t row_bytes, int n_rows, const cpu_q8 *x,
+                     int64_t n, float *out);
+
+/* f32 dot of (n). */
+float cpu_dot_f32(const float *a, const float *b, int64_t n);
+
+/* Converts n f16 values to f32 / f32 to f16. */
+void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
+void cpu_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n);
+
+/* y[i] += a * x[i] over (n); x f32 or f16. */
+void cpu_axpy_f32(float *y, float a, const float *x, int64_t n);
+void cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
+
+/* dot of f32 a with f16 b over (n). */
+float cpu_dot_f32_f16(const float *a, const uint16_t *b, int64_t n);
+
+#endif /* WK_CPU_KERNELS_H */

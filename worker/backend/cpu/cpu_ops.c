@@ -1,0 +1,119 @@
+/*
+ * cpu_ops: reference ops (see cpu_ops.h).
+ */
+#include "cpu_ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../quant.h"
+
+void wk_cpu_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        ss += (double)x[i] * x[i];
+    }
+    float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (int64_t i = 0; i < n; i++) {
+        out[i] = x[i] * scale * w[i];
+    }
+}
+
+void wk_cpu_rope_inv_freq(const wk_hparams *hp, int head_dim, float *inv_freq) {
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        /* computed in double so that every backend can match it to f32 precision */
+        double freq = pow((double)hp->rope_freq_base, -2.0 * i / (double)head_dim);
+        if (hp->rope_scaling == WK_ROPE_SCALING_LINEAR) {
+            freq /= hp->rope_scaling_factor;
+        } else if (hp->rope_scaling == WK_ROPE_SCALING_LLAMA3) {
+            double factor = hp->rope_scaling_factor;
+            double lo = hp->rope_llama3_low_freq_factor, hi = hp->rope_llama3_high_freq_factor;
+            double orig = hp->rope_llama3_orig_ctx;
+            double wavelen = 2.0 * M_PI / freq;
+            if (wavelen > orig / lo) {
+                freq /= factor;
+            } else if (wavelen >= orig / hi) {
+                double smooth = (orig / wavelen - lo) / (hi - lo);
+                freq = (1.0 - smooth) * freq / factor + smooth * freq;
+            }
+        }
+        inv_freq[i] = (float)freq;
+    }
+}
+
+void wk_cpu_rope(float *x, int n_heads, int head_dim, int32_t pos, const wk_hparams *hp) {
+    int half = head_dim / 2;
+    float inv_freq[512];
+    if (half > 512) {
+        return;
+    }
+    wk_cpu_rope_inv_freq(hp, head_dim, inv_freq);
+    for (int i = 0; i < half; i++) {
+        double ang = (double)pos * inv_freq[i];
+        float c = (float)cos(ang), s = (float)sin(ang);
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (int64_t)h * head_dim;
+            int a = hp->rope_style == WK_ROPE_NEOX ? i : 2 * i;
+            int b = hp->rope_style == WK_ROPE_NEOX ? i + half : 2 * i + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = x0 * c - x1 * s;
+            v[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+void wk_cpu_swiglu(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void wk_cpu_softmax(float *x, int64_t n) {
+    float mx = x[0];
+    for (int64_t i = 1; i < n; i++) {
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) {
+        x[i] *= inv;
+    }
+}
+
+void wk_cpu_matmul_ref(const wk_tensor *w, const float *x, float *y, int n_tok) {
+    int64_t in = w->ne[0], out = w->ne[1];
+    size_t rb = wk_dtype_row_bytes(w->type, in);
+    float *row = malloc((size_t)in * sizeof(float));
+    if (row == NULL) {
+        memset(y, 0, (size_t)n_tok * (size_t)out * sizeof(float));
+        return;
+    }
+    for (int64_t r = 0; r < out; r++) {
+        wk_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)r * rb, row, in);
+        for (int t = 0; t < n_tok; t++) {
+            const float *xt = x + (int64_t)t * in;
+            double acc = 0.0;
+            for (int64_t i = 0; i < in; i++) {
+                acc += (double)row[i] * xt[i];
+            }
+            y[(int64_t)t * out + r] = (float)acc;
+        }
+    }
+    free(row);
+}
+
+void wk_cpu_embed(const wk_tensor *tok_embd, const int32_t *ids, int n, float *out) {
+    int64_t embd = tok_embd->ne[0];
+    size_t rb = wk_dtype_row_bytes(tok_embd->type, embd);
+    for (int i = 0; i < n; i++) {
+        wk_dequantize_row(tok_embd->type, (const uint8_t *)tok_embd->data + (size_t)ids[i] * rb,
+                          out + (int64_t)i * embd, embd);
+    }
+}

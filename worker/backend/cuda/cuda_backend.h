@@ -1,0 +1,86 @@
+/*
+ * wk_cuda_backend: CUDA-specific extensions of the CUDA backend table (wk_backend_cuda, see
+ * worker/backend.h for the generic contract). The engine only needs the table; the GPU tests
+ * and the benchmark use the extras below.
+ *
+ * Representation: every matrix is f16 on the device (quantized GGUF types are dequantized at
+ * load, BF16 converted), Q/K/V fused into one (q+k+v rows, n_embd) matrix and gate/up into one
+ * (2 n_ff, n_embd) matrix; norms and biases f32; activations f32 in the residual stream and
+ * f16 at GEMM inputs; paged KV cache f16. Details and reasons: docs/cuda.md.
+ */
+#ifndef WK_CUDA_BACKEND_H
+#define WK_CUDA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+extern const wk_backend_ops wk_backend_cuda;
+
+typedef enum wk_cuda_gemv_mode {
+    WK_CUDA_GEMV_AUTO = 0,   /* custom GEMV for 1..8 rows, cuBLAS above */
+    WK_CUDA_GEMV_CUBLAS = 1, /* always cuBLAS */
+    WK_CUDA_GEMV_CUSTOM = 2, /* same as AUTO (custom where it applies) */
+} wk_cuda_gemv_mode;
+
+typedef struct wk_cuda_options {
+    /* Synthetic-on-device weights (benchmarks at big shapes): tensors of the model whose
+     * data is NULL are filled on the device with pseudo-random f16 values (matrices,
+     * amplitude 1/sqrt(in_features); the embedding table amplitude 1) or ones (norms),
+     * seeded by synthetic_seed. Their type must be F16 (or F32 for norms). With 0, a NULL
+     * tensor that is required fails create with CM_ERR_INVALID. */
+    int synthetic_device;
+    uint64_t synthetic_seed;
+    /* CUDA graphs for decode steps: 1 = on (default), 0 = off. Env SLUICE_CUDA_GRAPHS=0 also
+     * turns them off. */
+    int use_graphs;
+    wk_cuda_gemv_mode gemv_mode;
+    /* Flash prefill attention (tensor cores) when the head_dim allows: 1 = on (default). */
+    int use_flash;
+} wk_cuda_options;
+
+/* wk_cuda_options_default: synthetic off, graphs on, gemv auto, flash on. */
+void wk_cuda_options_default(wk_cuda_options *o);
+
+/* wk_cuda_create_ex is the table's create with options (create == create_ex with defaults).
+ * Same ownership and error contract as wk_backend_ops.create. */
+cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
+                         const wk_cuda_options *opt, wk_backend **out, char *err, size_t errlen);
+
+/* wk_cuda_set_gemv_mode / wk_cuda_set_graphs change the options of a live instance (the
+ * benchmark compares paths in one run). Graphs already captured are kept or dropped
+ * accordingly. Engine thread only. */
+void wk_cuda_set_gemv_mode(wk_backend *be, wk_cuda_gemv_mode mode);
+void wk_cuda_set_graphs(wk_backend *be, int on);
+void wk_cuda_set_flash(wk_backend *be, int on);
+
+/* Facts about a live instance, for logs and benchmarks. */
+typedef struct wk_cuda_info {
+    char device_name[256];
+    int cc_major;
+    int cc_minor;
+    int sm_count;
+    size_t weight_bytes_device; /* bytes of weights read by one full forward (f16 matrices,
+                                   tied output counted once) */
+    size_t kv_bytes_device;
+    size_t scratch_bytes_device;
+    uint32_t graph_buckets;    /* number of decode graphs captured so far */
+    uint32_t graph_max_bucket; /* largest decode bucket (0 = graphs off) */
+} wk_cuda_info;
+
+cm_err wk_cuda_get_info(const wk_backend *be, wk_cuda_info *info);
+
+/* wk_cuda_last_error: the message of the last failed forward ("" if none); valid until the
+ * next forward. */
+const char *wk_cuda_last_error(const wk_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WK_CUDA_BACKEND_H */

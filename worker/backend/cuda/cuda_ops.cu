@@ -1,0 +1,641 @@
+/*
+ * CUDA kernels of the CUDA backend (see cuda_ops.h for every contract and the cache layout).
+ * Elementwise and row kernels, the paged attention used for decode (and as the prefill
+ * fallback), the skinny GEMV used for small decode batches, and conversion/fill helpers.
+ * The flash prefill kernel lives in cuda_flash.cu.
+ */
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "cuda_ops.h"
+
+namespace {
+
+constexpr int kWarp = 32;
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    }
+    return v;
+}
+
+__device__ __forceinline__ float h2f(uint16_t h) {
+    return __half2float(__ushort_as_half(h));
+}
+
+/* Saturating f32 -> f16: weights beyond the f16 range become +-65504, not inf. */
+__device__ __forceinline__ uint16_t f2h(float f) {
+    f = fminf(fmaxf(f, -65504.0f), 65504.0f);
+    return __half_as_ushort(__float2half_rn(f));
+}
+
+int grid_for(int64_t n, int threads) {
+    int64_t blocks = (n + threads - 1) / threads;
+    if (blocks > 65535LL * 16) {
+        blocks = 65535LL * 16; /* grid-stride loops cover the rest */
+    }
+    if (blocks < 1) {
+        blocks = 1;
+    }
+    return (int)blocks;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+__global__ void embed_kernel(const uint16_t *__restrict__ table, const int32_t *__restrict__ ids,
+                             int n_embd, float *__restrict__ out) {
+    const int r = blockIdx.x;
+    const uint16_t *src = table + (int64_t)ids[r] * n_embd;
+    float *dst = out + (int64_t)r * n_embd;
+    for (int i = threadIdx.x; i < n_embd; i += blockDim.x) {
+        dst[i] = h2f(src[i]);
+    }
+}
+
+/* One block per output row; blockDim.x = 256. */
+__global__ void add_rmsnorm_kernel(float *__restrict__ x, const float *__restrict__ add,
+                                   const float *__restrict__ w, const int32_t *__restrict__ rows,
+                                   int n, float eps, uint16_t *__restrict__ out) {
+    __shared__ float partial[32];
+    const int r = blockIdx.x;
+    const int64_t src = rows ? rows[r] : r;
+    float *xr = x + src * n;
+    float ss = 0.0f;
+    if (add) {
+        const float *ar = add + src * n;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            float v = xr[i] + ar[i];
+            xr[i] = v;
+            ss += v * v;
+        }
+    } else {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            float v = xr[i];
+            ss += v * v;
+        }
+    }
+    ss = warp_sum(ss);
+    const int warp = threadIdx.x / kWarp;
+    const int lane = threadIdx.x % kWarp;
+    if (lane == 0) {
+        partial[warp] = ss;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const int nw = blockDim.x / kWarp;
+        float v = lane < nw ? partial[lane] : 0.0f;
+        v = warp_sum(v);
+        if (lane == 0) {
+            partial[0] = v;
+        }
+    }
+    __syncthreads();
+    const float inv = rsqrtf(partial[0] / (float)n + eps);
+    uint16_t *o = out + (int64_t)r * n;
+    /* Each thread re-reads exactly the elements it wrote above, so no barrier is needed
+     * between the in-place add and this read. */
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        o[i] = f2h(xr[i] * inv * w[i]);
+    }
+}
+
+/* One block per token. */
+__global__ void rope_store_kernel(const float *__restrict__ qkv, const float *__restrict__ bias,
+                                  const int32_t *__restrict__ tok_pos,
+                                  const int32_t *__restrict__ tok_seq,
+                                  const int32_t *__restrict__ block_table, int max_blocks,
+                                  int block_tokens, int n_head, int n_head_kv, int head_dim,
+                                  int n_rot, int neox, const float *__restrict__ inv_freq,
+                                  float *__restrict__ q_out, uint16_t *__restrict__ k_cache,
+                                  uint16_t *__restrict__ v_cache) {
+    const int t = blockIdx.x;
+    const int row_len = (n_head + 2 * n_head_kv) * head_dim;
+    const float *in = qkv + (int64_t)t * row_len;
+    const int pos = tok_pos[t];
+    const int seq = tok_seq[t];
+    const int64_t block = block_table[(int64_t)seq * max_blocks + pos / block_tokens];
+    const int slot = pos % block_tokens;
+    const int half_dim = head_dim / 2;
+    const int half_rot = n_rot / 2;
+    const int n_pairs = (n_head + n_head_kv) * half_dim;
+
+    for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
+        const int head = p / half_dim;
+        const int i = p % half_dim;
+        int d0;
+        int d1;
+        if (i < half_rot) {
+            d0 = neox ? i : 2 * i;
+            d1 = neox ? i + half_rot : 2 * i + 1;
+        } else {
+            d0 = 2 * i; /* unrotated tail [n_rot, head_dim) */
+            d1 = 2 * i + 1;
+        }
+        const int c0 = head * head_dim + d0;
+        const int c1 = head * head_dim + d1;
+        float x0 = in[c0];
+        float x1 = in[c1];
+        if (bias) {
+            x0 += bias[c0];
+            x1 += bias[c1];
+        }
+        if (i < half_rot) {
+            /* angle = pos * f carried as hi + lo (lo exact via fma), so large positions keep
+             * the precision of the reference's double-precision angle */
+            const float f = inv_freq[i];
+            const float hi = (float)pos * f;
+            const float lo = fmaf((float)pos, f, -hi);
+            float s;
+            float c;
+            sincosf(hi, &s, &c);
+            const float s2 = s + lo * c;
+            const float c2 = c - lo * s;
+            s = s2;
+            c = c2;
+            const float y0 = x0 * c - x1 * s;
+            const float y1 = x0 * s + x1 * c;
+            x0 = y0;
+            x1 = y1;
+        }
+        if (head < n_head) {
+            float *q = q_out + (int64_t)t * n_head * head_dim;
+            q[c0] = x0;
+            q[c1] = x1;
+        } else {
+            const int kh = head - n_head;
+            uint16_t *k = k_cache + ((block * n_head_kv + kh) * block_tokens + slot) * head_dim;
+            k[d0] = f2h(x0);
+            k[d1] = f2h(x1);
+        }
+    }
+    const int v_off = (n_head + n_head_kv) * head_dim;
+    for (int e = threadIdx.x; e < n_head_kv * head_dim; e += blockDim.x) {
+        const int kh = e / head_dim;
+        const int d = e % head_dim;
+        float v = in[v_off + e];
+        if (bias) {
+            v += bias[v_off + e];
+        }
+        v_cache[((block * n_head_kv + kh) * block_tokens + slot) * head_dim + d] = f2h(v);
+    }
+}
+
+/* Loads D consecutive halves (D = 2, 4 or 8) as floats. */
+template <int D> __device__ __forceinline__ void load_halves(const uint16_t *p, float *out) {
+    if (D == 8) {
+        const uint4 u = *reinterpret_cast<const uint4 *>(p);
+        const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float2 f = __half22float2(h[j]);
+            out[2 * j] = f.x;
+            out[2 * j + 1] = f.y;
+        }
+    } else if (D == 4) {
+        const uint2 u = *reinterpret_cast<const uint2 *>(p);
+        const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            float2 f = __half22float2(h[j]);
+            out[2 * j] = f.x;
+            out[2 * j + 1] = f.y;
+        }
+    } else {
+        const __half2 h = *reinterpret_cast<const __half2 *>(p);
+        float2 f = __half22float2(h);
+        out[0] = f.x;
+        out[1] = f.y;
+    }
+}
+
+/*
+ * Paged attention, one block per (query token, query head), NW warps. Each warp walks a
+ * strided subset of the keys with its own online-softmax state (lane l holds dims
+ * [l*D, l*D+D)); the warps' states are merged at the end. Finite -1e30 as the initial max
+ * keeps exp() of empty states at 0 instead of NaN.
+ */
+template <int HD, int NW>
+__global__ void __launch_bounds__(NW * 32)
+    attention_kernel(const float *__restrict__ q, const int32_t *__restrict__ tok_pos,
+                     const int32_t *__restrict__ tok_seq, const int32_t *__restrict__ block_table,
+                     const uint16_t *__restrict__ k_cache, const uint16_t *__restrict__ v_cache,
+                     int n_head, int n_head_kv, int block_tokens, int max_blocks, float scale,
+                     uint16_t *__restrict__ out) {
+    constexpr int D = HD / kWarp;
+    __shared__ float s_m[NW];
+    __shared__ float s_l[NW];
+    __shared__ float s_acc[NW][HD];
+
+    const int t = blockIdx.x;
+    const int h = blockIdx.y;
+    const int kvh = h / (n_head / n_head_kv);
+    const int warp = threadIdx.x / kWarp;
+    const int lane = threadIdx.x % kWarp;
+    const int len = tok_pos[t] + 1;
+    const int32_t *bt = block_table + (int64_t)tok_seq[t] * max_blocks;
+
+    float qr[D];
+    const float *qp = q + ((int64_t)t * n_head + h) * HD + lane * D;
+#pragma unroll
+    for (int j = 0; j < D; j++) {
+        qr[j] = qp[j] * scale;
+    }
+    float m = -1e30f;
+    float l = 0.0f;
+    float acc[D];
+#pragma unroll
+    for (int j = 0; j < D; j++) {
+        acc[j] = 0.0f;
+    }
+
+    for (int k = warp; k < len; k += NW) {
+        const int64_t blk = bt[k / block_tokens];
+        const int64_t off = ((blk * n_head_kv + kvh) * block_tokens + k % block_tokens) * HD;
+        float kr[D];
+        float vr[D];
+        load_halves<D>(k_cache + off + lane * D, kr);
+        load_halves<D>(v_cache + off + lane * D, vr);
+        float s = 0.0f;
+#pragma unroll
+        for (int j = 0; j < D; j++) {
+            s += qr[j] * kr[j];
+        }
+        s = warp_sum(s);
+        const float m_new = fmaxf(m, s);
+        const float corr = __expf(m - m_new);
+        const float p = __expf(s - m_new);
+        l = l * corr + p;
+#pragma unroll
+        for (int j = 0; j < D; j++) {
+            acc[j] = acc[j] * corr + p * vr[j];
+        }
+        m = m_new;
+    }
+
+    if (lane == 0) {
+        s_m[warp] = m;
+        s_l[warp] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < D; j++) {
+        s_acc[warp][lane * D + j] = acc[j];
+    }
+    __syncthreads();
+    float mx = -1e30f;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        mx = fmaxf(mx, s_m[w]);
+    }
+    float denom = 0.0f;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        denom += s_l[w] * __expf(s_m[w] - mx);
+    }
+    const float inv = 1.0f / denom;
+    uint16_t *o = out + ((int64_t)t * n_head + h) * HD;
+    for (int d = threadIdx.x; d < HD; d += NW * kWarp) {
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; w++) {
+            v += s_acc[w][d] * __expf(s_m[w] - mx);
+        }
+        o[d] = f2h(v * inv);
+    }
+}
+
+__global__ void swiglu_kernel(const uint16_t *__restrict__ gu, int64_t n_total, int n_ff,
+                              uint16_t *__restrict__ out) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / n_ff;
+        const int64_t c = i % n_ff;
+        const float g = h2f(gu[r * 2 * n_ff + c]);
+        const float u = h2f(gu[r * 2 * n_ff + n_ff + c]);
+        out[i] = f2h(g / (1.0f + __expf(-g)) * u);
+    }
+}
+
+__global__ void f32_to_f16_kernel(const float *__restrict__ src, uint16_t *__restrict__ dst,
+                                  int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        dst[i] = f2h(src[i]);
+    }
+}
+
+__global__ void bf16_to_f16_kernel(const uint16_t *__restrict__ src, uint16_t *__restrict__ dst,
+                                   int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float f = __uint_as_float((uint32_t)src[i] << 16);
+        dst[i] = f2h(f);
+    }
+}
+
+__global__ void f16_to_f32_kernel(const uint16_t *__restrict__ src, float *__restrict__ dst,
+                                  int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        dst[i] = h2f(src[i]);
+    }
+}
+
+__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+__global__ void fill_random_f16_kernel(uint16_t *__restrict__ dst, int64_t n, float amp,
+                                       uint64_t seed) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const uint64_t r = splitmix64(seed ^ ((uint64_t)i * 0xD1B54A32D192ED03ULL));
+        const float u = (float)(r >> 40) * (1.0f / 16777216.0f); /* [0, 1) */
+        dst[i] = f2h((2.0f * u - 1.0f) * amp);
+    }
+}
+
+__global__ void fill_f32_kernel(float *__restrict__ dst, int64_t n, float value) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        dst[i] = value;
+    }
+}
+
+__global__ void read_probe_kernel(const uint4 *__restrict__ src, int64_t n, float *sink) {
+    uint32_t accu = 0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const uint4 v = __ldcs(src + i);
+        accu ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    /* A data-dependent store keeps the loads alive; it almost never happens. */
+    if (accu == 0x9E3779B9u) {
+        sink[blockIdx.x % 1024] = (float)accu;
+    }
+}
+
+/* acc[t] += dot(w chunk, x chunk of token t) for one 16-byte chunk (8 halves) */
+template <int NT>
+__device__ __forceinline__ void gemv_chunk(const uint4 wv, const uint16_t *__restrict__ x,
+                                           int64_t n_in, int c, float *acc) {
+    const __half2 *wh = reinterpret_cast<const __half2 *>(&wv);
+    float wf[8];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float2 a = __half22float2(wh[j]);
+        wf[2 * j] = a.x;
+        wf[2 * j + 1] = a.y;
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        const uint4 xv = *(reinterpret_cast<const uint4 *>(x + t * n_in) + c);
+        const __half2 *xh = reinterpret_cast<const __half2 *>(&xv);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float2 b = __half22float2(xh[j]);
+            acc[t] = fmaf(wf[2 * j], b.x, acc[t]);
+            acc[t] = fmaf(wf[2 * j + 1], b.y, acc[t]);
+        }
+    }
+}
+
+/*
+ * Skinny GEMV: one warp per weight row; each lane streams 16-byte chunks of the row (8
+ * halves, U loads in flight) and multiplies them with the same chunk of each of the NT token
+ * rows of x (L1-resident). The weight row is read exactly once for all tokens, so the kernel
+ * is bound by weight bandwidth; each weight chunk is converted to f32 once for all tokens.
+ */
+template <int NT>
+__global__ void __launch_bounds__(256)
+    gemv_kernel(const uint16_t *__restrict__ w, const uint16_t *__restrict__ x, int n_in,
+                int n_out, void *__restrict__ y, int y_f16) {
+    const int warp = threadIdx.x / kWarp;
+    const int lane = threadIdx.x % kWarp;
+    const int row = blockIdx.x * (blockDim.x / kWarp) + warp;
+    if (row >= n_out) {
+        return;
+    }
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (int64_t)row * n_in);
+    const int n_chunks = n_in / 8;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        acc[t] = 0.0f;
+    }
+    constexpr int U = 4; /* independent loads in flight per lane */
+    int c = lane;
+    for (; c + (U - 1) * kWarp < n_chunks; c += U * kWarp) {
+        uint4 wv[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            wv[u] = __ldcs(wr + c + u * kWarp);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            gemv_chunk<NT>(wv[u], x, n_in, c + u * kWarp, acc);
+        }
+    }
+    for (; c < n_chunks; c += kWarp) {
+        gemv_chunk<NT>(__ldcs(wr + c), x, n_in, c, acc);
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        const float s = warp_sum(acc[t]);
+        if (lane == 0) {
+            if (y_f16) {
+                static_cast<uint16_t *>(y)[(int64_t)t * n_out + row] = f2h(s);
+            } else {
+                static_cast<float *>(y)[(int64_t)t * n_out + row] = s;
+            }
+        }
+    }
+}
+
+template <int HD>
+cudaError_t launch_attention(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
+                             const int32_t *block_table, const uint16_t *k_cache,
+                             const uint16_t *v_cache, const wk_cuda_attn_args *aa, int n_tok,
+                             uint16_t *out, cudaStream_t stream) {
+    constexpr int NW = 4;
+    dim3 grid((unsigned)n_tok, (unsigned)aa->n_head);
+    attention_kernel<HD, NW><<<grid, NW * kWarp, 0, stream>>>(
+        q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa->n_head, aa->n_head_kv,
+        aa->block_tokens, aa->max_blocks, aa->scale, out);
+    return cudaGetLastError();
+}
+
+} // namespace
+
+extern "C" {
+
+int wk_cuda_head_dim_supported(int head_dim) {
+    return head_dim == 64 || head_dim == 128 || head_dim == 256;
+}
+
+cudaError_t wk_cuda_embed(const uint16_t *table, const int32_t *ids, int n, int n_embd, float *out,
+                          cudaStream_t stream) {
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    embed_kernel<<<n, 256, 0, stream>>>(table, ids, n_embd, out);
+    return cudaGetLastError();
+}
+
+cudaError_t wk_cuda_add_rmsnorm(float *x, const float *add, const float *w, const int32_t *rows,
+                                int n_out, int n, float eps, uint16_t *out, cudaStream_t stream) {
+    if (n_out <= 0) {
+        return cudaSuccess;
+    }
+    const int threads = n >= 2048 ? 512 : 256;
+    add_rmsnorm_kernel<<<n_out, threads, 0, stream>>>(x, add, w, rows, n, eps, out);
+    return cudaGetLastError();
+}
+
+cudaError_t wk_cuda_rope_store(const float *qkv, const float *bias, const int32_t *tok_pos,
+                               const int32_t *tok_seq, const int32_t *block_table, int max_blocks,
+                               int block_tokens, const wk_cuda_rope_args *ra, int n_tok,
+                               float *q_out, uint16_t *k_cache, uint16_t *v_cache,
+                               cudaStream_t stream) {
+    if (n_tok <= 0) {
+        return cudaSuccess;
+    }
+    if (ra->head_dim % 2 != 0 || ra->n_rot % 2 != 0 || ra->n_rot > ra->head_dim) {
+        return cudaErrorInvalidValue;
+    }
+    rope_store_kernel<<<n_tok, 256, 0, stream>>>(
+        qkv, bias, tok_pos, tok_seq, block_table, max_blocks, block_tokens, ra->n_head,
+        ra->n_head_kv, ra->head_dim, ra->n_rot, ra->neox, ra->inv_freq, q_out, k_cache, v_cache);
+    return cudaGetLastError();
+}
+
+cudaError_t wk_cuda_attention(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
+                              const int32_t *block_table, const uint16_t *k_cache,
+                              const uint16_t *v_cache, const wk_cuda_attn_args *aa, int n_tok,
+                              uint16_t *out, cudaStream_t stream) {
+    if (n_tok <= 0) {
+        return cudaSuccess;
+    }
+    if (aa->n_head_kv <= 0 || aa->n_head % aa->n_head_kv != 0) {
+        return cudaErrorInvalidValue;
+    }
+    switch (aa->head_dim) {
+    case 64:
+        return launch_attention<64>(q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa, n_tok,
+                                    out, stream);
+    case 128:
+        return launch_attention<128>(q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa, n_tok,
+                                     out, stream);
+    case 256:
+        return launch_attention<256>(q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa, n_tok,
+                                     out, stream);
+    default:
+        return cudaErrorInvalidValue;
+    }
+}
+
+cudaError_t wk_cuda_swiglu(const uint16_t *gu, int n, int n_ff, uint16_t *out,
+                           cudaStream_t stream) {
+    const int64_t total = (int64_t)n * n_ff;
+    if (total <= 0) {
+        return cudaSuccess;
+    }
+    swiglu_kernel<<<grid_for(total, 256), 256, 0, stream>>>(gu, total, n_ff, out);
+    return cudaGetLastError();
+}
+
+cudaError_t wk_cuda_f32_to_f16(const float *src, uint16_t *dst, int64_t n, cudaStream_t stream) {
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    f32_to_f16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(src, dst, n);
+    return cudaGetLastError();
+}
+
+cudaError_t wk_cuda_bf16_to_f16(const uint16_t *src, uint16_t *dst, int64_t n,
+                                cudaStream_t stream) {
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    bf16_to_f16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(src, dst, n);
+    return cudaGetLastError();
+}
+
+cudaError_t wk_cuda_f16_to_f32(const uint16_t *src, float *dst, int64_t n, cudaStream_t stream) {
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    f16_to_f32_kernel<<<grid_for(n, 256), 256, 0, stream>>>(src, dst, n);
+    return cudaGetLastError();
+}
+
+cudaError_t wk_cuda_fill_random_f16(uint16_t *dst, int64_t n, float amp, uint64_t seed,
+                                    cudaStream_t stream) {
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    fill_random_f16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(dst, n, amp, seed);
+    return cudaGetLastError();
+}
+
+cudaError_t wk_cuda_fill_f32(float *dst, int64_t n, float value, cudaStream_t stream) {
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    fill_f32_kernel<<<grid_for(n, 256), 256, 0, stream>>>(dst, n, value);
+    return cudaGetLastError();
+}
+
+cudaError_t wk_cuda_read_probe(const void *src, int64_t n16, float *sink, cudaStream_t stream) {
+    if (n16 <= 0) {
+        return cudaSuccess;
+    }
+    int64_t blocks = (n16 + 255) / 256;
+    if (blocks > 132 * 64) {
+        blocks = 132 * 64;
+    }
+    read_probe_kernel<<<(int)blocks, 256, 0, stream>>>(static_cast<const uint4 *>(src), n16, sink);
+    return cudaGetLastError();
+}
+
+cudaError_t wk_cuda_gemv(const uint16_t *w, const uint16_t *x, int n_tok, int n_in, int n_out,
+                         void *y, int y_f16, cudaStream_t stream) {
+    if (n_tok < 1 || n_tok > WK_CUDA_GEMV_MAX_TOK || n_in % 8 != 0 || n_out <= 0) {
+        return cudaErrorInvalidValue;
+    }
+    const int rows_per_block = 256 / kWarp;
+    const int blocks = (n_out + rows_per_block - 1) / rows_per_block;
+    switch (n_tok) {
+    case 1:
+        gemv_kernel<1><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
+        break;
+    case 2:
+        gemv_kernel<2><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
+        break;
+    case 3:
+        gemv_kernel<3><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
+        break;
+    case 4:
+        gemv_kernel<4><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
+        break;
+    case 5:
+        gemv_kernel<5><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
+        break;
+    case 6:
+        gemv_kernel<6><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
+        break;
+    case 7:
+        gemv_kernel<7><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
+        break;
+    default:
+        gemv_kernel<8><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
+        break;
+    }
+    return cudaGetLastError();
+}
+
+} /* extern "C" */

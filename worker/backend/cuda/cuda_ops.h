@@ -1,0 +1,149 @@
+/*
+ * wk_cuda_ops: the CUDA kernels of the CUDA backend, behind plain C launchers so that the
+ * backend (cuda_backend.c, C) and the GPU op tests (tests/gpu, C) can call them.
+ *
+ * Conventions for every launcher:
+ *   - all tensor pointers are DEVICE pointers; "f16" buffers are IEEE binary16 stored as
+ *     uint16_t (the C side never does arithmetic on them);
+ *   - shapes are given as (rows, cols) row-major, cols contiguous;
+ *   - the launch goes to `stream` (NULL = the legacy default stream) and is asynchronous;
+ *   - the return value is the cudaError_t of the launch (cudaSuccess = 0); asynchronous
+ *     execution errors surface at the next synchronisation, as with any CUDA call.
+ * Launchers never allocate and are safe to call while a stream is being captured into a CUDA
+ * graph (decode steps are captured).
+ *
+ * Paged KV cache layout (f16), per layer and for K and V separately:
+ *   cache[block][kv_head][slot][dim]   i.e. (n_blocks, n_head_kv, block_tokens, head_dim)
+ * A token at position p of a sequence whose block-table row is bt_row lives in block
+ * bt_row[p / block_tokens], slot p % block_tokens.
+ *
+ * Per-token metadata (device int32 arrays of length n_tokens):
+ *   tok_pos[t] : absolute position of token t
+ *   tok_seq[t] : index of t's sequence, i.e. its row in block_table (n_seqs, max_blocks)
+ */
+#ifndef WK_CUDA_OPS_H
+#define WK_CUDA_OPS_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Head dimensions the attention kernels are compiled for. */
+int wk_cuda_head_dim_supported(int head_dim);
+
+/* out (n, n_embd) f32 = table[ids[i]] (table: (n_vocab, n_embd) f16). ids must be < n_vocab
+ * (checked by the caller on the host). */
+cudaError_t wk_cuda_embed(const uint16_t *table, const int32_t *ids, int n, int n_embd, float *out,
+                          cudaStream_t stream);
+
+/*
+ * Fused residual add + RMSNorm. For each output row r (0 <= r < n_out), with
+ * src = rows ? rows[r] : r:
+ *   if add: x[src] += add[src]          (x and add are (*, n) f32; x is updated in place)
+ *   out[r] = f16( x[src] / sqrt(mean(x[src]^2) + eps) * w )      (out: (n_out, n) f16)
+ * Rows of x not selected by `rows` are left untouched (their add is skipped too).
+ */
+cudaError_t wk_cuda_add_rmsnorm(float *x, const float *add, const float *w, const int32_t *rows,
+                                int n_out, int n, float eps, uint16_t *out, cudaStream_t stream);
+
+/* RoPE / KV-store parameters shared by the fused kernel below. */
+typedef struct wk_cuda_rope_args {
+    int n_head;    /* query heads */
+    int n_head_kv; /* key/value heads */
+    int head_dim;
+    int n_rot;             /* rotated dims per head (even, <= head_dim) */
+    int neox;              /* 0 = NORM (adjacent pairs), 1 = NEOX (halves) */
+    const float *inv_freq; /* (n_rot / 2) device: frequency of pair i, scaling folded in */
+} wk_cuda_rope_args;
+
+/*
+ * After the fused QKV projection: add the optional bias, rotate q and k, write q to q_out and
+ * k, v into the paged cache.
+ *   qkv      (n_tok, (n_head + 2 n_head_kv) head_dim) f32: [q heads | k heads | v heads]
+ *   bias     ((n_head + 2 n_head_kv) head_dim) f32 or NULL
+ *   q_out    (n_tok, n_head head_dim) f32
+ *   k_cache, v_cache: this layer's caches (layout above)
+ */
+cudaError_t wk_cuda_rope_store(const float *qkv, const float *bias, const int32_t *tok_pos,
+                               const int32_t *tok_seq, const int32_t *block_table, int max_blocks,
+                               int block_tokens, const wk_cuda_rope_args *ra, int n_tok,
+                               float *q_out, uint16_t *k_cache, uint16_t *v_cache,
+                               cudaStream_t stream);
+
+/*
+ * Causal attention over the paged cache, one query row per token (works for decode and for
+ * prefill; each token t attends keys at positions [0, tok_pos[t]] of its sequence, which must
+ * all be in the cache already, including t's own K/V). GQA: query head h reads kv head
+ * h / (n_head / n_head_kv).
+ *   q   (n_tok, n_head head_dim) f32 (already rotated)
+ *   out (n_tok, n_head head_dim) f16
+ * scale is usually 1/sqrt(head_dim).
+ */
+typedef struct wk_cuda_attn_args {
+    int n_head;
+    int n_head_kv;
+    int head_dim;
+    int block_tokens;
+    int max_blocks; /* block_table row length */
+    float scale;
+} wk_cuda_attn_args;
+
+cudaError_t wk_cuda_attention(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
+                              const int32_t *block_table, const uint16_t *k_cache,
+                              const uint16_t *v_cache, const wk_cuda_attn_args *aa, int n_tok,
+                              uint16_t *out, cudaStream_t stream);
+
+/*
+ * Prefill attention, flash-style: query tiles of WK_CUDA_FLASH_TILE tokens of one sequence
+ * against key tiles of the paged cache, online softmax, tensor cores (sm_80+). Same contract
+ * as wk_cuda_attention, plus a tile list built by the caller:
+ *   tiles (n_tiles, 2) int32: (first token index t0 of the tile, number of tokens in it
+ *   (1..WK_CUDA_FLASH_TILE)); all tokens of a tile belong to one sequence and have
+ *   consecutive positions tok_pos[t0], tok_pos[t0] + 1, ...
+ * Supports head_dim 64 and 128 (wk_cuda_flash_supported); others use wk_cuda_attention.
+ */
+#define WK_CUDA_FLASH_TILE 64
+int wk_cuda_flash_supported(int head_dim);
+cudaError_t wk_cuda_flash_prefill(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
+                                  const int32_t *block_table, const uint16_t *k_cache,
+                                  const uint16_t *v_cache, const wk_cuda_attn_args *aa,
+                                  const int32_t *tiles, int n_tiles, uint16_t *out,
+                                  cudaStream_t stream);
+
+/* out (n, n_ff) f16 = silu(gu[:, :n_ff]) * gu[:, n_ff:]   (gu: (n, 2 n_ff) f16) */
+cudaError_t wk_cuda_swiglu(const uint16_t *gu, int n, int n_ff, uint16_t *out, cudaStream_t stream);
+
+/* Element conversions (n elements): f32 -> f16 (round to nearest, saturating to +-65504),
+ * bf16 -> f16 (same), f16 -> f32. */
+cudaError_t wk_cuda_f32_to_f16(const float *src, uint16_t *dst, int64_t n, cudaStream_t stream);
+cudaError_t wk_cuda_bf16_to_f16(const uint16_t *src, uint16_t *dst, int64_t n, cudaStream_t stream);
+cudaError_t wk_cuda_f16_to_f32(const uint16_t *src, float *dst, int64_t n, cudaStream_t stream);
+
+/* Synthetic weights on the device: dst[i] = f16(uniform(-amp, amp)) from a hash of (seed, i);
+ * wk_cuda_fill_f32 sets n floats to value. */
+cudaError_t wk_cuda_fill_random_f16(uint16_t *dst, int64_t n, float amp, uint64_t seed,
+                                    cudaStream_t stream);
+cudaError_t wk_cuda_fill_f32(float *dst, int64_t n, float value, cudaStream_t stream);
+
+/* Read-bandwidth probe: reads n 16-byte words and writes one partial sum per block into sink
+ * (at least 1024 floats); used by the benchmark only. */
+cudaError_t wk_cuda_read_probe(const void *src, int64_t n16, float *sink, cudaStream_t stream);
+
+/*
+ * Skinny matrix product for decode: y (n_tok, n_out) = x (n_tok, n_in) . W^T with W
+ * (n_out, n_in) f16 row-major, x f16, y f32 or f16 (y_f16 = 1). For 1 <= n_tok <= 8; n_in a
+ * multiple of 8. Bandwidth-oriented (each warp streams weight rows once for all tokens).
+ */
+#define WK_CUDA_GEMV_MAX_TOK 8
+cudaError_t wk_cuda_gemv(const uint16_t *w, const uint16_t *x, int n_tok, int n_in, int n_out,
+                         void *y, int y_f16, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WK_CUDA_OPS_H */

@@ -1,0 +1,355 @@
+/*
+ * wk_quant: element types, block sizes and row dequantization (scalar, portable).
+ *
+ * Block layouts (little-endian, packed, as GGUF stores them):
+ *   Q4_0 (32 elems, 18 B):  f16 d; u8 qs[16]          x = (nibble - 8) * d
+ *   Q4_1 (32 elems, 20 B):  f16 d; f16 m; u8 qs[16]   x = nibble * d + m
+ *   Q8_0 (32 elems, 34 B):  f16 d; i8 qs[32]          x = q * d
+ *     (for the 4-bit types, byte j holds element j in its low nibble, element j+16 high)
+ *   Q4_K (256 elems, 144 B): f16 d; f16 dmin; u8 scales[12]; u8 qs[128]
+ *   Q5_K (256 elems, 176 B): f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]
+ *     (8 sub-blocks of 32; 6-bit scale and min per sub-block packed in scales[12];
+ *      x = d * sc * q - dmin * mn)
+ *   Q6_K (256 elems, 210 B): u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d
+ *     (16 sub-blocks of 16; x = d * scale * (q6 - 32))
+ */
+#include "quant.h"
+
+#include <string.h>
+
+#define QK 32
+#define QK_K 256
+
+bool wk_dtype_supported(uint32_t t) {
+    switch (t) {
+    case WK_DTYPE_F32:
+    case WK_DTYPE_F16:
+    case WK_DTYPE_Q4_0:
+    case WK_DTYPE_Q4_1:
+    case WK_DTYPE_Q8_0:
+    case WK_DTYPE_Q4_K:
+    case WK_DTYPE_Q5_K:
+    case WK_DTYPE_Q6_K:
+    case WK_DTYPE_BF16:
+        return true;
+    default:
+        return false;
+    }
+}
+
+const char *wk_dtype_name(uint32_t t) {
+    switch (t) {
+    case WK_DTYPE_F32:
+        return "F32";
+    case WK_DTYPE_F16:
+        return "F16";
+    case WK_DTYPE_Q4_0:
+        return "Q4_0";
+    case WK_DTYPE_Q4_1:
+        return "Q4_1";
+    case WK_DTYPE_Q8_0:
+        return "Q8_0";
+    case WK_DTYPE_Q4_K:
+        return "Q4_K";
+    case WK_DTYPE_Q5_K:
+        return "Q5_K";
+    case WK_DTYPE_Q6_K:
+        return "Q6_K";
+    case WK_DTYPE_BF16:
+        return "BF16";
+    default:
+        return "unknown";
+    }
+}
+
+uint32_t wk_dtype_block_elems(wk_dtype t) {
+    switch (t) {
+    case WK_DTYPE_F32:
+    case WK_DTYPE_F16:
+    case WK_DTYPE_BF16:
+        return 1;
+    case WK_DTYPE_Q4_0:
+    case WK_DTYPE_Q4_1:
+    case WK_DTYPE_Q8_0:
+        return QK;
+    case WK_DTYPE_Q4_K:
+    case WK_DTYPE_Q5_K:
+    case WK_DTYPE_Q6_K:
+        return QK_K;
+    default:
+        return 0;
+    }
+}
+
+uint32_t wk_dtype_block_bytes(wk_dtype t) {
+    switch (t) {
+    case WK_DTYPE_F32:
+        return 4;
+    case WK_DTYPE_F16:
+    case WK_DTYPE_BF16:
+        return 2;
+    case WK_DTYPE_Q4_0:
+        return 18;
+    case WK_DTYPE_Q4_1:
+        return 20;
+    case WK_DTYPE_Q8_0:
+        return 34;
+    case WK_DTYPE_Q4_K:
+        return 144;
+    case WK_DTYPE_Q5_K:
+        return 176;
+    case WK_DTYPE_Q6_K:
+        return 210;
+    default:
+        return 0;
+    }
+}
+
+size_t wk_dtype_row_bytes(wk_dtype t, int64_t n) {
+    uint32_t be = wk_dtype_block_elems(t);
+    if (be == 0 || n < 0 || n % be != 0) {
+        return 0;
+    }
+    return (size_t)(n / be) * wk_dtype_block_bytes(t);
+}
+
+static uint16_t rd16(const uint8_t *p) {
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+float wk_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else {
+            /* subnormal: normalize the mantissa */
+            int e = -1;
+            do {
+                e++;
+                mant <<= 1;
+            } while ((mant & 0x400) == 0);
+            mant &= 0x3ff;
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | (mant << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t wk_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t exp = (x >> 23) & 0xff;
+    uint32_t mant = x & 0x7fffff;
+    if (exp == 0xff) { /* inf / nan (keep nan quiet and non-zero) */
+        return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 | (mant >> 13) : 0));
+    }
+    int32_t e = (int32_t)exp - 127 + 15;
+    if (e >= 31) {
+        return (uint16_t)(sign | 0x7c00);
+    }
+    if (e <= 0) {
+        if (e < -10) {
+            return sign;
+        }
+        /* subnormal half: shift the full mantissa (with implicit 1) and round to even */
+        mant |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t half = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1);
+        uint32_t mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) {
+            half++;
+        }
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = ((uint32_t)e << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1fff;
+    /* round to nearest even; a carry into the exponent is the correct result (up to inf) */
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) {
+        half++;
+    }
+    return (uint16_t)(sign | half);
+}
+
+float wk_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t wk_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffff) > 0x7f800000) { /* nan: keep it a quiet nan */
+        return (uint16_t)((x >> 16) | 0x40);
+    }
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+/* 6-bit scale and min of sub-block j (0..7) from the 12-byte K-quant scale field. */
+static void k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *mn = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+static void deq_q4_0(const uint8_t *b, float *y) {
+    float d = wk_f16_to_f32(rd16(b));
+    const uint8_t *qs = b + 2;
+    for (int j = 0; j < QK / 2; j++) {
+        y[j] = (float)((qs[j] & 0xF) - 8) * d;
+        y[j + QK / 2] = (float)((qs[j] >> 4) - 8) * d;
+    }
+}
+
+static void deq_q4_1(const uint8_t *b, float *y) {
+    float d = wk_f16_to_f32(rd16(b));
+    float m = wk_f16_to_f32(rd16(b + 2));
+    const uint8_t *qs = b + 4;
+    for (int j = 0; j < QK / 2; j++) {
+        y[j] = (float)(qs[j] & 0xF) * d + m;
+        y[j + QK / 2] = (float)(qs[j] >> 4) * d + m;
+    }
+}
+
+static void deq_q8_0(const uint8_t *b, float *y) {
+    float d = wk_f16_to_f32(rd16(b));
+    const int8_t *qs = (const int8_t *)(b + 2);
+    for (int j = 0; j < QK; j++) {
+        y[j] = (float)qs[j] * d;
+    }
+}
+
+static void deq_q4_k(const uint8_t *b, float *y) {
+    float d = wk_f16_to_f32(rd16(b));
+    float dmin = wk_f16_to_f32(rd16(b + 2));
+    const uint8_t *scales = b + 4;
+    const uint8_t *q = b + 16;
+    for (int j = 0, is = 0; j < QK_K; j += 64, is += 2) {
+        uint8_t sc, mn;
+        k_scale_min(is, scales, &sc, &mn);
+        float d1 = d * sc, m1 = dmin * mn;
+        k_scale_min(is + 1, scales, &sc, &mn);
+        float d2 = d * sc, m2 = dmin * mn;
+        for (int l = 0; l < 32; l++) {
+            y[j + l] = d1 * (float)(q[l] & 0xF) - m1;
+            y[j + 32 + l] = d2 * (float)(q[l] >> 4) - m2;
+        }
+        q += 32;
+    }
+}
+
+static void deq_q5_k(const uint8_t *b, float *y) {
+    float d = wk_f16_to_f32(rd16(b));
+    float dmin = wk_f16_to_f32(rd16(b + 2));
+    const uint8_t *scales = b + 4;
+    const uint8_t *qh = b + 16;
+    const uint8_t *ql = b + 48;
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0, is = 0; j < QK_K; j += 64, is += 2) {
+        uint8_t sc, mn;
+        k_scale_min(is, scales, &sc, &mn);
+        float d1 = d * sc, m1 = dmin * mn;
+        k_scale_min(is + 1, scales, &sc, &mn);
+        float d2 = d * sc, m2 = dmin * mn;
+        for (int l = 0; l < 32; l++) {
+            y[j + l] = d1 * (float)((ql[l] & 0xF) + ((qh[l] & u1) ? 16 : 0)) - m1;
+            y[j + 32 + l] = d2 * (float)((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - m2;
+        }
+        ql += 32;
+        u1 = (uint8_t)(u1 << 2);
+        u2 = (uint8_t)(u2 << 2);
+    }
+}
+
+static void deq_q6_k(const uint8_t *b, float *y) {
+    const uint8_t *ql = b;
+    const uint8_t *qh = b + 128;
+    const int8_t *sc = (const int8_t *)(b + 192);
+    float d = wk_f16_to_f32(rd16(b + 208));
+    for (int n = 0; n < QK_K; n += 128) {
+        for (int l = 0; l < 32; l++) {
+            int is = l / 16;
+            int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[n + l] = d * sc[is] * (float)q1;
+            y[n + l + 32] = d * sc[is + 2] * (float)q2;
+            y[n + l + 64] = d * sc[is + 4] * (float)q3;
+            y[n + l + 96] = d * sc[is + 6] * (float)q4;
+        }
+        ql += 64;
+        qh += 32;
+        sc += 8;
+    }
+}
+
+void wk_dequantize_row(wk_dtype t, const void *src, float *dst, int64_t n) {
+    const uint8_t *s = src;
+    switch (t) {
+    case WK_DTYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    case WK_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) {
+            dst[i] = wk_f16_to_f32(rd16(s + 2 * i));
+        }
+        return;
+    case WK_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            dst[i] = wk_bf16_to_f32(rd16(s + 2 * i));
+        }
+        return;
+    default:
+        break;
+    }
+    uint32_t be = wk_dtype_block_elems(t);
+    uint32_t bb = wk_dtype_block_bytes(t);
+    if (be == 0) {
+        return;
+    }
+    for (int64_t i = 0; i < n / be; i++) {
+        const uint8_t *b = s + (size_t)i * bb;
+        float *y = dst + i * be;
+        switch (t) {
+        case WK_DTYPE_Q4_0:
+            deq_q4_0(b, y);
+            break;
+        case WK_DTYPE_Q4_1:
+            deq_q4_1(b, y);
+            break;
+        case WK_DTYPE_Q8_0:
+            deq_q8_0(b, y);
+            break;
+        case WK_DTYPE_Q4_K:
+            deq_q4_k(b, y);
+            break;
+        case WK_DTYPE_Q5_K:
+            deq_q5_k(b, y);
+            break;
+        case WK_DTYPE_Q6_K:
+            deq_q6_k(b, y);
+            break;
+        default:
+            return;
+        }
+    }
+}

@@ -1,0 +1,161 @@
+/*
+ * wk_prompt: see prompt.h.
+ */
+#include "prompt.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rv;
+}
+
+void wk_prompt_context_message(uint32_t max_context, uint32_t prompt_tokens,
+                               uint32_t completion_tokens, char *err, size_t errlen) {
+    snprintf(err, errlen,
+             "This model's maximum context length is %u tokens. However, you requested %llu "
+             "tokens (%u in the messages, %u in the completion). Please reduce the length of "
+             "the messages or completion.",
+             max_context, (unsigned long long)prompt_tokens + completion_tokens, prompt_tokens,
+             completion_tokens);
+}
+
+/* Tokenizes text; the token count can never exceed bytes + 2 (BOS, and one token per byte at
+ * worst), so the buffer is sized to always hold the full count for the error message. */
+static cm_err encode(const wk_prompt_ctx *ctx, const char *text, size_t len, bool add_bos,
+                     bool parse_special, int32_t **ids_out, uint32_t *n_out, char *err,
+                     size_t errlen) {
+    size_t cap = len + 2;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (ids == NULL)
+        return CM_ERR_NOMEM;
+    size_t n = 0;
+    cm_err rv = wk_tokenizer_encode(ctx->tok, text, len, add_bos, parse_special, ids, cap, &n);
+    if (rv != CM_OK) {
+        free(ids);
+        if (rv == CM_ERR_UTF8)
+            return fail(rv, err, errlen, "prompt is not valid UTF-8");
+        return fail(rv, err, errlen, "cannot tokenize the prompt: %s", cm_strerror(rv));
+    }
+    *ids_out = ids;
+    *n_out = (uint32_t)n;
+    return CM_OK;
+}
+
+static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int32_t **ids_out,
+                         uint32_t *n_out, char *err, size_t errlen) {
+    if (ctx->tmpl == NULL)
+        return fail(CM_ERR_UNSUPPORTED, err, errlen,
+                    "this worker has no chat template; send a raw prompt");
+    wk_chat_message *msgs = calloc(s->n_messages, sizeof *msgs);
+    if (msgs == NULL)
+        return CM_ERR_NOMEM;
+    size_t text_bytes = 0;
+    cm_err rv = CM_OK;
+    for (size_t i = 0; i < s->n_messages; i++) {
+        const Sluice__ChatMessage *m = s->messages[i];
+        size_t n = strlen(m->content);
+        if (!wk_utf8_valid(m->content, n) || !wk_utf8_valid(m->role, strlen(m->role))) {
+            rv = fail(CM_ERR_UTF8, err, errlen, "messages[%zu] is not valid UTF-8", i);
+            goto done;
+        }
+        text_bytes += n;
+        msgs[i].role = m->role;
+        msgs[i].content = m->content;
+    }
+    if (text_bytes > ctx->max_prompt_bytes) {
+        rv = fail(CM_ERR_LIMIT, err, errlen, "messages are longer than %zu bytes",
+                  ctx->max_prompt_bytes);
+        goto done;
+    }
+    /* Room for the text plus per-message markers and the template's default system prompt. */
+    size_t cap = text_bytes + 128 * s->n_messages + sizeof ctx->tmpl->default_system + 1024;
+    char *rendered = malloc(cap);
+    if (rendered == NULL) {
+        rv = CM_ERR_NOMEM;
+        goto done;
+    }
+    size_t len = 0;
+    char rerr[256] = "";
+    rv = wk_chat_render(ctx->tmpl, msgs, s->n_messages, 1, rendered, cap, &len, rerr, sizeof rerr);
+    if (rv != CM_OK) {
+        fail(rv, err, errlen, "%s", rerr[0] ? rerr : "cannot render the chat template");
+        free(rendered);
+        goto done;
+    }
+    /* The template may write BOS itself ("<|begin_of_text|>"); do not add a second one. */
+    bool add_bos = wk_tokenizer_add_bos(ctx->tok);
+    size_t bl = strlen(ctx->tmpl->bos_text);
+    if (bl > 0 && len >= bl && memcmp(rendered, ctx->tmpl->bos_text, bl) == 0)
+        add_bos = false;
+    rv = encode(ctx, rendered, len, add_bos, true, ids_out, n_out, err, errlen);
+    free(rendered);
+done:
+    free(msgs);
+    return rv;
+}
+
+cm_err wk_prompt_build(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int32_t **ids_out,
+                       uint32_t *n_out, char *err, size_t errlen) {
+    *ids_out = NULL;
+    *n_out = 0;
+    cm_err rv;
+    if (s->n_messages > 0) {
+        rv = build_chat(ctx, s, ids_out, n_out, err, errlen);
+    } else if (s->prompt != NULL) {
+        size_t len = strlen(s->prompt);
+        if (len > ctx->max_prompt_bytes)
+            return fail(CM_ERR_LIMIT, err, errlen, "prompt is longer than %zu bytes",
+                        ctx->max_prompt_bytes);
+        if (!wk_utf8_valid(s->prompt, len))
+            return fail(CM_ERR_UTF8, err, errlen, "prompt is not valid UTF-8");
+        rv = encode(ctx, s->prompt, len, wk_tokenizer_add_bos(ctx->tok), false, ids_out, n_out,
+                    err, errlen);
+    } else {
+        uint32_t n_vocab = wk_tokenizer_n_vocab(ctx->tok);
+        for (size_t i = 0; i < s->n_prompt_token_ids; i++) {
+            int32_t id = s->prompt_token_ids[i];
+            if (id < 0 || (uint32_t)id >= n_vocab)
+                return fail(CM_ERR_INVALID, err, errlen,
+                            "prompt_token_ids[%zu] = %d is not in the vocabulary (0..%u)", i, id,
+                            n_vocab - 1);
+        }
+        size_t n = s->n_prompt_token_ids;
+        int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
+        if (ids == NULL)
+            return CM_ERR_NOMEM;
+        if (n > 0)
+            memcpy(ids, s->prompt_token_ids, n * sizeof *ids);
+        *ids_out = ids;
+        *n_out = (uint32_t)n;
+        rv = CM_OK;
+    }
+    if (rv != CM_OK)
+        return rv;
+    if (*n_out == 0) {
+        free(*ids_out);
+        *ids_out = NULL;
+        return fail(CM_ERR_INVALID, err, errlen, "the prompt is empty");
+    }
+    uint32_t completion = s->has_max_tokens ? s->max_tokens : 0;
+    /* At least one token must fit after the prompt. */
+    uint64_t need = (uint64_t)*n_out + (completion > 0 ? completion : 1);
+    if (need > ctx->max_context) {
+        wk_prompt_context_message(ctx->max_context, *n_out, completion, err, errlen);
+        free(*ids_out);
+        *ids_out = NULL;
+        *n_out = 0;
+        return CM_ERR_CONTEXT_LENGTH;
+    }
+    return CM_OK;
+}

@@ -1,0 +1,669 @@
+/*
+ * wk_transport: SP pair1 framing over nng streams (see transport.h for why).
+ *
+ * Life of a connection: accepted -> handshake frame queued + 8-byte read -> on_open ->
+ * header/body reads forever. Closing (error, peer gone, close_conn, destroy) closes the
+ * stream, which fails the outstanding aios; when neither aio is outstanding any more the
+ * connection leaves the table, on_close runs, and the reaper thread frees it. Freeing is
+ * done on the reaper because nng_aio_free waits for the aio's callback and so cannot run
+ * inside it.
+ *
+ * One mutex (t->mtx) guards the connection table and every send queue; receive state
+ * belongs to the receive callback alone (nng runs one callback per aio at a time).
+ */
+#include "transport.h"
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm_clock.h"
+#include "cm_log.h"
+
+#define SP_PROTO_PAIR1 0x11u
+#define HOP_BYTES 4u
+
+typedef struct frame {
+    struct frame *next;
+    size_t len;
+    uint8_t data[];
+} frame;
+
+typedef enum rx_state {
+    RX_HANDSHAKE = 0,
+    RX_HEADER = 1,
+    RX_BODY = 2,
+} rx_state;
+
+typedef struct conn {
+    struct conn *next;       /* in t->conns or t->dead */
+    wk_transport *t;
+    uint32_t id;
+    nng_stream *stream;
+    nng_aio *rx_aio;
+    nng_aio *tx_aio;
+    /* receive side: touched only by rx_cb */
+    rx_state rx;
+    uint8_t rx_hdr[9];
+    uint8_t *rx_buf;         /* where the current read lands */
+    size_t rx_want;
+    size_t rx_got;
+    uint8_t *body;           /* current message body (malloc'd) */
+    /* under t->mtx */
+    frame *tx_head;
+    frame *tx_tail;
+    uint32_t tx_count;
+    size_t tx_bytes;
+    size_t tx_off;           /* bytes of tx_head already written */
+    bool tx_busy;            /* a send is outstanding */
+    bool rx_busy;            /* a receive is outstanding */
+    bool opened;             /* on_open called */
+    bool closing;
+    bool retired;            /* handed to the reaper (exactly once) */
+} conn;
+
+struct wk_transport {
+    wk_transport_config cfg;
+    wk_transport_callbacks cb;
+    void *arg;
+    bool ipc;                /* ipc framing has a leading message-type byte */
+    nng_stream_listener *listener;
+    nng_aio *accept_aio;
+    int bound_port;
+
+    pthread_mutex_t mtx;
+    pthread_cond_t cond;     /* conn table changes, queues drain, dead list grows */
+    conn *conns;
+    uint32_t n_conns;        /* in the table, opened or not */
+    uint32_t next_id;
+    bool stopping;
+    conn *dead;              /* waiting for the reaper */
+    pthread_t reaper;
+    bool reaper_started;
+    wk_transport_stats stats;
+};
+
+static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rv;
+}
+
+void wk_transport_config_defaults(wk_transport_config *c) {
+    c->max_connections = 256;
+    c->max_message_bytes = 4u << 20;
+    c->send_queue_messages = 4096;
+    c->send_queue_bytes = 16u << 20;
+    c->handshake_timeout_ms = 10000;
+}
+
+static void put_be64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+static uint64_t get_be64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* ---- connection teardown ---- */
+
+/* Called with t->mtx held once neither aio is outstanding: unlink and hand to the reaper.
+ * Returns true when on_close must be called (outside the lock). */
+static bool retire_locked(conn *c) {
+    wk_transport *t = c->t;
+    conn **pp = &t->conns;
+    while (*pp != NULL && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp == c)
+        *pp = c->next;
+    t->n_conns--;
+    bool notify = c->opened;
+    if (c->opened)
+        t->stats.connections--;
+    t->stats.queued_messages -= c->tx_count;
+    c->next = t->dead;
+    t->dead = c;
+    pthread_cond_broadcast(&t->cond);
+    return notify;
+}
+
+/* Marks c closing (idempotent) and closes the stream so outstanding aios fail. t->mtx held. */
+static void close_locked(conn *c) {
+    if (!c->closing) {
+        c->closing = true;
+        nng_stream_close(c->stream);
+    }
+}
+
+/* After an aio finished without re-arming: retire c if nothing is outstanding any more. */
+static void maybe_retire(conn *c) {
+    wk_transport *t = c->t;
+    pthread_mutex_lock(&t->mtx);
+    bool notify = false;
+    bool retired = false;
+    if (!c->tx_busy && !c->rx_busy && !c->retired) {
+        c->retired = true;
+        notify = retire_locked(c);
+        retired = true;
+    }
+    pthread_mutex_unlock(&t->mtx);
+    if (retired && notify && t->cb.on_close != NULL)
+        t->cb.on_close(t->arg, c->id);
+}
+
+static void conn_free(conn *c) {
+    if (c->rx_aio != NULL)
+        nng_aio_free(c->rx_aio);
+    if (c->tx_aio != NULL)
+        nng_aio_free(c->tx_aio);
+    if (c->stream != NULL)
+        nng_stream_free(c->stream);
+    frame *f = c->tx_head;
+    while (f != NULL) {
+        frame *n = f->next;
+        free(f);
+        f = n;
+    }
+    free(c->body);
+    free(c);
+}
+
+static void *reaper_main(void *arg) {
+    wk_transport *t = arg;
+    pthread_mutex_lock(&t->mtx);
+    for (;;) {
+        while (t->dead == NULL && !(t->stopping && t->n_conns == 0))
+            pthread_cond_wait(&t->cond, &t->mtx);
+        conn *list = t->dead;
+        t->dead = NULL;
+        bool done = t->stopping && t->n_conns == 0 && list == NULL;
+        pthread_mutex_unlock(&t->mtx);
+        while (list != NULL) {
+            conn *n = list->next;
+            conn_free(list);
+            list = n;
+        }
+        if (done)
+            return NULL;
+        pthread_mutex_lock(&t->mtx);
+    }
+}
+
+/* ---- sending ---- */
+
+/* Starts writing the head frame if idle. t->mtx held. */
+static void tx_kick_locked(conn *c) {
+    if (c->tx_busy || c->closing || c->tx_head == NULL)
+        return;
+    frame *f = c->tx_head;
+    nng_iov iov = {.iov_buf = f->data + c->tx_off, .iov_len = f->len - c->tx_off};
+    nng_aio_set_iov(c->tx_aio, 1, &iov);
+    c->tx_busy = true;
+    /* nng completes aios through its task queue, never inside this call, so holding the
+     * mutex here cannot deadlock with tx_cb. */
+    nng_stream_send(c->stream, c->tx_aio);
+}
+
+static void tx_cb(void *arg) {
+    conn *c = arg;
+    wk_transport *t = c->t;
+    int rv = nng_aio_result(c->tx_aio);
+    size_t n = nng_aio_count(c->tx_aio);
+    pthread_mutex_lock(&t->mtx);
+    c->tx_busy = false;
+    if (rv != 0 || c->closing) {
+        close_locked(c);
+        pthread_mutex_unlock(&t->mtx);
+        maybe_retire(c);
+        return;
+    }
+    c->tx_off += n;
+    frame *f = c->tx_head;
+    if (f != NULL && c->tx_off >= f->len) {
+        c->tx_head = f->next;
+        if (c->tx_head == NULL)
+            c->tx_tail = NULL;
+        c->tx_count--;
+        c->tx_bytes -= f->len;
+        c->tx_off = 0;
+        t->stats.queued_messages--;
+        t->stats.messages_out_total++;
+        free(f);
+        if (c->tx_head == NULL)
+            pthread_cond_broadcast(&t->cond);
+    }
+    tx_kick_locked(c);
+    pthread_mutex_unlock(&t->mtx);
+}
+
+/* Appends f to c's queue and kicks the writer. t->mtx held. */
+static void enqueue_locked(conn *c, frame *f) {
+    f->next = NULL;
+    if (c->tx_tail != NULL)
+        c->tx_tail->next = f;
+    else
+        c->tx_head = f;
+    c->tx_tail = f;
+    c->tx_count++;
+    c->tx_bytes += f->len;
+    c->t->stats.queued_messages++;
+    tx_kick_locked(c);
+}
+
+static frame *make_frame(const wk_transport *t, const void *data, size_t len) {
+    size_t hdr = (t->ipc ? 1u : 0u) + 8u;
+    frame *f = malloc(sizeof *f + hdr + HOP_BYTES + len);
+    if (f == NULL)
+        return NULL;
+    uint8_t *p = f->data;
+    if (t->ipc)
+        *p++ = 1; /* message type: data */
+    put_be64(p, HOP_BYTES + len);
+    p += 8;
+    /* pair1 header: hop count 1 (we are the first hop). */
+    p[0] = p[1] = p[2] = 0;
+    p[3] = 1;
+    p += HOP_BYTES;
+    if (len > 0)
+        memcpy(p, data, len);
+    f->len = hdr + HOP_BYTES + len;
+    return f;
+}
+
+static bool queue_admits(const wk_transport *t, const conn *c, size_t flen, wk_send_class cls) {
+    uint32_t cap_msgs = t->cfg.send_queue_messages;
+    size_t cap_bytes = t->cfg.send_queue_bytes;
+    switch (cls) {
+    case WK_SEND_DROPPABLE:
+        return c->tx_count < cap_msgs / 2 && c->tx_bytes + flen <= cap_bytes / 2;
+    case WK_SEND_FINAL:
+        return c->tx_count < 2 * cap_msgs && c->tx_bytes + flen <= 2 * cap_bytes;
+    case WK_SEND_NORMAL:
+    default:
+        return c->tx_count < cap_msgs && c->tx_bytes + flen <= cap_bytes;
+    }
+}
+
+static conn *find_locked(wk_transport *t, uint32_t id) {
+    for (conn *c = t->conns; c != NULL; c = c->next)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+cm_err wk_transport_send(wk_transport *t, uint32_t conn_id, const void *data, size_t len,
+                         wk_send_class cls) {
+    frame *f = make_frame(t, data, len);
+    if (f == NULL)
+        return CM_ERR_NOMEM;
+    pthread_mutex_lock(&t->mtx);
+    conn *c = find_locked(t, conn_id);
+    cm_err rv = CM_OK;
+    if (c == NULL || c->closing || !c->opened) {
+        rv = CM_ERR_NOT_FOUND;
+    } else if (!queue_admits(t, c, f->len, cls)) {
+        t->stats.send_refused_total++;
+        rv = CM_ERR_OVERLOADED;
+    } else {
+        enqueue_locked(c, f);
+        f = NULL;
+    }
+    pthread_mutex_unlock(&t->mtx);
+    free(f);
+    return rv;
+}
+
+uint32_t wk_transport_broadcast(wk_transport *t, const void *data, size_t len, wk_send_class cls) {
+    uint32_t sent = 0;
+    pthread_mutex_lock(&t->mtx);
+    for (conn *c = t->conns; c != NULL; c = c->next) {
+        if (c->closing || !c->opened)
+            continue;
+        frame *f = make_frame(t, data, len);
+        if (f == NULL)
+            break;
+        if (!queue_admits(t, c, f->len, cls)) {
+            t->stats.send_refused_total++;
+            free(f);
+            continue;
+        }
+        enqueue_locked(c, f);
+        sent++;
+    }
+    pthread_mutex_unlock(&t->mtx);
+    return sent;
+}
+
+void wk_transport_close_conn(wk_transport *t, uint32_t conn_id) {
+    pthread_mutex_lock(&t->mtx);
+    conn *c = find_locked(t, conn_id);
+    if (c != NULL)
+        close_locked(c);
+    pthread_mutex_unlock(&t->mtx);
+}
+
+/* ---- receiving ---- */
+
+static void rx_start(conn *c, uint8_t *buf, size_t want, int timeout_ms) {
+    c->rx_buf = buf;
+    c->rx_want = want;
+    c->rx_got = 0;
+    nng_iov iov = {.iov_buf = buf, .iov_len = want};
+    nng_aio_set_iov(c->rx_aio, 1, &iov);
+    nng_aio_set_timeout(c->rx_aio, timeout_ms);
+    nng_stream_recv(c->stream, c->rx_aio);
+}
+
+static void rx_continue(conn *c) {
+    nng_iov iov = {.iov_buf = c->rx_buf + c->rx_got, .iov_len = c->rx_want - c->rx_got};
+    nng_aio_set_iov(c->rx_aio, 1, &iov);
+    nng_stream_recv(c->stream, c->rx_aio);
+}
+
+static size_t header_len(const wk_transport *t) {
+    return t->ipc ? 9u : 8u;
+}
+
+/* Stops reading: marks rx idle, closes the connection and retires it when possible. */
+static void rx_stop(conn *c) {
+    wk_transport *t = c->t;
+    pthread_mutex_lock(&t->mtx);
+    c->rx_busy = false;
+    close_locked(c);
+    pthread_mutex_unlock(&t->mtx);
+    maybe_retire(c);
+}
+
+static void rx_cb(void *arg) {
+    conn *c = arg;
+    wk_transport *t = c->t;
+    if (nng_aio_result(c->rx_aio) != 0) {
+        rx_stop(c);
+        return;
+    }
+    c->rx_got += nng_aio_count(c->rx_aio);
+    if (c->rx_got < c->rx_want) {
+        rx_continue(c);
+        return;
+    }
+    switch (c->rx) {
+    case RX_HANDSHAKE: {
+        const uint8_t *h = c->rx_hdr;
+        unsigned proto = ((unsigned)h[4] << 8) | h[5];
+        if (h[0] != 0 || h[1] != 'S' || h[2] != 'P' || h[3] != 0 || h[6] != 0 || h[7] != 0 ||
+            proto != SP_PROTO_PAIR1) {
+            pthread_mutex_lock(&t->mtx);
+            t->stats.rejected_total++;
+            pthread_mutex_unlock(&t->mtx);
+            cm_logf(CM_LOG_WARN, NULL,
+                    "transport: connection %u refused: not an SP pair1 peer (protocol 0x%x)",
+                    c->id, proto);
+            rx_stop(c);
+            return;
+        }
+        pthread_mutex_lock(&t->mtx);
+        bool open = !c->closing;
+        if (open) {
+            c->opened = true;
+            t->stats.connections++;
+        }
+        pthread_mutex_unlock(&t->mtx);
+        if (!open) {
+            rx_stop(c);
+            return;
+        }
+        if (t->cb.on_open != NULL)
+            t->cb.on_open(t->arg, c->id);
+        /* Queue anything the handshake made wait (on_open may have queued a Hello). */
+        pthread_mutex_lock(&t->mtx);
+        tx_kick_locked(c);
+        pthread_mutex_unlock(&t->mtx);
+        c->rx = RX_HEADER;
+        rx_start(c, c->rx_hdr, header_len(t), NNG_DURATION_INFINITE);
+        return;
+    }
+    case RX_HEADER: {
+        const uint8_t *p = c->rx_hdr;
+        if (t->ipc) {
+            if (p[0] != 1) {
+                rx_stop(c);
+                return;
+            }
+            p++;
+        }
+        uint64_t n = get_be64(p);
+        if (n < HOP_BYTES || n - HOP_BYTES > t->cfg.max_message_bytes) {
+            pthread_mutex_lock(&t->mtx);
+            t->stats.oversize_total++;
+            pthread_mutex_unlock(&t->mtx);
+            cm_logf(CM_LOG_WARN, NULL,
+                    "transport: connection %u closed: frame of %llu bytes (bound %zu)", c->id,
+                    (unsigned long long)n, t->cfg.max_message_bytes);
+            rx_stop(c);
+            return;
+        }
+        free(c->body);
+        c->body = malloc((size_t)n);
+        if (c->body == NULL) {
+            rx_stop(c);
+            return;
+        }
+        c->rx = RX_BODY;
+        rx_start(c, c->body, (size_t)n, NNG_DURATION_INFINITE);
+        return;
+    }
+    case RX_BODY: {
+        /* pair1 header: hop count (big-endian u32). Peers send 1; nng drops > 0xff. */
+        uint32_t hops = ((uint32_t)c->body[0] << 24) | ((uint32_t)c->body[1] << 16) |
+                        ((uint32_t)c->body[2] << 8) | c->body[3];
+        if (hops > 0xff) {
+            rx_stop(c);
+            return;
+        }
+        pthread_mutex_lock(&t->mtx);
+        t->stats.messages_in_total++;
+        pthread_mutex_unlock(&t->mtx);
+        if (t->cb.on_message != NULL)
+            t->cb.on_message(t->arg, c->id, c->body + HOP_BYTES, c->rx_want - HOP_BYTES);
+        free(c->body);
+        c->body = NULL;
+        c->rx = RX_HEADER;
+        rx_start(c, c->rx_hdr, header_len(t), NNG_DURATION_INFINITE);
+        return;
+    }
+    }
+}
+
+/* ---- accepting ---- */
+
+static void accept_cb(void *arg) {
+    wk_transport *t = arg;
+    int rv = nng_aio_result(t->accept_aio);
+    if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+        return;
+    if (rv != 0) {
+        /* EMFILE and friends: back off briefly instead of spinning. */
+        cm_logf(CM_LOG_WARN, NULL, "transport: accept failed: %s", nng_strerror(rv));
+        nng_msleep(50);
+        nng_stream_listener_accept(t->listener, t->accept_aio);
+        return;
+    }
+    nng_stream *s = nng_aio_get_output(t->accept_aio, 0);
+    conn *c = calloc(1, sizeof *c);
+    frame *hs = malloc(sizeof *hs + 8);
+    pthread_mutex_lock(&t->mtx);
+    bool refuse = t->stopping || t->n_conns >= t->cfg.max_connections || c == NULL || hs == NULL;
+    if (refuse)
+        t->stats.rejected_total++;
+    else
+        t->stats.accepted_total++;
+    pthread_mutex_unlock(&t->mtx);
+    if (!refuse && (nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 ||
+                    nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0))
+        refuse = true;
+    if (refuse) {
+        nng_stream_close(s);
+        nng_stream_free(s);
+        if (c != NULL) {
+            if (c->rx_aio != NULL)
+                nng_aio_free(c->rx_aio);
+            if (c->tx_aio != NULL)
+                nng_aio_free(c->tx_aio);
+        }
+        free(c);
+        free(hs);
+    } else {
+        c->t = t;
+        c->stream = s;
+        hs->len = 8;
+        const uint8_t hello[8] = {0, 'S', 'P', 0, 0, SP_PROTO_PAIR1, 0, 0};
+        memcpy(hs->data, hello, 8);
+        pthread_mutex_lock(&t->mtx);
+        c->id = ++t->next_id;
+        c->next = t->conns;
+        t->conns = c;
+        t->n_conns++;
+        c->rx_busy = true;
+        c->rx = RX_HANDSHAKE;
+        /* The handshake goes out at once; it is not counted as a queued message. */
+        hs->next = NULL;
+        c->tx_head = c->tx_tail = hs;
+        c->tx_count = 1;
+        c->tx_bytes = hs->len;
+        t->stats.queued_messages++;
+        tx_kick_locked(c);
+        pthread_mutex_unlock(&t->mtx);
+        rx_start(c, c->rx_hdr, 8, t->cfg.handshake_timeout_ms);
+    }
+    nng_stream_listener_accept(t->listener, t->accept_aio);
+}
+
+cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
+                           const wk_transport_callbacks *cb, void *arg, wk_transport **out,
+                           char *err, size_t errlen) {
+    *out = NULL;
+    if (url == NULL || cb == NULL)
+        return fail(CM_ERR_INVALID, err, errlen, "transport: no address");
+    bool ipc = strncmp(url, "ipc://", 6) == 0;
+    if (!ipc && strncmp(url, "tcp://", 6) != 0 && strncmp(url, "tcp4://", 7) != 0 &&
+        strncmp(url, "tcp6://", 7) != 0)
+        return fail(CM_ERR_CONFIG, err, errlen,
+                    "listen address '%s' must start with tcp:// or ipc://", url);
+    wk_transport *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return CM_ERR_NOMEM;
+    if (cfg != NULL)
+        t->cfg = *cfg;
+    else
+        wk_transport_config_defaults(&t->cfg);
+    t->cb = *cb;
+    t->arg = arg;
+    t->ipc = ipc;
+    pthread_mutex_init(&t->mtx, NULL);
+    pthread_cond_init(&t->cond, NULL);
+    cm_err rv = CM_OK;
+    int nrv = nng_stream_listener_alloc(&t->listener, url);
+    if (nrv != 0) {
+        rv = fail(CM_ERR_CONFIG, err, errlen, "listen address '%s': %s", url, nng_strerror(nrv));
+        goto fail;
+    }
+    nrv = nng_stream_listener_listen(t->listener);
+    if (nrv != 0) {
+        rv = fail(CM_ERR_IO, err, errlen, "cannot listen on '%s': %s", url, nng_strerror(nrv));
+        goto fail;
+    }
+    if (!ipc)
+        nng_stream_listener_get_int(t->listener, NNG_OPT_TCP_BOUND_PORT, &t->bound_port);
+    if (pthread_create(&t->reaper, NULL, reaper_main, t) != 0) {
+        rv = fail(CM_ERR_NOMEM, err, errlen, "transport: cannot start thread");
+        goto fail;
+    }
+    t->reaper_started = true;
+    if (nng_aio_alloc(&t->accept_aio, accept_cb, t) != 0) {
+        rv = fail(CM_ERR_NOMEM, err, errlen, "transport: out of memory");
+        goto fail;
+    }
+    nng_stream_listener_accept(t->listener, t->accept_aio);
+    *out = t;
+    return CM_OK;
+fail:
+    wk_transport_destroy(t);
+    return rv;
+}
+
+int wk_transport_bound_port(const wk_transport *t) {
+    return t->bound_port;
+}
+
+void wk_transport_get_stats(wk_transport *t, wk_transport_stats *out) {
+    pthread_mutex_lock(&t->mtx);
+    *out = t->stats;
+    pthread_mutex_unlock(&t->mtx);
+}
+
+bool wk_transport_flush(wk_transport *t, int timeout_ms) {
+    int64_t deadline = cm_clock_mono_ms() + timeout_ms;
+    pthread_mutex_lock(&t->mtx);
+    bool empty = false;
+    for (;;) {
+        empty = true;
+        for (conn *c = t->conns; c != NULL; c = c->next)
+            if (!c->closing && c->tx_head != NULL)
+                empty = false;
+        int64_t now = cm_clock_mono_ms();
+        if (empty || now >= deadline)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t wait_ms = deadline - now < 20 ? deadline - now : 20;
+        ts.tv_nsec += (long)(wait_ms * 1000000);
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&t->cond, &t->mtx, &ts);
+    }
+    pthread_mutex_unlock(&t->mtx);
+    return empty;
+}
+
+void wk_transport_destroy(wk_transport *t) {
+    if (t == NULL)
+        return;
+    if (t->listener != NULL)
+        nng_stream_listener_close(t->listener);
+    if (t->accept_aio != NULL)
+        nng_aio_stop(t->accept_aio);
+    pthread_mutex_lock(&t->mtx);
+    t->stopping = true;
+    for (conn *c = t->conns; c != NULL; c = c->next)
+        close_locked(c);
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mtx);
+    if (t->reaper_started) {
+        pthread_join(t->reaper, NULL);
+    } else {
+        /* No reaper: nothing was ever accepted. */
+    }
+    if (t->accept_aio != NULL)
+        nng_aio_free(t->accept_aio);
+    if (t->listener != NULL)
+        nng_stream_listener_free(t->listener);
+    pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->mtx);
+    free(t);
+}

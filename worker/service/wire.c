@@ -1,0 +1,449 @@
+/*
+ * wk_wire: see wire.h. protobuf-c does the byte-level parsing; everything a hostile sender can
+ * choose (counts, lengths, which oneof member) is checked here before anyone else reads it.
+ */
+#include "wire.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void wk_wire_limits_init(wk_wire_limits *lim) {
+    lim->max_message_bytes = 4u << 20;
+    lim->max_prompt_bytes = 1u << 20;
+    lim->max_messages = 1024;
+    lim->max_prompt_ids = 131072;
+    lim->max_string_bytes = 256;
+}
+
+static void fill_limits(const wk_wire_limits *in, wk_wire_limits *out) {
+    wk_wire_limits_init(out);
+    if (in == NULL)
+        return;
+    if (in->max_message_bytes)
+        out->max_message_bytes = in->max_message_bytes;
+    if (in->max_prompt_bytes)
+        out->max_prompt_bytes = in->max_prompt_bytes;
+    if (in->max_messages)
+        out->max_messages = in->max_messages;
+    if (in->max_prompt_ids)
+        out->max_prompt_ids = in->max_prompt_ids;
+    if (in->max_string_bytes)
+        out->max_string_bytes = in->max_string_bytes;
+}
+
+static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rv;
+}
+
+/* Optional strings are NULL when absent; a present one must fit max bytes. */
+static bool str_fits(const char *s, size_t max) {
+    return s == NULL || strnlen(s, max + 1) <= max;
+}
+
+static cm_err check_sampling(const Sluice__SamplingParams *sp, char *err, size_t errlen) {
+    if (sp == NULL)
+        return CM_OK;
+    if (sp->n_logit_bias > WK_MAX_LOGIT_BIAS)
+        return fail(CM_ERR_LIMIT, err, errlen, "too many logit_bias entries: %zu (at most %d)",
+                    sp->n_logit_bias, WK_MAX_LOGIT_BIAS);
+    if (sp->has_logprobs && sp->logprobs > WK_MAX_TOP_LOGPROBS + 1)
+        return fail(CM_ERR_LIMIT, err, errlen, "logprobs must be at most %d", WK_MAX_TOP_LOGPROBS);
+    return CM_OK;
+}
+
+static cm_err check_submit(const Sluice__Submit *s, const wk_wire_limits *lim, char *err,
+                           size_t errlen) {
+    int forms = (s->n_messages > 0) + (s->prompt != NULL) + (s->n_prompt_token_ids > 0);
+    if (forms != 1)
+        return fail(CM_ERR_INVALID, err, errlen,
+                    "exactly one of messages, prompt or prompt_token_ids must be given (got %d)",
+                    forms);
+    if (!str_fits(s->model, lim->max_string_bytes) || !str_fits(s->tenant, 63) ||
+        !str_fits(s->gateway_request_id, lim->max_string_bytes))
+        return fail(CM_ERR_LIMIT, err, errlen, "model, tenant or gateway_request_id too long");
+    if (s->n_messages > lim->max_messages)
+        return fail(CM_ERR_LIMIT, err, errlen, "too many messages: %zu (at most %u)",
+                    s->n_messages, lim->max_messages);
+    size_t total = 0;
+    for (size_t i = 0; i < s->n_messages; i++) {
+        const Sluice__ChatMessage *m = s->messages[i];
+        if (!str_fits(m->role, lim->max_string_bytes) || !str_fits(m->name, lim->max_string_bytes))
+            return fail(CM_ERR_LIMIT, err, errlen, "messages[%zu]: role or name too long", i);
+        size_t n = strnlen(m->content, lim->max_prompt_bytes + 1);
+        total += n;
+        if (total > lim->max_prompt_bytes)
+            return fail(CM_ERR_LIMIT, err, errlen, "messages are longer than %zu bytes",
+                        lim->max_prompt_bytes);
+    }
+    if (s->prompt != NULL && strnlen(s->prompt, lim->max_prompt_bytes + 1) > lim->max_prompt_bytes)
+        return fail(CM_ERR_LIMIT, err, errlen, "prompt is longer than %zu bytes",
+                    lim->max_prompt_bytes);
+    if (s->n_prompt_token_ids > lim->max_prompt_ids)
+        return fail(CM_ERR_LIMIT, err, errlen, "too many prompt_token_ids: %zu (at most %u)",
+                    s->n_prompt_token_ids, lim->max_prompt_ids);
+    if (s->n_stop > WK_MAX_STOP_STRINGS)
+        return fail(CM_ERR_LIMIT, err, errlen, "too many stop strings: %zu (at most %d)", s->n_stop,
+                    WK_MAX_STOP_STRINGS);
+    for (size_t i = 0; i < s->n_stop; i++) {
+        size_t n = strnlen(s->stop[i], WK_MAX_STOP_BYTES);
+        if (n == 0)
+            return fail(CM_ERR_INVALID, err, errlen, "stop[%zu] is empty", i);
+        if (n >= WK_MAX_STOP_BYTES)
+            return fail(CM_ERR_LIMIT, err, errlen, "stop[%zu] is longer than %d bytes", i,
+                        WK_MAX_STOP_BYTES - 1);
+    }
+    if (s->has_priority && s->priority != SLUICE__PRIORITY__PRIORITY_INTERACTIVE &&
+        s->priority != SLUICE__PRIORITY__PRIORITY_BATCH)
+        return fail(CM_ERR_INVALID, err, errlen, "unknown priority %d", (int)s->priority);
+    return check_sampling(s->sampling, err, errlen);
+}
+
+cm_err wk_wire_decode(const void *data, size_t len, const wk_wire_limits *limits, wk_wire_in *out,
+                      char *err, size_t errlen) {
+    wk_wire_limits lim;
+    fill_limits(limits, &lim);
+    memset(out, 0, sizeof *out);
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (len > lim.max_message_bytes)
+        return fail(CM_ERR_LIMIT, err, errlen, "message of %zu bytes exceeds %zu", len,
+                    lim.max_message_bytes);
+    /* An empty buffer unpacks to an empty Envelope; the oneof check below rejects it. */
+    Sluice__Envelope *env = sluice__envelope__unpack(NULL, len, data);
+    if (env == NULL)
+        return fail(CM_ERR_FORMAT, err, errlen, "not a sluice.Envelope");
+    cm_err rv = CM_OK;
+    switch (env->msg_case) {
+    case SLUICE__ENVELOPE__MSG_HELLO:
+        if (env->hello == NULL)
+            goto bad_oneof;
+        if (!str_fits(env->hello->role, lim.max_string_bytes) ||
+            !str_fits(env->hello->model, lim.max_string_bytes) ||
+            !str_fits(env->hello->backend, lim.max_string_bytes) ||
+            !str_fits(env->hello->instance_id, lim.max_string_bytes)) {
+            rv = fail(CM_ERR_LIMIT, err, errlen, "hello: a string field is too long");
+            goto fail;
+        }
+        out->kind = WK_WIRE_HELLO;
+        break;
+    case SLUICE__ENVELOPE__MSG_SUBMIT:
+        if (env->submit == NULL)
+            goto bad_oneof;
+        out->has_request_id = true;
+        out->request_id = env->submit->request_id;
+        rv = check_submit(env->submit, &lim, err, errlen);
+        if (rv != CM_OK)
+            goto fail;
+        out->kind = WK_WIRE_SUBMIT;
+        break;
+    case SLUICE__ENVELOPE__MSG_CANCEL:
+        if (env->cancel == NULL)
+            goto bad_oneof;
+        out->has_request_id = true;
+        out->request_id = env->cancel->request_id;
+        out->kind = WK_WIRE_CANCEL;
+        break;
+    case SLUICE__ENVELOPE__MSG_EVENT:
+    case SLUICE__ENVELOPE__MSG_STATS:
+    case SLUICE__ENVELOPE__MSG_DRAIN:
+        out->kind = WK_WIRE_IGNORED;
+        break;
+    default:
+        goto bad_oneof;
+    }
+    out->env = env;
+    return CM_OK;
+
+bad_oneof:
+    rv = fail(CM_ERR_FORMAT, err, errlen, "envelope carries no known message (case %d)",
+              (int)env->msg_case);
+fail:
+    sluice__envelope__free_unpacked(env, NULL);
+    out->kind = WK_WIRE_NONE;
+    return rv;
+}
+
+void wk_wire_in_free(wk_wire_in *in) {
+    if (in->env != NULL)
+        sluice__envelope__free_unpacked(in->env, NULL);
+    memset(in, 0, sizeof *in);
+}
+
+cm_err wk_wire_sampling(const Sluice__SamplingParams *sp, uint64_t random_seed,
+                        wk_sampling_params *out, char *err, size_t errlen) {
+    wk_sampling_defaults(out);
+    out->seed = random_seed;
+    if (sp == NULL)
+        return CM_OK;
+    cm_err rv = check_sampling(sp, err, errlen);
+    if (rv != CM_OK)
+        return rv;
+    if (sp->has_temperature)
+        out->temperature = sp->temperature;
+    if (sp->has_top_p)
+        out->top_p = sp->top_p;
+    if (sp->has_top_k)
+        out->top_k = sp->top_k;
+    if (sp->has_min_p)
+        out->min_p = sp->min_p;
+    if (sp->has_seed)
+        out->seed = sp->seed;
+    if (sp->has_presence_penalty)
+        out->presence_penalty = sp->presence_penalty;
+    if (sp->has_frequency_penalty)
+        out->frequency_penalty = sp->frequency_penalty;
+    if (sp->has_repetition_penalty)
+        out->repetition_penalty = sp->repetition_penalty;
+    out->n_logit_bias = (uint32_t)sp->n_logit_bias;
+    for (size_t i = 0; i < sp->n_logit_bias; i++) {
+        out->logit_bias[i].token_id = sp->logit_bias[i]->token_id;
+        out->logit_bias[i].bias = sp->logit_bias[i]->bias;
+    }
+    /* Wire: 0 = off, else (top alternatives wanted) + 1. */
+    if (sp->has_logprobs && sp->logprobs > 0) {
+        out->logprobs = true;
+        out->top_logprobs = sp->logprobs - 1;
+    }
+    return CM_OK;
+}
+
+void wk_wire_buf_free(wk_wire_buf *b) {
+    free(b->data);
+    b->data = NULL;
+    b->len = 0;
+}
+
+static cm_err pack_envelope(const Sluice__Envelope *env, wk_wire_buf *out) {
+    size_t n = sluice__envelope__get_packed_size(env);
+    /* +1 so an empty envelope still gets a non-NULL buffer. */
+    out->data = malloc(n + 1);
+    if (out->data == NULL) {
+        out->len = 0;
+        return CM_ERR_NOMEM;
+    }
+    out->len = sluice__envelope__pack(env, out->data);
+    return CM_OK;
+}
+
+cm_err wk_wire_encode_hello(const wk_wire_hello_info *h, wk_wire_buf *out) {
+    Sluice__Hello hello = SLUICE__HELLO__INIT;
+    hello.protocol_version = WK_WIRE_PROTOCOL_VERSION;
+    hello.role = (char *)"worker";
+    hello.model = (char *)h->model;
+    hello.backend = (char *)h->backend;
+    hello.instance_id = (char *)h->instance_id;
+    hello.has_max_context_tokens = true;
+    hello.max_context_tokens = h->max_context_tokens;
+    hello.has_max_batch_tokens = true;
+    hello.max_batch_tokens = h->max_batch_tokens;
+    hello.has_max_waiting = true;
+    hello.max_waiting = h->max_waiting;
+    hello.has_draining = true;
+    hello.draining = h->draining;
+    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+    env.msg_case = SLUICE__ENVELOPE__MSG_HELLO;
+    env.hello = &hello;
+    return pack_envelope(&env, out);
+}
+
+cm_err wk_wire_encode_stats(const wk_wire_stats *s, wk_wire_buf *out) {
+    Sluice__Stats st = SLUICE__STATS__INIT;
+    st.has_waiting = st.has_running = st.has_kv_blocks_free = st.has_kv_blocks_total = true;
+    st.has_tokens_per_s = st.has_draining = st.has_prefix_hits = st.has_preemptions = true;
+    st.waiting = s->waiting;
+    st.running = s->running;
+    st.kv_blocks_free = s->kv_blocks_free;
+    st.kv_blocks_total = s->kv_blocks_total;
+    st.tokens_per_s = s->tokens_per_s;
+    st.draining = s->draining;
+    st.prefix_hits = s->prefix_hits;
+    st.preemptions = s->preemptions;
+    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+    env.msg_case = SLUICE__ENVELOPE__MSG_STATS;
+    env.stats = &st;
+    return pack_envelope(&env, out);
+}
+
+cm_err wk_wire_encode_drain(uint32_t timeout_ms, wk_wire_buf *out) {
+    Sluice__Drain d = SLUICE__DRAIN__INIT;
+    d.has_timeout_ms = true;
+    d.timeout_ms = timeout_ms;
+    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+    env.msg_case = SLUICE__ENVELOPE__MSG_DRAIN;
+    env.drain = &d;
+    return pack_envelope(&env, out);
+}
+
+cm_err wk_wire_encode_error(uint64_t request_id, cm_err code, const char *message,
+                            wk_wire_buf *out) {
+    Sluice__Error e = SLUICE__ERROR__INIT;
+    e.code = (uint32_t)code;
+    e.message = (char *)(message != NULL ? message : cm_strerror(code));
+    Sluice__Event ev = SLUICE__EVENT__INIT;
+    ev.request_id = request_id;
+    ev.kind_case = SLUICE__EVENT__KIND_ERROR;
+    ev.error = &e;
+    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+    env.msg_case = SLUICE__ENVELOPE__MSG_EVENT;
+    env.event = &ev;
+    return pack_envelope(&env, out);
+}
+
+static Sluice__FinishReason map_reason(wk_finish_reason r) {
+    switch (r) {
+    case WK_FINISH_STOP:
+        return SLUICE__FINISH_REASON__FINISH_REASON_STOP;
+    case WK_FINISH_LENGTH:
+        return SLUICE__FINISH_REASON__FINISH_REASON_LENGTH;
+    case WK_FINISH_CANCELLED:
+        return SLUICE__FINISH_REASON__FINISH_REASON_CANCELLED;
+    case WK_FINISH_ERROR:
+        return SLUICE__FINISH_REASON__FINISH_REASON_ERROR;
+    default:
+        return SLUICE__FINISH_REASON__FINISH_REASON_UNSPECIFIED;
+    }
+}
+
+static void set_piece(const wk_tokenizer *tok, int32_t id, protobuf_c_boolean *has,
+                      ProtobufCBinaryData *text) {
+    if (tok == NULL || id < 0 || (uint32_t)id >= wk_tokenizer_n_vocab(tok))
+        return;
+    size_t n = 0;
+    const char *p = wk_tokenizer_piece(tok, id, false, &n);
+    if (p == NULL)
+        return;
+    *has = true;
+    text->data = (uint8_t *)p;
+    text->len = n;
+}
+
+/* Tokens with logprobs: one TokenLogprob per token, each with its alternatives. All the
+ * sub-messages live in one scratch allocation freed after packing. */
+static cm_err encode_tokens(const wk_event *ev, uint64_t request_id, const wk_tokenizer *tok,
+                            wk_wire_buf *out) {
+    Sluice__Tokens t = SLUICE__TOKENS__INIT;
+    t.n_token_ids = ev->n_tokens;
+    t.token_ids = (int32_t *)ev->token_ids;
+    /* The generated struct wants a mutable char*; text is NUL-terminated by us below. */
+    char *text = malloc(ev->text_len + 1);
+    if (text == NULL)
+        return CM_ERR_NOMEM;
+    if (ev->text_len > 0)
+        memcpy(text, ev->text, ev->text_len);
+    text[ev->text_len] = '\0';
+    t.text = text;
+
+    Sluice__TokenLogprob *lps = NULL;
+    Sluice__TokenLogprob **lp_ptrs = NULL;
+    Sluice__TopLogprob *tops = NULL;
+    Sluice__TopLogprob **top_ptrs = NULL;
+    cm_err rv = CM_ERR_NOMEM;
+    if (ev->logprobs != NULL && ev->n_tokens > 0) {
+        size_t n = ev->n_tokens;
+        lps = calloc(n, sizeof *lps);
+        lp_ptrs = calloc(n, sizeof *lp_ptrs);
+        tops = calloc(n * WK_MAX_TOP_LOGPROBS, sizeof *tops);
+        top_ptrs = calloc(n * WK_MAX_TOP_LOGPROBS, sizeof *top_ptrs);
+        if (lps == NULL || lp_ptrs == NULL || tops == NULL || top_ptrs == NULL)
+            goto done;
+        for (size_t i = 0; i < n; i++) {
+            const wk_sample_result *r = &ev->logprobs[i];
+            Sluice__TokenLogprob init = SLUICE__TOKEN_LOGPROB__INIT;
+            lps[i] = init;
+            lps[i].token_id = r->token_id;
+            lps[i].logprob = r->logprob;
+            set_piece(tok, r->token_id, &lps[i].has_text, &lps[i].text);
+            uint32_t n_top = r->n_top < WK_MAX_TOP_LOGPROBS ? r->n_top : WK_MAX_TOP_LOGPROBS;
+            Sluice__TopLogprob **row = &top_ptrs[i * WK_MAX_TOP_LOGPROBS];
+            for (uint32_t k = 0; k < n_top; k++) {
+                Sluice__TopLogprob *tp = &tops[i * WK_MAX_TOP_LOGPROBS + k];
+                Sluice__TopLogprob tinit = SLUICE__TOP_LOGPROB__INIT;
+                *tp = tinit;
+                tp->token_id = r->top[k].token_id;
+                tp->logprob = r->top[k].logprob;
+                set_piece(tok, r->top[k].token_id, &tp->has_text, &tp->text);
+                row[k] = tp;
+            }
+            lps[i].n_top = n_top;
+            lps[i].top = row;
+            lp_ptrs[i] = &lps[i];
+        }
+        t.n_logprobs = n;
+        t.logprobs = lp_ptrs;
+    }
+    Sluice__Event e = SLUICE__EVENT__INIT;
+    e.request_id = request_id;
+    e.kind_case = SLUICE__EVENT__KIND_TOKENS;
+    e.tokens = &t;
+    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+    env.msg_case = SLUICE__ENVELOPE__MSG_EVENT;
+    env.event = &e;
+    rv = pack_envelope(&env, out);
+done:
+    free(top_ptrs);
+    free(tops);
+    free(lp_ptrs);
+    free(lps);
+    free(text);
+    return rv;
+}
+
+cm_err wk_wire_encode_event(const wk_event *ev, uint64_t request_id, const wk_tokenizer *tok,
+                            wk_wire_buf *out) {
+    out->data = NULL;
+    out->len = 0;
+    switch (ev->kind) {
+    case WK_EVENT_TOKENS:
+        return encode_tokens(ev, request_id, tok, out);
+    case WK_EVENT_FINISHED: {
+        Sluice__Usage u = SLUICE__USAGE__INIT;
+        u.prompt_tokens = ev->usage.prompt_tokens;
+        u.completion_tokens = ev->usage.completion_tokens;
+        u.has_cached_prompt_tokens = true;
+        u.cached_prompt_tokens = ev->usage.cached_prompt_tokens;
+        Sluice__Timing tm = SLUICE__TIMING__INIT;
+        tm.has_queue_ms = tm.has_prefill_ms = tm.has_decode_ms = true;
+        tm.queue_ms = ev->timing.queue_ms;
+        tm.prefill_ms = ev->timing.prefill_ms;
+        tm.decode_ms = ev->timing.decode_ms;
+        Sluice__Finished f = SLUICE__FINISHED__INIT;
+        f.reason = map_reason(ev->finish_reason);
+        f.usage = &u;
+        f.timing = &tm;
+        char *text = NULL;
+        if (ev->text != NULL && ev->text_len > 0) {
+            text = malloc(ev->text_len + 1);
+            if (text == NULL)
+                return CM_ERR_NOMEM;
+            memcpy(text, ev->text, ev->text_len);
+            text[ev->text_len] = '\0';
+            f.text = text;
+        }
+        Sluice__Event e = SLUICE__EVENT__INIT;
+        e.request_id = request_id;
+        e.kind_case = SLUICE__EVENT__KIND_FINISHED;
+        e.finished = &f;
+        Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+        env.msg_case = SLUICE__ENVELOPE__MSG_EVENT;
+        env.event = &e;
+        cm_err rv = pack_envelope(&env, out);
+        free(text);
+        return rv;
+    }
+    case WK_EVENT_ERROR:
+    default:
+        return wk_wire_encode_error(request_id, ev->err != CM_OK ? ev->err : CM_ERR_INTERNAL,
+                                    ev->message, out);
+    }
+}

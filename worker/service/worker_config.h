@@ -1,0 +1,63 @@
+/*
+ * wk_worker_config: sluice-worker's settings from flags and an optional YAML file (the same
+ * keys as the flags, with '_' for '-': model, model_name, listen, advertise, http, backend,
+ * kv_cache_bytes, max_batch_tokens, max_running, max_waiting, registry, threads,
+ * drain_timeout_ms, chat_template, stall_timeout_ms, warmup_tokens, send_queue_messages,
+ * max_connections, max_message_bytes, max_prompt_bytes, log_level, log_json). Flags win over
+ * the file. Parsing and validation live here; the runtime gets a plain, validated struct and
+ * never changes it (read-only from every thread after start).
+ */
+#ifndef WK_WORKER_CONFIG_H
+#define WK_WORKER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cm_err.h"
+
+#define WK_CFG_STR 256
+#define WK_CFG_PATH 1024
+
+typedef struct wk_worker_config {
+    char model_path[WK_CFG_PATH];
+    char model_name[WK_CFG_STR];   /* default: file name without .gguf */
+    char listen[WK_CFG_STR];       /* default tcp://0.0.0.0:5555 */
+    char advertise[WK_CFG_STR];    /* default: listen with 0.0.0.0 -> $POD_IP or 127.0.0.1 */
+    char http[WK_CFG_STR];         /* HOST:PORT; default 127.0.0.1:9100 */
+    char backend[16];              /* cpu | cuda */
+    char registry[WK_CFG_STR];     /* redis://HOST:PORT or "" */
+    char chat_template[32];        /* family override or "" */
+    char config_path[WK_CFG_PATH]; /* "" when none */
+    char log_level[16];            /* debug | info | warn | error */
+    bool log_json;
+    uint64_t kv_cache_bytes;       /* 0 = engine default */
+    uint32_t max_batch_tokens;     /* 0 = engine default */
+    uint32_t max_running;          /* 0 = engine default */
+    uint32_t max_waiting;          /* 0 = engine default */
+    int threads;                   /* 0 = all cores */
+    uint32_t drain_timeout_ms;     /* default 30000 */
+    uint32_t stall_timeout_ms;     /* /health fails past this without engine progress; 30000 */
+    uint32_t warmup_tokens;        /* default 4 */
+    uint32_t send_queue_messages;  /* per gateway connection; default 4096 */
+    uint32_t max_connections;      /* default 256 */
+    uint32_t max_message_bytes;    /* inbound envelope bound; default 4 MiB */
+    uint32_t max_prompt_bytes;     /* prompt / messages text bound; default 1 MiB */
+} wk_worker_config;
+
+/* wk_worker_config_defaults fills every default (model_path empty). */
+void wk_worker_config_defaults(wk_worker_config *c);
+
+/*
+ * wk_worker_config_parse reads argv (flags, see wk_worker_config_usage), loads --config FILE
+ * if given, applies flags over it, fills derived defaults (model_name, advertise) and
+ * validates. On failure err holds one line (file:line:col for YAML problems). *help_out is
+ * set (and CM_OK returned) for --help. Never exits.
+ */
+cm_err wk_worker_config_parse(int argc, char **argv, wk_worker_config *out, bool *help_out,
+                              char *err, size_t errlen);
+
+/* wk_worker_config_usage: the --help text (static). */
+const char *wk_worker_config_usage(void);
+
+#endif /* WK_WORKER_CONFIG_H */

@@ -1,0 +1,644 @@
+/*
+ * Encoding: text -> token ids (wk_tokenizer_encode, wk_tokenizer_pretokenize).
+ *
+ * Special tokens split the text into fragments first (only when parse_special). Byte-level
+ * BPE then pre-tokenizes each fragment with the family's split rules (hand-written
+ * equivalents of its regex) and merges each word's bytes by rank; SentencePiece-style merges
+ * the whole fragment's characters by score and falls back to <0xNN> byte tokens. Both merge
+ * loops use a binary heap of candidate pairs over a linked list of symbols, so a word of n
+ * bytes costs O(n log n) (a hostile 1 MB "word" is fine).
+ */
+#include "tokenizer.h"
+#include "tokenizer_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------- */
+/* Pre-tokenizers: hand-written equivalents of each family's split regex. They work on code
+ * points in [i, n) and return where the match starting at i ends (always > i). */
+
+static bool is_other(uint32_t c) {
+    return !wk_ucp_is_space(c) && !wk_ucp_is_letter(c) && !wk_ucp_is_number(c);
+}
+
+static uint32_t lower_ascii(uint32_t c) {
+    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
+
+/* 's|'t|'re|'ve|'m|'ll|'d, optionally case-insensitive; returns the length or 0. */
+static size_t match_contraction(const uint32_t *cp, size_t i, size_t n, bool ci) {
+    if (cp[i] != '\'' || i + 1 >= n) {
+        return 0;
+    }
+    uint32_t a = ci ? lower_ascii(cp[i + 1]) : cp[i + 1];
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') {
+        return 2;
+    }
+    if (i + 2 < n) {
+        uint32_t b = ci ? lower_ascii(cp[i + 2]) : cp[i + 2];
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) {
+            return 3;
+        }
+    }
+    return 0;
+}
+
+/* \s+(?!\S)|\s+ at i (cp[i] is whitespace): a run followed by non-space gives up its last
+ * character, so the next word keeps its leading space. */
+static size_t match_space_run(const uint32_t *cp, size_t i, size_t n) {
+    size_t k = i;
+    while (k < n && wk_ucp_is_space(cp[k])) {
+        k++;
+    }
+    if (k < n && k - i > 1) {
+        return k - 1;
+    }
+    return k;
+}
+
+static size_t split_gpt2(const uint32_t *cp, size_t i, size_t n) {
+    size_t m = match_contraction(cp, i, n, false);
+    if (m > 0) {
+        return i + m;
+    }
+    size_t j = i;
+    /* ' ?\p{L}+' */
+    if (cp[j] == ' ' && j + 1 < n && wk_ucp_is_letter(cp[j + 1])) {
+        j++;
+    }
+    if (wk_ucp_is_letter(cp[j])) {
+        while (j < n && wk_ucp_is_letter(cp[j])) {
+            j++;
+        }
+        return j;
+    }
+    j = i;
+    /* ' ?\p{N}+' */
+    if (cp[j] == ' ' && j + 1 < n && wk_ucp_is_number(cp[j + 1])) {
+        j++;
+    }
+    if (wk_ucp_is_number(cp[j])) {
+        while (j < n && wk_ucp_is_number(cp[j])) {
+            j++;
+        }
+        return j;
+    }
+    j = i;
+    /* ' ?[^\s\p{L}\p{N}]+' */
+    if (cp[j] == ' ' && j + 1 < n && is_other(cp[j + 1])) {
+        j++;
+    }
+    if (is_other(cp[j])) {
+        while (j < n && is_other(cp[j])) {
+            j++;
+        }
+        return j;
+    }
+    return match_space_run(cp, i, n);
+}
+
+static bool is_crlf(uint32_t c) {
+    return c == '\r' || c == '\n';
+}
+
+/* Llama 3 / Qwen2: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}|
+ * ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static size_t split_llama3(const uint32_t *cp, size_t i, size_t n, size_t max_digits) {
+    size_t m = match_contraction(cp, i, n, true);
+    if (m > 0) {
+        return i + m;
+    }
+    size_t j = i;
+    if (!is_crlf(cp[j]) && !wk_ucp_is_letter(cp[j]) && !wk_ucp_is_number(cp[j]) && j + 1 < n &&
+        wk_ucp_is_letter(cp[j + 1])) {
+        j++;
+    }
+    if (wk_ucp_is_letter(cp[j])) {
+        while (j < n && wk_ucp_is_letter(cp[j])) {
+            j++;
+        }
+        return j;
+    }
+    if (wk_ucp_is_number(cp[i])) {
+        j = i;
+        while (j < n && j - i < max_digits && wk_ucp_is_number(cp[j])) {
+            j++;
+        }
+        return j;
+    }
+    j = i;
+    if (cp[j] == ' ' && j + 1 < n && is_other(cp[j + 1])) {
+        j++;
+    }
+    if (is_other(cp[j])) {
+        while (j < n && is_other(cp[j])) {
+            j++;
+        }
+        while (j < n && is_crlf(cp[j])) {
+            j++;
+        }
+        return j;
+    }
+    /* cp[i] is whitespace here. \s*[\r\n]+: up to the last newline inside the run. */
+    size_t k = i;
+    size_t last_nl = SIZE_MAX;
+    while (k < n && wk_ucp_is_space(cp[k])) {
+        if (is_crlf(cp[k])) {
+            last_nl = k;
+        }
+        k++;
+    }
+    if (last_nl != SIZE_MAX) {
+        return last_nl + 1;
+    }
+    return match_space_run(cp, i, n);
+}
+
+/* Splits cp[0..n) into pieces; writes piece end indices (code points) into ends. Returns the
+ * number of pieces (<= n). */
+static size_t pretokenize_cps(wk_tok_pre pre, const uint32_t *cp, size_t n, uint32_t *ends) {
+    size_t np = 0;
+    size_t i = 0;
+    while (i < n) {
+        size_t e;
+        if (pre == WK_TOK_PRE_SMOLLM) {
+            /* Digits first split every \p{N} out on its own; the GPT-2 regex then runs
+             * inside each stretch between them, which therefore ends at the next digit. */
+            if (wk_ucp_is_number(cp[i])) {
+                e = i + 1;
+            } else {
+                size_t seg_end = i;
+                while (seg_end < n && !wk_ucp_is_number(cp[seg_end])) {
+                    seg_end++;
+                }
+                e = split_gpt2(cp, i, seg_end);
+            }
+        } else if (pre == WK_TOK_PRE_LLAMA3) {
+            e = split_llama3(cp, i, n, 3);
+        } else if (pre == WK_TOK_PRE_QWEN2) {
+            e = split_llama3(cp, i, n, 1);
+        } else {
+            e = split_gpt2(cp, i, n);
+        }
+        ends[np++] = (uint32_t)e;
+        i = e;
+    }
+    return np;
+}
+
+/* Decodes valid UTF-8 into code points and their byte offsets (offs has n + 1 entries). */
+static cm_err decode_cps(const char *text, size_t len, uint32_t *cps, uint32_t *offs,
+                         size_t *n_cps) {
+    const uint8_t *p = (const uint8_t *)text;
+    size_t n = 0, i = 0;
+    while (i < len) {
+        uint32_t c;
+        size_t l = wk_utf8_decode(p + i, len - i, &c);
+        if (l == 0) {
+            return CM_ERR_UTF8;
+        }
+        cps[n] = c;
+        offs[n] = (uint32_t)i;
+        n++;
+        i += l;
+    }
+    offs[n] = (uint32_t)len;
+    *n_cps = n;
+    return CM_OK;
+}
+
+cm_err wk_tokenizer_pretokenize(wk_tok_pre pre, const char *text, size_t len, uint32_t *piece_lens,
+                                size_t cap, size_t *n_pieces) {
+    *n_pieces = 0;
+    if (len > UINT32_MAX / 2) {
+        return CM_ERR_LIMIT;
+    }
+    uint32_t *cps = malloc(sizeof(uint32_t) * (len + 1));
+    uint32_t *offs = malloc(sizeof(uint32_t) * (len + 1));
+    uint32_t *ends = malloc(sizeof(uint32_t) * (len + 1));
+    cm_err rv = CM_ERR_NOMEM;
+    if (cps == NULL || offs == NULL || ends == NULL) {
+        goto done;
+    }
+    size_t n;
+    rv = decode_cps(text, len, cps, offs, &n);
+    if (rv != CM_OK) {
+        goto done;
+    }
+    size_t np = pretokenize_cps(pre, cps, n, ends);
+    if (np > cap) {
+        rv = CM_ERR_LIMIT;
+        goto done;
+    }
+    size_t start = 0;
+    for (size_t k = 0; k < np; k++) {
+        piece_lens[k] = offs[ends[k]] - offs[start];
+        start = ends[k];
+    }
+    *n_pieces = np;
+done:
+    free(cps);
+    free(offs);
+    free(ends);
+    return rv;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Encoding                                                                                  */
+
+typedef struct emitter {
+    int32_t *out;
+    size_t cap;
+    size_t n;
+} emitter;
+
+static bool emit(emitter *e, int32_t id) {
+    if (e->n >= e->cap) {
+        return false;
+    }
+    e->out[e->n++] = id;
+    return true;
+}
+
+/* A symbol of the word being merged: doubly linked list over the initial characters. */
+typedef struct sym {
+    int32_t id;   /* BPE: token id; SPM: unused */
+    uint32_t off; /* SPM: byte offset in the escaped text */
+    uint32_t len; /* SPM: byte length; 0 = merged away */
+    int32_t prev, next;
+} sym;
+
+/* A merge candidate: lower (prio, left) pops first. */
+typedef struct cand {
+    uint64_t prio; /* BPE: rank; SPM: score order (higher score -> lower prio) */
+    int32_t left, right;
+    int32_t left_id, right_id, result;
+    uint32_t size; /* SPM: byte size of the merged symbol when pushed */
+} cand;
+
+typedef struct heap {
+    cand *v;
+    size_t n, cap;
+} heap;
+
+static bool cand_less(const cand *a, const cand *b) {
+    if (a->prio != b->prio) {
+        return a->prio < b->prio;
+    }
+    return a->left < b->left;
+}
+
+static void heap_push(heap *h, const cand *c) {
+    if (h->n >= h->cap) {
+        return; /* sized so that it cannot happen: at most 3 pushes per symbol */
+    }
+    size_t i = h->n++;
+    h->v[i] = *c;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!cand_less(&h->v[i], &h->v[p])) {
+            break;
+        }
+        cand tmp = h->v[i];
+        h->v[i] = h->v[p];
+        h->v[p] = tmp;
+        i = p;
+    }
+}
+
+static cand heap_pop(heap *h) {
+    cand top = h->v[0];
+    h->v[0] = h->v[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < h->n && cand_less(&h->v[l], &h->v[m])) {
+            m = l;
+        }
+        if (r < h->n && cand_less(&h->v[r], &h->v[m])) {
+            m = r;
+        }
+        if (m == i) {
+            break;
+        }
+        cand tmp = h->v[i];
+        h->v[i] = h->v[m];
+        h->v[m] = tmp;
+        i = m;
+    }
+    return top;
+}
+
+typedef struct scratch {
+    uint32_t *cps;
+    uint32_t *offs;
+    uint32_t *ends;
+    sym *syms;
+    heap hp;
+    char *buf; /* BPE: mapped word for whole-word lookup; SPM: escaped text */
+} scratch;
+
+static void bpe_try_push(const wk_tokenizer *t, const sym *syms, int32_t left, heap *hp) {
+    if (left < 0 || syms[left].next < 0) {
+        return;
+    }
+    int32_t right = syms[left].next;
+    cand c;
+    uint32_t rank;
+    if (!wk_tok_merge_lookup(t, syms[left].id, syms[right].id, &rank, &c.result)) {
+        return;
+    }
+    c.prio = rank;
+    c.left = left;
+    c.right = right;
+    c.left_id = syms[left].id;
+    c.right_id = syms[right].id;
+    c.size = 0;
+    heap_push(hp, &c);
+}
+
+/* Byte-level BPE on one pre-tokenized word. */
+static bool bpe_word(const wk_tokenizer *t, const uint8_t *w, size_t wl, scratch *sc, emitter *e) {
+    if (t->pre == WK_TOK_PRE_LLAMA3) {
+        /* Llama 3 sets ignore_merges: a word that is a token is taken whole. */
+        size_t ml = 0;
+        for (size_t i = 0; i < wl; i++) {
+            ml += wk_utf8_encode(t->byte_cp[w[i]], sc->buf + ml);
+        }
+        int32_t id = wk_tok_lookup(t, sc->buf, ml);
+        if (id >= 0) {
+            return emit(e, id);
+        }
+    }
+    sym *s = sc->syms;
+    size_t ns = 0;
+    for (size_t i = 0; i < wl; i++) {
+        int32_t id = t->byte_tok[w[i]];
+        if (id < 0) {
+            continue; /* a byte the vocabulary lacks: dropped */
+        }
+        s[ns].id = id;
+        s[ns].prev = (int32_t)ns - 1;
+        s[ns].next = -1;
+        s[ns].len = 1;
+        if (ns > 0) {
+            s[ns - 1].next = (int32_t)ns;
+        }
+        ns++;
+    }
+    if (ns == 0) {
+        return true;
+    }
+    sc->hp.n = 0;
+    for (size_t i = 0; i + 1 < ns; i++) {
+        bpe_try_push(t, s, (int32_t)i, &sc->hp);
+    }
+    while (sc->hp.n > 0) {
+        cand c = heap_pop(&sc->hp);
+        sym *l = &s[c.left], *r = &s[c.right];
+        /* Stale candidates: one side was merged since it was pushed. */
+        if (l->len == 0 || r->len == 0 || l->next != c.right || l->id != c.left_id ||
+            r->id != c.right_id) {
+            continue;
+        }
+        l->id = c.result;
+        l->next = r->next;
+        if (r->next >= 0) {
+            s[r->next].prev = c.left;
+        }
+        r->len = 0;
+        bpe_try_push(t, s, l->prev, &sc->hp);
+        bpe_try_push(t, s, c.left, &sc->hp);
+    }
+    for (int32_t i = 0; i >= 0; i = s[i].next) {
+        if (!emit(e, s[i].id)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool bpe_fragment(const wk_tokenizer *t, const char *text, size_t len, scratch *sc,
+                         emitter *e) {
+    size_t n;
+    if (decode_cps(text, len, sc->cps, sc->offs, &n) != CM_OK) {
+        return false; /* validated by the caller */
+    }
+    size_t np = pretokenize_cps(t->pre, sc->cps, n, sc->ends);
+    size_t start = 0;
+    for (size_t k = 0; k < np; k++) {
+        uint32_t b0 = sc->offs[start], b1 = sc->offs[sc->ends[k]];
+        if (!bpe_word(t, (const uint8_t *)text + b0, b1 - b0, sc, e)) {
+            return false;
+        }
+        start = sc->ends[k];
+    }
+    return true;
+}
+
+static void spm_try_push(const wk_tokenizer *t, const sym *syms, const char *buf, int32_t left,
+                         heap *hp) {
+    if (left < 0 || syms[left].next < 0) {
+        return;
+    }
+    int32_t right = syms[left].next;
+    uint32_t size = syms[left].len + syms[right].len;
+    int32_t id = wk_tok_lookup(t, buf + syms[left].off, size);
+    if (id < 0) {
+        return;
+    }
+    cand c;
+    /* Highest score first: map the float to an order-preserving key, then invert. */
+    float sc = t->score[id];
+    uint32_t bits;
+    memcpy(&bits, &sc, sizeof bits);
+    bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+    c.prio = (uint64_t)(UINT32_MAX - bits);
+    c.left = left;
+    c.right = right;
+    c.left_id = 0;
+    c.right_id = 0;
+    c.result = id;
+    c.size = size;
+    heap_push(hp, &c);
+}
+
+/* SentencePiece-style: merge adjacent characters into the highest-scoring token until none
+ * applies; leftovers that are not tokens fall back to <0xNN> byte tokens (or unk). */
+static bool spm_fragment(const wk_tokenizer *t, const char *text, size_t len, bool space_prefix,
+                         scratch *sc, emitter *e) {
+    char *buf = sc->buf;
+    size_t bl = 0;
+    if (space_prefix) {
+        memcpy(buf, "\xE2\x96\x81", 3);
+        bl = 3;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == ' ') {
+            memcpy(buf + bl, "\xE2\x96\x81", 3);
+            bl += 3;
+        } else {
+            buf[bl++] = text[i];
+        }
+    }
+    sym *s = sc->syms;
+    size_t ns = 0;
+    for (size_t i = 0; i < bl;) {
+        uint32_t c;
+        size_t l = wk_utf8_decode((const uint8_t *)buf + i, bl - i, &c);
+        if (l == 0) {
+            l = 1;
+        }
+        s[ns].off = (uint32_t)i;
+        s[ns].len = (uint32_t)l;
+        s[ns].prev = (int32_t)ns - 1;
+        s[ns].next = -1;
+        if (ns > 0) {
+            s[ns - 1].next = (int32_t)ns;
+        }
+        ns++;
+        i += l;
+    }
+    if (ns == 0) {
+        return true;
+    }
+    sc->hp.n = 0;
+    for (size_t i = 0; i + 1 < ns; i++) {
+        spm_try_push(t, s, buf, (int32_t)i, &sc->hp);
+    }
+    while (sc->hp.n > 0) {
+        cand c = heap_pop(&sc->hp);
+        sym *l = &s[c.left], *r = &s[c.right];
+        if (l->len == 0 || r->len == 0 || l->next != c.right || l->len + r->len != c.size) {
+            continue;
+        }
+        l->len += r->len;
+        l->next = r->next;
+        if (r->next >= 0) {
+            s[r->next].prev = c.left;
+        }
+        r->len = 0;
+        spm_try_push(t, s, buf, l->prev, &sc->hp);
+        spm_try_push(t, s, buf, c.left, &sc->hp);
+    }
+    for (int32_t i = 0; i >= 0; i = s[i].next) {
+        int32_t id = wk_tok_lookup(t, buf + s[i].off, s[i].len);
+        if (id >= 0) {
+            if (!emit(e, id)) {
+                return false;
+            }
+            continue;
+        }
+        for (uint32_t k = 0; k < s[i].len; k++) {
+            int32_t b = t->byte_tok[(uint8_t)buf[s[i].off + k]];
+            if (b < 0) {
+                b = t->unk;
+            }
+            if (b >= 0 && !emit(e, b)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Longest special token whose text starts at text[pos], or -1. */
+static int32_t match_special(const wk_tokenizer *t, const char *text, size_t len, size_t pos) {
+    if (!t->special_first[(uint8_t)text[pos]]) {
+        return -1;
+    }
+    for (uint32_t k = 0; k < t->n_special; k++) {
+        size_t sl;
+        const char *st = wk_tok_text(t, t->special[k], &sl);
+        if (sl <= len - pos && memcmp(st, text + pos, sl) == 0) {
+            return t->special[k];
+        }
+    }
+    return -1;
+}
+
+cm_err wk_tokenizer_encode(const wk_tokenizer *t, const char *text, size_t len, bool add_bos,
+                           bool parse_special, int32_t *out, size_t cap, size_t *n_out) {
+    *n_out = 0;
+    if (text == NULL && len > 0) {
+        return CM_ERR_INVALID;
+    }
+    if (!wk_utf8_valid(text, len)) {
+        return CM_ERR_UTF8;
+    }
+    if (len > (UINT32_MAX - 16) / 4) {
+        return CM_ERR_LIMIT;
+    }
+    emitter e = {out, cap, 0};
+    cm_err rv = CM_OK;
+    scratch sc;
+    memset(&sc, 0, sizeof sc);
+    size_t sym_cap = t->model == WK_TOK_MODEL_SPM ? 3 * len + 4 : len + 1;
+    sc.cps = malloc(sizeof(uint32_t) * (len + 1));
+    sc.offs = malloc(sizeof(uint32_t) * (len + 1));
+    sc.ends = malloc(sizeof(uint32_t) * (len + 1));
+    sc.syms = malloc(sizeof(sym) * sym_cap);
+    sc.hp.cap = 3 * sym_cap + 4;
+    sc.hp.v = malloc(sizeof(cand) * sc.hp.cap);
+    sc.buf = malloc(3 * len + 8);
+    if (sc.cps == NULL || sc.offs == NULL || sc.ends == NULL || sc.syms == NULL ||
+        sc.hp.v == NULL || sc.buf == NULL) {
+        rv = CM_ERR_NOMEM;
+        goto done;
+    }
+    if (add_bos && t->add_bos && t->bos >= 0 && !emit(&e, t->bos)) {
+        rv = CM_ERR_LIMIT;
+        goto done;
+    }
+    bool prev_special = true; /* SPM: a space prefix starts the text and follows specials */
+    size_t pos = 0;
+    while (pos < len) {
+        size_t frag_end = len;
+        int32_t special = -1;
+        if (parse_special && t->n_special > 0) {
+            for (size_t q = pos; q < len; q++) {
+                special = match_special(t, text, len, q);
+                if (special >= 0) {
+                    frag_end = q;
+                    break;
+                }
+            }
+        }
+        if (frag_end > pos) {
+            bool ok;
+            if (t->model == WK_TOK_MODEL_BPE) {
+                ok = bpe_fragment(t, text + pos, frag_end - pos, &sc, &e);
+            } else {
+                ok = spm_fragment(t, text + pos, frag_end - pos,
+                                  t->add_space_prefix && prev_special, &sc, &e);
+            }
+            if (!ok) {
+                rv = CM_ERR_LIMIT;
+                goto done;
+            }
+            prev_special = false;
+        }
+        if (special >= 0) {
+            if (!emit(&e, special)) {
+                rv = CM_ERR_LIMIT;
+                goto done;
+            }
+            size_t sl;
+            wk_tok_text(t, special, &sl);
+            pos = frag_end + sl;
+            prev_special = true;
+        } else {
+            pos = frag_end;
+        }
+    }
+done:
+    free(sc.cps);
+    free(sc.offs);
+    free(sc.ends);
+    free(sc.syms);
+    free(sc.hp.v);
+    free(sc.buf);
+    *n_out = e.n;
+    return rv;
+}

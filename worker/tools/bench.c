@@ -1,0 +1,650 @@
+/*
+ * sluice-bench: engine and backend throughput figures, printed as text.
+ *
+ *   sluice-bench (--model PATH | --synthetic llama3-8b|tiny) [--concurrency 1,4,16,64]
+ *     [--backend cpu|cuda] [--threads N] [--decode-tokens N] [--wtype q4_1|q8_0|f16|...]
+ *
+ * Prints: load time; prefill tokens/s for a 512-token prompt; single-stream decode tokens/s;
+ * the memory-bandwidth floor for decode measured in the same run (weight bytes read per token
+ * / multi-threaded read bandwidth) and decode as a percentage of it; aggregate decode tokens/s
+ * and per-step latency at each concurrency; prefill throughput without and with a 90% shared
+ * prefix (prefix cache); KV bytes per token against 2 x n_layer x n_kv_heads x head_dim x
+ * bytes; and last `batching gain at 16: X.XX` (aggregate decode tokens/s at 16 / at 1).
+ *
+ * Synthetic mode builds the model with wk_model_synthetic (random weights, no file, no
+ * tokenizer) and feeds random token ids, so it runs on a bare GPU machine.
+ */
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../common/cm_clock.h"
+#include "backend.h"
+#include "engine.h"
+#include "gguf.h"
+#include "model.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+#define PROG "sluice-bench"
+#define MAX_CONC 16
+#define PREFILL_TOKENS 512
+#define SWEEP_PROMPT 16
+#define PREFIX_REQUESTS 8
+
+typedef struct options {
+    const char *model;
+    const char *synthetic;
+    const char *backend;
+    uint32_t conc[MAX_CONC];
+    uint32_t n_conc;
+    int threads;
+    uint32_t decode_tokens;
+    wk_dtype wtype;
+} options;
+
+/* ---- tiny request runner ---------------------------------------------------------------- */
+
+typedef struct tracker {
+    uint32_t n_done;
+    uint32_t n_failed;
+    wk_timing timing; /* of the last finished request */
+    wk_usage usage;
+    char message[160];
+} tracker;
+
+static void on_event(const wk_event *ev, void *arg) {
+    tracker *t = arg;
+    if (ev->kind == WK_EVENT_FINISHED) {
+        t->n_done++;
+        t->timing = ev->timing;
+        t->usage = ev->usage;
+    } else if (ev->kind == WK_EVENT_ERROR) {
+        t->n_done++;
+        t->n_failed++;
+        snprintf(t->message, sizeof(t->message), "%s (%s)", ev->message, cm_strerror(ev->err));
+    }
+}
+
+typedef struct bench {
+    wk_engine *e;
+    const wk_model *m;
+    uint32_t vocab_lo, vocab_hi; /* random ids come from [lo, hi) */
+    uint64_t rng;
+    uint64_t next_id;
+    int32_t *prompt; /* (PREFILL_TOKENS) scratch */
+} bench;
+
+static uint32_t rnd(bench *b) {
+    b->rng ^= b->rng << 13;
+    b->rng ^= b->rng >> 7;
+    b->rng ^= b->rng << 17;
+    return (uint32_t)(b->rng >> 16);
+}
+
+static void random_prompt(bench *b, int32_t *out, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++)
+        out[i] = (int32_t)(b->vocab_lo + rnd(b) % (b->vocab_hi - b->vocab_lo));
+}
+
+static int submit(bench *b, const int32_t *prompt, uint32_t n, uint32_t max_tokens, tracker *t) {
+    wk_request req;
+    memset(&req, 0, sizeof(req));
+    req.id = ++b->next_id;
+    req.priority = WK_PRIORITY_INTERACTIVE;
+    req.prompt = prompt;
+    req.n_prompt = n;
+    req.max_tokens = max_tokens;
+    wk_sampling_defaults(&req.sampling);
+    req.sampling.temperature = 0.0f;
+    req.ignore_eos = true;
+    req.cb = on_event;
+    req.cb_arg = t;
+    char err[256];
+    cm_err rv = wk_engine_submit(b->e, &req, err, sizeof(err));
+    if (rv != CM_OK) {
+        fprintf(stderr, PROG ": error: submit: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+static int drain(bench *b) {
+    while (wk_engine_has_work(b->e)) {
+        bool did = false;
+        cm_err rv = wk_engine_step(b->e, &did);
+        if (rv != CM_OK) {
+            fprintf(stderr, PROG ": error: step: %s\n", cm_strerror(rv));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* run_one: one request to completion; returns its timing/usage in t. */
+static int run_one(bench *b, const int32_t *prompt, uint32_t n, uint32_t max_tokens, tracker *t) {
+    memset(t, 0, sizeof(*t));
+    if (submit(b, prompt, n, max_tokens, t) != 0 || drain(b) != 0)
+        return 1;
+    if (t->n_failed > 0) {
+        fprintf(stderr, PROG ": error: request failed: %s\n", t->message);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- memory bandwidth ------------------------------------------------------------------- */
+
+typedef struct bw_job {
+    const uint64_t *p;
+    size_t n_words;
+    uint64_t sink;
+} bw_job;
+
+static void *bw_read(void *arg) {
+    bw_job *j = arg;
+    /* Eight independent accumulators: the loop is bound by loads, not by an add chain; the
+     * compiler vectorizes it. */
+    uint64_t a[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= j->n_words; i += 8)
+        for (int k = 0; k < 8; k++)
+            a[k] += j->p[i + k];
+    for (; i < j->n_words; i++)
+        a[0] += j->p[i];
+    j->sink = a[0] ^ a[1] ^ a[2] ^ a[3] ^ a[4] ^ a[5] ^ a[6] ^ a[7];
+    return NULL;
+}
+
+/* read_bandwidth: best of several multi-threaded passes over a buffer much larger than the
+ * last-level cache; bytes/s. */
+static double read_bandwidth(int n_threads) {
+    const size_t bytes = 256u << 20;
+    uint64_t *buf = NULL;
+    if (posix_memalign((void **)&buf, 64, bytes) != 0)
+        return 0.0;
+    memset(buf, 1, bytes); /* fault every page in before timing */
+    if (n_threads < 1)
+        n_threads = 1;
+    if (n_threads > 256)
+        n_threads = 256;
+    pthread_t th[256];
+    bw_job jobs[256];
+    size_t words = bytes / sizeof(uint64_t);
+    double best = 0.0;
+    for (int pass = 0; pass < 6; pass++) {
+        int64_t t0 = cm_clock_mono_ns();
+        for (int i = 0; i < n_threads; i++) {
+            size_t lo = words * (size_t)i / (size_t)n_threads;
+            size_t hi = words * (size_t)(i + 1) / (size_t)n_threads;
+            jobs[i].p = buf + lo;
+            jobs[i].n_words = hi - lo;
+            if (pthread_create(&th[i], NULL, bw_read, &jobs[i]) != 0)
+                jobs[i].n_words = 0, bw_read(&jobs[i]);
+        }
+        for (int i = 0; i < n_threads; i++)
+            pthread_join(th[i], NULL);
+        double s = (double)(cm_clock_mono_ns() - t0) / 1e9;
+        double bw = (double)bytes / s;
+        if (bw > best)
+            best = bw;
+    }
+    free(buf);
+    return best;
+}
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: " PROG " (--model PATH | --synthetic llama3-8b|tiny)"
+               " [--concurrency 1,4,16,64]\n"
+               "         [--backend cpu|cuda] [--threads N] [--decode-tokens N]"
+               " [--wtype q4_1|q4_0|q8_0|q4_k|q6_k|f16|f32]\n");
+}
+
+static bool parse_conc(const char *s, options *o) {
+    o->n_conc = 0;
+    while (s != NULL && *s != '\0') {
+        char *end = NULL;
+        errno = 0;
+        unsigned long v = strtoul(s, &end, 10);
+        if (errno != 0 || end == s || v == 0 || v > 1024 || o->n_conc >= MAX_CONC)
+            return false;
+        o->conc[o->n_conc++] = (uint32_t)v;
+        if (*end == ',')
+            end++;
+        else if (*end != '\0')
+            return false;
+        s = end;
+    }
+    return o->n_conc > 0;
+}
+
+static bool parse_wtype(const char *s, wk_dtype *out) {
+    static const struct {
+        const char *name;
+        wk_dtype t;
+    } names[] = {{"f32", WK_DTYPE_F32},   {"f16", WK_DTYPE_F16},   {"q4_0", WK_DTYPE_Q4_0},
+                 {"q4_1", WK_DTYPE_Q4_1}, {"q8_0", WK_DTYPE_Q8_0}, {"q4_k", WK_DTYPE_Q4_K},
+                 {"q5_k", WK_DTYPE_Q5_K}, {"q6_k", WK_DTYPE_Q6_K}, {"bf16", WK_DTYPE_BF16}};
+    for (size_t i = 0; s != NULL && i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strcmp(s, names[i].name) == 0) {
+            *out = names[i].t;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof(*o));
+    o->backend = "cpu";
+    o->decode_tokens = 32;
+    o->wtype = WK_DTYPE_Q4_1;
+    parse_conc("1,4,16,64", o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return -1;
+        }
+        if (v == NULL) {
+            fprintf(stderr, PROG ": option %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--model") == 0) {
+            o->model = v;
+        } else if (strcmp(a, "--synthetic") == 0) {
+            o->synthetic = v;
+        } else if (strcmp(a, "--backend") == 0) {
+            o->backend = v;
+        } else if (strcmp(a, "--concurrency") == 0) {
+            if (!parse_conc(v, o))
+                goto bad;
+        } else if (strcmp(a, "--threads") == 0) {
+            char *end = NULL;
+            long t = strtol(v, &end, 10);
+            if (*end != '\0' || t < 0 || t > 1024)
+                goto bad;
+            o->threads = (int)t;
+        } else if (strcmp(a, "--decode-tokens") == 0) {
+            char *end = NULL;
+            long t = strtol(v, &end, 10);
+            if (*end != '\0' || t < 2 || t > 4096)
+                goto bad;
+            o->decode_tokens = (uint32_t)t;
+        } else if (strcmp(a, "--wtype") == 0) {
+            if (!parse_wtype(v, &o->wtype))
+                goto bad;
+        } else {
+            fprintf(stderr, PROG ": unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        continue;
+    bad:
+        fprintf(stderr, PROG ": bad value for %s: '%s'\n", a, v);
+        return 2;
+    }
+    if ((o->model == NULL) == (o->synthetic == NULL)) {
+        fprintf(stderr, PROG ": give exactly one of --model and --synthetic\n");
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}
+
+static bool synthetic_hparams(const char *name, wk_hparams *hp) {
+    memset(hp, 0, sizeof(*hp));
+    hp->rope_style = WK_ROPE_NORM;
+    hp->rope_scaling = WK_ROPE_SCALING_NONE;
+    hp->rope_scaling_factor = 1.0f;
+    hp->rms_eps = 1e-5f;
+    if (strcmp(name, "llama3-8b") == 0) {
+        hp->n_vocab = 128256;
+        hp->n_ctx_train = 8192;
+        hp->n_embd = 4096;
+        hp->n_layer = 32;
+        hp->n_head = 32;
+        hp->n_head_kv = 8;
+        hp->head_dim = 128;
+        hp->n_ff = 14336;
+        hp->rope_freq_base = 500000.0f;
+        return true;
+    }
+    if (strcmp(name, "tiny") == 0) {
+        hp->n_vocab = 32000;
+        hp->n_ctx_train = 4096;
+        hp->n_embd = 512;
+        hp->n_layer = 8;
+        hp->n_head = 8;
+        hp->n_head_kv = 4;
+        hp->head_dim = 64;
+        hp->n_ff = 1536;
+        hp->rope_freq_base = 10000.0f;
+        return true;
+    }
+    return false;
+}
+
+/* ---- measurements ----------------------------------------------------------------------- */
+
+/* allocated_bytes: heap bytes in use (mmap'd chunks included), whether touched or not. */
+static size_t allocated_bytes(void) {
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+
+/* kv_measured: bytes the backend allocates per KV token, from two engines whose KV budgets
+ * differ by 256 MiB (device free memory where the backend reports it, else the heap). */
+static double kv_measured(const wk_model *m, const wk_tokenizer *tok,
+                          const wk_engine_config *base) {
+    const uint64_t small = 32ull << 20, big = small + (256ull << 20);
+    double mem[2] = {0, 0};
+    uint64_t tokens[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        wk_engine_config c = *base;
+        c.kv_cache_bytes = i == 0 ? small : big;
+        c.max_running = 64;
+        size_t free0 = 0, free1 = 0;
+        bool device =
+            c.backend->free_memory != NULL && c.backend->free_memory(c.device, &free0) == CM_OK;
+        size_t heap0 = allocated_bytes();
+        wk_engine *e = NULL;
+        char err[256];
+        if (wk_engine_create(m, tok, &c, &e, err, sizeof(err)) != CM_OK)
+            return 0.0;
+        wk_engine_stats st;
+        wk_engine_get_stats(e, &st);
+        tokens[i] = (uint64_t)st.kv_blocks_total * (c.block_tokens ? c.block_tokens : 16);
+        if (device && c.backend->free_memory(c.device, &free1) == CM_OK)
+            mem[i] = (double)free0 - (double)free1;
+        else
+            mem[i] = (double)allocated_bytes() - (double)heap0;
+        wk_engine_destroy(e);
+    }
+    if (tokens[1] <= tokens[0])
+        return 0.0;
+    return (mem[1] - mem[0]) / (double)(tokens[1] - tokens[0]);
+}
+
+typedef struct sweep_result {
+    double tokens_per_s;
+    double step_ms;
+    uint32_t steps;
+} sweep_result;
+
+/* sweep: c concurrent requests; only steps where every running sequence decodes one token
+ * (no prefill in the step) are timed. */
+static int sweep(bench *b, uint32_t c, uint32_t decode_tokens, sweep_result *out) {
+    memset(out, 0, sizeof(*out));
+    tracker t;
+    memset(&t, 0, sizeof(t));
+    int32_t *prompts = malloc((size_t)c * SWEEP_PROMPT * sizeof(int32_t));
+    if (prompts == NULL)
+        return 1;
+    for (uint32_t i = 0; i < c; i++) {
+        random_prompt(b, prompts + (size_t)i * SWEEP_PROMPT, SWEEP_PROMPT);
+        if (submit(b, prompts + (size_t)i * SWEEP_PROMPT, SWEEP_PROMPT, decode_tokens, &t) != 0) {
+            free(prompts);
+            return 1;
+        }
+    }
+    double total_ns = 0.0;
+    uint64_t total_tokens = 0;
+    while (wk_engine_has_work(b->e)) {
+        wk_engine_stats s0, s1;
+        wk_engine_get_stats(b->e, &s0);
+        bool did = false;
+        int64_t t0 = cm_clock_mono_ns();
+        cm_err rv = wk_engine_step(b->e, &did);
+        int64_t dt = cm_clock_mono_ns() - t0;
+        if (rv != CM_OK) {
+            free(prompts);
+            return 1;
+        }
+        wk_engine_get_stats(b->e, &s1);
+        uint64_t gen = s1.generated_tokens - s0.generated_tokens;
+        if (s1.prompt_tokens == s0.prompt_tokens && s0.running == c && gen == c &&
+            s0.waiting == 0) {
+            total_ns += (double)dt;
+            total_tokens += gen;
+            out->steps++;
+        }
+    }
+    free(prompts);
+    if (t.n_failed > 0) {
+        fprintf(stderr, PROG ": error: %s\n", t.message);
+        return 1;
+    }
+    if (out->steps > 0) {
+        out->tokens_per_s = (double)total_tokens * 1e9 / total_ns;
+        out->step_ms = total_ns / 1e6 / out->steps;
+    }
+    return 0;
+}
+
+/* prefix_run: PREFIX_REQUESTS prompts of PREFILL_TOKENS, one after another (max 1 token);
+ * shared = tokens every prompt starts with. Prefill tokens/s counted over the prompt tokens
+ * the client sent (cache hits included: that is the point). */
+static int prefix_run(bench *b, uint32_t shared, double *tps, double *hit_rate) {
+    int32_t *base = malloc(PREFILL_TOKENS * sizeof(int32_t));
+    int32_t *p = malloc(PREFILL_TOKENS * sizeof(int32_t));
+    if (base == NULL || p == NULL) {
+        free(base);
+        free(p);
+        return 1;
+    }
+    random_prompt(b, base, PREFILL_TOKENS);
+    wk_engine_stats s0, s1;
+    wk_engine_get_stats(b->e, &s0);
+    int64_t t0 = cm_clock_mono_ns();
+    int rc = 0;
+    for (int i = 0; i < PREFIX_REQUESTS && rc == 0; i++) {
+        memcpy(p, base, shared * sizeof(int32_t));
+        random_prompt(b, p + shared, PREFILL_TOKENS - shared);
+        tracker t;
+        rc = run_one(b, p, PREFILL_TOKENS, 1, &t);
+    }
+    double s = (double)(cm_clock_mono_ns() - t0) / 1e9;
+    wk_engine_get_stats(b->e, &s1);
+    *tps = (double)PREFIX_REQUESTS * PREFILL_TOKENS / s;
+    uint64_t q = s1.prefix_queries - s0.prefix_queries;
+    *hit_rate = q > 0 ? (double)(s1.prefix_hits - s0.prefix_hits) / (double)q : 0.0;
+    free(base);
+    free(p);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    options o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc == -1)
+        return 0;
+    if (rc != 0)
+        return rc;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    int64_t t0 = cm_clock_mono_ns();
+    char err[512];
+    wk_gguf *g = NULL;
+    wk_model model;
+    memset(&model, 0, sizeof(model));
+    wk_tokenizer *tok = NULL;
+    bench b;
+    memset(&b, 0, sizeof(b));
+    b.rng = 0x2545f4914f6cdd1dull;
+    rc = 1;
+
+    const wk_backend_ops *ops = wk_backend_find(o.backend);
+    if (ops == NULL) {
+        fprintf(stderr, PROG ": error: backend '%s' is not built into this binary\n", o.backend);
+        goto out;
+    }
+    if (o.synthetic != NULL) {
+        wk_hparams hp;
+        if (!synthetic_hparams(o.synthetic, &hp)) {
+            fprintf(stderr, PROG ": error: unknown synthetic model '%s' (llama3-8b, tiny)\n",
+                    o.synthetic);
+            rc = 2;
+            goto out;
+        }
+        cm_err rv = wk_model_synthetic(&hp, o.wtype, 42, &model);
+        if (rv != CM_OK) {
+            fprintf(stderr, PROG ": error: synthetic model: %s\n", cm_strerror(rv));
+            goto out;
+        }
+    } else {
+        if (wk_gguf_open(o.model, &g, err, sizeof(err)) != CM_OK ||
+            wk_model_load(g, &model, err, sizeof(err)) != CM_OK ||
+            wk_tokenizer_load(g, &tok, err, sizeof(err)) != CM_OK) {
+            fprintf(stderr, PROG ": error: cannot load model %s: %s\n", o.model, err);
+            goto out;
+        }
+    }
+    uint32_t max_conc = 1;
+    for (uint32_t i = 0; i < o.n_conc; i++)
+        if (o.conc[i] > max_conc)
+            max_conc = o.conc[i];
+
+    wk_engine_config cfg;
+    wk_engine_config_defaults(&cfg);
+    cfg.backend = ops;
+    cfg.n_threads = o.threads;
+    cfg.max_running = max_conc > PREFIX_REQUESTS ? max_conc : PREFIX_REQUESTS;
+    cfg.max_waiting = cfg.max_running + 16;
+    cfg.max_batch_tokens = PREFILL_TOKENS;
+    cfg.max_context = 2048;
+    /* Room for every sweep sequence plus the prefix runs' cached blocks. */
+    uint64_t need_tokens = (uint64_t)max_conc * (SWEEP_PROMPT + o.decode_tokens + 32) +
+                           (uint64_t)(PREFIX_REQUESTS + 2) * (PREFILL_TOKENS + 32);
+    size_t per_token = wk_kv_bytes_per_token(&model.hp, cfg.kv_dtype);
+    cfg.kv_cache_bytes = need_tokens * per_token;
+    cfg.kv_cache_fraction = 0;
+    if (wk_engine_create(&model, tok, &cfg, &b.e, err, sizeof(err)) != CM_OK) {
+        fprintf(stderr, PROG ": error: cannot start the engine: %s\n", err);
+        goto out;
+    }
+    double load_ms = (double)(cm_clock_mono_ns() - t0) / 1e6;
+    b.m = &model;
+    b.vocab_lo = 3;
+    b.vocab_hi = tok != NULL ? wk_tokenizer_n_vocab(tok) : model.hp.n_vocab;
+    if (b.vocab_hi > model.hp.n_vocab)
+        b.vocab_hi = model.hp.n_vocab;
+    b.prompt = malloc(PREFILL_TOKENS * sizeof(int32_t));
+    if (b.prompt == NULL)
+        goto out;
+    int n_threads = o.threads > 0 ? o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+
+    printf("model: %s (%s), %u layers, n_embd %u, %u heads / %u kv heads, vocab %u, "
+           "weights %.1f MB\n",
+           model.name, o.synthetic != NULL ? "synthetic" : o.model, model.hp.n_layer,
+           model.hp.n_embd, model.hp.n_head, model.hp.n_head_kv, model.hp.n_vocab,
+           (double)model.weight_bytes / 1e6);
+    printf("backend: %s, threads %d, kv %s\n", ops->name, n_threads, wk_dtype_name(cfg.kv_dtype));
+    printf("load: %.0f ms\n", load_ms);
+
+    /* Warm-up: first touches of weights and scratch are not what we measure. */
+    tracker t;
+    random_prompt(&b, b.prompt, 32);
+    if (run_one(&b, b.prompt, 32, 4, &t) != 0)
+        goto out;
+
+    /* Prefill: one 512-token prompt, best of 2. */
+    double prefill_tps = 0.0;
+    for (int i = 0; i < 2; i++) {
+        random_prompt(&b, b.prompt, PREFILL_TOKENS);
+        if (run_one(&b, b.prompt, PREFILL_TOKENS, 1, &t) != 0)
+            goto out;
+        double tps = (double)PREFILL_TOKENS * 1000.0 / t.timing.prefill_ms;
+        if (tps > prefill_tps)
+            prefill_tps = tps;
+    }
+    printf("prefill (%d-token prompt): %.1f tokens/s\n", PREFILL_TOKENS, prefill_tps);
+
+    /* Single-stream decode. */
+    random_prompt(&b, b.prompt, SWEEP_PROMPT);
+    if (run_one(&b, b.prompt, SWEEP_PROMPT, o.decode_tokens * 2, &t) != 0)
+        goto out;
+    double decode_tps = (double)(t.usage.completion_tokens - 1) * 1000.0 / t.timing.decode_ms;
+    printf("decode (single stream, %u tokens): %.1f tokens/s (%.2f ms/token)\n",
+           t.usage.completion_tokens - 1, decode_tps, 1000.0 / decode_tps);
+
+    /* Bandwidth floor: every weight is read once per token, except an untied embedding table
+     * (one row gathered). */
+    double bw = read_bandwidth(n_threads);
+    double bytes_per_token = (double)model.weight_bytes;
+    if (!model.hp.tied_embeddings)
+        bytes_per_token -= (double)model.tok_embd.nbytes;
+    double floor_tps = bw / bytes_per_token;
+    printf("memory read bandwidth (%d threads): %.1f GB/s; weight bytes per token %.1f MB\n",
+           n_threads, bw / 1e9, bytes_per_token / 1e6);
+    printf("decode bandwidth floor: %.1f tokens/s; decode at %.0f%% of it\n", floor_tps,
+           100.0 * decode_tps / floor_tps);
+    if (ops->free_memory != NULL)
+        printf("note: %s weights live in device memory; the floor above uses host bandwidth\n",
+               ops->name);
+
+    /* Concurrency sweep. */
+    double tps_at_1 = 0.0, tps_at_16 = 0.0;
+    for (uint32_t i = 0; i < o.n_conc; i++) {
+        sweep_result r;
+        if (sweep(&b, o.conc[i], o.decode_tokens, &r) != 0)
+            goto out;
+        printf("concurrency %3u: aggregate decode %.1f tokens/s, step latency %.2f ms "
+               "(%u steps)\n",
+               o.conc[i], r.tokens_per_s, r.step_ms, r.steps);
+        if (o.conc[i] == 1)
+            tps_at_1 = r.tokens_per_s;
+        if (o.conc[i] == 16)
+            tps_at_16 = r.tokens_per_s;
+    }
+
+    /* Prefix cache. */
+    double cold_tps, warm_tps, cold_hits, warm_hits;
+    uint32_t shared = PREFILL_TOKENS * 9 / 10;
+    if (prefix_run(&b, 0, &cold_tps, &cold_hits) != 0 ||
+        prefix_run(&b, shared, &warm_tps, &warm_hits) != 0)
+        goto out;
+    printf("prefill, %d x %d-token prompts: no shared prefix %.1f tokens/s (hit rate %.0f%%); "
+           "90%% shared prefix %.1f tokens/s (hit rate %.0f%%): %.2fx\n",
+           PREFIX_REQUESTS, PREFILL_TOKENS, cold_tps, 100.0 * cold_hits, warm_tps,
+           100.0 * warm_hits, warm_tps / cold_tps);
+
+    /* KV bytes per token, measured with two more engines once this one is gone (so a GPU
+     * never holds more than two copies of the weights). */
+    size_t engine_per_token = wk_engine_kv_bytes_per_token(b.e);
+    wk_engine_destroy(b.e);
+    b.e = NULL;
+    size_t el = cfg.kv_dtype == WK_DTYPE_F32 ? 4 : 2;
+    double theory = 2.0 * model.hp.n_layer * model.hp.n_head_kv * model.hp.head_dim * (double)el;
+    double measured = kv_measured(&model, tok, &cfg);
+    if (measured > 0)
+        printf("KV bytes per token: %.0f measured (allocation delta), %zu engine, %.0f "
+               "theoretical (2 x %u x %u x %u x %zu): %+.1f%%\n",
+               measured, engine_per_token, theory, model.hp.n_layer, model.hp.n_head_kv,
+               model.hp.head_dim, el, 100.0 * (measured - theory) / theory);
+    else
+        printf("KV bytes per token: %zu engine, %.0f theoretical (allocation not measurable)\n",
+               engine_per_token, theory);
+
+    if (tps_at_1 > 0 && tps_at_16 > 0)
+        printf("batching gain at 16: %.2f\n", tps_at_16 / tps_at_1);
+    else
+        printf("batching gain at 16: n/a (needs 1 and 16 in --concurrency)\n");
+    rc = 0;
+
+out:
+    wk_engine_destroy(b.e);
+    free(b.prompt);
+    wk_tokenizer_free(tok);
+    wk_model_fini(&model);
+    wk_gguf_close(g);
+    return rc;
+}
