@@ -26,9 +26,9 @@ typedef struct gw_tenant {
 } gw_tenant;
 
 typedef struct gw_auth {
-    int disabled;         /* --no-auth: every request is the "anonymous" tenant */
-    gw_tenant anonymous;  /* used when disabled */
-    gw_tenant *tenants;   /* (n_tenants) */
+    int disabled;        /* --no-auth: every request is the "anonymous" tenant */
+    gw_tenant anonymous; /* used when disabled */
+    gw_tenant *tenants;  /* (n_tenants) */
     size_t n_tenants;
 } gw_auth;
 

@@ -1,9 +1,11 @@
 #include "gw_call.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "cm_clock.h"
 #include "cm_log.h"
@@ -15,11 +17,11 @@
 #define STREAM_MAX_BYTES (16u << 20) /* pending SSE bytes while the client is slow */
 
 typedef struct choice {
-    uint64_t id;    /* wire id while a Submit is in flight, else 0 */
-    int started;    /* a token arrived */
-    int done;       /* Finished arrived */
-    int role_sent;  /* stream: first chunk (with the role) sent */
-    cm_buf text;    /* non-streaming text */
+    uint64_t id;   /* wire id while a Submit is in flight, else 0 */
+    int started;   /* a token arrived */
+    int done;      /* Finished arrived */
+    int role_sent; /* stream: first chunk (with the role) sent */
+    cm_buf text;   /* non-streaming text */
     gw_logprobs_acc lp;
     const char *finish;
     uint32_t prompt_tokens, completion_tokens, cached_tokens;
@@ -27,8 +29,8 @@ typedef struct choice {
 
 struct gw_call {
     gw_thread *t;
-    h2o_req_t *req;  /* NULL once h2o disposed the request */
-    int stopped;     /* client went away (stream stop) */
+    h2o_req_t *req; /* NULL once h2o disposed the request */
+    int stopped;    /* client went away (stream stop) */
     gw_api api;
     gw_request rq;
     gw_tenant tenant;
@@ -41,11 +43,11 @@ struct gw_call {
     int retried;
     int64_t created_s, t0_ns, t_first_ns;
     uint64_t deadline_unix_ms;
-    int status;      /* final HTTP status, for logs and metrics */
-    int finished;    /* bookkeeping done */
-    int n_active;    /* Submits in flight */
-    int rl_pending;  /* waiting for the rate limiter */
-    int admitted;    /* holds a lease */
+    int status;     /* final HTTP status, for logs and metrics */
+    int finished;   /* bookkeeping done */
+    int n_active;   /* Submits in flight */
+    int rl_pending; /* waiting for the rate limiter */
+    int admitted;   /* holds a lease */
     gw_rl_verdict verdict;
     int have_verdict;
     uv_timer_t timer;
@@ -147,9 +149,9 @@ static void call_finish(gw_call *c, int status) {
     snprintf(ttfb_ms, sizeof ttfb_ms, "%.2f", ttfb >= 0 ? ttfb * 1e3 : -1.0);
     snprintf(dur_ms, sizeof dur_ms, "%.2f", (now - c->t0_ns) / 1e6);
     cm_log(CM_LOG_INFO, c->rid, "request", "route", route_name(c->api), "tenant",
-           c->has_tenant ? c->tenant.name : "-", "model", c->rq.model ? c->rq.model : "-",
-           "status", st, "stream", c->rq.stream ? "true" : "false", "prompt_tokens", pt,
-           "completion_tokens", ctok, "ttfb_ms", ttfb_ms, "duration_ms", dur_ms, "worker",
+           c->has_tenant ? c->tenant.name : "-", "model", c->rq.model ? c->rq.model : "-", "status",
+           st, "stream", c->rq.stream ? "true" : "false", "prompt_tokens", pt, "completion_tokens",
+           ctok, "ttfb_ms", ttfb_ms, "duration_ms", dur_ms, "worker",
            c->worker ? c->worker->address : "-", NULL);
 }
 
@@ -177,9 +179,8 @@ static void add_rl_headers(gw_call *c) {
     if (c->verdict.limit_tokens >= 0) {
         snprintf(v, sizeof v, "%" PRId64, c->verdict.limit_tokens);
         gw_http_add_header(c->req, "x-ratelimit-limit-tokens", v);
-        snprintf(v, sizeof v, "%" PRId64, c->verdict.remaining_tokens < 0
-                                              ? (int64_t)0
-                                              : c->verdict.remaining_tokens);
+        snprintf(v, sizeof v, "%" PRId64,
+                 c->verdict.remaining_tokens < 0 ? (int64_t)0 : c->verdict.remaining_tokens);
         gw_http_add_header(c->req, "x-ratelimit-remaining-tokens", v);
     }
 }
@@ -270,8 +271,7 @@ static void call_complete(gw_call *c) {
     if (c->rq.stream) {
         stream_start(c);
         if (c->rq.include_usage)
-            gw_format_usage_chunk(&c->pending, c->api, c->resp_id, c->created_s, c->rq.model,
-                                  &u);
+            gw_format_usage_chunk(&c->pending, c->api, c->resp_id, c->created_s, c->rq.model, &u);
         cm_buf_append_str(&c->pending, "data: [DONE]\n\n");
         c->final_queued = 1;
         call_finish(c, 200);
@@ -289,8 +289,7 @@ static void call_complete(gw_call *c) {
             outs[i].logprobs = c->rq.logprobs ? &c->ch[i].lp : NULL;
         }
         cm_buf_init(&body, 64u << 20);
-        rv = gw_format_response(&body, c->api, c->resp_id, c->created_s, c->rq.model, outs, n,
-                                &u);
+        rv = gw_format_response(&body, c->api, c->resp_id, c->created_s, c->rq.model, outs, n, &u);
         if (rv != CM_OK) {
             gw_error e;
             cm_buf_fini(&body);
@@ -349,8 +348,8 @@ static uint64_t affinity_of(const gw_request *rq) {
 static void route_and_submit(gw_call *c, const gw_worker *exclude) {
     gw_error e;
     gw_worker *w = NULL;
-    cm_err rv = gw_pool_pick(&c->t->srv->pool, c->rq.model, affinity_of(&c->rq), exclude, &w,
-                             c->served);
+    cm_err rv =
+        gw_pool_pick(&c->t->srv->pool, c->rq.model, affinity_of(&c->rq), exclude, &w, c->served);
     if (rv == CM_ERR_NOT_FOUND) {
         gw_error_set(&e, 404, GW_ERRT_INVALID, "model_not_found", "model",
                      "The model '%s' does not exist or has no worker", c->rq.model);
@@ -424,9 +423,9 @@ static void on_admitted(void *arg, const gw_rl_verdict *v) {
     if (c->req == NULL || c->finished) {
         /* Client left while we waited: give the slot back if we got one. */
         if (v->allowed && c->t->rl != NULL && c->has_tenant && !v->redis_failed)
-            gw_ratelimit_finish(c->t->rl, &c->tenant, c->rid,
-                                -(int64_t)(c->rq.prompt_token_estimate +
-                                           (uint64_t)c->rq.n * c->rq.max_tokens));
+            gw_ratelimit_finish(
+                c->t->rl, &c->tenant, c->rid,
+                -(int64_t)(c->rq.prompt_token_estimate + (uint64_t)c->rq.n * c->rq.max_tokens));
         maybe_free(c);
         return;
     }
@@ -633,9 +632,8 @@ void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env) {
             gw_error e;
             gw_error_set(&e, 500, GW_ERRT_SERVER, "worker_error", NULL,
                          "the worker ended the generation (%s)",
-                         f->reason == SLUICE__FINISH_REASON__FINISH_REASON_CANCELLED
-                             ? "cancelled"
-                             : "error");
+                         f->reason == SLUICE__FINISH_REASON__FINISH_REASON_CANCELLED ? "cancelled"
+                                                                                     : "error");
             call_fail(c, &e);
             break;
         }
@@ -644,9 +642,8 @@ void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env) {
         if (f->usage != NULL) {
             ch->prompt_tokens = f->usage->prompt_tokens;
             ch->completion_tokens = f->usage->completion_tokens;
-            ch->cached_tokens = f->usage->has_cached_prompt_tokens
-                                    ? f->usage->cached_prompt_tokens
-                                    : 0;
+            ch->cached_tokens =
+                f->usage->has_cached_prompt_tokens ? f->usage->cached_prompt_tokens : 0;
         }
         if (!c->finished) {
             const char *tail = f->text ? f->text : "";
@@ -725,6 +722,44 @@ void gw_call_on_lost(gw_thread *t, gw_worker *w, uint32_t epoch) {
             continue;
         c = s->call;
         call_worker_lost(c);
+        maybe_free(c);
+    }
+}
+
+/* 1 when the peer of an HTTP/1 request has closed its side (EOF or error on a peek). */
+static int http1_peer_gone(h2o_req_t *req) {
+    h2o_socket_t *sock;
+    char b;
+    ssize_t n;
+    int fd;
+    if (req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
+        return 0; /* HTTP/2: h2o reads the connection and disposes the streams itself */
+    sock = req->conn->callbacks->get_socket(req->conn);
+    if (sock == NULL || (fd = h2o_socket_get_fd(sock)) < 0)
+        return 0;
+    n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0)
+        return 1;
+    return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+void gw_call_probe_disconnects(gw_thread *t) {
+    for (uint32_t i = 0; i < t->n_slots; i++) {
+        gw_slot *s = &t->slots[i];
+        gw_call *c;
+        gw_error e;
+        if (s->id == 0)
+            continue;
+        c = s->call;
+        if (c->req == NULL || c->finished || c->stream_started || !http1_peer_gone(c->req))
+            continue;
+        /* Cancel at the worker at once; the 499 answer only lets h2o free the request (its
+         * write fails on the closed socket). */
+        drop_submits(c, 1);
+        call_finish(c, 499);
+        gw_error_set(&e, 499, GW_ERRT_INVALID, "client_closed_request", NULL,
+                     "the client closed the connection");
+        gw_http_send_error(c->req, c->rid, &e);
         maybe_free(c);
     }
 }

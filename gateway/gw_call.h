@@ -28,4 +28,12 @@ void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env);
 /* gw_call_on_lost fails or retries every call of t using w's pipe of epoch <= epoch. */
 void gw_call_on_lost(gw_thread *t, gw_worker *w, uint32_t epoch);
 
+/*
+ * gw_call_probe_disconnects finds HTTP/1 clients of t that closed their connection while
+ * their request waits for the worker (h2o 2.2 does not read an HTTP/1 socket while a request
+ * is being handled, so it cannot notice) and cancels their requests at the worker. Called
+ * periodically by the loop thread.
+ */
+void gw_call_probe_disconnects(gw_thread *t);
+
 #endif /* GW_CALL_H */

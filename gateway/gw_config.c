@@ -20,8 +20,7 @@ static const cyaml_schema_field_t limits_fields[] = {
     CYAML_FIELD_UINT("max_stop", CYAML_FLAG_OPTIONAL, gw_limits, max_stop),
     CYAML_FIELD_UINT("max_stop_chars", CYAML_FLAG_OPTIONAL, gw_limits, max_stop_chars),
     CYAML_FIELD_UINT("max_logit_bias", CYAML_FLAG_OPTIONAL, gw_limits, max_logit_bias),
-    CYAML_FIELD_UINT("max_prompt_token_ids", CYAML_FLAG_OPTIONAL, gw_limits,
-                     max_prompt_token_ids),
+    CYAML_FIELD_UINT("max_prompt_token_ids", CYAML_FLAG_OPTIONAL, gw_limits, max_prompt_token_ids),
     CYAML_FIELD_END};
 
 static const cyaml_schema_field_t tenant_fields[] = {
@@ -42,23 +41,22 @@ static const cyaml_schema_value_t worker_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, gw_worker_cfg, worker_fields)};
 
 static const cyaml_schema_field_t top_fields[] = {
-    CYAML_FIELD_STRING_PTR("listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, listen,
-                           1, 255),
+    CYAML_FIELD_STRING_PTR("listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, listen, 1,
+                           255),
     CYAML_FIELD_UINT("threads", CYAML_FLAG_OPTIONAL, gw_config, threads),
     CYAML_FIELD_STRING_PTR("tls_cert", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
                            tls_cert, 1, 4095),
-    CYAML_FIELD_STRING_PTR("tls_key", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
-                           tls_key, 1, 4095),
+    CYAML_FIELD_STRING_PTR("tls_key", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, tls_key,
+                           1, 4095),
     CYAML_FIELD_BOOL("no_auth", CYAML_FLAG_OPTIONAL, gw_config, no_auth),
     CYAML_FIELD_UINT("max_inflight", CYAML_FLAG_OPTIONAL, gw_config, max_inflight),
     CYAML_FIELD_UINT("deadline_ms", CYAML_FLAG_OPTIONAL, gw_config, deadline_ms),
     CYAML_FIELD_UINT("max_deadline_ms", CYAML_FLAG_OPTIONAL, gw_config, max_deadline_ms),
     CYAML_FIELD_MAPPING("limits", CYAML_FLAG_OPTIONAL, gw_config, limits, limits_fields),
-    CYAML_FIELD_STRING_PTR("redis", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
-                           redis_url, 1, 255),
+    CYAML_FIELD_STRING_PTR("redis", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, redis_url,
+                           1, 255),
     CYAML_FIELD_UINT("redis_timeout_ms", CYAML_FLAG_OPTIONAL, gw_config, redis_timeout_ms),
-    CYAML_FIELD_BOOL("ratelimit_fail_open", CYAML_FLAG_OPTIONAL, gw_config,
-                     ratelimit_fail_open),
+    CYAML_FIELD_BOOL("ratelimit_fail_open", CYAML_FLAG_OPTIONAL, gw_config, ratelimit_fail_open),
     CYAML_FIELD_UINT("lease_ttl_ms", CYAML_FLAG_OPTIONAL, gw_config, lease_ttl_ms),
     CYAML_FIELD_BOOL("redis_keys", CYAML_FLAG_OPTIONAL, gw_config, redis_keys),
     CYAML_FIELD_BOOL("discovery", CYAML_FLAG_OPTIONAL, gw_config, discovery),
@@ -160,8 +158,18 @@ cm_err gw_config_defaults(gw_config **out) {
     return CM_OK;
 }
 
-enum { OPT_NO_AUTH = 256, OPT_FAIL_OPEN, OPT_FAIL_CLOSED, OPT_DISCOVERY, OPT_MAX_INFLIGHT,
-       OPT_RPM, OPT_TPM, OPT_CONC, OPT_METRICS };
+enum {
+    OPT_NO_AUTH = 256,
+    OPT_FAIL_OPEN,
+    OPT_FAIL_CLOSED,
+    OPT_DISCOVERY,
+    OPT_MAX_INFLIGHT,
+    OPT_RPM,
+    OPT_TPM,
+    OPT_CONC,
+    OPT_METRICS,
+    OPT_REDIS_KEYS
+};
 
 cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t errlen) {
     static const struct option opts[] = {
@@ -175,6 +183,7 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         {"fail-open", no_argument, NULL, OPT_FAIL_OPEN},
         {"fail-closed", no_argument, NULL, OPT_FAIL_CLOSED},
         {"discovery", no_argument, NULL, OPT_DISCOVERY},
+        {"redis-keys", no_argument, NULL, OPT_REDIS_KEYS},
         {"max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT},
         {"default-rpm", required_argument, NULL, OPT_RPM},
         {"default-tpm", required_argument, NULL, OPT_TPM},
@@ -292,6 +301,9 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         case OPT_DISCOVERY:
             c->discovery = true;
             break;
+        case OPT_REDIS_KEYS:
+            c->redis_keys = true;
+            break;
         default:
             break;
         }
@@ -300,14 +312,21 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         c->listen = dup_str("127.0.0.1:8000");
     fill_defaults(c);
     if (!c->no_auth && c->tenants_count == 0 && c->cli_keys_count == 0 && !c->redis_keys) {
-        snprintf(err, errlen, "no API keys configured: give --api-key KEY, tenants in the "
-                              "config, redis_keys: true, or --no-auth for local use");
+        snprintf(err, errlen,
+                 "no API keys configured: give --api-key KEY, tenants in the "
+                 "config, redis_keys: true, or --no-auth for local use");
+        rv = CM_ERR_CONFIG;
+        goto fail;
+    }
+    if ((c->redis_keys || c->discovery) && c->redis_url == NULL) {
+        snprintf(err, errlen, "redis_keys and discovery need a Redis: give --redis or 'redis:'");
         rv = CM_ERR_CONFIG;
         goto fail;
     }
     if (c->workers_count == 0 && !(c->discovery && c->redis_url != NULL)) {
-        snprintf(err, errlen, "no workers: give --worker MODEL=ADDR, workers in the config, "
-                              "or --redis with --discovery");
+        snprintf(err, errlen,
+                 "no workers: give --worker MODEL=ADDR, workers in the config, "
+                 "or --redis with --discovery");
         rv = CM_ERR_CONFIG;
         goto fail;
     }

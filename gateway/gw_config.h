@@ -28,21 +28,21 @@ typedef struct gw_worker_cfg {
 } gw_worker_cfg;
 
 typedef struct gw_config {
-    char *listen;            /* HOST:PORT */
-    uint32_t threads;        /* loop threads; 0 = number of CPUs */
+    char *listen;             /* HOST:PORT */
+    uint32_t threads;         /* loop threads; 0 = number of CPUs */
     char *tls_cert, *tls_key; /* PEM files; both or neither */
-    bool no_auth;            /* explicit: accept requests without an API key */
-    uint32_t max_inflight;   /* requests in flight per gateway; beyond: 503 */
-    uint32_t deadline_ms;    /* default per-request deadline */
+    bool no_auth;             /* explicit: accept requests without an API key */
+    uint32_t max_inflight;    /* requests in flight per gateway; beyond: 503 */
+    uint32_t deadline_ms;     /* default per-request deadline */
     uint32_t max_deadline_ms; /* largest x-sluice-timeout-ms accepted */
     gw_limits limits;
 
-    char *redis_url;             /* redis://HOST:PORT or NULL */
-    uint32_t redis_timeout_ms;   /* connect and command timeout */
-    bool ratelimit_fail_open;    /* Redis down: admit (true) or 503 (false) */
-    uint32_t lease_ttl_ms;       /* concurrency lease expiry (crashed gateway) */
-    bool redis_keys;             /* look API keys up in Redis too */
-    bool discovery;              /* SCAN the Redis worker registry */
+    char *redis_url;           /* redis://HOST:PORT or NULL */
+    uint32_t redis_timeout_ms; /* connect and command timeout */
+    bool ratelimit_fail_open;  /* Redis down: admit (true) or 503 (false) */
+    uint32_t lease_ttl_ms;     /* concurrency lease expiry (crashed gateway) */
+    bool redis_keys;           /* look API keys up in Redis too */
+    bool discovery;            /* SCAN the Redis worker registry */
     uint32_t discovery_interval_ms;
 
     uint32_t default_rpm, default_tpm, default_max_concurrency; /* --api-key tenant */
@@ -51,7 +51,7 @@ typedef struct gw_config {
     gw_worker_cfg *workers;
     unsigned workers_count;
 
-    char *log_level;  /* debug|info|warn|error */
+    char *log_level; /* debug|info|warn|error */
     bool log_json;
     bool log_prompts; /* log prompt text (off: never logged) */
 

@@ -14,8 +14,7 @@
 
 #define MAX_VALUE_BYTES 8192
 
-cm_err gw_discovery_parse(const char *json, size_t len, char *model, char *address,
-                          int *draining) {
+cm_err gw_discovery_parse(const char *json, size_t len, char *model, char *address, int *draining) {
     json_t *root, *m, *a, *v, *d;
     cm_err rv = CM_ERR_FORMAT;
     if (len > MAX_VALUE_BYTES)
@@ -133,8 +132,8 @@ static void *discovery_main(void *arg) {
                     gw_pool_mark_gone(&s->pool, w);
             }
         }
-        for (uint32_t slept = 0; slept < s->cfg->discovery_interval_ms && !atomic_load(&s->stopping);
-             slept += 50)
+        for (uint32_t slept = 0;
+             slept < s->cfg->discovery_interval_ms && !atomic_load(&s->stopping); slept += 50)
             cm_clock_sleep_ms(50);
     }
     if (rc != NULL)

@@ -24,7 +24,6 @@ void gw_discovery_stop(struct gw_server *s);
  * (GW_NAME_MAX / GW_ADDR_MAX bytes) and draining. CM_ERR_FORMAT when it is not a valid entry
  * or carries another protocol_version.
  */
-cm_err gw_discovery_parse(const char *json, size_t len, char *model, char *address,
-                          int *draining);
+cm_err gw_discovery_parse(const char *json, size_t len, char *model, char *address, int *draining);
 
 #endif /* GW_DISCOVERY_H */

@@ -13,8 +13,8 @@ static void copy_str(char *dst, size_t cap, const char *src) {
     snprintf(dst, cap, "%s", src);
 }
 
-cm_err gw_error_set(gw_error *e, int status, const char *type, const char *code,
-                    const char *param, const char *fmt, ...) {
+cm_err gw_error_set(gw_error *e, int status, const char *type, const char *code, const char *param,
+                    const char *fmt, ...) {
     va_list ap;
     e->status = status;
     e->type = type;

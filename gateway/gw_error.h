@@ -22,12 +22,12 @@
 #define GW_ERRT_TIMEOUT "timeout"
 
 typedef struct gw_error {
-    int status;         /* HTTP status, e.g. 400 */
-    const char *type;   /* one of GW_ERRT_* (static string) */
-    char code[48];      /* machine code ("invalid_value"); "" renders as null */
-    char param[96];     /* offending parameter ("messages[2].content"); "" renders as null */
-    char message[320];  /* safe to show to the client */
-    int retry_after_s;  /* > 0: send a Retry-After header */
+    int status;        /* HTTP status, e.g. 400 */
+    const char *type;  /* one of GW_ERRT_* (static string) */
+    char code[48];     /* machine code ("invalid_value"); "" renders as null */
+    char param[96];    /* offending parameter ("messages[2].content"); "" renders as null */
+    char message[320]; /* safe to show to the client */
+    int retry_after_s; /* > 0: send a Retry-After header */
 } gw_error;
 
 /*
@@ -35,9 +35,8 @@ typedef struct gw_error {
  * CM_ERR_INVALID for 4xx statuses and CM_ERR_OVERLOADED/CM_ERR_TIMEOUT/CM_ERR_INTERNAL for 503,
  * 504 and other 5xx, so validators can `return gw_error_set(...)`.
  */
-cm_err gw_error_set(gw_error *e, int status, const char *type, const char *code,
-                    const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+cm_err gw_error_set(gw_error *e, int status, const char *type, const char *code, const char *param,
+                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /*
  * gw_error_from_worker maps a worker Event.Error code (a cm_err value) and its message to the

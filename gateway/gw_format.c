@@ -151,9 +151,9 @@ static cm_err put_usage(cm_buf *out, const gw_usage_out *u) {
 
 static cm_err put_head(cm_buf *out, gw_api api, int chunk, const char *id, int64_t created,
                        const char *model) {
-    cm_err rv = cm_buf_printf(out, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%" PRId64
-                                   ",\"model\":",
-                              id, obj_name(api, chunk), created);
+    cm_err rv = cm_buf_printf(
+        out, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":", id,
+        obj_name(api, chunk), created);
     if (rv == CM_OK)
         rv = gw_buf_json_str(out, model, strlen(model));
     if (rv == CM_OK)
@@ -200,10 +200,9 @@ cm_err gw_format_response(cm_buf *out, gw_api api, const char *id, int64_t creat
     return rv;
 }
 
-cm_err gw_format_chunk(cm_buf *out, gw_api api, const char *id, int64_t created,
-                       const char *model, uint32_t index, int first, const char *text,
-                       size_t text_len, const char *finish_reason, const Sluice__Tokens *tok,
-                       int usage_null) {
+cm_err gw_format_chunk(cm_buf *out, gw_api api, const char *id, int64_t created, const char *model,
+                       uint32_t index, int first, const char *text, size_t text_len,
+                       const char *finish_reason, const Sluice__Tokens *tok, int usage_null) {
     cm_err rv = cm_buf_append_str(out, "data: ");
     if (rv == CM_OK)
         rv = put_head(out, api, 1, id, created, model);

@@ -35,7 +35,7 @@ cm_err gw_logprobs_render(const gw_logprobs_acc *l, gw_api api, cm_buf *out);
 typedef struct gw_choice_out {
     const char *text;
     size_t text_len;
-    const char *finish_reason; /* NULL = null */
+    const char *finish_reason;       /* NULL = null */
     const gw_logprobs_acc *logprobs; /* NULL = "logprobs": null */
 } gw_choice_out;
 
@@ -53,10 +53,9 @@ cm_err gw_format_response(cm_buf *out, gw_api api, const char *id, int64_t creat
  * on the first chunk of a chat choice (first != 0), finish_reason (NULL = null), and the
  * chunk's logprobs from tok (NULL = none). usage_null adds "usage":null (include_usage).
  */
-cm_err gw_format_chunk(cm_buf *out, gw_api api, const char *id, int64_t created,
-                       const char *model, uint32_t index, int first, const char *text,
-                       size_t text_len, const char *finish_reason, const Sluice__Tokens *tok,
-                       int usage_null);
+cm_err gw_format_chunk(cm_buf *out, gw_api api, const char *id, int64_t created, const char *model,
+                       uint32_t index, int first, const char *text, size_t text_len,
+                       const char *finish_reason, const Sluice__Tokens *tok, int usage_null);
 
 /* The final usage chunk of stream_options.include_usage (choices: []). */
 cm_err gw_format_usage_chunk(cm_buf *out, gw_api api, const char *id, int64_t created,

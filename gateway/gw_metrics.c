@@ -35,8 +35,8 @@ cm_err gw_metrics_init(gw_metrics *m) {
                              "Requests refused with 429, by tenant and limit.", rl_labels,
                              &m->ratelimited));
     CHECK(cm_metrics_gauge(m->reg, "sluice_gateway_worker_up",
-                           "1 when the worker is connected, greeted and not draining.",
-                           w_labels, &m->worker_up));
+                           "1 when the worker is connected, greeted and not draining.", w_labels,
+                           &m->worker_up));
     CHECK(cm_metrics_gauge(m->reg, "sluice_gateway_worker_inflight",
                            "Requests this gateway has in flight on the worker.", w_labels,
                            &m->worker_inflight));

@@ -14,19 +14,19 @@ typedef struct gw_pool gw_pool;
 
 typedef struct gw_metrics {
     cm_metrics *reg;
-    cm_metric *requests;       /* counter {route, model, status} */
-    cm_metric *ttfb;           /* histogram {route} seconds */
-    cm_metric *duration;       /* histogram {route} seconds */
-    cm_metric *ratelimited;    /* counter {tenant, limit} */
-    cm_metric *worker_up;      /* gauge {model, address} */
-    cm_metric *worker_inflight; /* gauge {model, address} */
-    cm_metric *worker_waiting;  /* gauge {model, address} */
-    cm_metric *worker_running;  /* gauge {model, address} */
-    cm_series *inflight;       /* gauge */
-    cm_series *redis_errors;   /* counter */
-    cm_series *retries;        /* counter */
-    cm_series *cancels;        /* counter: client disconnects cancelled at the worker */
-    cm_series *tokens_prompt;  /* counter */
+    cm_metric *requests;          /* counter {route, model, status} */
+    cm_metric *ttfb;              /* histogram {route} seconds */
+    cm_metric *duration;          /* histogram {route} seconds */
+    cm_metric *ratelimited;       /* counter {tenant, limit} */
+    cm_metric *worker_up;         /* gauge {model, address} */
+    cm_metric *worker_inflight;   /* gauge {model, address} */
+    cm_metric *worker_waiting;    /* gauge {model, address} */
+    cm_metric *worker_running;    /* gauge {model, address} */
+    cm_series *inflight;          /* gauge */
+    cm_series *redis_errors;      /* counter */
+    cm_series *retries;           /* counter */
+    cm_series *cancels;           /* counter: client disconnects cancelled at the worker */
+    cm_series *tokens_prompt;     /* counter */
     cm_series *tokens_completion; /* counter */
 } gw_metrics;
 

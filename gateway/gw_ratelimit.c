@@ -86,9 +86,9 @@ typedef struct pend {
     gw_rl_cb cb;
     void *arg;
     uv_timer_t timer;
-    int answered;  /* cb called */
-    int replied;   /* hiredis callback ran (or never will) */
-    int closed;    /* timer closed */
+    int answered; /* cb called */
+    int replied;  /* hiredis callback ran (or never will) */
+    int closed;   /* timer closed */
     gw_tenant tenant;
     char lease[80];
     uint32_t tokens;
@@ -373,8 +373,8 @@ static void send_admit(pend *p, int use_eval) {
     }
 }
 
-void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens,
-                        const char *lease, gw_rl_cb cb, void *arg) {
+void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens, const char *lease,
+                        gw_rl_cb cb, void *arg) {
     pend *p;
     gw_rl_verdict v;
     if (rl->ac == NULL || !rl->connected) {
@@ -430,4 +430,106 @@ void gw_ratelimit_finish(gw_ratelimit *rl, const gw_tenant *t, const char *lease
     argv[7] = lease;
     if (redisAsyncCommandArgv(rl->ac, on_finish_reply, rl, 8, argv, NULL) != REDIS_OK)
         cm_series_inc(rl->metrics->redis_errors);
+}
+
+typedef struct keyq {
+    gw_ratelimit *rl;
+    gw_rl_key_cb cb;
+    void *arg;
+    uv_timer_t timer;
+    uint8_t digest[CM_SHA256_LEN];
+    int answered, replied, closed;
+} keyq;
+
+static void on_keyq_closed(uv_handle_t *h) {
+    keyq *q = h->data;
+    q->closed = 1;
+    if (q->replied)
+        free(q);
+}
+
+static void keyq_answer(keyq *q, int found, const gw_tenant *t) {
+    if (q->answered)
+        return;
+    q->answered = 1;
+    uv_timer_stop(&q->timer);
+    uv_close((uv_handle_t *)&q->timer, on_keyq_closed);
+    q->cb(q->arg, found, t);
+}
+
+static void on_keyq_timeout(uv_timer_t *t) {
+    keyq *q = t->data;
+    note_error(q->rl, "api key lookup timeout");
+    keyq_answer(q, -1, NULL);
+}
+
+static uint32_t field_u32(const redisReply *v) {
+    char buf[16];
+    unsigned long x;
+    if (v->type != REDIS_REPLY_STRING || v->len <= 0 || (size_t)v->len >= sizeof buf)
+        return 0;
+    memcpy(buf, v->str, (size_t)v->len);
+    buf[v->len] = '\0';
+    x = strtoul(buf, NULL, 10);
+    return x > UINT32_MAX ? UINT32_MAX : (uint32_t)x;
+}
+
+static void on_key_reply(redisAsyncContext *ac, void *r, void *priv) {
+    keyq *q = priv;
+    redisReply *reply = r;
+    (void)ac;
+    if (!q->answered) {
+        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+            note_error(q->rl, "api key lookup failed");
+            keyq_answer(q, -1, NULL);
+        } else if (reply->elements == 0) {
+            keyq_answer(q, 0, NULL);
+        } else {
+            gw_tenant t;
+            memset(&t, 0, sizeof t);
+            memcpy(t.digest, q->digest, sizeof t.digest);
+            for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+                const redisReply *k = reply->element[i], *v = reply->element[i + 1];
+                if (k->type != REDIS_REPLY_STRING)
+                    continue;
+                if (strcmp(k->str, "tenant") == 0 && v->type == REDIS_REPLY_STRING && v->len > 0 &&
+                    (size_t)v->len < sizeof t.name)
+                    memcpy(t.name, v->str, (size_t)v->len);
+                else if (strcmp(k->str, "rpm") == 0)
+                    t.rpm = field_u32(v);
+                else if (strcmp(k->str, "tpm") == 0)
+                    t.tpm = field_u32(v);
+                else if (strcmp(k->str, "max_concurrency") == 0)
+                    t.max_concurrency = field_u32(v);
+            }
+            /* A key without a tenant name is not usable: treat it as unknown. */
+            keyq_answer(q, t.name[0] != '\0', t.name[0] != '\0' ? &t : NULL);
+        }
+    }
+    q->replied = 1;
+    if (q->closed)
+        free(q);
+}
+
+void gw_ratelimit_lookup_key(gw_ratelimit *rl, const uint8_t digest[CM_SHA256_LEN], gw_rl_key_cb cb,
+                             void *arg) {
+    char hex[CM_SHA256_HEX_LEN + 1], key[96];
+    keyq *q;
+    if (rl->ac == NULL || !rl->connected || (q = calloc(1, sizeof *q)) == NULL) {
+        cb(arg, -1, NULL);
+        return;
+    }
+    q->rl = rl;
+    q->cb = cb;
+    q->arg = arg;
+    memcpy(q->digest, digest, CM_SHA256_LEN);
+    cm_sha256_hex(digest, hex);
+    snprintf(key, sizeof key, "sluice:apikey:%s", hex);
+    uv_timer_init(rl->loop, &q->timer);
+    q->timer.data = q;
+    uv_timer_start(&q->timer, on_keyq_timeout, rl->cfg->redis_timeout_ms, 0);
+    if (redisAsyncCommand(rl->ac, on_key_reply, q, "HGETALL %s", key) != REDIS_OK) {
+        q->replied = 1;
+        keyq_answer(q, -1, NULL);
+    }
 }

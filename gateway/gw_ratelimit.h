@@ -31,10 +31,10 @@
 typedef struct gw_ratelimit gw_ratelimit;
 
 typedef struct gw_rl_verdict {
-    int allowed;         /* 1: go on */
-    int redis_failed;    /* Redis did not answer: allowed reflects fail-open/closed */
-    const char *limit;   /* when refused: "requests", "tokens" or "concurrency" */
-    int retry_after_s;   /* when refused */
+    int allowed;       /* 1: go on */
+    int redis_failed;  /* Redis did not answer: allowed reflects fail-open/closed */
+    const char *limit; /* when refused: "requests", "tokens" or "concurrency" */
+    int retry_after_s; /* when refused */
     int64_t limit_requests, remaining_requests; /* -1 = unlimited/unknown */
     int64_t limit_tokens, remaining_tokens;
 } gw_rl_verdict;
@@ -42,6 +42,10 @@ typedef struct gw_rl_verdict {
 /* Called exactly once per gw_ratelimit_admit, on the loop thread (possibly before
  * gw_ratelimit_admit returns). */
 typedef void (*gw_rl_cb)(void *arg, const gw_rl_verdict *v);
+
+/* Called once per gw_ratelimit_lookup_key: found = 1 with the tenant, 0 when the key is
+ * unknown, -1 when Redis did not answer (t is NULL then). On the loop thread. */
+typedef void (*gw_rl_key_cb)(void *arg, int found, const gw_tenant *t);
 
 /* gw_ratelimit_create connects (asynchronously) to cfg->redis_url on loop. */
 cm_err gw_ratelimit_create(uv_loop_t *loop, const gw_config *cfg, gw_metrics *metrics,
@@ -55,8 +59,8 @@ void gw_ratelimit_destroy(gw_ratelimit *rl);
  * tokens for tenant t, taking the concurrency lease `lease` (unique, e.g. the request id).
  * A tenant with no limits is allowed without asking Redis.
  */
-void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens,
-                        const char *lease, gw_rl_cb cb, void *arg);
+void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens, const char *lease,
+                        gw_rl_cb cb, void *arg);
 
 /*
  * gw_ratelimit_finish releases the lease and corrects the token window by actual - reserved
@@ -64,6 +68,13 @@ void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens,
  */
 void gw_ratelimit_finish(gw_ratelimit *rl, const gw_tenant *t, const char *lease,
                          int64_t token_correction);
+
+/*
+ * gw_ratelimit_lookup_key reads the hash sluice:apikey:<sha256_hex> (fields tenant, rpm, tpm,
+ * max_concurrency) within redis_timeout_ms. The digest is copied into the tenant found.
+ */
+void gw_ratelimit_lookup_key(gw_ratelimit *rl, const uint8_t digest[CM_SHA256_LEN], gw_rl_key_cb cb,
+                             void *arg);
 
 /* gw_ratelimit_connected: 1 while the connection is up. */
 int gw_ratelimit_connected(const gw_ratelimit *rl);

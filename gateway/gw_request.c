@@ -20,20 +20,70 @@ void gw_limits_default(gw_limits *l) {
 
 /* Keys each API accepts. Anything else is refused (unsupported_keys first, for a clearer
  * message). */
-static const char *const chat_keys[] = {
-    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
-    "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
-    "top_logprobs", "user", "stream", "stream_options", "top_k", "min_p", "repetition_penalty",
-    "priority", "response_format", NULL};
-static const char *const completion_keys[] = {
-    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed",
-    "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "user", "stream",
-    "stream_options", "top_k", "min_p", "repetition_penalty", "priority", "echo", "best_of",
-    "suffix", NULL};
-static const char *const unsupported_keys[] = {
-    "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "audio",
-    "modalities", "prediction", "web_search_options", "store", "metadata", "service_tier",
-    "reasoning_effort", "guided_json", "guided_regex", "guided_choice", "guided_grammar", NULL};
+static const char *const chat_keys[] = {"model",
+                                        "messages",
+                                        "max_tokens",
+                                        "max_completion_tokens",
+                                        "temperature",
+                                        "top_p",
+                                        "n",
+                                        "stop",
+                                        "seed",
+                                        "presence_penalty",
+                                        "frequency_penalty",
+                                        "logit_bias",
+                                        "logprobs",
+                                        "top_logprobs",
+                                        "user",
+                                        "stream",
+                                        "stream_options",
+                                        "top_k",
+                                        "min_p",
+                                        "repetition_penalty",
+                                        "priority",
+                                        "response_format",
+                                        NULL};
+static const char *const completion_keys[] = {"model",
+                                              "prompt",
+                                              "max_tokens",
+                                              "temperature",
+                                              "top_p",
+                                              "n",
+                                              "stop",
+                                              "seed",
+                                              "presence_penalty",
+                                              "frequency_penalty",
+                                              "logit_bias",
+                                              "logprobs",
+                                              "user",
+                                              "stream",
+                                              "stream_options",
+                                              "top_k",
+                                              "min_p",
+                                              "repetition_penalty",
+                                              "priority",
+                                              "echo",
+                                              "best_of",
+                                              "suffix",
+                                              NULL};
+static const char *const unsupported_keys[] = {"tools",
+                                               "tool_choice",
+                                               "functions",
+                                               "function_call",
+                                               "parallel_tool_calls",
+                                               "audio",
+                                               "modalities",
+                                               "prediction",
+                                               "web_search_options",
+                                               "store",
+                                               "metadata",
+                                               "service_tier",
+                                               "reasoning_effort",
+                                               "guided_json",
+                                               "guided_regex",
+                                               "guided_choice",
+                                               "guided_grammar",
+                                               NULL};
 
 static int in_list(const char *const *list, const char *key) {
     for (size_t i = 0; list[i] != NULL; i++)
@@ -47,8 +97,8 @@ static cm_err bad(gw_error *err, const char *param, const char *fmt, const char 
 }
 
 static cm_err wrong_type(gw_error *err, const char *param, const char *want) {
-    return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_type", param,
-                        "'%s' must be %s", param, want);
+    return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_type", param, "'%s' must be %s", param,
+                        want);
 }
 
 /* get_number: *present = 0 when absent or null; else *v. */
@@ -69,8 +119,8 @@ static cm_err get_number(json_t *root, const char *key, double lo, double hi, do
 }
 
 /* get_int: like get_number but integral values only (5.0 accepted). */
-static cm_err get_int(json_t *root, const char *key, double lo, double hi, int64_t *v,
-                      int *present, gw_error *err) {
+static cm_err get_int(json_t *root, const char *key, double lo, double hi, int64_t *v, int *present,
+                      gw_error *err) {
     json_t *j = json_object_get(root, key);
     double d;
     *present = 0;
@@ -204,8 +254,7 @@ static cm_err parse_messages(json_t *root, const gw_limits *lim, gw_request *r, 
         if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0 &&
             strcmp(role, "assistant") != 0 && strcmp(role, "tool") != 0)
             return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", p,
-                                "'%s' must be one of system, developer, user, assistant, tool",
-                                p);
+                                "'%s' must be one of system, developer, user, assistant, tool", p);
         cm->role = (char *)role;
         content = json_object_get(m, "content");
         snprintf(p, sizeof p, "messages[%zu].content", i);
@@ -327,8 +376,7 @@ static cm_err parse_stop(json_t *root, const gw_limits *lim, gw_request *r, gw_e
         if (json_string_length(v) == 0 || json_string_length(v) > lim->max_stop_chars ||
             strlen(json_string_value(v)) != json_string_length(v))
             return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", p,
-                                "'%s' must be 1 to %u bytes without NUL", p,
-                                lim->max_stop_chars);
+                                "'%s' must be 1 to %u bytes without NUL", p, lim->max_stop_chars);
         r->stop_ptrs[i] = (char *)json_string_value(v);
     }
     r->submit.n_stop = n;
@@ -336,8 +384,7 @@ static cm_err parse_stop(json_t *root, const gw_limits *lim, gw_request *r, gw_e
     return CM_OK;
 }
 
-static cm_err parse_logit_bias(json_t *root, const gw_limits *lim, gw_request *r,
-                               gw_error *err) {
+static cm_err parse_logit_bias(json_t *root, const gw_limits *lim, gw_request *r, gw_error *err) {
     json_t *b = json_object_get(root, "logit_bias");
     const char *key;
     json_t *v;
@@ -479,15 +526,13 @@ static cm_err parse_misc(json_t *root, const gw_limits *lim, gw_request *r, gw_e
         const char *key;
         json_t *v;
         if (!r->stream)
-            return bad(err, "stream_options", "'%s' is only allowed when 'stream' is true%s",
-                       "");
+            return bad(err, "stream_options", "'%s' is only allowed when 'stream' is true%s", "");
         if (!json_is_object(j))
             return wrong_type(err, "stream_options", "an object");
         json_object_foreach(j, key, v) {
             if (strcmp(key, "include_usage") != 0)
                 return gw_error_set(err, 400, GW_ERRT_INVALID, "unsupported_parameter",
-                                    "stream_options", "'stream_options.%s' is not supported",
-                                    key);
+                                    "stream_options", "'stream_options.%s' is not supported", key);
         }
         rv = get_bool(j, "include_usage", &r->include_usage, err);
         if (rv != CM_OK)
@@ -524,8 +569,8 @@ static cm_err parse_misc(json_t *root, const gw_limits *lim, gw_request *r, gw_e
             if (strcmp(json_string_value(j), "batch") == 0)
                 r->priority_batch = 1;
             else if (strcmp(json_string_value(j), "interactive") != 0)
-                return bad(err, "priority",
-                           "'%s' must be an integer or 'interactive' or 'batch'%s", "");
+                return bad(err, "priority", "'%s' must be an integer or 'interactive' or 'batch'%s",
+                           "");
         } else {
             rv = get_int(root, "priority", -1e6, 1e6, &iv, &present, err);
             if (rv != CM_OK)

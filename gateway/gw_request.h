@@ -26,15 +26,15 @@ typedef enum gw_api {
 
 /* Bounds on a request, from the config (limits:). Zero fields are not allowed: use defaults. */
 typedef struct gw_limits {
-    size_t max_body_bytes;       /* 413 past it (checked by the HTTP layer too) */
-    uint32_t max_messages;       /* chat messages per request */
-    size_t max_prompt_chars;     /* sum of message contents / prompt length, in bytes */
-    uint32_t max_tokens;         /* largest max_tokens accepted */
-    uint32_t default_max_tokens; /* used when the request gives none (chat) */
-    uint32_t max_n;              /* largest n */
-    uint32_t max_stop;           /* stop strings per request */
-    uint32_t max_stop_chars;     /* bytes per stop string */
-    uint32_t max_logit_bias;     /* logit_bias entries */
+    size_t max_body_bytes;         /* 413 past it (checked by the HTTP layer too) */
+    uint32_t max_messages;         /* chat messages per request */
+    size_t max_prompt_chars;       /* sum of message contents / prompt length, in bytes */
+    uint32_t max_tokens;           /* largest max_tokens accepted */
+    uint32_t default_max_tokens;   /* used when the request gives none (chat) */
+    uint32_t max_n;                /* largest n */
+    uint32_t max_stop;             /* stop strings per request */
+    uint32_t max_stop_chars;       /* bytes per stop string */
+    uint32_t max_logit_bias;       /* logit_bias entries */
     uint32_t max_prompt_token_ids; /* pre-tokenized prompt length */
 } gw_limits;
 
@@ -57,10 +57,10 @@ typedef struct gw_request {
     uint32_t top_logprobs;
     int has_seed;
     uint64_t seed;
-    size_t prompt_chars;   /* bytes of prompt text, for the token estimate */
+    size_t prompt_chars;            /* bytes of prompt text, for the token estimate */
     uint32_t prompt_token_estimate; /* rough prompt tokens, for TPM admission */
-    const char *user;      /* "user" field or NULL */
-    int priority_batch;    /* priority > 0 -> batch class */
+    const char *user;               /* "user" field or NULL */
+    int priority_batch;             /* priority > 0 -> batch class */
 
     /* Wire form; request_id, tenant, deadline and seed are set per choice by gw_request_pack. */
     Sluice__Submit submit;
@@ -69,10 +69,10 @@ typedef struct gw_request {
     Sluice__ChatMessage **msg_ptrs; /* (n_messages) */
     char **joined;                  /* (n_joined) content joined from text parts, or NULL */
     size_t n_joined;
-    char **stop_ptrs;               /* (n_stop) point into root */
-    Sluice__LogitBias *bias_store;  /* (n_bias) */
-    Sluice__LogitBias **bias_ptrs;  /* (n_bias) */
-    int32_t *prompt_ids;            /* (n_prompt_ids) */
+    char **stop_ptrs;              /* (n_stop) point into root */
+    Sluice__LogitBias *bias_store; /* (n_bias) */
+    Sluice__LogitBias **bias_ptrs; /* (n_bias) */
+    int32_t *prompt_ids;           /* (n_prompt_ids) */
 } gw_request;
 
 /*

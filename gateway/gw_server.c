@@ -72,7 +72,8 @@ static void on_worker_event(void *arg, gw_worker *w, Sluice__Envelope *env) {
     gw_server *s = arg;
     int ti = GW_ID_THREAD(env->event->request_id);
     tmsg *m;
-    if (ti < 0 || ti >= s->n_threads || (m = calloc(1, sizeof *m)) == NULL) {
+    if (atomic_load(&s->stopping) || ti < 0 || ti >= s->n_threads ||
+        (m = calloc(1, sizeof *m)) == NULL) {
         sluice__envelope__free_unpacked(env, NULL);
         return;
     }
@@ -83,6 +84,8 @@ static void on_worker_event(void *arg, gw_worker *w, Sluice__Envelope *env) {
 
 static void on_worker_lost(void *arg, gw_worker *w, uint32_t epoch) {
     gw_server *s = arg;
+    if (atomic_load(&s->stopping))
+        return; /* the loops are gone or going: nobody would read it */
     for (int i = 0; i < s->n_threads; i++) {
         tmsg *m = calloc(1, sizeof *m);
         if (m == NULL)
@@ -209,35 +212,150 @@ static int redis_usable(gw_server *s) {
     return s->cfg->redis_url == NULL || atomic_load(&s->redis_ok) || s->cfg->ratelimit_fail_open;
 }
 
-/* Authenticates req; on failure sends 401 and returns NULL with *failed = 1. */
-static const gw_tenant *authenticate(gw_server *s, h2o_req_t *req, const char *rid,
-                                     const char *route, int *failed) {
-    ssize_t i;
-    const char *key;
-    size_t key_len;
-    const gw_tenant *t;
+static void send_401(gw_server *s, h2o_req_t *req, const char *rid, const char *route,
+                     int missing) {
     gw_error e;
-    *failed = 0;
-    if (s->auth.disabled)
-        return &s->auth.anonymous;
-    i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (i < 0 || gw_auth_bearer(req->headers.entries[i].value.base,
-                                req->headers.entries[i].value.len, &key, &key_len) != 0) {
+    if (missing)
         gw_error_set(&e, 401, GW_ERRT_INVALID, "missing_api_key", NULL,
                      "You didn't provide an API key. Provide it in the Authorization header "
                      "(Authorization: Bearer YOUR_KEY).");
-        goto fail;
-    }
-    t = gw_auth_lookup(&s->auth, key, key_len, NULL);
-    if (t != NULL)
-        return t;
-    gw_error_set(&e, 401, GW_ERRT_INVALID, "invalid_api_key", NULL, "Incorrect API key provided.");
-fail:
-    *failed = 1;
+    else
+        gw_error_set(&e, 401, GW_ERRT_INVALID, "invalid_api_key", NULL,
+                     "Incorrect API key provided.");
     gw_metrics_request(&s->metrics, route, NULL, 401, -1, 0);
     cm_log(CM_LOG_INFO, rid, "request refused", "route", route, "status", "401", NULL);
     gw_http_send_error(req, rid, &e);
-    return NULL;
+}
+
+typedef enum auth_result { AUTH_OK, AUTH_FAILED, AUTH_PENDING } auth_result;
+
+/* A request waiting for its API key to come back from Redis. */
+typedef struct key_wait {
+    gw_thread *t;
+    h2o_req_t *req; /* NULL once h2o freed it */
+    char rid[CM_ID_EXTERNAL_MAX + 1];
+    int route; /* 0 models, 1 chat, 2 completions */
+    uint8_t digest[CM_SHA256_LEN];
+    int done;
+} key_wait;
+
+static void dispatch(gw_thread *t, h2o_req_t *req, const char *rid, int route,
+                     const gw_tenant *tenant);
+
+static void on_key_wait_dispose(void *p) {
+    key_wait *kw = *(key_wait **)p;
+    kw->req = NULL;
+    if (kw->done)
+        free(kw);
+}
+
+static const char *route_of(int route) {
+    return route == 0 ? "/v1/models" : route == 1 ? "/v1/chat/completions" : "/v1/completions";
+}
+
+static void on_key_found(void *arg, int found, const gw_tenant *tenant) {
+    key_wait *kw = arg;
+    gw_thread *t = kw->t;
+    struct gw_key_cache *ce = &t->key_cache[kw->digest[0]];
+    kw->done = 1;
+    if (found >= 0) {
+        /* Positive answers live 10 s (operators' changes show up quickly), negative 2 s. */
+        memcpy(ce->digest, kw->digest, CM_SHA256_LEN);
+        ce->found = found;
+        if (found)
+            ce->tenant = *tenant;
+        ce->expires_ms = cm_clock_mono_ms() + (found ? 10000 : 2000);
+    }
+    if (kw->req == NULL) {
+        free(kw);
+        return;
+    }
+    if (found > 0) {
+        dispatch(t, kw->req, kw->rid, kw->route, tenant);
+    } else if (found == 0) {
+        send_401(t->srv, kw->req, kw->rid, route_of(kw->route), 0);
+    } else {
+        gw_error e;
+        gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "auth_unavailable", NULL,
+                     "API keys cannot be checked right now; retry later");
+        e.retry_after_s = 1;
+        gw_metrics_request(&t->srv->metrics, route_of(kw->route), NULL, 503, -1, 0);
+        gw_http_send_error(kw->req, kw->rid, &e);
+    }
+    /* kw is freed by the request pool's dispose (it still points at kw). */
+}
+
+/* Authenticates req: AUTH_OK with *tenant, AUTH_FAILED after sending 401, or AUTH_PENDING
+ * when the key is being looked up in Redis (the request continues in on_key_found). */
+static auth_result authenticate(gw_thread *t, h2o_req_t *req, const char *rid, int route,
+                                const gw_tenant **tenant) {
+    gw_server *s = t->srv;
+    ssize_t i;
+    const char *key;
+    size_t key_len;
+    uint8_t digest[CM_SHA256_LEN];
+    struct gw_key_cache *ce;
+    key_wait *kw, **ref;
+    if (s->auth.disabled) {
+        *tenant = &s->auth.anonymous;
+        return AUTH_OK;
+    }
+    i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i < 0 || gw_auth_bearer(req->headers.entries[i].value.base,
+                                req->headers.entries[i].value.len, &key, &key_len) != 0) {
+        send_401(s, req, rid, route_of(route), 1);
+        return AUTH_FAILED;
+    }
+    *tenant = gw_auth_lookup(&s->auth, key, key_len, digest);
+    if (*tenant != NULL)
+        return AUTH_OK;
+    if (!s->cfg->redis_keys || t->rl == NULL) {
+        send_401(s, req, rid, route_of(route), 0);
+        return AUTH_FAILED;
+    }
+    ce = &t->key_cache[digest[0]];
+    if (ce->expires_ms > cm_clock_mono_ms() && cm_ct_equal(ce->digest, digest, CM_SHA256_LEN)) {
+        if (ce->found) {
+            *tenant = &ce->tenant;
+            return AUTH_OK;
+        }
+        send_401(s, req, rid, route_of(route), 0);
+        return AUTH_FAILED;
+    }
+    kw = calloc(1, sizeof *kw);
+    ref = kw != NULL ? h2o_mem_alloc_shared(&req->pool, sizeof *ref, on_key_wait_dispose) : NULL;
+    if (ref == NULL) {
+        free(kw);
+        send_401(s, req, rid, route_of(route), 0);
+        return AUTH_FAILED;
+    }
+    *ref = kw;
+    kw->t = t;
+    kw->req = req;
+    kw->route = route;
+    memcpy(kw->digest, digest, CM_SHA256_LEN);
+    snprintf(kw->rid, sizeof kw->rid, "%s", rid);
+    gw_ratelimit_lookup_key(t->rl, digest, on_key_found, kw);
+    return AUTH_PENDING;
+}
+
+static void dispatch(gw_thread *t, h2o_req_t *req, const char *rid, int route,
+                     const gw_tenant *tenant) {
+    gw_server *s = t->srv;
+    gw_error e;
+    if (route == 0) {
+        handle_models(s, req, rid);
+        return;
+    }
+    if (req->entity.len > s->cfg->limits.max_body_bytes) {
+        gw_error_set(&e, 413, GW_ERRT_INVALID, "request_too_large", NULL,
+                     "request body is %zu bytes; the limit is %zu", req->entity.len,
+                     s->cfg->limits.max_body_bytes);
+        gw_metrics_request(&s->metrics, route_of(route), NULL, 413, -1, 0);
+        gw_http_send_error(req, rid, &e);
+        return;
+    }
+    gw_call_start(t, req, route == 1 ? GW_API_CHAT : GW_API_COMPLETIONS, rid, tenant);
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
@@ -267,33 +385,20 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         path_is(req, "/v1/completions")) {
         int chat = path_is(req, "/v1/chat/completions");
         int models = path_is(req, "/v1/models");
-        const char *route = models ? "/v1/models" : chat ? "/v1/chat/completions" : "/v1/completions";
-        const gw_tenant *tenant;
-        int failed;
+        const char *route = models ? "/v1/models"
+                            : chat ? "/v1/chat/completions"
+                                   : "/v1/completions";
+        const gw_tenant *tenant = NULL;
         if ((models && !is_get) || (!models && !is_post)) {
             gw_error_set(&e, 405, GW_ERRT_INVALID, "method_not_allowed", NULL,
-                         "Method %.*s is not allowed on %s", (int)req->method.len,
-                         req->method.base, route);
+                         "Method %.*s is not allowed on %s", (int)req->method.len, req->method.base,
+                         route);
             gw_metrics_request(&s->metrics, route, NULL, 405, -1, 0);
             gw_http_send_error(req, rid, &e);
             return 0;
         }
-        tenant = authenticate(s, req, rid, route, &failed);
-        if (failed)
-            return 0;
-        if (models) {
-            handle_models(s, req, rid);
-            return 0;
-        }
-        if (req->entity.len > s->cfg->limits.max_body_bytes) {
-            gw_error_set(&e, 413, GW_ERRT_INVALID, "request_too_large", NULL,
-                         "request body is %zu bytes; the limit is %zu", req->entity.len,
-                         s->cfg->limits.max_body_bytes);
-            gw_metrics_request(&s->metrics, route, NULL, 413, -1, 0);
-            gw_http_send_error(req, rid, &e);
-            return 0;
-        }
-        gw_call_start(t, req, chat ? GW_API_CHAT : GW_API_COMPLETIONS, rid, tenant);
+        if (authenticate(t, req, rid, models ? 0 : chat ? 1 : 2, &tenant) == AUTH_OK)
+            dispatch(t, req, rid, models ? 0 : chat ? 1 : 2, tenant);
         return 0;
     }
     gw_error_set(&e, 404, GW_ERRT_INVALID, "unknown_url", NULL, "Unknown request URL: %.*s %.*s",
@@ -358,6 +463,10 @@ static void on_stop_async(uv_async_t *a) {
     uv_stop(&t->loop);
 }
 
+static void on_probe_timer(uv_timer_t *timer) {
+    gw_call_probe_disconnects(timer->data);
+}
+
 static void *thread_main(void *arg) {
     gw_thread *t = arg;
     uv_run(&t->loop, UV_RUN_DEFAULT);
@@ -398,6 +507,9 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
     }
     uv_async_init(&t->loop, &t->stop_async, on_stop_async);
     t->stop_async.data = t;
+    uv_timer_init(&t->loop, &t->probe_timer);
+    t->probe_timer.data = t;
+    uv_timer_start(&t->probe_timer, on_probe_timer, 200, 200);
     if (s->cfg->redis_url != NULL) {
         cm_err rv = gw_ratelimit_create(&t->loop, s->cfg, &s->metrics, &s->redis_ok, &t->rl);
         if (rv != CM_OK) {
@@ -452,8 +564,7 @@ cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t
         goto fail;
     if ((rv = gw_auth_init(&s->auth, cfg, err, errlen)) != CM_OK)
         goto fail;
-    if ((rv = gw_pool_init(&s->pool, s->instance_id, on_worker_event, on_worker_lost, s)) !=
-        CM_OK)
+    if ((rv = gw_pool_init(&s->pool, s->instance_id, on_worker_event, on_worker_lost, s)) != CM_OK)
         goto fail;
     for (unsigned i = 0; i < cfg->workers_count; i++) {
         rv = gw_pool_add(&s->pool, cfg->workers[i].model, cfg->workers[i].address, 1, NULL);

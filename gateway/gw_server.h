@@ -47,6 +47,7 @@ typedef struct gw_thread {
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_async_t stop_async;
+    uv_timer_t probe_timer; /* gw_call_probe_disconnects, every 200 ms */
     h2o_accept_ctx_t accept_ctx;
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t events; /* worker events and pipe losses */
@@ -57,6 +58,13 @@ typedef struct gw_thread {
     uint32_t calls;     /* calls alive on this thread */
     uint32_t max_calls; /* this thread's share of max_inflight */
     gw_ratelimit *rl;   /* NULL without Redis */
+    /* Keys found (or not) in Redis, direct-mapped by digest[0]; entries expire. */
+    struct gw_key_cache {
+        uint8_t digest[CM_SHA256_LEN];
+        int64_t expires_ms; /* 0 = empty */
+        int found;
+        gw_tenant tenant;
+    } key_cache[256];
     int listen_fd;
 } gw_thread;
 

@@ -1,5 +1,6 @@
 #include "gw_worker.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,8 +44,8 @@ static void on_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg) {
         atomic_store(&w->connected, 0);
         atomic_store(&w->hello_ok, 0);
         atomic_store(&w->inflight, 0);
-        cm_log(CM_LOG_WARN, NULL, "worker disconnected", "address", w->address, "model",
-               w->model, NULL);
+        cm_log(CM_LOG_WARN, NULL, "worker disconnected", "address", w->address, "model", w->model,
+               NULL);
         if (w->pool->on_lost != NULL)
             w->pool->on_lost(w->pool->cb_arg, w, epoch);
     }
@@ -82,8 +83,7 @@ static void on_recv(void *arg) {
     env = sluice__envelope__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
     nng_msg_free(msg);
     if (env == NULL) {
-        cm_log(CM_LOG_WARN, NULL, "undecodable message from worker", "address", w->address,
-               NULL);
+        cm_log(CM_LOG_WARN, NULL, "undecodable message from worker", "address", w->address, NULL);
     } else {
         switch (env->msg_case) {
         case SLUICE__ENVELOPE__MSG_HELLO:
@@ -121,8 +121,8 @@ static void on_recv(void *arg) {
     nng_recv_aio(w->sock, w->rx_aio);
 }
 
-cm_err gw_pool_init(gw_pool *p, const char *instance_id, gw_event_fn on_event,
-                    gw_lost_fn on_lost, void *cb_arg) {
+cm_err gw_pool_init(gw_pool *p, const char *instance_id, gw_event_fn on_event, gw_lost_fn on_lost,
+                    void *cb_arg) {
     memset(p, 0, sizeof *p);
     if (pthread_mutex_init(&p->mu, NULL) != 0)
         return CM_ERR_INTERNAL;
@@ -162,8 +162,8 @@ cm_err gw_pool_add(gw_pool *p, const char *model, const char *address, int is_st
     gw_worker *w = NULL;
     cm_err rv = CM_OK;
     int n, nrv;
-    if (model == NULL || address == NULL || model[0] == '\0' ||
-        strlen(model) >= GW_NAME_MAX || strlen(address) >= GW_ADDR_MAX)
+    if (model == NULL || address == NULL || model[0] == '\0' || strlen(model) >= GW_NAME_MAX ||
+        strlen(address) >= GW_ADDR_MAX)
         return CM_ERR_INVALID;
     pthread_mutex_lock(&p->mu);
     n = atomic_load(&p->n_workers);
@@ -206,6 +206,9 @@ cm_err gw_pool_add(gw_pool *p, const char *model, const char *address, int is_st
     nng_socket_set_int(w->sock, NNG_OPT_SENDBUF, 512);
     nng_socket_set_int(w->sock, NNG_OPT_RECVBUF, 1024);
     nng_socket_set_size(w->sock, NNG_OPT_RECVMAXSZ, GW_MAX_MSG_BYTES);
+    /* Small messages both ways (Submit, one Event per token): Nagle would hold them back
+     * behind delayed ACKs (~40 ms per request on loopback). */
+    nng_socket_set_bool(w->sock, NNG_OPT_TCP_NODELAY, true);
     nng_socket_set_ms(w->sock, NNG_OPT_RECONNMINT, 100);
     nng_socket_set_ms(w->sock, NNG_OPT_RECONNMAXT, 2000);
     nng_pipe_notify(w->sock, NNG_PIPE_EV_ADD_POST, on_pipe, w);
@@ -251,8 +254,8 @@ void gw_pool_mark_gone(gw_pool *p, gw_worker *w) {
 }
 
 int gw_worker_usable(const gw_worker *w) {
-    return atomic_load(&w->connected) && atomic_load(&w->hello_ok) &&
-           !atomic_load(&w->draining) && !atomic_load(&w->gone);
+    return atomic_load(&w->connected) && atomic_load(&w->hello_ok) && !atomic_load(&w->draining) &&
+           !atomic_load(&w->gone);
 }
 
 static uint64_t mix64(uint64_t x) {
@@ -380,6 +383,5 @@ void gw_worker_cancel(gw_worker *w, uint64_t request_id) {
     env.cancel = &cancel;
     len = sluice__envelope__pack(&env, buf);
     if (gw_worker_send(w, buf, len) != CM_OK)
-        cm_log(CM_LOG_WARN, NULL, "could not send Cancel to worker", "address", w->address,
-               NULL);
+        cm_log(CM_LOG_WARN, NULL, "could not send Cancel to worker", "address", w->address, NULL);
 }

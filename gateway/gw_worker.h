@@ -32,22 +32,22 @@ typedef struct gw_pool gw_pool;
 
 typedef struct gw_worker {
     gw_pool *pool;
-    int index;                       /* position in the pool, stable */
-    char model[GW_NAME_MAX];         /* routing name (config or registry) */
-    char served_model[GW_NAME_MAX];  /* name from the worker's Hello; guarded by pool->mu */
-    char address[GW_ADDR_MAX];       /* nng address */
-    int is_static;                   /* from config/flags: never marked gone by discovery */
+    int index;                      /* position in the pool, stable */
+    char model[GW_NAME_MAX];        /* routing name (config or registry) */
+    char served_model[GW_NAME_MAX]; /* name from the worker's Hello; guarded by pool->mu */
+    char address[GW_ADDR_MAX];      /* nng address */
+    int is_static;                  /* from config/flags: never marked gone by discovery */
     nng_socket sock;
     nng_dialer dialer;
-    int dialing;                     /* dialer open; guarded by pool->mu */
+    int dialing; /* dialer open; guarded by pool->mu */
     nng_aio *rx_aio;
-    _Atomic int connected;   /* a pipe is up */
-    _Atomic int hello_ok;    /* the worker's Hello arrived with a compatible version */
+    _Atomic int connected; /* a pipe is up */
+    _Atomic int hello_ok;  /* the worker's Hello arrived with a compatible version */
     _Atomic int draining;
-    _Atomic int gone;        /* left the registry */
-    _Atomic uint32_t epoch;  /* bumped on every new pipe */
+    _Atomic int gone;       /* left the registry */
+    _Atomic uint32_t epoch; /* bumped on every new pipe */
     _Atomic uint32_t waiting, running, kv_free, kv_total, capacity;
-    _Atomic int inflight;    /* Submits from this gateway without a final event */
+    _Atomic int inflight; /* Submits from this gateway without a final event */
     _Atomic int64_t last_stats_ms;
 } gw_worker;
 
@@ -68,8 +68,8 @@ struct gw_pool {
 };
 
 /* gw_pool_init prepares an empty pool. Callbacks may be NULL (events are dropped). */
-cm_err gw_pool_init(gw_pool *p, const char *instance_id, gw_event_fn on_event,
-                    gw_lost_fn on_lost, void *cb_arg);
+cm_err gw_pool_init(gw_pool *p, const char *instance_id, gw_event_fn on_event, gw_lost_fn on_lost,
+                    void *cb_arg);
 /* gw_pool_fini closes every socket (waiting for nng callbacks to finish) and frees workers.
  * Call after the loop threads stopped using the pool. */
 void gw_pool_fini(gw_pool *p);

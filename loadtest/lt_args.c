@@ -19,7 +19,7 @@ static const char usage_text[] =
     "  --endpoint chat|completions   API to drive (default chat)\n"
     "Load\n"
     "  --concurrency LIST      closed loop, one run per level, e.g. 1,10,50 (default 1)\n"
-    "  --rate R                open loop: Poisson arrivals at R requests/s\n"
+    "  --rate R[,R...]         open loop: Poisson arrivals at R requests/s, one run per rate\n"
     "  --max-inflight N        open loop: cap on requests in flight (default 1024)\n"
     "  --requests N            requests per run (default 100 unless --duration is given)\n"
     "  --duration S            stop starting requests after S seconds per run\n"
@@ -107,6 +107,32 @@ cm_err lt_args_parse_levels(const char *s, int *levels, size_t max_levels, size_
             return CM_ERR_INVALID;
         }
         levels[n++] = (int)v;
+        if (comma == NULL) {
+            break;
+        }
+        p = comma + 1;
+    }
+    *n_out = n;
+    return CM_OK;
+}
+
+cm_err lt_args_parse_rates(const char *s, double *rates, size_t max_rates, size_t *n_out) {
+    char buf[512];
+    if (s == NULL || *s == '\0' || strlen(s) >= sizeof(buf)) {
+        return CM_ERR_INVALID;
+    }
+    memcpy(buf, s, strlen(s) + 1);
+    size_t n = 0;
+    char *p = buf;
+    for (;;) {
+        char *comma = strchr(p, ',');
+        if (comma != NULL) {
+            *comma = '\0';
+        }
+        if (n == max_rates || parse_double(p, 1e-6, LT_MAX_RATE, &rates[n]) != CM_OK) {
+            return CM_ERR_INVALID;
+        }
+        n++;
         if (comma == NULL) {
             break;
         }
@@ -320,8 +346,10 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
             levels_arg = v;
             break;
         case OPT_RATE:
-            if (parse_double(v, 1e-6, LT_MAX_RATE, &a.rate_rps) != CM_OK) {
-                return fail_msg(err, err_len, "--rate must be a number in (0, %g]", LT_MAX_RATE);
+            if (lt_args_parse_rates(v, a.rates, LT_MAX_LEVELS, &a.n_rates) != CM_OK) {
+                return fail_msg(err, err_len,
+                                "--rate must be a comma list of at most %d rates in (0, %g]",
+                                LT_MAX_LEVELS, LT_MAX_RATE);
             }
             break;
         case OPT_MAX_INFLIGHT:
@@ -431,6 +459,18 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
     if (a.url == NULL) {
         return fail_msg(err, err_len, "--url is required");
     }
+    if (a.api_key != NULL) {
+        /* it goes into a header line: printable ASCII only, no spaces, bounded */
+        size_t len = strlen(a.api_key);
+        int ok = len > 0 && len <= 512;
+        for (size_t i = 0; ok && i < len; i++) {
+            ok = a.api_key[i] > 0x20 && a.api_key[i] < 0x7f;
+        }
+        if (!ok) {
+            return fail_msg(err, err_len,
+                            "the API key must be 1..512 printable ASCII characters, no spaces");
+        }
+    }
     if (a.model == NULL) {
         return fail_msg(err, err_len, "--model is required");
     }
@@ -439,15 +479,15 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
         return fail_msg(err, err_len, "--url must be an http:// or https:// URL under %d bytes",
                         LT_MAX_URL_BYTES);
     }
-    if (levels_arg != NULL && a.rate_rps > 0) {
+    if (levels_arg != NULL && a.n_rates > 0) {
         return fail_msg(err, err_len, "--concurrency and --rate are exclusive");
     }
-    if (a.cold_start_cmd != NULL && (levels_arg != NULL || a.rate_rps > 0)) {
+    if (a.cold_start_cmd != NULL && (levels_arg != NULL || a.n_rates > 0)) {
         return fail_msg(err, err_len, "--cold-start runs alone (no --concurrency/--rate)");
     }
     if (a.cold_start_cmd != NULL) {
         a.mode = LT_MODE_COLD_START;
-    } else if (a.rate_rps > 0) {
+    } else if (a.n_rates > 0) {
         a.mode = LT_MODE_OPEN_LOOP;
     } else {
         a.mode = LT_MODE_CLOSED_LOOP;

@@ -2,7 +2,7 @@
  * lt_args: the sluice-load command line, parsed and validated into a plain struct.
  *
  *   sluice-load --url URL [--api-key KEY] --model NAME
- *               [--concurrency 1,10,50 | --rate R] [--requests N | --duration S]
+ *               [--concurrency 1,10,50 | --rate R[,R...]] [--requests N | --duration S]
  *               [--input-tokens N|MIN:MAX] [--output-tokens N|MIN:MAX]
  *               [--prompts FILE.jsonl] [--shared-prefix RATIO] [--slo ttft=MS,tpot=MS,e2e=MS]
  *               [--no-stream] [--json FILE] [--csv FILE] [--plot FILE.png] ...
@@ -35,7 +35,7 @@ typedef enum lt_api {
 
 typedef enum lt_mode {
     LT_MODE_CLOSED_LOOP = 0, /* fixed concurrency, one run per level in concurrency[] */
-    LT_MODE_OPEN_LOOP = 1,   /* Poisson arrivals at rate_rps */
+    LT_MODE_OPEN_LOOP = 1,   /* Poisson arrivals, one run per rate in rates[] */
     LT_MODE_COLD_START = 2,  /* start cold_start_cmd, time the first token, then a warm one */
 } lt_mode;
 
@@ -48,7 +48,8 @@ typedef struct lt_args {
     lt_mode mode;
     int concurrency[LT_MAX_LEVELS];
     size_t n_levels;
-    double rate_rps;
+    double rates[LT_MAX_LEVELS]; /* requests/s */
+    size_t n_rates;
     uint32_t max_inflight; /* open loop: requests in flight at most (arrivals beyond wait) */
     uint32_t requests;     /* per level; 0 = bounded by duration only */
     double duration_s;     /* per level; 0 = bounded by requests only */
@@ -82,6 +83,8 @@ cm_err lt_args_parse_levels(const char *s, int *levels, size_t max_levels, size_
 cm_err lt_args_parse_range(const char *s, uint32_t lo_bound, uint32_t hi_bound, uint32_t *min_out,
                            uint32_t *max_out);
 cm_err lt_args_parse_slo(const char *s, lt_slo *out);
+/* lt_args_parse_rates parses "2.5" or "1,2,4" (each in (0, LT_MAX_RATE]). */
+cm_err lt_args_parse_rates(const char *s, double *rates, size_t max_rates, size_t *n_out);
 /* lt_args_endpoint builds the POST URL: url as is when it names /v1/..., else url + path. */
 cm_err lt_args_endpoint(const char *url, lt_api api, char *out, size_t out_len);
 

@@ -70,6 +70,8 @@ cm_err lt_coldstart_run(const lt_args *a, lt_prompt_source *prompts, lt_coldstar
     }
     if (pid == 0) {
         setpgid(0, 0);
+        /* the command's output goes to stderr: stdout carries only the report */
+        dup2(STDERR_FILENO, STDOUT_FILENO);
         execl("/bin/sh", "sh", "-c", a->cold_start_cmd, (char *)NULL);
         _exit(127);
     }

@@ -288,7 +288,7 @@ static void write_plot_script(FILE *g, const char *png, const lt_args *a, const 
         lt_report_histogram(runs[i].ttft_values, runs[i].n_ttft_values, 0, hi, PLOT_BINS, counts);
         fprintf(g, "$h%zu << EOD\n", i);
         for (size_t b = 0; b < PLOT_BINS; b++) {
-            fprintf(g, "%g %zu\n", (b + 0.5) * hi / PLOT_BINS, counts[b]);
+            fprintf(g, "%g %zu\n", ((double)b + 0.5) * hi / PLOT_BINS, counts[b]);
         }
         fprintf(g, "EOD\n");
     }
@@ -297,12 +297,28 @@ static void write_plot_script(FILE *g, const char *png, const lt_args *a, const 
             "tokens%s'\n",
             open_loop ? "open loop" : "closed loop", a->model, a->input_min, a->input_max,
             a->output_min, a->output_max, a->stream ? "" : ", not streamed");
-    fprintf(g, "set grid\nset key top left\nset logscale y\n");
+    fprintf(
+        g, "set grid\nset key outside below horizontal maxrows 2\nset bmargin 7\nset logscale y\n");
     fprintf(g, "set xlabel '%s'\nset ylabel 'latency (ms, log scale)'\n",
             open_loop ? "request rate (req/s)" : "concurrency (requests in flight)");
-    if (!open_loop && n > 1) {
-        fprintf(g, "set logscale x 10\n");
+    /* x range and tics at the measured levels, with a margin, so the points are readable */
+    double xmin = 0, xmax = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = open_loop ? runs[i].rate_rps : (double)runs[i].concurrency;
+        xmin = i == 0 || x < xmin ? x : xmin;
+        xmax = i == 0 || x > xmax ? x : xmax;
     }
+    if (!open_loop && n > 1 && xmax > xmin) {
+        fprintf(g, "set logscale x 10\nset xrange [%g:%g]\n", xmin / 1.5, xmax * 1.5);
+    } else {
+        fprintf(g, "set xrange [%g:%g]\n", xmin * 0.5, xmax * 1.5 + 1e-9);
+    }
+    fprintf(g, "set xtics (");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(g, "%s%g", i ? ", " : "",
+                open_loop ? runs[i].rate_rps : (double)runs[i].concurrency);
+    }
+    fprintf(g, ")\n\n");
     fprintf(g, "set title 'latency vs %s'\n", open_loop ? "rate" : "concurrency");
     fprintf(g, "plot $lat using 1:2 with linespoints lw 2 title 'TTFT p50', "
                "$lat using 1:3 with linespoints lw 2 title 'TTFT p95', "
@@ -310,7 +326,8 @@ static void write_plot_script(FILE *g, const char *png, const lt_args *a, const 
                "$lat using 1:5 with linespoints lw 2 title 'ITL p95', "
                "$lat using 1:6 with linespoints lw 2 title 'E2E p50', "
                "$lat using 1:7 with linespoints lw 2 title 'E2E p95'\n");
-    fprintf(g, "unset logscale\nset key top right\nset title 'TTFT histogram'\n");
+    fprintf(g, "unset logscale\nset xtics autofreq\nset xrange [0:%g]\n", hi);
+    fprintf(g, "set key inside top right vertical opaque box\nset title 'TTFT histogram'\n");
     fprintf(g, "set xlabel 'time to first token (ms)'\nset ylabel 'requests'\n");
     fprintf(g, "set style fill transparent solid 0.35 border\nset boxwidth %g absolute\n",
             hi / PLOT_BINS);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cm_clock.h"
@@ -15,7 +16,6 @@
 /* One request slot: a reusable easy handle (its connection is kept by the multi handle). */
 typedef struct slot {
     CURL *easy;
-    struct curl_slist *headers; /* shared, borrowed from the run */
     struct run *run;
     int active;
     int measured; /* warm-up requests are not */
@@ -35,7 +35,7 @@ typedef struct slot {
     long status;
     double *itl;
     size_t n_itl, cap_itl;
-    uint32_t prompt_tokens_est;
+    uint32_t prompt_tokens_est; /* generator's estimate, used when the server reports none */
     char curl_error[CURL_ERROR_SIZE];
 } slot;
 
@@ -50,6 +50,7 @@ typedef struct run {
     size_t active;
     /* counters of the current phase */
     uint64_t issued, done, ok, failed;
+    uint32_t phase_requests; /* 0 = bounded by time */
     int64_t first_start_ns, last_end_ns;
 } run;
 
@@ -135,7 +136,11 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
     if (!s->status_known) {
         curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &s->status);
         s->status_known = 1;
-        s->streaming = s->run->cfg->args->stream && s->status >= 200 && s->status < 300;
+        /* a server may ignore "stream": true and answer with one JSON body; read it as such */
+        char *ctype = NULL;
+        curl_easy_getinfo(s->easy, CURLINFO_CONTENT_TYPE, &ctype);
+        int is_sse = ctype == NULL || strncasecmp(ctype, "text/event-stream", 17) == 0;
+        s->streaming = s->run->cfg->args->stream && is_sse && s->status >= 200 && s->status < 300;
     }
     if (!s->streaming) {
         append_resp(s, data, n);
@@ -255,7 +260,8 @@ static cm_err finish_slot(run *r, slot *s, CURLcode result) {
         }
         x.output_tokens =
             s->last_usage.has_usage ? s->last_usage.completion_tokens : s->content_chunks;
-        x.prompt_tokens = s->last_usage.prompt_tokens;
+        x.prompt_tokens =
+            s->last_usage.has_usage ? s->last_usage.prompt_tokens : s->prompt_tokens_est;
     } else {
         lt_openai_chunk resp;
         if (s->resp_truncated || lt_openai_parse_chunk(s->resp, s->resp_len, &resp) != CM_OK) {
@@ -268,7 +274,7 @@ static cm_err finish_slot(run *r, slot *s, CURLcode result) {
             /* non-streamed: the first token is only seen with the whole answer */
             x.ttft_ms = x.e2e_ms;
             x.output_tokens = resp.completion_tokens;
-            x.prompt_tokens = resp.prompt_tokens;
+            x.prompt_tokens = resp.has_usage ? resp.prompt_tokens : s->prompt_tokens_est;
         }
     }
     if (ok && x.ttft_ms >= 0 && x.output_tokens > 1) {
@@ -306,7 +312,7 @@ static void progress(run *r, const char *phase, int64_t t0_ns, int final) {
     if (!r->cfg->progress) {
         return;
     }
-    lt_report_progress(stderr, r->cfg->label, phase, r->done, r->cfg->requests, r->ok, r->failed,
+    lt_report_progress(stderr, r->cfg->label, phase, r->done, r->phase_requests, r->ok, r->failed,
                        r->active, (double)(cm_clock_mono_ns() - t0_ns) / 1e9, final);
 }
 
@@ -318,6 +324,7 @@ static cm_err run_phase(run *r, uint32_t requests, double duration_s, int measur
                         size_t err_len) {
     const lt_run_config *cfg = r->cfg;
     r->issued = r->done = r->ok = r->failed = 0;
+    r->phase_requests = requests;
     int open_loop = cfg->concurrency <= 0;
     size_t limit = open_loop ? cfg->max_inflight : (size_t)cfg->concurrency;
     if (limit > r->n_slots) {
@@ -420,6 +427,16 @@ static cm_err run_phase(run *r, uint32_t requests, double duration_s, int measur
     return CM_OK;
 }
 
+/* add_header appends line to *list; on failure *list is unchanged (still owned by the caller). */
+static cm_err add_header(struct curl_slist **list, const char *line) {
+    struct curl_slist *next = curl_slist_append(*list, line);
+    if (next == NULL) {
+        return CM_ERR_NOMEM;
+    }
+    *list = next;
+    return CM_OK;
+}
+
 cm_err lt_run(const lt_run_config *cfg, lt_prompt_source *prompts, lt_stats *stats,
               double *duration_s_out, char *err, size_t err_len) {
     *duration_s_out = 0;
@@ -438,20 +455,28 @@ cm_err lt_run(const lt_run_config *cfg, lt_prompt_source *prompts, lt_stats *sta
     r.n_slots = cfg->concurrency > 0 ? (size_t)cfg->concurrency : cfg->max_inflight;
     r.slots = calloc(r.n_slots, sizeof(*r.slots));
     r.multi = curl_multi_init();
-    r.headers = curl_slist_append(NULL, "Content-Type: application/json");
     /* No "Expect: 100-continue" round trip before large bodies. */
-    r.headers = r.headers ? curl_slist_append(r.headers, "Expect:") : NULL;
-    char auth[1024];
-    if (cfg->args->api_key != NULL && r.headers != NULL) {
+    if (add_header(&r.headers, "Content-Type: application/json") != CM_OK ||
+        add_header(&r.headers, "Expect:") != CM_OK) {
+        snprintf(err, err_len, "out of memory setting up the run");
+        rv = CM_ERR_NOMEM;
+        goto done;
+    }
+    if (cfg->args->api_key != NULL) {
+        char auth[1024];
         if ((size_t)snprintf(auth, sizeof(auth), "Authorization: Bearer %s", cfg->args->api_key) >=
             sizeof(auth)) {
             snprintf(err, err_len, "API key too long");
             rv = CM_ERR_INVALID;
             goto done;
         }
-        r.headers = curl_slist_append(r.headers, auth);
+        if (add_header(&r.headers, auth) != CM_OK) {
+            snprintf(err, err_len, "out of memory setting up the run");
+            rv = CM_ERR_NOMEM;
+            goto done;
+        }
     }
-    if (r.slots == NULL || r.multi == NULL || r.headers == NULL) {
+    if (r.slots == NULL || r.multi == NULL) {
         snprintf(err, err_len, "out of memory setting up the run");
         rv = CM_ERR_NOMEM;
         goto done;

@@ -26,8 +26,8 @@
 #include "lt_prompt.h"
 #include "lt_stats.h"
 
-#define LT_RUN_MAX_EVENT_BYTES (256u * 1024u)      /* one SSE event */
-#define LT_RUN_MAX_BODY_BYTES (4u * 1024u * 1024u) /* a non-streamed body or an error body */
+#define LT_RUN_MAX_EVENT_BYTES (256u * 1024u) /* one SSE event */
+#define LT_RUN_MAX_BODY_BYTES (1024u * 1024u) /* a non-streamed body or an error body */
 #define LT_RUN_MAX_ITL_PER_REQUEST 1000000u
 
 typedef struct lt_run_config {

@@ -195,7 +195,9 @@ cm_err lt_stats_summarize(const lt_stats *s, double duration_s, const lt_slo *sl
             out->good++;
         }
     }
-    memcpy(itl, s->itl_ms, s->n_itl * sizeof(*itl));
+    if (s->n_itl > 0) {
+        memcpy(itl, s->itl_ms, s->n_itl * sizeof(*itl));
+    }
     out->duration_s = duration_s;
     if (duration_s > 0) {
         out->request_throughput = (double)out->completed / duration_s;

@@ -39,7 +39,7 @@ typedef struct lt_sample {
     double e2e_ms;
     double tpot_ms;         /* < 0 when fewer than 2 output tokens */
     uint32_t output_tokens; /* usage.completion_tokens when reported, else content chunks */
-    uint32_t prompt_tokens; /* usage.prompt_tokens when reported, else 0 */
+    uint32_t prompt_tokens; /* usage.prompt_tokens when reported, else the generator's estimate */
     int http_status;        /* 0 = no HTTP answer (connection failure, timeout) */
     int ok;                 /* 2xx and a complete, well-formed response */
 } lt_sample;

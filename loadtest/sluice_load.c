@@ -65,7 +65,7 @@ static int run_cold_start(const lt_args *a) {
 }
 
 static int run_levels(const lt_args *a) {
-    size_t n_runs = a->mode == LT_MODE_OPEN_LOOP ? 1 : a->n_levels;
+    size_t n_runs = a->mode == LT_MODE_OPEN_LOOP ? a->n_rates : a->n_levels;
     lt_summary *runs = calloc(n_runs, sizeof(*runs));
     lt_stats stats;
     lt_prompt_source prompts;
@@ -98,8 +98,8 @@ static int run_levels(const lt_args *a) {
         cfg.stop = &g_stop;
         cfg.max_inflight = a->max_inflight;
         if (a->mode == LT_MODE_OPEN_LOOP) {
-            cfg.rate_rps = a->rate_rps;
-            snprintf(label, sizeof(label), "rate %.3g/s", a->rate_rps);
+            cfg.rate_rps = a->rates[i];
+            snprintf(label, sizeof(label), "rate %.3g/s", a->rates[i]);
         } else {
             cfg.concurrency = a->concurrency[i];
             snprintf(label, sizeof(label), "concurrency %d", a->concurrency[i]);

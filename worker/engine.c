@@ -6,6 +6,14 @@
  * A step: plan -> emit drops and pending cancels -> gather the batch -> forward -> commit ->
  * sample every sequence whose chunk reached its last known token -> stop checks -> events.
  * All step buffers are sized at create; a request allocates once, at submit.
+ *
+ * Exactness: the engine feeds every token with the same ids, positions and KV whatever else
+ * shares the step, whether its prefix came from the cache, and whether it was preempted and
+ * recomputed (the RNG state and the generated tokens are kept). Outputs are therefore
+ * bit-identical across those cases when the backend computes a token the same way whatever the
+ * size of the batch. The CPU backend switches to f32 sgemm for steps of 48 tokens or more, so
+ * there exactness holds for max_batch_tokens < 48, and otherwise up to rounding (a near tie in
+ * greedy decoding can flip).
  */
 #include "engine.h"
 
@@ -245,6 +253,12 @@ static cm_err resolve_config(const wk_model *model, const wk_engine_config *in, 
                  ENGINE_MAX_BATCH_TOKENS, ENGINE_MAX_RUNNING, ENGINE_MAX_WAITING);
         return CM_ERR_CONFIG;
     }
+    if (c->max_batch_tokens < c->max_running) {
+        /* Every running sequence must be able to decode a token in every step. */
+        snprintf(err, errlen, "engine: max_batch_tokens (%u) must be at least max_running (%u)",
+                 c->max_batch_tokens, c->max_running);
+        return CM_ERR_CONFIG;
+    }
     if (c->kv_cache_fraction < 0 || c->kv_cache_fraction > 1) {
         snprintf(err, errlen, "engine: kv_cache_fraction must be in [0, 1]");
         return CM_ERR_CONFIG;
@@ -259,16 +273,43 @@ static cm_err resolve_config(const wk_model *model, const wk_engine_config *in, 
     return CM_OK;
 }
 
+static uint64_t tensor_elems(const wk_tensor *t) {
+    if (t->data == NULL)
+        return 0;
+    return (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
+}
+
+/* device_weight_bytes: what the weights may take on a device backend. The CUDA backend keeps
+ * every matrix as f16 (it dequantizes at load), so a 4-bit file grows ~3.5x there; take the
+ * larger of the file's bytes and the f16 footprint so the KV budget never crowds it out. */
+static uint64_t device_weight_bytes(const wk_model *m) {
+    uint64_t elems = tensor_elems(&m->tok_embd) + tensor_elems(&m->output_norm);
+    if (!m->hp.tied_embeddings)
+        elems += tensor_elems(&m->output);
+    for (uint32_t l = 0; m->layers != NULL && l < m->hp.n_layer; l++) {
+        const wk_layer *L = &m->layers[l];
+        const wk_tensor *ts[] = {&L->attn_norm, &L->wq,     &L->wk,   &L->wv,
+                                 &L->wo,        &L->bq,     &L->bk,   &L->bv,
+                                 &L->ffn_norm,  &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
+            elems += tensor_elems(ts[i]);
+    }
+    uint64_t f16 = elems * 2;
+    return f16 > m->weight_bytes ? f16 : (uint64_t)m->weight_bytes;
+}
+
 /* kv_blocks decides the pool size from the budget: explicit bytes, else a fraction of the
- * device's free memory less the weights, else a default; never more than every running
- * sequence at full context could use. */
+ * device's free memory (measured before the backend loads anything) less the weights' device
+ * footprint, else a default; never more than every running sequence at full context could
+ * use. */
 static cm_err kv_blocks(const wk_model *model, const wk_engine_config *c, size_t per_token,
                         uint32_t max_blocks_per_seq, uint32_t *out, char *err, size_t errlen) {
     uint64_t bytes = c->kv_cache_bytes;
     if (bytes == 0 && c->kv_cache_fraction > 0 && c->backend->free_memory != NULL) {
         size_t free_bytes = 0;
         if (c->backend->free_memory(c->device, &free_bytes) == CM_OK) {
-            double usable = (double)free_bytes * c->kv_cache_fraction - (double)model->weight_bytes;
+            double usable =
+                (double)free_bytes * c->kv_cache_fraction - (double)device_weight_bytes(model);
             if (usable > 0)
                 bytes = (uint64_t)usable;
         }
@@ -483,6 +524,12 @@ cm_err wk_engine_submit(wk_engine *e, const wk_request *req, char *err, size_t e
     if (req->n_stop > 0 && req->stop == NULL) {
         snprintf(err, errlen, "stop strings missing");
         return CM_ERR_INVALID;
+    }
+    for (uint32_t i = 0; i < req->n_stop && i < WK_MAX_STOP_STRINGS; i++) {
+        if (req->stop[i] == NULL) {
+            snprintf(err, errlen, "stop string %u is missing", i);
+            return CM_ERR_INVALID;
+        }
     }
     if (find_live(e, req->id) != NULL) {
         snprintf(err, errlen, "request id %llu is already live", (unsigned long long)req->id);
@@ -788,7 +835,9 @@ void wk_engine_get_stats(const wk_engine *e, wk_engine_stats *out) {
     out->prompt_tokens = e->prompt_tokens;
     out->generated_tokens = e->generated_tokens;
     out->steps = e->steps;
-    out->tokens_per_s = e->tokens_per_s;
+    /* The rate covers the last window of about a second; after two idle seconds it is 0, not
+     * the last busy figure. */
+    out->tokens_per_s = cm_clock_mono_ms() - e->last_step_ms > 2000 ? 0.0 : e->tokens_per_s;
     out->last_step_ms = e->last_step_ms;
 }
 

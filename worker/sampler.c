@@ -2,7 +2,7 @@
  * wk_sampler: logit_bias, penalties, logprobs, greedy / temperature / top-k / top-p / min-p.
  *
  * Cost per call is O(n_vocab) plus a sort of the candidates that survive: top-k and top-p
- * use quickselect on (logit, id) pairs and sort only the prefix they need, growing it
+ * use quickselect on (score, id) pairs and sort only the prefix they need, growing it
  * geometrically for top-p, so a 152k vocabulary is never fully sorted.
  */
 #include "sampler.h"
@@ -14,13 +14,17 @@
 #include <string.h>
 
 typedef struct cand {
-    float logit; /* after temperature */
+    float score; /* (logit - max) / temperature, later exp of that; larger is better */
     int32_t id;
 } cand;
+
+#define TOP_P_BUCKETS 1024
 
 struct wk_sampler {
     uint32_t n_vocab;
     cand *cands;      /* (n_vocab) candidate scratch */
+    uint16_t *bucket; /* (n_vocab) top-p: bucket of each candidate */
+    double bucket_mass[TOP_P_BUCKETS];
     uint32_t *counts; /* (n_vocab) occurrences in history; all zero between calls */
     int32_t *touched; /* (n_vocab) ids whose count is non-zero, to reset them */
 };
@@ -148,7 +152,8 @@ cm_err wk_sampler_create(uint32_t n_vocab, wk_sampler **out) {
     s->cands = malloc(sizeof(cand) * n_vocab);
     s->counts = calloc(n_vocab, sizeof(uint32_t));
     s->touched = malloc(sizeof(int32_t) * n_vocab);
-    if (s->cands == NULL || s->counts == NULL || s->touched == NULL) {
+    s->bucket = malloc(sizeof(uint16_t) * n_vocab);
+    if (s->cands == NULL || s->counts == NULL || s->touched == NULL || s->bucket == NULL) {
         wk_sampler_destroy(s);
         return CM_ERR_NOMEM;
     }
@@ -163,14 +168,20 @@ void wk_sampler_destroy(wk_sampler *s) {
     free(s->cands);
     free(s->counts);
     free(s->touched);
+    free(s->bucket);
     free(s);
 }
 
-/* Candidate order: higher logit first, lower id first among equals (a total order, so the
+/* NaN logits (a broken model or kernel) are treated as impossible tokens. */
+static float sanitize(float x) {
+    return isnan(x) ? -INFINITY : x;
+}
+
+/* Candidate order: higher score first, lower id first among equals (a total order, so the
  * result never depends on how the selection happened to permute the array). */
 static bool cand_before(const cand *a, const cand *b) {
-    if (a->logit != b->logit) {
-        return a->logit > b->logit;
+    if (a->score != b->score) {
+        return a->score > b->score;
     }
     return a->id < b->id;
 }
@@ -183,53 +194,135 @@ static int cand_cmp(const void *a, const void *b) {
     return cand_before(y, x) ? 1 : 0;
 }
 
-/* Rearranges c[0..n) so that its first k entries are the k best (in no particular order). */
-static void select_top(cand *c, size_t n, size_t k) {
-    size_t lo = 0, hi = n; /* the k-th best lies in [lo, hi) */
-    while (hi - lo > 1) {
-        /* Median of three as pivot, moved to the end. */
-        size_t mid = lo + (hi - lo) / 2;
-        size_t last = hi - 1;
-        if (cand_before(&c[mid], &c[lo])) {
-            cand t = c[mid];
-            c[mid] = c[lo];
-            c[lo] = t;
+/* Sift-down for a min-heap under cand_before (the root is the worst kept candidate). */
+static void sift_down(cand *h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && cand_before(&h[m], &h[l])) {
+            m = l;
         }
-        if (cand_before(&c[last], &c[lo])) {
-            cand t = c[last];
-            c[last] = c[lo];
-            c[lo] = t;
+        if (r < n && cand_before(&h[m], &h[r])) {
+            m = r;
         }
-        if (cand_before(&c[mid], &c[last])) {
-            cand t = c[mid];
-            c[mid] = c[last];
-            c[last] = t;
-        }
-        cand pivot = c[last];
-        size_t store = lo;
-        for (size_t i = lo; i < last; i++) {
-            if (cand_before(&c[i], &pivot)) {
-                cand t = c[i];
-                c[i] = c[store];
-                c[store] = t;
-                store++;
-            }
-        }
-        c[last] = c[store];
-        c[store] = pivot;
-        if (store == k - 1 || store == k) {
+        if (m == i) {
             return;
         }
-        if (store < k) {
-            lo = store + 1;
-        } else {
-            hi = store;
-        }
+        cand t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
     }
 }
 
-static float sanitize(float x) {
-    return isnan(x) ? -INFINITY : x;
+/* The k best finite logits as (logit, id) candidates in heap[0..returned). */
+static size_t top_k_heap(const float *logits, uint32_t n, size_t k, cand *heap) {
+    size_t have = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        cand x = {sanitize(logits[i]), (int32_t)i};
+        if (x.score == -INFINITY) {
+            continue;
+        }
+        if (have < k) {
+            /* Sift up. */
+            size_t j = have++;
+            heap[j] = x;
+            while (j > 0 && cand_before(&heap[(j - 1) / 2], &heap[j])) {
+                cand t = heap[j];
+                heap[j] = heap[(j - 1) / 2];
+                heap[(j - 1) / 2] = t;
+                j = (j - 1) / 2;
+            }
+        } else if (cand_before(&x, &heap[0])) {
+            heap[0] = x;
+            sift_down(heap, have, 0);
+        }
+    }
+    return have;
+}
+
+/*
+ * top-p over scores c[0..n) (max 0): keeps the smallest best-first prefix holding top_p of
+ * the mass and returns its length; c ends up holding weights exp(score). Instead of sorting,
+ * candidates go into buckets by score (bucket 0 = best): whole buckets are kept until the
+ * next one would reach the target, and only that boundary bucket is sorted.
+ */
+static size_t top_p_cut(wk_sampler *s, cand *c, size_t n, float top_p) {
+    float lo = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        lo = c[i].score < lo ? c[i].score : lo;
+    }
+    const float per_unit = lo < 0.0f ? (float)TOP_P_BUCKETS / -lo : 0.0f;
+    memset(s->bucket_mass, 0, sizeof s->bucket_mass);
+    double total = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        float f = -c[i].score * per_unit;
+        uint32_t b = f >= (float)(TOP_P_BUCKETS - 1) ? TOP_P_BUCKETS - 1 : (uint32_t)f;
+        s->bucket[i] = (uint16_t)b;
+        c[i].score = expf(c[i].score);
+        s->bucket_mass[b] += (double)c[i].score;
+        total += (double)c[i].score;
+    }
+    double target = (double)top_p * total;
+    double cum = 0.0;
+    uint32_t edge = 0;
+    while (edge < TOP_P_BUCKETS - 1 && cum + s->bucket_mass[edge] < target) {
+        cum += s->bucket_mass[edge];
+        edge++;
+    }
+    /* Stable partition: buckets above the edge first, then the edge bucket. */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s->bucket[i] < edge) {
+            cand t = c[k];
+            c[k] = c[i];
+            c[i] = t;
+            uint16_t tb = s->bucket[k];
+            s->bucket[k] = s->bucket[i];
+            s->bucket[i] = tb;
+            k++;
+        }
+    }
+    size_t e = k;
+    for (size_t i = k; i < n; i++) {
+        if (s->bucket[i] == edge) {
+            cand t = c[e];
+            c[e] = c[i];
+            c[i] = t;
+            s->bucket[i] = s->bucket[e];
+            e++;
+        }
+    }
+    qsort(c + k, e - k, sizeof *c, cand_cmp);
+    size_t keep = k;
+    while (keep < e) {
+        cum += (double)c[keep].score;
+        keep++;
+        if (cum >= target) {
+            break;
+        }
+    }
+    return keep > 0 ? keep : 1;
+}
+
+/* Turns scores into weights exp(score) in place; returns their sum. */
+static double to_weights(cand *c, size_t n) {
+    double total = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        c[i].score = expf(c[i].score);
+        total += (double)c[i].score;
+    }
+    return total;
+}
+
+/* Keeps the candidates whose score is >= floor, in their order; returns how many. */
+static size_t keep_at_least(cand *c, size_t n, float floor) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i].score >= floor) {
+            c[k++] = c[i];
+        }
+    }
+    return k;
 }
 
 static cm_err apply_penalties(wk_sampler *s, const wk_sampling_params *p, float *logits,
@@ -351,67 +444,47 @@ cm_err wk_sampler_sample(wk_sampler *s, const wk_sampling_params *p, float *logi
         const float inv_t = 1.0f / p->temperature;
         cand *c = s->cands;
         size_t nc = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            float l = sanitize(logits[i]);
-            if (l != -INFINITY) {
-                c[nc].logit = (l - max) * inv_t; /* <= 0; the best is exactly 0 */
-                c[nc].id = (int32_t)i;
-                nc++;
+        if (p->top_k > 0 && (uint32_t)p->top_k < n) {
+            /* top-k straight from the logits through a size-k min-heap: most tokens are
+             * rejected with one comparison, and only k candidates are ever written. */
+            nc = top_k_heap(logits, n, (size_t)p->top_k, c);
+            for (size_t i = 0; i < nc; i++) {
+                c[i].score = (c[i].score - max) * inv_t;
+            }
+        } else {
+            for (uint32_t i = 0; i < n; i++) {
+                float l = sanitize(logits[i]);
+                if (l != -INFINITY) {
+                    c[nc].score = (l - max) * inv_t; /* <= 0; the best is exactly 0 */
+                    c[nc].id = (int32_t)i;
+                    nc++;
+                }
             }
         }
-        if (p->top_k > 0 && (size_t)p->top_k < nc) {
-            select_top(c, nc, (size_t)p->top_k);
-            nc = (size_t)p->top_k;
-        }
+        /* Scores become weights exp(score) below; the best candidate weighs exactly 1. */
         if (p->top_p < 1.0f) {
-            double total = 0.0;
-            for (size_t i = 0; i < nc; i++) {
-                total += exp((double)c[i].logit);
+            nc = top_p_cut(s, c, nc, p->top_p);
+            if (p->min_p > 0.0f) {
+                nc = keep_at_least(c, nc, p->min_p); /* p_i / p_max is the weight itself */
             }
-            double target = (double)p->top_p * total;
-            /* Sort a growing prefix until it holds top_p of the mass. */
-            size_t m = nc < 64 ? nc : 64;
-            for (;;) {
-                select_top(c, nc, m);
-                qsort(c, m, sizeof *c, cand_cmp);
-                double cum = 0.0;
-                size_t keep = 0;
-                while (keep < m) {
-                    cum += exp((double)c[keep].logit);
-                    keep++;
-                    if (cum >= target) {
-                        break;
-                    }
-                }
-                if (cum >= target || m == nc) {
-                    nc = keep;
-                    break;
-                }
-                m = m * 8 < nc ? m * 8 : nc;
+        } else {
+            if (p->min_p > 0.0f) {
+                /* Cheaper before the exponentials: weight >= min_p <=> score >= ln(min_p). */
+                nc = keep_at_least(c, nc, logf(p->min_p));
             }
-        }
-        if (p->min_p > 0.0f) {
-            /* p_i / p_max = exp(logit_i) since the best candidate's logit is 0. */
-            float floor_logit = logf(p->min_p);
-            size_t k = 0;
-            for (size_t i = 0; i < nc; i++) {
-                if (c[i].logit >= floor_logit) {
-                    c[k++] = c[i];
-                }
-            }
-            nc = k;
+            to_weights(c, nc);
         }
         /* The draw walks the candidates in the order the (deterministic) selection left
          * them, so the same logits and seed always give the same token. */
         double total = 0.0;
         for (size_t i = 0; i < nc; i++) {
-            total += exp((double)c[i].logit);
+            total += (double)c[i].score;
         }
         double u = wk_rng_uniform(rng) * total;
         chosen = c[nc - 1].id;
         double cum = 0.0;
         for (size_t i = 0; i < nc; i++) {
-            cum += exp((double)c[i].logit);
+            cum += (double)c[i].score;
             if (u < cum) {
                 chosen = c[i].id;
                 break;

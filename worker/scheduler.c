@@ -351,21 +351,33 @@ static bool grow_blocks(wk_sched *s, wk_seq *seq, uint32_t n_blocks) {
     return true;
 }
 
-/* schedule_running plans the running sequences in priority/age order, preempting from the
- * back when blocks run out. Returns the budget left. */
+static void plan_entry(wk_sched *s, wk_seq *seq, uint32_t n) {
+    wk_sched_entry *e = &s->entries[s->plan.n_entries++];
+    e->seq = seq;
+    e->n_new = n;
+    e->want_logits = seq->n_computed + n == seq->n_tokens;
+    s->plan.n_tokens += n;
+}
+
+/* schedule_running plans the running sequences in priority/age order: first every decoding
+ * sequence (one token each), then the prefill chunks of sequences still reading their prompt
+ * with what is left of the budget, so a long prompt never holds decoders back. When a decoder
+ * needs a block and none is left, sequences are preempted from the back of the order (lowest
+ * priority, youngest), possibly the decoder itself. Returns the budget left. */
 static uint32_t schedule_running(wk_sched *s, uint32_t budget) {
     const uint32_t bt = s->cfg.block_tokens;
     qsort(s->running, s->n_running, sizeof(*s->running), running_cmp);
-    uint32_t i = 0;
-    while (i < s->n_running && budget > 0) {
+    /* Pass 1: decoders. Everything already planned sits before index i and the victims are
+     * taken from the end, so a planned sequence is never preempted. */
+    for (uint32_t i = 0; i < s->n_running && budget > 0;) {
         wk_seq *seq = s->running[i];
         SCHED_ASSERT(seq->n_tokens > seq->n_computed);
-        uint32_t n = seq->n_tokens - seq->n_computed;
-        if (n > budget)
-            n = budget;
-        uint32_t want_blocks = ceil_div(seq->n_computed + n, bt);
+        if (seq->n_tokens - seq->n_computed != 1) {
+            i++;
+            continue;
+        }
         bool gone = false;
-        while (!grow_blocks(s, seq, want_blocks)) {
+        while (!grow_blocks(s, seq, ceil_div(seq->n_computed + 1, bt))) {
             wk_seq *victim = s->running[s->n_running - 1];
             if (victim == seq && s->n_running == 1) {
                 /* It alone fills the cache: it can never grow. */
@@ -383,13 +395,22 @@ static uint32_t schedule_running(wk_sched *s, uint32_t budget) {
         }
         if (gone)
             break; /* seq was the last of the running order */
-        wk_sched_entry *e = &s->entries[s->plan.n_entries++];
-        e->seq = seq;
-        e->n_new = n;
-        e->want_logits = seq->n_computed + n == seq->n_tokens;
-        s->plan.n_tokens += n;
-        budget -= n;
+        plan_entry(s, seq, 1);
+        budget--;
         i++;
+    }
+    /* Pass 2: prefill chunks. Their blocks were all taken at admission. */
+    for (uint32_t i = 0; i < s->n_running && budget > 0; i++) {
+        wk_seq *seq = s->running[i];
+        uint32_t n = seq->n_tokens - seq->n_computed;
+        if (n == 1)
+            continue;
+        if (n > budget)
+            n = budget;
+        if (!grow_blocks(s, seq, ceil_div(seq->n_computed + n, bt)))
+            continue; /* cannot happen; never preempt here: planned entries could go */
+        plan_entry(s, seq, n);
+        budget -= n;
     }
     return budget;
 }
@@ -403,6 +424,8 @@ static void admit_waiting(wk_sched *s, uint32_t budget) {
             break;
         uint32_t total = ceil_div(seq->n_tokens, bt);
         if (total > pool || total > s->cfg.max_blocks_per_seq) {
+            if (s->plan.n_dropped == s->cap_dropped)
+                break; /* the rest waits for the next plan */
             waiting_unlink(s, seq, true);
             drop(s, seq, CM_ERR_LIMIT);
             continue;
@@ -443,11 +466,7 @@ static void admit_waiting(wk_sched *s, uint32_t budget) {
         uint32_t n = seq->n_tokens - seq->n_computed;
         if (n > budget)
             n = budget;
-        wk_sched_entry *e = &s->entries[s->plan.n_entries++];
-        e->seq = seq;
-        e->n_new = n;
-        e->want_logits = seq->n_computed + n == seq->n_tokens;
-        s->plan.n_tokens += n;
+        plan_entry(s, seq, n);
         budget -= n;
     }
 }

@@ -3,9 +3,10 @@
  * tested alone.
  *
  * One step = one backend forward. wk_sched_plan picks, under a per-step token budget:
- *   1. every running sequence's next tokens, oldest interactive first: one token for a
- *      decoding sequence, a chunk of its remaining prompt for one still prefilling (chunked
- *      prefill: a long prompt never holds the step for more than the budget);
+ *   1. every running sequence's next tokens, oldest interactive first: first one token for
+ *      each decoding sequence, then with what is left of the budget a chunk of the remaining
+ *      prompt of each one still prefilling (chunked prefill: a long prompt never holds the
+ *      decoders back);
  *   2. then new sequences from the waiting queue while the budget, the running limit and the
  *      KV blocks allow. Waiting order: priority class first (interactive before batch), inside
  *      a class preempted sequences first (oldest first), then the least recently served tenant
@@ -100,7 +101,7 @@ typedef struct wk_sched_drop {
 
 /* A step's plan; arrays owned by the scheduler, valid until the next plan. */
 typedef struct wk_sched_plan {
-    wk_sched_entry *entries; /* (n_entries) running order */
+    wk_sched_entry *entries; /* (n_entries) decoders, prefill chunks, then admissions */
     uint32_t n_entries;
     uint32_t n_tokens;      /* sum of n_new */
     wk_sched_drop *dropped; /* (n_dropped) */

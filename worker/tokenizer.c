@@ -79,6 +79,10 @@ static uint32_t table_size_for(uint64_t n) {
     return size;
 }
 
+bool wk_tok_is_special(const wk_tokenizer *t, int32_t id) {
+    return t->type[id] == WK_TOKTYPE_CONTROL || t->type[id] == WK_TOKTYPE_USER_DEFINED;
+}
+
 const char *wk_tok_text(const wk_tokenizer *t, int32_t id, size_t *len) {
     *len = t->text_off[id + 1] - t->text_off[id] - 1;
     return t->text + t->text_off[id];
@@ -163,7 +167,7 @@ void wk_tokenizer_free(wk_tokenizer *t) {
     free(t->merge_key);
     free(t->merge_rank);
     free(t->merge_result);
-    free(t->special);
+    free(t->special_lens);
     free(t);
 }
 
@@ -226,25 +230,6 @@ static bool is_eog_text(const char *s, size_t len) {
     return false;
 }
 
-/* Sort special ids by text length, longest first (insertion sort keeps this reentrant). */
-static void sort_specials(wk_tokenizer *t) {
-    for (uint32_t i = 1; i < t->n_special; i++) {
-        int32_t v = t->special[i];
-        uint32_t j = i;
-        while (j > 0) {
-            int32_t u = t->special[j - 1];
-            uint32_t lu = t->text_off[u + 1] - t->text_off[u];
-            uint32_t lv = t->text_off[v + 1] - t->text_off[v];
-            if (lu > lv || (lu == lv && u < v)) {
-                break;
-            }
-            t->special[j] = u;
-            j--;
-        }
-        t->special[j] = v;
-    }
-}
-
 static cm_err check_id(int32_t id, uint32_t n_vocab, const char *what, char *err, size_t errlen) {
     if (id < -1 || (id >= 0 && (uint32_t)id >= n_vocab)) {
         set_err(err, errlen, "tokenizer: %s %d is not in the vocabulary (%u tokens)", what, id,
@@ -258,6 +243,7 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
                               size_t errlen) {
     cm_err rv = CM_OK;
     wk_tokenizer *t = NULL;
+    bool *len_seen = NULL; /* (WK_TOK_MAX_TOKEN_BYTES + 1) special-token lengths present */
     *out = NULL;
     if (spec->model != WK_TOK_MODEL_BPE && spec->model != WK_TOK_MODEL_SPM) {
         set_err(err, errlen, "tokenizer: unknown model kind %d", (int)spec->model);
@@ -330,10 +316,10 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
     t->score = calloc(n, sizeof(float));
     t->vocab_mask = table_size_for(n) - 1;
     t->vocab_slot = malloc(sizeof(int32_t) * ((size_t)t->vocab_mask + 1));
-    t->special = malloc(sizeof(int32_t) * n);
+    len_seen = calloc(WK_TOK_MAX_TOKEN_BYTES + 1, 1);
     if (t->text == NULL || t->text_off == NULL || t->piece == NULL || t->piece_off == NULL ||
         t->type == NULL || t->flags == NULL || t->score == NULL || t->vocab_slot == NULL ||
-        t->special == NULL) {
+        len_seen == NULL) {
         rv = CM_ERR_NOMEM;
         goto fail;
     }
@@ -361,7 +347,9 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
         }
         off += len + 1;
 
-        /* Insert into the text table; the first id with a given text wins. */
+        /* Insert into the text table. For duplicate texts the first id wins, except that a
+         * special token displaces a plain one (so special-token matching can find it). */
+        bool special = (type == WK_TOKTYPE_CONTROL || type == WK_TOKTYPE_USER_DEFINED) && len > 0;
         uint32_t h = (uint32_t)hash_bytes(spec->tokens[i], len) & t->vocab_mask;
         for (;;) {
             int32_t id = t->vocab_slot[h];
@@ -372,13 +360,17 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
             size_t tl;
             const char *tt = wk_tok_text(t, id, &tl);
             if (tl == len && memcmp(tt, spec->tokens[i], len) == 0) {
+                if (special && !wk_tok_is_special(t, id)) {
+                    t->vocab_slot[h] = (int32_t)i;
+                }
                 break;
             }
             h = (h + 1) & t->vocab_mask;
         }
-        if ((type == WK_TOKTYPE_CONTROL || type == WK_TOKTYPE_USER_DEFINED) && len > 0) {
-            t->special[t->n_special++] = (int32_t)i;
+        if (special) {
+            t->n_special++;
             t->special_first[(uint8_t)spec->tokens[i][0]] = true;
+            len_seen[len] = true;
         }
         if (type == WK_TOKTYPE_CONTROL && is_eog_text(spec->tokens[i], len)) {
             t->flags[i] |= WK_TOKFLAG_EOG;
@@ -386,7 +378,21 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
     }
     t->text_off[n] = off;
     t->piece_off[n] = poff;
-    sort_specials(t);
+    /* Distinct special-token lengths, longest first: matching tries one hash lookup per
+     * length at each candidate position, whatever the number of special tokens. */
+    for (uint32_t l = WK_TOK_MAX_TOKEN_BYTES; l > 0; l--) {
+        t->n_special_lens += len_seen[l];
+    }
+    t->special_lens = malloc(sizeof(uint16_t) * (t->n_special_lens + 1));
+    if (t->special_lens == NULL) {
+        rv = CM_ERR_NOMEM;
+        goto fail;
+    }
+    for (uint32_t l = WK_TOK_MAX_TOKEN_BYTES, k = 0; l > 0; l--) {
+        if (len_seen[l]) {
+            t->special_lens[k++] = (uint16_t)l;
+        }
+    }
     for (int i = 1; i < 4; i++) { /* eos, eot, eom */
         if (ids[i] >= 0) {
             t->flags[ids[i]] |= WK_TOKFLAG_EOG;
@@ -456,10 +462,12 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
             t->merge_result[h] = result;
         }
     }
+    free(len_seen);
     *out = t;
     return CM_OK;
 
 fail:
+    free(len_seen);
     wk_tokenizer_free(t);
     return rv;
 }

@@ -245,7 +245,41 @@ done:
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Encoding                                                                                  */
+/* Merging                                                                                   */
+
+/* A symbol of the word being merged: doubly linked list over the initial characters. */
+typedef struct sym {
+    int32_t id;   /* BPE: token id; SPM: unused */
+    uint32_t off; /* SPM: byte offset in the escaped text */
+    uint32_t len; /* byte length; 0 = merged away */
+    int32_t prev, next;
+} sym;
+
+/*
+ * A merge candidate (left, right = left's neighbour when pushed): lower (prio, left) pops
+ * first. It is stale when either side died or the right side grew since; the left side cannot
+ * have changed while both are alive and adjacent (it only grows by absorbing its right
+ * neighbour), so the right side's length is all that needs recording.
+ */
+typedef struct cand {
+    uint32_t prio; /* BPE: merge rank; SPM: score order (higher score -> lower prio) */
+    int32_t left, right;
+    uint32_t right_len;
+} cand;
+
+/* Per-call scratch, grown on demand: words are usually short, so the symbol and heap arrays
+ * stay small unless the input really has a long word. */
+typedef struct scratch {
+    uint32_t *cps;  /* (len + 1) code points of the fragment (BPE) */
+    uint32_t *offs; /* (len + 1) their byte offsets */
+    uint32_t *ends; /* (len + 1) pre-tokenized piece ends, in code points */
+    char *buf;      /* BPE: mapped word for whole-word lookup; SPM: escaped text */
+    sym *syms;
+    size_t sym_cap;
+    cand *heap; /* binary heap, capacity 2 * sym_cap: n - 1 initial pairs plus at most one net
+                   push per merge */
+    size_t heap_n;
+} scratch;
 
 typedef struct emitter {
     int32_t *out;
@@ -253,34 +287,35 @@ typedef struct emitter {
     size_t n;
 } emitter;
 
-static bool emit(emitter *e, int32_t id) {
+static cm_err emit(emitter *e, int32_t id) {
     if (e->n >= e->cap) {
-        return false;
+        return CM_ERR_LIMIT;
     }
     e->out[e->n++] = id;
-    return true;
+    return CM_OK;
 }
 
-/* A symbol of the word being merged: doubly linked list over the initial characters. */
-typedef struct sym {
-    int32_t id;   /* BPE: token id; SPM: unused */
-    uint32_t off; /* SPM: byte offset in the escaped text */
-    uint32_t len; /* SPM: byte length; 0 = merged away */
-    int32_t prev, next;
-} sym;
-
-/* A merge candidate: lower (prio, left) pops first. */
-typedef struct cand {
-    uint64_t prio; /* BPE: rank; SPM: score order (higher score -> lower prio) */
-    int32_t left, right;
-    int32_t left_id, right_id, result;
-    uint32_t size; /* SPM: byte size of the merged symbol when pushed */
-} cand;
-
-typedef struct heap {
-    cand *v;
-    size_t n, cap;
-} heap;
+static cm_err reserve_syms(scratch *sc, size_t n) {
+    if (n <= sc->sym_cap) {
+        return CM_OK;
+    }
+    size_t cap = sc->sym_cap < 64 ? 64 : sc->sym_cap;
+    while (cap < n) {
+        cap *= 2;
+    }
+    sym *s = realloc(sc->syms, sizeof(sym) * cap);
+    if (s == NULL) {
+        return CM_ERR_NOMEM;
+    }
+    sc->syms = s;
+    cand *h = realloc(sc->heap, sizeof(cand) * 2 * cap);
+    if (h == NULL) {
+        return CM_ERR_NOMEM;
+    }
+    sc->heap = h;
+    sc->sym_cap = cap;
+    return CM_OK;
+}
 
 static bool cand_less(const cand *a, const cand *b) {
     if (a->prio != b->prio) {
@@ -289,77 +324,96 @@ static bool cand_less(const cand *a, const cand *b) {
     return a->left < b->left;
 }
 
-static void heap_push(heap *h, const cand *c) {
-    if (h->n >= h->cap) {
-        return; /* sized so that it cannot happen: at most 3 pushes per symbol */
+static void heap_push(scratch *sc, uint32_t prio, int32_t left, int32_t right) {
+    cand *h = sc->heap;
+    if (sc->heap_n >= 2 * sc->sym_cap) {
+        return; /* cannot happen: the bound is proved in struct scratch */
     }
-    size_t i = h->n++;
-    h->v[i] = *c;
+    size_t i = sc->heap_n++;
+    h[i] = (cand){prio, left, right, sc->syms[right].len};
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!cand_less(&h->v[i], &h->v[p])) {
+        if (!cand_less(&h[i], &h[p])) {
             break;
         }
-        cand tmp = h->v[i];
-        h->v[i] = h->v[p];
-        h->v[p] = tmp;
+        cand tmp = h[i];
+        h[i] = h[p];
+        h[p] = tmp;
         i = p;
     }
 }
 
-static cand heap_pop(heap *h) {
-    cand top = h->v[0];
-    h->v[0] = h->v[--h->n];
-    size_t i = 0;
+static cand heap_pop(scratch *sc) {
+    cand *h = sc->heap;
+    cand top = h[0];
+    h[0] = h[--sc->heap_n];
+    size_t i = 0, n = sc->heap_n;
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < h->n && cand_less(&h->v[l], &h->v[m])) {
+        if (l < n && cand_less(&h[l], &h[m])) {
             m = l;
         }
-        if (r < h->n && cand_less(&h->v[r], &h->v[m])) {
+        if (r < n && cand_less(&h[r], &h[m])) {
             m = r;
         }
         if (m == i) {
             break;
         }
-        cand tmp = h->v[i];
-        h->v[i] = h->v[m];
-        h->v[m] = tmp;
+        cand tmp = h[i];
+        h[i] = h[m];
+        h[m] = tmp;
         i = m;
     }
     return top;
 }
 
-typedef struct scratch {
-    uint32_t *cps;
-    uint32_t *offs;
-    uint32_t *ends;
-    sym *syms;
-    heap hp;
-    char *buf; /* BPE: mapped word for whole-word lookup; SPM: escaped text */
-} scratch;
+/* Links syms[0..n) into a list. */
+static void link_syms(sym *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        s[i].prev = (int32_t)i - 1;
+        s[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
+    }
+}
 
-static void bpe_try_push(const wk_tokenizer *t, const sym *syms, int32_t left, heap *hp) {
-    if (left < 0 || syms[left].next < 0) {
+/* Pops candidates until the heap is empty; returns the popped live ones one by one. */
+static bool next_live(scratch *sc, cand *out) {
+    while (sc->heap_n > 0) {
+        cand c = heap_pop(sc);
+        const sym *l = &sc->syms[c.left], *r = &sc->syms[c.right];
+        if (l->len != 0 && r->len == c.right_len && l->next == c.right) {
+            *out = c;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Joins c.right into c.left. */
+static void absorb(sym *s, const cand *c) {
+    sym *l = &s[c->left], *r = &s[c->right];
+    l->len += r->len;
+    l->next = r->next;
+    if (r->next >= 0) {
+        s[r->next].prev = c->left;
+    }
+    r->len = 0;
+}
+
+static void bpe_try_push(const wk_tokenizer *t, scratch *sc, int32_t left) {
+    if (left < 0 || sc->syms[left].next < 0) {
         return;
     }
-    int32_t right = syms[left].next;
-    cand c;
+    int32_t right = sc->syms[left].next;
     uint32_t rank;
-    if (!wk_tok_merge_lookup(t, syms[left].id, syms[right].id, &rank, &c.result)) {
-        return;
+    int32_t result;
+    if (wk_tok_merge_lookup(t, sc->syms[left].id, sc->syms[right].id, &rank, &result)) {
+        heap_push(sc, rank, left, right);
     }
-    c.prio = rank;
-    c.left = left;
-    c.right = right;
-    c.left_id = syms[left].id;
-    c.right_id = syms[right].id;
-    c.size = 0;
-    heap_push(hp, &c);
 }
 
 /* Byte-level BPE on one pre-tokenized word. */
-static bool bpe_word(const wk_tokenizer *t, const uint8_t *w, size_t wl, scratch *sc, emitter *e) {
+static cm_err bpe_word(const wk_tokenizer *t, const uint8_t *w, size_t wl, scratch *sc,
+                       emitter *e) {
     if (t->pre == WK_TOK_PRE_LLAMA3) {
         /* Llama 3 sets ignore_merges: a word that is a token is taken whole. */
         size_t ml = 0;
@@ -371,108 +425,101 @@ static bool bpe_word(const wk_tokenizer *t, const uint8_t *w, size_t wl, scratch
             return emit(e, id);
         }
     }
+    cm_err rv = reserve_syms(sc, wl);
+    if (rv != CM_OK) {
+        return rv;
+    }
     sym *s = sc->syms;
     size_t ns = 0;
     for (size_t i = 0; i < wl; i++) {
         int32_t id = t->byte_tok[w[i]];
         if (id < 0) {
-            continue; /* a byte the vocabulary lacks: dropped */
+            continue; /* a byte the vocabulary lacks: dropped, as HF tokenizers do */
         }
         s[ns].id = id;
-        s[ns].prev = (int32_t)ns - 1;
-        s[ns].next = -1;
         s[ns].len = 1;
-        if (ns > 0) {
-            s[ns - 1].next = (int32_t)ns;
-        }
         ns++;
     }
     if (ns == 0) {
-        return true;
+        return CM_OK;
     }
-    sc->hp.n = 0;
+    link_syms(s, ns);
+    sc->heap_n = 0;
     for (size_t i = 0; i + 1 < ns; i++) {
-        bpe_try_push(t, s, (int32_t)i, &sc->hp);
+        bpe_try_push(t, sc, (int32_t)i);
     }
-    while (sc->hp.n > 0) {
-        cand c = heap_pop(&sc->hp);
-        sym *l = &s[c.left], *r = &s[c.right];
-        /* Stale candidates: one side was merged since it was pushed. */
-        if (l->len == 0 || r->len == 0 || l->next != c.right || l->id != c.left_id ||
-            r->id != c.right_id) {
-            continue;
+    cand c;
+    while (next_live(sc, &c)) {
+        uint32_t rank;
+        int32_t result;
+        if (!wk_tok_merge_lookup(t, s[c.left].id, s[c.right].id, &rank, &result)) {
+            continue; /* cannot happen: the pair was a merge when pushed and is unchanged */
         }
-        l->id = c.result;
-        l->next = r->next;
-        if (r->next >= 0) {
-            s[r->next].prev = c.left;
-        }
-        r->len = 0;
-        bpe_try_push(t, s, l->prev, &sc->hp);
-        bpe_try_push(t, s, c.left, &sc->hp);
+        absorb(s, &c);
+        s[c.left].id = result;
+        bpe_try_push(t, sc, s[c.left].prev);
+        bpe_try_push(t, sc, c.left);
     }
     for (int32_t i = 0; i >= 0; i = s[i].next) {
-        if (!emit(e, s[i].id)) {
-            return false;
+        rv = emit(e, s[i].id);
+        if (rv != CM_OK) {
+            return rv;
         }
     }
-    return true;
+    return CM_OK;
 }
 
-static bool bpe_fragment(const wk_tokenizer *t, const char *text, size_t len, scratch *sc,
-                         emitter *e) {
+static cm_err bpe_fragment(const wk_tokenizer *t, const char *text, size_t len, scratch *sc,
+                           emitter *e) {
     size_t n;
-    if (decode_cps(text, len, sc->cps, sc->offs, &n) != CM_OK) {
-        return false; /* validated by the caller */
+    cm_err rv = decode_cps(text, len, sc->cps, sc->offs, &n);
+    if (rv != CM_OK) {
+        return rv; /* cannot happen: the caller validated the text */
     }
     size_t np = pretokenize_cps(t->pre, sc->cps, n, sc->ends);
     size_t start = 0;
     for (size_t k = 0; k < np; k++) {
         uint32_t b0 = sc->offs[start], b1 = sc->offs[sc->ends[k]];
-        if (!bpe_word(t, (const uint8_t *)text + b0, b1 - b0, sc, e)) {
-            return false;
+        rv = bpe_word(t, (const uint8_t *)text + b0, b1 - b0, sc, e);
+        if (rv != CM_OK) {
+            return rv;
         }
         start = sc->ends[k];
     }
-    return true;
+    return CM_OK;
 }
 
-static void spm_try_push(const wk_tokenizer *t, const sym *syms, const char *buf, int32_t left,
-                         heap *hp) {
-    if (left < 0 || syms[left].next < 0) {
-        return;
-    }
-    int32_t right = syms[left].next;
-    uint32_t size = syms[left].len + syms[right].len;
-    int32_t id = wk_tok_lookup(t, buf + syms[left].off, size);
-    if (id < 0) {
-        return;
-    }
-    cand c;
-    /* Highest score first: map the float to an order-preserving key, then invert. */
-    float sc = t->score[id];
+/* SPM priority: the merged token's score, highest first, as an order-preserving integer. */
+static uint32_t score_prio(float score) {
     uint32_t bits;
-    memcpy(&bits, &sc, sizeof bits);
+    memcpy(&bits, &score, sizeof bits);
     bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-    c.prio = (uint64_t)(UINT32_MAX - bits);
-    c.left = left;
-    c.right = right;
-    c.left_id = 0;
-    c.right_id = 0;
-    c.result = id;
-    c.size = size;
-    heap_push(hp, &c);
+    return UINT32_MAX - bits;
+}
+
+static void spm_try_push(const wk_tokenizer *t, scratch *sc, int32_t left) {
+    if (left < 0 || sc->syms[left].next < 0) {
+        return;
+    }
+    int32_t right = sc->syms[left].next;
+    const sym *l = &sc->syms[left];
+    int32_t id = wk_tok_lookup(t, sc->buf + l->off, l->len + sc->syms[right].len);
+    if (id >= 0) {
+        heap_push(sc, score_prio(t->score[id]), left, right);
+    }
 }
 
 /* SentencePiece-style: merge adjacent characters into the highest-scoring token until none
  * applies; leftovers that are not tokens fall back to <0xNN> byte tokens (or unk). */
-static bool spm_fragment(const wk_tokenizer *t, const char *text, size_t len, bool space_prefix,
-                         scratch *sc, emitter *e) {
+static cm_err spm_fragment(const wk_tokenizer *t, const char *text, size_t len, bool space_prefix,
+                           scratch *sc, emitter *e) {
     char *buf = sc->buf;
     size_t bl = 0;
+    size_t n_chars = 0;
     if (space_prefix) {
         memcpy(buf, "\xE2\x96\x81", 3);
         bl = 3;
+        n_chars++;
     }
     for (size_t i = 0; i < len; i++) {
         if (text[i] == ' ') {
@@ -481,52 +528,46 @@ static bool spm_fragment(const wk_tokenizer *t, const char *text, size_t len, bo
         } else {
             buf[bl++] = text[i];
         }
+        n_chars += ((uint8_t)text[i] & 0xC0) != 0x80;
+    }
+    cm_err rv = reserve_syms(sc, n_chars);
+    if (rv != CM_OK) {
+        return rv;
     }
     sym *s = sc->syms;
     size_t ns = 0;
-    for (size_t i = 0; i < bl;) {
+    for (size_t i = 0; i < bl && ns < n_chars;) {
         uint32_t c;
         size_t l = wk_utf8_decode((const uint8_t *)buf + i, bl - i, &c);
         if (l == 0) {
-            l = 1;
+            l = 1; /* cannot happen: the text was validated */
         }
+        s[ns].id = -1;
         s[ns].off = (uint32_t)i;
         s[ns].len = (uint32_t)l;
-        s[ns].prev = (int32_t)ns - 1;
-        s[ns].next = -1;
-        if (ns > 0) {
-            s[ns - 1].next = (int32_t)ns;
-        }
         ns++;
         i += l;
     }
     if (ns == 0) {
-        return true;
+        return CM_OK;
     }
-    sc->hp.n = 0;
+    link_syms(s, ns);
+    sc->heap_n = 0;
     for (size_t i = 0; i + 1 < ns; i++) {
-        spm_try_push(t, s, buf, (int32_t)i, &sc->hp);
+        spm_try_push(t, sc, (int32_t)i);
     }
-    while (sc->hp.n > 0) {
-        cand c = heap_pop(&sc->hp);
-        sym *l = &s[c.left], *r = &s[c.right];
-        if (l->len == 0 || r->len == 0 || l->next != c.right || l->len + r->len != c.size) {
-            continue;
-        }
-        l->len += r->len;
-        l->next = r->next;
-        if (r->next >= 0) {
-            s[r->next].prev = c.left;
-        }
-        r->len = 0;
-        spm_try_push(t, s, buf, l->prev, &sc->hp);
-        spm_try_push(t, s, buf, c.left, &sc->hp);
+    cand c;
+    while (next_live(sc, &c)) {
+        absorb(s, &c);
+        spm_try_push(t, sc, s[c.left].prev);
+        spm_try_push(t, sc, c.left);
     }
     for (int32_t i = 0; i >= 0; i = s[i].next) {
         int32_t id = wk_tok_lookup(t, buf + s[i].off, s[i].len);
         if (id >= 0) {
-            if (!emit(e, id)) {
-                return false;
+            rv = emit(e, id);
+            if (rv != CM_OK) {
+                return rv;
             }
             continue;
         }
@@ -535,24 +576,33 @@ static bool spm_fragment(const wk_tokenizer *t, const char *text, size_t len, bo
             if (b < 0) {
                 b = t->unk;
             }
-            if (b >= 0 && !emit(e, b)) {
-                return false;
+            if (b >= 0) {
+                rv = emit(e, b);
+                if (rv != CM_OK) {
+                    return rv;
+                }
             }
         }
     }
-    return true;
+    return CM_OK;
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* Entry point                                                                               */
 
 /* Longest special token whose text starts at text[pos], or -1. */
 static int32_t match_special(const wk_tokenizer *t, const char *text, size_t len, size_t pos) {
     if (!t->special_first[(uint8_t)text[pos]]) {
         return -1;
     }
-    for (uint32_t k = 0; k < t->n_special; k++) {
-        size_t sl;
-        const char *st = wk_tok_text(t, t->special[k], &sl);
-        if (sl <= len - pos && memcmp(st, text + pos, sl) == 0) {
-            return t->special[k];
+    for (uint32_t k = 0; k < t->n_special_lens; k++) {
+        size_t sl = t->special_lens[k];
+        if (sl > len - pos) {
+            continue;
+        }
+        int32_t id = wk_tok_lookup(t, text + pos, sl);
+        if (id >= 0 && wk_tok_is_special(t, id)) {
+            return id;
         }
     }
     return -1;
@@ -568,28 +618,30 @@ cm_err wk_tokenizer_encode(const wk_tokenizer *t, const char *text, size_t len, 
         return CM_ERR_UTF8;
     }
     if (len > (UINT32_MAX - 16) / 4) {
-        return CM_ERR_LIMIT;
+        return CM_ERR_LIMIT; /* offsets are 32-bit; prompts are bounded far below this */
     }
     emitter e = {out, cap, 0};
     cm_err rv = CM_OK;
     scratch sc;
     memset(&sc, 0, sizeof sc);
-    size_t sym_cap = t->model == WK_TOK_MODEL_SPM ? 3 * len + 4 : len + 1;
-    sc.cps = malloc(sizeof(uint32_t) * (len + 1));
-    sc.offs = malloc(sizeof(uint32_t) * (len + 1));
-    sc.ends = malloc(sizeof(uint32_t) * (len + 1));
-    sc.syms = malloc(sizeof(sym) * sym_cap);
-    sc.hp.cap = 3 * sym_cap + 4;
-    sc.hp.v = malloc(sizeof(cand) * sc.hp.cap);
-    sc.buf = malloc(3 * len + 8);
-    if (sc.cps == NULL || sc.offs == NULL || sc.ends == NULL || sc.syms == NULL ||
-        sc.hp.v == NULL || sc.buf == NULL) {
+    if (t->model == WK_TOK_MODEL_BPE) {
+        sc.cps = malloc(sizeof(uint32_t) * (len + 1));
+        sc.offs = malloc(sizeof(uint32_t) * (len + 1));
+        sc.ends = malloc(sizeof(uint32_t) * (len + 1));
+        sc.buf = malloc(2 * len + 8); /* a byte maps to at most a 2-byte character */
+    } else {
+        sc.buf = malloc(3 * len + 8); /* ' ' becomes the 3-byte U+2581 */
+    }
+    if (sc.buf == NULL ||
+        (t->model == WK_TOK_MODEL_BPE && (sc.cps == NULL || sc.offs == NULL || sc.ends == NULL))) {
         rv = CM_ERR_NOMEM;
         goto done;
     }
-    if (add_bos && t->add_bos && t->bos >= 0 && !emit(&e, t->bos)) {
-        rv = CM_ERR_LIMIT;
-        goto done;
+    if (add_bos && t->add_bos && t->bos >= 0) {
+        rv = emit(&e, t->bos);
+        if (rv != CM_OK) {
+            goto done;
+        }
     }
     bool prev_special = true; /* SPM: a space prefix starts the text and follows specials */
     size_t pos = 0;
@@ -606,22 +658,20 @@ cm_err wk_tokenizer_encode(const wk_tokenizer *t, const char *text, size_t len, 
             }
         }
         if (frag_end > pos) {
-            bool ok;
             if (t->model == WK_TOK_MODEL_BPE) {
-                ok = bpe_fragment(t, text + pos, frag_end - pos, &sc, &e);
+                rv = bpe_fragment(t, text + pos, frag_end - pos, &sc, &e);
             } else {
-                ok = spm_fragment(t, text + pos, frag_end - pos,
+                rv = spm_fragment(t, text + pos, frag_end - pos,
                                   t->add_space_prefix && prev_special, &sc, &e);
             }
-            if (!ok) {
-                rv = CM_ERR_LIMIT;
+            if (rv != CM_OK) {
                 goto done;
             }
             prev_special = false;
         }
         if (special >= 0) {
-            if (!emit(&e, special)) {
-                rv = CM_ERR_LIMIT;
+            rv = emit(&e, special);
+            if (rv != CM_OK) {
                 goto done;
             }
             size_t sl;
@@ -636,9 +686,9 @@ done:
     free(sc.cps);
     free(sc.offs);
     free(sc.ends);
-    free(sc.syms);
-    free(sc.hp.v);
     free(sc.buf);
+    free(sc.syms);
+    free(sc.heap);
     *n_out = e.n;
     return rv;
 }

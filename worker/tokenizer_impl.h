@@ -109,20 +109,24 @@ struct wk_tokenizer {
     uint32_t *merge_rank;
     int32_t *merge_result;
     uint32_t merge_mask;
-    int32_t byte_tok[256]; /* token for each raw byte (BPE char / SPM <0xNN>), -1 if none */
-    int32_t *special;      /* (n_special) control + user-defined ids, longest text first */
-    uint32_t n_special;
+    int32_t byte_tok[256];  /* token for each raw byte (BPE char / SPM <0xNN>), -1 if none */
+    uint32_t n_special;     /* control + user-defined tokens with non-empty text */
+    uint16_t *special_lens; /* (n_special_lens) their distinct text lengths, longest first */
+    uint32_t n_special_lens;
     bool special_first[256];
     int32_t bos, eos, eot, eom, unk;
     bool add_bos;
     bool add_space_prefix;
     uint32_t max_piece;
-    uint16_t byte_cp[256];          /* GPT-2 mapping: byte -> code point */
+    uint16_t byte_cp[256];             /* GPT-2 mapping: byte -> code point */
     int16_t cp_byte[WK_GPT2_CP_LIMIT]; /* and back, -1 for code points that are not bytes */
 };
 
 /* wk_tok_text returns token id's text (NUL-terminated) and its length; id must be valid. */
 const char *wk_tok_text(const wk_tokenizer *t, int32_t id, size_t *len);
+
+/* wk_tok_is_special: control or user-defined (matched in text only with parse_special). */
+bool wk_tok_is_special(const wk_tokenizer *t, int32_t id);
 
 /* wk_tok_lookup returns the id whose text is exactly s[0..len), or -1. */
 int32_t wk_tok_lookup(const wk_tokenizer *t, const char *s, size_t len);

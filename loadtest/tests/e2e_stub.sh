@@ -62,14 +62,18 @@ assert x["output_tokens"] == 30 and x["itl_ms"]["n"] == 0, x
 print("no-stream ok")
 PYEOF
 
-# 3. open loop at 40 req/s for 20 requests
-"$LOAD" --url "$URL" --api-key sk-test --model stub --rate 40 --requests 20 --max-inflight 8 \
-    --output-tokens 4 --quiet --json "$WORK/ol.json" >/dev/null || true
+# 3. open loop, a sweep of two Poisson rates with 20 requests each (plot on a rate axis)
+"$LOAD" --url "$URL" --api-key sk-test --model stub --rate 20,40 --requests 20 --max-inflight 8 \
+    --output-tokens 4 --quiet --json "$WORK/ol.json" "${PLOT[@]/out.png/ol.png}" >/dev/null || true
 "$PY" - "$WORK/ol.json" <<'PYEOF'
 import json, sys
-x = json.load(open(sys.argv[1]))["runs"][0]
-assert x["completed"] + x["failed"] == 20 and x["completed"] >= 17, x
-assert x["rate_rps"] == 40 and x["concurrency"] == 0, x
+runs = json.load(open(sys.argv[1]))["runs"]
+assert [x["rate_rps"] for x in runs] == [20, 40], runs
+for x in runs:
+    assert x["completed"] + x["failed"] == 20 and x["completed"] >= 17, x
+    assert x["concurrency"] == 0, x
+# 20 Poisson arrivals at 20/s take about a second; at 40/s about half of that
+assert runs[0]["duration_s"] > runs[1]["duration_s"] * 1.2 or runs[0]["duration_s"] > 0.6, runs
 print("open loop ok")
 PYEOF
 
@@ -95,4 +99,39 @@ set +e
 rc=$?
 set -e
 [ "$rc" -eq 2 ]
+# 7. cold start: the command starts a server after a pause; the time to the first token
+#    includes that pause, and the warm request is measured too
+CPORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$LOAD" --url "http://127.0.0.1:$CPORT" --model stub --output-tokens 4 --json "$WORK/cold.json" \
+    --cold-start "sleep 1; exec $PY $HERE/openai_stub.py --port $CPORT --ttft-ms 30 --itl-ms 1" \
+    --cold-start-timeout 60 >"$WORK/cold.txt"
+grep -q "command start -> first token" "$WORK/cold.txt"
+"$PY" - "$WORK/cold.json" <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1]))["cold_start"]
+assert c["ready_ms"] >= 1000 + 30, c
+assert c["attempts"] >= 2, c
+assert 30 <= c["warm_ttft_ms"] < 1000, c
+print("cold start ok")
+PYEOF
+# the server command was stopped with the run
+sleep 0.5
+if "$PY" -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $CPORT)) != 0)"; then
+    echo "cold-start server still running"; exit 1
+fi
+# 8. a server that ignores "stream": true answers with one JSON body: still measured
+"$PY" "$HERE/openai_stub.py" --port 0 --ttft-ms 5 --itl-ms 1 --ignore-stream >"$WORK/port2" \
+    2>"$WORK/stub2.err" &
+STUB2_PID=$!
+for _ in $(seq 100); do [ -s "$WORK/port2" ] && break; sleep 0.1; done
+"$LOAD" --url "http://127.0.0.1:$(head -n1 "$WORK/port2")" --model stub --requests 3 \
+    --output-tokens 4 --quiet --json "$WORK/is.json" >/dev/null
+kill "$STUB2_PID"
+"$PY" - "$WORK/is.json" <<'PYEOF'
+import json, sys
+x = json.load(open(sys.argv[1]))["runs"][0]
+assert x["completed"] == 3 and x["output_tokens"] == 12, x
+assert abs(x["ttft_ms"]["p50"] - x["e2e_ms"]["p50"]) < 1e-6, x
+print("ignored stream ok")
+PYEOF
 echo "e2e ok"

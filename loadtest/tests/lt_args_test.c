@@ -64,7 +64,8 @@ static void test_defaults_and_rate(void **state) {
     assert_string_equal(a.api_key, "from-env");
     assert_string_equal(a.endpoint_url, "http://h:1/v1/completions");
     assert_int_equal(a.mode, LT_MODE_OPEN_LOOP);
-    assert_float_equal(a.rate_rps, 2.5, 1e-12);
+    assert_int_equal(a.n_rates, 1);
+    assert_float_equal(a.rates[0], 2.5, 1e-12);
     assert_int_equal(a.requests, 0); /* bounded by the duration */
     assert_float_equal(a.duration_s, 30, 1e-12);
     assert_false(a.stream);
@@ -118,6 +119,11 @@ static void test_rejections(void **state) {
                      CM_ERR_INVALID);
     assert_int_equal(parse(&a, &help, err, 5, "--url", "http://x", "--model", "m", "extra"),
                      CM_ERR_INVALID);
+    /* a key goes into a header line: CR/LF and spaces are refused */
+    assert_int_equal(parse(&a, &help, err, 6, "--url", "http://x", "--model", "m", "--api-key",
+                           "sk-1\r\nX-Evil: 1"),
+                     CM_ERR_INVALID);
+    assert_non_null(strstr(err, "API key"));
 }
 
 static void test_helpers(void **state) {
@@ -139,6 +145,14 @@ static void test_helpers(void **state) {
     assert_int_equal(lt_args_parse_levels("7", levels, 2, &n), CM_OK);
     assert_int_equal(n, 1);
     assert_int_equal(lt_args_parse_levels("7,", levels, 2, &n), CM_ERR_INVALID);
+    double rates[LT_MAX_LEVELS];
+    assert_int_equal(lt_args_parse_rates("0.5,2,8", rates, LT_MAX_LEVELS, &n), CM_OK);
+    assert_int_equal(n, 3);
+    assert_float_equal(rates[0], 0.5, 1e-12);
+    assert_float_equal(rates[2], 8, 1e-12);
+    assert_int_equal(lt_args_parse_rates("1,0", rates, LT_MAX_LEVELS, &n), CM_ERR_INVALID);
+    assert_int_equal(lt_args_parse_rates("1,,2", rates, LT_MAX_LEVELS, &n), CM_ERR_INVALID);
+    assert_int_equal(lt_args_parse_rates("1e9", rates, LT_MAX_LEVELS, &n), CM_ERR_INVALID);
     lt_slo slo;
     assert_int_equal(lt_args_parse_slo("e2e=1000", &slo), CM_OK);
     assert_float_equal(slo.e2e_ms, 1000, 1e-12);

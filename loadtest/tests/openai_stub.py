@@ -4,7 +4,8 @@
 Serves POST /v1/chat/completions and /v1/completions, streamed (SSE) or not. Every answer
 is `max_tokens` words; the first arrives after --ttft-ms, the next ones --itl-ms apart, so a
 test can check that the load test measures what the server did. --api-key makes it answer
-401 to other keys; --fail-every N answers 503 to every N-th request. Prints its port on
+401 to other keys; --fail-every N answers 503 to every N-th request; --ignore-stream answers
+streamed requests with one JSON body, as some servers do. Prints its port on
 stdout once listening (use --port 0 for a free one).
 """
 import argparse
@@ -59,7 +60,7 @@ def make_handler(opts):
             try:
                 req = json.loads(raw)
                 max_tokens = int(req.get("max_tokens", 16))
-                stream = bool(req.get("stream", False))
+                stream = bool(req.get("stream", False)) and not opts.ignore_stream
                 if chat:
                     prompt = " ".join(m["content"] for m in req["messages"])
                 else:
@@ -121,6 +122,8 @@ def main():
     ap.add_argument("--ttft-ms", type=float, default=20.0)
     ap.add_argument("--itl-ms", type=float, default=5.0)
     ap.add_argument("--fail-every", type=int, default=0)
+    ap.add_argument("--ignore-stream", action="store_true",
+                    help="answer with one JSON body even when streaming is asked for")
     opts = ap.parse_args()
     ThreadingHTTPServer.request_queue_size = 256  # the default 5 drops SYNs under load
     srv = ThreadingHTTPServer(("127.0.0.1", opts.port), make_handler(opts))

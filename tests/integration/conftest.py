@@ -151,11 +151,12 @@ def redis(procs, logdir):
 
 
 class FakeWorker:
-    def __init__(self, procs, logdir, token_delay_us=0):
+    def __init__(self, procs, logdir, token_delay_us=0, extra=()):
         _need(FAKE_BIN, "sluice-fake-worker")
         self.address = f"tcp://127.0.0.1:{free_port()}"
         self.proc = Proc("fake-worker", [FAKE_BIN, "--listen", self.address, "--model", MODEL,
-                                         "--token-delay-us", str(token_delay_us)], logdir)
+                                         "--token-delay-us", str(token_delay_us)] + list(extra),
+                         logdir)
         procs.append(self.proc)
         time.sleep(0.1)
         if not self.proc.alive():
@@ -166,8 +167,8 @@ class FakeWorker:
 def fake_worker_factory(procs, logdir):
     made = []
 
-    def make(token_delay_us=0):
-        w = FakeWorker(procs, logdir, token_delay_us)
+    def make(token_delay_us=0, extra=()):
+        w = FakeWorker(procs, logdir, token_delay_us, extra)
         made.append(w)
         return w
     yield make

@@ -5,7 +5,7 @@ import json
 import openai
 import pytest
 
-from conftest import MODEL, FakeWorker, Gateway, http_request, sse_events
+from conftest import MODEL, FakeWorker, Gateway, http_request, sse_events, wait_for
 
 
 def post(gw, path, body, key="sk-test", headers=None, raw=None):
@@ -198,3 +198,44 @@ def test_n_choices_and_seed(gw):
     assert r.status_code == 200
     assert [c["index"] for c in r.json()["choices"]] == [0, 1, 2]
     assert r.json()["usage"]["completion_tokens"] == 6
+
+
+def test_dead_worker_is_skipped(fake_worker_factory, gateway_factory):
+    a = fake_worker_factory()
+    b = fake_worker_factory()
+    g = gateway_factory(workers=[a, b])
+    g.wait_ready()
+    wait_for(lambda: worker_up_count(g) == 2, 5, "both workers up")
+    a.proc.kill()
+    statuses = [post(g, "/v1/chat/completions", chat()).status_code for _ in range(10)]
+    assert statuses == [200] * 10, statuses
+    assert worker_up_count(g) == 1
+
+
+def worker_up_count(g):
+    return sum(float(l.split()[-1]) for l in http_request(g.base, "GET", "/metrics").text
+               .splitlines() if l.startswith("sluice_gateway_worker_up{"))
+
+
+def metric(g, name):
+    return sum(float(l.split()[-1]) for l in http_request(g.base, "GET", "/metrics").text
+               .splitlines() if l.startswith(name + " ") or l.startswith(name + "{"))
+
+
+def test_retry_on_other_worker_before_first_token(fake_worker_factory, gateway_factory):
+    # Worker a takes one request at a time (slowly) and answers OVERLOADED to the others:
+    # those are retried once on worker b, before any token, and succeed.
+    import concurrent.futures
+    a = fake_worker_factory(token_delay_us=300000, extra=["--max-running", "1"])
+    b = fake_worker_factory()
+    g = gateway_factory(workers=[a, b])
+    g.wait_ready()
+    wait_for(lambda: worker_up_count(g) == 2, 5, "both workers up")
+
+    def one(i):
+        return post(g, "/v1/chat/completions",
+                    chat(messages=[{"role": "user", "content": f"prompt {i}"}])).status_code
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        statuses = list(ex.map(one, range(12)))
+    assert statuses == [200] * 12, statuses
+    assert metric(g, "sluice_gateway_retries_total") >= 1

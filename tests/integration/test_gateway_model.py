@@ -8,6 +8,9 @@ import pytest
 from conftest import MODEL, sse_events, wait_for
 
 MSG = [{"role": "user", "content": "Name three colors."}]
+# Long generations for the disconnect/kill tests: EOS (id 2) and <|endoftext|> (id 0) banned,
+# so the model cannot finish early by chance.
+NO_EOS = {"0": -100, "2": -100}
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +118,7 @@ def test_context_length_error(gw):
 
 def test_client_disconnect_cancels(gw, worker):
     body = json.dumps({"model": MODEL, "prompt": "Write a long story about a dragon.",
-                       "max_tokens": 400, "stream": True})
+                       "max_tokens": 400, "stream": True, "logit_bias": NO_EOS})
     status, events = sse_events(gw.base, "/v1/completions", body,
                                 {"Authorization": "Bearer sk-test",
                                  "Content-Type": "application/json"}, stop_after=2)
@@ -131,7 +134,7 @@ def test_worker_killed_mid_stream(own_worker, gateway_factory):
     g.wait_ready(30)
     c = g.client()
     stream = c.completions.create(model=MODEL, prompt="Write a long story about a dragon.",
-                                  max_tokens=400, stream=True)
+                                  max_tokens=400, stream=True, logit_bias=NO_EOS)
     got = 0
     with pytest.raises(openai.APIError):
         for chunk in stream:
@@ -143,3 +146,17 @@ def test_worker_killed_mid_stream(own_worker, gateway_factory):
     with pytest.raises(openai.APIStatusError) as e:
         c.completions.create(model=MODEL, prompt="hi", max_tokens=2)
     assert e.value.status_code == 503
+
+
+def test_client_disconnect_cancels_non_streaming(gw, worker):
+    import socket
+    body = json.dumps({"model": MODEL, "prompt": "Write a long story about a dragon.",
+                       "max_tokens": 400, "logit_bias": NO_EOS}).encode()
+    host, port = gw.base[len("http://"):].split(":")
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    wait_for(lambda: worker.metric("sluice_worker_requests_running") >= 1, 10, "request running")
+    s.close()
+    wait_for(lambda: worker.metric("sluice_worker_requests_running") == 0 and
+             worker.metric("sluice_worker_kv_cache_blocks_used") == 0, 3, "worker idle")

@@ -137,3 +137,20 @@ def test_redis_down_fail_open(redis, two_gateways):
     assert r.status_code == 200, r.text
     assert time.monotonic() - t0 < 2.0
     assert http_request(a.base, "GET", "/ready").status_code == 200
+
+
+def test_api_keys_from_redis(redis, fake_worker_factory, gateway_factory):
+    w = fake_worker_factory()
+    g = gateway_factory(workers=[w], redis=redis, keys=(), extra=["--redis-keys"])
+    g.wait_ready()
+    assert complete(g, "dyn").status_code == 401
+    # An operator adds the key while the gateway runs; unknown keys are cached for 2 s per
+    # loop thread, so it is accepted everywhere after that.
+    redis.command("HSET", "sluice:apikey:" + sha256_hex("sk-dyn"), "tenant", "dyn", "rpm", "2")
+    time.sleep(2.2)
+    r = complete(g, "dyn")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-ratelimit-limit-requests"] == "2"
+    codes = [complete(g, "dyn").status_code for _ in range(3)]
+    assert 429 in codes
+    assert complete(g, "other").status_code == 401

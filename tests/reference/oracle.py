@@ -12,6 +12,12 @@ prints the final-position top-5 logits (and a greedy continuation).
 """
 from __future__ import annotations
 
+import os
+
+# One BLAS thread (before numpy loads): spinning OpenBLAS threads on a loaded 2-core machine
+# made the small matrix-vector products several times slower.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import sys
 import time

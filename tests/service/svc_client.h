@@ -24,7 +24,8 @@ typedef struct svc_client {
 
 /* Dials addr (retrying for up to timeout_ms while the worker comes up) and sends Hello
  * with the given protocol version. 0 on success. */
-static inline int svc_client_open(svc_client *c, const char *addr, uint32_t version, int timeout_ms) {
+static inline int svc_client_open(svc_client *c, const char *addr, uint32_t version,
+                                  int timeout_ms) {
     memset(c, 0, sizeof *c);
     if (nng_pair1_open(&c->sock) != 0)
         return -1;
@@ -78,10 +79,10 @@ typedef struct svc_submit_opts {
     const char *chat_user; /* one user message */
     const int32_t *ids;    /* or token ids */
     size_t n_ids;
-    uint32_t max_tokens;   /* 0 = absent */
+    uint32_t max_tokens; /* 0 = absent */
     bool greedy;
-    const char *model;     /* NULL = absent */
-    bool no_eos;           /* logit_bias -100 on ids 0..2 (SmolLM2's end tokens) */
+    const char *model; /* NULL = absent */
+    bool no_eos;       /* logit_bias -100 on ids 0..2 (SmolLM2's end tokens) */
 } svc_submit_opts;
 
 static inline int svc_client_submit(svc_client *c, const svc_submit_opts *o) {
@@ -153,11 +154,15 @@ static inline Sluice__Envelope *svc_client_recv(svc_client *c, int timeout_ms) {
     return env;
 }
 
-/* Receives until an Event for one of the requests arrives (skipping Hello/Stats); NULL on
- * timeout. */
+/* Receives until an Event arrives (skipping Hello/Stats/Drain); NULL when none came within
+ * timeout_ms in total. */
 static inline Sluice__Envelope *svc_client_next_event(svc_client *c, int timeout_ms) {
+    nng_time deadline = nng_clock() + (nng_time)(timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
-        Sluice__Envelope *env = svc_client_recv(c, timeout_ms);
+        nng_time now = nng_clock();
+        if (now >= deadline)
+            return NULL;
+        Sluice__Envelope *env = svc_client_recv(c, (int)(deadline - now));
         if (env == NULL)
             return NULL;
         if (env->msg_case == SLUICE__ENVELOPE__MSG_EVENT)

@@ -163,7 +163,8 @@ cm_err wk_health_http_start(const char *addr, uint32_t stall_timeout_ms, wk_svc_
         rv = CM_ERR_CONFIG;
         goto fail;
     }
-    if ((rv = add(h, "/health", on_health)) != CM_OK || (rv = add(h, "/ready", on_ready)) != CM_OK ||
+    if ((rv = add(h, "/health", on_health)) != CM_OK ||
+        (rv = add(h, "/ready", on_ready)) != CM_OK ||
         (rv = add(h, "/metrics", on_metrics)) != CM_OK) {
         snprintf(err, errlen, "--http: cannot register handlers");
         goto fail;

@@ -55,8 +55,8 @@ static cm_err warm_up(wk_engine *e, const wk_tokenizer *tok, uint32_t max_tokens
     int32_t ids[64];
     size_t n = 0;
     const char *text = "Hello! Tell me about yourself.";
-    cm_err rv = wk_tokenizer_encode(tok, text, strlen(text), wk_tokenizer_add_bos(tok), false, ids,
-                                    64, &n);
+    cm_err rv =
+        wk_tokenizer_encode(tok, text, strlen(text), wk_tokenizer_add_bos(tok), false, ids, 64, &n);
     if (rv != CM_OK || n == 0) {
         snprintf(err, errlen, "warm-up: cannot tokenize: %s", cm_strerror(rv));
         return rv != CM_OK ? rv : CM_ERR_INTERNAL;

@@ -119,8 +119,8 @@ cm_err wk_prompt_build(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int32_
                         ctx->max_prompt_bytes);
         if (!wk_utf8_valid(s->prompt, len))
             return fail(CM_ERR_UTF8, err, errlen, "prompt is not valid UTF-8");
-        rv = encode(ctx, s->prompt, len, wk_tokenizer_add_bos(ctx->tok), false, ids_out, n_out,
-                    err, errlen);
+        rv = encode(ctx, s->prompt, len, wk_tokenizer_add_bos(ctx->tok), false, ids_out, n_out, err,
+                    errlen);
     } else {
         uint32_t n_vocab = wk_tokenizer_n_vocab(ctx->tok);
         for (size_t i = 0; i < s->n_prompt_token_ids; i++) {

@@ -24,10 +24,10 @@
 #include "tokenizer.h"
 
 typedef struct wk_prompt_ctx {
-    const wk_tokenizer *tok;        /* borrowed */
-    const wk_chat_template *tmpl;   /* borrowed; NULL = chat messages unsupported */
-    uint32_t max_context;           /* tokens */
-    size_t max_prompt_bytes;        /* rendered/raw text bound */
+    const wk_tokenizer *tok;      /* borrowed */
+    const wk_chat_template *tmpl; /* borrowed; NULL = chat messages unsupported */
+    uint32_t max_context;         /* tokens */
+    size_t max_prompt_bytes;      /* rendered/raw text bound */
 } wk_prompt_ctx;
 
 /*

@@ -31,12 +31,12 @@ struct wk_registry {
     wk_service *svc;
 
     pthread_t thread;
-    pthread_mutex_t mtx;   /* guards ctx use and the flags */
+    pthread_mutex_t mtx; /* guards ctx use and the flags */
     pthread_cond_t cond;
     bool stop;
     bool withdrawn;
     redisContext *ctx;
-    bool was_up;           /* for one log line per state change */
+    bool was_up; /* for one log line per state change */
 };
 
 void wk_registry_key(const char *instance_id, char *out, size_t cap) {
@@ -80,10 +80,11 @@ static void build_value(wk_registry *r, char *out, size_t cap) {
     size_t pos = 0;
     pos += (size_t)snprintf(out, cap, "{\"instance_id\":");
     pos = json_str(out, cap, pos, r->instance_id);
-    pos += (size_t)snprintf(out + (pos < cap ? pos : cap), pos < cap ? cap - pos : 0, ",\"model\":");
+    pos +=
+        (size_t)snprintf(out + (pos < cap ? pos : cap), pos < cap ? cap - pos : 0, ",\"model\":");
     pos = json_str(out, cap, pos, r->model);
-    pos += (size_t)snprintf(out + (pos < cap ? pos : cap), pos < cap ? cap - pos : 0,
-                            ",\"address\":");
+    pos +=
+        (size_t)snprintf(out + (pos < cap ? pos : cap), pos < cap ? cap - pos : 0, ",\"address\":");
     pos = json_str(out, cap, pos, r->address);
     snprintf(out + (pos < cap ? pos : cap), pos < cap ? cap - pos : 0,
              ",\"capacity\":%u,\"waiting\":%u,\"running\":%u,\"kv_free_ratio\":%.4f,"
@@ -207,7 +208,8 @@ cm_err wk_registry_start(const wk_registry_info *info, wk_service *svc, wk_regis
     u += 8;
     const char *colon = strrchr(u, ':');
     const char *slash = strchr(u, '/');
-    size_t host_len = colon != NULL ? (size_t)(colon - u) : (slash ? (size_t)(slash - u) : strlen(u));
+    size_t host_len =
+        colon != NULL ? (size_t)(colon - u) : (slash ? (size_t)(slash - u) : strlen(u));
     int port = 6379;
     if (colon != NULL) {
         char *end = NULL;

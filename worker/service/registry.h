@@ -23,11 +23,11 @@
 typedef struct wk_registry wk_registry;
 
 typedef struct wk_registry_info {
-    const char *url;          /* redis://HOST:PORT */
-    const char *instance_id;  /* host:pid:start_ms */
+    const char *url;         /* redis://HOST:PORT */
+    const char *instance_id; /* host:pid:start_ms */
     const char *model;
-    const char *address;      /* advertised nng address */
-    uint32_t capacity;        /* max running requests */
+    const char *address; /* advertised nng address */
+    uint32_t capacity;   /* max running requests */
 } wk_registry_info;
 
 /* wk_registry_start parses the URL and starts the thread (strings copied). svc is borrowed

@@ -25,7 +25,7 @@ typedef struct req {
     struct req *prev, *next;
     uint64_t engine_id;
     uint32_t conn_id;
-    uint64_t request_id;   /* the gateway's id, unique per connection */
+    uint64_t request_id; /* the gateway's id, unique per connection */
     int64_t received_ns;
     int64_t last_token_ns; /* 0 until the first token */
     bool silent;           /* connection gone or already told: send nothing more */
@@ -37,7 +37,7 @@ typedef struct req {
 typedef struct conn_state {
     struct conn_state *next;
     uint32_t id;
-    bool refused;          /* incompatible protocol version */
+    bool refused; /* incompatible protocol version */
 } conn_state;
 
 struct wk_service {
@@ -344,7 +344,8 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
     }
     if (sub->model != NULL && sub->model[0] != '\0' &&
         strcmp(sub->model, s->d.cfg->model_name) != 0) {
-        snprintf(err, sizeof err, "The model '%.200s' does not exist on this worker (it serves '%.200s')",
+        snprintf(err, sizeof err,
+                 "The model '%.200s' does not exist on this worker (it serves '%.200s')",
                  sub->model, s->d.cfg->model_name);
         reject(s, c, CM_ERR_NOT_FOUND, err);
         return;
@@ -413,8 +414,7 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
     if (rv != CM_OK) {
         unlink_req(s, r);
         if (rv == CM_ERR_CONTEXT_LENGTH && err[0] == '\0')
-            wk_prompt_context_message(s->prompt.max_context, n_ids, rq.max_tokens, err,
-                                      sizeof err);
+            wk_prompt_context_message(s->prompt.max_context, n_ids, rq.max_tokens, err, sizeof err);
         reject(s, c, rv, err[0] ? err : cm_strerror(rv));
         return;
     }
@@ -610,7 +610,8 @@ cm_err wk_service_create(const wk_service_deps *deps, wk_service **out, char *er
     atomic_init(&s->draining, false);
     atomic_init(&s->abort_requested, false);
     atomic_init(&s->stop_thread, false);
-    s->rng = (uint64_t)cm_clock_mono_ns() ^ ((uint64_t)cm_clock_unix_ms() << 20) ^ 0x9E3779B97F4A7C15ULL;
+    s->rng =
+        (uint64_t)cm_clock_mono_ns() ^ ((uint64_t)cm_clock_unix_ms() << 20) ^ 0x9E3779B97F4A7C15ULL;
     if (s->rng == 0)
         s->rng = 1;
     wk_wire_limits_init(&s->limits);
@@ -632,7 +633,8 @@ cm_err wk_service_create(const wk_service_deps *deps, wk_service **out, char *er
     tc.max_connections = cfg->max_connections;
     tc.max_message_bytes = cfg->max_message_bytes;
     tc.send_queue_messages = cfg->send_queue_messages;
-    wk_transport_callbacks cb = {.on_open = on_open, .on_message = on_message, .on_close = on_close};
+    wk_transport_callbacks cb = {
+        .on_open = on_open, .on_message = on_message, .on_close = on_close};
     rv = wk_transport_create(cfg->listen, &tc, &cb, s, &s->transport, err, errlen);
     if (rv != CM_OK)
         goto fail;

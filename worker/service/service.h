@@ -41,13 +41,13 @@ typedef struct wk_service wk_service;
 /* Everything the service borrows; all must outlive it. */
 typedef struct wk_service_deps {
     const wk_worker_config *cfg;
-    wk_engine *engine;            /* used only on the engine thread after wk_service_start */
+    wk_engine *engine; /* used only on the engine thread after wk_service_start */
     const wk_tokenizer *tok;
     const wk_chat_template *tmpl; /* NULL: chat messages are refused */
     wk_svc_metrics *metrics;
     const char *instance_id;
     const char *backend_name;
-    uint32_t capacity;            /* max running requests (for the registry) */
+    uint32_t capacity; /* max running requests (for the registry) */
 } wk_service_deps;
 
 /* wk_service_create builds the inbox and starts listening (gateways may connect; their
@@ -77,8 +77,8 @@ void wk_service_destroy(wk_service *s);
 typedef struct wk_service_status {
     bool started;
     bool draining;
-    bool stopped;             /* engine thread ended */
-    int64_t heartbeat_ms;     /* cm_clock monotonic ms of the engine loop's last turn */
+    bool stopped;         /* engine thread ended */
+    int64_t heartbeat_ms; /* cm_clock monotonic ms of the engine loop's last turn */
     bool has_work;
     uint32_t waiting;
     uint32_t running;
@@ -86,7 +86,7 @@ typedef struct wk_service_status {
     uint32_t kv_blocks_used;
     double tokens_per_s;
     uint32_t connections;
-    uint32_t live_requests;   /* requests this service tracks (waiting + running) */
+    uint32_t live_requests; /* requests this service tracks (waiting + running) */
 } wk_service_status;
 
 /* wk_service_get_status: a consistent snapshot; any thread. */

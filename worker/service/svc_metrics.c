@@ -26,9 +26,8 @@ static cm_err counter(wk_svc_metrics *m, const char *name, const char *help, con
     return rv;
 }
 
-static cm_err histogram(wk_svc_metrics *m, const char *name, const char *help,
-                        const char *model, double start, double factor, size_t n,
-                        cm_series **out) {
+static cm_err histogram(wk_svc_metrics *m, const char *name, const char *help, const char *model,
+                        double start, double factor, size_t n, cm_series **out) {
     double bounds[CM_METRICS_MAX_BUCKETS];
     cm_err rv = cm_metrics_exp_bounds(start, factor, n, bounds);
     cm_metric *f;
@@ -66,14 +65,12 @@ cm_err wk_svc_metrics_init(wk_svc_metrics *m, const char *model) {
               model, &m->kv_cache_blocks_used));
     TRY(gauge(m, "sluice_worker_model_load_seconds", "Time to load the model at start.", model,
               &m->model_load_seconds));
-    TRY(gauge(m, "sluice_worker_warmup_seconds", "Time of the warm-up generation at start.",
-              model, &m->warmup_seconds));
-    TRY(gauge(m, "sluice_worker_connections", "Gateway connections open.", model,
-              &m->connections));
+    TRY(gauge(m, "sluice_worker_warmup_seconds", "Time of the warm-up generation at start.", model,
+              &m->warmup_seconds));
+    TRY(gauge(m, "sluice_worker_connections", "Gateway connections open.", model, &m->connections));
     TRY(gauge(m, "sluice_worker_ready", "1 when the worker accepts new requests.", model,
               &m->ready));
-    TRY(gauge(m, "sluice_worker_draining", "1 while draining after SIGTERM.", model,
-              &m->draining));
+    TRY(gauge(m, "sluice_worker_draining", "1 while draining after SIGTERM.", model, &m->draining));
     TRY(counter(m, "sluice_worker_preemptions_total", "Sequences preempted (recomputed later).",
                 model, &m->preemptions_total));
     TRY(counter(m, "sluice_worker_prompt_tokens_total", "Prompt tokens prefilled.", model,
@@ -97,8 +94,7 @@ cm_err wk_svc_metrics_init(wk_svc_metrics *m, const char *model) {
                                "Requests finished, by finish reason.", reason_labels, &f));
         TRY(cm_metric_series(f, (const char *const[]){model, "stop"}, &m->finished_stop));
         TRY(cm_metric_series(f, (const char *const[]){model, "length"}, &m->finished_length));
-        TRY(cm_metric_series(f, (const char *const[]){model, "cancelled"},
-                             &m->finished_cancelled));
+        TRY(cm_metric_series(f, (const char *const[]){model, "cancelled"}, &m->finished_cancelled));
         TRY(cm_metric_series(f, (const char *const[]){model, "error"}, &m->finished_error));
     }
     TRY(histogram(m, "sluice_worker_time_to_first_token_seconds",
@@ -106,8 +102,8 @@ cm_err wk_svc_metrics_init(wk_svc_metrics *m, const char *model) {
     TRY(histogram(m, "sluice_worker_inter_token_latency_seconds",
                   "Time between consecutive token events of a request.", model, 0.001, 2.0, 16,
                   &m->itl));
-    TRY(histogram(m, "sluice_worker_e2e_request_latency_seconds",
-                  "Submit received to finish.", model, 0.01, 2.0, 18, &m->e2e));
+    TRY(histogram(m, "sluice_worker_e2e_request_latency_seconds", "Submit received to finish.",
+                  model, 0.01, 2.0, 18, &m->e2e));
     TRY(histogram(m, "sluice_worker_queue_time_seconds", "Time waiting before first scheduled.",
                   model, 0.001, 2.0, 18, &m->queue_time));
 #undef TRY

@@ -21,9 +21,9 @@ typedef struct wk_svc_metrics {
     /* counters */
     cm_series *preemptions_total, *prompt_tokens_total, *generation_tokens_total;
     cm_series *finished_stop, *finished_length, *finished_cancelled, *finished_error;
-    cm_series *rejected_total;          /* Submits answered with an Error before running */
-    cm_series *dropped_messages_total;  /* inbound messages with no readable request id */
-    cm_series *send_queue_overflows_total; /* requests cancelled: gateway too slow to read */
+    cm_series *rejected_total;                  /* Submits answered with an Error before running */
+    cm_series *dropped_messages_total;          /* inbound messages with no readable request id */
+    cm_series *send_queue_overflows_total;      /* requests cancelled: gateway too slow to read */
     cm_series *connections_lost_requests_total; /* requests cancelled by a lost connection */
     /* histograms (seconds) */
     cm_series *ttft, *itl, *e2e, *queue_time;

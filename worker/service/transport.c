@@ -40,7 +40,7 @@ typedef enum rx_state {
 } rx_state;
 
 typedef struct conn {
-    struct conn *next;       /* in t->conns or t->dead */
+    struct conn *next; /* in t->conns or t->dead */
     wk_transport *t;
     uint32_t id;
     nng_stream *stream;
@@ -49,39 +49,39 @@ typedef struct conn {
     /* receive side: touched only by rx_cb */
     rx_state rx;
     uint8_t rx_hdr[9];
-    uint8_t *rx_buf;         /* where the current read lands */
+    uint8_t *rx_buf; /* where the current read lands */
     size_t rx_want;
     size_t rx_got;
-    uint8_t *body;           /* current message body (malloc'd) */
+    uint8_t *body; /* current message body (malloc'd) */
     /* under t->mtx */
     frame *tx_head;
     frame *tx_tail;
     uint32_t tx_count;
     size_t tx_bytes;
-    size_t tx_off;           /* bytes of tx_head already written */
-    bool tx_busy;            /* a send is outstanding */
-    bool rx_busy;            /* a receive is outstanding */
-    bool opened;             /* on_open called */
+    size_t tx_off; /* bytes of tx_head already written */
+    bool tx_busy;  /* a send is outstanding */
+    bool rx_busy;  /* a receive is outstanding */
+    bool opened;   /* on_open called */
     bool closing;
-    bool retired;            /* handed to the reaper (exactly once) */
+    bool retired; /* handed to the reaper (exactly once) */
 } conn;
 
 struct wk_transport {
     wk_transport_config cfg;
     wk_transport_callbacks cb;
     void *arg;
-    bool ipc;                /* ipc framing has a leading message-type byte */
+    bool ipc; /* ipc framing has a leading message-type byte */
     nng_stream_listener *listener;
     nng_aio *accept_aio;
     int bound_port;
 
     pthread_mutex_t mtx;
-    pthread_cond_t cond;     /* conn table changes, queues drain, dead list grows */
+    pthread_cond_t cond; /* conn table changes, queues drain, dead list grows */
     conn *conns;
-    uint32_t n_conns;        /* in the table, opened or not */
+    uint32_t n_conns; /* in the table, opened or not */
     uint32_t next_id;
     bool stopping;
-    conn *dead;              /* waiting for the reaper */
+    conn *dead; /* waiting for the reaper */
     pthread_t reaper;
     bool reaper_started;
     wk_transport_stats stats;
@@ -412,8 +412,8 @@ static void rx_cb(void *arg) {
             t->stats.rejected_total++;
             pthread_mutex_unlock(&t->mtx);
             cm_logf(CM_LOG_WARN, NULL,
-                    "transport: connection %u refused: not an SP pair1 peer (protocol 0x%x)",
-                    c->id, proto);
+                    "transport: connection %u refused: not an SP pair1 peer (protocol 0x%x)", c->id,
+                    proto);
             rx_stop(c);
             return;
         }
@@ -514,8 +514,8 @@ static void accept_cb(void *arg) {
     else
         t->stats.accepted_total++;
     pthread_mutex_unlock(&t->mtx);
-    if (!refuse && (nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 ||
-                    nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0))
+    if (!refuse &&
+        (nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 || nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0))
         refuse = true;
     if (refuse) {
         nng_stream_close(s);

@@ -65,14 +65,14 @@ typedef enum wk_send_class {
 } wk_send_class;
 
 typedef struct wk_transport_stats {
-    uint32_t connections;          /* open now (handshake done) */
-    uint64_t accepted_total;       /* streams accepted */
-    uint64_t rejected_total;       /* closed at accept (too many) or bad handshake */
-    uint64_t oversize_total;       /* connections closed for an inbound frame over the bound */
-    uint64_t send_refused_total;   /* sends refused because a queue was full */
+    uint32_t connections;        /* open now (handshake done) */
+    uint64_t accepted_total;     /* streams accepted */
+    uint64_t rejected_total;     /* closed at accept (too many) or bad handshake */
+    uint64_t oversize_total;     /* connections closed for an inbound frame over the bound */
+    uint64_t send_refused_total; /* sends refused because a queue was full */
     uint64_t messages_in_total;
-    uint64_t messages_out_total;   /* written to the kernel */
-    uint32_t queued_messages;      /* in all send queues now */
+    uint64_t messages_out_total; /* written to the kernel */
+    uint32_t queued_messages;    /* in all send queues now */
 } wk_transport_stats;
 
 /*

@@ -73,8 +73,8 @@ static cm_err check_submit(const Sluice__Submit *s, const wk_wire_limits *lim, c
         !str_fits(s->gateway_request_id, lim->max_string_bytes))
         return fail(CM_ERR_LIMIT, err, errlen, "model, tenant or gateway_request_id too long");
     if (s->n_messages > lim->max_messages)
-        return fail(CM_ERR_LIMIT, err, errlen, "too many messages: %zu (at most %u)",
-                    s->n_messages, lim->max_messages);
+        return fail(CM_ERR_LIMIT, err, errlen, "too many messages: %zu (at most %u)", s->n_messages,
+                    lim->max_messages);
     size_t total = 0;
     for (size_t i = 0; i < s->n_messages; i++) {
         const Sluice__ChatMessage *m = s->messages[i];

@@ -30,11 +30,11 @@
 
 /* Bounds on one decoded message; a zero field means "use the default" in wk_wire_limits_init. */
 typedef struct wk_wire_limits {
-    size_t max_message_bytes;  /* whole envelope; default 4 MiB */
-    size_t max_prompt_bytes;   /* prompt, or sum of message contents; default 1 MiB */
-    uint32_t max_messages;     /* chat messages; default 1024 */
-    uint32_t max_prompt_ids;   /* prompt_token_ids; default 131072 */
-    size_t max_string_bytes;   /* model, tenant, role, name, ids; default 256 */
+    size_t max_message_bytes; /* whole envelope; default 4 MiB */
+    size_t max_prompt_bytes;  /* prompt, or sum of message contents; default 1 MiB */
+    uint32_t max_messages;    /* chat messages; default 1024 */
+    uint32_t max_prompt_ids;  /* prompt_token_ids; default 131072 */
+    size_t max_string_bytes;  /* model, tenant, role, name, ids; default 256 */
 } wk_wire_limits;
 
 /* wk_wire_limits_init fills the defaults above. */

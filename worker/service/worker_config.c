@@ -20,11 +20,11 @@
 typedef enum opt_type { OPT_STR, OPT_U32, OPT_U64, OPT_INT, OPT_BOOL } opt_type;
 
 typedef struct opt_desc {
-    const char *flag;  /* --flag; YAML key is the same with '-' -> '_' */
+    const char *flag; /* --flag; YAML key is the same with '-' -> '_' */
     opt_type type;
-    size_t offset;     /* in wk_worker_config */
-    size_t size;       /* for strings: capacity */
-    uint64_t max;      /* numeric upper bound (inclusive) */
+    size_t offset; /* in wk_worker_config */
+    size_t size;   /* for strings: capacity */
+    uint64_t max;  /* numeric upper bound (inclusive) */
 } opt_desc;
 
 #define F(m) offsetof(wk_worker_config, m), sizeof(((wk_worker_config *)0)->m)
@@ -166,7 +166,8 @@ typedef struct yaml_cfg {
     uint32_t max_message_bytes, max_prompt_bytes;
 } yaml_cfg;
 
-#define YS(k, m) CYAML_FIELD_STRING_PTR(k, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, yaml_cfg, m, 0, WK_CFG_PATH)
+#define YS(k, m)                                                                                   \
+    CYAML_FIELD_STRING_PTR(k, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, yaml_cfg, m, 0, WK_CFG_PATH)
 #define YU(k, m) CYAML_FIELD_UINT(k, CYAML_FLAG_OPTIONAL, yaml_cfg, m)
 
 static const cyaml_schema_field_t yaml_fields[] = {
@@ -197,8 +198,8 @@ static const cyaml_schema_field_t yaml_fields[] = {
 static const cyaml_schema_value_t yaml_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, yaml_cfg, yaml_fields)};
 
-static cm_err copy_yaml_str(wk_worker_config *c, const char *flag, const char *v,
-                            const char *path, char *err, size_t errlen) {
+static cm_err copy_yaml_str(wk_worker_config *c, const char *flag, const char *v, const char *path,
+                            char *err, size_t errlen) {
     if (v == NULL)
         return CM_OK;
     for (size_t i = 0; i < N_OPTS; i++)
@@ -215,10 +216,10 @@ static cm_err load_yaml(const char *path, wk_worker_config *c, char *err, size_t
     struct {
         const char *flag;
         const char *v;
-    } strs[] = {{"model", y->model},         {"model-name", y->model_name},
-                {"listen", y->listen},       {"advertise", y->advertise},
-                {"http", y->http},           {"backend", y->backend},
-                {"registry", y->registry},   {"chat-template", y->chat_template},
+    } strs[] = {{"model", y->model},        {"model-name", y->model_name},
+                {"listen", y->listen},      {"advertise", y->advertise},
+                {"http", y->http},          {"backend", y->backend},
+                {"registry", y->registry},  {"chat-template", y->chat_template},
                 {"log-level", y->log_level}};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0] && rv == CM_OK; i++)
         rv = copy_yaml_str(c, strs[i].flag, strs[i].v, path, err, errlen);
@@ -321,7 +322,8 @@ cm_err wk_worker_config_parse(int argc, char **argv, wk_worker_config *out, bool
             return CM_OK;
         }
         if (ch == '?' || ch == ':')
-            return fail(CM_ERR_CONFIG, err, errlen, "unknown or incomplete option '%s' (see --help)",
+            return fail(CM_ERR_CONFIG, err, errlen,
+                        "unknown or incomplete option '%s' (see --help)",
                         argv[optind - 1 < argc ? optind - 1 : argc - 1]);
         if (ch == 'c')
             snprintf(out->config_path, sizeof out->config_path, "%s", optarg);

@@ -31,18 +31,18 @@ typedef struct wk_worker_config {
     char config_path[WK_CFG_PATH]; /* "" when none */
     char log_level[16];            /* debug | info | warn | error */
     bool log_json;
-    uint64_t kv_cache_bytes;       /* 0 = engine default */
-    uint32_t max_batch_tokens;     /* 0 = engine default */
-    uint32_t max_running;          /* 0 = engine default */
-    uint32_t max_waiting;          /* 0 = engine default */
-    int threads;                   /* 0 = all cores */
-    uint32_t drain_timeout_ms;     /* default 30000 */
-    uint32_t stall_timeout_ms;     /* /health fails past this without engine progress; 30000 */
-    uint32_t warmup_tokens;        /* default 4 */
-    uint32_t send_queue_messages;  /* per gateway connection; default 4096 */
-    uint32_t max_connections;      /* default 256 */
-    uint32_t max_message_bytes;    /* inbound envelope bound; default 4 MiB */
-    uint32_t max_prompt_bytes;     /* prompt / messages text bound; default 1 MiB */
+    uint64_t kv_cache_bytes;      /* 0 = engine default */
+    uint32_t max_batch_tokens;    /* 0 = engine default */
+    uint32_t max_running;         /* 0 = engine default */
+    uint32_t max_waiting;         /* 0 = engine default */
+    int threads;                  /* 0 = all cores */
+    uint32_t drain_timeout_ms;    /* default 30000 */
+    uint32_t stall_timeout_ms;    /* /health fails past this without engine progress; 30000 */
+    uint32_t warmup_tokens;       /* default 4 */
+    uint32_t send_queue_messages; /* per gateway connection; default 4096 */
+    uint32_t max_connections;     /* default 256 */
+    uint32_t max_message_bytes;   /* inbound envelope bound; default 4 MiB */
+    uint32_t max_prompt_bytes;    /* prompt / messages text bound; default 1 MiB */
 } wk_worker_config;
 
 /* wk_worker_config_defaults fills every default (model_path empty). */

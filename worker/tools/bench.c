@@ -335,10 +335,15 @@ static bool synthetic_hparams(const char *name, wk_hparams *hp) {
 
 /* ---- measurements ----------------------------------------------------------------------- */
 
-/* allocated_bytes: heap bytes in use (mmap'd chunks included), whether touched or not. */
+/* allocated_bytes: heap bytes in use (mmap'd chunks included), whether touched or not. 0 where
+ * the C library cannot tell (the caller then reports the figure as not measurable). */
 static size_t allocated_bytes(void) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
     struct mallinfo2 mi = mallinfo2();
     return mi.uordblks + mi.hblkhd;
+#else
+    return 0;
+#endif
 }
 
 /* kv_measured: bytes the backend allocates per KV token, from two engines whose KV budgets
@@ -519,7 +524,7 @@ int main(int argc, char **argv) {
     cfg.n_threads = o.threads;
     cfg.max_running = max_conc > PREFIX_REQUESTS ? max_conc : PREFIX_REQUESTS;
     cfg.max_waiting = cfg.max_running + 16;
-    cfg.max_batch_tokens = PREFILL_TOKENS;
+    cfg.max_batch_tokens = cfg.max_running > PREFILL_TOKENS ? cfg.max_running : PREFILL_TOKENS;
     cfg.max_context = 2048;
     /* Room for every sweep sequence plus the prefix runs' cached blocks. */
     uint64_t need_tokens = (uint64_t)max_conc * (SWEEP_PROMPT + o.decode_tokens + 32) +

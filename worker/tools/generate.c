@@ -10,9 +10,11 @@
  * Prints the completion as tokens arrive, or with --json one object:
  *   {"text", "token_ids", "prompt_tokens", "completion_tokens", "finish_reason", "load_ms",
  *    "prefill_ms", "decode_ms", "prefill_tokens_per_s", "decode_tokens_per_s"}.
- * --tokenize prints {"token_ids":[...]} for the prompt (after the chat template, if any) and
- * exits. --dump-logits writes the logits at the last prompt position (n_vocab little-endian
- * f32). --prompt text is tokenized with special tokens recognized (like "<|im_start|>").
+ * token_ids are the generated ids; a final end-of-generation token is not among them (nor in
+ * text) but counts in completion_tokens. --tokenize prints {"token_ids":[...]} for the prompt
+ * (after the chat template, if any) and exits. --dump-logits writes the logits at the last
+ * prompt position (n_vocab little-endian f32). --prompt text is tokenized with special tokens
+ * recognized (like "<|im_start|>").
  * Exit status: 0 ok, 1 runtime error (one line on stderr), 2 bad usage.
  */
 #include <errno.h>

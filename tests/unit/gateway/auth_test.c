@@ -35,8 +35,8 @@ static void test_lookup(void **state) {
     memset(&cfg, 0, sizeof cfg);
     cm_sha256("sk-yaml", 7, d);
     cm_sha256_hex(d, hex);
-    tc[0] = (gw_tenant_cfg){.name = "acme", .key_sha256 = hex, .rpm = 5, .tpm = 6,
-                            .max_concurrency = 7};
+    tc[0] = (gw_tenant_cfg){
+        .name = "acme", .key_sha256 = hex, .rpm = 5, .tpm = 6, .max_concurrency = 7};
     cfg.tenants = tc;
     cfg.tenants_count = 1;
     cfg.cli_keys = keys;
@@ -62,6 +62,7 @@ static void test_lookup(void **state) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_bearer), cmocka_unit_test(test_lookup)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_bearer),
+                                       cmocka_unit_test(test_lookup)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,14 +17,14 @@ static char example[4096];
 static int setup(void **state) {
     const char *src = getenv("SLUICE_SOURCE_DIR");
     (void)state;
-    snprintf(example, sizeof example, "%s/gateway/sluice-gateway.example.yaml",
-             src ? src : ".");
+    snprintf(example, sizeof example, "%s/gateway/sluice-gateway.example.yaml", src ? src : ".");
     return 0;
 }
 
 static void test_example_and_overrides(void **state) {
-    char *argv[] = {"gw", "--config", example, "--listen", "0.0.0.0:9", "--worker",
-                    "a=tcp://h:1", "--api-key", "k1", "--threads", "3", "--fail-open", NULL};
+    char *argv[] = {"gw",       "--config",    example,     "--listen", "0.0.0.0:9",
+                    "--worker", "a=tcp://h:1", "--api-key", "k1",       "--threads",
+                    "3",        "--fail-open", NULL};
     gw_config *c = NULL;
     char err[512];
     (void)state;

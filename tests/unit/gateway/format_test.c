@@ -81,8 +81,7 @@ static void test_response_and_chunks(void **state) {
     gw_usage_out u = {10, 4, 3};
     (void)state;
     cm_buf_init(&b, 1 << 20);
-    assert_int_equal(gw_format_response(&b, GW_API_CHAT, "chatcmpl-1", 123, "m", ch, 2, &u),
-                     CM_OK);
+    assert_int_equal(gw_format_response(&b, GW_API_CHAT, "chatcmpl-1", 123, "m", ch, 2, &u), CM_OK);
     j = parse_or_fail(b.data, b.len);
     assert_string_equal(json_string_value(json_object_get(j, "object")), "chat.completion");
     assert_int_equal(json_integer_value(json_object_get(j, "created")), 123);
@@ -91,14 +90,12 @@ static void test_response_and_chunks(void **state) {
             json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message"),
             "content")),
         "he\"llo");
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"),
-                                                        "total_tokens")),
-                     14);
     assert_int_equal(
-        json_integer_value(json_object_get(
-            json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"),
-            "cached_tokens")),
-        3);
+        json_integer_value(json_object_get(json_object_get(j, "usage"), "total_tokens")), 14);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"),
+                         "cached_tokens")),
+                     3);
     json_decref(j);
 
     cm_buf_reset(&b);
@@ -107,11 +104,10 @@ static void test_response_and_chunks(void **state) {
     assert_true(b.len > 8 && memcmp(b.data, "data: ", 6) == 0);
     assert_true(memcmp(b.data + b.len - 2, "\n\n", 2) == 0);
     j = parse_or_fail(b.data + 6, b.len - 8);
-    assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(json_array_get(json_object_get(j, "choices"), 0),
-                                            "delta"),
-                            "role")),
-                        "assistant");
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(json_array_get(json_object_get(j, "choices"), 0), "delta"), "role")),
+        "assistant");
     assert_true(json_is_null(json_object_get(j, "usage")));
     json_decref(j);
 
@@ -175,8 +171,10 @@ static void test_logprobs(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_error_json),        cmocka_unit_test(test_worker_codes),
-        cmocka_unit_test(test_escape_invalid_utf8), cmocka_unit_test(test_response_and_chunks),
+        cmocka_unit_test(test_error_json),
+        cmocka_unit_test(test_worker_codes),
+        cmocka_unit_test(test_escape_invalid_utf8),
+        cmocka_unit_test(test_response_and_chunks),
         cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -60,13 +60,16 @@ static void test_chat_mapping(void **state) {
     assert_int_equal(rq.sampling.n_logit_bias, 1);
     assert_int_equal(rq.sampling.logit_bias[0]->token_id, 12);
     assert_float_equal(rq.sampling.logit_bias[0]->bias, 100.0, 1e-6); /* clamped */
-    assert_int_equal(rq.sampling.logprobs, 3);                         /* top 2 + chosen */
+    assert_int_equal(rq.sampling.logprobs, 3);                        /* top 2 + chosen */
     assert_int_equal(rq.submit.priority, SLUICE__PRIORITY__PRIORITY_BATCH);
 
     /* Per-choice seed: seed + choice, and the ids land in the packed Submit. */
     for (uint32_t i = 0; i < 3; i++) {
-        gw_submit_ids ids = {.request_id = 100 + i, .choice = i, .tenant = "t1",
-                             .gateway_id = "req-1", .deadline_unix_ms = 5};
+        gw_submit_ids ids = {.request_id = 100 + i,
+                             .choice = i,
+                             .tenant = "t1",
+                             .gateway_id = "req-1",
+                             .deadline_unix_ms = 5};
         uint8_t buf[4096];
         size_t len = gw_request_packed_size(&rq, &ids);
         Sluice__Envelope *env;
@@ -119,7 +122,8 @@ static void test_rejections_name_param(void **state) {
                "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\","
                "\"tool_calls\":[]}]}",
                "messages[0].tool_calls");
-#define CHAT(extra) "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," extra "}"
+#define CHAT(extra)                                                                                \
+    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," extra "}"
     expect_400(GW_API_CHAT, CHAT("\"temperature\":2.5"), "temperature");
     expect_400(GW_API_CHAT, CHAT("\"temperature\":\"hot\""), "temperature");
     expect_400(GW_API_CHAT, CHAT("\"top_p\":0"), "top_p");
@@ -137,15 +141,13 @@ static void test_rejections_name_param(void **state) {
     expect_400(GW_API_CHAT, CHAT("\"functions\":[]"), "functions");
     expect_400(GW_API_CHAT, CHAT("\"response_format\":{\"type\":\"json_object\"}"),
                "response_format");
-    expect_400(GW_API_CHAT, CHAT("\"stream_options\":{\"include_usage\":true}"),
-               "stream_options");
+    expect_400(GW_API_CHAT, CHAT("\"stream_options\":{\"include_usage\":true}"), "stream_options");
     expect_400(GW_API_CHAT, CHAT("\"whatever\":1"), "whatever");
     expect_400(GW_API_CHAT, CHAT("\"prompt\":\"x\""), "prompt");
     expect_400(GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"echo\":true}", "echo");
     expect_400(GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"suffix\":\"y\"}", "suffix");
     expect_400(GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}", "prompt");
-    expect_400(GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":6}",
-               "logprobs");
+    expect_400(GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":6}", "logprobs");
     expect_400(GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"messages\":[]}",
                "messages");
 #undef CHAT

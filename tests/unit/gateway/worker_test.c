@@ -186,12 +186,10 @@ static void test_least_loaded_and_affinity(void **state) {
      * spread. */
     for (uint64_t key = 1; key <= 60; key++) {
         gw_worker *first;
-        assert_int_equal(gw_pool_pick(&pool, "m", key * 0x9E3779B97F4A7C15ULL, NULL, &first,
-                                      served),
-                         CM_OK);
-        assert_int_equal(gw_pool_pick(&pool, "m", key * 0x9E3779B97F4A7C15ULL, NULL, &picked,
-                                      served),
-                         CM_OK);
+        assert_int_equal(
+            gw_pool_pick(&pool, "m", key * 0x9E3779B97F4A7C15ULL, NULL, &first, served), CM_OK);
+        assert_int_equal(
+            gw_pool_pick(&pool, "m", key * 0x9E3779B97F4A7C15ULL, NULL, &picked, served), CM_OK);
         assert_ptr_equal(first, picked);
         hits[picked->index]++;
     }

@@ -54,7 +54,8 @@ static int free_port(void) {
 static int http_get(int port, const char *path, char *out, size_t cap) {
     out[0] = '\0';
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
@@ -140,9 +141,19 @@ static void start_worker(worker *w, ...) {
     snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", w->port);
     snprintf(http, sizeof http, "127.0.0.1:%d", w->http_port);
     snprintf(w->log, sizeof w->log, "%s/worker-%d.log", g_tmpdir, w->port);
-    const char *argv[40] = {SLUICE_WORKER_BIN, "--model", g_model, "--model-name", MODEL_NAME,
-                            "--listen", listen, "--http", http, "--threads", "1",
-                            "--log-level", "debug"};
+    const char *argv[40] = {SLUICE_WORKER_BIN,
+                            "--model",
+                            g_model,
+                            "--model-name",
+                            MODEL_NAME,
+                            "--listen",
+                            listen,
+                            "--http",
+                            http,
+                            "--threads",
+                            "1",
+                            "--log-level",
+                            "debug"};
     int argc = 13;
     va_list ap;
     va_start(ap, w);
@@ -206,13 +217,13 @@ typedef struct stream {
     char text[65536];
     size_t text_len;
     int n_token_events;
-    int finished;           /* FINISHED events seen */
-    int errors;             /* ERROR events seen */
+    int finished; /* FINISHED events seen */
+    int errors;   /* ERROR events seen */
     int reason;
     uint32_t completion_tokens;
     uint32_t error_code;
     char error_msg[512];
-    int foreign;            /* events for other request ids */
+    int foreign; /* events for other request ids */
 } stream;
 
 static void add_event(stream *s, uint64_t want_id, const Sluice__Event *ev) {
@@ -258,8 +269,8 @@ static bool collect(svc_client *c, uint64_t id, stream *s, int timeout_ms) {
         if (env == NULL)
             return false;
         add_event(s, id, env->event);
-        bool done = env->event->request_id == id &&
-                    env->event->kind_case != SLUICE__EVENT__KIND_TOKENS;
+        bool done =
+            env->event->request_id == id && env->event->kind_case != SLUICE__EVENT__KIND_TOKENS;
         sluice__envelope__free_unpacked(env, NULL);
         if (done)
             return true;
@@ -395,8 +406,8 @@ static void test_stream_matches_generate(void **state) {
 
     svc_client c;
     assert_int_equal(svc_client_open(&c, g_w.addr, 1, 5000), 0);
-    svc_submit_opts o = {.id = 11, .prompt = prompt, .max_tokens = 16, .greedy = true,
-                         .model = MODEL_NAME};
+    svc_submit_opts o = {
+        .id = 11, .prompt = prompt, .max_tokens = 16, .greedy = true, .model = MODEL_NAME};
     assert_int_equal(svc_client_submit(&c, &o), 0);
     stream *s = calloc(1, sizeof *s);
     assert_true(collect(&c, 11, s, 60000));
@@ -418,8 +429,8 @@ static void test_cancel_frees_kv(void **state) {
     (void)state;
     svc_client c;
     assert_int_equal(svc_client_open(&c, g_w.addr, 1, 5000), 0);
-    svc_submit_opts o = {.id = 5, .prompt = "Count: 1, 2, 3,", .max_tokens = 4000,
-                         .greedy = true, .no_eos = true};
+    svc_submit_opts o = {
+        .id = 5, .prompt = "Count: 1, 2, 3,", .max_tokens = 4000, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &o), 0);
     stream *s = calloc(1, sizeof *s);
     /* Wait for a few tokens, check the cache is in use, then cancel. */
@@ -453,10 +464,10 @@ static void test_two_clients_isolated(void **state) {
     svc_client a, b;
     assert_int_equal(svc_client_open(&a, g_w.addr, 1, 5000), 0);
     assert_int_equal(svc_client_open(&b, g_w.addr, 1, 5000), 0);
-    svc_submit_opts oa = {.id = 7, .prompt = "Once upon a time", .max_tokens = 12,
-                          .greedy = true, .no_eos = true};
-    svc_submit_opts ob = {.id = 7, .prompt = "def fibonacci(n):", .max_tokens = 20,
-                          .greedy = true, .no_eos = true};
+    svc_submit_opts oa = {
+        .id = 7, .prompt = "Once upon a time", .max_tokens = 12, .greedy = true, .no_eos = true};
+    svc_submit_opts ob = {
+        .id = 7, .prompt = "def fibonacci(n):", .max_tokens = 20, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&a, &oa), 0);
     assert_int_equal(svc_client_submit(&b, &ob), 0);
     stream *sa = calloc(1, sizeof *sa), *sb = calloc(1, sizeof *sb);
@@ -509,8 +520,7 @@ static void test_killed_client_frees_requests(void **state) {
     fclose(f);
     assert_true(wait_metric(g_w.http_port, "sluice_worker_requests_running", 0, 10000) == 0);
     assert_true(wait_metric(g_w.http_port, "sluice_worker_kv_cache_usage_ratio", 0, 5000) == 0);
-    assert_true(metric(g_w.http_port, "sluice_worker_connection_lost_requests_total") >=
-                lost0 + 3);
+    assert_true(metric(g_w.http_port, "sluice_worker_connection_lost_requests_total") >= lost0 + 3);
 }
 
 static void expect_error(svc_client *c, uint64_t id, uint32_t code, const char *needle) {
@@ -536,7 +546,8 @@ static void test_bad_input(void **state) {
     double dropped0 = metric(g_w.http_port, "sluice_worker_dropped_messages_total");
     /* 1. A raw TCP peer that is not SP at all. */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_w.port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)g_w.port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     const char junk[] = "GET / HTTP/1.1\r\n\r\nthis is not a pair1 peer";
@@ -612,8 +623,8 @@ static void test_bad_input(void **state) {
     assert_int_equal(svc_client_submit(&c, &ou), 0);
     expect_error(&c, 26, CM_ERR_UTF8, "UTF-8");
     /* 10. Duplicate in-flight id: the second is refused, the first is undisturbed. */
-    svc_submit_opts od = {.id = 27, .prompt = "Count: 1, 2,", .max_tokens = 24, .greedy = true,
-                          .no_eos = true};
+    svc_submit_opts od = {
+        .id = 27, .prompt = "Count: 1, 2,", .max_tokens = 24, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &od), 0);
     assert_int_equal(svc_client_submit(&c, &od), 0);
     stream *s = calloc(1, sizeof *s);
@@ -630,8 +641,8 @@ static void test_bad_input(void **state) {
     assert_true(metric(g_w.http_port, "sluice_worker_dropped_messages_total") >= dropped0 + 20);
 
     /* Still serving, on this connection and a fresh one. */
-    svc_submit_opts ok = {.id = 28, .prompt = "Hello", .max_tokens = 3, .greedy = true,
-                          .no_eos = true};
+    svc_submit_opts ok = {
+        .id = 28, .prompt = "Hello", .max_tokens = 3, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &ok), 0);
     s = calloc(1, sizeof *s);
     assert_true(collect(&c, 28, s, 30000));
@@ -661,8 +672,8 @@ static void test_sigterm_drains(void **state) {
     start_worker(&w, "--drain-timeout-ms", "60000", NULL);
     svc_client c;
     assert_int_equal(svc_client_open(&c, w.addr, 1, 5000), 0);
-    svc_submit_opts o = {.id = 1, .prompt = "Count: 1, 2,", .max_tokens = 40, .greedy = true,
-                         .no_eos = true};
+    svc_submit_opts o = {
+        .id = 1, .prompt = "Count: 1, 2,", .max_tokens = 40, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &o), 0);
     stream *s = calloc(1, sizeof *s);
     while (s->n_token_events < 1) {
@@ -723,8 +734,8 @@ static void test_second_sigterm_aborts(void **state) {
     start_worker(&w, "--drain-timeout-ms", "120000", NULL);
     svc_client c;
     assert_int_equal(svc_client_open(&c, w.addr, 1, 5000), 0);
-    svc_submit_opts o = {.id = 3, .prompt = "Count: 1, 2,", .max_tokens = 4000, .greedy = true,
-                         .no_eos = true};
+    svc_submit_opts o = {
+        .id = 3, .prompt = "Count: 1, 2,", .max_tokens = 4000, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &o), 0);
     Sluice__Envelope *env = svc_client_next_event(&c, 30000);
     assert_non_null(env);
@@ -754,8 +765,8 @@ static void test_registry_in_redis(void **state) {
     if (rpid == 0) {
         int fd = open("/dev/null", O_WRONLY);
         dup2(fd, 1);
-        execlp("redis-server", "redis-server", "--port", port_s, "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "no", "--dir", dir, (char *)NULL);
+        execlp("redis-server", "redis-server", "--port", port_s, "--bind", "127.0.0.1", "--save",
+               "", "--appendonly", "no", "--dir", dir, (char *)NULL);
         _exit(127);
     }
     redisContext *rc = NULL;
@@ -827,8 +838,8 @@ static void test_registry_down_still_serves(void **state) {
     start_worker(&w, "--registry", reg, NULL);
     svc_client c;
     assert_int_equal(svc_client_open(&c, w.addr, 1, 5000), 0);
-    svc_submit_opts o = {.id = 1, .prompt = "Hello", .max_tokens = 3, .greedy = true,
-                         .no_eos = true};
+    svc_submit_opts o = {
+        .id = 1, .prompt = "Hello", .max_tokens = 3, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &o), 0);
     stream *s = calloc(1, sizeof *s);
     assert_true(collect(&c, 1, s, 30000));

@@ -276,14 +276,20 @@ static void test_kernels(void **state) {
                 float multi[3];
                 cpu_dot_q8_multi(types[ti], row, xq, 0, 3, multi, 1, 256);
                 assert_true(multi[0] == got && multi[2] == got);
-            }
-            /* 7 rows at once (a group of 4 and 3 singles) == row by row */
-            float rows[7];
-            cpu_dot_q8_rows(types[ti], m.layers[0].w_up.data, rb, 7, xq, 256, rows);
-            for (int r = 0; r < 7; r++) {
-                float one = cpu_dot_q8(
-                    types[ti], (const uint8_t *)m.layers[0].w_up.data + rb * (size_t)r, xq, 256);
-                assert_true(fabsf(rows[r] - one) <= 1e-5f * (1.0f + fabsf(one)));
+                /* 6 different tokens (a tile of 4 and 2 singles), strided output */
+                cpu_q8 xs[6][8];
+                float x6[256], o6[12];
+                for (int k = 0; k < 6; k++) {
+                    for (int i = 0; i < 256; i++) {
+                        x6[i] = x[(i + 37 * k) % 256] * (float)(k + 1);
+                    }
+                    cpu_quantize_q8(x6, xs[k], 256);
+                }
+                cpu_dot_q8_multi(types[ti], row, xs[0], 8, 6, o6, 2, 256);
+                for (int k = 0; k < 6; k++) {
+                    float one = cpu_dot_q8(types[ti], row, xs[k], 256);
+                    assert_true(fabsf(o6[2 * k] - one) <= 1e-5f * (1.0f + fabsf(one)));
+                }
             }
             wk_model_fini(&m);
         }

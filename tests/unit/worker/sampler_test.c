@@ -358,6 +358,59 @@ static void test_large_vocab_deterministic(void **state) {
     free(logits);
 }
 
+static int cmp_desc(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+static void test_top_p_large_vocab(void **state) {
+    (void)state;
+    /* top_p over 50k logits must keep exactly the best-first prefix holding top_p of the
+     * mass: compute that prefix's smallest logit with a full sort and check every draw. */
+    const uint32_t n = 50000;
+    float *logits = malloc(sizeof(float) * n);
+    float *sorted = malloc(sizeof(float) * n);
+    assert_non_null(logits);
+    assert_non_null(sorted);
+    wk_rng g;
+    wk_rng_seed(&g, 7);
+    for (uint32_t i = 0; i < n; i++) {
+        double u = wk_rng_uniform(&g);
+        logits[i] = (float)(u * u * 25.0 - 5.0);
+        sorted[i] = logits[i];
+    }
+    qsort(sorted, n, sizeof(float), cmp_desc);
+    const float top_p = 0.6f;
+    double total = 0.0;
+    for (uint32_t i = 0; i < n; i++) {
+        total += exp((double)sorted[i] - sorted[0]);
+    }
+    double cum = 0.0;
+    uint32_t keep = 0;
+    while (keep < n && cum < top_p * total) {
+        cum += exp((double)sorted[keep] - sorted[0]);
+        keep++;
+    }
+    float cutoff = sorted[keep - 1];
+    assert_true(keep > 10 && keep < n / 2); /* the case is non-trivial */
+    wk_sampler *s = make(n);
+    wk_sampling_params p;
+    wk_sampling_defaults(&p);
+    p.top_p = top_p;
+    wk_rng rng;
+    wk_rng_seed(&rng, 8);
+    int at_cutoff_band = 0;
+    for (int d = 0; d < 400; d++) {
+        int32_t id = sample1(s, &p, logits, n, &rng, NULL);
+        assert_true(logits[id] >= cutoff);
+        at_cutoff_band += logits[id] < sorted[keep / 2];
+    }
+    assert_true(at_cutoff_band > 0); /* the lower half of the kept set is reachable too */
+    wk_sampler_destroy(s);
+    free(logits);
+    free(sorted);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_and_validate),
@@ -367,6 +420,7 @@ int main(void) {
         cmocka_unit_test(test_logprobs),
         cmocka_unit_test(test_distributions),
         cmocka_unit_test(test_large_vocab_deterministic),
+        cmocka_unit_test(test_top_p_large_vocab),
     };
     return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);
 }

@@ -135,6 +135,34 @@ static void test_chunked_prefill_budget(void **state) {
     fx_fini(&f);
 }
 
+/* A long prompt ahead in the running order (higher priority) still leaves every decoder its
+ * token in each step: decoders are planned before prefill chunks. */
+static void test_decoders_before_prefill(void **state) {
+    (void)state;
+    fixture f;
+    fx_init(&f, 64, 32, 8, 8, false);
+    tseq dec, big;
+    seq_init(&dec, 1, "t", WK_PRIORITY_BATCH, 3, 100);
+    seq_init(&big, 2, "t", WK_PRIORITY_INTERACTIVE, 120, 200);
+    assert_int_equal(wk_sched_add(f.sched, &dec.s), CM_OK);
+    step(&f, 0);
+    assert_int_equal(wk_sched_add(f.sched, &big.s), CM_OK);
+    uint32_t steps = 0;
+    while (big.s.n_tokens == 120) {
+        const wk_sched_plan *p = step(&f, 0);
+        uint32_t n = 0;
+        assert_true(in_plan(p, &dec, &n));
+        assert_int_equal(n, 1);
+        assert_true(in_plan(p, &big, &n));
+        assert_int_equal(n, p->n_tokens - 1);
+        assert_true(++steps <= 5);
+    }
+    assert_int_equal(steps, 4); /* 120 = 31 * 3 + 27 */
+    wk_sched_remove(f.sched, &dec.s);
+    wk_sched_remove(f.sched, &big.s);
+    fx_fini(&f);
+}
+
 static void test_priority(void **state) {
     (void)state;
     fixture f;
@@ -371,6 +399,7 @@ static void test_prefix_reuse(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chunked_prefill_budget),
+        cmocka_unit_test(test_decoders_before_prefill),
         cmocka_unit_test(test_priority),
         cmocka_unit_test(test_tenant_fairness),
         cmocka_unit_test(test_round_robin_three_tenants),

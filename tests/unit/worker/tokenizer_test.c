@@ -599,13 +599,235 @@ static void test_model_specials(void **state) {
     assert_int_equal(wk_tokenizer_encode(t, "ok\xff", 3, false, false, ids, 64, &n), CM_ERR_UTF8);
 }
 
+static void test_many_specials(void **state) {
+    (void)state;
+    /* Thousands of user-defined tokens (as Gemma has) and a control token whose text is also
+     * a plain token: matching picks the longest special and prefers the special duplicate. */
+    static vocab v;
+    memset(&v, 0, sizeof v);
+    for (int b = 0; b < 256; b++) {
+        char buf[4];
+        add_tok(&v, buf, put_utf8(byte_cp(b), buf), WK_TOKTYPE_NORMAL, 0);
+    }
+    int32_t plain = add_str(&v, "<x>", WK_TOKTYPE_NORMAL, 0);
+    int32_t ctl = add_str(&v, "<x>", WK_TOKTYPE_CONTROL, 0);
+    int32_t u1 = -1, u12 = -1;
+    for (int i = 0; i < 300; i++) {
+        char buf[16];
+        snprintf(buf, sizeof buf, "<u%d>", i);
+        int32_t id = add_str(&v, buf, WK_TOKTYPE_USER_DEFINED, 0);
+        if (i == 1) {
+            u1 = id;
+        } else if (i == 12) {
+            u12 = id;
+        }
+    }
+    add_merge(&v, "a b");
+    add_str(&v, "ab", WK_TOKTYPE_NORMAL, 0);
+    wk_tokenizer *t = build(&v, WK_TOK_MODEL_BPE, WK_TOK_PRE_GPT2, -1, -1, false, false);
+    (void)plain;
+    int32_t ids[16];
+    size_t n = enc(t, "<u12><u1>ab<x>", true, ids, 16);
+    assert_int_equal(n, 4);
+    assert_int_equal(ids[0], u12);
+    assert_int_equal(ids[1], u1);
+    assert_int_equal(ids[2], id_of(t, "ab"));
+    assert_int_equal(ids[3], ctl);
+    wk_tokenizer_free(t);
+}
+
+/* ---- loading from GGUF images built in memory ---- */
+
+typedef struct gguf_img {
+    uint8_t buf[32768];
+    size_t n;
+    uint64_t n_kv;
+} gguf_img;
+
+static void put_bytes(gguf_img *g, const void *p, size_t len) {
+    assert_true(g->n + len <= sizeof g->buf);
+    memcpy(g->buf + g->n, p, len);
+    g->n += len;
+}
+
+static void put_u32(gguf_img *g, uint32_t v) {
+    put_bytes(g, &v, 4);
+}
+
+static void put_u64(gguf_img *g, uint64_t v) {
+    put_bytes(g, &v, 8);
+}
+
+static void put_gstr(gguf_img *g, const char *s) {
+    put_u64(g, strlen(s));
+    put_bytes(g, s, strlen(s));
+}
+
+static void img_begin(gguf_img *g) {
+    memset(g, 0, sizeof *g);
+    put_bytes(g, "GGUF", 4);
+    put_u32(g, 3); /* version */
+    put_u64(g, 0); /* tensors */
+    put_u64(g, 0); /* kv count, patched by img_kv */
+}
+
+static void img_key(gguf_img *g, const char *key, uint32_t type) {
+    g->n_kv++;
+    memcpy(g->buf + 16, &g->n_kv, 8);
+    put_gstr(g, key);
+    put_u32(g, type);
+}
+
+static void kv_str(gguf_img *g, const char *key, const char *v) {
+    img_key(g, key, 8);
+    put_gstr(g, v);
+}
+
+static void kv_u32(gguf_img *g, const char *key, uint32_t v) {
+    img_key(g, key, 4);
+    put_u32(g, v);
+}
+
+static void kv_strs(gguf_img *g, const char *key, const char *const *v, size_t n) {
+    img_key(g, key, 9);
+    put_u32(g, 8);
+    put_u64(g, n);
+    for (size_t i = 0; i < n; i++) {
+        put_gstr(g, v[i]);
+    }
+}
+
+static void kv_i32s(gguf_img *g, const char *key, const int32_t *v, size_t n) {
+    img_key(g, key, 9);
+    put_u32(g, 5);
+    put_u64(g, n);
+    put_bytes(g, v, 4 * n);
+}
+
+static void kv_f32s(gguf_img *g, const char *key, const float *v, size_t n) {
+    img_key(g, key, 9);
+    put_u32(g, 6);
+    put_u64(g, n);
+    put_bytes(g, v, 4 * n);
+}
+
+static cm_err load_img(const gguf_img *g, wk_tokenizer **t, char *err, size_t errlen) {
+    wk_gguf *gg = NULL;
+    char gerr[256] = "";
+    cm_err rv = wk_gguf_open_memory(g->buf, g->n, &gg, gerr, sizeof gerr);
+    if (rv != CM_OK) {
+        fprintf(stderr, "gguf: %s\n", gerr);
+    }
+    assert_int_equal(rv, CM_OK);
+    rv = wk_tokenizer_load(gg, t, err, errlen);
+    wk_gguf_close(gg); /* the tokenizer copies what it needs */
+    return rv;
+}
+
+/* A SentencePiece vocabulary: <unk> <s> </s> ▁ h e l o ▁h he ll hell hello ▁hello. */
+static const char *const spm_tokens[] = {"<unk>", "<s>",  "</s>",  "\xe2\x96\x81",     "h",
+                                         "e",     "l",    "o",     "\xe2\x96\x81h",    "he",
+                                         "ll",    "hell", "hello", "\xe2\x96\x81hello"};
+static const float spm_scores[] = {0, 0, 0, -9, -9, -9, -9, -9, -5, -1, -2, -3, -4, -4.5f};
+static const int32_t spm_types[] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+static void spm_img(gguf_img *g) {
+    img_begin(g);
+    kv_str(g, "tokenizer.ggml.model", "llama");
+    kv_strs(g, "tokenizer.ggml.tokens", spm_tokens, 14);
+    kv_f32s(g, "tokenizer.ggml.scores", spm_scores, 14);
+    kv_i32s(g, "tokenizer.ggml.token_type", spm_types, 14);
+    kv_u32(g, "tokenizer.ggml.bos_token_id", 1);
+    kv_u32(g, "tokenizer.ggml.eos_token_id", 2);
+}
+
+static void test_load_gguf(void **state) {
+    (void)state;
+    gguf_img g;
+    wk_tokenizer *t = NULL;
+    char err[256] = "";
+    spm_img(&g);
+    assert_int_equal(load_img(&g, &t, err, sizeof err), CM_OK);
+    /* No add_bos_token / add_space_prefix keys: SentencePiece defaults (both on). */
+    assert_true(wk_tokenizer_add_bos(t));
+    int32_t ids[16];
+    size_t n = enc(t, "hello hello", false, ids, 16);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[1], 13);
+    assert_int_equal(ids[2], 13);
+    assert_true(wk_tokenizer_is_eog(t, 2));
+    wk_tokenizer_free(t);
+
+    /* Missing vocabulary. */
+    img_begin(&g);
+    kv_str(&g, "tokenizer.ggml.model", "llama");
+    assert_int_equal(load_img(&g, &t, err, sizeof err), CM_ERR_FORMAT);
+    assert_null(t);
+    assert_non_null(strstr(err, "tokenizer.ggml.tokens"));
+    /* Unknown model kind, unknown pre-tokenizer: named in the message. */
+    img_begin(&g);
+    kv_str(&g, "tokenizer.ggml.model", "bert");
+    assert_int_equal(load_img(&g, &t, err, sizeof err), CM_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err, "bert"));
+    img_begin(&g);
+    kv_str(&g, "tokenizer.ggml.model", "gpt2");
+    kv_str(&g, "tokenizer.ggml.pre", "deepseek-coder");
+    assert_int_equal(load_img(&g, &t, err, sizeof err), CM_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err, "deepseek-coder"));
+    /* token_type of the wrong length. */
+    img_begin(&g);
+    kv_str(&g, "tokenizer.ggml.model", "llama");
+    kv_strs(&g, "tokenizer.ggml.tokens", spm_tokens, 14);
+    kv_f32s(&g, "tokenizer.ggml.scores", spm_scores, 14);
+    kv_i32s(&g, "tokenizer.ggml.token_type", spm_types, 13);
+    assert_int_equal(load_img(&g, &t, err, sizeof err), CM_ERR_FORMAT);
+    assert_non_null(strstr(err, "token_type"));
+    /* SentencePiece without scores. */
+    img_begin(&g);
+    kv_str(&g, "tokenizer.ggml.model", "llama");
+    kv_strs(&g, "tokenizer.ggml.tokens", spm_tokens, 14);
+    assert_int_equal(load_img(&g, &t, err, sizeof err), CM_ERR_FORMAT);
+    assert_non_null(strstr(err, "scores"));
+    /* A special id outside the vocabulary. */
+    spm_img(&g);
+    kv_u32(&g, "tokenizer.ggml.eot_token_id", 99);
+    assert_int_equal(load_img(&g, &t, err, sizeof err), CM_ERR_FORMAT);
+    assert_non_null(strstr(err, "eot_token_id"));
+}
+
+static void test_llama3_ignore_merges(void **state) {
+    (void)state;
+    /* "abc" is a token but no merge path builds it: Llama 3 (ignore_merges) takes the word
+     * whole, GPT-2 style BPE cannot reach it. */
+    vocab v;
+    memset(&v, 0, sizeof v);
+    for (int b = 0; b < 256; b++) {
+        char buf[4];
+        add_tok(&v, buf, put_utf8(byte_cp(b), buf), WK_TOKTYPE_NORMAL, 0);
+    }
+    int32_t abc = add_str(&v, "abc", WK_TOKTYPE_NORMAL, 0);
+    add_merge(&v, "a b");
+    add_str(&v, "ab", WK_TOKTYPE_NORMAL, 0);
+    int32_t ids[8];
+    wk_tokenizer *t = build(&v, WK_TOK_MODEL_BPE, WK_TOK_PRE_LLAMA3, -1, -1, false, false);
+    assert_int_equal(enc(t, "abc", false, ids, 8), 1);
+    assert_int_equal(ids[0], abc);
+    wk_tokenizer_free(t);
+    t = build(&v, WK_TOK_MODEL_BPE, WK_TOK_PRE_GPT2, -1, -1, false, false);
+    assert_int_equal(enc(t, "abc", false, ids, 8), 2);
+    assert_int_equal(ids[0], id_of(t, "ab"));
+    wk_tokenizer_free(t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bpe_merge_order), cmocka_unit_test(test_bpe_long_word_is_fast),
-        cmocka_unit_test(test_special_tokens),  cmocka_unit_test(test_pretokenizers),
-        cmocka_unit_test(test_encode_errors),   cmocka_unit_test(test_utf8_valid),
-        cmocka_unit_test(test_detok_streaming), cmocka_unit_test(test_spm),
-        cmocka_unit_test(test_spec_errors),
+        cmocka_unit_test(test_bpe_merge_order),      cmocka_unit_test(test_bpe_long_word_is_fast),
+        cmocka_unit_test(test_special_tokens),       cmocka_unit_test(test_pretokenizers),
+        cmocka_unit_test(test_encode_errors),        cmocka_unit_test(test_utf8_valid),
+        cmocka_unit_test(test_detok_streaming),      cmocka_unit_test(test_spm),
+        cmocka_unit_test(test_spec_errors),          cmocka_unit_test(test_load_gguf),
+        cmocka_unit_test(test_llama3_ignore_merges), cmocka_unit_test(test_many_specials),
     };
     const struct CMUnitTest model_tests[] = {
         cmocka_unit_test(test_model_round_trip),

@@ -154,43 +154,29 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
         }
     }
 #endif
-    if (fused) {
-        /* groups of 4 rows: each group stays in L1 while every token of the tile uses it */
-        float y[4];
-        for (int k0 = 0; k0 < t->n_tok; k0 += MM_TOKEN_TILE) {
-            int nk = t->n_tok - k0 < MM_TOKEN_TILE ? t->n_tok - k0 : MM_TOKEN_TILE;
-            for (int64_t r = r0; r < r1; r += 4) {
-                int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
-                const uint8_t *row = wdata + (size_t)r * rb;
-                for (int k = k0; k < k0 + nk; k++) {
-                    cpu_dot_q8_rows(w->type, row, rb, nr, t->xq + (size_t)k * xq_stride, in, y);
-                    float *o = out_ptr(t, p, k) + r;
-                    for (int i = 0; i < nr; i++) {
-                        float b = p->bias != NULL ? p->bias[r + i] : 0.0f;
-                        o[i] = t->accumulate ? o[i] + y[i] + b : y[i] + b;
-                    }
-                }
-            }
-        }
-        return;
-    }
     float y[MM_TOKEN_TILE];
     for (int k0 = 0; k0 < t->n_tok; k0 += MM_TOKEN_TILE) {
         int nk = t->n_tok - k0 < MM_TOKEN_TILE ? t->n_tok - k0 : MM_TOKEN_TILE;
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *row = wdata + (size_t)r * rb;
-            const float *rowf;
-            if (w->type == WK_DTYPE_F32) {
-                rowf = (const float *)row;
-            } else if (w->type == WK_DTYPE_F16) {
-                cpu_f16_to_f32_row((const uint16_t *)row, scratch, in);
-                rowf = scratch;
+            if (fused) {
+                /* the row stays in L1 while every token of the tile uses it */
+                cpu_dot_q8_multi(w->type, row, t->xq + (size_t)k0 * xq_stride, xq_stride, nk, y, 1,
+                                 in);
             } else {
-                wk_dequantize_row(w->type, row, scratch, in);
-                rowf = scratch;
-            }
-            for (int k = 0; k < nk; k++) {
-                y[k] = cpu_dot_f32(rowf, t->x + (size_t)(k0 + k) * (size_t)in, in);
+                const float *rowf;
+                if (w->type == WK_DTYPE_F32) {
+                    rowf = (const float *)row;
+                } else if (w->type == WK_DTYPE_F16) {
+                    cpu_f16_to_f32_row((const uint16_t *)row, scratch, in);
+                    rowf = scratch;
+                } else {
+                    wk_dequantize_row(w->type, row, scratch, in);
+                    rowf = scratch;
+                }
+                for (int k = 0; k < nk; k++) {
+                    y[k] = cpu_dot_f32(rowf, t->x + (size_t)(k0 + k) * (size_t)in, in);
+                }
             }
             float b = p->bias != NULL ? p->bias[r] : 0.0f;
             for (int k = 0; k < nk; k++) {

@@ -19,14 +19,14 @@
 #endif
 
 typedef float (*dot_fn)(const void *w, const cpu_q8 *x, int64_t n);
-/* 4 weight rows (row_bytes apart) against the same activations: out[0..3]. */
-typedef void (*dot4_fn)(const uint8_t *w, size_t row_bytes, const cpu_q8 *x, int64_t n, float *out);
+/* One weight row against 4 activation rows (x_stride blocks apart): out[0..3]. */
+typedef void (*dot4t_fn)(const void *w, const cpu_q8 *x, size_t x_stride, int64_t n, float *out);
 
 /* Dispatch table, written once by cpu_kernels_init (tests may re-init with force_scalar from
  * a single thread before any backend runs). */
 static struct {
     dot_fn dot_q4_0, dot_q4_1, dot_q8_0;
-    dot4_fn dot4_q4_0, dot4_q4_1, dot4_q8_0; /* NULL: use 4 single-row calls */
+    dot4t_fn dot4t_q4_0, dot4t_q4_1, dot4t_q8_0; /* NULL: 4 single calls */
     void (*quantize)(const float *x, cpu_q8 *y, int64_t n);
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     float (*dot_f32_f16)(const float *a, const uint16_t *b, int64_t n);
@@ -182,31 +182,48 @@ AVX2 static inline __m256 mul_sum_u8_s8(__m256i a, __m256i b) {
     return _mm256_cvtepi32_ps(p32);
 }
 
+/*
+ * Fused dot kernels. Batch invariance: the single-token kernels and the 4-token tile kernels
+ * perform exactly the same floating-point operations in the same order for each token (two
+ * accumulators by block parity, explicit fmaf for the scalar terms so the compiler cannot
+ * contract differently), so a token's result does not depend on how many other tokens share
+ * its batch.
+ */
+
+/* Q4_0 block: d, 16 nibble bytes. (q - 8) * y summed = q * y - 8 * sum(y). */
+#define Q4_0_BLOCK(p, xb, acc, corr)                                                               \
+    do {                                                                                           \
+        float d_ = h2f(p);                                                                         \
+        __m256 s_ =                                                                                \
+            mul_sum_u8_s8(unpack_nibbles((p) + 2), _mm256_loadu_si256((const __m256i *)(xb)->qs)); \
+        (acc) = _mm256_fmadd_ps(s_, _mm256_set1_ps(d_ * (xb)->d), (acc));                          \
+        (corr) = fmaf(d_, (xb)->s, (corr));                                                        \
+    } while (0)
+
 AVX2 static float dot_q4_0_avx2(const void *w, const cpu_q8 *x, int64_t n) {
     const uint8_t *p = w;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     float corr = 0.0f;
     int64_t nb = n / CPU_QK, b = 0;
     for (; b + 2 <= nb; b += 2, p += 36) {
-        float d0 = h2f(p), d1 = h2f(p + 18);
-        __m256 s0 =
-            mul_sum_u8_s8(unpack_nibbles(p + 2), _mm256_loadu_si256((const __m256i *)x[b].qs));
-        __m256 s1 =
-            mul_sum_u8_s8(unpack_nibbles(p + 20), _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
-        acc0 = _mm256_fmadd_ps(s0, _mm256_set1_ps(d0 * x[b].d), acc0);
-        acc1 = _mm256_fmadd_ps(s1, _mm256_set1_ps(d1 * x[b + 1].d), acc1);
-        corr += d0 * x[b].s + d1 * x[b + 1].s;
+        Q4_0_BLOCK(p, &x[b], acc0, corr);
+        Q4_0_BLOCK(p + 18, &x[b + 1], acc1, corr);
     }
     for (; b < nb; b++, p += 18) {
-        float d = h2f(p);
-        __m256 s =
-            mul_sum_u8_s8(unpack_nibbles(p + 2), _mm256_loadu_si256((const __m256i *)x[b].qs));
-        acc0 = _mm256_fmadd_ps(s, _mm256_set1_ps(d * x[b].d), acc0);
-        corr += d * x[b].s;
+        Q4_0_BLOCK(p, &x[b], acc0, corr);
     }
-    /* (q - 8) * y summed = q * y - 8 * sum(y) */
     return hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * corr;
 }
+
+/* Q4_1 block: d, m, 16 nibble bytes. q * d + m: the m part is m * s of the activations. */
+#define Q4_1_BLOCK(p, xb, acc, summ)                                                               \
+    do {                                                                                           \
+        float d_ = h2f(p), m_ = h2f((p) + 2);                                                      \
+        __m256 s_ =                                                                                \
+            mul_sum_u8_s8(unpack_nibbles((p) + 4), _mm256_loadu_si256((const __m256i *)(xb)->qs)); \
+        (acc) = _mm256_fmadd_ps(s_, _mm256_set1_ps(d_ * (xb)->d), (acc));                          \
+        (summ) = fmaf(m_, (xb)->s, (summ));                                                        \
+    } while (0)
 
 AVX2 static float dot_q4_1_avx2(const void *w, const cpu_q8 *x, int64_t n) {
     const uint8_t *p = w;
@@ -214,104 +231,78 @@ AVX2 static float dot_q4_1_avx2(const void *w, const cpu_q8 *x, int64_t n) {
     float summ = 0.0f;
     int64_t nb = n / CPU_QK, b = 0;
     for (; b + 2 <= nb; b += 2, p += 40) {
-        float d0 = h2f(p), m0 = h2f(p + 2), d1 = h2f(p + 20), m1 = h2f(p + 22);
-        __m256 s0 =
-            mul_sum_u8_s8(unpack_nibbles(p + 4), _mm256_loadu_si256((const __m256i *)x[b].qs));
-        __m256 s1 =
-            mul_sum_u8_s8(unpack_nibbles(p + 24), _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
-        acc0 = _mm256_fmadd_ps(s0, _mm256_set1_ps(d0 * x[b].d), acc0);
-        acc1 = _mm256_fmadd_ps(s1, _mm256_set1_ps(d1 * x[b + 1].d), acc1);
-        summ += m0 * x[b].s + m1 * x[b + 1].s;
+        Q4_1_BLOCK(p, &x[b], acc0, summ);
+        Q4_1_BLOCK(p + 20, &x[b + 1], acc1, summ);
     }
     for (; b < nb; b++, p += 20) {
-        float d = h2f(p), m = h2f(p + 2);
-        __m256 s =
-            mul_sum_u8_s8(unpack_nibbles(p + 4), _mm256_loadu_si256((const __m256i *)x[b].qs));
-        acc0 = _mm256_fmadd_ps(s, _mm256_set1_ps(d * x[b].d), acc0);
-        summ += m * x[b].s;
+        Q4_1_BLOCK(p, &x[b], acc0, summ);
     }
     return hsum256(_mm256_add_ps(acc0, acc1)) + summ;
 }
+
+/* Q8_0 block: d, 32 signed bytes; maddubs needs one unsigned operand: move q's sign onto y. */
+#define Q8_0_BLOCK(p, xb, acc)                                                                     \
+    do {                                                                                           \
+        __m256i q_ = _mm256_loadu_si256((const __m256i *)((p) + 2));                               \
+        __m256i y_ = _mm256_loadu_si256((const __m256i *)(xb)->qs);                                \
+        __m256 s_ = mul_sum_u8_s8(_mm256_sign_epi8(q_, q_), _mm256_sign_epi8(y_, q_));             \
+        (acc) = _mm256_fmadd_ps(s_, _mm256_set1_ps(h2f(p) * (xb)->d), (acc));                      \
+    } while (0)
 
 AVX2 static float dot_q8_0_avx2(const void *w, const cpu_q8 *x, int64_t n) {
     const uint8_t *p = w;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t nb = n / CPU_QK, b = 0;
+    for (; b + 2 <= nb; b += 2, p += 68) {
+        Q8_0_BLOCK(p, &x[b], acc0);
+        Q8_0_BLOCK(p + 34, &x[b + 1], acc1);
+    }
     for (; b < nb; b++, p += 34) {
-        float d = h2f(p);
-        __m256i q = _mm256_loadu_si256((const __m256i *)(p + 2));
-        __m256i y = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        /* maddubs needs one unsigned operand: move q's sign onto y */
-        __m256 s = mul_sum_u8_s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-        if (b & 1) {
-            acc1 = _mm256_fmadd_ps(s, _mm256_set1_ps(d * x[b].d), acc1);
-        } else {
-            acc0 = _mm256_fmadd_ps(s, _mm256_set1_ps(d * x[b].d), acc0);
-        }
+        Q8_0_BLOCK(p, &x[b], acc0);
     }
     return hsum256(_mm256_add_ps(acc0, acc1));
 }
 
-/* Four rows at once: the activation block is loaded once for all four, the per-row
- * overhead (loop, horizontal sum, call) is amortized, and four independent streams keep
- * more loads in flight. */
-AVX2 static void dot4_q4_0_avx2(const uint8_t *w, size_t rb, const cpu_q8 *x, int64_t n,
-                                float *out) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
-    float corr[4] = {0, 0, 0, 0};
-    for (int64_t b = 0; b < n / CPU_QK; b++) {
-        __m256i y = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *p = w + (size_t)r * rb + (size_t)b * 18;
-            float d = h2f(p);
-            __m256 s = mul_sum_u8_s8(unpack_nibbles(p + 2), y);
-            acc[r] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * x[b].d), acc[r]);
-            corr[r] += d * x[b].s;
-        }
+/* One weight row against four tokens (xs blocks apart). The weight blocks come from L1 after
+ * the first token; per token the operations are exactly those of the single kernels. */
+#define TILE4(BLOCK, bbytes, extra_init, finish)                                                   \
+    const uint8_t *p = w;                                                                          \
+    __m256 acc0[4], acc1[4];                                                                       \
+    float sc[4];                                                                                   \
+    for (int k = 0; k < 4; k++) {                                                                  \
+        acc0[k] = _mm256_setzero_ps();                                                             \
+        acc1[k] = _mm256_setzero_ps();                                                             \
+        sc[k] = 0.0f;                                                                              \
+    }                                                                                              \
+    (void)sc;                                                                                      \
+    int64_t nb = n / CPU_QK, b = 0;                                                                \
+    for (; b + 2 <= nb; b += 2, p += 2 * (bbytes)) {                                               \
+        for (int k = 0; k < 4; k++) {                                                              \
+            const cpu_q8 *xk = x + (size_t)k * xs;                                                 \
+            BLOCK(p, &xk[b], acc0[k] extra_init);                                                  \
+            BLOCK(p + (bbytes), &xk[b + 1], acc1[k] extra_init);                                   \
+        }                                                                                          \
+    }                                                                                              \
+    for (; b < nb; b++, p += (bbytes)) {                                                           \
+        for (int k = 0; k < 4; k++) {                                                              \
+            const cpu_q8 *xk = x + (size_t)k * xs;                                                 \
+            BLOCK(p, &xk[b], acc0[k] extra_init);                                                  \
+        }                                                                                          \
+    }                                                                                              \
+    for (int k = 0; k < 4; k++) {                                                                  \
+        out[k] = finish;                                                                           \
     }
-    for (int r = 0; r < 4; r++) {
-        out[r] = hsum256(acc[r]) - 8.0f * corr[r];
-    }
-}
 
-AVX2 static void dot4_q4_1_avx2(const uint8_t *w, size_t rb, const cpu_q8 *x, int64_t n,
-                                float *out) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
-    float summ[4] = {0, 0, 0, 0};
-    for (int64_t b = 0; b < n / CPU_QK; b++) {
-        __m256i y = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *p = w + (size_t)r * rb + (size_t)b * 20;
-            float d = h2f(p), m = h2f(p + 2);
-            __m256 s = mul_sum_u8_s8(unpack_nibbles(p + 4), y);
-            acc[r] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * x[b].d), acc[r]);
-            summ[r] += m * x[b].s;
-        }
-    }
-    for (int r = 0; r < 4; r++) {
-        out[r] = hsum256(acc[r]) + summ[r];
-    }
-}
+#define SC_ARG , sc[k]
 
-AVX2 static void dot4_q8_0_avx2(const uint8_t *w, size_t rb, const cpu_q8 *x, int64_t n,
-                                float *out) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
-    for (int64_t b = 0; b < n / CPU_QK; b++) {
-        __m256i y = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *p = w + (size_t)r * rb + (size_t)b * 34;
-            __m256i q = _mm256_loadu_si256((const __m256i *)(p + 2));
-            __m256 s = mul_sum_u8_s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-            acc[r] = _mm256_fmadd_ps(s, _mm256_set1_ps(h2f(p) * x[b].d), acc[r]);
-        }
-    }
-    for (int r = 0; r < 4; r++) {
-        out[r] = hsum256(acc[r]);
-    }
-}
+AVX2 static void dot4t_q4_0_avx2(const void *w, const cpu_q8 *x, size_t xs, int64_t n, float *out){
+    TILE4(Q4_0_BLOCK, 18, SC_ARG, hsum256(_mm256_add_ps(acc0[k], acc1[k])) - 8.0f * sc[k])}
+
+AVX2 static void dot4t_q4_1_avx2(const void *w, const cpu_q8 *x, size_t xs, int64_t n, float *out){
+    TILE4(Q4_1_BLOCK, 20, SC_ARG, hsum256(_mm256_add_ps(acc0[k], acc1[k])) + sc[k])}
+
+AVX2 static void dot4t_q8_0_avx2(const void *w, const cpu_q8 *x, size_t xs, int64_t n, float *out){
+    TILE4(Q8_0_BLOCK, 34, , hsum256(_mm256_add_ps(acc0[k], acc1[k])))}
 
 AVX2 static void quantize_avx2(const float *x, cpu_q8 *y, int64_t n) {
     const __m256 signbit = _mm256_set1_ps(-0.0f);
@@ -431,9 +422,9 @@ static void set_table(bool force_scalar) {
     K.f16_to_f32 = f16_to_f32_scalar;
     K.axpy_f32 = axpy_f32_scalar;
     K.axpy_f16 = axpy_f16_scalar;
-    K.dot4_q4_0 = NULL;
-    K.dot4_q4_1 = NULL;
-    K.dot4_q8_0 = NULL;
+    K.dot4t_q4_0 = NULL;
+    K.dot4t_q4_1 = NULL;
+    K.dot4t_q8_0 = NULL;
     K.avx2 = false;
 #if HAVE_X86
     __builtin_cpu_init();
@@ -445,9 +436,9 @@ static void set_table(bool force_scalar) {
         K.dot_q4_0 = dot_q4_0_avx2;
         K.dot_q4_1 = dot_q4_1_avx2;
         K.dot_q8_0 = dot_q8_0_avx2;
-        K.dot4_q4_0 = dot4_q4_0_avx2;
-        K.dot4_q4_1 = dot4_q4_1_avx2;
-        K.dot4_q8_0 = dot4_q8_0_avx2;
+        K.dot4t_q4_0 = dot4t_q4_0_avx2;
+        K.dot4t_q4_1 = dot4t_q4_1_avx2;
+        K.dot4t_q8_0 = dot4t_q8_0_avx2;
         K.quantize = quantize_avx2;
         K.dot_f32 = dot_f32_avx2;
         K.dot_f32_f16 = dot_f32_f16_avx2;
@@ -507,30 +498,25 @@ float cpu_dot_q8(wk_dtype t, const void *wrow, const cpu_q8 *x, int64_t n) {
 void cpu_dot_q8_multi(wk_dtype t, const void *wrow, const cpu_q8 *x, size_t x_stride_blocks,
                       int n_tok, float *out, size_t out_stride, int64_t n) {
     dot_fn f = pick(t);
+    dot4t_fn f4 = t == WK_DTYPE_Q4_0   ? K.dot4t_q4_0
+                  : t == WK_DTYPE_Q4_1 ? K.dot4t_q4_1
+                  : t == WK_DTYPE_Q8_0 ? K.dot4t_q8_0
+                                       : NULL;
     if (f == NULL) {
         return;
     }
-    for (int k = 0; k < n_tok; k++) {
-        out[(size_t)k * out_stride] = f(wrow, x + (size_t)k * x_stride_blocks, n);
-    }
-}
-
-void cpu_dot_q8_rows(wk_dtype t, const void *w, size_t row_bytes, int n_rows, const cpu_q8 *x,
-                     int64_t n, float *out) {
-    dot_fn f = pick(t);
-    dot4_fn f4 = t == WK_DTYPE_Q4_0   ? K.dot4_q4_0
-                 : t == WK_DTYPE_Q4_1 ? K.dot4_q4_1
-                 : t == WK_DTYPE_Q8_0 ? K.dot4_q8_0
-                                      : NULL;
-    const uint8_t *p = w;
-    int r = 0;
+    int k = 0;
     if (f4 != NULL) {
-        for (; r + 4 <= n_rows; r += 4) {
-            f4(p + (size_t)r * row_bytes, row_bytes, x, n, out + r);
+        float o4[4];
+        for (; k + 4 <= n_tok; k += 4) {
+            f4(wrow, x + (size_t)k * x_stride_blocks, x_stride_blocks, n, o4);
+            for (int i = 0; i < 4; i++) {
+                out[(size_t)(k + i) * out_stride] = o4[i];
+            }
         }
     }
-    for (; f != NULL && r < n_rows; r++) {
-        out[r] = f(p + (size_t)r * row_bytes, x, n);
+    for (; k < n_tok; k++) {
+        out[(size_t)k * out_stride] = f(wrow, x + (size_t)k * x_stride_blocks, n);
     }
 }
 

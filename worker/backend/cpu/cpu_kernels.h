@@ -47,12 +47,6 @@ float cpu_dot_q8(wk_dtype t, const void *wrow, const cpu_q8 *x, int64_t n);
 void cpu_dot_q8_multi(wk_dtype t, const void *wrow, const cpu_q8 *x, size_t x_stride_blocks,
                       int n_tok, float *out, size_t out_stride, int64_t n);
 
-/* Dot products of n_rows consecutive weight rows (row_bytes apart, type t fused) with the
- * same activations: out[r] = dot(row r, x), r < n_rows. Same results as cpu_dot_q8 row by
- * row up to float rounding order. */
-void cpu_dot_q8_rows(wk_dtype t, const void *w, size_t row_bytes, int n_rows, const cpu_q8 *x,
-                     int64_t n, float *out);
-
 /* f32 dot of (n). */
 float cpu_dot_f32(const float *a, const float *b, int64_t n);
 

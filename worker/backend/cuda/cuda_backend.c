@@ -1101,6 +1101,7 @@ static cm_err cuda_forward(wk_backend *be, const wk_batch *batch, float *logits)
     int n_out = 0;
     int n_tiles = 0;
     uint32_t bt_rows = n_seqs;
+    uint32_t bt_cols = 1; /* block-table columns used by the longest sequence */
     graph_slot *slot = NULL;
 
     CK(cudaSetDevice(be->device));
@@ -1117,8 +1118,12 @@ static cm_err cuda_forward(wk_backend *be, const wk_batch *batch, float *logits)
             h[META_POS(be) + t] = batch->positions[t];
             h[META_SEQ(be) + t] = (int32_t)s;
         }
+        /* only the columns this step reads: blocks of positions [0, last] */
+        uint32_t cols =
+            (uint32_t)batch->positions[batch->seq_start[s + 1] - 1] / be->cfg.block_tokens + 1;
         memcpy(h + META_BT(be) + (size_t)s * mb, batch->block_table + (size_t)s * mb,
-               (size_t)mb * 4);
+               (size_t)cols * 4);
+        bt_cols = cols > bt_cols ? cols : bt_cols;
     }
     if (slot != NULL) {
         /* padded rows: token 0 at position 0 of a private sequence whose only block is the
@@ -1154,8 +1159,13 @@ static cm_err cuda_forward(wk_backend *be, const wk_batch *batch, float *logits)
             }
         }
     }
-    const size_t meta_bytes = (be->meta_fixed_ints + (size_t)bt_rows * mb) * 4;
-    CK(cudaMemcpyAsync(be->d_meta, be->h_meta, meta_bytes, cudaMemcpyHostToDevice, be->stream));
+    /* per-token arrays in one copy; block-table rows as a pitched copy of the used columns
+     * (rows are max_blocks_per_seq long, which can be thousands for long contexts) */
+    CK(cudaMemcpyAsync(be->d_meta, be->h_meta, be->meta_fixed_ints * 4, cudaMemcpyHostToDevice,
+                       be->stream));
+    CK(cudaMemcpy2DAsync(be->d_meta + META_BT(be), (size_t)mb * 4, be->h_meta + META_BT(be),
+                         (size_t)mb * 4, (size_t)bt_cols * 4, bt_rows, cudaMemcpyHostToDevice,
+                         be->stream));
 
     /* A bucket's first step runs eagerly (which also initialises every kernel and cuBLAS
      * path it uses, so nothing lazy happens during capture); the graph is captured after it,

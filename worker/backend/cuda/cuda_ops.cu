@@ -412,8 +412,8 @@ __device__ __forceinline__ void gemv_chunk(const uint4 wv, const uint16_t *__res
  */
 template <int NT>
 __global__ void __launch_bounds__(256)
-    gemv_kernel(const uint16_t *__restrict__ w, const uint16_t *__restrict__ x, int n_in,
-                int n_out, void *__restrict__ y, int y_f16) {
+    gemv_kernel(const uint16_t *__restrict__ w, const uint16_t *__restrict__ x, int n_in, int n_out,
+                void *__restrict__ y, int y_f16) {
     const int warp = threadIdx.x / kWarp;
     const int lane = threadIdx.x % kWarp;
     const int row = blockIdx.x * (blockDim.x / kWarp) + warp;
