@@ -2,10 +2,10 @@
  * cm_config: load a YAML file into a plain C struct described by a libcyaml schema, with ONE
  * clear error line when the file is wrong, e.g.
  *
- *   config.yaml:12:3: unknown key 'max_tokenz' in 'limits'
- *   config.yaml:4:9: 'port' must be an integer, got 'eighty'
+ *   config.yaml:12:3: unknown key 'max_tokenz' in 'limits' (did you mean 'max_tokens'?)
+ *   config.yaml:4:7: 'port' must be a non-negative integer, got 'eighty'
  *   config.yaml:1:1: missing required key 'model'
- *   config.yaml:7:10: 'gpu' must be true or false, got 'maybe'
+ *   config.yaml:7:11: 'limits.stream' must be true or false, got 'maybe'
  *
  * Before libcyaml maps the document, cm_config walks the YAML tree against the schema and
  * reports the first problem with file:line:column (1-based). That walk is stricter than

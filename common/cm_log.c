@@ -76,13 +76,15 @@ typedef struct line {
     int truncated;
 } line;
 
-#define LINE_RESERVE 32 /* room for ` truncated=true\n` or `,"truncated":true}\n` */
+/* Room kept at the end for a closing quote and ` truncated=true\n` or `,"truncated":true}\n`. */
+#define LINE_RESERVE 32
 
+/* put appends all n bytes or none (so an escape like \u0001 is never cut in half); once
+ * anything did not fit, the line is truncated and nothing more is added. */
 static void put(line *l, const char *s, size_t n) {
-    size_t room = sizeof l->buf - LINE_RESERVE - l->len;
-    if (n > room) {
-        n = room;
+    if (l->truncated || n > sizeof l->buf - LINE_RESERVE - l->len) {
         l->truncated = 1;
+        return;
     }
     memcpy(l->buf + l->len, s, n);
     l->len += n;
@@ -94,6 +96,23 @@ static void puts_(line *l, const char *s) {
 
 static void putc_(line *l, char c) {
     put(l, &c, 1);
+}
+
+/* trim_utf8 drops a multi-byte UTF-8 character left incomplete by a cut at the end of the
+ * line (never before start), so a truncated value is still valid UTF-8. */
+static void trim_utf8(line *l, size_t start) {
+    size_t i = l->len;
+    while (i > start && i + 3 >= l->len && ((unsigned char)l->buf[i - 1] & 0xC0) == 0x80) {
+        i--;
+    }
+    if (i == start || i + 4 < l->len) {
+        return;
+    }
+    unsigned char lead = (unsigned char)l->buf[i - 1];
+    size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (want > 1 && l->len - (i - 1) < want) {
+        l->len = i - 1;
+    }
 }
 
 static int logfmt_needs_quotes(const char *s) {
@@ -143,27 +162,45 @@ static void put_escaped(line *l, const char *s) {
     }
 }
 
+/*
+ * put_field appends one key/value. A field whose key part does not fit is dropped whole; a
+ * value that does not fit is cut (at a character boundary) and its quote still closed, using
+ * the reserve, so even a truncated line is well-formed logfmt or JSON.
+ */
 static void put_field(line *l, int json, const char *key, const char *value) {
     if (value == NULL) {
         value = "";
     }
+    size_t mark = l->len;
+    int quoted = json || logfmt_needs_quotes(value);
     if (json) {
         puts_(l, ",\"");
         put_escaped(l, key);
         puts_(l, "\":\"");
-        put_escaped(l, value);
-        putc_(l, '"');
+    } else {
+        putc_(l, ' ');
+        put_escaped(l, key);
+        putc_(l, '=');
+        if (quoted) {
+            putc_(l, '"');
+        }
+    }
+    if (l->truncated) {
+        l->len = mark;
         return;
     }
-    putc_(l, ' ');
-    put_escaped(l, key);
-    putc_(l, '=');
-    if (logfmt_needs_quotes(value)) {
+    size_t value_start = l->len;
+    /* put_escaped copies plain bytes one by one, so unquoted logfmt values go through it too
+     * and can be cut anywhere. */
+    put_escaped(l, value);
+    if (l->truncated) {
+        trim_utf8(l, value_start);
+    }
+    if (quoted) {
         putc_(l, '"');
-        put_escaped(l, value);
-        putc_(l, '"');
-    } else {
-        puts_(l, value);
+        if (l->truncated) {
+            l->buf[l->len++] = '"'; /* into the reserve: only this and the tail go there */
+        }
     }
 }
 
@@ -223,7 +260,7 @@ static void emit(cm_log_level level, const char *request_id, const char *msg, va
     /* The reserve keeps room for this tail even when the body was cut. */
     const char *tail;
     if (json) {
-        tail = l.truncated ? ",\"truncated\":\"true\"}\n" : "}\n";
+        tail = l.truncated ? ",\"truncated\":true}\n" : "}\n";
     } else {
         tail = l.truncated ? " truncated=true\n" : "\n";
     }

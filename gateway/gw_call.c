@@ -148,6 +148,20 @@ static void call_finish(gw_call *c, int status) {
     snprintf(ctok, sizeof ctok, "%u", completion);
     snprintf(ttfb_ms, sizeof ttfb_ms, "%.2f", ttfb >= 0 ? ttfb * 1e3 : -1.0);
     snprintf(dur_ms, sizeof dur_ms, "%.2f", (now - c->t0_ns) / 1e6);
+    if (s->cfg->log_prompts) {
+        /* Explicitly enabled only (log_prompts: true): the first 256 bytes of the prompt. */
+        char prompt[257];
+        const char *p = c->rq.submit.n_messages > 0
+                            ? c->rq.submit.messages[c->rq.submit.n_messages - 1]->content
+                            : c->rq.submit.prompt;
+        snprintf(prompt, sizeof prompt, "%s", p != NULL ? p : "");
+        cm_log(CM_LOG_INFO, c->rid, "request", "route", route_name(c->api), "tenant",
+               c->has_tenant ? c->tenant.name : "-", "model", c->rq.model ? c->rq.model : "-",
+               "status", st, "stream", c->rq.stream ? "true" : "false", "prompt_tokens", pt,
+               "completion_tokens", ctok, "ttfb_ms", ttfb_ms, "duration_ms", dur_ms, "worker",
+               c->worker ? c->worker->address : "-", "prompt", prompt, NULL);
+        return;
+    }
     cm_log(CM_LOG_INFO, c->rid, "request", "route", route_name(c->api), "tenant",
            c->has_tenant ? c->tenant.name : "-", "model", c->rq.model ? c->rq.model : "-", "status",
            st, "stream", c->rq.stream ? "true" : "false", "prompt_tokens", pt, "completion_tokens",

@@ -52,6 +52,7 @@ static const cyaml_schema_field_t top_fields[] = {
     CYAML_FIELD_UINT("max_inflight", CYAML_FLAG_OPTIONAL, gw_config, max_inflight),
     CYAML_FIELD_UINT("deadline_ms", CYAML_FLAG_OPTIONAL, gw_config, deadline_ms),
     CYAML_FIELD_UINT("max_deadline_ms", CYAML_FLAG_OPTIONAL, gw_config, max_deadline_ms),
+    CYAML_FIELD_UINT("drain_timeout_ms", CYAML_FLAG_OPTIONAL, gw_config, drain_timeout_ms),
     CYAML_FIELD_MAPPING("limits", CYAML_FLAG_OPTIONAL, gw_config, limits, limits_fields),
     CYAML_FIELD_STRING_PTR("redis", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, redis_url,
                            1, 255),
@@ -108,6 +109,7 @@ static void fill_defaults(gw_config *c) {
     DEF(max_inflight, 4096);
     DEF(deadline_ms, 120000);
     DEF(max_deadline_ms, 600000);
+    DEF(drain_timeout_ms, 10000);
     DEF(redis_timeout_ms, 200);
     DEF(lease_ttl_ms, 300000);
     DEF(discovery_interval_ms, 1000);

@@ -28,13 +28,14 @@ typedef struct gw_worker_cfg {
 } gw_worker_cfg;
 
 typedef struct gw_config {
-    char *listen;             /* HOST:PORT */
-    uint32_t threads;         /* loop threads; 0 = number of CPUs */
-    char *tls_cert, *tls_key; /* PEM files; both or neither */
-    bool no_auth;             /* explicit: accept requests without an API key */
-    uint32_t max_inflight;    /* requests in flight per gateway; beyond: 503 */
-    uint32_t deadline_ms;     /* default per-request deadline */
-    uint32_t max_deadline_ms; /* largest x-sluice-timeout-ms accepted */
+    char *listen;              /* HOST:PORT */
+    uint32_t threads;          /* loop threads; 0 = number of CPUs */
+    char *tls_cert, *tls_key;  /* PEM files; both or neither */
+    bool no_auth;              /* explicit: accept requests without an API key */
+    uint32_t max_inflight;     /* requests in flight per gateway; beyond: 503 */
+    uint32_t deadline_ms;      /* default per-request deadline */
+    uint32_t max_deadline_ms;  /* largest x-sluice-timeout-ms accepted */
+    uint32_t drain_timeout_ms; /* on SIGTERM: time given to requests in flight */
     gw_limits limits;
 
     char *redis_url;           /* redis://HOST:PORT or NULL */

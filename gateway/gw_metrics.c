@@ -103,6 +103,9 @@ void gw_metrics_ratelimited(gw_metrics *m, const char *tenant, const char *limit
 
 cm_err gw_metrics_render(gw_metrics *m, gw_pool *pool, cm_buf *out) {
     int n = atomic_load(&pool->n_workers);
+    /* pool->mu keeps the names stable while they are used as labels (lock order: pool, then
+     * the metrics registry; nothing takes them the other way round). */
+    pthread_mutex_lock(&pool->mu);
     for (int i = 0; i < n; i++) {
         gw_worker *w = pool->workers[i];
         const char *labels[2] = {w->model, w->address};
@@ -116,5 +119,6 @@ cm_err gw_metrics_render(gw_metrics *m, gw_pool *pool, cm_buf *out) {
         if (cm_metric_series(m->worker_running, labels, &s) == CM_OK)
             cm_series_set(s, atomic_load(&w->running));
     }
+    pthread_mutex_unlock(&pool->mu);
     return cm_metrics_render(m->reg, out);
 }

@@ -72,7 +72,7 @@ static void on_worker_event(void *arg, gw_worker *w, Sluice__Envelope *env) {
     gw_server *s = arg;
     int ti = GW_ID_THREAD(env->event->request_id);
     tmsg *m;
-    if (atomic_load(&s->stopping) || ti < 0 || ti >= s->n_threads ||
+    if (atomic_load(&s->loops_done) || ti < 0 || ti >= s->n_threads ||
         (m = calloc(1, sizeof *m)) == NULL) {
         sluice__envelope__free_unpacked(env, NULL);
         return;
@@ -84,8 +84,8 @@ static void on_worker_event(void *arg, gw_worker *w, Sluice__Envelope *env) {
 
 static void on_worker_lost(void *arg, gw_worker *w, uint32_t epoch) {
     gw_server *s = arg;
-    if (atomic_load(&s->stopping))
-        return; /* the loops are gone or going: nobody would read it */
+    if (atomic_load(&s->loops_done))
+        return; /* the loops are gone: nobody would read it */
     for (int i = 0; i < s->n_threads; i++) {
         tmsg *m = calloc(1, sizeof *m);
         if (m == NULL)
@@ -171,11 +171,45 @@ static void send_simple(gw_server *s, h2o_req_t *req, const char *rid, const cha
     gw_metrics_request(&s->metrics, route, NULL, status, -1, 0);
 }
 
+#define MODELS_PREFIX "/v1/models/"
+
+static int is_models_path(h2o_req_t *req) {
+    return path_is(req, "/v1/models") ||
+           (req->path_normalized.len > strlen(MODELS_PREFIX) &&
+            memcmp(req->path_normalized.base, MODELS_PREFIX, strlen(MODELS_PREFIX)) == 0);
+}
+
+/* GET /v1/models (live models) or GET /v1/models/{id} (one of them, else 404). */
 static void handle_models(gw_server *s, h2o_req_t *req, const char *rid) {
     char names[64][GW_NAME_MAX];
     size_t n = gw_pool_models(&s->pool, names, 64);
+    size_t plen = strlen(MODELS_PREFIX);
     cm_buf b;
     int64_t now = cm_clock_unix_ms() / 1000;
+    if (req->path_normalized.len > plen) {
+        const char *id = req->path_normalized.base + plen;
+        size_t id_len = req->path_normalized.len - plen;
+        gw_error e;
+        for (size_t i = 0; i < n; i++) {
+            if (strlen(names[i]) == id_len && memcmp(names[i], id, id_len) == 0) {
+                cm_buf_init(&b, 4096);
+                cm_buf_append_str(&b, "{\"id\":");
+                gw_buf_json_str(&b, names[i], id_len);
+                cm_buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"sluice\"}",
+                              (long long)now);
+                gw_http_send_json(req, 200, rid, b.data, b.len);
+                gw_metrics_request(&s->metrics, "/v1/models", NULL, 200, -1, 0);
+                cm_buf_fini(&b);
+                return;
+            }
+        }
+        gw_error_set(&e, 404, GW_ERRT_INVALID, "model_not_found", "model",
+                     "The model '%.*s' does not exist or has no worker",
+                     (int)(id_len > 200 ? 200 : id_len), id);
+        gw_metrics_request(&s->metrics, "/v1/models", NULL, 404, -1, 0);
+        gw_http_send_error(req, rid, &e);
+        return;
+    }
     cm_buf_init(&b, 1u << 20);
     cm_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
     for (size_t i = 0; i < n; i++) {
@@ -372,7 +406,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         return 0;
     }
     if (path_is(req, "/ready")) {
-        int ok = redis_usable(s) && gw_pool_usable_count(&s->pool) > 0;
+        int ok =
+            redis_usable(s) && gw_pool_usable_count(&s->pool) > 0 && !atomic_load(&s->stopping);
         send_simple(s, req, rid, "/ready", ok ? 200 : 503,
                     ok ? "{\"status\":\"ready\"}" : "{\"status\":\"not ready\"}");
         return 0;
@@ -381,10 +416,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         handle_metrics(s, req, rid);
         return 0;
     }
-    if (path_is(req, "/v1/models") || path_is(req, "/v1/chat/completions") ||
+    if (is_models_path(req) || path_is(req, "/v1/chat/completions") ||
         path_is(req, "/v1/completions")) {
         int chat = path_is(req, "/v1/chat/completions");
-        int models = path_is(req, "/v1/models");
+        int models = is_models_path(req);
         const char *route = models ? "/v1/models"
                             : chat ? "/v1/chat/completions"
                                    : "/v1/completions";
@@ -458,9 +493,27 @@ static int open_listener(const char *addr, char *err, size_t errlen) {
     return fd;
 }
 
+static void on_drain_timer(uv_timer_t *timer) {
+    gw_thread *t = timer->data;
+    if (t->calls == 0 || cm_clock_mono_ms() >= t->drain_deadline_ms) {
+        if (t->calls > 0)
+            cm_logf(CM_LOG_WARN, NULL, "drain timeout: dropping %u requests", t->calls);
+        uv_stop(&t->loop);
+    }
+}
+
+/* Graceful stop: no new connections (the listener closes), /ready answers 503, requests in
+ * flight get up to drain_timeout_ms to finish, then the loop stops. */
 static void on_stop_async(uv_async_t *a) {
     gw_thread *t = a->data;
-    uv_stop(&t->loop);
+    if (t->draining)
+        return;
+    t->draining = 1;
+    uv_close((uv_handle_t *)&t->listener, NULL);
+    t->drain_deadline_ms = cm_clock_mono_ms() + t->srv->cfg->drain_timeout_ms;
+    uv_timer_init(&t->loop, &t->drain_timer);
+    t->drain_timer.data = t;
+    uv_timer_start(&t->drain_timer, on_drain_timer, 0, 50);
 }
 
 static void on_probe_timer(uv_timer_t *timer) {
@@ -500,8 +553,12 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
         return CM_ERR_IO;
     uv_tcp_init(&t->loop, &t->listener);
     t->listener.data = t;
-    if (uv_tcp_open(&t->listener, t->listen_fd) != 0 ||
-        uv_listen((uv_stream_t *)&t->listener, 4096, on_accept) != 0) {
+    if (uv_tcp_open(&t->listener, t->listen_fd) != 0) {
+        snprintf(err, errlen, "cannot listen on %s", s->cfg->listen);
+        return CM_ERR_IO;
+    }
+    t->listen_fd = -1; /* owned by the uv handle from here on */
+    if (uv_listen((uv_stream_t *)&t->listener, 4096, on_accept) != 0) {
         snprintf(err, errlen, "cannot listen on %s", s->cfg->listen);
         return CM_ERR_IO;
     }
@@ -606,6 +663,7 @@ cm_err gw_server_run(gw_server *s) {
             s->n_threads);
     for (i = 0; i < s->n_threads; i++)
         pthread_join(s->threads[i].tid, NULL);
+    atomic_store(&s->loops_done, 1);
     if (s->discovery_running)
         gw_discovery_stop(s);
     s->discovery_running = 0;

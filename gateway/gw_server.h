@@ -48,6 +48,9 @@ typedef struct gw_thread {
     uv_tcp_t listener;
     uv_async_t stop_async;
     uv_timer_t probe_timer; /* gw_call_probe_disconnects, every 200 ms */
+    uv_timer_t drain_timer; /* while stopping: ends the loop when calls == 0 or at the deadline */
+    int draining;
+    int64_t drain_deadline_ms;
     h2o_accept_ctx_t accept_ctx;
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t events; /* worker events and pipe losses */
@@ -82,7 +85,8 @@ struct gw_server {
     char instance_id[GW_NAME_MAX];
     pthread_t discovery_tid;
     int discovery_running;
-    _Atomic int stopping;
+    _Atomic int stopping;   /* draining: /ready 503, no new connections */
+    _Atomic int loops_done; /* loop threads ended: nng callbacks drop what they get */
 };
 
 /* gw_server_create builds the server from cfg (borrowed: must outlive the server) and binds

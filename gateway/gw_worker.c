@@ -286,6 +286,9 @@ cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_w
     double best = 1e18;
     gw_worker *chosen = NULL;
     uint64_t best_hash = 0;
+    /* The lock only guards the names (a revived worker may be renamed); it is held for a scan
+     * of at most GW_POOL_MAX_WORKERS entries, never across I/O. */
+    pthread_mutex_lock(&p->mu);
     for (int i = 0; i < n; i++) {
         gw_worker *w = p->workers[i];
         if (atomic_load(&w->gone) || strcmp(w->model, model) != 0)
@@ -296,9 +299,7 @@ cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_w
         if (load_of(w) < best)
             best = load_of(w);
     }
-    if (!any)
-        return CM_ERR_NOT_FOUND;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && any; i++) {
         gw_worker *w = p->workers[i];
         uint64_t h;
         if (atomic_load(&w->gone) || w == exclude || !gw_worker_usable(w) ||
@@ -314,21 +315,24 @@ cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_w
             best_hash = h;
         }
     }
+    if (chosen != NULL)
+        snprintf(served, GW_NAME_MAX, "%s", chosen->served_model);
+    pthread_mutex_unlock(&p->mu);
+    if (!any)
+        return CM_ERR_NOT_FOUND;
     if (chosen == NULL)
         return CM_ERR_OVERLOADED;
-    pthread_mutex_lock(&p->mu);
-    snprintf(served, GW_NAME_MAX, "%s", chosen->served_model);
-    pthread_mutex_unlock(&p->mu);
     *out = chosen;
     return CM_OK;
 }
 
 int gw_pool_has_model(gw_pool *p, const char *model) {
-    int n = atomic_load(&p->n_workers);
-    for (int i = 0; i < n; i++)
-        if (!atomic_load(&p->workers[i]->gone) && strcmp(p->workers[i]->model, model) == 0)
-            return 1;
-    return 0;
+    int n = atomic_load(&p->n_workers), found = 0;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < n && !found; i++)
+        found = !atomic_load(&p->workers[i]->gone) && strcmp(p->workers[i]->model, model) == 0;
+    pthread_mutex_unlock(&p->mu);
+    return found;
 }
 
 size_t gw_pool_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max) {

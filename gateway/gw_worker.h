@@ -3,9 +3,10 @@
  *
  * Each worker is one nng pair1 socket dialed non-blocking (so nng keeps reconnecting after a
  * worker restarts). Received envelopes are unpacked on nng's threads: Hello, Stats and Drain
- * update the worker's load figures (atomics, read by the router without locks on the hot
- * path); Events and pipe losses go to the callbacks given to gw_pool_init, which must hand
- * them to the owning loop thread and return at once (they run on nng threads: never block).
+ * update the worker's load figures (atomics); the router reads them under the pool's
+ * mutex, held only for a scan of the list, never across I/O; Events and pipe losses go to the
+ * callbacks given to gw_pool_init, which must hand them to the owning loop thread and return at
+ * once (they run on nng threads: never block).
  *
  * Workers are never freed while the pool lives: a worker that leaves the registry is marked
  * gone and its dialer closed; the pool is bounded by GW_POOL_MAX_WORKERS.

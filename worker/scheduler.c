@@ -361,10 +361,11 @@ static void plan_entry(wk_sched *s, wk_seq *seq, uint32_t n) {
 
 /* schedule_running plans the running sequences in priority/age order: first every decoding
  * sequence (one token each), then the prefill chunks of sequences still reading their prompt
- * with what is left of the budget, so a long prompt never holds decoders back. When a decoder
+ * with what is left of the budget but `reserve`, so a long prompt never holds decoders back
+ * nor, with the reserve, new requests. When a decoder
  * needs a block and none is left, sequences are preempted from the back of the order (lowest
  * priority, youngest), possibly the decoder itself. Returns the budget left. */
-static uint32_t schedule_running(wk_sched *s, uint32_t budget) {
+static uint32_t schedule_running(wk_sched *s, uint32_t budget, uint32_t reserve) {
     const uint32_t bt = s->cfg.block_tokens;
     qsort(s->running, s->n_running, sizeof(*s->running), running_cmp);
     /* Pass 1: decoders. Everything already planned sits before index i and the victims are
@@ -399,14 +400,15 @@ static uint32_t schedule_running(wk_sched *s, uint32_t budget) {
         budget--;
         i++;
     }
-    /* Pass 2: prefill chunks. Their blocks were all taken at admission. */
-    for (uint32_t i = 0; i < s->n_running && budget > 0; i++) {
+    /* Pass 2: prefill chunks. Their blocks were all taken at admission. They leave `reserve`
+     * tokens to admissions, so a long prompt does not hold new requests back either. */
+    for (uint32_t i = 0; i < s->n_running && budget > reserve; i++) {
         wk_seq *seq = s->running[i];
         uint32_t n = seq->n_tokens - seq->n_computed;
         if (n == 1)
             continue;
-        if (n > budget)
-            n = budget;
+        if (n > budget - reserve)
+            n = budget - reserve;
         if (!grow_blocks(s, seq, ceil_div(seq->n_computed + n, bt)))
             continue; /* cannot happen; never preempt here: planned entries could go */
         plan_entry(s, seq, n);
@@ -476,7 +478,10 @@ const wk_sched_plan *wk_sched_plan_step(wk_sched *s, int64_t now_ms) {
     s->plan.entries = s->entries;
     s->plan.dropped = s->dropped;
     expire_waiting(s, now_ms);
-    uint32_t budget = schedule_running(s, s->cfg.max_batch_tokens);
+    /* A quarter of the budget is kept from prefill chunks while someone could be admitted. */
+    bool can_admit = waiting_peek(s) != NULL && s->n_running < s->cfg.max_running;
+    uint32_t reserve = can_admit ? s->cfg.max_batch_tokens / 4 : 0;
+    uint32_t budget = schedule_running(s, s->cfg.max_batch_tokens, reserve);
     admit_waiting(s, budget);
     return &s->plan;
 }

@@ -8,14 +8,15 @@
  *      prompt of each one still prefilling (chunked prefill: a long prompt never holds the
  *      decoders back);
  *   2. then new sequences from the waiting queue while the budget, the running limit and the
- *      KV blocks allow. Waiting order: priority class first (interactive before batch), inside
- *      a class preempted sequences first (oldest first), then the least recently served tenant
- *      (one tenant's flood cannot starve another tenant's single request), FIFO per tenant.
- *      Admission reuses prefix-cached blocks and allocates the blocks for every known token;
- *      it never skips ahead of a head-of-line sequence that does not fit yet.
- * When a running sequence needs a block and none is left, the lowest-priority, youngest
- * running sequence is preempted: its blocks are released, its tokens (prompt and generated)
- * kept, and it goes back to the front of its class to be recomputed later.
+ *      KV blocks allow (while anyone could be admitted, prefill chunks of running sequences
+ *      leave a quarter of the budget to admissions). Waiting order: priority class first
+ * (interactive before batch), inside a class preempted sequences first (oldest first), then the
+ * least recently served tenant (one tenant's flood cannot starve another tenant's single request),
+ * FIFO per tenant. Admission reuses prefix-cached blocks and allocates the blocks for every known
+ * token; it never skips ahead of a head-of-line sequence that does not fit yet. When a running
+ * sequence needs a block and none is left, the lowest-priority, youngest running sequence is
+ * preempted: its blocks are released, its tokens (prompt and generated) kept, and it goes back to
+ * the front of its class to be recomputed later.
  *
  * A waiting sequence that never started and whose deadline passed is dropped with
  * CM_ERR_TIMEOUT; one that can never fit in the whole cache is dropped with CM_ERR_LIMIT.

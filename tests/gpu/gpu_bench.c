@@ -131,6 +131,81 @@ static double measure_gemm(int m, int n, int k) {
     return 2.0 * m * n * (double)k * reps / (ms * 1e-3) / 1e12;
 }
 
+/*
+ * The GEMVs of one Llama-3-8B layer (QKV 6144x4096, O 4096x4096, gate|up 28672x4096, down
+ * 4096x14336) for n_tok rows, repeated over 8 layers' worth of distinct weights so that nothing
+ * is served from L2: custom GEMV vs cuBLAS, as weight GB/s. Tells how much of a decode step is
+ * GEMV efficiency and how much is everything else.
+ */
+static void measure_gemv(int n_tok, double *custom_gbs, double *cublas_gbs) {
+    static const int shapes[4][2] = {{6144, 4096}, {4096, 4096}, {28672, 4096}, {4096, 14336}};
+    const int n_layers = 8;
+    size_t layer_elems = 0;
+    for (int i = 0; i < 4; i++) {
+        layer_elems += (size_t)shapes[i][0] * shapes[i][1];
+    }
+    uint16_t *w = NULL, *x = NULL;
+    float *y = NULL;
+    void *ws = NULL;
+    GU_CUDA(cudaMalloc((void **)&w, layer_elems * n_layers * 2));
+    GU_CUDA(cudaMalloc((void **)&x, (size_t)8 * 14336 * 2));
+    GU_CUDA(cudaMalloc((void **)&y, (size_t)8 * 28672 * 4));
+    GU_CUDA(cudaMalloc(&ws, (size_t)32 << 20));
+    GU_CUDA(wk_cuda_fill_random_f16(w, (int64_t)(layer_elems * n_layers), 0.02f, 3, NULL));
+    GU_CUDA(wk_cuda_fill_random_f16(x, (int64_t)8 * 14336, 1.0f, 4, NULL));
+    cublasHandle_t h;
+    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "cublasCreate failed\n");
+        exit(1);
+    }
+    cublasSetWorkspace(h, ws, (size_t)32 << 20);
+    const float alpha = 1.0f, beta = 0.0f;
+    cudaEvent_t e0, e1;
+    GU_CUDA(cudaEventCreate(&e0));
+    GU_CUDA(cudaEventCreate(&e1));
+    for (int mode = 0; mode < 2; mode++) {
+        double ms = 0;
+        for (int pass = 0; pass < 2; pass++) { /* pass 0 warms up */
+            GU_CUDA(cudaEventRecord(e0, NULL));
+            const uint16_t *wl = w;
+            for (int l = 0; l < n_layers; l++) {
+                for (int i = 0; i < 4; i++) {
+                    int n_out = shapes[i][0], n_in = shapes[i][1];
+                    if (mode == 0) {
+                        GU_CUDA(wk_cuda_gemv(wl, x, n_tok, n_in, n_out, y, 0, NULL));
+                    } else {
+                        cublasStatus_t st = cublasGemmEx(
+                            h, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n_tok, n_in, &alpha, wl, CUDA_R_16F,
+                            n_in, x, CUDA_R_16F, n_in, &beta, y, CUDA_R_32F, n_out,
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                        if (st != CUBLAS_STATUS_SUCCESS) {
+                            fprintf(stderr, "cublasGemmEx failed: %d\n", (int)st);
+                            exit(1);
+                        }
+                    }
+                    wl += (size_t)n_out * n_in;
+                }
+            }
+            GU_CUDA(cudaEventRecord(e1, NULL));
+            GU_CUDA(cudaEventSynchronize(e1));
+            ms = event_ms(e0, e1);
+        }
+        double gbs = (double)layer_elems * n_layers * 2 / (ms * 1e-3) / 1e9;
+        if (mode == 0) {
+            *custom_gbs = gbs;
+        } else {
+            *cublas_gbs = gbs;
+        }
+    }
+    cublasDestroy(h);
+    GU_CUDA(cudaEventDestroy(e0));
+    GU_CUDA(cudaEventDestroy(e1));
+    GU_CUDA(cudaFree(w));
+    GU_CUDA(cudaFree(x));
+    GU_CUDA(cudaFree(y));
+    GU_CUDA(cudaFree(ws));
+}
+
 /* A model of the given shape whose tensors have no data (filled on the device). */
 static int make_shape_model(wk_model *m, const wk_hparams *hp) {
     memset(m, 0, sizeof(*m));
@@ -286,6 +361,19 @@ int main(int argc, char **argv) {
     printf("cuBLAS f16 GEMM 14336x2048x4096 (f32 accumulate): %.1f TFLOP/s\n", gemm_tflops);
     kv("gemm_tflops", gemm_tflops);
 
+    for (int nt = 1; nt <= 8; nt *= 8) {
+        double g_custom = 0, g_cublas = 0;
+        measure_gemv(nt, &g_custom, &g_cublas);
+        printf("layer GEMVs, %d row(s): custom %.0f GB/s (%.1f%% of %.0f), cuBLAS %.0f GB/s "
+               "(%.1f%%)\n",
+               nt, g_custom, 100.0 * g_custom / bw, bw, g_cublas, 100.0 * g_cublas / bw);
+        char key[64];
+        snprintf(key, sizeof(key), "gemv_n%d_custom_gbs", nt);
+        kv(key, g_custom);
+        snprintf(key, sizeof(key), "gemv_n%d_cublas_gbs", nt);
+        kv(key, g_cublas);
+    }
+
     wk_hparams hp;
     memset(&hp, 0, sizeof(hp));
     hp.n_vocab = 128256;
@@ -387,6 +475,37 @@ int main(int argc, char **argv) {
                ms_cublas, ms_nograph, 1e3 / tps[0]);
         kv("decode_b1_cublas_ms", ms_cublas);
         kv("decode_b1_nograph_ms", ms_nograph);
+        /* fused decode GEMVs (off by default until measured): batch 1 and 8 */
+        wk_cuda_set_fuse(be, 1);
+        double ms_f1 = time_decode(&c, 1, quick ? 5 : 40);
+        wk_cuda_set_gemv_max_rows(be, 8);
+        double ms_f8 = time_decode(&c, 8, quick ? 5 : 20);
+        wk_cuda_set_fuse(be, 0);
+        double ms_g8 = time_decode(&c, 8, quick ? 5 : 20);
+        wk_cuda_set_gemv_max_rows(be, opt.gemv_max_rows);
+        printf("decode batch 8 with the unfused custom GEMV: %.3f ms (default path %.3f ms)\n",
+               ms_g8, 8e3 / tps[1]);
+        kv("decode_b8_gemv_ms", ms_g8);
+        /* programmatic dependent launch (sm_90+), alone and with the fused GEMVs */
+        wk_cuda_set_pdl(be, 1);
+        double ms_p1 = time_decode(&c, 1, quick ? 5 : 40);
+        wk_cuda_set_fuse(be, 1);
+        double ms_pf1 = time_decode(&c, 1, quick ? 5 : 40);
+        wk_cuda_set_fuse(be, 0);
+        wk_cuda_set_pdl(be, opt.use_pdl);
+        printf("decode batch 1 with PDL: %.3f ms (floor/step %.1f%%); PDL + fused GEMVs: %.3f ms "
+               "(floor/step %.1f%%)\n",
+               ms_p1, 100.0 * floor_ms / ms_p1, ms_pf1, 100.0 * floor_ms / ms_pf1);
+        kv("decode_b1_pdl_ms", ms_p1);
+        kv("decode_b1_pdl_floor_frac", floor_ms / ms_p1);
+        kv("decode_b1_pdl_fused_ms", ms_pf1);
+        kv("decode_b1_pdl_fused_floor_frac", floor_ms / ms_pf1);
+        printf("decode fused GEMVs: batch 1 %.3f ms (%.1f tok/s, floor/step %.1f%%), batch 8 %.3f "
+               "ms (%.1f tok/s)\n",
+               ms_f1, 1e3 / ms_f1, 100.0 * floor_ms / ms_f1, ms_f8, 8e3 / ms_f8);
+        kv("decode_b1_fused_ms", ms_f1);
+        kv("decode_b1_fused_floor_frac", floor_ms / ms_f1);
+        kv("decode_b8_fused_ms", ms_f8);
     }
 
     double pf_ms = failed ? -1 : time_prefill(&c, PREFILL_TOKENS, quick ? 1 : 3);

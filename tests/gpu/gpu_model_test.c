@@ -216,14 +216,13 @@ static void report_lockstep(const char *label, int ok, const cmp_stats *st) {
 
 /* Logits of one prompt prefilled on the GPU alone (sequence slot 0). */
 static cm_err gpu_prefill_logits(wk_backend *gpu, const prompt *p, int chunk, float *logits,
-                                 int n_vocab) {
+                                 int n_vocab, int seq_id) {
     int done = 0;
     while (done < p->len) {
         int take = p->len - done;
         if (chunk > 0 && take > chunk) {
             take = chunk;
         }
-        int seq_id = 0;
         const int32_t *tp = p->toks + done;
         uint8_t want = done + take == p->len;
         cm_err rv =
@@ -243,8 +242,8 @@ static void test_gpu_only(wk_backend *gpu, const prompt *prompts, int n_vocab) {
     const prompt *p = &prompts[5]; /* 100 tokens */
 
     /* chunked prefill (64 + 36, the second chunk continuing the cache) == one prefill */
-    cm_err r1 = gpu_prefill_logits(gpu, p, 0, a, n_vocab);
-    cm_err r2 = gpu_prefill_logits(gpu, p, 64, b, n_vocab);
+    cm_err r1 = gpu_prefill_logits(gpu, p, 0, a, n_vocab, 0);
+    cm_err r2 = gpu_prefill_logits(gpu, p, 64, b, n_vocab, 0);
     gu_err e = gu_compare(b, a, (size_t)n_vocab);
     snprintf(detail, sizeof(detail), "rel %.2e", e.rel);
     check("cuda: chunked prefill 64+36 == single prefill",
@@ -252,7 +251,7 @@ static void test_gpu_only(wk_backend *gpu, const prompt *prompts, int n_vocab) {
 
     /* flash prefill == plain attention prefill */
     wk_cuda_set_flash(gpu, 0);
-    r2 = gpu_prefill_logits(gpu, p, 0, b, n_vocab);
+    r2 = gpu_prefill_logits(gpu, p, 0, b, n_vocab, 0);
     wk_cuda_set_flash(gpu, 1);
     e = gu_compare(b, a, (size_t)n_vocab);
     snprintf(detail, sizeof(detail), "rel %.2e", e.rel);
@@ -283,6 +282,63 @@ static void test_gpu_only(wk_backend *gpu, const prompt *prompts, int n_vocab) {
               r1 == CM_OK && r2 == CM_OK && e.n_bad == 0 && e.rel < 1e-3 && info.graph_buckets >= 1,
               detail);
 
+        /* programmatic dependent launch (sm_90) == plain launches, decode (GEMV path) and
+         * prefill */
+        {
+            int ids1[1] = {6}; /* sequences 6 and 7 are not used by the checks below */
+            int32_t t1 = 7;
+            const int32_t *tp1[1] = {&t1};
+            int p1[1] = {41};
+            int n1[1] = {1};
+            uint8_t w1[1] = {1};
+            float *ref1 = gu_xmalloc((size_t)2 * n_vocab * 4);
+            float *got1 = gu_xmalloc((size_t)2 * n_vocab * 4);
+            wk_cuda_set_pdl(gpu, 0);
+            cm_err q1 = run_step(&wk_backend_cuda, gpu, 1, ids1, tp1, p1, n1, w1, ref1, n_vocab);
+            cm_err q2 = gpu_prefill_logits(gpu, &prompts[4], 0, ref1 + n_vocab, n_vocab, 7);
+            wk_cuda_set_pdl(gpu, 1);
+            cm_err q3 = run_step(&wk_backend_cuda, gpu, 1, ids1, tp1, p1, n1, w1, got1, n_vocab);
+            q3 = q3 == CM_OK
+                     ? run_step(&wk_backend_cuda, gpu, 1, ids1, tp1, p1, n1, w1, got1, n_vocab)
+                     : q3; /* graph replay with PDL edges */
+            cm_err q4 = gpu_prefill_logits(gpu, &prompts[4], 0, got1 + n_vocab, n_vocab, 7);
+            wk_cuda_set_pdl(gpu, 0);
+            gu_err ep = gu_compare(got1, ref1, (size_t)2 * n_vocab);
+            snprintf(detail, sizeof(detail), "rel %.2e", ep.rel);
+            check("cuda: PDL launches == plain launches (decode + prefill)",
+                  q1 == CM_OK && q2 == CM_OK && q3 == CM_OK && q4 == CM_OK && ep.n_bad == 0 &&
+                      ep.rel < 1e-3,
+                  detail);
+            free(ref1);
+            free(got1);
+        }
+
+        /* fused decode GEMVs (norm / SwiGLU / residual folded in) == the unfused step */
+        wk_cuda_set_fuse(gpu, 1);
+        wk_cuda_set_gemv_max_rows(gpu, 8); /* the 6-row bucket must take the GEMV paths */
+        float *f = gu_xmalloc((size_t)5 * n_vocab * 4);
+        cm_err rf = run_step(&wk_backend_cuda, gpu, 5, seq_ids, tp, pos0, nn, want, f, n_vocab);
+        rf = rf == CM_OK
+                 ? run_step(&wk_backend_cuda, gpu, 5, seq_ids, tp, pos0, nn, want, f, n_vocab)
+                 : rf; /* second call replays the fused graph */
+        wk_cuda_set_fuse(gpu, 0);
+        /* the unfused custom GEMV at 6 rows, too */
+        float *g6 = gu_xmalloc((size_t)5 * n_vocab * 4);
+        cm_err rg = run_step(&wk_backend_cuda, gpu, 5, seq_ids, tp, pos0, nn, want, g6, n_vocab);
+        wk_cuda_options dflt;
+        wk_cuda_options_default(&dflt);
+        wk_cuda_set_gemv_max_rows(gpu, dflt.gemv_max_rows);
+        gu_err eg = gu_compare(g6, a, (size_t)5 * n_vocab);
+        snprintf(detail, sizeof(detail), "rel %.2e", eg.rel);
+        check("cuda: GEMV decode (6 rows) == cuBLAS decode",
+              rg == CM_OK && eg.n_bad == 0 && eg.rel < 1e-2, detail);
+        free(g6);
+        e = gu_compare(f, a, (size_t)5 * n_vocab);
+        snprintf(detail, sizeof(detail), "rel %.2e", e.rel);
+        check("cuda: fused decode GEMVs == unfused", rf == CM_OK && e.n_bad == 0 && e.rel < 1e-2,
+              detail);
+        free(f);
+
         /* want_logits subset: rows 1 and 3 must stay untouched */
         uint8_t want2[5] = {1, 0, 1, 0, 1};
         for (int i = 0; i < 5 * n_vocab; i++) {
@@ -306,10 +362,19 @@ static void test_gpu_only(wk_backend *gpu, const prompt *prompts, int n_vocab) {
         cm_err rb1 = run_step(&wk_backend_cuda, gpu, 1, seq_ids, btp, pos0, nn, want, b, n_vocab);
         int big_pos[1] = {MB * BT}; /* beyond the block table */
         cm_err rb2 = run_step(&wk_backend_cuda, gpu, 1, seq_ids, tp, big_pos, nn, want, b, n_vocab);
-        snprintf(detail, sizeof(detail), "bad token: %s, position past table: %s", cm_strerror(rb1),
-                 cm_strerror(rb2));
+        int far_seq[1] = {N_PROMPTS}; /* its blocks are beyond n_blocks */
+        cm_err rb3 = run_step(&wk_backend_cuda, gpu, 1, far_seq, tp, pos0, nn, want, b, n_vocab);
+        snprintf(detail, sizeof(detail), "bad token: %s, position past table: %s, block id: %s",
+                 cm_strerror(rb1), cm_strerror(rb2), cm_strerror(rb3));
         check("cuda: invalid batches rejected, backend healthy",
-              rb1 == CM_ERR_INVALID && rb2 == CM_ERR_LIMIT && wk_backend_cuda.healthy(gpu), detail);
+              rb1 == CM_ERR_INVALID && rb2 == CM_ERR_LIMIT && rb3 == CM_ERR_INVALID &&
+                  wk_backend_cuda.healthy(gpu),
+              detail);
+        /* and it still computes the same logits afterwards */
+        r2 = run_step(&wk_backend_cuda, gpu, 5, seq_ids, tp, pos0, nn, want, b, n_vocab);
+        e = gu_compare(b, a, (size_t)5 * n_vocab);
+        snprintf(detail, sizeof(detail), "rel %.2e", e.rel);
+        check("cuda: same logits after rejected batches", r2 == CM_OK && e.rel < 1e-3, detail);
     }
     free(a);
     free(b);
@@ -425,7 +490,14 @@ int main(void) {
         wk_model m;
         memset(&m, 0, sizeof(m));
         if (wk_model_synthetic(&hp, WK_DTYPE_F16, 1, &m) == CM_OK) {
-            wk_backend_config cfg = {16, 4, WK_DTYPE_F16, 16, 1, 4, 0, 0};
+            wk_backend_config cfg;
+            memset(&cfg, 0, sizeof(cfg));
+            cfg.block_tokens = 16;
+            cfg.n_blocks = 4;
+            cfg.kv_dtype = WK_DTYPE_F16;
+            cfg.max_batch_tokens = 16;
+            cfg.max_seqs = 1;
+            cfg.max_blocks_per_seq = 4;
             wk_backend *be = (wk_backend *)&m; /* must be reset to NULL */
             char err[256] = "";
             cm_err rv = wk_backend_cuda.create(&m, &cfg, &be, err, sizeof(err));

@@ -617,6 +617,100 @@ static void test_gemv(gu_rng *r, int n_in, int n_out) {
     free(gh);
 }
 
+/* ---- fused decode GEMV ------------------------------------------------------------------- */
+
+static void test_gemv_fused(gu_rng *r, int x_mode, int y_mode, int n_in, int n_out) {
+    const int NT = WK_CUDA_GEMV_MAX_TOK;
+    size_t nw = (size_t)n_out * n_in;
+    uint16_t *w = gu_xmalloc(nw * 2);
+    float *wf = gu_xmalloc(nw * 4);
+    fill_f16(r, w, wf, nw, 1.0f / sqrtf((float)n_in));
+    wk_tensor t = {w, WK_DTYPE_F16, {n_in, n_out, 1, 1}, nw * 2};
+    /* inputs: x f32 rows (norm), gate|up f16 rows (swiglu) or plain f16 rows */
+    size_t x_elems = (size_t)NT * n_in * (x_mode == WK_CUDA_X_SWIGLU ? 2 : 1);
+    float *xf = gu_xmalloc(x_elems * 4);
+    uint16_t *xh = gu_xmalloc(x_elems * 2);
+    float *norm_w = gu_xmalloc((size_t)n_in * 4);
+    if (x_mode == WK_CUDA_X_RMSNORM) {
+        fill_normal(r, xf, x_elems, 3.0f);
+    } else {
+        fill_f16(r, xh, xf, x_elems, 2.0f);
+    }
+    for (int i = 0; i < n_in; i++) {
+        norm_w[i] = 1.0f + 0.3f * gu_normal(r);
+    }
+    const float eps = 1e-5f;
+    float *in = gu_xmalloc((size_t)NT * n_in * 4); /* the transformed input rows */
+    for (int k = 0; k < NT; k++) {
+        if (x_mode == WK_CUDA_X_RMSNORM) {
+            wk_cpu_rmsnorm(in + (size_t)k * n_in, xf + (size_t)k * n_in, norm_w, n_in, eps);
+        } else if (x_mode == WK_CUDA_X_SWIGLU) {
+            wk_cpu_swiglu(in + (size_t)k * n_in, xf + (size_t)k * 2 * n_in,
+                          xf + (size_t)k * 2 * n_in + n_in, n_in);
+        } else {
+            memcpy(in + (size_t)k * n_in, xf + (size_t)k * n_in, (size_t)n_in * 4);
+        }
+    }
+    float *ref = gu_xmalloc((size_t)NT * n_out * 4);
+    wk_cpu_matmul_ref(&t, in, ref, NT);
+    float *y0 = gu_xmalloc((size_t)NT * n_out * 4);
+    fill_normal(r, y0, (size_t)NT * n_out, 1.0f);
+    if (y_mode == WK_CUDA_Y_ADD_F32) {
+        for (size_t i = 0; i < (size_t)NT * n_out; i++) {
+            ref[i] += y0[i];
+        }
+    }
+    uint16_t *d_w = dalloc(nw * 2);
+    void *d_x = dalloc(x_elems * 4);
+    float *d_nw = dalloc((size_t)n_in * 4);
+    void *d_y = dalloc((size_t)NT * n_out * 4);
+    h2d(d_w, w, nw * 2);
+    if (x_mode == WK_CUDA_X_RMSNORM) {
+        h2d(d_x, xf, x_elems * 4);
+    } else {
+        h2d(d_x, xh, x_elems * 2);
+    }
+    h2d(d_nw, norm_w, (size_t)n_in * 4);
+    float *got = gu_xmalloc((size_t)NT * n_out * 4);
+    uint16_t *gh = gu_xmalloc((size_t)NT * n_out * 2);
+    static const char *xn[] = {"f16", "rmsnorm", "swiglu"};
+    static const char *yn[] = {"f32", "f16", "add f32"};
+    for (int nt = 1; nt <= NT; nt += (nt == 1 ? 2 : 5)) { /* 1, 3, 8 */
+        if (y_mode == WK_CUDA_Y_ADD_F32) {
+            h2d(d_y, y0, (size_t)NT * n_out * 4);
+        } else {
+            GU_CUDA(cudaMemset(d_y, 0xFF, (size_t)NT * n_out * 4));
+        }
+        GU_CUDA(
+            wk_cuda_gemv_fused(d_w, d_x, x_mode, d_nw, eps, nt, n_in, n_out, d_y, y_mode, NULL));
+        if (y_mode == WK_CUDA_Y_F16) {
+            d2h(gh, d_y, (size_t)nt * n_out * 2);
+            gu_f16_to_f32(gh, got, (size_t)nt * n_out);
+        } else {
+            d2h(got, d_y, (size_t)nt * n_out * 4);
+        }
+        char name[96];
+        snprintf(name, sizeof(name), "gemv_fused %s -> %s %dx%d, %d tok", xn[x_mode], yn[y_mode],
+                 n_out, n_in, nt);
+        report(name, gu_compare(got, ref, (size_t)nt * n_out),
+               y_mode == WK_CUDA_Y_F16 ? THR_F16 : THR_GEMV_F32);
+    }
+    cudaFree(d_w);
+    cudaFree(d_x);
+    cudaFree(d_nw);
+    cudaFree(d_y);
+    free(w);
+    free(wf);
+    free(xf);
+    free(xh);
+    free(norm_w);
+    free(in);
+    free(ref);
+    free(y0);
+    free(got);
+    free(gh);
+}
+
 /* ---- conversions and fills -------------------------------------------------------------- */
 
 static void test_convert(gu_rng *r) {
@@ -708,6 +802,10 @@ int main(void) {
     test_swiglu(&r);
     test_gemv(&r, 4096, 1000);
     test_gemv(&r, 576, 333);
+    test_gemv_fused(&r, WK_CUDA_X_RMSNORM, WK_CUDA_Y_F32, 4096, 1000);
+    test_gemv_fused(&r, WK_CUDA_X_RMSNORM, WK_CUDA_Y_F16, 576, 1001);
+    test_gemv_fused(&r, WK_CUDA_X_F16, WK_CUDA_Y_ADD_F32, 4096, 777);
+    test_gemv_fused(&r, WK_CUDA_X_SWIGLU, WK_CUDA_Y_ADD_F32, 1536, 576);
     test_convert(&r);
     GU_CUDA(cudaDeviceSynchronize());
     printf("ops: %d passed, %d failed\n", g_pass, g_fail);

@@ -371,6 +371,16 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
 
 /* ---- kernels ------------------------------------------------------------------------------ */
 
+static int g_pdl;
+
+void wk_cuda_ops_set_pdl(int on) {
+    g_pdl = on != 0;
+}
+
+int wk_cuda_ops_pdl(void) {
+    return g_pdl;
+}
+
 int wk_cuda_head_dim_supported(int head_dim) {
     return head_dim == 64 || head_dim == 128 || head_dim == 256;
 }
@@ -662,6 +672,80 @@ cudaError_t wk_cuda_gemv(const uint16_t *w, const uint16_t *x, int n_tok, int n_
     return cudaSuccess;
 }
 
+typedef struct gemv_fused_args {
+    const uint16_t *w;
+    const void *x;
+    int x_mode;
+    const float *nw;
+    float eps;
+    int n_tok, n_in, n_out;
+    void *y;
+    int y_mode;
+} gemv_fused_args;
+
+static void gemv_fused_run(const void *p) {
+    const gemv_fused_args *a = p;
+    float *xin = malloc(sizeof(float) * (size_t)a->n_in);
+    if (xin == NULL) {
+        abort();
+    }
+    for (int t = 0; t < a->n_tok; t++) {
+        if (a->x_mode == WK_CUDA_X_RMSNORM) {
+            const float *xr = (const float *)a->x + (size_t)t * a->n_in;
+            double ss = 0;
+            for (int i = 0; i < a->n_in; i++) {
+                ss += (double)xr[i] * xr[i];
+            }
+            float inv = (float)(1.0 / sqrt(ss / a->n_in + a->eps));
+            for (int i = 0; i < a->n_in; i++) {
+                xin[i] = xr[i] * inv * a->nw[i];
+            }
+        } else if (a->x_mode == WK_CUDA_X_SWIGLU) {
+            const uint16_t *gr = (const uint16_t *)a->x + (size_t)t * 2 * a->n_in;
+            for (int i = 0; i < a->n_in; i++) {
+                float g = h2f(gr[i]), u = h2f(gr[a->n_in + i]);
+                xin[i] = g / (1.0f + expf(-g)) * u;
+            }
+        } else {
+            for (int i = 0; i < a->n_in; i++) {
+                xin[i] = h2f(((const uint16_t *)a->x)[(size_t)t * a->n_in + i]);
+            }
+        }
+        for (int r = 0; r < a->n_out; r++) {
+            float acc = 0;
+            for (int i = 0; i < a->n_in; i++) {
+                acc += h2f(a->w[(size_t)r * a->n_in + i]) * xin[i];
+            }
+            size_t o = (size_t)t * a->n_out + r;
+            if (a->y_mode == WK_CUDA_Y_F16) {
+                ((uint16_t *)a->y)[o] = f2h(acc);
+            } else if (a->y_mode == WK_CUDA_Y_ADD_F32) {
+                ((float *)a->y)[o] += acc;
+            } else {
+                ((float *)a->y)[o] = acc;
+            }
+        }
+    }
+    free(xin);
+}
+
+cudaError_t wk_cuda_gemv_fused(const uint16_t *w, const void *x, int x_mode, const float *norm_w,
+                               float eps, int n_tok, int n_in, int n_out, void *y, int y_mode,
+                               cudaStream_t stream) {
+    (void)stream;
+    int ok =
+        (x_mode == WK_CUDA_X_RMSNORM && (y_mode == WK_CUDA_Y_F32 || y_mode == WK_CUDA_Y_F16)) ||
+        (x_mode == WK_CUDA_X_F16 && y_mode == WK_CUDA_Y_ADD_F32) ||
+        (x_mode == WK_CUDA_X_SWIGLU && y_mode == WK_CUDA_Y_ADD_F32);
+    if (!ok || n_tok < 1 || n_tok > WK_CUDA_GEMV_MAX_TOK || n_in % 8 != 0 || n_out <= 0 ||
+        (x_mode == WK_CUDA_X_RMSNORM && norm_w == NULL)) {
+        return cudaErrorInvalidValue;
+    }
+    gemv_fused_args a = {w, x, x_mode, norm_w, eps, n_tok, n_in, n_out, y, y_mode};
+    submit(gemv_fused_run, &a, sizeof(a));
+    return cudaSuccess;
+}
+
 /* conversions and fills run at once (never captured by the backend) */
 cudaError_t wk_cuda_f32_to_f16(const float *src, uint16_t *dst, int64_t n, cudaStream_t stream) {
     (void)stream;
@@ -691,7 +775,7 @@ cudaError_t wk_cuda_f16_to_f32(const uint16_t *src, float *dst, int64_t n, cudaS
 cudaError_t wk_cuda_fill_random_f16(uint16_t *dst, int64_t n, float amp, uint64_t seed,
                                     cudaStream_t stream) {
     (void)stream;
-    uint64_t s = seed | 1;
+    uint64_t s = seed * 2 + 1;
     for (int64_t i = 0; i < n; i++) {
         s ^= s << 13;
         s ^= s >> 7;

@@ -1,6 +1,7 @@
 """Gateway behaviour that needs no model: every error status, its OpenAI JSON, x-request-id,
 auth, routing to a fake worker, deadlines, /v1/models, /ready, /metrics."""
 import json
+import time
 
 import openai
 import pytest
@@ -146,6 +147,9 @@ def test_unknown_model_and_route(gw):
 def test_models_lists_live_models(gw):
     models = gw.client().models.list()
     assert [m.id for m in models.data] == [MODEL]
+    assert gw.client().models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        gw.client().models.retrieve("no-such-model")
 
 
 def test_no_worker_gives_503(gateway_factory):
@@ -239,3 +243,43 @@ def test_retry_on_other_worker_before_first_token(fake_worker_factory, gateway_f
         statuses = list(ex.map(one, range(12)))
     assert statuses == [200] * 12, statuses
     assert metric(g, "sluice_gateway_retries_total") >= 1
+
+
+def test_sigterm_drains_in_flight_requests(fake_worker_factory, gateway_factory):
+    import signal
+    import threading
+    w = fake_worker_factory(token_delay_us=100000)  # 10 tokens: ~1 s
+    g = gateway_factory(workers=[w])
+    g.wait_ready()
+    result = {}
+
+    def stream():
+        result["r"] = sse_events(g.base, "/v1/chat/completions",
+                                 json.dumps(chat(max_tokens=10, stream=True)),
+                                 {"Authorization": "Bearer sk-test"})
+    t = threading.Thread(target=stream)
+    t.start()
+    time.sleep(0.3)
+    g.proc.p.send_signal(signal.SIGTERM)
+    t.join(timeout=10)
+    status, events = result["r"]
+    assert status == 200
+    assert events[-1] == "[DONE]", events[-3:]
+    g.proc.p.wait(timeout=10)
+    assert "signal 15" in g.proc.output()
+
+
+def test_inflight_bound_gives_503_at_once(fake_worker_factory, gateway_factory):
+    import threading
+    w = fake_worker_factory(token_delay_us=200000)
+    g = gateway_factory(workers=[w], extra=["--max-inflight", "1", "--threads", "1"])
+    g.wait_ready()
+    t = threading.Thread(target=post, args=(g, "/v1/chat/completions", chat(max_tokens=5)))
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    r = post(g, "/v1/chat/completions", chat())
+    assert time.monotonic() - t0 < 0.5
+    check_error(r, 503, code="overloaded")
+    assert int(r.headers["retry-after"]) >= 1
+    t.join(timeout=10)

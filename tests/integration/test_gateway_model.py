@@ -160,3 +160,18 @@ def test_client_disconnect_cancels_non_streaming(gw, worker):
     s.close()
     wait_for(lambda: worker.metric("sluice_worker_requests_running") == 0 and
              worker.metric("sluice_worker_kv_cache_blocks_used") == 0, 3, "worker idle")
+
+
+def test_discovery_from_redis_registry(redis, procs, logdir, gateway_factory):
+    from conftest import Worker
+    w = Worker(procs, logdir, registry=redis.url)
+    try:
+        g = gateway_factory(workers=(), redis=redis, extra=["--discovery"])
+        g.wait_ready(15)
+        assert [m.id for m in g.client().models.list().data] == [MODEL]
+        r = g.client().completions.create(model=MODEL, prompt="Hello", max_tokens=2)
+        assert r.usage.completion_tokens >= 1
+    finally:
+        w.proc.stop()
+    # The worker deleted (or let expire) its registry key: the gateway drops it.
+    wait_for(lambda: g.client().models.list().data == [], 10, "worker dropped")

@@ -154,3 +154,13 @@ def test_api_keys_from_redis(redis, fake_worker_factory, gateway_factory):
     codes = [complete(g, "dyn").status_code for _ in range(3)]
     assert 429 in codes
     assert complete(g, "other").status_code == 401
+
+
+def test_script_flush_reloads(redis, two_gateways):
+    a, _ = two_gateways(tenants_yaml(t={"rpm": 100}))
+    assert complete(a, "t").status_code == 200
+    redis.command("SCRIPT", "FLUSH")  # EVALSHA now gets NOSCRIPT: the gateway reloads
+    for _ in range(4):  # both loop threads meet the flushed cache
+        r = complete(a, "t")
+        assert r.status_code == 200, r.text
+        assert r.headers["x-ratelimit-limit-requests"] == "100"

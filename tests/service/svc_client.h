@@ -30,6 +30,8 @@ static inline int svc_client_open(svc_client *c, const char *addr, uint32_t vers
     if (nng_pair1_open(&c->sock) != 0)
         return -1;
     c->open = true;
+    /* pair1 sends wait for a peer; a test must never wait forever for a worker that left. */
+    nng_setopt_ms(c->sock, NNG_OPT_SENDTIMEO, 5000);
     int waited = 0;
     int rv;
     while ((rv = nng_dial(c->sock, addr, NULL, 0)) != 0) {

@@ -58,8 +58,8 @@ void wk_cmd_free(wk_cmd *c);
  * passes. Returns at once if commands are queued or a wake is pending. */
 void wk_inbox_wait(wk_inbox *in, int timeout_ms);
 
-/* wk_inbox_wake makes the current or next wk_inbox_wait return. Any thread; signal-safe it
- * is not (use it from ordinary threads). */
+/* wk_inbox_wake makes the current or next wk_inbox_wait return. Any thread, but not from a
+ * signal handler (it takes a mutex). */
 void wk_inbox_wake(wk_inbox *in);
 
 /* wk_inbox_submits: submits queued now. */

@@ -4,11 +4,13 @@
  *
  * Order: HTTP side port first (a loading worker answers /health 200 and /ready 503), then
  * model load (timed), warm-up generation (timed separately), listen, engine thread, ready,
- * registry. Signals are blocked in every thread and taken with sigtimedwait on the main
- * thread, so no work happens in a signal handler.
+ * registry. SIGTERM/SIGINT only bump an atomic counter in their handler (libraries such as
+ * OpenBLAS start threads before main, so blocking the signals cannot cover every thread);
+ * the main thread polls the counter and does the work: first signal drains, second aborts.
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +101,25 @@ static cm_err warm_up(wk_engine *e, const wk_tokenizer *tok, uint32_t max_tokens
     return CM_OK;
 }
 
+/* Signals received (process-wide by nature: the one global of the worker). Lock-free atomics
+ * are async-signal-safe. */
+static atomic_int g_signals;
+
+static void on_signal(int sig) {
+    (void)sig;
+    atomic_fetch_add(&g_signals, 1);
+}
+
+/* True when SIGTERM/SIGINT arrived during start-up: a worker asked to stop while loading
+ * stops instead of serving first. */
+static bool stop_requested(void) {
+    if (atomic_load(&g_signals) > 0) {
+        cm_logf(CM_LOG_INFO, NULL, "stop signal during start-up: exiting before serving");
+        return true;
+    }
+    return false;
+}
+
 static char *chat_template_text(const wk_gguf *g) {
     wk_gguf_str s;
     if (wk_gguf_get_str(g, "tokenizer.chat_template", &s) != CM_OK)
@@ -112,6 +133,15 @@ static char *chat_template_text(const wk_gguf *g) {
 }
 
 int main(int argc, char **argv) {
+    /* First thing, so a SIGTERM during start-up stops the worker cleanly. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
     wk_worker_config cfg;
     bool help = false;
     char err[1024] = "";
@@ -126,14 +156,6 @@ int main(int argc, char **argv) {
     cm_log_set_component("worker");
     cm_log_set_level((cm_log_level)cm_log_parse_level(cfg.log_level));
     cm_log_set_json(cfg.log_json);
-
-    /* Every thread created from here on inherits this mask; main takes the signals. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     char host[128] = "localhost";
     gethostname(host, sizeof host - 1);
@@ -227,6 +249,11 @@ int main(int argc, char **argv) {
            "chat_template", have_tmpl ? wk_chat_family_name(tmpl.family) : "none", "backend",
            cfg.backend, NULL);
 
+    if (stop_requested()) {
+        exit_code = 0;
+        goto done;
+    }
+
     /* ---- warm-up ---- */
     wk_health_http_set_phase(http, WK_PHASE_WARMING);
     int64_t t1 = cm_clock_mono_ns();
@@ -239,6 +266,11 @@ int main(int argc, char **argv) {
     cm_series_set(metrics.warmup_seconds, warm_s);
     snprintf(buf, sizeof buf, "%.3f", warm_s);
     cm_log(CM_LOG_INFO, NULL, "warm-up done", "warmup_seconds", buf, NULL);
+
+    if (stop_requested()) {
+        exit_code = 0;
+        goto done;
+    }
 
     /* ---- serve ---- */
     wk_service_deps deps = {
@@ -280,22 +312,22 @@ int main(int argc, char **argv) {
 
     /* ---- wait for signals; drain ---- */
     bool draining = false;
+    bool aborted = false;
     for (;;) {
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
-        int sig = sigtimedwait(&sigs, NULL, &ts);
-        if (sig == SIGTERM || sig == SIGINT) {
-            if (!draining) {
-                draining = true;
-                cm_logf(CM_LOG_INFO, NULL, "%s: draining (timeout %u ms; again to abort)",
-                        sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg.drain_timeout_ms);
-                wk_service_drain(svc);
-                wk_registry_withdraw(registry);
-            } else {
-                cm_logf(CM_LOG_WARN, NULL, "second signal: cancelling what remains");
-                wk_service_abort(svc);
-            }
+        int n = atomic_load(&g_signals);
+        if (n >= 1 && !draining) {
+            draining = true;
+            cm_logf(CM_LOG_INFO, NULL, "stop signal: draining (timeout %u ms; again to abort)",
+                    cfg.drain_timeout_ms);
+            wk_service_drain(svc);
+            wk_registry_withdraw(registry);
         }
-        if (wk_service_wait(svc, 0))
+        if (n >= 2 && !aborted) {
+            aborted = true;
+            cm_logf(CM_LOG_WARN, NULL, "second signal: cancelling what remains");
+            wk_service_abort(svc);
+        }
+        if (wk_service_wait(svc, 100))
             break;
     }
     exit_code = draining ? 0 : 1;

@@ -140,6 +140,68 @@ static void test_truncation(void **state) {
     assert_non_null(strstr(out, " truncated=true\n"));
     assert_ptr_equal(strchr(out, '\n'), out + strlen(out) - 1);
     free(out);
+    /* JSON: still one valid-looking object, closed after the cut. */
+    cm_log_set_json(1);
+    cm_log(CM_LOG_INFO, NULL, "big", "v", big, NULL);
+    cm_log_set_json(0);
+    out = slurp(c);
+    assert_true(strlen(out) <= 8192);
+    assert_true(strncmp(out, "{\"ts\":", 6) == 0);
+    assert_non_null(strstr(out, "\",\"truncated\":true}\n"));
+    free(out);
+    free(big);
+}
+
+/* utf8_valid: strict UTF-8 check (no overlong forms needed here: we only cut sequences). */
+static int utf8_valid(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        size_t n = *p < 0x80 ? 1 : *p >= 0xF0 ? 4 : *p >= 0xE0 ? 3 : *p >= 0xC0 ? 2 : 0;
+        if (n == 0) {
+            return 0;
+        }
+        for (size_t i = 1; i < n; i++) {
+            if ((p[i] & 0xC0) != 0x80) {
+                return 0;
+            }
+        }
+        p += n;
+    }
+    return 1;
+}
+
+static void test_truncation_keeps_utf8(void **state) {
+    capture *c = *state;
+    /* 2-, 3- and 4-byte characters, and several prefix lengths, so the cut lands at every
+     * position inside a character. */
+    const char *chars[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+    char *big = malloc(20001);
+    assert_non_null(big);
+    for (int json = 0; json < 2; json++) {
+        cm_log_set_json(json);
+        for (size_t ci = 0; ci < 3; ci++) {
+            size_t clen = strlen(chars[ci]);
+            size_t n = 0;
+            while (n + clen <= 20000) {
+                memcpy(big + n, chars[ci], clen);
+                n += clen;
+            }
+            big[n] = '\0';
+            for (int shift = 0; shift < 4; shift++) {
+                char key[8] = "k";
+                memset(key + 1, 'x', (size_t)shift);
+                key[1 + shift] = '\0';
+                cm_log(CM_LOG_INFO, NULL, "m", key, big, NULL);
+                char *out = slurp(c);
+                assert_true(utf8_valid(out));
+                /* Non-ASCII needs no quotes in logfmt; JSON closes the string. */
+                assert_non_null(
+                    strstr(out, json ? "\",\"truncated\":true}\n" : " truncated=true\n"));
+                free(out);
+            }
+        }
+    }
+    cm_log_set_json(0);
     free(big);
 }
 
@@ -185,6 +247,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_json_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_level_filter_and_parse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncation_keeps_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads_do_not_interleave, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -145,12 +145,32 @@ static void test_yaml_errors(void **state) {
     assert_non_null(strstr(err, "/nonexistent/w.yaml"));
 }
 
+/* The example file shipped for operators parses and means what it says. */
+static void test_example_file(void **state) {
+    (void)state;
+    const char *src = getenv("SLUICE_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/worker/service/sluice-worker.example.yaml",
+             src != NULL ? src : ".");
+    wk_worker_config c;
+    bool help;
+    char err[512];
+    cm_err rv = PARSE(&c, &help, err, "--config", path);
+    if (rv != CM_OK)
+        fprintf(stderr, "%s\n", err);
+    assert_int_equal(rv, CM_OK);
+    assert_string_equal(c.model_name, "smollm2-135m-instruct");
+    assert_string_equal(c.http, "0.0.0.0:9100");
+    assert_int_equal(c.max_batch_tokens, 512);
+    assert_int_equal(c.max_message_bytes, 4194304);
+    assert_false(c.log_json);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults_and_flags),
-        cmocka_unit_test(test_flag_errors),
-        cmocka_unit_test(test_yaml_and_override),
-        cmocka_unit_test(test_yaml_errors),
+        cmocka_unit_test(test_defaults_and_flags), cmocka_unit_test(test_flag_errors),
+        cmocka_unit_test(test_yaml_and_override),  cmocka_unit_test(test_yaml_errors),
+        cmocka_unit_test(test_example_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
  * is bounded; ports are picked free at run time.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hiredis.h>
@@ -226,6 +227,17 @@ typedef struct stream {
     int foreign; /* events for other request ids */
 } stream;
 
+/* Streams are ~80 KB; they come from a small static ring rather than the heap so that a
+ * failing assertion (which longjmps out of the test) leaks nothing. At most 4 live at once. */
+static stream g_streams[4];
+static unsigned g_next_stream;
+
+static stream *new_stream(void) {
+    stream *s = &g_streams[g_next_stream++ % 4];
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
 static void add_event(stream *s, uint64_t want_id, const Sluice__Event *ev) {
     if (ev->request_id != want_id) {
         s->foreign++;
@@ -331,12 +343,13 @@ static size_t json_unescape(const char *p, char *out, size_t cap) {
     return n;
 }
 
-/* Runs sluice-generate --json for a greedy prompt; fills text and ids. */
-static bool reference(const char *prompt, int max_tokens, stream *ref) {
+/* Runs sluice-generate --json for a greedy prompt (mode "--prompt" or "--chat"); fills text
+ * and ids. */
+static bool reference(const char *mode, const char *prompt, int max_tokens, stream *ref) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "'%s' --model '%s' --prompt '%s' --greedy --max-tokens %d --json --threads 1",
-             SLUICE_GENERATE_BIN, g_model, prompt, max_tokens);
+             "'%s' --model '%s' %s '%s' --greedy --max-tokens %d --json --threads 1",
+             SLUICE_GENERATE_BIN, g_model, mode, prompt, max_tokens);
     FILE *f = popen(cmd, "r");
     if (f == NULL)
         return false;
@@ -376,6 +389,16 @@ static int group_setup(void **state) {
         fprintf(stderr, "SLUICE_TEST_MODEL not set or unreadable: skipping\n");
         exit(77);
     }
+    const char *bins[] = {SLUICE_WORKER_BIN, SLUICE_SVC_CLIENT_BIN, SLUICE_GENERATE_BIN};
+    for (size_t i = 0; i < sizeof bins / sizeof bins[0]; i++) {
+        if (access(bins[i], X_OK) != 0) {
+            fprintf(stderr,
+                    "%s is not built (make sluice-worker sluice-svc-client "
+                    "sluice-generate)\n",
+                    bins[i]);
+            return -1;
+        }
+    }
     snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/sluice-worker-test-XXXXXX");
     if (mkdtemp(g_tmpdir) == NULL)
         return -1;
@@ -400,8 +423,8 @@ static int group_teardown(void **state) {
 static void test_stream_matches_generate(void **state) {
     (void)state;
     const char *prompt = "The capital of France is";
-    stream *ref = calloc(1, sizeof *ref);
-    assert_true(reference(prompt, 16, ref));
+    stream *ref = new_stream();
+    assert_true(reference("--prompt", prompt, 16, ref));
     assert_true(ref->n_ids > 0);
 
     svc_client c;
@@ -409,7 +432,7 @@ static void test_stream_matches_generate(void **state) {
     svc_submit_opts o = {
         .id = 11, .prompt = prompt, .max_tokens = 16, .greedy = true, .model = MODEL_NAME};
     assert_int_equal(svc_client_submit(&c, &o), 0);
-    stream *s = calloc(1, sizeof *s);
+    stream *s = new_stream();
     assert_true(collect(&c, 11, s, 60000));
     assert_int_equal(s->finished, 1);
     assert_int_equal(s->errors, 0);
@@ -420,8 +443,27 @@ static void test_stream_matches_generate(void **state) {
     assert_int_equal(s->completion_tokens, ref->n_ids);
     assert_true(s->n_token_events >= 2); /* streamed, not one lump */
     svc_client_close(&c);
-    free(s);
-    free(ref);
+}
+
+/* A chat Submit is rendered with the model's template and tokenized like sluice-generate
+ * --chat does: same tokens, same text. */
+static void test_chat_matches_generate(void **state) {
+    (void)state;
+    const char *user = "What is the capital of France?";
+    stream *ref = new_stream();
+    assert_true(reference("--chat", user, 12, ref));
+    assert_true(ref->n_ids > 0);
+    svc_client c;
+    assert_int_equal(svc_client_open(&c, g_w.addr, 1, 5000), 0);
+    svc_submit_opts o = {.id = 12, .chat_user = user, .max_tokens = 12, .greedy = true};
+    assert_int_equal(svc_client_submit(&c, &o), 0);
+    stream *s = new_stream();
+    assert_true(collect(&c, 12, s, 60000));
+    assert_int_equal(s->finished, 1);
+    assert_int_equal(s->n_ids, ref->n_ids);
+    assert_memory_equal(s->ids, ref->ids, ref->n_ids * sizeof(int32_t));
+    assert_string_equal(s->text, ref->text);
+    svc_client_close(&c);
 }
 
 /* Cancel stops the stream; KV usage goes back to zero. */
@@ -432,7 +474,7 @@ static void test_cancel_frees_kv(void **state) {
     svc_submit_opts o = {
         .id = 5, .prompt = "Count: 1, 2, 3,", .max_tokens = 4000, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &o), 0);
-    stream *s = calloc(1, sizeof *s);
+    stream *s = new_stream();
     /* Wait for a few tokens, check the cache is in use, then cancel. */
     while (s->n_token_events < 3) {
         Sluice__Envelope *env = svc_client_next_event(&c, 30000);
@@ -455,7 +497,6 @@ static void test_cancel_frees_kv(void **state) {
     Sluice__Envelope *late = svc_client_next_event(&c, 500);
     assert_null(late);
     svc_client_close(&c);
-    free(s);
 }
 
 /* Two clients with the same request id each get only their own events. */
@@ -470,7 +511,7 @@ static void test_two_clients_isolated(void **state) {
         .id = 7, .prompt = "def fibonacci(n):", .max_tokens = 20, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&a, &oa), 0);
     assert_int_equal(svc_client_submit(&b, &ob), 0);
-    stream *sa = calloc(1, sizeof *sa), *sb = calloc(1, sizeof *sb);
+    stream *sa = new_stream(), *sb = new_stream();
     assert_true(collect(&a, 7, sa, 60000));
     assert_true(collect(&b, 7, sb, 60000));
     assert_int_equal(sa->finished, 1);
@@ -486,8 +527,6 @@ static void test_two_clients_isolated(void **state) {
     assert_null(late);
     svc_client_close(&a);
     svc_client_close(&b);
-    free(sa);
-    free(sb);
 }
 
 /* Killing a client (SIGKILL, no Cancel) frees its requests. */
@@ -524,7 +563,7 @@ static void test_killed_client_frees_requests(void **state) {
 }
 
 static void expect_error(svc_client *c, uint64_t id, uint32_t code, const char *needle) {
-    stream *s = calloc(1, sizeof *s);
+    stream *s = new_stream();
     assert_true(collect(c, id, s, 10000));
     if (s->errors != 1 || s->error_code != code)
         fprintf(stderr, "request %llu: errors=%d code=%u msg=%s\n", (unsigned long long)id,
@@ -536,7 +575,6 @@ static void expect_error(svc_client *c, uint64_t id, uint32_t code, const char *
             fprintf(stderr, "message '%s' lacks '%s'\n", s->error_msg, needle);
         assert_non_null(strstr(s->error_msg, needle));
     }
-    free(s);
 }
 
 /* Garbage, wrong oneof, missing/contradictory fields, absurd sizes, duplicate ids, unknown
@@ -627,7 +665,7 @@ static void test_bad_input(void **state) {
         .id = 27, .prompt = "Count: 1, 2,", .max_tokens = 24, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &od), 0);
     assert_int_equal(svc_client_submit(&c, &od), 0);
-    stream *s = calloc(1, sizeof *s);
+    stream *s = new_stream();
     assert_true(collect(&c, 27, s, 60000));
     /* The first event to end id 27 is the duplicate's EXISTS error... */
     assert_int_equal(s->errors, 1);
@@ -637,18 +675,16 @@ static void test_bad_input(void **state) {
     assert_true(collect(&c, 27, s, 60000));
     assert_int_equal(s->finished, 1);
     assert_int_equal(s->reason, SLUICE__FINISH_REASON__FINISH_REASON_LENGTH);
-    free(s);
     assert_true(metric(g_w.http_port, "sluice_worker_dropped_messages_total") >= dropped0 + 20);
 
     /* Still serving, on this connection and a fresh one. */
     svc_submit_opts ok = {
         .id = 28, .prompt = "Hello", .max_tokens = 3, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &ok), 0);
-    s = calloc(1, sizeof *s);
+    s = new_stream();
     assert_true(collect(&c, 28, s, 30000));
     assert_int_equal(s->finished, 1);
     assert_int_equal(s->n_ids, 3);
-    free(s);
     svc_client_close(&c);
     char body[64];
     assert_int_equal(http_get(g_w.http_port, "/health", body, sizeof body), 200);
@@ -672,10 +708,12 @@ static void test_sigterm_drains(void **state) {
     start_worker(&w, "--drain-timeout-ms", "60000", NULL);
     svc_client c;
     assert_int_equal(svc_client_open(&c, w.addr, 1, 5000), 0);
+    /* Long enough (400 tokens: seconds on CPU) that the worker is still draining while the
+     * checks below run. */
     svc_submit_opts o = {
-        .id = 1, .prompt = "Count: 1, 2,", .max_tokens = 40, .greedy = true, .no_eos = true};
+        .id = 1, .prompt = "Count: 1, 2,", .max_tokens = 400, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &o), 0);
-    stream *s = calloc(1, sizeof *s);
+    stream *s = new_stream();
     while (s->n_token_events < 1) {
         Sluice__Envelope *env = svc_client_next_event(&c, 30000);
         assert_non_null(env);
@@ -704,7 +742,7 @@ static void test_sigterm_drains(void **state) {
     svc_submit_opts o2 = {.id = 2, .prompt = "hi", .max_tokens = 2};
     assert_int_equal(svc_client_submit(&c, &o2), 0);
     /* Collect request 1 to its end while waiting for the refusal of 2. */
-    stream *s2 = calloc(1, sizeof *s2);
+    stream *s2 = new_stream();
     deadline = now_ms() + 60000;
     while ((s->finished + s->errors == 0 || s2->errors == 0) && now_ms() < deadline) {
         Sluice__Envelope *env = svc_client_next_event(&c, 5000);
@@ -720,11 +758,9 @@ static void test_sigterm_drains(void **state) {
     assert_int_equal(s2->error_code, CM_ERR_CLOSED);
     assert_int_equal(s->finished, 1);
     assert_int_equal(s->reason, SLUICE__FINISH_REASON__FINISH_REASON_LENGTH);
-    assert_int_equal(s->n_ids, 40);
+    assert_int_equal(s->n_ids, 400);
     svc_client_close(&c);
     assert_int_equal(wait_exit(w.pid, 30000), 0);
-    free(s);
-    free(s2);
 }
 
 /* A second SIGTERM cancels what remains with an error event; still exit 0. */
@@ -743,13 +779,37 @@ static void test_second_sigterm_aborts(void **state) {
     kill(w.pid, SIGTERM);
     usleep(300 * 1000);
     kill(w.pid, SIGTERM);
-    stream *s = calloc(1, sizeof *s);
+    stream *s = new_stream();
     assert_true(collect(&c, 3, s, 20000));
     assert_int_equal(s->errors, 1);
     assert_int_equal(s->error_code, CM_ERR_CLOSED);
     svc_client_close(&c);
     assert_int_equal(wait_exit(w.pid, 30000), 0);
-    free(s);
+}
+
+/* The drain timeout cancels what remains with an error event; still exit 0. */
+static void test_drain_timeout_cancels(void **state) {
+    (void)state;
+    worker w;
+    start_worker(&w, "--drain-timeout-ms", "300", NULL);
+    svc_client c;
+    assert_int_equal(svc_client_open(&c, w.addr, 1, 5000), 0);
+    svc_submit_opts o = {
+        .id = 4, .prompt = "Count: 1, 2,", .max_tokens = 4000, .greedy = true, .no_eos = true};
+    assert_int_equal(svc_client_submit(&c, &o), 0);
+    Sluice__Envelope *env = svc_client_next_event(&c, 30000);
+    assert_non_null(env);
+    sluice__envelope__free_unpacked(env, NULL);
+    int64_t t0 = now_ms();
+    kill(w.pid, SIGTERM);
+    stream *s = new_stream();
+    assert_true(collect(&c, 4, s, 20000));
+    assert_int_equal(s->errors, 1);
+    assert_int_equal(s->error_code, CM_ERR_CLOSED);
+    assert_non_null(strstr(s->error_msg, "shut down"));
+    assert_true(now_ms() - t0 >= 250);
+    svc_client_close(&c);
+    assert_int_equal(wait_exit(w.pid, 30000), 0);
 }
 
 /* Registry: the key appears in a real Redis with the announced fields and is deleted on
@@ -841,17 +901,34 @@ static void test_registry_down_still_serves(void **state) {
     svc_submit_opts o = {
         .id = 1, .prompt = "Hello", .max_tokens = 3, .greedy = true, .no_eos = true};
     assert_int_equal(svc_client_submit(&c, &o), 0);
-    stream *s = calloc(1, sizeof *s);
+    stream *s = new_stream();
     assert_true(collect(&c, 1, s, 30000));
     assert_int_equal(s->finished, 1);
-    free(s);
     svc_client_close(&c);
     assert_int_equal(stop_worker(&w), 0);
+}
+
+/* Removes the worker logs of a fully passing run (a failing run keeps them: the failure
+ * messages name them). */
+static void remove_logs(void) {
+    DIR *d = opendir(g_tmpdir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        char path[600];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", g_tmpdir, e->d_name);
+        unlink(path);
+    }
+    if (d != NULL)
+        closedir(d);
+    rmdir(g_tmpdir);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_matches_generate),
+        cmocka_unit_test(test_chat_matches_generate),
         cmocka_unit_test(test_cancel_frees_kv),
         cmocka_unit_test(test_two_clients_isolated),
         cmocka_unit_test(test_killed_client_frees_requests),
@@ -859,8 +936,12 @@ int main(void) {
         cmocka_unit_test(test_protocol_version_refused),
         cmocka_unit_test(test_sigterm_drains),
         cmocka_unit_test(test_second_sigterm_aborts),
+        cmocka_unit_test(test_drain_timeout_cancels),
         cmocka_unit_test(test_registry_in_redis),
         cmocka_unit_test(test_registry_down_still_serves),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    int failed = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    if (failed == 0)
+        remove_logs();
+    return failed;
 }

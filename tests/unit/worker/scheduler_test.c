@@ -163,6 +163,35 @@ static void test_decoders_before_prefill(void **state) {
     fx_fini(&f);
 }
 
+/* A long prompt being prefilled leaves a quarter of the budget to new requests. */
+static void test_admission_during_long_prefill(void **state) {
+    (void)state;
+    fixture f;
+    fx_init(&f, 64, 32, 8, 8, false);
+    tseq big, small;
+    seq_init(&big, 1, "a", WK_PRIORITY_INTERACTIVE, 200, 100);
+    seq_init(&small, 2, "b", WK_PRIORITY_INTERACTIVE, 6, 300);
+    assert_int_equal(wk_sched_add(f.sched, &big.s), CM_OK);
+    const wk_sched_plan *p = step(&f, 0);
+    uint32_t n = 0;
+    assert_true(in_plan(p, &big, &n));
+    assert_int_equal(n, 32); /* nobody waiting: the whole budget */
+    assert_int_equal(wk_sched_add(f.sched, &small.s), CM_OK);
+    p = step(&f, 0);
+    assert_true(in_plan(p, &big, &n));
+    assert_int_equal(n, 24);
+    assert_true(in_plan(p, &small, &n)); /* admitted at once, whole prompt */
+    assert_int_equal(n, 6);
+    p = step(&f, 0);
+    assert_true(in_plan(p, &small, &n));
+    assert_int_equal(n, 1);
+    assert_true(in_plan(p, &big, &n));
+    assert_int_equal(n, 31); /* queue empty again: no reserve */
+    wk_sched_remove(f.sched, &big.s);
+    wk_sched_remove(f.sched, &small.s);
+    fx_fini(&f);
+}
+
 static void test_priority(void **state) {
     (void)state;
     fixture f;
@@ -400,6 +429,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chunked_prefill_budget),
         cmocka_unit_test(test_decoders_before_prefill),
+        cmocka_unit_test(test_admission_during_long_prefill),
         cmocka_unit_test(test_priority),
         cmocka_unit_test(test_tenant_fairness),
         cmocka_unit_test(test_round_robin_three_tenants),

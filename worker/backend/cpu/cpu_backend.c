@@ -5,8 +5,11 @@
  * its input activations once to 8-bit blocks and runs fused integer dot kernels over weight
  * rows (cpu_kernels), split across a thread pool by output rows; a batch of tokens reuses
  * each weight row for every token while it is in cache. Types without a fused kernel
- * (F16/BF16/F32/K-quants) are dequantized one row at a time. Large prefill batches go through
- * OpenBLAS sgemm on dequantized row panels when it is built in.
+ * (F16/BF16/F32/K-quants) are dequantized one row at a time. Every op works on one token at a
+ * time with a fixed operation order, so a token's results are bit-identical whatever batch or
+ * chunk it runs in and however many threads run it. Optionally (cfg.cpu_blas_min_tokens,
+ * OpenBLAS builds) large batches go through sgemm on dequantized row panels instead: faster
+ * prefill, at the price of that invariance.
  *
  * KV cache layout, per layer, for K and for V separately:
  *   (n_blocks, n_head_kv, block_tokens, head_dim) in kv_dtype (f16 or f32),
@@ -34,19 +37,18 @@
 
 #define MAX_THREADS 256
 #define MM_PARTS 3
-/* Rows per work item: small enough to balance, big enough to amortize the atomic. */
+/* Granularity of matmul work items (rows); 16 f32 outputs fill a cache line. */
 #define MM_CHUNK_ROWS 16
 /* Tokens per tile in batched matmuls: keeps the quantized activations of a tile in L2. */
 #define MM_TOKEN_TILE 32
-/* Batches at least this big use sgemm on dequantized panels (when OpenBLAS is built in). */
-#define BLAS_MIN_TOKENS 48
+/* Rows per sgemm panel (cfg.cpu_blas_min_tokens enables the OpenBLAS path). */
 #define BLAS_PANEL_ROWS 64
 
 struct wk_backend {
     const wk_model *model;
     wk_hparams hp;
     wk_backend_config cfg;
-    cpu_pool *pool;
+    wk_cpu_pool *pool;
     int n_threads;
 
     /* KV cache */
@@ -67,7 +69,7 @@ struct wk_backend {
     float *v;          /* (T, kv_dim) */
     float *gate;       /* (T, n_ff) */
     float *up;         /* (T, n_ff) */
-    cpu_q8 *xq;        /* (T, max_in / 32) */
+    wk_cpu_q8 *xq;     /* (T, max_in / 32) */
     float *rope_cos;   /* (T, head_dim / 2) */
     float *rope_sin;   /* (T, head_dim / 2) */
     float *inv_freq;   /* (head_dim / 2) */
@@ -111,7 +113,7 @@ typedef struct mm_task {
     int64_t in;
     int n_tok;
     const float *x;          /* (n_tok, in) f32 input */
-    const cpu_q8 *xq;        /* (n_tok, in / 32) quantized input (fused types) */
+    const wk_cpu_q8 *xq;     /* (n_tok, in / 32) quantized input (fused types) */
     const uint32_t *out_row; /* optional: token k writes row out_row[k] of the output */
     bool accumulate;         /* out += W x instead of out = W x */
     bool use_blas;
@@ -130,8 +132,8 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
     int64_t in = t->in;
     size_t rb = wk_dtype_row_bytes(w->type, in);
     const uint8_t *wdata = w->data;
-    bool fused = cpu_fused_type(w->type);
-    size_t xq_stride = (size_t)(in / CPU_QK);
+    bool fused = wk_cpu_fused_type(w->type);
+    size_t xq_stride = (size_t)(in / WK_CPU_QK);
 #ifdef SLUICE_HAVE_OPENBLAS
     if (t->use_blas) {
         /* dequantize the panel, then out(n_tok, rows) = x(n_tok, in) * panel(rows, in)^T */
@@ -154,6 +156,17 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
         }
     }
 #endif
+    if (fused && t->n_tok == 1) {
+        /* decode: one token, a tight loop over rows with the kernel resolved once */
+        wk_cpu_dot_q8_fn dot = wk_cpu_dot_q8_kernel(w->type);
+        float *o = out_ptr(t, p, 0);
+        for (int64_t r = r0; r < r1; r++) {
+            float y = dot(wdata + (size_t)r * rb, t->xq, in);
+            float b = p->bias != NULL ? p->bias[r] : 0.0f;
+            o[r] = t->accumulate ? o[r] + y + b : y + b;
+        }
+        return;
+    }
     float y[MM_TOKEN_TILE];
     for (int k0 = 0; k0 < t->n_tok; k0 += MM_TOKEN_TILE) {
         int nk = t->n_tok - k0 < MM_TOKEN_TILE ? t->n_tok - k0 : MM_TOKEN_TILE;
@@ -161,21 +174,21 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
             const uint8_t *row = wdata + (size_t)r * rb;
             if (fused) {
                 /* the row stays in L1 while every token of the tile uses it */
-                cpu_dot_q8_multi(w->type, row, t->xq + (size_t)k0 * xq_stride, xq_stride, nk, y, 1,
-                                 in);
+                wk_cpu_dot_q8_multi(w->type, row, t->xq + (size_t)k0 * xq_stride, xq_stride, nk, y,
+                                    1, in);
             } else {
                 const float *rowf;
                 if (w->type == WK_DTYPE_F32) {
                     rowf = (const float *)row;
                 } else if (w->type == WK_DTYPE_F16) {
-                    cpu_f16_to_f32_row((const uint16_t *)row, scratch, in);
+                    wk_cpu_f16_to_f32_row((const uint16_t *)row, scratch, in);
                     rowf = scratch;
                 } else {
                     wk_dequantize_row(w->type, row, scratch, in);
                     rowf = scratch;
                 }
                 for (int k = 0; k < nk; k++) {
-                    y[k] = cpu_dot_f32(rowf, t->x + (size_t)(k0 + k) * (size_t)in, in);
+                    y[k] = wk_cpu_dot_f32(rowf, t->x + (size_t)(k0 + k) * (size_t)in, in);
                 }
             }
             float b = p->bias != NULL ? p->bias[r] : 0.0f;
@@ -227,17 +240,23 @@ static void matmul(wk_backend *be, mm_task *t) {
     }
     t->use_blas = false;
 #ifdef SLUICE_HAVE_OPENBLAS
-    t->use_blas = all_blas_ok && t->out_row == NULL && t->n_tok >= BLAS_MIN_TOKENS;
+    t->use_blas = all_blas_ok && t->out_row == NULL && be->cfg.cpu_blas_min_tokens > 0 &&
+                  (uint32_t)t->n_tok >= be->cfg.cpu_blas_min_tokens;
 #else
     (void)all_blas_ok;
 #endif
-    t->chunk = t->use_blas ? BLAS_PANEL_ROWS : MM_CHUNK_ROWS;
-    if (!t->use_blas && t->n_tok == 1) {
-        /* decode: bigger chunks when there are many rows (fewer atomics on the output head) */
-        t->chunk = t->total_rows >= 16384 ? 64 : MM_CHUNK_ROWS;
+    if (t->use_blas) {
+        t->chunk = BLAS_PANEL_ROWS;
+    } else {
+        /* About 4 work items per thread: enough to balance uneven progress, few enough that
+         * the shared counter (one contended cache line per item) stays cheap. Multiples of
+         * 16 rows keep each item's outputs on cache lines of their own. */
+        int64_t per = t->total_rows / ((int64_t)be->n_threads * 4);
+        per = (per + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS * MM_CHUNK_ROWS;
+        t->chunk = per > MM_CHUNK_ROWS ? per : MM_CHUNK_ROWS;
     }
     atomic_store(&t->next, 0);
-    cpu_pool_run(be->pool, mm_worker, t);
+    wk_cpu_pool_run(be->pool, mm_worker, t);
 }
 
 /* ---- per-token helpers --------------------------------------------------------------------- */
@@ -274,7 +293,7 @@ static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, 
     }
     tok_task t = {.be = be, .fn = fn, .arg = arg, .n_tok = n_tok};
     atomic_init(&t.next, 0);
-    cpu_pool_run(be->pool, tok_worker, &t);
+    wk_cpu_pool_run(be->pool, tok_worker, &t);
 }
 
 typedef struct norm_arg {
@@ -282,7 +301,7 @@ typedef struct norm_arg {
     float *dst;       /* (n_tok, n) */
     const float *w;   /* (n) */
     int64_t n;
-    cpu_q8 *q; /* optional (n_tok, n / 32) */
+    wk_cpu_q8 *q; /* optional (n_tok, n / 32) */
 } norm_arg;
 
 static void norm_tok(wk_backend *be, int t, void *arg) {
@@ -290,7 +309,7 @@ static void norm_tok(wk_backend *be, int t, void *arg) {
     float *d = a->dst + (size_t)t * (size_t)a->n;
     wk_cpu_rmsnorm(d, a->src + (size_t)t * (size_t)a->n, a->w, a->n, be->hp.rms_eps);
     if (a->q != NULL) {
-        cpu_quantize_q8(d, a->q + (size_t)t * (size_t)(a->n / CPU_QK), a->n);
+        wk_cpu_quantize_q8(d, a->q + (size_t)t * (size_t)(a->n / WK_CPU_QK), a->n);
     }
 }
 
@@ -298,13 +317,14 @@ static void swiglu_tok(wk_backend *be, int t, void *arg) {
     (void)arg;
     int64_t n = be->hp.n_ff;
     float *g = be->gate + (size_t)t * (size_t)n;
-    wk_cpu_swiglu(g, g, be->up + (size_t)t * (size_t)n, n);
-    cpu_quantize_q8(g, be->xq + (size_t)t * (size_t)(n / CPU_QK), n);
+    wk_cpu_silu_mul(g, g, be->up + (size_t)t * (size_t)n, n);
+    wk_cpu_quantize_q8(g, be->xq + (size_t)t * (size_t)(n / WK_CPU_QK), n);
 }
 
 static void quant_tok(wk_backend *be, int t, void *arg) {
     int64_t n = *(const int64_t *)arg;
-    cpu_quantize_q8(be->xn + (size_t)t * (size_t)n, be->xq + (size_t)t * (size_t)(n / CPU_QK), n);
+    wk_cpu_quantize_q8(be->xn + (size_t)t * (size_t)n, be->xq + (size_t)t * (size_t)(n / WK_CPU_QK),
+                       n);
 }
 
 static inline uint8_t *kv_ptr(wk_backend *be, uint8_t *cache, int layer, int32_t block, int head,
@@ -351,8 +371,8 @@ static void rope_store_tok(wk_backend *be, int t, void *arg) {
         uint8_t *vd = kv_ptr(be, be->v_cache, be->cur_layer, block, (int)h, slot);
         const float *ks = k + (size_t)h * hp->head_dim, *vs = v + (size_t)h * hp->head_dim;
         if (be->kv_f16) {
-            cpu_f32_to_f16_row(ks, (uint16_t *)kd, hp->head_dim);
-            cpu_f32_to_f16_row(vs, (uint16_t *)vd, hp->head_dim);
+            wk_cpu_f32_to_f16_row(ks, (uint16_t *)kd, hp->head_dim);
+            wk_cpu_f32_to_f16_row(vs, (uint16_t *)vd, hp->head_dim);
         } else {
             memcpy(kd, ks, hp->head_dim * sizeof(float));
             memcpy(vd, vs, hp->head_dim * sizeof(float));
@@ -393,8 +413,8 @@ static void attn_item(wk_backend *be, int item, float *scores) {
             int64_t n = n_ctx - j0 < bsz ? n_ctx - j0 : bsz;
             const uint8_t *kb = kv_ptr(be, be->k_cache, be->cur_layer, blk, g, 0);
             for (int64_t j = 0; j < n; j++) {
-                float d = be->kv_f16 ? cpu_dot_f32_f16(q, (const uint16_t *)kb + j * hd, hd)
-                                     : cpu_dot_f32(q, (const float *)kb + j * hd, hd);
+                float d = be->kv_f16 ? wk_cpu_dot_f32_f16(q, (const uint16_t *)kb + j * hd, hd)
+                                     : wk_cpu_dot_f32(q, (const float *)kb + j * hd, hd);
                 sc[j0 + j] = d * scale;
             }
         }
@@ -407,9 +427,9 @@ static void attn_item(wk_backend *be, int item, float *scores) {
             const uint8_t *vb = kv_ptr(be, be->v_cache, be->cur_layer, blk, g, 0);
             for (int64_t j = 0; j < n; j++) {
                 if (be->kv_f16) {
-                    cpu_axpy_f16(out, sc[j0 + j], (const uint16_t *)vb + j * hd, hd);
+                    wk_cpu_axpy_f16(out, sc[j0 + j], (const uint16_t *)vb + j * hd, hd);
                 } else {
-                    cpu_axpy_f32(out, sc[j0 + j], (const float *)vb + j * hd, hd);
+                    wk_cpu_axpy_f32(out, sc[j0 + j], (const float *)vb + j * hd, hd);
                 }
             }
         }
@@ -435,7 +455,7 @@ static void cpu_destroy(wk_backend *be) {
     if (be == NULL) {
         return;
     }
-    cpu_pool_destroy(be->pool);
+    wk_cpu_pool_destroy(be->pool);
     free(be->k_cache);
     free(be->v_cache);
     free(be->x);
@@ -503,7 +523,7 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     }
     /* every matmul input width must be a multiple of the 8-bit activation block */
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
-    if (hp->n_embd % CPU_QK != 0 || q_dim % CPU_QK != 0 || hp->n_ff % CPU_QK != 0 ||
+    if (hp->n_embd % WK_CPU_QK != 0 || q_dim % WK_CPU_QK != 0 || hp->n_ff % WK_CPU_QK != 0 ||
         hp->head_dim > 1024 || hp->head_dim % 2 != 0 || hp->n_head_kv == 0 ||
         hp->n_head % hp->n_head_kv != 0) {
         return failf(err, errlen, CM_ERR_UNSUPPORTED,
@@ -524,7 +544,7 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
                          kv_bytes, cfg->n_blocks, cfg->block_tokens);
         }
     }
-    cpu_kernels_init(false);
+    wk_cpu_kernels_init(false);
     wk_backend *be = calloc(1, sizeof(*be));
     if (be == NULL) {
         return failf(err, errlen, CM_ERR_NOMEM, "out of memory");
@@ -541,12 +561,12 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     if (nth > MAX_THREADS) {
         nth = MAX_THREADS;
     }
-    cm_err rv = cpu_pool_create(nth, &be->pool);
+    cm_err rv = wk_cpu_pool_create(nth, &be->pool);
     if (rv != CM_OK) {
         free(be);
         return failf(err, errlen, rv, "cannot start %d threads", nth);
     }
-    be->n_threads = cpu_pool_size(be->pool);
+    be->n_threads = wk_cpu_pool_size(be->pool);
 #ifdef SLUICE_HAVE_OPENBLAS
     /* our pool already parallelizes across panels: OpenBLAS must not add its own threads */
     openblas_set_num_threads(1);
@@ -583,7 +603,7 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     be->v = alloc3(T, kv_dim, 1, sizeof(float));
     be->gate = alloc3(T, ff, 1, sizeof(float));
     be->up = alloc3(T, ff, 1, sizeof(float));
-    be->xq = alloc3(T, (size_t)max_in / CPU_QK, 1, sizeof(cpu_q8));
+    be->xq = alloc3(T, (size_t)max_in / WK_CPU_QK, 1, sizeof(wk_cpu_q8));
     be->rope_cos = alloc3(T, hd / 2, 1, sizeof(float));
     be->rope_sin = alloc3(T, hd / 2, 1, sizeof(float));
     be->inv_freq = alloc3(hd / 2, 1, 1, sizeof(float));
@@ -696,7 +716,7 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
 
         attn_task at = {.be = be, .n_items = n_tok * (int)hp->n_head_kv};
         atomic_init(&at.next, 0);
-        cpu_pool_run(be->pool, attn_worker, &at);
+        wk_cpu_pool_run(be->pool, attn_worker, &at);
 
         quantize_rows(be, n_tok, q_dim);
         mm_task o = {.n_parts = 1,
@@ -733,8 +753,8 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
             wk_cpu_rmsnorm(be->final_x + (size_t)n_out * (size_t)embd,
                            be->x + (size_t)last * (size_t)embd, m->output_norm.data, embd,
                            hp->rms_eps);
-            cpu_quantize_q8(be->final_x + (size_t)n_out * (size_t)embd,
-                            be->xq + (size_t)n_out * (size_t)(embd / CPU_QK), embd);
+            wk_cpu_quantize_q8(be->final_x + (size_t)n_out * (size_t)embd,
+                               be->xq + (size_t)n_out * (size_t)(embd / WK_CPU_QK), embd);
             be->out_row[n_out] = s;
             n_out++;
         }

@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -18,21 +19,20 @@
 #define HAVE_X86 0
 #endif
 
-typedef float (*dot_fn)(const void *w, const cpu_q8 *x, int64_t n);
-/* One weight row against 4 activation rows (x_stride blocks apart): out[0..3]. */
-typedef void (*dot4t_fn)(const void *w, const cpu_q8 *x, size_t x_stride, int64_t n, float *out);
+typedef float (*dot_fn)(const void *w, const wk_cpu_q8 *x, int64_t n);
 
-/* Dispatch table, written once by cpu_kernels_init (tests may re-init with force_scalar from
+/* Dispatch table, written once by wk_cpu_kernels_init (tests may re-init with force_scalar from
  * a single thread before any backend runs). */
 static struct {
     dot_fn dot_q4_0, dot_q4_1, dot_q8_0;
-    dot4t_fn dot4t_q4_0, dot4t_q4_1, dot4t_q8_0; /* NULL: 4 single calls */
-    void (*quantize)(const float *x, cpu_q8 *y, int64_t n);
+    void (*quantize)(const float *x, wk_cpu_q8 *y, int64_t n);
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     float (*dot_f32_f16)(const float *a, const uint16_t *b, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
     void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);
+    void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
+    void (*silu_mul)(float *out, const float *gate, const float *up, int64_t n);
     bool avx2;
 } K;
 
@@ -42,18 +42,18 @@ static uint16_t rd16(const uint8_t *p) {
 
 /* ---- scalar ------------------------------------------------------------------------------ */
 
-static void quantize_scalar(const float *x, cpu_q8 *y, int64_t n) {
-    for (int64_t b = 0; b < n / CPU_QK; b++) {
-        const float *xb = x + b * CPU_QK;
+static void quantize_scalar(const float *x, wk_cpu_q8 *y, int64_t n) {
+    for (int64_t b = 0; b < n / WK_CPU_QK; b++) {
+        const float *xb = x + b * WK_CPU_QK;
         float amax = 0.0f;
-        for (int i = 0; i < CPU_QK; i++) {
+        for (int i = 0; i < WK_CPU_QK; i++) {
             float a = fabsf(xb[i]);
             amax = a > amax ? a : amax;
         }
         float d = amax / 127.0f;
         float id = d > 0.0f ? 1.0f / d : 0.0f;
         int sum = 0;
-        for (int i = 0; i < CPU_QK; i++) {
+        for (int i = 0; i < WK_CPU_QK; i++) {
             int q = (int)nearbyintf(xb[i] * id);
             q = q > 127 ? 127 : (q < -127 ? -127 : q);
             y[b].qs[i] = (int8_t)q;
@@ -64,10 +64,10 @@ static void quantize_scalar(const float *x, cpu_q8 *y, int64_t n) {
     }
 }
 
-static float dot_q4_0_scalar(const void *w, const cpu_q8 *x, int64_t n) {
+static float dot_q4_0_scalar(const void *w, const wk_cpu_q8 *x, int64_t n) {
     const uint8_t *p = w;
     float acc = 0.0f;
-    for (int64_t b = 0; b < n / CPU_QK; b++, p += 18) {
+    for (int64_t b = 0; b < n / WK_CPU_QK; b++, p += 18) {
         float d = wk_f16_to_f32(rd16(p));
         int sum = 0;
         for (int j = 0; j < 16; j++) {
@@ -78,10 +78,10 @@ static float dot_q4_0_scalar(const void *w, const cpu_q8 *x, int64_t n) {
     return acc;
 }
 
-static float dot_q4_1_scalar(const void *w, const cpu_q8 *x, int64_t n) {
+static float dot_q4_1_scalar(const void *w, const wk_cpu_q8 *x, int64_t n) {
     const uint8_t *p = w;
     float acc = 0.0f;
-    for (int64_t b = 0; b < n / CPU_QK; b++, p += 20) {
+    for (int64_t b = 0; b < n / WK_CPU_QK; b++, p += 20) {
         float d = wk_f16_to_f32(rd16(p));
         float m = wk_f16_to_f32(rd16(p + 2));
         int sum = 0;
@@ -93,14 +93,14 @@ static float dot_q4_1_scalar(const void *w, const cpu_q8 *x, int64_t n) {
     return acc;
 }
 
-static float dot_q8_0_scalar(const void *w, const cpu_q8 *x, int64_t n) {
+static float dot_q8_0_scalar(const void *w, const wk_cpu_q8 *x, int64_t n) {
     const uint8_t *p = w;
     float acc = 0.0f;
-    for (int64_t b = 0; b < n / CPU_QK; b++, p += 34) {
+    for (int64_t b = 0; b < n / WK_CPU_QK; b++, p += 34) {
         float d = wk_f16_to_f32(rd16(p));
         const int8_t *q = (const int8_t *)(p + 2);
         int sum = 0;
-        for (int j = 0; j < CPU_QK; j++) {
+        for (int j = 0; j < WK_CPU_QK; j++) {
             sum += q[j] * x[b].qs[j];
         }
         acc += d * x[b].d * (float)sum;
@@ -148,6 +148,19 @@ static void axpy_f16_scalar(float *y, float a, const uint16_t *x, int64_t n) {
     }
 }
 
+static void f32_to_f16_scalar(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        dst[i] = wk_f32_to_f16(src[i]);
+    }
+}
+
+static void silu_mul_scalar(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
 /* ---- AVX2 / FMA / F16C ------------------------------------------------------------------- */
 #if HAVE_X86
 
@@ -168,13 +181,6 @@ AVX2 static inline float h2f(const uint8_t *p) {
     return _cvtsh_ss(rd16(p));
 }
 
-/* 16 packed nibble bytes -> 32 unsigned bytes in element order (low nibbles, then high). */
-AVX2 static inline __m256i unpack_nibbles(const uint8_t *p) {
-    __m128i q = _mm_loadu_si128((const __m128i *)p);
-    __m256i both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-
 /* sum over 32 lanes of u8 a * s8 b as 8 int32 lanes, as floats */
 AVX2 static inline __m256 mul_sum_u8_s8(__m256i a, __m256i b) {
     __m256i p16 = _mm256_maddubs_epi16(a, b);
@@ -183,131 +189,127 @@ AVX2 static inline __m256 mul_sum_u8_s8(__m256i a, __m256i b) {
 }
 
 /*
- * Fused dot kernels. Batch invariance: the single-token kernels and the 4-token tile kernels
- * perform exactly the same floating-point operations in the same order for each token (two
- * accumulators by block parity, explicit fmaf for the scalar terms so the compiler cannot
- * contract differently), so a token's result does not depend on how many other tokens share
- * its batch.
+ * Fused dot kernels: four accumulator chains (block index mod 4); the order of operations is
+ * fixed by the source. (Measured
+ * slower than this on Zen 4: a tile kernel unpacking each weight block once for four tokens,
+ * a 4-row kernel, and gathering the scales of 8 blocks at once. Batches call these per
+ * token, which also keeps results batch-invariant.)
  */
 
-/* Q4_0 block: d, 16 nibble bytes. (q - 8) * y summed = q * y - 8 * sum(y). */
-#define Q4_0_BLOCK(p, xb, acc, corr)                                                               \
-    do {                                                                                           \
-        float d_ = h2f(p);                                                                         \
-        __m256 s_ =                                                                                \
-            mul_sum_u8_s8(unpack_nibbles((p) + 2), _mm256_loadu_si256((const __m256i *)(xb)->qs)); \
-        (acc) = _mm256_fmadd_ps(s_, _mm256_set1_ps(d_ * (xb)->d), (acc));                          \
-        (corr) = fmaf(d_, (xb)->s, (corr));                                                        \
-    } while (0)
-
-AVX2 static float dot_q4_0_avx2(const void *w, const cpu_q8 *x, int64_t n) {
-    const uint8_t *p = w;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float corr = 0.0f;
-    int64_t nb = n / CPU_QK, b = 0;
-    for (; b + 2 <= nb; b += 2, p += 36) {
-        Q4_0_BLOCK(p, &x[b], acc0, corr);
-        Q4_0_BLOCK(p + 18, &x[b + 1], acc1, corr);
-    }
-    for (; b < nb; b++, p += 18) {
-        Q4_0_BLOCK(p, &x[b], acc0, corr);
-    }
-    return hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * corr;
+/* 16 packed nibble bytes -> 32 unsigned bytes in element order: both 128-bit halves get the
+ * bytes, the upper half shifted right by 4 (three operations). */
+AVX2 static inline __m256i unpack_nibbles_bcast(const uint8_t *p) {
+    __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_setr_epi64x(0, 0, 4, 4)),
+                            _mm256_set1_epi8(0x0F));
 }
 
-/* Q4_1 block: d, m, 16 nibble bytes. q * d + m: the m part is m * s of the activations. */
-#define Q4_1_BLOCK(p, xb, acc, summ)                                                               \
+/* (d_x, s_x) of an activation block as the two low lanes of a vector (they are adjacent). */
+AVX2 static inline __m128 act_ds(const wk_cpu_q8 *xb) {
+    return _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)&xb->d));
+}
+
+/* Q4_0 block: d, 16 nibble bytes. (q - 8) * y summed = q * y - 8 * sum(y): lane 0 of
+ * (d, d) * (d_x, s_x) is the block's scale, lane 1 accumulates d * s_x in corr. */
+#define Q4_0_BLOCK(p, xb, acc, corr)                                                               \
     do {                                                                                           \
-        float d_ = h2f(p), m_ = h2f((p) + 2);                                                      \
-        __m256 s_ =                                                                                \
-            mul_sum_u8_s8(unpack_nibbles((p) + 4), _mm256_loadu_si256((const __m256i *)(xb)->qs)); \
-        (acc) = _mm256_fmadd_ps(s_, _mm256_set1_ps(d_ * (xb)->d), (acc));                          \
-        (summ) = fmaf(m_, (xb)->s, (summ));                                                        \
+        __m128 d_ = _mm_cvtph_ps(_mm_set1_epi16((short)((p)[0] | ((p)[1] << 8))));                 \
+        __m128 prod_ = _mm_mul_ps(d_, act_ds(xb));                                                 \
+        __m256 s_ = mul_sum_u8_s8(unpack_nibbles_bcast((p) + 2),                                   \
+                                  _mm256_loadu_si256((const __m256i *)(xb)->qs));                  \
+        (acc) = _mm256_fmadd_ps(s_, _mm256_broadcastss_ps(prod_), (acc));                          \
+        (corr) = _mm_add_ps((corr), prod_);                                                        \
     } while (0)
 
-AVX2 static float dot_q4_1_avx2(const void *w, const cpu_q8 *x, int64_t n) {
+AVX2 static float dot_q4_0_avx2(const void *w, const wk_cpu_q8 *x, int64_t n) {
     const uint8_t *p = w;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float summ = 0.0f;
-    int64_t nb = n / CPU_QK, b = 0;
-    for (; b + 2 <= nb; b += 2, p += 40) {
-        Q4_1_BLOCK(p, &x[b], acc0, summ);
-        Q4_1_BLOCK(p + 20, &x[b + 1], acc1, summ);
+    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+    __m128 c0 = _mm_setzero_ps(), c1 = _mm_setzero_ps();
+    __m128 c2 = _mm_setzero_ps(), c3 = _mm_setzero_ps();
+    int64_t nb = n / WK_CPU_QK, b = 0;
+    for (; b + 4 <= nb; b += 4, p += 72) {
+        Q4_0_BLOCK(p, &x[b], acc0, c0);
+        Q4_0_BLOCK(p + 18, &x[b + 1], acc1, c1);
+        Q4_0_BLOCK(p + 36, &x[b + 2], acc2, c2);
+        Q4_0_BLOCK(p + 54, &x[b + 3], acc3, c3);
+    }
+    for (; b < nb; b++, p += 18) {
+        Q4_0_BLOCK(p, &x[b], acc0, c0);
+    }
+    __m256 acc = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+    __m128 c = _mm_add_ps(_mm_add_ps(c0, c1), _mm_add_ps(c2, c3));
+    return hsum256(acc) - 8.0f * _mm_cvtss_f32(_mm_shuffle_ps(c, c, 1));
+}
+
+/* Q4_1 block: d, m, 16 nibble bytes. q * d + m: the m part is m * s of the activations.
+ * (d, m) convert together and multiply (d_x, s_x) in one go: lane 0 is the block's scale,
+ * lane 1 accumulates m * s_x in msum. */
+#define Q4_1_BLOCK(p, xb, acc, msum)                                                               \
+    do {                                                                                           \
+        uint32_t dm_;                                                                              \
+        memcpy(&dm_, (p), 4);                                                                      \
+        __m128 prod_ = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dm_)), act_ds(xb));          \
+        __m256 s_ = mul_sum_u8_s8(unpack_nibbles_bcast((p) + 4),                                   \
+                                  _mm256_loadu_si256((const __m256i *)(xb)->qs));                  \
+        (acc) = _mm256_fmadd_ps(s_, _mm256_broadcastss_ps(prod_), (acc));                          \
+        (msum) = _mm_add_ps((msum), prod_);                                                        \
+    } while (0)
+
+/* Four independent accumulator chains (blocks b % 4): with one chain the kernel waits on
+ * the add latency of every block instead of on memory. */
+AVX2 static float dot_q4_1_avx2(const void *w, const wk_cpu_q8 *x, int64_t n) {
+    const uint8_t *p = w;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+    __m128 ms0 = _mm_setzero_ps(), ms1 = _mm_setzero_ps();
+    __m128 ms2 = _mm_setzero_ps(), ms3 = _mm_setzero_ps();
+    int64_t nb = n / WK_CPU_QK, b = 0;
+    for (; b + 4 <= nb; b += 4, p += 80) {
+        Q4_1_BLOCK(p, &x[b], acc0, ms0);
+        Q4_1_BLOCK(p + 20, &x[b + 1], acc1, ms1);
+        Q4_1_BLOCK(p + 40, &x[b + 2], acc2, ms2);
+        Q4_1_BLOCK(p + 60, &x[b + 3], acc3, ms3);
     }
     for (; b < nb; b++, p += 20) {
-        Q4_1_BLOCK(p, &x[b], acc0, summ);
+        Q4_1_BLOCK(p, &x[b], acc0, ms0);
     }
-    return hsum256(_mm256_add_ps(acc0, acc1)) + summ;
+    __m256 acc = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+    __m128 ms = _mm_add_ps(_mm_add_ps(ms0, ms1), _mm_add_ps(ms2, ms3));
+    return hsum256(acc) + _mm_cvtss_f32(_mm_shuffle_ps(ms, ms, 1));
 }
 
 /* Q8_0 block: d, 32 signed bytes; maddubs needs one unsigned operand: move q's sign onto y. */
-#define Q8_0_BLOCK(p, xb, acc)                                                                     \
+#define Q8_0_BLOCK(p, xb, acc, unused)                                                             \
     do {                                                                                           \
         __m256i q_ = _mm256_loadu_si256((const __m256i *)((p) + 2));                               \
         __m256i y_ = _mm256_loadu_si256((const __m256i *)(xb)->qs);                                \
         __m256 s_ = mul_sum_u8_s8(_mm256_sign_epi8(q_, q_), _mm256_sign_epi8(y_, q_));             \
         (acc) = _mm256_fmadd_ps(s_, _mm256_set1_ps(h2f(p) * (xb)->d), (acc));                      \
+        (void)(unused);                                                                            \
     } while (0)
 
-AVX2 static float dot_q8_0_avx2(const void *w, const cpu_q8 *x, int64_t n) {
+AVX2 static float dot_q8_0_avx2(const void *w, const wk_cpu_q8 *x, int64_t n) {
     const uint8_t *p = w;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t nb = n / CPU_QK, b = 0;
-    for (; b + 2 <= nb; b += 2, p += 68) {
-        Q8_0_BLOCK(p, &x[b], acc0);
-        Q8_0_BLOCK(p + 34, &x[b + 1], acc1);
+    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+    int64_t nb = n / WK_CPU_QK, b = 0;
+    for (; b + 4 <= nb; b += 4, p += 136) {
+        Q8_0_BLOCK(p, &x[b], acc0, 0);
+        Q8_0_BLOCK(p + 34, &x[b + 1], acc1, 0);
+        Q8_0_BLOCK(p + 68, &x[b + 2], acc2, 0);
+        Q8_0_BLOCK(p + 102, &x[b + 3], acc3, 0);
     }
     for (; b < nb; b++, p += 34) {
-        Q8_0_BLOCK(p, &x[b], acc0);
+        Q8_0_BLOCK(p, &x[b], acc0, 0);
     }
-    return hsum256(_mm256_add_ps(acc0, acc1));
+    return hsum256(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
 }
 
-/* One weight row against four tokens (xs blocks apart). The weight blocks come from L1 after
- * the first token; per token the operations are exactly those of the single kernels. */
-#define TILE4(BLOCK, bbytes, extra_init, finish)                                                   \
-    const uint8_t *p = w;                                                                          \
-    __m256 acc0[4], acc1[4];                                                                       \
-    float sc[4];                                                                                   \
-    for (int k = 0; k < 4; k++) {                                                                  \
-        acc0[k] = _mm256_setzero_ps();                                                             \
-        acc1[k] = _mm256_setzero_ps();                                                             \
-        sc[k] = 0.0f;                                                                              \
-    }                                                                                              \
-    (void)sc;                                                                                      \
-    int64_t nb = n / CPU_QK, b = 0;                                                                \
-    for (; b + 2 <= nb; b += 2, p += 2 * (bbytes)) {                                               \
-        for (int k = 0; k < 4; k++) {                                                              \
-            const cpu_q8 *xk = x + (size_t)k * xs;                                                 \
-            BLOCK(p, &xk[b], acc0[k] extra_init);                                                  \
-            BLOCK(p + (bbytes), &xk[b + 1], acc1[k] extra_init);                                   \
-        }                                                                                          \
-    }                                                                                              \
-    for (; b < nb; b++, p += (bbytes)) {                                                           \
-        for (int k = 0; k < 4; k++) {                                                              \
-            const cpu_q8 *xk = x + (size_t)k * xs;                                                 \
-            BLOCK(p, &xk[b], acc0[k] extra_init);                                                  \
-        }                                                                                          \
-    }                                                                                              \
-    for (int k = 0; k < 4; k++) {                                                                  \
-        out[k] = finish;                                                                           \
-    }
-
-#define SC_ARG , sc[k]
-
-AVX2 static void dot4t_q4_0_avx2(const void *w, const cpu_q8 *x, size_t xs, int64_t n, float *out){
-    TILE4(Q4_0_BLOCK, 18, SC_ARG, hsum256(_mm256_add_ps(acc0[k], acc1[k])) - 8.0f * sc[k])}
-
-AVX2 static void dot4t_q4_1_avx2(const void *w, const cpu_q8 *x, size_t xs, int64_t n, float *out){
-    TILE4(Q4_1_BLOCK, 20, SC_ARG, hsum256(_mm256_add_ps(acc0[k], acc1[k])) + sc[k])}
-
-AVX2 static void dot4t_q8_0_avx2(const void *w, const cpu_q8 *x, size_t xs, int64_t n, float *out){
-    TILE4(Q8_0_BLOCK, 34, , hsum256(_mm256_add_ps(acc0[k], acc1[k])))}
-
-AVX2 static void quantize_avx2(const float *x, cpu_q8 *y, int64_t n) {
+AVX2 static void quantize_avx2(const float *x, wk_cpu_q8 *y, int64_t n) {
     const __m256 signbit = _mm256_set1_ps(-0.0f);
-    for (int64_t b = 0; b < n / CPU_QK; b++) {
-        const float *xb = x + b * CPU_QK;
+    for (int64_t b = 0; b < n / WK_CPU_QK; b++) {
+        const float *xb = x + b * WK_CPU_QK;
         __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
         __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
         __m256 m = _mm256_max_ps(
@@ -408,6 +410,160 @@ AVX2 static void axpy_f16_avx2(float *y, float a, const uint16_t *x, int64_t n) 
         y[i] += a * _cvtsh_ss(x[i]);
     }
 }
+AVX2 static void f32_to_f16_avx2(const float *src, uint16_t *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), 0));
+    }
+    for (; i < n; i++) {
+        dst[i] = wk_f32_to_f16(src[i]);
+    }
+}
+
+/* e^x for 8 floats: x = k ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial for e^r (relative
+ * error ~1e-7), times 2^k built in the exponent field. Inputs are clamped to the range where
+ * 2^k is a normal float, so the result saturates instead of overflowing. */
+AVX2 static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)), RND_NEAREST);
+    /* ln2 split in two parts so that k * ln2 is subtracted exactly enough */
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+AVX2 static void silu_mul_avx2(float *out, const float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+    /* the tail uses the same vector code on a padded copy, so every element of every row
+     * gets the same arithmetic whatever n is */
+    if (i < n) {
+        float g[8] = {0}, u[8] = {0}, o[8];
+        memcpy(g, gate + i, (size_t)(n - i) * sizeof(float));
+        memcpy(u, up + i, (size_t)(n - i) * sizeof(float));
+        __m256 gv = _mm256_loadu_ps(g);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+        _mm256_storeu_ps(
+            o, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u)));
+        memcpy(out + i, o, (size_t)(n - i) * sizeof(float));
+    }
+}
+/* AVX-512 (F, BW, VL, VNNI): two Q4_1 blocks per 512-bit vector. The weight nibbles of
+ * blocks A and B go to lanes (A, A>>4, B, B>>4), the activations of A and B fill the two
+ * halves, one dpbusd gives both blocks' integer dot products, and the four scales
+ * (d_A d_xA, m_A s_xA, d_B d_xB, m_B s_xB) come from one conversion and one multiply. */
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+AVX512 static inline void q4_1_pair_512(const uint8_t *p, const wk_cpu_q8 *xa, __m512 *acc,
+                                        __m128 *msum) {
+    const __m512i shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    __m512i q = _mm512_inserti64x4(
+        _mm512_castsi256_si512(
+            _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 4)))),
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 24))), 1);
+    q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), _mm512_set1_epi8(0x0F));
+    __m512i y =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xa[0].qs)),
+                           _mm256_loadu_si256((const __m256i *)xa[1].qs), 1);
+    __m512 s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y));
+    uint32_t dm_a, dm_b;
+    memcpy(&dm_a, p, 4);
+    memcpy(&dm_b, p + 20, 4);
+    __m128 dm = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)dm_a), (int)dm_b, 1));
+    __m128 xs =
+        _mm_castpd_ps(_mm_loadh_pd(_mm_castps_pd(act_ds(&xa[0])), (const double *)&xa[1].d));
+    __m128 prod = _mm_mul_ps(dm, xs); /* (dA dxA, mA sxA, dB dxB, mB sxB) */
+    *acc = _mm512_fmadd_ps(s, _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(prod)), *acc);
+    *msum = _mm_add_ps(*msum, prod);
+}
+
+AVX512 static float dot_q4_1_avx512(const void *w, const wk_cpu_q8 *x, int64_t n) {
+    const uint8_t *p = w;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m128 ms0 = _mm_setzero_ps(), ms1 = _mm_setzero_ps();
+    int64_t nb = n / WK_CPU_QK, b = 0;
+    for (; b + 4 <= nb; b += 4, p += 80) {
+        q4_1_pair_512(p, &x[b], &acc0, &ms0);
+        q4_1_pair_512(p + 40, &x[b + 2], &acc1, &ms1);
+    }
+    if (b + 2 <= nb) {
+        q4_1_pair_512(p, &x[b], &acc0, &ms0);
+        b += 2;
+        p += 40;
+    }
+    __m256 acc = _mm256_setzero_ps();
+    __m128 ms = _mm_setzero_ps();
+    if (b < nb) { /* odd block count */
+        Q4_1_BLOCK(p, &x[b], acc, ms);
+    }
+    __m512 a = _mm512_add_ps(acc0, acc1);
+    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a),
+                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    /* lanes 1 and 3 of the pair sums hold the m * s terms of the A and B blocks; lane 1 of
+     * ms that of the odd block */
+    __m128 m = _mm_add_ps(ms0, ms1);
+    float msum = _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 3)) +
+                 _mm_cvtss_f32(_mm_shuffle_ps(ms, ms, 1));
+    return hsum256(_mm256_add_ps(a8, acc)) + msum;
+}
+/* Two Q8_0 blocks per 512-bit vector; dpbusd wants u8 x s8, so |q| times y with q's sign. */
+AVX512 static inline void q8_0_pair_512(const uint8_t *p, const wk_cpu_q8 *xa, __m512 *acc) {
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    __m512i q =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2))),
+                           _mm256_loadu_si256((const __m256i *)(p + 36)), 1);
+    __m512i y =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xa[0].qs)),
+                           _mm256_loadu_si256((const __m256i *)xa[1].qs), 1);
+    __mmask64 neg = _mm512_movepi8_mask(q);
+    y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+    __m512 s =
+        _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(q), y));
+    __m128 d = _mm_cvtph_ps(
+        _mm_insert_epi16(_mm_cvtsi32_si128(p[0] | (p[1] << 8)), p[34] | (p[35] << 8), 1));
+    __m128 dx = _mm_setr_ps(xa[0].d, xa[1].d, 0.0f, 0.0f);
+    __m512 sc = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_mul_ps(d, dx)));
+    *acc = _mm512_fmadd_ps(s, sc, *acc);
+}
+
+AVX512 static float dot_q8_0_avx512(const void *w, const wk_cpu_q8 *x, int64_t n) {
+    const uint8_t *p = w;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t nb = n / WK_CPU_QK, b = 0;
+    for (; b + 4 <= nb; b += 4, p += 136) {
+        q8_0_pair_512(p, &x[b], &acc0);
+        q8_0_pair_512(p + 68, &x[b + 2], &acc1);
+    }
+    if (b + 2 <= nb) {
+        q8_0_pair_512(p, &x[b], &acc0);
+        b += 2;
+        p += 68;
+    }
+    __m256 acc = _mm256_setzero_ps();
+    if (b < nb) {
+        Q8_0_BLOCK(p, &x[b], acc, 0);
+    }
+    __m512 a = _mm512_add_ps(acc0, acc1);
+    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a),
+                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    return hsum256(_mm256_add_ps(a8, acc));
+}
 #endif /* HAVE_X86 */
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
@@ -422,9 +578,8 @@ static void set_table(bool force_scalar) {
     K.f16_to_f32 = f16_to_f32_scalar;
     K.axpy_f32 = axpy_f32_scalar;
     K.axpy_f16 = axpy_f16_scalar;
-    K.dot4t_q4_0 = NULL;
-    K.dot4t_q4_1 = NULL;
-    K.dot4t_q8_0 = NULL;
+    K.f32_to_f16 = f32_to_f16_scalar;
+    K.silu_mul = silu_mul_scalar;
     K.avx2 = false;
 #if HAVE_X86
     __builtin_cpu_init();
@@ -436,15 +591,20 @@ static void set_table(bool force_scalar) {
         K.dot_q4_0 = dot_q4_0_avx2;
         K.dot_q4_1 = dot_q4_1_avx2;
         K.dot_q8_0 = dot_q8_0_avx2;
-        K.dot4t_q4_0 = dot4t_q4_0_avx2;
-        K.dot4t_q4_1 = dot4t_q4_1_avx2;
-        K.dot4t_q8_0 = dot4t_q8_0_avx2;
         K.quantize = quantize_avx2;
         K.dot_f32 = dot_f32_avx2;
         K.dot_f32_f16 = dot_f32_f16_avx2;
         K.f16_to_f32 = f16_to_f32_avx2;
         K.axpy_f32 = axpy_f32_avx2;
         K.axpy_f16 = axpy_f16_avx2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+            getenv("SLUICE_CPU_NO_AVX512") == NULL) {
+            K.dot_q4_1 = dot_q4_1_avx512;
+            K.dot_q8_0 = dot_q8_0_avx512;
+        }
+        K.f32_to_f16 = f32_to_f16_avx2;
+        K.silu_mul = silu_mul_avx2;
         K.avx2 = true;
     }
 #else
@@ -458,22 +618,22 @@ static void init_default(void) {
     set_table(false);
 }
 
-void cpu_kernels_init(bool force_scalar) {
+void wk_cpu_kernels_init(bool force_scalar) {
     pthread_once(&once, init_default);
     if (force_scalar || !K.avx2) {
         set_table(force_scalar);
     }
 }
 
-bool cpu_kernels_have_avx2(void) {
+bool wk_cpu_kernels_have_avx2(void) {
     return K.avx2;
 }
 
-bool cpu_fused_type(wk_dtype t) {
+bool wk_cpu_fused_type(wk_dtype t) {
     return t == WK_DTYPE_Q4_0 || t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q8_0;
 }
 
-void cpu_quantize_q8(const float *x, cpu_q8 *y, int64_t n) {
+void wk_cpu_quantize_q8(const float *x, wk_cpu_q8 *y, int64_t n) {
     K.quantize(x, y, n);
 }
 
@@ -490,58 +650,50 @@ static dot_fn pick(wk_dtype t) {
     }
 }
 
-float cpu_dot_q8(wk_dtype t, const void *wrow, const cpu_q8 *x, int64_t n) {
+wk_cpu_dot_q8_fn wk_cpu_dot_q8_kernel(wk_dtype t) {
+    return pick(t);
+}
+
+float wk_cpu_dot_q8(wk_dtype t, const void *wrow, const wk_cpu_q8 *x, int64_t n) {
     dot_fn f = pick(t);
     return f != NULL ? f(wrow, x, n) : 0.0f;
 }
 
-void cpu_dot_q8_multi(wk_dtype t, const void *wrow, const cpu_q8 *x, size_t x_stride_blocks,
-                      int n_tok, float *out, size_t out_stride, int64_t n) {
+void wk_cpu_dot_q8_multi(wk_dtype t, const void *wrow, const wk_cpu_q8 *x, size_t x_stride_blocks,
+                         int n_tok, float *out, size_t out_stride, int64_t n) {
     dot_fn f = pick(t);
-    dot4t_fn f4 = t == WK_DTYPE_Q4_0   ? K.dot4t_q4_0
-                  : t == WK_DTYPE_Q4_1 ? K.dot4t_q4_1
-                  : t == WK_DTYPE_Q8_0 ? K.dot4t_q8_0
-                                       : NULL;
     if (f == NULL) {
         return;
     }
-    int k = 0;
-    if (f4 != NULL) {
-        float o4[4];
-        for (; k + 4 <= n_tok; k += 4) {
-            f4(wrow, x + (size_t)k * x_stride_blocks, x_stride_blocks, n, o4);
-            for (int i = 0; i < 4; i++) {
-                out[(size_t)(k + i) * out_stride] = o4[i];
-            }
-        }
-    }
-    for (; k < n_tok; k++) {
+    for (int k = 0; k < n_tok; k++) {
         out[(size_t)k * out_stride] = f(wrow, x + (size_t)k * x_stride_blocks, n);
     }
 }
 
-float cpu_dot_f32(const float *a, const float *b, int64_t n) {
+float wk_cpu_dot_f32(const float *a, const float *b, int64_t n) {
     return K.dot_f32(a, b, n);
 }
 
-void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n) {
+void wk_cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n) {
     K.f16_to_f32(src, dst, n);
 }
 
-void cpu_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        dst[i] = wk_f32_to_f16(src[i]);
-    }
+void wk_cpu_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n) {
+    K.f32_to_f16(src, dst, n);
 }
 
-void cpu_axpy_f32(float *y, float a, const float *x, int64_t n) {
+void wk_cpu_silu_mul(float *out, const float *gate, const float *up, int64_t n) {
+    K.silu_mul(out, gate, up, n);
+}
+
+void wk_cpu_axpy_f32(float *y, float a, const float *x, int64_t n) {
     K.axpy_f32(y, a, x, n);
 }
 
-void cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n) {
+void wk_cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n) {
     K.axpy_f16(y, a, x, n);
 }
 
-float cpu_dot_f32_f16(const float *a, const uint16_t *b, int64_t n) {
+float wk_cpu_dot_f32_f16(const float *a, const uint16_t *b, int64_t n) {
     return K.dot_f32_f16(a, b, n);
 }

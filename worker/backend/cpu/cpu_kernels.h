@@ -1,9 +1,9 @@
 /*
  * cpu_kernels: the CPU backend's inner loops. Activations are quantized once per matmul to
- * 8-bit blocks (cpu_q8 below) and dotted with quantized weight rows using integer products;
+ * 8-bit blocks (wk_cpu_q8 below) and dotted with quantized weight rows using integer products;
  * types without a fused kernel are dequantized to f32 first. Every kernel has a portable
- * scalar version and an AVX2/FMA/F16C version chosen at run time by cpu_kernels_init;
- * cpu_kernels_force_scalar lets tests compare the two.
+ * scalar version and an AVX2/FMA/F16C version chosen at run time by wk_cpu_kernels_init;
+ * wk_cpu_kernels_init(true) selects the scalar ones so tests can compare the two.
  *
  * All functions are thread-safe (no state after init) and allocate nothing.
  */
@@ -16,49 +16,64 @@
 
 #include "../../quant.h"
 
-#define CPU_QK 32
+#define WK_CPU_QK 32
 
 /* One block of 32 activations: x[i] ~= d * qs[i]; s = d * sum(qs) (used by Q4_0/Q4_1). */
-typedef struct cpu_q8 {
+typedef struct wk_cpu_q8 {
     float d;
     float s;
-    int8_t qs[CPU_QK];
-} cpu_q8;
+    int8_t qs[WK_CPU_QK];
+} wk_cpu_q8;
 
-/* cpu_kernels_init picks the fastest available implementations (idempotent, thread-safe).
+/* The kernels load (d, s) together as one 8-byte value. */
+_Static_assert(offsetof(wk_cpu_q8, s) == offsetof(wk_cpu_q8, d) + sizeof(float),
+               "cpu_q8: s must follow d");
+
+/* wk_cpu_kernels_init picks the fastest available implementations (idempotent, thread-safe).
  * force_scalar = true selects the portable versions (for tests). */
-void cpu_kernels_init(bool force_scalar);
+void wk_cpu_kernels_init(bool force_scalar);
 
 /* true when the AVX2 paths are in use. */
-bool cpu_kernels_have_avx2(void);
+bool wk_cpu_kernels_have_avx2(void);
 
-/* cpu_fused_type: true when weights of type t dot directly with cpu_q8 activations. */
-bool cpu_fused_type(wk_dtype t);
+/* wk_cpu_fused_type: true when weights of type t dot directly with wk_cpu_q8 activations. */
+bool wk_cpu_fused_type(wk_dtype t);
 
 /* Quantizes x: (n) (n a multiple of 32) into n/32 blocks. */
-void cpu_quantize_q8(const float *x, cpu_q8 *y, int64_t n);
+void wk_cpu_quantize_q8(const float *x, wk_cpu_q8 *y, int64_t n);
 
 /* Dot product of one weight row (type t, n elements) with quantized activations (n/32
- * blocks). Only for cpu_fused_type(t). */
-float cpu_dot_q8(wk_dtype t, const void *wrow, const cpu_q8 *x, int64_t n);
+ * blocks). Only for wk_cpu_fused_type(t). */
+float wk_cpu_dot_q8(wk_dtype t, const void *wrow, const wk_cpu_q8 *x, int64_t n);
+
+/* A fused dot kernel: one weight row of type t (n elements) with quantized activations. */
+typedef float (*wk_cpu_dot_q8_fn)(const void *wrow, const wk_cpu_q8 *x, int64_t n);
+
+/* wk_cpu_dot_q8_kernel returns the kernel wk_cpu_dot_q8 uses for t (NULL unless wk_cpu_fused_type),
+ * for loops that call it per row without the dispatch. */
+wk_cpu_dot_q8_fn wk_cpu_dot_q8_kernel(wk_dtype t);
 
 /* Dot products of one weight row with n_tok activation rows at once (row reuse for batches):
  * out[k * out_stride] = dot(wrow, x + k * x_stride_blocks) for k < n_tok. */
-void cpu_dot_q8_multi(wk_dtype t, const void *wrow, const cpu_q8 *x, size_t x_stride_blocks,
-                      int n_tok, float *out, size_t out_stride, int64_t n);
+void wk_cpu_dot_q8_multi(wk_dtype t, const void *wrow, const wk_cpu_q8 *x, size_t x_stride_blocks,
+                         int n_tok, float *out, size_t out_stride, int64_t n);
 
 /* f32 dot of (n). */
-float cpu_dot_f32(const float *a, const float *b, int64_t n);
+float wk_cpu_dot_f32(const float *a, const float *b, int64_t n);
 
 /* Converts n f16 values to f32 / f32 to f16. */
-void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
-void cpu_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n);
+void wk_cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
+void wk_cpu_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n);
+
+/* out = silu(gate) * up over (n), as wk_cpu_swiglu but with a vectorized exp (relative error
+ * ~1e-7). out may alias gate or up. */
+void wk_cpu_silu_mul(float *out, const float *gate, const float *up, int64_t n);
 
 /* y[i] += a * x[i] over (n); x f32 or f16. */
-void cpu_axpy_f32(float *y, float a, const float *x, int64_t n);
-void cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
+void wk_cpu_axpy_f32(float *y, float a, const float *x, int64_t n);
+void wk_cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
 
 /* dot of f32 a with f16 b over (n). */
-float cpu_dot_f32_f16(const float *a, const uint16_t *b, int64_t n);
+float wk_cpu_dot_f32_f16(const float *a, const uint16_t *b, int64_t n);
 
 #endif /* WK_CPU_KERNELS_H */

@@ -1,5 +1,5 @@
 /*
- * cpu_pool: fork-join thread pool (see cpu_pool.h).
+ * wk_cpu_pool: fork-join thread pool (see wk_cpu_pool.h).
  */
 #include "cpu_pool.h"
 
@@ -21,16 +21,16 @@
 #define SPIN_ITERS 20000
 
 typedef struct worker_arg {
-    cpu_pool *pool;
+    wk_cpu_pool *pool;
     int tid;
 } worker_arg;
 
-struct cpu_pool {
+struct wk_cpu_pool {
     int n_threads;
     pthread_t *threads;
     worker_arg *args;
     int started;
-    cpu_pool_fn fn;
+    wk_cpu_pool_fn fn;
     void *ctx;
     atomic_uint gen; /* incremented (under mu) for every task */
     /* Joining a task: (gen << 32) | CLOSED? | count of workers that joined. A worker joins
@@ -50,7 +50,7 @@ struct cpu_pool {
 
 static void *worker_main(void *arg) {
     worker_arg *wa = arg;
-    cpu_pool *p = wa->pool;
+    wk_cpu_pool *p = wa->pool;
     unsigned seen = 0;
     for (;;) {
         int spins = 0;
@@ -91,12 +91,12 @@ static void *worker_main(void *arg) {
     }
 }
 
-cm_err cpu_pool_create(int n_threads, cpu_pool **out) {
+cm_err wk_cpu_pool_create(int n_threads, wk_cpu_pool **out) {
     if (n_threads < 1 || out == NULL) {
         return CM_ERR_INVALID;
     }
     *out = NULL;
-    cpu_pool *p = calloc(1, sizeof(*p));
+    wk_cpu_pool *p = calloc(1, sizeof(*p));
     if (p == NULL) {
         return CM_ERR_NOMEM;
     }
@@ -112,7 +112,7 @@ cm_err cpu_pool_create(int n_threads, cpu_pool **out) {
     p->threads = calloc((size_t)n_threads, sizeof(pthread_t));
     p->args = calloc((size_t)n_threads, sizeof(worker_arg));
     if (p->threads == NULL || p->args == NULL) {
-        cpu_pool_destroy(p);
+        wk_cpu_pool_destroy(p);
         return CM_ERR_NOMEM;
     }
     for (int i = 1; i < n_threads; i++) {
@@ -128,7 +128,7 @@ cm_err cpu_pool_create(int n_threads, cpu_pool **out) {
     return CM_OK;
 }
 
-void cpu_pool_destroy(cpu_pool *p) {
+void wk_cpu_pool_destroy(wk_cpu_pool *p) {
     if (p == NULL) {
         return;
     }
@@ -147,11 +147,11 @@ void cpu_pool_destroy(cpu_pool *p) {
     free(p);
 }
 
-int cpu_pool_size(const cpu_pool *p) {
+int wk_cpu_pool_size(const wk_cpu_pool *p) {
     return p->n_threads;
 }
 
-void cpu_pool_run(cpu_pool *p, cpu_pool_fn fn, void *ctx) {
+void wk_cpu_pool_run(wk_cpu_pool *p, wk_cpu_pool_fn fn, void *ctx) {
     if (p->n_threads == 1) {
         fn(ctx, 0, 1);
         return;

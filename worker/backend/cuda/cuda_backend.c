@@ -103,6 +103,7 @@ struct wk_backend {
     graph_slot graphs[MAX_BUCKETS];
     uint32_t n_buckets;
 
+    int cc_major; /* compute capability of the device */
     int healthy;
     char last_err[ERR_LEN];
 };
@@ -203,6 +204,9 @@ void wk_cuda_options_default(wk_cuda_options *o) {
     o->use_graphs = 1;
     o->gemv_mode = WK_CUDA_GEMV_AUTO;
     o->use_flash = 1;
+    o->fuse_decode = 0;
+    o->gemv_max_rows = 4;
+    o->use_pdl = 0;
 }
 
 /* ---- device discovery ------------------------------------------------------------------- */
@@ -703,6 +707,21 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
     if (env != NULL && strcmp(env, "0") == 0) {
         be->opt.use_graphs = 0;
     }
+    env = getenv("SLUICE_CUDA_GEMV_MAX_ROWS");
+    if (env != NULL) {
+        be->opt.gemv_max_rows = atoi(env);
+    }
+    if (be->opt.gemv_max_rows < 0 || be->opt.gemv_max_rows > WK_CUDA_GEMV_MAX_TOK) {
+        be->opt.gemv_max_rows = be->opt.gemv_max_rows < 0 ? 0 : WK_CUDA_GEMV_MAX_TOK;
+    }
+    env = getenv("SLUICE_CUDA_PDL");
+    if (env != NULL) {
+        be->opt.use_pdl = strcmp(env, "0") != 0;
+    }
+    env = getenv("SLUICE_CUDA_FUSE");
+    if (env != NULL) {
+        be->opt.fuse_decode = strcmp(env, "0") != 0;
+    }
     if (cfg->kv_dtype != WK_DTYPE_F16) {
         cm_logf(CM_LOG_INFO, NULL, "cuda backend: kv dtype %s requested; the CUDA KV cache is F16",
                 wk_dtype_name(cfg->kv_dtype));
@@ -730,6 +749,8 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         rv = CM_ERR_NO_DEVICE;
         goto fail;
     }
+    be->cc_major = prop.major;
+    wk_cuda_ops_set_pdl(be->opt.use_pdl && prop.major >= 9);
     CK_CREATE(cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking), CM_ERR_BACKEND);
     {
         cublasStatus_t s = cublasCreate(&be->cublas);
@@ -873,7 +894,7 @@ static cm_err cuda_create(const wk_model *model, const wk_backend_config *cfg, w
 static cm_err gemm(wk_backend *be, const uint16_t *w, const uint16_t *x, int n, int n_in, int n_out,
                    void *y, int y_f16) {
     cm_err rv = CM_OK;
-    if (n <= WK_CUDA_GEMV_MAX_TOK && be->opt.gemv_mode != WK_CUDA_GEMV_CUBLAS) {
+    if (n <= be->opt.gemv_max_rows && be->opt.gemv_mode != WK_CUDA_GEMV_CUBLAS) {
         CK(wk_cuda_gemv(w, x, n, n_in, n_out, y, y_f16, be->stream));
         return CM_OK;
     }
@@ -884,6 +905,56 @@ static cm_err gemm(wk_backend *be, const uint16_t *w, const uint16_t *x, int n, 
     CKB(cublasGemmEx(be->cublas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in, &alpha, w, CUDA_R_16F,
                      n_in, x, CUDA_R_16F, n_in, &beta, y, y_f16 ? CUDA_R_16F : CUDA_R_32F, n_out,
                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return CM_OK;
+fail:
+    return rv;
+}
+
+/* The layers and the output head for 1..8 rows with fused GEMVs: the residual stream x is
+ * updated in place by the O and down GEMVs, the norms are folded into the QKV and gate|up
+ * GEMVs, SwiGLU into the down GEMV. Embedding already done. */
+static cm_err enqueue_fused_layers(wk_backend *be, int n, int n_out, int flash_tiles) {
+    cm_err rv = CM_OK;
+    const int32_t *d_pos = be->d_meta + META_POS(be);
+    const int32_t *d_seq = be->d_meta + META_SEQ(be);
+    const int32_t *d_out = be->d_meta + META_OUT(be);
+    const int32_t *d_tiles = be->d_meta + META_TILES(be);
+    const int32_t *d_bt = be->d_meta + META_BT(be);
+    const int mb = (int)be->cfg.max_blocks_per_seq;
+    const int bt = (int)be->cfg.block_tokens;
+    wk_cuda_rope_args ra = {be->n_head, be->n_kv, be->hd, be->n_rot, be->neox, be->inv_freq};
+    wk_cuda_attn_args aa = {be->n_head, be->n_kv, be->hd, bt, mb, 1.0f / sqrtf((float)be->hd)};
+    for (int l = 0; l < be->n_layer; l++) {
+        const layer_dev *L = &be->layers[l];
+        uint16_t *k_cache = be->kv + (size_t)l * 2 * be->kv_half_elems;
+        uint16_t *v_cache = k_cache + be->kv_half_elems;
+        CK(wk_cuda_gemv_fused(L->wqkv, be->x, WK_CUDA_X_RMSNORM, L->attn_norm, be->eps, n,
+                              be->n_embd, be->qkv_dim, be->qkv, WK_CUDA_Y_F32, be->stream));
+        CK(wk_cuda_rope_store(be->qkv, L->bqkv, d_pos, d_seq, d_bt, mb, bt, &ra, n, be->q, k_cache,
+                              v_cache, be->stream));
+        if (flash_tiles > 0) {
+            CK(wk_cuda_flash_prefill(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, d_tiles,
+                                     flash_tiles, be->attn, be->stream));
+        } else {
+            CK(wk_cuda_attention(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, n, be->attn,
+                                 be->stream));
+        }
+        CK(wk_cuda_gemv_fused(L->wo, be->attn, WK_CUDA_X_F16, NULL, 0.0f, n, be->q_dim, be->n_embd,
+                              be->x, WK_CUDA_Y_ADD_F32, be->stream));
+        CK(wk_cuda_gemv_fused(L->wgu, be->x, WK_CUDA_X_RMSNORM, L->ffn_norm, be->eps, n, be->n_embd,
+                              2 * be->n_ff, be->gu, WK_CUDA_Y_F16, be->stream));
+        CK(wk_cuda_gemv_fused(L->wdown, be->gu, WK_CUDA_X_SWIGLU, NULL, 0.0f, n, be->n_ff,
+                              be->n_embd, be->x, WK_CUDA_Y_ADD_F32, be->stream));
+    }
+    if (n_out > 0) {
+        /* x already holds every residual add */
+        CK(wk_cuda_add_rmsnorm(be->x, NULL, be->out_norm, d_out, n_out, be->n_embd, be->eps, be->xn,
+                               be->stream));
+        if ((rv = gemm(be, be->output, be->xn, n_out, be->n_embd, be->n_vocab, be->logits, 0)) !=
+            CM_OK) {
+            goto fail;
+        }
+    }
     return CM_OK;
 fail:
     return rv;
@@ -905,6 +976,10 @@ static cm_err enqueue_forward(wk_backend *be, int n, int n_out, int flash_tiles)
     wk_cuda_attn_args aa = {be->n_head, be->n_kv, be->hd, bt, mb, 1.0f / sqrtf((float)be->hd)};
 
     CK(wk_cuda_embed(be->tok_embd, d_tok, n, be->n_embd, be->x, be->stream));
+    if (n <= be->opt.gemv_max_rows && be->opt.fuse_decode &&
+        be->opt.gemv_mode != WK_CUDA_GEMV_CUBLAS) {
+        return enqueue_fused_layers(be, n, n_out, flash_tiles);
+    }
     for (int l = 0; l < be->n_layer; l++) {
         const layer_dev *L = &be->layers[l];
         uint16_t *k_cache = be->kv + (size_t)l * 2 * be->kv_half_elems;
@@ -982,7 +1057,8 @@ static cm_err check_batch(wk_backend *be, const wk_batch *b) {
                 be_fail(be, "token id %d out of range", b->tokens[t]);
                 return CM_ERR_INVALID;
             }
-            if (b->positions[t] != b->positions[t0] + (int32_t)(t - t0) || b->positions[t] < 0) {
+            if ((int64_t)b->positions[t] != (int64_t)b->positions[t0] + (int64_t)(t - t0) ||
+                b->positions[t] < 0) {
                 be_fail(be, "positions of sequence %u are not consecutive", s);
                 return CM_ERR_INVALID;
             }
@@ -1233,6 +1309,37 @@ void wk_cuda_set_graphs(wk_backend *be, int on) {
     be->opt.use_graphs = on != 0;
     if (!on) {
         destroy_graphs(be);
+    }
+}
+
+void wk_cuda_set_fuse(wk_backend *be, int on) {
+    if (be == NULL || be->opt.fuse_decode == (on != 0)) {
+        return;
+    }
+    be->opt.fuse_decode = on != 0;
+    destroy_graphs(be); /* captured graphs hold the other kernel sequence */
+}
+
+void wk_cuda_set_gemv_max_rows(wk_backend *be, int rows) {
+    if (be == NULL) {
+        return;
+    }
+    rows = rows < 0 ? 0 : rows > WK_CUDA_GEMV_MAX_TOK ? WK_CUDA_GEMV_MAX_TOK : rows;
+    if (rows != be->opt.gemv_max_rows) {
+        be->opt.gemv_max_rows = rows;
+        destroy_graphs(be);
+    }
+}
+
+void wk_cuda_set_pdl(wk_backend *be, int on) {
+    if (be == NULL) {
+        return;
+    }
+    be->opt.use_pdl = on != 0;
+    int want = be->opt.use_pdl && be->cc_major >= 9;
+    if (want != wk_cuda_ops_pdl()) {
+        wk_cuda_ops_set_pdl(want);
+        destroy_graphs(be); /* captured launches keep the mode they were recorded with */
     }
 }
 

@@ -23,7 +23,7 @@ extern "C" {
 extern const wk_backend_ops wk_backend_cuda;
 
 typedef enum wk_cuda_gemv_mode {
-    WK_CUDA_GEMV_AUTO = 0,   /* custom GEMV for 1..8 rows, cuBLAS above */
+    WK_CUDA_GEMV_AUTO = 0,   /* custom GEMV up to gemv_max_rows rows, cuBLAS above */
     WK_CUDA_GEMV_CUBLAS = 1, /* always cuBLAS */
     WK_CUDA_GEMV_CUSTOM = 2, /* same as AUTO (custom where it applies) */
 } wk_cuda_gemv_mode;
@@ -40,8 +40,21 @@ typedef struct wk_cuda_options {
      * turns them off. */
     int use_graphs;
     wk_cuda_gemv_mode gemv_mode;
+    /* Most rows that take the custom GEMV (1..8); above it cuBLAS. Default 4: on the first H200
+     * run the GEMV at 8 rows (12.6 ms/step) was slower than cuBLAS at 32 (8.3 ms). Env
+     * SLUICE_CUDA_GEMV_MAX_ROWS overrides. */
+    int gemv_max_rows;
     /* Flash prefill attention (tensor cores) when the head_dim allows: 1 = on (default). */
     int use_flash;
+    /* Fused decode GEMVs (wk_cuda_gemv_fused: RMSNorm into QKV and gate|up, SwiGLU into down,
+     * residual adds into O and down; 6 instead of 9 kernels per layer) for steps of 1..8 rows
+     * when the GEMV path is used: 1 = on. Default off until measured on a GPU; env
+     * SLUICE_CUDA_FUSE=1 turns it on. */
+    int fuse_decode;
+    /* Programmatic dependent launch for the decode-path kernels (wk_cuda_ops_set_pdl; sm_90+
+     * only, ignored below): 1 = on. Default off until measured; env SLUICE_CUDA_PDL=1 turns
+     * it on. Process-wide: the last created instance's choice applies. */
+    int use_pdl;
 } wk_cuda_options;
 
 /* wk_cuda_options_default: synthetic off, graphs on, gemv auto, flash on. */
@@ -58,6 +71,9 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
 void wk_cuda_set_gemv_mode(wk_backend *be, wk_cuda_gemv_mode mode);
 void wk_cuda_set_graphs(wk_backend *be, int on);
 void wk_cuda_set_flash(wk_backend *be, int on);
+void wk_cuda_set_fuse(wk_backend *be, int on);
+void wk_cuda_set_pdl(wk_backend *be, int on);             /* no-op below sm_90 */
+void wk_cuda_set_gemv_max_rows(wk_backend *be, int rows); /* clamped to 0..8 */
 
 /* Facts about a live instance, for logs and benchmarks. */
 typedef struct wk_cuda_info {

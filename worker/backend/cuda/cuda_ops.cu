@@ -7,7 +7,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
+
 #include "cuda_ops.h"
+#include "cuda_pdl.cuh"
 
 namespace {
 
@@ -46,6 +49,8 @@ int grid_for(int64_t n, int threads) {
 
 __global__ void embed_kernel(const uint16_t *__restrict__ table, const int32_t *__restrict__ ids,
                              int n_embd, float *__restrict__ out) {
+    pdl_trigger();
+    pdl_wait();
     const int r = blockIdx.x;
     const uint16_t *src = table + (int64_t)ids[r] * n_embd;
     float *dst = out + (int64_t)r * n_embd;
@@ -58,6 +63,8 @@ __global__ void embed_kernel(const uint16_t *__restrict__ table, const int32_t *
 __global__ void add_rmsnorm_kernel(float *__restrict__ x, const float *__restrict__ add,
                                    const float *__restrict__ w, const int32_t *__restrict__ rows,
                                    int n, float eps, uint16_t *__restrict__ out) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ float partial[32];
     const int r = blockIdx.x;
     const int64_t src = rows ? rows[r] : r;
@@ -101,7 +108,11 @@ __global__ void add_rmsnorm_kernel(float *__restrict__ x, const float *__restric
     }
 }
 
-/* One block per token. */
+/*
+ * One block per (token, q or k head), one thread per rotated pair: at decode batch 1 this is
+ * 40-48 small blocks side by side instead of one block looping, so the kernel costs one
+ * memory round trip. Blocks of k heads also store the matching v head.
+ */
 __global__ void rope_store_kernel(const float *__restrict__ qkv, const float *__restrict__ bias,
                                   const int32_t *__restrict__ tok_pos,
                                   const int32_t *__restrict__ tok_seq,
@@ -110,119 +121,115 @@ __global__ void rope_store_kernel(const float *__restrict__ qkv, const float *__
                                   int n_rot, int neox, const float *__restrict__ inv_freq,
                                   float *__restrict__ q_out, uint16_t *__restrict__ k_cache,
                                   uint16_t *__restrict__ v_cache) {
+    pdl_trigger();
+    pdl_wait();
     const int t = blockIdx.x;
+    const int head = blockIdx.y;
+    const int i = threadIdx.x; /* pair index, < head_dim / 2 */
     const int row_len = (n_head + 2 * n_head_kv) * head_dim;
     const float *in = qkv + (int64_t)t * row_len;
     const int pos = tok_pos[t];
-    const int seq = tok_seq[t];
-    const int64_t block = block_table[(int64_t)seq * max_blocks + pos / block_tokens];
-    const int slot = pos % block_tokens;
-    const int half_dim = head_dim / 2;
     const int half_rot = n_rot / 2;
-    const int n_pairs = (n_head + n_head_kv) * half_dim;
-
-    for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
-        const int head = p / half_dim;
-        const int i = p % half_dim;
-        int d0;
-        int d1;
-        if (i < half_rot) {
-            d0 = neox ? i : 2 * i;
-            d1 = neox ? i + half_rot : 2 * i + 1;
-        } else {
-            d0 = 2 * i; /* unrotated tail [n_rot, head_dim) */
-            d1 = 2 * i + 1;
-        }
-        const int c0 = head * head_dim + d0;
-        const int c1 = head * head_dim + d1;
-        float x0 = in[c0];
-        float x1 = in[c1];
-        if (bias) {
-            x0 += bias[c0];
-            x1 += bias[c1];
-        }
-        if (i < half_rot) {
-            /* angle = pos * f carried as hi + lo (lo exact via fma), so large positions keep
-             * the precision of the reference's double-precision angle */
-            const float f = inv_freq[i];
-            const float hi = (float)pos * f;
-            const float lo = fmaf((float)pos, f, -hi);
-            float s;
-            float c;
-            sincosf(hi, &s, &c);
-            const float s2 = s + lo * c;
-            const float c2 = c - lo * s;
-            s = s2;
-            c = c2;
-            const float y0 = x0 * c - x1 * s;
-            const float y1 = x0 * s + x1 * c;
-            x0 = y0;
-            x1 = y1;
-        }
-        if (head < n_head) {
-            float *q = q_out + (int64_t)t * n_head * head_dim;
-            q[c0] = x0;
-            q[c1] = x1;
-        } else {
-            const int kh = head - n_head;
-            uint16_t *k = k_cache + ((block * n_head_kv + kh) * block_tokens + slot) * head_dim;
-            k[d0] = f2h(x0);
-            k[d1] = f2h(x1);
-        }
+    int d0;
+    int d1;
+    if (i < half_rot) {
+        d0 = neox ? i : 2 * i;
+        d1 = neox ? i + half_rot : 2 * i + 1;
+    } else {
+        d0 = 2 * i; /* unrotated tail [n_rot, head_dim) */
+        d1 = 2 * i + 1;
     }
-    const int v_off = (n_head + n_head_kv) * head_dim;
-    for (int e = threadIdx.x; e < n_head_kv * head_dim; e += blockDim.x) {
-        const int kh = e / head_dim;
-        const int d = e % head_dim;
-        float v = in[v_off + e];
-        if (bias) {
-            v += bias[v_off + e];
-        }
-        v_cache[((block * n_head_kv + kh) * block_tokens + slot) * head_dim + d] = f2h(v);
+    const int c0 = head * head_dim + d0;
+    const int c1 = head * head_dim + d1;
+    float x0 = in[c0];
+    float x1 = in[c1];
+    if (bias) {
+        x0 += bias[c0];
+        x1 += bias[c1];
+    }
+    if (i < half_rot) {
+        /* angle = pos * f carried as hi + lo (lo exact via fma), so large positions keep the
+         * precision of the reference's double-precision angle */
+        const float f = inv_freq[i];
+        const float hi = (float)pos * f;
+        const float lo = fmaf((float)pos, f, -hi);
+        float s;
+        float c;
+        sincosf(hi, &s, &c);
+        const float s2 = s + lo * c;
+        const float c2 = c - lo * s;
+        const float y0 = x0 * c2 - x1 * s2;
+        const float y1 = x0 * s2 + x1 * c2;
+        x0 = y0;
+        x1 = y1;
+    }
+    if (head < n_head) {
+        float *q = q_out + (int64_t)t * n_head * head_dim;
+        q[c0] = x0;
+        q[c1] = x1;
+        return;
+    }
+    const int kh = head - n_head;
+    const int64_t block = block_table[(int64_t)tok_seq[t] * max_blocks + pos / block_tokens];
+    const int64_t base = ((block * n_head_kv + kh) * block_tokens + pos % block_tokens) * head_dim;
+    k_cache[base + d0] = f2h(x0);
+    k_cache[base + d1] = f2h(x1);
+    const int v_off = (n_head + n_head_kv + kh) * head_dim;
+    float v0 = in[v_off + 2 * i];
+    float v1 = in[v_off + 2 * i + 1];
+    if (bias) {
+        v0 += bias[v_off + 2 * i];
+        v1 += bias[v_off + 2 * i + 1];
+    }
+    v_cache[base + 2 * i] = f2h(v0);
+    v_cache[base + 2 * i + 1] = f2h(v1);
+}
+
+/* Loads 2, 4 or 8 consecutive halves as floats (one overload per width, so every array stays
+ * in registers). */
+__device__ __forceinline__ void load_halves(const uint16_t *p, float (&out)[8]) {
+    const uint4 u = *reinterpret_cast<const uint4 *>(p);
+    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float2 f = __half22float2(h[j]);
+        out[2 * j] = f.x;
+        out[2 * j + 1] = f.y;
     }
 }
 
-/* Loads D consecutive halves (D = 2, 4 or 8) as floats. */
-template <int D> __device__ __forceinline__ void load_halves(const uint16_t *p, float *out) {
-    if (D == 8) {
-        const uint4 u = *reinterpret_cast<const uint4 *>(p);
-        const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+__device__ __forceinline__ void load_halves(const uint16_t *p, float (&out)[4]) {
+    const uint2 u = *reinterpret_cast<const uint2 *>(p);
+    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            float2 f = __half22float2(h[j]);
-            out[2 * j] = f.x;
-            out[2 * j + 1] = f.y;
-        }
-    } else if (D == 4) {
-        const uint2 u = *reinterpret_cast<const uint2 *>(p);
-        const __half2 *h = reinterpret_cast<const __half2 *>(&u);
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            float2 f = __half22float2(h[j]);
-            out[2 * j] = f.x;
-            out[2 * j + 1] = f.y;
-        }
-    } else {
-        const __half2 h = *reinterpret_cast<const __half2 *>(p);
-        float2 f = __half22float2(h);
-        out[0] = f.x;
-        out[1] = f.y;
+    for (int j = 0; j < 2; j++) {
+        const float2 f = __half22float2(h[j]);
+        out[2 * j] = f.x;
+        out[2 * j + 1] = f.y;
     }
+}
+
+__device__ __forceinline__ void load_halves(const uint16_t *p, float (&out)[2]) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(p));
+    out[0] = f.x;
+    out[1] = f.y;
 }
 
 /*
  * Paged attention, one block per (query token, query head), NW warps. Each warp walks a
- * strided subset of the keys with its own online-softmax state (lane l holds dims
- * [l*D, l*D+D)); the warps' states are merged at the end. Finite -1e30 as the initial max
+ * strided subset of the keys (UNR at a time) with its own online-softmax state (lane l holds
+ * dims [l*D, l*D+D)); the warps' states are merged at the end. Finite -1e30 as the initial max
  * keeps exp() of empty states at 0 instead of NaN.
  */
 template <int HD, int NW>
-__global__ void __launch_bounds__(NW * 32)
+__global__ void __launch_bounds__(NW * 32, NW >= 16 ? 1 : 2)
     attention_kernel(const float *__restrict__ q, const int32_t *__restrict__ tok_pos,
                      const int32_t *__restrict__ tok_seq, const int32_t *__restrict__ block_table,
                      const uint16_t *__restrict__ k_cache, const uint16_t *__restrict__ v_cache,
                      int n_head, int n_head_kv, int block_tokens, int max_blocks, float scale,
                      uint16_t *__restrict__ out) {
+    pdl_trigger();
+    pdl_wait();
     constexpr int D = HD / kWarp;
     __shared__ float s_m[NW];
     __shared__ float s_l[NW];
@@ -250,26 +257,61 @@ __global__ void __launch_bounds__(NW * 32)
         acc[j] = 0.0f;
     }
 
-    for (int k = warp; k < len; k += NW) {
-        const int64_t blk = bt[k / block_tokens];
-        const int64_t off = ((blk * n_head_kv + kvh) * block_tokens + k % block_tokens) * HD;
-        float kr[D];
-        float vr[D];
-        load_halves<D>(k_cache + off + lane * D, kr);
-        load_halves<D>(v_cache + off + lane * D, vr);
-        float s = 0.0f;
+    /* UNR keys per warp iteration, loads issued together: at batch 1 the loop is bound by
+     * memory latency, not bandwidth, so independent loads in flight are what matters */
+    constexpr int UNR = 4;
+    for (int k0 = warp; k0 < len; k0 += NW * UNR) {
+        float kr[UNR][D];
+        float vr[UNR][D];
 #pragma unroll
-        for (int j = 0; j < D; j++) {
-            s += qr[j] * kr[j];
+        for (int u = 0; u < UNR; u++) {
+            const int k = k0 + u * NW;
+            if (k < len) { /* warp-uniform */
+                const int64_t blk = bt[k / block_tokens];
+                const int64_t off =
+                    ((blk * n_head_kv + kvh) * block_tokens + k % block_tokens) * HD + lane * D;
+                load_halves(k_cache + off, kr[u]);
+                load_halves(v_cache + off, vr[u]);
+            } else {
+#pragma unroll
+                for (int j = 0; j < D; j++) {
+                    kr[u][j] = 0.0f;
+                    vr[u][j] = 0.0f;
+                }
+            }
         }
-        s = warp_sum(s);
-        const float m_new = fmaxf(m, s);
+        float s[UNR];
+#pragma unroll
+        for (int u = 0; u < UNR; u++) {
+            float d = 0.0f;
+#pragma unroll
+            for (int j = 0; j < D; j++) {
+                d += qr[j] * kr[u][j];
+            }
+            s[u] = warp_sum(d);
+            if (k0 + u * NW >= len) {
+                s[u] = -INFINITY; /* p = 0 below */
+            }
+        }
+        float m_new = m;
+#pragma unroll
+        for (int u = 0; u < UNR; u++) {
+            m_new = fmaxf(m_new, s[u]);
+        }
         const float corr = __expf(m - m_new);
-        const float p = __expf(s - m_new);
-        l = l * corr + p;
+        l *= corr;
 #pragma unroll
         for (int j = 0; j < D; j++) {
-            acc[j] = acc[j] * corr + p * vr[j];
+            acc[j] *= corr;
+        }
+#pragma unroll
+        for (int u = 0; u < UNR; u++) {
+            const float p = __expf(s[u] - m_new);
+            l += p;
+#pragma unroll
+            for (int j = 0; j < D; j++) {
+                acc[j] = fmaf(p, vr[u][j], acc[j]);
+            }
         }
         m = m_new;
     }
@@ -307,6 +349,8 @@ __global__ void __launch_bounds__(NW * 32)
 
 __global__ void swiglu_kernel(const uint16_t *__restrict__ gu, int64_t n_total, int n_ff,
                               uint16_t *__restrict__ out) {
+    pdl_trigger();
+    pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_total;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / n_ff;
@@ -429,6 +473,23 @@ __global__ void __launch_bounds__(256)
     }
     constexpr int U = 4; /* independent loads in flight per lane */
     int c = lane;
+    /* weights do not depend on earlier kernels: start streaming them before the PDL wait */
+    pdl_trigger();
+    if (c + (U - 1) * kWarp < n_chunks) {
+        uint4 wv[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            wv[u] = __ldcs(wr + c + u * kWarp);
+        }
+        pdl_wait();
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            gemv_chunk<NT>(wv[u], x, n_in, c + u * kWarp, acc);
+        }
+        c += U * kWarp;
+    } else {
+        pdl_wait();
+    }
     for (; c + (U - 1) * kWarp < n_chunks; c += U * kWarp) {
         uint4 wv[U];
 #pragma unroll
@@ -461,17 +522,35 @@ cudaError_t launch_attention(const float *q, const int32_t *tok_pos, const int32
                              const int32_t *block_table, const uint16_t *k_cache,
                              const uint16_t *v_cache, const wk_cuda_attn_args *aa, int n_tok,
                              uint16_t *out, cudaStream_t stream) {
-    constexpr int NW = 4;
     dim3 grid((unsigned)n_tok, (unsigned)aa->n_head);
-    attention_kernel<HD, NW><<<grid, NW * kWarp, 0, stream>>>(
-        q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa->n_head, aa->n_head_kv,
-        aa->block_tokens, aa->max_blocks, aa->scale, out);
+    if (n_tok <= 16) {
+        /* few (token, head) blocks: more warps per block so each walks fewer keys in sequence
+         * (small decode batches are latency-bound here) */
+        return launch_maybe_pdl(attention_kernel<HD, 16>, grid, dim3(16 * kWarp), 0, stream, q,
+                                tok_pos, tok_seq, block_table, k_cache, v_cache, aa->n_head,
+                                aa->n_head_kv, aa->block_tokens, aa->max_blocks, aa->scale, out);
+    } else {
+        return launch_maybe_pdl(attention_kernel<HD, 8>, grid, dim3(8 * kWarp), 0, stream, q,
+                                tok_pos, tok_seq, block_table, k_cache, v_cache, aa->n_head,
+                                aa->n_head_kv, aa->block_tokens, aa->max_blocks, aa->scale, out);
+    }
     return cudaGetLastError();
 }
 
 } // namespace
 
+/* process-wide PDL switch (see cuda_ops.h) */
+std::atomic<int> g_pdl{0};
+
 extern "C" {
+
+void wk_cuda_ops_set_pdl(int on) {
+    g_pdl.store(on != 0);
+}
+
+int wk_cuda_ops_pdl(void) {
+    return g_pdl.load();
+}
 
 int wk_cuda_head_dim_supported(int head_dim) {
     return head_dim == 64 || head_dim == 128 || head_dim == 256;
@@ -482,8 +561,7 @@ cudaError_t wk_cuda_embed(const uint16_t *table, const int32_t *ids, int n, int 
     if (n <= 0) {
         return cudaSuccess;
     }
-    embed_kernel<<<n, 256, 0, stream>>>(table, ids, n_embd, out);
-    return cudaGetLastError();
+    return launch_maybe_pdl(embed_kernel, dim3(n), dim3(256), 0, stream, table, ids, n_embd, out);
 }
 
 cudaError_t wk_cuda_add_rmsnorm(float *x, const float *add, const float *w, const int32_t *rows,
@@ -492,8 +570,8 @@ cudaError_t wk_cuda_add_rmsnorm(float *x, const float *add, const float *w, cons
         return cudaSuccess;
     }
     const int threads = n >= 2048 ? 512 : 256;
-    add_rmsnorm_kernel<<<n_out, threads, 0, stream>>>(x, add, w, rows, n, eps, out);
-    return cudaGetLastError();
+    return launch_maybe_pdl(add_rmsnorm_kernel, dim3(n_out), dim3(threads), 0, stream, x, add, w,
+                            rows, n, eps, out);
 }
 
 cudaError_t wk_cuda_rope_store(const float *qkv, const float *bias, const int32_t *tok_pos,
@@ -504,13 +582,15 @@ cudaError_t wk_cuda_rope_store(const float *qkv, const float *bias, const int32_
     if (n_tok <= 0) {
         return cudaSuccess;
     }
-    if (ra->head_dim % 2 != 0 || ra->n_rot % 2 != 0 || ra->n_rot > ra->head_dim) {
+    if (ra->head_dim % 2 != 0 || ra->head_dim > 2048 || ra->n_rot % 2 != 0 ||
+        ra->n_rot > ra->head_dim) {
         return cudaErrorInvalidValue;
     }
-    rope_store_kernel<<<n_tok, 256, 0, stream>>>(
-        qkv, bias, tok_pos, tok_seq, block_table, max_blocks, block_tokens, ra->n_head,
-        ra->n_head_kv, ra->head_dim, ra->n_rot, ra->neox, ra->inv_freq, q_out, k_cache, v_cache);
-    return cudaGetLastError();
+    dim3 grid((unsigned)n_tok, (unsigned)(ra->n_head + ra->n_head_kv));
+    return launch_maybe_pdl(rope_store_kernel, grid, dim3(ra->head_dim / 2), 0, stream, qkv, bias,
+                            tok_pos, tok_seq, block_table, max_blocks, block_tokens, ra->n_head,
+                            ra->n_head_kv, ra->head_dim, ra->n_rot, ra->neox, ra->inv_freq, q_out,
+                            k_cache, v_cache);
 }
 
 cudaError_t wk_cuda_attention(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
@@ -544,8 +624,8 @@ cudaError_t wk_cuda_swiglu(const uint16_t *gu, int n, int n_ff, uint16_t *out,
     if (total <= 0) {
         return cudaSuccess;
     }
-    swiglu_kernel<<<grid_for(total, 256), 256, 0, stream>>>(gu, total, n_ff, out);
-    return cudaGetLastError();
+    return launch_maybe_pdl(swiglu_kernel, dim3(grid_for(total, 256)), dim3(256), 0, stream, gu,
+                            total, n_ff, out);
 }
 
 cudaError_t wk_cuda_f32_to_f16(const float *src, uint16_t *dst, int64_t n, cudaStream_t stream) {
@@ -611,29 +691,29 @@ cudaError_t wk_cuda_gemv(const uint16_t *w, const uint16_t *x, int n_tok, int n_
     const int blocks = (n_out + rows_per_block - 1) / rows_per_block;
     switch (n_tok) {
     case 1:
-        gemv_kernel<1><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
-        break;
+        return launch_maybe_pdl(gemv_kernel<1>, dim3(blocks), dim3(256), 0, stream, w, x, n_in,
+                                n_out, y, y_f16);
     case 2:
-        gemv_kernel<2><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
-        break;
+        return launch_maybe_pdl(gemv_kernel<2>, dim3(blocks), dim3(256), 0, stream, w, x, n_in,
+                                n_out, y, y_f16);
     case 3:
-        gemv_kernel<3><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
-        break;
+        return launch_maybe_pdl(gemv_kernel<3>, dim3(blocks), dim3(256), 0, stream, w, x, n_in,
+                                n_out, y, y_f16);
     case 4:
-        gemv_kernel<4><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
-        break;
+        return launch_maybe_pdl(gemv_kernel<4>, dim3(blocks), dim3(256), 0, stream, w, x, n_in,
+                                n_out, y, y_f16);
     case 5:
-        gemv_kernel<5><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
-        break;
+        return launch_maybe_pdl(gemv_kernel<5>, dim3(blocks), dim3(256), 0, stream, w, x, n_in,
+                                n_out, y, y_f16);
     case 6:
-        gemv_kernel<6><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
-        break;
+        return launch_maybe_pdl(gemv_kernel<6>, dim3(blocks), dim3(256), 0, stream, w, x, n_in,
+                                n_out, y, y_f16);
     case 7:
-        gemv_kernel<7><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
-        break;
+        return launch_maybe_pdl(gemv_kernel<7>, dim3(blocks), dim3(256), 0, stream, w, x, n_in,
+                                n_out, y, y_f16);
     default:
-        gemv_kernel<8><<<blocks, 256, 0, stream>>>(w, x, n_in, n_out, y, y_f16);
-        break;
+        return launch_maybe_pdl(gemv_kernel<8>, dim3(blocks), dim3(256), 0, stream, w, x, n_in,
+                                n_out, y, y_f16);
     }
     return cudaGetLastError();
 }

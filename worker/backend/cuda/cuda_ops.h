@@ -32,6 +32,18 @@
 extern "C" {
 #endif
 
+/*
+ * Programmatic dependent launch (sm_90+). When on, the decode-path kernels (embedding, norms,
+ * RoPE/KV store, attention, SwiGLU, GEMVs) are launched so that each may be scheduled while
+ * its predecessor drains: every kernel waits (griddepcontrol.wait) before reading what earlier
+ * kernels wrote, and the GEMVs stream their first weight chunks before that wait, hiding the
+ * kernel-boundary bubble that dominates small decode steps. Process-wide switch (a hardware
+ * feature flag, not per-instance state): set it while no launch is in flight; default off.
+ * Launches recorded into a CUDA graph keep the mode they were captured with.
+ */
+void wk_cuda_ops_set_pdl(int on);
+int wk_cuda_ops_pdl(void);
+
 /* Head dimensions the attention kernels are compiled for. */
 int wk_cuda_head_dim_supported(int head_dim);
 
@@ -141,6 +153,27 @@ cudaError_t wk_cuda_read_probe(const void *src, int64_t n16, float *sink, cudaSt
 #define WK_CUDA_GEMV_MAX_TOK 8
 cudaError_t wk_cuda_gemv(const uint16_t *w, const uint16_t *x, int n_tok, int n_in, int n_out,
                          void *y, int y_f16, cudaStream_t stream);
+
+/*
+ * Fused skinny GEMV for decode steps (cuda_gemv_fused.cu): y = op_x(x) . W^T with the input
+ * transform and the output mode folded into the GEMV, saving the separate norm / SwiGLU /
+ * residual-add kernels (3 launches per layer):
+ *   x_mode WK_CUDA_X_F16:     x (n_tok, n_in) f16, used as is
+ *   x_mode WK_CUDA_X_RMSNORM: x (n_tok, n_in) f32, input = x / sqrt(mean(x^2) + eps) * norm_w
+ *                             (norm_w: (n_in) f32; each block recomputes the row norms)
+ *   x_mode WK_CUDA_X_SWIGLU:  x (n_tok, 2 n_in) f16 [gate | up], input = silu(gate) * up
+ *   y_mode WK_CUDA_Y_F32 / WK_CUDA_Y_F16: y (n_tok, n_out) written
+ *   y_mode WK_CUDA_Y_ADD_F32: y (n_tok, n_out) f32, y += result (residual add; every element is
+ *                             owned by exactly one warp, so no atomics)
+ * Compiled combinations (x_mode, y_mode): (RMSNORM, F32), (RMSNORM, F16), (F16, ADD_F32),
+ * (SWIGLU, ADD_F32); any other returns cudaErrorInvalidValue. 1 <= n_tok <=
+ * WK_CUDA_GEMV_MAX_TOK, n_in a multiple of 8, x/y/norm_w 16-byte aligned.
+ */
+enum { WK_CUDA_X_F16 = 0, WK_CUDA_X_RMSNORM = 1, WK_CUDA_X_SWIGLU = 2 };
+enum { WK_CUDA_Y_F32 = 0, WK_CUDA_Y_F16 = 1, WK_CUDA_Y_ADD_F32 = 2 };
+cudaError_t wk_cuda_gemv_fused(const uint16_t *w, const void *x, int x_mode, const float *norm_w,
+                               float eps, int n_tok, int n_in, int n_out, void *y, int y_mode,
+                               cudaStream_t stream);
 
 #ifdef __cplusplus
 }
