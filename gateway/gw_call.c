@@ -60,6 +60,9 @@ struct gw_call {
     int final_sent;
     cm_buf pending, sending;
     uint32_t n_done;
+    cm_series *pending_gauge; /* sluice_gateway_pending_requests{model}; NULL once answered */
+    h2o_linklist_t cold;      /* in t->cold_waiters while waiting for a worker to appear */
+    int64_t cold_until_ms;    /* end of that wait (mono ms); 0 = not waited yet */
     choice ch[];
 };
 
@@ -109,6 +112,8 @@ static void on_timer_closed(uv_handle_t *h) {
 static void maybe_free(gw_call *c) {
     if (c->req != NULL || c->n_active > 0 || c->rl_pending || c->closing)
         return;
+    if (h2o_linklist_is_linked(&c->cold))
+        h2o_linklist_unlink(&c->cold);
     c->closing = 1;
     c->t->calls--;
     cm_series_add(c->t->srv->metrics.inflight, -1);
@@ -127,6 +132,12 @@ static void call_finish(gw_call *c, int status) {
     c->finished = 1;
     c->status = status;
     uv_timer_stop(&c->timer);
+    if (h2o_linklist_is_linked(&c->cold))
+        h2o_linklist_unlink(&c->cold);
+    if (c->pending_gauge != NULL) {
+        cm_series_add(c->pending_gauge, -1);
+        c->pending_gauge = NULL;
+    }
     for (uint32_t i = 0; i < c->rq.n; i++) {
         if (i == 0)
             prompt = c->ch[i].prompt_tokens;
@@ -181,7 +192,7 @@ static void on_req_dispose(void *p) {
 }
 
 static void add_rl_headers(gw_call *c) {
-    char v[24];
+    char v[32];
     if (!c->have_verdict || c->req == NULL)
         return;
     if (c->verdict.limit_requests >= 0) {
@@ -189,6 +200,10 @@ static void add_rl_headers(gw_call *c) {
         gw_http_add_header(c->req, "x-ratelimit-limit-requests", v);
         snprintf(v, sizeof v, "%" PRId64, c->verdict.remaining_requests);
         gw_http_add_header(c->req, "x-ratelimit-remaining-requests", v);
+        if (c->verdict.reset_requests_ms >= 0) {
+            gw_format_duration(c->verdict.reset_requests_ms, v, sizeof v);
+            gw_http_add_header(c->req, "x-ratelimit-reset-requests", v);
+        }
     }
     if (c->verdict.limit_tokens >= 0) {
         snprintf(v, sizeof v, "%" PRId64, c->verdict.limit_tokens);
@@ -196,6 +211,10 @@ static void add_rl_headers(gw_call *c) {
         snprintf(v, sizeof v, "%" PRId64,
                  c->verdict.remaining_tokens < 0 ? (int64_t)0 : c->verdict.remaining_tokens);
         gw_http_add_header(c->req, "x-ratelimit-remaining-tokens", v);
+        if (c->verdict.reset_tokens_ms >= 0) {
+            gw_format_duration(c->verdict.reset_tokens_ms, v, sizeof v);
+            gw_http_add_header(c->req, "x-ratelimit-reset-tokens", v);
+        }
     }
 }
 
@@ -362,17 +381,34 @@ static uint64_t affinity_of(const gw_request *rq) {
 static void route_and_submit(gw_call *c, const gw_worker *exclude) {
     gw_error e;
     gw_worker *w = NULL;
-    cm_err rv =
-        gw_pool_pick(&c->t->srv->pool, c->rq.model, affinity_of(&c->rq), exclude, &w, c->served);
-    if (rv == CM_ERR_NOT_FOUND) {
+    gw_pool *pool = &c->t->srv->pool;
+    uint32_t cold_ms = c->t->srv->cfg->cold_start_wait_ms;
+    cm_err rv = gw_pool_pick(pool, c->rq.model, affinity_of(&c->rq), exclude, &w, c->served);
+    if (rv == CM_ERR_NOT_FOUND && !gw_pool_has_model(pool, c->rq.model)) {
         gw_error_set(&e, 404, GW_ERRT_INVALID, "model_not_found", "model",
                      "The model '%s' does not exist or has no worker", c->rq.model);
         call_fail(c, &e);
         return;
     }
     if (rv != CM_OK) {
+        /* A known model with no usable worker: wait for one (scale from zero) on the first
+         * routing only, up to cold_start_wait_ms; the deadline timer still bounds it. */
+        if (exclude == NULL && cold_ms > 0 && !atomic_load(&c->t->srv->stopping)) {
+            int64_t now = cm_clock_mono_ms();
+            if (c->cold_until_ms == 0)
+                c->cold_until_ms = now + cold_ms;
+            if (now < c->cold_until_ms) {
+                if (!h2o_linklist_is_linked(&c->cold))
+                    h2o_linklist_insert(&c->t->cold_waiters, &c->cold);
+                gw_thread_cold_wake(c->t);
+                return;
+            }
+        }
         gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "no_capacity", NULL,
-                     "no worker of model '%s' is available; retry later", c->rq.model);
+                     c->cold_until_ms != 0
+                         ? "no worker of model '%s' became available in time; retry later"
+                         : "no worker of model '%s' is available; retry later",
+                     c->rq.model);
         e.retry_after_s = 1;
         call_fail(c, &e);
         return;
@@ -559,6 +595,11 @@ void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request
     c->timer.data = c;
     t->calls++;
     cm_series_add(s->metrics.inflight, 1);
+    if (cm_metric_series(s->metrics.pending, (const char *const[]){c->rq.model},
+                         &c->pending_gauge) == CM_OK)
+        cm_series_add(c->pending_gauge, 1);
+    else
+        c->pending_gauge = NULL;
     timeout_ms = parse_timeout_header(req, cfg->deadline_ms, cfg->max_deadline_ms);
     c->deadline_unix_ms = (uint64_t)cm_clock_unix_ms() + timeout_ms;
     uv_timer_start(&c->timer, on_deadline, timeout_ms, 0);
@@ -574,7 +615,9 @@ void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request
                            .limit_requests = -1,
                            .remaining_requests = -1,
                            .limit_tokens = -1,
-                           .remaining_tokens = -1};
+                           .remaining_tokens = -1,
+                           .reset_requests_ms = -1,
+                           .reset_tokens_ms = -1};
         c->rl_pending = 1;
         on_admitted(c, &v);
     }
@@ -776,4 +819,28 @@ void gw_call_probe_disconnects(gw_thread *t) {
         gw_http_send_error(c->req, c->rid, &e);
         maybe_free(c);
     }
+}
+
+size_t gw_call_cold_tick(gw_thread *t) {
+    h2o_linklist_t list;
+    size_t left = 0;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, &t->cold_waiters);
+    while (!h2o_linklist_is_empty(&list)) {
+        gw_call *c = H2O_STRUCT_FROM_MEMBER(gw_call, cold, list.next);
+        h2o_linklist_unlink(&c->cold);
+        if (c->req != NULL && !c->finished && http1_peer_gone(c->req)) {
+            gw_error e;
+            call_finish(c, 499);
+            gw_error_set(&e, 499, GW_ERRT_INVALID, "client_closed_request", NULL,
+                         "the client closed the connection");
+            gw_http_send_error(c->req, c->rid, &e);
+        } else if (c->req != NULL && !c->finished) {
+            route_and_submit(c, NULL); /* relinks c while it still has to wait */
+        }
+        maybe_free(c);
+    }
+    for (h2o_linklist_t *l = t->cold_waiters.next; l != &t->cold_waiters; l = l->next)
+        left++;
+    return left;
 }

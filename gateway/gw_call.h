@@ -36,4 +36,12 @@ void gw_call_on_lost(gw_thread *t, gw_worker *w, uint32_t epoch);
  */
 void gw_call_probe_disconnects(gw_thread *t);
 
+/*
+ * gw_call_cold_tick retries routing for the calls of t waiting for a worker of a known model
+ * to appear (cold_start_wait_ms > 0): routes those that now have one, answers 503 (with
+ * Retry-After) to those whose wait ran out, drops those whose client left. Returns the number
+ * still waiting (the caller stops its timer at 0). Loop thread only.
+ */
+size_t gw_call_cold_tick(gw_thread *t);
+
 #endif /* GW_CALL_H */

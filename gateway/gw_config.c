@@ -40,6 +40,9 @@ static const cyaml_schema_field_t worker_fields[] = {
 static const cyaml_schema_value_t worker_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, gw_worker_cfg, worker_fields)};
 
+static const cyaml_schema_value_t model_name_schema = {
+    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 1, 127)};
+
 static const cyaml_schema_field_t top_fields[] = {
     CYAML_FIELD_STRING_PTR("listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, listen, 1,
                            255),
@@ -71,6 +74,10 @@ static const cyaml_schema_field_t top_fields[] = {
                          &tenant_schema, 0, 10000),
     CYAML_FIELD_SEQUENCE("workers", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, workers,
                          &worker_schema, 0, 256),
+    CYAML_FIELD_SEQUENCE("models", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, models,
+                         &model_name_schema, 0, 64),
+    CYAML_FIELD_UINT("cold_start_wait_ms", CYAML_FLAG_OPTIONAL, gw_config, cold_start_wait_ms),
+    CYAML_FIELD_UINT("model_memory_ms", CYAML_FLAG_OPTIONAL, gw_config, model_memory_ms),
     CYAML_FIELD_STRING_PTR("log_level", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
                            log_level, 1, 15),
     CYAML_FIELD_BOOL("log_json", CYAML_FLAG_OPTIONAL, gw_config, log_json),
@@ -113,6 +120,7 @@ static void fill_defaults(gw_config *c) {
     DEF(redis_timeout_ms, 200);
     DEF(lease_ttl_ms, 300000);
     DEF(discovery_interval_ms, 1000);
+    DEF(model_memory_ms, 600000);
 #undef DEF
 }
 
@@ -125,6 +133,8 @@ static cm_err validate(void *data, cm_config_check *chk, void *arg) {
         return cm_config_reject(chk, "limits.max_n", "must be at most 64");
     if (c->threads > 64)
         return cm_config_reject(chk, "threads", "must be at most 64");
+    if (c->cold_start_wait_ms > 600000)
+        return cm_config_reject(chk, "cold_start_wait_ms", "must be at most 600000");
     if (c->log_level != NULL && cm_log_parse_level(c->log_level) < 0)
         return cm_config_reject(chk, "log_level", "must be debug, info, warn or error");
     return CM_OK;
@@ -138,7 +148,8 @@ static void usage(FILE *f) {
                "                      [--fail-open | --fail-closed] [--discovery] "
                "[--max-inflight N]\n"
                "                      [--default-rpm N] [--default-tpm N] "
-               "[--default-concurrency N]\n");
+               "[--default-concurrency N]\n"
+               "                      [--model NAME]... [--cold-start-wait-ms N]\n");
 }
 
 static int parse_u32(const char *s, uint32_t *out) {
@@ -170,7 +181,9 @@ enum {
     OPT_TPM,
     OPT_CONC,
     OPT_METRICS,
-    OPT_REDIS_KEYS
+    OPT_REDIS_KEYS,
+    OPT_MODEL,
+    OPT_COLD_WAIT
 };
 
 cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t errlen) {
@@ -191,6 +204,8 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         {"default-tpm", required_argument, NULL, OPT_TPM},
         {"default-concurrency", required_argument, NULL, OPT_CONC},
         {"metrics-listen", required_argument, NULL, OPT_METRICS},
+        {"model", required_argument, NULL, OPT_MODEL},
+        {"cold-start-wait-ms", required_argument, NULL, OPT_COLD_WAIT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     gw_config *c = NULL;
@@ -256,6 +271,28 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
             c->workers_count++;
             break;
         }
+        case OPT_MODEL: {
+            char **nm;
+            size_t len = strlen(optarg);
+            if (len == 0 || len >= 128 || c->models_count >= 64) {
+                snprintf(err, errlen, "--model '%.64s': names are 1..127 bytes, at most 64 models",
+                         optarg);
+                rv = CM_ERR_CONFIG;
+                goto fail;
+            }
+            nm = realloc(c->models, (c->models_count + 1) * sizeof *nm);
+            if (nm == NULL) {
+                rv = CM_ERR_NOMEM;
+                goto fail;
+            }
+            c->models = nm;
+            if ((c->models[c->models_count] = dup_str(optarg)) == NULL) {
+                rv = CM_ERR_NOMEM;
+                goto fail;
+            }
+            c->models_count++;
+            break;
+        }
         case 'k': {
             char **nk = realloc(c->cli_keys, (c->cli_keys_count + 1) * sizeof *nk);
             if (nk == NULL || optarg[0] == '\0') {
@@ -274,6 +311,7 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         case OPT_RPM:
         case OPT_TPM:
         case OPT_CONC:
+        case OPT_COLD_WAIT:
             if (parse_u32(optarg, &v) != 0) {
                 snprintf(err, errlen, "option '%s' needs a non-negative integer, got '%s'",
                          argv[optind - 2 >= 0 ? optind - 2 : 0], optarg);
@@ -288,6 +326,8 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
                 c->default_rpm = v;
             else if (o == OPT_TPM)
                 c->default_tpm = v;
+            else if (o == OPT_COLD_WAIT)
+                c->cold_start_wait_ms = v > 600000 ? 600000 : v;
             else
                 c->default_max_concurrency = v;
             break;

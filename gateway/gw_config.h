@@ -51,6 +51,11 @@ typedef struct gw_config {
     unsigned tenants_count;
     gw_worker_cfg *workers;
     unsigned workers_count;
+    char **models; /* known with zero live workers (scale from zero); also --model NAME */
+    unsigned models_count;
+    uint32_t cold_start_wait_ms; /* known model, no live worker: wait this long (0 = 503 now) */
+    uint32_t model_memory_ms;    /* a registry model stays known this long after its last
+                                    worker left */
 
     char *log_level; /* debug|info|warn|error */
     bool log_json;

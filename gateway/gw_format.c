@@ -2,6 +2,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 cm_err gw_buf_json_str(cm_buf *out, const char *s, size_t len) {
@@ -271,4 +272,39 @@ cm_err gw_format_error_event(cm_buf *out, const gw_error *e) {
     if (rv == CM_OK)
         rv = cm_buf_append_str(out, "\n\n");
     return rv;
+}
+
+size_t gw_format_duration(int64_t ms, char *out, size_t cap) {
+    char frac[8] = "";
+    int64_t h, m, sec, rest;
+    size_t len = 0;
+    int n;
+    if (cap == 0)
+        return 0;
+    if (ms < 0)
+        ms = 0;
+    if (ms > 0 && ms < 1000) {
+        n = snprintf(out, cap, "%lldms", (long long)ms);
+        return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+    }
+    h = ms / 3600000;
+    m = ms / 60000 % 60;
+    sec = ms / 1000 % 60;
+    rest = ms % 1000;
+    if (rest > 0) {
+        /* ".5", ".25", ".125": milliseconds without trailing zeros */
+        snprintf(frac, sizeof frac, ".%03lld", (long long)rest);
+        for (size_t k = strlen(frac); k > 1 && frac[k - 1] == '0'; k--)
+            frac[k - 1] = '\0';
+    }
+    if (h > 0)
+        n = snprintf(out, cap, "%lldh%lldm%lld%ss", (long long)h, (long long)m, (long long)sec,
+                     frac);
+    else if (m > 0)
+        n = snprintf(out, cap, "%lldm%lld%ss", (long long)m, (long long)sec, frac);
+    else
+        n = snprintf(out, cap, "%lld%ss", (long long)sec, frac);
+    if (n > 0)
+        len = (size_t)n >= cap ? cap - 1 : (size_t)n;
+    return len;
 }

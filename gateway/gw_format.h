@@ -67,4 +67,11 @@ cm_err gw_format_error_event(cm_buf *out, const gw_error *e);
 /* Appends s (len bytes) as a quoted JSON string. */
 cm_err gw_buf_json_str(cm_buf *out, const char *s, size_t len);
 
+/*
+ * gw_format_duration writes ms as an OpenAI rate-limit reset duration (Go duration syntax):
+ * "17ms", "1s", "1.5s", "6m0s", "1h0m0s". Negative is written as "0s". Returns the length
+ * (truncated to cap - 1 like snprintf; 32 bytes always suffice).
+ */
+size_t gw_format_duration(int64_t ms, char *out, size_t cap);
+
 #endif /* GW_FORMAT_H */

@@ -46,6 +46,10 @@ cm_err gw_metrics_init(gw_metrics *m) {
     CHECK(cm_metrics_gauge(m->reg, "sluice_gateway_worker_running",
                            "Requests running on the worker (its last Stats).", w_labels,
                            &m->worker_running));
+    CHECK(cm_metrics_gauge(m->reg, "sluice_gateway_pending_requests",
+                           "Requests for the model admitted and not yet answered, including "
+                           "those waiting for a worker to appear (scale from zero).",
+                           (const char *const[]){"model", NULL}, &m->pending));
     CHECK(cm_metrics_gauge(m->reg, "sluice_gateway_inflight", "Requests in flight.", NULL, &f));
     CHECK(cm_metric_series(f, NULL, &m->inflight));
     CHECK(cm_metrics_counter(m->reg, "sluice_gateway_redis_errors_total",

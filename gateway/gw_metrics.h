@@ -22,6 +22,7 @@ typedef struct gw_metrics {
     cm_metric *worker_inflight;   /* gauge {model, address} */
     cm_metric *worker_waiting;    /* gauge {model, address} */
     cm_metric *worker_running;    /* gauge {model, address} */
+    cm_metric *pending;           /* gauge {model}: admitted, not yet answered */
     cm_series *inflight;          /* gauge */
     cm_series *redis_errors;      /* counter */
     cm_series *retries;           /* counter */

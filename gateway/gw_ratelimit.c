@@ -16,21 +16,27 @@
  * KEYS: 1 requests zset, 2 tokens hash (per-second buckets), 3 leases zset.
  * ARGV: 1 now_ms, 2 rpm, 3 tpm, 4 max_concurrency, 5 tokens, 6 lease, 7 lease_ttl_ms.
  * Returns {allowed, which (0 none, 1 requests, 2 tokens, 3 concurrency), retry_after_s,
- *          remaining_requests, remaining_tokens}.
+ *          remaining_requests, remaining_tokens, reset_requests_ms, reset_tokens_ms}.
+ * reset_*: ms until the oldest request (token bucket) counted in the window leaves it, i.e.
+ * until the remaining figure grows again (60000 when the window held nothing); -1 = no limit.
  * Everything is checked before anything is recorded, so a refusal consumes nothing.
  */
 static const char ADMIT_LUA[] =
     "local now=tonumber(ARGV[1]) local rpm=tonumber(ARGV[2]) local tpm=tonumber(ARGV[3])\n"
     "local conc=tonumber(ARGV[4]) local tok=tonumber(ARGV[5]) local ttl=tonumber(ARGV[7])\n"
-    "local rem_r=-1 local rem_t=-1\n"
+    "local rem_r=-1 local rem_t=-1 local rs_r=-1 local rs_t=-1\n"
     "if rpm>0 then\n"
     "  redis.call('ZREMRANGEBYSCORE',KEYS[1],'-inf',now-60000)\n"
     "  local n=redis.call('ZCARD',KEYS[1])\n"
-    "  if n>=rpm then\n"
+    "  rs_r=60000\n"
+    "  if n>0 then\n"
     "    local o=redis.call('ZRANGE',KEYS[1],0,0,'WITHSCORES')\n"
-    "    local ra=math.ceil((tonumber(o[2])+60000-now)/1000)\n"
+    "    rs_r=tonumber(o[2])+60000-now if rs_r<1 then rs_r=1 end\n"
+    "  end\n"
+    "  if n>=rpm then\n"
+    "    local ra=math.ceil(rs_r/1000)\n"
     "    if ra<1 then ra=1 end\n"
-    "    return {0,1,ra,0,-1}\n"
+    "    return {0,1,ra,0,-1,rs_r,-1}\n"
     "  end\n"
     "  rem_r=rpm-n-1\n"
     "end\n"
@@ -41,20 +47,21 @@ static const char ADMIT_LUA[] =
     "    if s<=sec-60 then redis.call('HDEL',KEYS[2],h[i])\n"
     "    else used=used+tonumber(h[i+1]) if s<oldest then oldest=s end end\n"
     "  end\n"
+    "  rs_t=(oldest+60)*1000-now if rs_t<1 then rs_t=1 end\n"
     "  if used+tok>tpm and used>0 then\n"
     "    local ra=oldest+61-sec if ra<1 then ra=1 end\n"
-    "    return {0,2,ra,rem_r,tpm-used}\n"
+    "    return {0,2,ra,rem_r,tpm-used,rs_r,rs_t}\n"
     "  end\n"
     "  rem_t=tpm-used-tok\n"
     "end\n"
     "if conc>0 then\n"
     "  redis.call('ZREMRANGEBYSCORE',KEYS[3],'-inf',now)\n"
-    "  if redis.call('ZCARD',KEYS[3])>=conc then return {0,3,1,rem_r,rem_t} end\n"
+    "  if redis.call('ZCARD',KEYS[3])>=conc then return {0,3,1,rem_r,rem_t,rs_r,rs_t} end\n"
     "  redis.call('ZADD',KEYS[3],now+ttl,ARGV[6]) redis.call('PEXPIRE',KEYS[3],ttl)\n"
     "end\n"
     "if rpm>0 then redis.call('ZADD',KEYS[1],now,ARGV[6]) redis.call('PEXPIRE',KEYS[1],61000) end\n"
     "if tpm>0 then redis.call('HINCRBY',KEYS[2],sec,tok) redis.call('PEXPIRE',KEYS[2],62000) end\n"
-    "return {1,0,0,rem_r,rem_t}\n";
+    "return {1,0,0,rem_r,rem_t,rs_r,rs_t}\n";
 
 /* KEYS: 1 tokens hash, 2 leases zset. ARGV: 1 now_ms, 2 correction, 3 lease. */
 static const char FINISH_LUA[] =
@@ -262,6 +269,7 @@ static void fail_verdict(gw_ratelimit *rl, gw_rl_verdict *v) {
     v->limit = "redis";
     v->retry_after_s = 1;
     v->limit_requests = v->remaining_requests = v->limit_tokens = v->remaining_tokens = -1;
+    v->reset_requests_ms = v->reset_tokens_ms = -1;
 }
 
 static void on_pend_closed(uv_handle_t *h) {
@@ -313,7 +321,7 @@ static void on_admit_reply(redisAsyncContext *ac, void *r, void *priv) {
         return;
     }
     if (!p->answered) {
-        if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 5) {
+        if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 7) {
             static const char *const names[] = {"none", "requests", "tokens", "concurrency"};
             long long which = reply->element[1]->integer;
             memset(&v, 0, sizeof v);
@@ -324,6 +332,8 @@ static void on_admit_reply(redisAsyncContext *ac, void *r, void *priv) {
             v.remaining_requests = reply->element[3]->integer;
             v.limit_tokens = p->tenant.tpm ? (int64_t)p->tenant.tpm : -1;
             v.remaining_tokens = reply->element[4]->integer;
+            v.reset_requests_ms = v.limit_requests >= 0 ? reply->element[5]->integer : -1;
+            v.reset_tokens_ms = v.limit_tokens >= 0 ? reply->element[6]->integer : -1;
             pend_answer(p, &v);
         } else {
             note_error(p->rl, reply == NULL ? "connection lost" : "bad reply");

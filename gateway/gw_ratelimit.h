@@ -37,6 +37,9 @@ typedef struct gw_rl_verdict {
     int retry_after_s; /* when refused */
     int64_t limit_requests, remaining_requests; /* -1 = unlimited/unknown */
     int64_t limit_tokens, remaining_tokens;
+    /* ms until the oldest request / token bucket counted in the one-minute window leaves it
+     * (the remaining figure grows again); -1 = unlimited/unknown */
+    int64_t reset_requests_ms, reset_tokens_ms;
 } gw_rl_verdict;
 
 /* Called exactly once per gw_ratelimit_admit, on the loop thread (possibly before

@@ -14,6 +14,7 @@
 
 #include "cm_clock.h"
 #include "cm_log.h"
+#include "gw_bodylimit.h"
 #include "gw_call.h"
 #include "gw_discovery.h"
 #include "gw_format.h"
@@ -150,7 +151,7 @@ static int path_is(h2o_req_t *req, const char *path) {
     return plen == n && memcmp(req->path_normalized.base, path, n) == 0;
 }
 
-static void request_id_of(gw_server *s, h2o_req_t *req, char *out, size_t cap) {
+void gw_server_request_id(gw_server *s, h2o_req_t *req, char *out, size_t cap) {
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
     if (i >= 0) {
         h2o_iovec_t v = req->headers.entries[i].value;
@@ -400,14 +401,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     gw_error e;
     (void)self;
-    request_id_of(s, req, rid, sizeof rid);
+    gw_server_request_id(s, req, rid, sizeof rid);
     if (path_is(req, "/health")) {
         send_simple(s, req, rid, "/health", 200, "{\"status\":\"ok\"}");
         return 0;
     }
     if (path_is(req, "/ready")) {
-        int ok =
-            redis_usable(s) && gw_pool_usable_count(&s->pool) > 0 && !atomic_load(&s->stopping);
+        /* With cold_start_wait_ms, requests for a known model wait for a worker, so the
+         * gateway takes traffic with zero workers (scale from zero). */
+        int ok = redis_usable(s) &&
+                 (gw_pool_usable_count(&s->pool) > 0 || s->cfg->cold_start_wait_ms > 0) &&
+                 !atomic_load(&s->stopping);
         send_simple(s, req, rid, "/ready", ok ? 200 : 503,
                     ok ? "{\"status\":\"ready\"}" : "{\"status\":\"not ready\"}");
         return 0;
@@ -514,10 +518,24 @@ static void on_stop_async(uv_async_t *a) {
     uv_timer_init(&t->loop, &t->drain_timer);
     t->drain_timer.data = t;
     uv_timer_start(&t->drain_timer, on_drain_timer, 0, 50);
+    /* Requests waiting for a worker to appear get their 503 now (another replica may have
+     * one), instead of holding the drain until their wait runs out. */
+    if (!h2o_linklist_is_empty(&t->cold_waiters))
+        gw_call_cold_tick(t);
 }
 
 static void on_probe_timer(uv_timer_t *timer) {
     gw_call_probe_disconnects(timer->data);
+}
+
+static void on_cold_timer(uv_timer_t *timer) {
+    if (gw_call_cold_tick(timer->data) == 0)
+        uv_timer_stop(timer);
+}
+
+void gw_thread_cold_wake(gw_thread *t) {
+    if (!uv_is_active((uv_handle_t *)&t->cold_timer))
+        uv_timer_start(&t->cold_timer, on_cold_timer, 50, 50);
 }
 
 static void *thread_main(void *arg) {
@@ -567,6 +585,9 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
     uv_timer_init(&t->loop, &t->probe_timer);
     t->probe_timer.data = t;
     uv_timer_start(&t->probe_timer, on_probe_timer, 200, 200);
+    uv_timer_init(&t->loop, &t->cold_timer);
+    t->cold_timer.data = t;
+    h2o_linklist_init_anchor(&t->cold_waiters);
     if (s->cfg->redis_url != NULL) {
         cm_err rv = gw_ratelimit_create(&t->loop, s->cfg, &s->metrics, &s->redis_ok, &t->rl);
         if (rv != CM_OK) {
@@ -623,6 +644,16 @@ cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t
         goto fail;
     if ((rv = gw_pool_init(&s->pool, s->instance_id, on_worker_event, on_worker_lost, s)) != CM_OK)
         goto fail;
+    s->pool.model_memory_ms = cfg->model_memory_ms;
+    for (unsigned i = 0; i < cfg->models_count; i++) {
+        cm_series *ps;
+        if ((rv = gw_pool_add_known(&s->pool, cfg->models[i])) != CM_OK) {
+            snprintf(err, errlen, "model '%s': %s", cfg->models[i], cm_strerror(rv));
+            goto fail;
+        }
+        /* The series exists (at 0) before the first request: autoscalers read it. */
+        cm_metric_series(s->metrics.pending, (const char *const[]){cfg->models[i]}, &ps);
+    }
     for (unsigned i = 0; i < cfg->workers_count; i++) {
         rv = gw_pool_add(&s->pool, cfg->workers[i].model, cfg->workers[i].address, 1, NULL);
         if (rv != CM_OK) {
@@ -634,10 +665,17 @@ cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t
     if ((rv = setup_tls(s, err, errlen)) != CM_OK)
         goto fail;
     h2o_config_init(&s->h2o);
+    s->h2o_inited = 1;
     s->h2o.server_name = h2o_iovec_init(H2O_STRLIT("sluice-gateway"));
-    /* h2o answers bodies far past the limit itself; the rest get our OpenAI 413. */
+    /* Bodies up to twice the limit are read whole, so the handler answers the OpenAI 413 and
+     * the connection stays usable. h2o refuses larger ones itself (before reading the body,
+     * so it never buffers more than this): gw_bodylimit rewrites that plain 413 into the same
+     * JSON. Not max_body_bytes + 1: h2o 2.2.5 then closes the connection with the body unread
+     * (no lingering close), and a client still uploading a body just over the limit would get
+     * a reset instead of the answer. */
     s->h2o.max_request_entity_size = cfg->limits.max_body_bytes * 2 + 65536;
     host = h2o_config_register_host(&s->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    gw_bodylimit_register(&host->fallback_path, s);
     path = h2o_config_register_path(host, "/", 0);
     handler = h2o_create_handler(path, sizeof *handler);
     handler->on_req = on_req;
@@ -691,6 +729,9 @@ void gw_server_destroy(gw_server *s) {
     }
     if (atomic_load(&s->pool.n_workers) > 0 || s->pool.on_event != NULL)
         gw_pool_fini(&s->pool);
+    /* Hosts, paths, handlers and filters (the loops, which used them, have ended). */
+    if (s->h2o_inited)
+        h2o_config_dispose(&s->h2o);
     gw_auth_fini(&s->auth);
     gw_metrics_fini(&s->metrics);
     if (s->ssl != NULL)

@@ -49,6 +49,8 @@ typedef struct gw_thread {
     uv_async_t stop_async;
     uv_timer_t probe_timer; /* gw_call_probe_disconnects, every 200 ms */
     uv_timer_t drain_timer; /* while stopping: ends the loop when calls == 0 or at the deadline */
+    uv_timer_t cold_timer;  /* gw_call_cold_tick every 50 ms while cold_waiters is not empty */
+    h2o_linklist_t cold_waiters; /* calls waiting for a worker of a known model to appear */
     int draining;
     int64_t drain_deadline_ms;
     h2o_accept_ctx_t accept_ctx;
@@ -74,6 +76,7 @@ typedef struct gw_thread {
 struct gw_server {
     const gw_config *cfg; /* borrowed, read-only */
     h2o_globalconf_t h2o;
+    int h2o_inited; /* h2o_config_init ran: gw_server_destroy disposes it */
     gw_pool pool;
     gw_auth auth;
     gw_metrics metrics;
@@ -98,10 +101,15 @@ cm_err gw_server_run(gw_server *s);
 void gw_server_stop(gw_server *s);
 void gw_server_destroy(gw_server *s);
 
+/* gw_server_request_id writes req's x-request-id when it is valid, else a new id. */
+void gw_server_request_id(gw_server *s, h2o_req_t *req, char *out, size_t cap);
+
 /* Internal, for gw_call.c and gw_http.c (loop thread only). */
 int gw_thread_slot_alloc(gw_thread *t, gw_call *call, uint32_t choice, uint64_t *id_out);
 void gw_thread_slot_free(gw_thread *t, uint64_t id);
 gw_slot *gw_thread_slot_find(gw_thread *t, uint64_t id);
+/* gw_thread_cold_wake starts t's cold_timer (gw_call_cold_tick) unless it runs already. */
+void gw_thread_cold_wake(gw_thread *t);
 /* Thread index carried in a wire request id. */
 #define GW_ID_THREAD(id) ((int)((id) >> 56))
 

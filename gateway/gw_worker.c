@@ -129,6 +129,7 @@ cm_err gw_pool_init(gw_pool *p, const char *instance_id, gw_event_fn on_event, g
     p->on_event = on_event;
     p->on_lost = on_lost;
     p->cb_arg = cb_arg;
+    p->model_memory_ms = 600000;
     snprintf(p->instance_id, sizeof p->instance_id, "%s", instance_id ? instance_id : "");
     return CM_OK;
 }
@@ -243,6 +244,7 @@ done:
 void gw_pool_mark_gone(gw_pool *p, gw_worker *w) {
     pthread_mutex_lock(&p->mu);
     if (!w->is_static && !atomic_load(&w->gone)) {
+        atomic_store(&w->gone_ms, cm_clock_mono_ms());
         atomic_store(&w->gone, 1);
         if (w->dialing) {
             nng_dialer_close(w->dialer);
@@ -326,13 +328,64 @@ cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_w
     return CM_OK;
 }
 
+cm_err gw_pool_add_known(gw_pool *p, const char *model) {
+    cm_err rv = CM_OK;
+    if (model == NULL || model[0] == '\0' || strlen(model) >= GW_NAME_MAX)
+        return CM_ERR_INVALID;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->n_known; i++)
+        if (strcmp(p->known[i], model) == 0)
+            goto done;
+    if (p->n_known >= GW_POOL_MAX_KNOWN) {
+        rv = CM_ERR_LIMIT;
+        goto done;
+    }
+    snprintf(p->known[p->n_known++], GW_NAME_MAX, "%s", model);
+done:
+    pthread_mutex_unlock(&p->mu);
+    return rv;
+}
+
+/* 1 when w makes its model known now (pool->mu held). */
+static int worker_knows(const gw_pool *p, const gw_worker *w, int64_t now_ms) {
+    if (!atomic_load(&w->gone))
+        return 1;
+    return now_ms - atomic_load(&w->gone_ms) < p->model_memory_ms;
+}
+
 int gw_pool_has_model(gw_pool *p, const char *model) {
     int n = atomic_load(&p->n_workers), found = 0;
+    int64_t now = cm_clock_mono_ms();
     pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->n_known && !found; i++)
+        found = strcmp(p->known[i], model) == 0;
     for (int i = 0; i < n && !found; i++)
-        found = !atomic_load(&p->workers[i]->gone) && strcmp(p->workers[i]->model, model) == 0;
+        found = strcmp(p->workers[i]->model, model) == 0 && worker_knows(p, p->workers[i], now);
     pthread_mutex_unlock(&p->mu);
     return found;
+}
+
+static size_t add_name(char (*names)[GW_NAME_MAX], size_t count, size_t max, const char *name) {
+    for (size_t j = 0; j < count; j++)
+        if (strcmp(names[j], name) == 0)
+            return count;
+    if (count < max)
+        snprintf(names[count++], GW_NAME_MAX, "%s", name);
+    return count;
+}
+
+size_t gw_pool_known_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max) {
+    int n = atomic_load(&p->n_workers);
+    int64_t now = cm_clock_mono_ms();
+    size_t count = 0;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->n_known; i++)
+        count = add_name(names, count, max, p->known[i]);
+    for (int i = 0; i < n; i++)
+        if (worker_knows(p, p->workers[i], now))
+            count = add_name(names, count, max, p->workers[i]->model);
+    pthread_mutex_unlock(&p->mu);
+    return count;
 }
 
 size_t gw_pool_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max) {

@@ -28,6 +28,7 @@
 #define GW_NAME_MAX 128
 #define GW_ADDR_MAX 256
 #define GW_MAX_MSG_BYTES (4u << 20) /* largest envelope accepted from a worker */
+#define GW_POOL_MAX_KNOWN 64        /* models declared in the config (models:, --model) */
 
 typedef struct gw_pool gw_pool;
 
@@ -50,6 +51,7 @@ typedef struct gw_worker {
     _Atomic uint32_t waiting, running, kv_free, kv_total, capacity;
     _Atomic int inflight; /* Submits from this gateway without a final event */
     _Atomic int64_t last_stats_ms;
+    _Atomic int64_t gone_ms; /* cm_clock_mono_ms() when it left the registry */
 } gw_worker;
 
 /* Called on an nng thread for each Event envelope; takes ownership of env (free with
@@ -66,6 +68,10 @@ struct gw_pool {
     gw_lost_fn on_lost;
     void *cb_arg;
     char instance_id[GW_NAME_MAX]; /* sent in our Hello */
+    /* Models known without a live worker (scale from zero); guarded by mu. */
+    char known[GW_POOL_MAX_KNOWN][GW_NAME_MAX];
+    int n_known;
+    int64_t model_memory_ms; /* a model stays known this long after its last worker left */
 };
 
 /* gw_pool_init prepares an empty pool. Callbacks may be NULL (events are dropped). */
@@ -101,8 +107,21 @@ int gw_worker_usable(const gw_worker *w);
 cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_worker *exclude,
                     gw_worker **out, char *served);
 
-/* gw_pool_has_model: 1 when at least one non-gone worker routes `model` (usable or not). */
+/*
+ * gw_pool_add_known declares a model that is known even with no worker at all (config
+ * `models:` or --model). Call before the loop threads start. CM_ERR_LIMIT past
+ * GW_POOL_MAX_KNOWN, CM_ERR_INVALID for an empty or too long name.
+ */
+cm_err gw_pool_add_known(gw_pool *p, const char *model);
+
+/* gw_pool_has_model: 1 when `model` is known: declared with gw_pool_add_known, routed by at
+ * least one non-gone worker (usable or not), or routed by a worker that left the registry less
+ * than model_memory_ms ago. */
 int gw_pool_has_model(gw_pool *p, const char *model);
+
+/* gw_pool_known_models writes every known model name (as gw_pool_has_model) into names (max
+ * entries of GW_NAME_MAX bytes), each once, and returns how many. */
+size_t gw_pool_known_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max);
 
 /*
  * gw_pool_models writes the distinct model names that have a usable worker into names

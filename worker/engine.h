@@ -27,18 +27,18 @@
 typedef struct wk_engine wk_engine;
 
 typedef struct wk_engine_config {
-    const wk_backend_ops *backend;  /* &wk_backend_cpu or the CUDA table */
-    uint32_t block_tokens;          /* default 16 */
-    uint64_t kv_cache_bytes;        /* budget; 0 = use kv_cache_fraction or a default */
-    double kv_cache_fraction;       /* of free device memory, when the backend reports it */
-    wk_dtype kv_dtype;              /* F16 default */
-    uint32_t max_batch_tokens;      /* per-step token budget (decode + prefill chunks) */
-    uint32_t max_running;           /* sequences decoding at once */
-    uint32_t max_waiting;           /* waiting-queue bound; beyond it submit -> OVERLOADED */
-    uint32_t max_context;           /* 0 = the model's n_ctx_train */
-    bool prefix_cache;              /* default on */
-    int n_threads;                  /* CPU backend threads, 0 = all cores */
-    int device;                     /* CUDA device */
+    const wk_backend_ops *backend; /* &wk_backend_cpu or the CUDA table */
+    uint32_t block_tokens;         /* default 16 */
+    uint64_t kv_cache_bytes;       /* budget; 0 = use kv_cache_fraction or a default */
+    double kv_cache_fraction;      /* of free device memory, when the backend reports it */
+    wk_dtype kv_dtype;             /* F16 default */
+    uint32_t max_batch_tokens;     /* per-step token budget (decode + prefill chunks) */
+    uint32_t max_running;          /* sequences decoding at once */
+    uint32_t max_waiting;          /* waiting-queue bound; beyond it submit -> OVERLOADED */
+    uint32_t max_context;          /* 0 = the model's n_ctx_train */
+    bool prefix_cache;             /* default on */
+    int n_threads;                 /* CPU backend threads, 0 = all cores */
+    int device;                    /* CUDA device */
 } wk_engine_config;
 
 /* wk_engine_config_defaults fills sensible defaults for a CPU worker. */
@@ -46,8 +46,8 @@ void wk_engine_config_defaults(wk_engine_config *c);
 
 typedef enum wk_finish_reason {
     WK_FINISH_NONE = 0,
-    WK_FINISH_STOP = 1,      /* EOS/EOG token or stop string */
-    WK_FINISH_LENGTH = 2,    /* max_tokens or context length */
+    WK_FINISH_STOP = 1,   /* EOS/EOG token or stop string */
+    WK_FINISH_LENGTH = 2, /* max_tokens or context length */
     WK_FINISH_CANCELLED = 3,
     WK_FINISH_ERROR = 4,
 } wk_finish_reason;
@@ -74,11 +74,11 @@ typedef struct wk_timing {
 typedef struct wk_event {
     wk_event_kind kind;
     uint64_t request_id;
-    void *user;                    /* the submit's user pointer */
+    void *user; /* the submit's user pointer */
     /* TOKENS */
-    const int32_t *token_ids;      /* (n_tokens) new tokens this step (usually 1) */
+    const int32_t *token_ids; /* (n_tokens) new tokens this step (usually 1) */
     uint32_t n_tokens;
-    const char *text;              /* complete UTF-8 only, stop strings removed; may be "" */
+    const char *text; /* complete UTF-8 only, stop strings removed; may be "" */
     size_t text_len;
     const wk_sample_result *logprobs; /* (n_tokens) or NULL when not requested */
     /* FINISHED (text may carry a final flush) */
@@ -86,7 +86,7 @@ typedef struct wk_event {
     wk_usage usage;
     wk_timing timing;
     /* ERROR */
-    cm_err err;                    /* OVERLOADED, TIMEOUT, CONTEXT_LENGTH, BACKEND, ... */
+    cm_err err; /* OVERLOADED, TIMEOUT, CONTEXT_LENGTH, BACKEND, ... */
     const char *message;
 } wk_event;
 
@@ -98,20 +98,20 @@ typedef enum wk_priority {
 } wk_priority;
 
 typedef struct wk_request {
-    uint64_t id;                   /* unique among live requests of this engine */
-    char tenant[64];               /* fairness key; "" = anonymous */
+    uint64_t id;     /* unique among live requests of this engine */
+    char tenant[64]; /* fairness key; "" = anonymous */
     wk_priority priority;
-    int64_t deadline_ms;           /* cm_clock monotonic ms; 0 = none: fail if still waiting */
-    const int32_t *prompt;         /* (n_prompt) token ids; copied at submit */
+    int64_t deadline_ms;   /* cm_clock monotonic ms; 0 = none: fail if still waiting */
+    const int32_t *prompt; /* (n_prompt) token ids; copied at submit */
     uint32_t n_prompt;
-    uint32_t max_tokens;           /* 0 = up to the context length */
+    uint32_t max_tokens; /* 0 = up to the context length */
     wk_sampling_params sampling;
-    const char *const *stop;       /* stop strings, copied at submit */
+    const char *const *stop; /* stop strings, copied at submit */
     uint32_t n_stop;
     bool ignore_eos;
-    wk_event_cb cb;                /* required */
+    wk_event_cb cb; /* required */
     void *cb_arg;
-    void *user;                    /* passed back in every event */
+    void *user; /* passed back in every event */
     /* Optional (NULL = off): (n_vocab) f32 that receives the model's logits at the last
      * prompt position, before sampling (reference checks, sluice-generate --dump-logits).
      * Borrowed; must stay valid until the request's first token event or its end. */
@@ -122,16 +122,16 @@ typedef struct wk_engine_stats {
     uint32_t waiting;
     uint32_t running;
     uint32_t kv_blocks_total;
-    uint32_t kv_blocks_used;       /* referenced by live sequences */
-    uint32_t kv_blocks_cached;     /* unreferenced but holding reusable prefix blocks */
-    uint64_t prefix_queries;       /* prompt blocks looked up */
-    uint64_t prefix_hits;          /* prompt blocks found */
+    uint32_t kv_blocks_used;   /* referenced by live sequences */
+    uint32_t kv_blocks_cached; /* unreferenced but holding reusable prefix blocks */
+    uint64_t prefix_queries;   /* prompt blocks looked up */
+    uint64_t prefix_hits;      /* prompt blocks found */
     uint64_t preemptions;
-    uint64_t prompt_tokens;        /* total prefilled (excluding cache hits) */
+    uint64_t prompt_tokens; /* total prefilled (excluding cache hits) */
     uint64_t generated_tokens;
     uint64_t steps;
-    double tokens_per_s;           /* recent throughput (prefill + decode) */
-    int64_t last_step_ms;          /* monotonic ms of the last step (health: progress) */
+    double tokens_per_s;  /* recent throughput (prefill + decode) */
+    int64_t last_step_ms; /* monotonic ms of the last step (health: progress) */
 } wk_engine_stats;
 
 /* wk_engine_create builds the backend for model with the config. tokenizer is borrowed (for
@@ -139,8 +139,8 @@ typedef struct wk_engine_stats {
  * models in benchmarks): events then carry no text, no token ends generation early, and
  * requests with stop strings are rejected. On failure err holds one
  * line. Free with wk_engine_destroy (which fails nothing: callers cancel first if they care). */
-cm_err wk_engine_create(const wk_model *model, const wk_tokenizer *tok,
-                        const wk_engine_config *cfg, wk_engine **out, char *err, size_t errlen);
+cm_err wk_engine_create(const wk_model *model, const wk_tokenizer *tok, const wk_engine_config *cfg,
+                        wk_engine **out, char *err, size_t errlen);
 void wk_engine_destroy(wk_engine *e);
 
 /* wk_engine_submit validates and copies req. Returns CM_OK (events will follow), or

@@ -31,18 +31,18 @@ typedef struct wk_logit_bias {
 } wk_logit_bias;
 
 typedef struct wk_sampling_params {
-    float temperature;        /* 0 = greedy */
-    int32_t top_k;            /* <= 0 = off */
-    float top_p;              /* 1 = off */
-    float min_p;              /* 0 = off */
+    float temperature; /* 0 = greedy */
+    int32_t top_k;     /* <= 0 = off */
+    float top_p;       /* 1 = off */
+    float min_p;       /* 0 = off */
     uint64_t seed;
     float repetition_penalty; /* 1 = off */
     float presence_penalty;   /* 0 = off */
     float frequency_penalty;  /* 0 = off */
     uint32_t n_logit_bias;
     wk_logit_bias logit_bias[WK_MAX_LOGIT_BIAS];
-    bool logprobs;            /* return the chosen token's logprob */
-    uint32_t top_logprobs;    /* alternatives, <= WK_MAX_TOP_LOGPROBS */
+    bool logprobs;         /* return the chosen token's logprob */
+    uint32_t top_logprobs; /* alternatives, <= WK_MAX_TOP_LOGPROBS */
 } wk_sampling_params;
 
 /* wk_sampling_defaults: temperature 1, top_p 1, top_k off, min_p 0, penalties off, seed 0. */
@@ -67,9 +67,9 @@ typedef struct wk_logprob_entry {
 
 typedef struct wk_sample_result {
     int32_t token_id;
-    float logprob;                               /* valid when params.logprobs */
+    float logprob; /* valid when params.logprobs */
     uint32_t n_top;
-    wk_logprob_entry top[WK_MAX_TOP_LOGPROBS];   /* sorted by logprob, descending */
+    wk_logprob_entry top[WK_MAX_TOP_LOGPROBS]; /* sorted by logprob, descending */
 } wk_sample_result;
 
 typedef struct wk_sampler wk_sampler;

@@ -27,8 +27,8 @@ cm_err wk_tokenizer_load(const struct wk_gguf *g, wk_tokenizer **out, char *err,
 void wk_tokenizer_free(wk_tokenizer *t);
 
 uint32_t wk_tokenizer_n_vocab(const wk_tokenizer *t);
-int32_t wk_tokenizer_bos(const wk_tokenizer *t); /* -1 if none */
-int32_t wk_tokenizer_eos(const wk_tokenizer *t); /* -1 if none */
+int32_t wk_tokenizer_bos(const wk_tokenizer *t);  /* -1 if none */
+int32_t wk_tokenizer_eos(const wk_tokenizer *t);  /* -1 if none */
 bool wk_tokenizer_add_bos(const wk_tokenizer *t); /* tokenizer.ggml.add_bos_token */
 
 /* wk_tokenizer_is_eog: true for tokens that end generation (eos, eot, <|im_end|>,
@@ -51,8 +51,7 @@ cm_err wk_tokenizer_encode(const wk_tokenizer *t, const char *text, size_t len, 
 /* wk_tokenizer_piece returns the raw bytes token id decodes to (byte-level BPE mapping undone,
  * SentencePiece '▁' turned into ' ', <0xNN> into the byte). Control tokens give their text
  * when render_special, else empty. Pointer valid for the tokenizer's lifetime. */
-const char *wk_tokenizer_piece(const wk_tokenizer *t, int32_t id, bool render_special,
-                               size_t *len);
+const char *wk_tokenizer_piece(const wk_tokenizer *t, int32_t id, bool render_special, size_t *len);
 
 /*
  * Streaming detokenizer: feed ids one at a time, get back only complete UTF-8 characters.
@@ -61,8 +60,8 @@ const char *wk_tokenizer_piece(const wk_tokenizer *t, int32_t id, bool render_sp
  */
 typedef struct wk_detok {
     const wk_tokenizer *tok;
-    bool first;           /* SentencePiece: strip the leading space of the first piece */
-    uint8_t pending[8];   /* incomplete UTF-8 tail */
+    bool first;         /* SentencePiece: strip the leading space of the first piece */
+    uint8_t pending[8]; /* incomplete UTF-8 tail */
     uint32_t n_pending;
 } wk_detok;
 

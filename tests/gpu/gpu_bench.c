@@ -422,6 +422,8 @@ int main(int argc, char **argv) {
            quick ? " (quick: 4 layers)" : "", (double)info.weight_bytes_device / 1e9, gu_now() - t0,
            (double)info.kv_bytes_device / 1e9);
     kv("weight_gb", (double)info.weight_bytes_device / 1e9);
+    printf("options in effect: fuse_decode %d, pdl %d, gemv_max_rows %d\n", info.fuse_decode,
+           info.use_pdl, info.gemv_max_rows);
     const double floor_ms = (double)info.weight_bytes_device / (bw * 1e9) * 1e3;
     printf("decode floor (weights / %.0f GB/s): %.3f ms per step\n", bw, floor_ms);
     kv("floor_ms", floor_ms);
@@ -476,13 +478,14 @@ int main(int argc, char **argv) {
         kv("decode_b1_cublas_ms", ms_cublas);
         kv("decode_b1_nograph_ms", ms_nograph);
         /* fused decode GEMVs (off by default until measured): batch 1 and 8 */
+        const int fuse0 = info.fuse_decode, pdl0 = info.use_pdl;
         wk_cuda_set_fuse(be, 1);
         double ms_f1 = time_decode(&c, 1, quick ? 5 : 40);
         wk_cuda_set_gemv_max_rows(be, 8);
         double ms_f8 = time_decode(&c, 8, quick ? 5 : 20);
         wk_cuda_set_fuse(be, 0);
         double ms_g8 = time_decode(&c, 8, quick ? 5 : 20);
-        wk_cuda_set_gemv_max_rows(be, opt.gemv_max_rows);
+        wk_cuda_set_gemv_max_rows(be, info.gemv_max_rows);
         printf("decode batch 8 with the unfused custom GEMV: %.3f ms (default path %.3f ms)\n",
                ms_g8, 8e3 / tps[1]);
         kv("decode_b8_gemv_ms", ms_g8);
@@ -491,8 +494,8 @@ int main(int argc, char **argv) {
         double ms_p1 = time_decode(&c, 1, quick ? 5 : 40);
         wk_cuda_set_fuse(be, 1);
         double ms_pf1 = time_decode(&c, 1, quick ? 5 : 40);
-        wk_cuda_set_fuse(be, 0);
-        wk_cuda_set_pdl(be, opt.use_pdl);
+        wk_cuda_set_fuse(be, fuse0);
+        wk_cuda_set_pdl(be, pdl0);
         printf("decode batch 1 with PDL: %.3f ms (floor/step %.1f%%); PDL + fused GEMVs: %.3f ms "
                "(floor/step %.1f%%)\n",
                ms_p1, 100.0 * floor_ms / ms_p1, ms_pf1, 100.0 * floor_ms / ms_pf1);
@@ -529,6 +532,40 @@ int main(int argc, char **argv) {
         kv("prefill_plain_attn_ms", pf_plain);
     } else {
         failed = 1;
+    }
+    /* where the time goes: per-category device time of one eager prefill and one eager
+     * batch-1 decode step (events between ops, so slightly pessimistic) */
+    if (!failed && wk_cuda_set_profile(be, 1) == CM_OK) {
+        static const char *cat[WK_CUDA_PROF_N] = {"gemm/gemv", "attention", "norm",
+                                                  "rope+kv",   "swiglu",    "other"};
+        static const char *key[WK_CUDA_PROF_N] = {"gemm", "attn",   "norm",
+                                                  "rope", "swiglu", "other"};
+        for (int pass = 0; pass < 2; pass++) {
+            double ms[WK_CUDA_PROF_N];
+            if (pass == 0) {
+                time_prefill(&c, PREFILL_TOKENS, 0);
+            } else {
+                wk_cuda_set_graphs(be, 0);
+                decode_step(&c, 1, CTX, 0);
+                wk_cuda_set_graphs(be, 1);
+            }
+            int ops = wk_cuda_get_profile(be, ms);
+            double total = 0;
+            for (int k = 0; k < WK_CUDA_PROF_N; k++) {
+                total += ms[k];
+            }
+            printf("profile %s (%d ops, %.3f ms):", pass == 0 ? "prefill 2048" : "decode b1 eager",
+                   ops, total);
+            for (int k = 0; k < WK_CUDA_PROF_N; k++) {
+                char kk[64];
+                printf(" %s %.3f", cat[k], ms[k]);
+                snprintf(kk, sizeof(kk), "prof_%s_%s_ms", pass == 0 ? "prefill" : "decode1",
+                         key[k]);
+                kv(kk, ms[k]);
+            }
+            printf("\n");
+        }
+        wk_cuda_set_profile(be, 0);
     }
     wk_cuda_get_info(be, &info);
     printf("graphs captured: %u\n", info.graph_buckets);

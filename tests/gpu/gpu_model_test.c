@@ -339,6 +339,22 @@ static void test_gpu_only(wk_backend *gpu, const prompt *prompts, int n_vocab) {
               detail);
         free(f);
 
+        /* profiling: every op of an eager prefill is timed, GEMMs take time */
+        {
+            double ms[WK_CUDA_PROF_N];
+            cm_err rp = wk_cuda_set_profile(gpu, 1);
+            cm_err rq = gpu_prefill_logits(gpu, &prompts[2], 0, b, n_vocab, 7);
+            int ops = wk_cuda_get_profile(gpu, ms);
+            wk_cuda_set_profile(gpu, 0);
+            int ok = rp == CM_OK && rq == CM_OK && ops > 8 && ms[WK_CUDA_PROF_GEMM] > 0.0;
+            for (int k = 0; k < WK_CUDA_PROF_N; k++) {
+                ok &= ms[k] >= 0.0;
+            }
+            snprintf(detail, sizeof(detail), "%d ops, gemm %.3f ms, attention %.3f ms", ops,
+                     ms[WK_CUDA_PROF_GEMM], ms[WK_CUDA_PROF_ATTN]);
+            check("cuda: per-op profile of an eager prefill", ok, detail);
+        }
+
         /* want_logits subset: rows 1 and 3 must stay untouched */
         uint8_t want2[5] = {1, 0, 1, 0, 1};
         for (int i = 0; i < 5 * n_vocab; i++) {

@@ -32,11 +32,36 @@ def free_port():
         return s.getsockname()[1]
 
 
+def port_open(port):
+    """True when something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def metric_sum(text, name, having=""):
+    """Sum of the Prometheus metric `name` over the series in text whose line contains
+    `having` (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and having in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def sha256_hex(key):
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def http_get(url, timeout=2.0):
+# Every wait below polls a condition with a generous bound: the 2-core CI machine can be
+# loaded by parallel builds, so a wait ends as soon as its condition holds and only fails
+# after WAIT_S (never sleep-and-hope).
+WAIT_S = float(os.environ.get("SLUICE_IT_WAIT_S", "30"))
+
+
+def http_get(url, timeout=5.0):
     """(status, body) of a GET; (0, '') when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -47,7 +72,9 @@ def http_get(url, timeout=2.0):
         return 0, ""
 
 
-def wait_for(cond, timeout, what):
+def wait_for(cond, timeout=None, what="condition"):
+    """Polls cond every 50 ms until it holds; TimeoutError after timeout s (default WAIT_S)."""
+    timeout = WAIT_S if timeout is None else max(timeout, WAIT_S)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -123,7 +150,7 @@ class Redis:
         self.proc = Proc("redis", ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                                    "--save", "", "--appendonly", "no"], self.logdir)
         self.procs.append(self.proc)
-        wait_for(self.ping, 10, "redis")
+        wait_for(self.ping, what="redis")
 
     def ping(self):
         try:
@@ -136,7 +163,7 @@ class Redis:
     def command(self, *args):
         """Runs one command with redis-cli; returns its stdout."""
         out = subprocess.run(["redis-cli", "-p", str(self.port)] + [str(a) for a in args],
-                             capture_output=True, timeout=5)
+                             capture_output=True, timeout=WAIT_S)
         return out.stdout.decode().strip()
 
     def stop(self):
@@ -158,7 +185,8 @@ class FakeWorker:
                                          "--token-delay-us", str(token_delay_us)] + list(extra),
                          logdir)
         procs.append(self.proc)
-        time.sleep(0.1)
+        port = int(self.address.rsplit(":", 1)[1])
+        wait_for(lambda: not self.proc.alive() or port_open(port), what="fake worker listening")
         if not self.proc.alive():
             raise RuntimeError("fake worker exited:\n" + self.proc.output()[-2000:])
 
@@ -197,14 +225,10 @@ class Worker:
         if not self.proc.alive():
             raise RuntimeError("worker exited:\n" + self.proc.output()[-3000:])
 
-    def metric(self, name):
-        """Sum of the worker's metric `name` over its series (0 when absent)."""
-        status, body = http_get(f"http://{self.http}/metrics")
-        total = 0.0
-        for line in body.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+    def metric(self, name, having=""):
+        """Sum of the worker's metric `name` over its series whose line contains `having`
+        (0 when absent)."""
+        return metric_sum(http_get(f"http://{self.http}/metrics")[1], name, having)
 
 
 @pytest.fixture(scope="module")
@@ -243,12 +267,12 @@ class Gateway:
         argv += list(extra)
         self.proc = Proc("gateway", argv, logdir)
         procs.append(self.proc)
-        wait_for(lambda: not self.proc.alive() or http_get(self.base + "/health")[0] == 200, 10,
-                 "gateway /health")
+        wait_for(lambda: not self.proc.alive() or http_get(self.base + "/health")[0] == 200,
+                 what="gateway /health")
         if not self.proc.alive():
             raise RuntimeError("gateway exited:\n" + self.proc.output()[-3000:])
 
-    def wait_ready(self, timeout=10):
+    def wait_ready(self, timeout=None):
         try:
             wait_for(lambda: http_get(self.base + "/ready")[0] == 200, timeout, "gateway /ready")
         except TimeoutError as e:

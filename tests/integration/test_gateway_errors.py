@@ -6,7 +6,8 @@ import time
 import openai
 import pytest
 
-from conftest import MODEL, FakeWorker, Gateway, http_request, sse_events, wait_for
+from conftest import (MODEL, FakeWorker, Gateway, http_request, metric_sum, sse_events,
+                      wait_for)
 
 
 def post(gw, path, body, key="sk-test", headers=None, raw=None):
@@ -118,6 +119,75 @@ def test_body_too_large(gw):
                                                                   "content": big}])), 413)
 
 
+def raw_post(g, head_extra, body_bytes, request_id=None):
+    """Sends one HTTP/1.1 POST as raw bytes in one write (so the gateway has read all of it when
+    it answers) and returns a Resp. head_extra: header lines (bytes, each ending CRLF)."""
+    import socket
+    from conftest import Resp
+    host, port = g.base[len("http://"):].split(":")
+    rid = b"x-request-id: %s\r\n" % request_id.encode() if request_id else b""
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer sk-test\r\nContent-Type: application/json\r\n" +
+                  rid + head_extra + b"\r\n" + body_bytes)
+        f = s.makefile("rb")
+        status = int(f.readline().split()[1])
+        headers = []
+        while True:
+            line = f.readline().rstrip(b"\r\n")
+            if not line:
+                break
+            k, v = line.decode().split(":", 1)
+            headers.append((k, v.strip()))
+        length = int(dict((k.lower(), v) for k, v in headers)["content-length"])
+        return Resp(status, headers, f.read(length))
+
+
+def chunked(body, size):
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size)) + b"0\r\n\r\n"
+
+
+def test_body_over_limit_always_gets_openai_413(fake_worker_factory, gateway_factory):
+    # Every size past max_body_bytes, by Content-Length or chunked, whether the handler or h2o
+    # itself (past 2 * max_body_bytes + 64 KiB) refuses it, gets the OpenAI JSON 413 with
+    # x-request-id, never h2o's plain-text 413.
+    w = fake_worker_factory()
+    g = gateway_factory(workers=[w], config="limits:\n  max_body_bytes: 2000\n")
+    g.wait_ready()
+    h2o_limit = 2 * 2000 + 65536
+    ok = json.dumps(chat()).encode()
+    exact = ok[:-1] + b" " * (2000 - len(ok)) + b"}"
+    assert len(exact) == 2000
+    r = raw_post(g, b"Content-Length: 2000\r\n", exact)
+    assert r.status_code == 200, r.text
+    r = raw_post(g, b"Transfer-Encoding: chunked\r\n", chunked(exact, 500))
+    assert r.status_code == 200, r.text
+
+    def check(r, rid=None):
+        err = check_error(r, 413, code="request_too_large")
+        assert r.headers["content-type"] == "application/json"
+        assert "2000" in err["message"]
+        if rid:
+            assert r.headers["x-request-id"] == rid
+    # Read whole by h2o, refused by the handler.
+    for n in (2001, 5000, h2o_limit):
+        body = exact + b" " * (n - 2000)
+        check(raw_post(g, b"Content-Length: %d\r\n" % n, body, request_id=f"big-{n}"),
+              f"big-{n}")
+        if n < h2o_limit:
+            check(raw_post(g, b"Transfer-Encoding: chunked\r\n", chunked(body, 4000)))
+    # Refused by h2o on the Content-Length alone (the body is never read, so none is sent),
+    # and chunked once the decoded size reaches h2o's limit (sent up to exactly there).
+    for n in (h2o_limit + 1, 10**9):
+        check(raw_post(g, b"Content-Length: %d\r\n" % n, b"", request_id=f"huge-{n}"),
+              f"huge-{n}")
+    check(raw_post(g, b"Transfer-Encoding: chunked\r\n",
+                   chunked(exact + b" " * (h2o_limit - 2000), 4000)[:-5], request_id="huge-c"),
+          "huge-c")
+    assert metric(g, "sluice_gateway_requests_total", 'status="413"') >= 8
+
+
 def test_prompt_too_long_and_too_many_messages(gw):
     check_error(post(gw, "/v1/chat/completions",
                      chat(messages=[{"role": "user", "content": "x" * 300000}])), 400,
@@ -177,10 +247,11 @@ def test_stream_deadline_after_first_token_is_an_event(fake_worker_factory, gate
     w = fake_worker_factory(token_delay_us=100000)
     g = gateway_factory(workers=[w])
     g.wait_ready()
+    # 100 tokens take 10 s; the 2 s deadline leaves the first tokens ample time under load.
     status, events = sse_events(g.base, "/v1/chat/completions",
-                                json.dumps(chat(max_tokens=50, stream=True)),
+                                json.dumps(chat(max_tokens=100, stream=True)),
                                 {"Authorization": "Bearer sk-test",
-                                 "x-sluice-timeout-ms": "450"})
+                                 "x-sluice-timeout-ms": "2000"})
     assert status == 200
     assert any('"delta"' in e for e in events)
     last = json.loads(events[-1])
@@ -209,11 +280,11 @@ def test_dead_worker_is_skipped(fake_worker_factory, gateway_factory):
     b = fake_worker_factory()
     g = gateway_factory(workers=[a, b])
     g.wait_ready()
-    wait_for(lambda: worker_up_count(g) == 2, 5, "both workers up")
+    wait_for(lambda: worker_up_count(g) == 2, what="both workers up")
     a.proc.kill()
     statuses = [post(g, "/v1/chat/completions", chat()).status_code for _ in range(10)]
     assert statuses == [200] * 10, statuses
-    assert worker_up_count(g) == 1
+    wait_for(lambda: worker_up_count(g) == 1, what="dead worker marked down")
 
 
 def worker_up_count(g):
@@ -221,9 +292,8 @@ def worker_up_count(g):
                .splitlines() if l.startswith("sluice_gateway_worker_up{"))
 
 
-def metric(g, name):
-    return sum(float(l.split()[-1]) for l in http_request(g.base, "GET", "/metrics").text
-               .splitlines() if l.startswith(name + " ") or l.startswith(name + "{"))
+def metric(g, name, having=""):
+    return metric_sum(http_request(g.base, "GET", "/metrics").text, name, having)
 
 
 def test_retry_on_other_worker_before_first_token(fake_worker_factory, gateway_factory):
@@ -234,7 +304,7 @@ def test_retry_on_other_worker_before_first_token(fake_worker_factory, gateway_f
     b = fake_worker_factory()
     g = gateway_factory(workers=[a, b])
     g.wait_ready()
-    wait_for(lambda: worker_up_count(g) == 2, 5, "both workers up")
+    wait_for(lambda: worker_up_count(g) == 2, what="both workers up")
 
     def one(i):
         return post(g, "/v1/chat/completions",
@@ -259,27 +329,35 @@ def test_sigterm_drains_in_flight_requests(fake_worker_factory, gateway_factory)
                                  {"Authorization": "Bearer sk-test"})
     t = threading.Thread(target=stream)
     t.start()
-    time.sleep(0.3)
+    wait_for(lambda: metric(g, "sluice_gateway_inflight") == 1, what="stream in flight")
     g.proc.p.send_signal(signal.SIGTERM)
-    t.join(timeout=10)
+    t.join(timeout=60)
     status, events = result["r"]
     assert status == 200
     assert events[-1] == "[DONE]", events[-3:]
-    g.proc.p.wait(timeout=10)
+    g.proc.p.wait(timeout=60)
     assert "signal 15" in g.proc.output()
 
 
 def test_inflight_bound_gives_503_at_once(fake_worker_factory, gateway_factory):
-    import threading
-    w = fake_worker_factory(token_delay_us=200000)
+    import socket
+    w = fake_worker_factory(token_delay_us=200000)  # 50 tokens: 10 s, far longer than the test
     g = gateway_factory(workers=[w], extra=["--max-inflight", "1", "--threads", "1"])
     g.wait_ready()
-    t = threading.Thread(target=post, args=(g, "/v1/chat/completions", chat(max_tokens=5)))
-    t.start()
-    time.sleep(0.3)
-    t0 = time.monotonic()
-    r = post(g, "/v1/chat/completions", chat())
-    assert time.monotonic() - t0 < 0.5
-    check_error(r, 503, code="overloaded")
-    assert int(r.headers["retry-after"]) >= 1
-    t.join(timeout=10)
+    body = json.dumps(chat(max_tokens=50)).encode()
+    host, port = g.base[len("http://"):].split(":")
+    blocker = socket.create_connection((host, int(port)), timeout=30)
+    try:
+        blocker.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                        b"Authorization: Bearer sk-test\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        wait_for(lambda: metric(g, "sluice_gateway_inflight") == 1, what="blocker in flight")
+        t0 = time.monotonic()
+        r = post(g, "/v1/chat/completions", chat())
+        # Refused, not queued: a queued request would get 200 after the blocker (10 s).
+        check_error(r, 503, code="overloaded")
+        assert int(r.headers["retry-after"]) >= 1
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        blocker.close()  # the gateway cancels it (client gone)
+    wait_for(lambda: metric(g, "sluice_gateway_inflight") == 0, what="blocker cancelled")

@@ -583,6 +583,12 @@ cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
         rv = fail(CM_ERR_CONFIG, err, errlen, "listen address '%s': %s", url, nng_strerror(nrv));
         goto fail;
     }
+    if (!ipc) {
+        /* Every event is a small write; without TCP_NODELAY Nagle holds the second of two
+         * back-to-back writes for the peer's delayed ACK (~40 ms per request). Accepted
+         * streams inherit the listener's setting. */
+        (void)nng_stream_listener_set_bool(t->listener, NNG_OPT_TCP_NODELAY, true);
+    }
     nrv = nng_stream_listener_listen(t->listener);
     if (nrv != 0) {
         rv = fail(CM_ERR_IO, err, errlen, "cannot listen on '%s': %s", url, nng_strerror(nrv));

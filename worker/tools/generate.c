@@ -382,9 +382,11 @@ static int tokenize_prompt(const options *o, const wk_tokenizer *tok, const char
         free(ids);
         return fail("cannot tokenize the prompt: %s%s", cm_strerror(rv), "");
     }
-    /* A template that writes BOS and a tokenizer that adds one must not give two. */
+    /* The BOS we added must not double one the text already starts with; a BOS we did not
+     * add is the user's (SmolLM2's BOS is <|im_start|>, which prompts may legitimately
+     * repeat) and stays. */
     int32_t bos = wk_tokenizer_bos(tok);
-    if (n >= 2 && bos >= 0 && ids[0] == bos && ids[1] == bos) {
+    if (add_bos && n >= 2 && bos >= 0 && ids[0] == bos && ids[1] == bos) {
         memmove(ids, ids + 1, (n - 1) * sizeof(*ids));
         n--;
     }

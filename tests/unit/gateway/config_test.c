@@ -41,7 +41,41 @@ static void test_example_and_overrides(void **state) {
     assert_int_equal(c->limits.max_n, 8);
     assert_int_equal(c->limits.max_body_bytes, 1048576);
     assert_int_equal(c->cli_keys_count, 1);
+    assert_int_equal(c->models_count, 0);
+    assert_int_equal(c->cold_start_wait_ms, 0);
+    assert_int_equal(c->model_memory_ms, 600000);
     gw_config_free(c);
+}
+
+static void test_scale_from_zero_keys(void **state) {
+    char path[] = "/tmp/gw-config-models-XXXXXX";
+    char *argv[] = {"gw",   "--config",  path, "--model", "flag-model", "--cold-start-wait-ms",
+                    "2500", "--no-auth", NULL};
+    char *bad_wait[] = {"gw", "--worker", "m=a", "--no-auth", "--cold-start-wait-ms", "x", NULL};
+    char *empty_model[] = {"gw", "--worker", "m=a", "--no-auth", "--model", "", NULL};
+    const char yaml[] = "workers:\n  - model: w\n    address: \"tcp://h:1\"\n"
+                        "models:\n  - a\n  - b\nmodel_memory_ms: 1000\n"
+                        "cold_start_wait_ms: 10\n";
+    gw_config *c = NULL;
+    char err[512];
+    int fd = mkstemp(path);
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, yaml, sizeof yaml - 1), (ssize_t)(sizeof yaml - 1));
+    close(fd);
+    assert_int_equal(gw_config_load(8, argv, &c, err, sizeof err), CM_OK);
+    assert_int_equal(c->models_count, 3); /* two from YAML, one from the flag */
+    assert_string_equal(c->models[0], "a");
+    assert_string_equal(c->models[1], "b");
+    assert_string_equal(c->models[2], "flag-model");
+    assert_int_equal(c->cold_start_wait_ms, 2500); /* the flag wins */
+    assert_int_equal(c->model_memory_ms, 1000);
+    gw_config_free(c);
+    assert_int_equal(gw_config_load(6, bad_wait, &c, err, sizeof err), CM_ERR_CONFIG);
+    assert_null(c);
+    assert_int_equal(gw_config_load(6, empty_model, &c, err, sizeof err), CM_ERR_CONFIG);
+    assert_non_null(strstr(err, "--model"));
+    unlink(path);
 }
 
 static void test_flags_only_and_errors(void **state) {
@@ -84,6 +118,7 @@ static void test_flags_only_and_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_scale_from_zero_keys),
         cmocka_unit_test_setup(test_example_and_overrides, setup),
         cmocka_unit_test_setup(test_flags_only_and_errors, setup),
     };

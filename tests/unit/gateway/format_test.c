@@ -169,6 +169,35 @@ static void test_logprobs(void **state) {
     cm_buf_fini(&b);
 }
 
+static void test_duration(void **state) {
+    char b[32];
+    (void)state;
+    static const struct {
+        int64_t ms;
+        const char *want;
+    } cases[] = {{0, "0s"},
+                 {-5, "0s"},
+                 {17, "17ms"},
+                 {999, "999ms"},
+                 {1000, "1s"},
+                 {1500, "1.5s"},
+                 {1250, "1.25s"},
+                 {59999, "59.999s"},
+                 {60000, "1m0s"},
+                 {360000, "6m0s"},
+                 {61500, "1m1.5s"},
+                 {3600000, "1h0m0s"},
+                 {3723004, "1h2m3.004s"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = gw_format_duration(cases[i].ms, b, sizeof b);
+        assert_string_equal(b, cases[i].want);
+        assert_int_equal(n, strlen(cases[i].want));
+    }
+    /* Truncates like snprintf. */
+    assert_int_equal(gw_format_duration(360000, b, 3), 2);
+    assert_string_equal(b, "6m");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_json),
@@ -176,6 +205,7 @@ int main(void) {
         cmocka_unit_test(test_escape_invalid_utf8),
         cmocka_unit_test(test_response_and_chunks),
         cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_duration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -210,8 +210,46 @@ static void test_least_loaded_and_affinity(void **state) {
     gw_pool_fini(&pool);
 }
 
+static void test_known_models(void **state) {
+    gw_pool pool;
+    gw_worker *w;
+    gw_worker *picked;
+    char served[GW_NAME_MAX], names[8][GW_NAME_MAX];
+    char long_name[GW_NAME_MAX + 1];
+    (void)state;
+    assert_int_equal(gw_pool_init(&pool, "gw-test", NULL, NULL, NULL), CM_OK);
+    /* Declared models are known with no worker at all; pick says nobody serves them. */
+    assert_int_equal(gw_pool_add_known(&pool, "cold"), CM_OK);
+    assert_int_equal(gw_pool_add_known(&pool, "cold"), CM_OK); /* once */
+    memset(long_name, 'x', GW_NAME_MAX);
+    long_name[GW_NAME_MAX] = '\0';
+    assert_int_equal(gw_pool_add_known(&pool, long_name), CM_ERR_INVALID);
+    assert_int_equal(gw_pool_add_known(&pool, ""), CM_ERR_INVALID);
+    assert_int_equal(gw_pool_has_model(&pool, "cold"), 1);
+    assert_int_equal(gw_pool_has_model(&pool, "other"), 0);
+    assert_int_equal(gw_pool_pick(&pool, "cold", 0, NULL, &picked, served), CM_ERR_NOT_FOUND);
+    /* A registry worker (not static) that is never reached: known while it is listed and for
+     * model_memory_ms after it left, then forgotten. */
+    pool.model_memory_ms = 60000;
+    assert_int_equal(gw_pool_add(&pool, "reg", "tcp://127.0.0.1:1", 0, &w), CM_OK);
+    assert_int_equal(gw_pool_has_model(&pool, "reg"), 1);
+    assert_int_equal(gw_pool_pick(&pool, "reg", 0, NULL, &picked, served), CM_ERR_OVERLOADED);
+    gw_pool_mark_gone(&pool, w);
+    assert_int_equal(gw_pool_has_model(&pool, "reg"), 1);
+    assert_int_equal(gw_pool_known_models(&pool, names, 8), 2);
+    assert_string_equal(names[0], "cold");
+    assert_string_equal(names[1], "reg");
+    /* Left 61 s ago: forgotten (set directly: no sleeping in tests). */
+    atomic_store(&w->gone_ms, cm_clock_mono_ms() - 61000);
+    assert_int_equal(gw_pool_has_model(&pool, "reg"), 0);
+    assert_int_equal(gw_pool_known_models(&pool, names, 8), 1);
+    assert_int_equal(gw_pool_has_model(&pool, "cold"), 1);
+    gw_pool_fini(&pool);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_known_models),
         cmocka_unit_test(test_handshake_route_events_loss),
         cmocka_unit_test(test_least_loaded_and_affinity),
     };

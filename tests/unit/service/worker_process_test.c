@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -348,7 +349,7 @@ static size_t json_unescape(const char *p, char *out, size_t cap) {
 static bool reference(const char *mode, const char *prompt, int max_tokens, stream *ref) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "'%s' --model '%s' %s '%s' --greedy --max-tokens %d --json --threads 1",
+             "timeout 120 '%s' --model '%s' %s '%s' --greedy --max-tokens %d --json --threads 1",
              SLUICE_GENERATE_BIN, g_model, mode, prompt, max_tokens);
     FILE *f = popen(cmd, "r");
     if (f == NULL)
@@ -417,6 +418,42 @@ static int group_teardown(void **state) {
         }
     }
     return 0;
+}
+
+/* On connect the worker introduces itself (Hello first), then sends Stats about every 250 ms. */
+static void test_hello_and_stats(void **state) {
+    (void)state;
+    svc_client c;
+    assert_int_equal(svc_client_open(&c, g_w.addr, 1, 5000), 0);
+    Sluice__Envelope *env = svc_client_recv(&c, 5000);
+    assert_non_null(env);
+    assert_int_equal(env->msg_case, SLUICE__ENVELOPE__MSG_HELLO);
+    assert_int_equal(env->hello->protocol_version, 1);
+    assert_string_equal(env->hello->role, "worker");
+    assert_string_equal(env->hello->model, MODEL_NAME);
+    assert_int_equal(env->hello->max_context_tokens, 8192);
+    assert_true(env->hello->max_batch_tokens > 0);
+    assert_string_equal(env->hello->backend, "cpu");
+    assert_non_null(env->hello->instance_id);
+    assert_false(env->hello->draining);
+    sluice__envelope__free_unpacked(env, NULL);
+    int stats = 0;
+    int64_t t0 = now_ms();
+    while (stats < 3 && now_ms() - t0 < 3000) {
+        env = svc_client_recv(&c, 1000);
+        if (env == NULL)
+            continue;
+        if (env->msg_case == SLUICE__ENVELOPE__MSG_STATS) {
+            stats++;
+            assert_true(env->stats->kv_blocks_total > 0);
+            assert_true(env->stats->kv_blocks_free <= env->stats->kv_blocks_total);
+            assert_false(env->stats->draining);
+        }
+        sluice__envelope__free_unpacked(env, NULL);
+    }
+    assert_int_equal(stats, 3);
+    assert_true(now_ms() - t0 < 2000); /* ~250 ms apart, not seconds */
+    svc_client_close(&c);
 }
 
 /* Streaming events arrive in order and concatenate to sluice-generate's text and tokens. */
@@ -812,6 +849,124 @@ static void test_drain_timeout_cancels(void **state) {
     assert_int_equal(wait_exit(w.pid, 30000), 0);
 }
 
+/* Reads exactly n bytes (bounded by timeout_ms). */
+static bool read_full(int fd, void *buf, size_t n, int timeout_ms) {
+    size_t got = 0;
+    int64_t deadline = now_ms() + timeout_ms;
+    while (got < n && now_ms() < deadline) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 200) <= 0)
+            continue;
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r <= 0)
+            return false;
+        got += (size_t)r;
+    }
+    return got == n;
+}
+
+/* A gateway that stops reading: its send queue fills, its request is cancelled (KV freed),
+ * the overflow is counted, and the last thing it is sent for that request is
+ * Error{OVERLOADED}. Over ipc:// with a raw unix-socket peer speaking the SP framing, because
+ * a unix socket's kernel buffer fills after a few hundred small messages. */
+static void test_slow_gateway_cancelled(void **state) {
+    (void)state;
+    char path[300], listen[320];
+    snprintf(path, sizeof path, "%s/slow.ipc", g_tmpdir);
+    snprintf(listen, sizeof listen, "ipc://%s", path);
+    worker w;
+    start_worker(&w, "--listen", listen, "--send-queue-messages", "16", NULL);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    assert_true(strlen(path) < sizeof a.sun_path);
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    const uint8_t hs[8] = {0, 'S', 'P', 0, 0, 0x11, 0, 0};
+    assert_int_equal(write(fd, hs, 8), 8);
+    uint8_t peer_hs[8];
+    assert_true(read_full(fd, peer_hs, 8, 5000));
+    assert_int_equal(peer_hs[5], 0x11);
+    /* One Submit, framed by hand: [1][len 8 BE][hop 4 BE][envelope]. */
+    Sluice__Submit sub = SLUICE__SUBMIT__INIT;
+    sub.request_id = 66;
+    sub.prompt = (char *)"Count: 1, 2,";
+    sub.has_max_tokens = true;
+    sub.max_tokens = 8000;
+    Sluice__SamplingParams sp = SLUICE__SAMPLING_PARAMS__INIT;
+    Sluice__LogitBias lb[3];
+    Sluice__LogitBias *lbp[3];
+    for (int i = 0; i < 3; i++) {
+        Sluice__LogitBias init = SLUICE__LOGIT_BIAS__INIT;
+        lb[i] = init;
+        lb[i].token_id = i;
+        lb[i].bias = -100.0f;
+        lbp[i] = &lb[i];
+    }
+    sp.n_logit_bias = 3;
+    sp.logit_bias = lbp;
+    sub.sampling = &sp;
+    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+    env.msg_case = SLUICE__ENVELOPE__MSG_SUBMIT;
+    env.submit = &sub;
+    size_t n = sluice__envelope__get_packed_size(&env);
+    uint8_t *frame = malloc(13 + n);
+    frame[0] = 1;
+    uint64_t len = 4 + n;
+    for (int i = 0; i < 8; i++)
+        frame[1 + i] = (uint8_t)(len >> (56 - 8 * i));
+    frame[9] = frame[10] = frame[11] = 0;
+    frame[12] = 1;
+    sluice__envelope__pack(&env, frame + 13);
+    assert_int_equal(write(fd, frame, 13 + n), (ssize_t)(13 + n));
+    free(frame);
+    /* Do not read: the worker must give up on this request by itself. */
+    double overflows = -1;
+    int64_t deadline = now_ms() + 120000;
+    while (now_ms() < deadline) {
+        overflows = metric(w.http_port, "sluice_worker_send_queue_overflows_total");
+        if (overflows >= 1)
+            break;
+        usleep(200 * 1000);
+    }
+    assert_true(overflows >= 1);
+    assert_true(wait_metric(w.http_port, "sluice_worker_requests_running", 0, 10000) == 0);
+    assert_true(wait_metric(w.http_port, "sluice_worker_kv_cache_usage_ratio", 0, 5000) == 0);
+    /* Now read everything that was queued: request 66 ends with Error{OVERLOADED}. */
+    bool saw_overloaded = false, saw_finished = false;
+    int tokens = 0;
+    for (;;) {
+        uint8_t hdr[13];
+        if (!read_full(fd, hdr, 13, 2000))
+            break;
+        uint64_t flen = 0;
+        for (int i = 0; i < 8; i++)
+            flen = (flen << 8) | hdr[1 + i];
+        assert_true(flen >= 4 && flen < (1u << 20));
+        uint8_t *body = malloc(flen - 4 + 1);
+        assert_true(read_full(fd, body, flen - 4, 2000));
+        Sluice__Envelope *e = sluice__envelope__unpack(NULL, flen - 4, body);
+        free(body);
+        assert_non_null(e);
+        if (e->msg_case == SLUICE__ENVELOPE__MSG_EVENT && e->event->request_id == 66) {
+            if (e->event->kind_case == SLUICE__EVENT__KIND_TOKENS)
+                tokens++;
+            else if (e->event->kind_case == SLUICE__EVENT__KIND_FINISHED)
+                saw_finished = true;
+            else if (e->event->kind_case == SLUICE__EVENT__KIND_ERROR &&
+                     e->event->error->code == CM_ERR_OVERLOADED)
+                saw_overloaded = true;
+        }
+        sluice__envelope__free_unpacked(e, NULL);
+        if (saw_overloaded)
+            break;
+    }
+    close(fd);
+    assert_true(tokens > 0);
+    assert_true(saw_overloaded);
+    assert_false(saw_finished);
+    assert_int_equal(stop_worker(&w), 0);
+}
+
 /* Registry: the key appears in a real Redis with the announced fields and is deleted on
  * drain (well before its 5 s TTL could expire it). */
 static void test_registry_in_redis(void **state) {
@@ -927,6 +1082,7 @@ static void remove_logs(void) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hello_and_stats),
         cmocka_unit_test(test_stream_matches_generate),
         cmocka_unit_test(test_chat_matches_generate),
         cmocka_unit_test(test_cancel_frees_kv),
@@ -937,6 +1093,7 @@ int main(void) {
         cmocka_unit_test(test_sigterm_drains),
         cmocka_unit_test(test_second_sigterm_aborts),
         cmocka_unit_test(test_drain_timeout_cancels),
+        cmocka_unit_test(test_slow_gateway_cancelled),
         cmocka_unit_test(test_registry_in_redis),
         cmocka_unit_test(test_registry_down_still_serves),
     };

@@ -241,8 +241,11 @@ static void test_kernels(void **state) {
     for (int i = 0; i < 256; i++) {
         x[i] = sinf((float)i * 0.37f) * (1.0f + (float)(i % 5));
     }
-    for (int pass = 0; pass < 2; pass++) {
-        wk_cpu_kernels_init(pass == 0); /* scalar first, then the fastest */
+    for (int pass = 0; pass < 3; pass++) {
+        /* scalar, AVX2, AVX-512: each level the CPU has */
+        if (wk_cpu_kernels_use((wk_cpu_isa)pass) != (wk_cpu_isa)pass) {
+            continue;
+        }
         wk_cpu_q8 xq[8];
         wk_cpu_quantize_q8(x, xq, 256);
         float xd[256];
@@ -339,9 +342,9 @@ static void test_kernels(void **state) {
     }
     /* scalar and SIMD quantization agree exactly */
     wk_cpu_q8 a[8], b[8];
-    wk_cpu_kernels_init(true);
+    wk_cpu_kernels_use(WK_CPU_ISA_SCALAR);
     wk_cpu_quantize_q8(x, a, 256);
-    wk_cpu_kernels_init(false);
+    wk_cpu_kernels_use(WK_CPU_ISA_AVX512);
     wk_cpu_quantize_q8(x, b, 256);
     for (int i = 0; i < 8; i++) {
         assert_true(a[i].d == b[i].d);
@@ -392,6 +395,50 @@ static void test_synthetic_vs_ref(void **state) {
             wk_model_fini(&m);
         }
     }
+}
+
+/* The forward pass on every kernel level the CPU has (scalar, AVX2, AVX-512) matches the
+ * reference, and the levels agree with each other within the int8 noise. */
+static void test_isa_levels(void **state) {
+    (void)state;
+    const wk_dtype types[] = {WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q8_0, WK_DTYPE_F16};
+    wk_hparams hp = {.n_vocab = 300,
+                     .n_embd = 256,
+                     .n_layer = 2,
+                     .n_head = 4,
+                     .n_head_kv = 2,
+                     .n_ff = 544,
+                     .rms_eps = 1e-5f,
+                     .rope_freq_base = 10000.0f};
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+        wk_model m;
+        assert_int_equal(wk_model_synthetic(&hp, types[ti], 31 + ti, &m), CM_OK);
+        int32_t toks[7], bt[MAX_BPS];
+        prompt(toks, 7, hp.n_vocab, 7 + (uint32_t)ti);
+        identity_bt(bt, MAX_BPS, 0);
+        float want[300], got[3][300];
+        ref_forward(&m, toks, 7, want);
+        int levels = 0;
+        for (int level = 0; level < 3; level++) {
+            if (wk_cpu_kernels_use((wk_cpu_isa)level) != (wk_cpu_isa)level) {
+                continue;
+            }
+            wk_backend *be = make_be(&m, small_cfg(2, WK_DTYPE_F32));
+            assert_int_equal(run_seq(be, toks, 7, 0, bt, got[levels]), CM_OK);
+            wk_backend_cpu.destroy(be);
+            double e = rel_err(got[levels], want, 300);
+            if (!(e < 0.03)) {
+                fail_msg("%s level %d: relative error %g", wk_dtype_name(types[ti]), level, e);
+            }
+            if (levels > 0) {
+                assert_true(rel_err(got[levels], got[0], 300) < 0.03);
+            }
+            levels++;
+        }
+        assert_true(levels >= 1);
+        wk_model_fini(&m);
+    }
+    wk_cpu_kernels_use(WK_CPU_ISA_AVX512);
 }
 
 /* Biased (qwen2-like) projections: a model with biases equals the reference. */
@@ -760,6 +807,7 @@ int main(void) {
         cmocka_unit_test(test_ref_ops),
         cmocka_unit_test(test_kernels),
         cmocka_unit_test(test_synthetic_vs_ref),
+        cmocka_unit_test(test_isa_levels),
         cmocka_unit_test(test_biases),
         cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_bundled_forward),

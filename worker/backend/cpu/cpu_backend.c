@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef SLUICE_HAVE_OPENBLAS
@@ -36,6 +37,11 @@
 #include "cpu_pool.h"
 
 #define MAX_THREADS 256
+/* Adaptive threads: forwards per window; waiting share that sheds a thread; windows at a
+ * reduced count before trying one more thread again. */
+#define ADAPT_WINDOW 32
+#define ADAPT_SHED_RATIO 0.5
+#define ADAPT_PROBE_WINDOWS 16
 #define MM_PARTS 3
 /* Granularity of matmul work items (rows); 16 f32 outputs fill a cache line. */
 #define MM_CHUNK_ROWS 16
@@ -78,6 +84,13 @@ struct wk_backend {
     uint32_t *out_row; /* (max_seqs) logits row of each of those */
     float *thr;        /* (n_threads, thr_floats) per-thread scratch */
     size_t thr_floats;
+
+    /* Adaptive thread count: when the owner keeps waiting for workers (cores shared with
+     * other processes, workers descheduled mid-task), fewer threads are faster. Windows of
+     * ADAPT_WINDOW forwards; results do not depend on the thread count. */
+    bool adapt;
+    int64_t win_fwd_ns, win_wait_ns;
+    int win_n, probe_windows;
 
     /* the batch being run (valid during forward) */
     const wk_batch *batch;
@@ -384,17 +397,21 @@ static void rope_store_tok(wk_backend *be, int t, void *arg) {
 
 typedef struct attn_task {
     wk_backend *be;
-    int n_items; /* n_tok * n_head_kv */
+    int n_items;  /* n_tok * n_head / per_item */
+    int per_item; /* query heads per item: the whole GQA group, or 1 (small batches) */
     atomic_int next;
 } attn_task;
 
-/* One (token, kv head) item: every query head of the group attends over positions
- * [0, pos] of the token's sequence. Output goes to xn (T, q_dim). */
-static void attn_item(wk_backend *be, int item, float *scores) {
+/* One item: per_item query heads of one token (a whole GQA group, whose K/V stay in cache
+ * from one head to the next, or a single head when there are too few items to keep every
+ * thread busy) attend over positions [0, pos] of the token's sequence. Each head's arithmetic
+ * is the same either way. Output goes to xn (T, q_dim). */
+static void attn_item(wk_backend *be, int item, int per_item, float *scores) {
     const wk_hparams *hp = &be->hp;
-    int hkv = (int)hp->n_head_kv, hd = (int)hp->head_dim;
+    int hd = (int)hp->head_dim;
     int group = (int)(hp->n_head / hp->n_head_kv);
-    int t = item / hkv, g = item % hkv;
+    int items_per_tok = (int)hp->n_head / per_item;
+    int t = item / items_per_tok, h0 = (item % items_per_tok) * per_item;
     const wk_batch *b = be->batch;
     int s = be->tok_seq[t];
     int32_t pos = b->positions[t];
@@ -404,8 +421,8 @@ static void attn_item(wk_backend *be, int item, float *scores) {
     size_t q_dim = (size_t)hp->n_head * (size_t)hd;
     float scale = 1.0f / sqrtf((float)hd);
 
-    for (int gh = 0; gh < group; gh++) {
-        int h = g * group + gh;
+    for (int gh = 0; gh < per_item; gh++) {
+        int h = h0 + gh, g = h / group;
         const float *q = be->q + (size_t)t * q_dim + (size_t)h * (size_t)hd;
         float *sc = scores + (size_t)gh * (size_t)be->max_ctx;
         for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
@@ -445,7 +462,7 @@ static void attn_worker(void *ctx, int tid, int n_threads) {
         if (i >= a->n_items) {
             return;
         }
-        attn_item(a->be, i, scores);
+        attn_item(a->be, i, a->per_item, scores);
     }
 }
 
@@ -544,7 +561,7 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
                          kv_bytes, cfg->n_blocks, cfg->block_tokens);
         }
     }
-    wk_cpu_kernels_init(false);
+    wk_cpu_kernels_init();
     wk_backend *be = calloc(1, sizeof(*be));
     if (be == NULL) {
         return failf(err, errlen, CM_ERR_NOMEM, "out of memory");
@@ -567,6 +584,10 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
         return failf(err, errlen, rv, "cannot start %d threads", nth);
     }
     be->n_threads = wk_cpu_pool_size(be->pool);
+    {
+        const char *env = getenv("SLUICE_CPU_ADAPT_THREADS");
+        be->adapt = be->n_threads > 1 && !(env != NULL && strcmp(env, "0") == 0);
+    }
 #ifdef SLUICE_HAVE_OPENBLAS
     /* our pool already parallelizes across panels: OpenBLAS must not add its own threads */
     openblas_set_num_threads(1);
@@ -670,6 +691,31 @@ static void quantize_rows(wk_backend *be, int n_tok, int64_t n) {
     for_tokens(be, n_tok, quant_tok, &n);
 }
 
+/* Sheds a thread when the owner spent more than ADAPT_SHED_RATIO of a window waiting for
+ * workers; after ADAPT_PROBE_WINDOWS windows at a reduced count, tries one more again. */
+static void adapt_threads(wk_backend *be, int64_t fwd_ns, int64_t wait_ns) {
+    be->win_fwd_ns += fwd_ns;
+    be->win_wait_ns += wait_ns;
+    if (++be->win_n < ADAPT_WINDOW) {
+        return;
+    }
+    int active = wk_cpu_pool_active(be->pool);
+    if (active > 1 && (double)be->win_wait_ns > ADAPT_SHED_RATIO * (double)be->win_fwd_ns) {
+        wk_cpu_pool_set_active(be->pool, active - 1);
+        be->probe_windows = 0;
+    } else if (active < be->n_threads && ++be->probe_windows >= ADAPT_PROBE_WINDOWS) {
+        wk_cpu_pool_set_active(be->pool, active + 1);
+        be->probe_windows = 0;
+    }
+    if (getenv("SLUICE_CPU_ADAPT_DEBUG") != NULL) {
+        fprintf(stderr, "cpu adapt: active %d wait %.1f%%\n", active,
+                100.0 * (double)be->win_wait_ns / (double)be->win_fwd_ns);
+    }
+    be->win_fwd_ns = 0;
+    be->win_wait_ns = 0;
+    be->win_n = 0;
+}
+
 static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
     if (be == NULL || logits == NULL) {
         return CM_ERR_INVALID;
@@ -678,6 +724,9 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
     if (rv != CM_OK) {
         return rv;
     }
+    struct timespec f0;
+    clock_gettime(CLOCK_MONOTONIC, &f0);
+    int64_t wait0 = wk_cpu_pool_wait_ns(be->pool);
     const wk_model *m = be->model;
     const wk_hparams *hp = &be->hp;
     int n_tok = (int)b->n_tokens;
@@ -714,7 +763,10 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         matmul(be, &qkv);
         for_tokens(be, n_tok, rope_store_tok, NULL);
 
-        attn_task at = {.be = be, .n_items = n_tok * (int)hp->n_head_kv};
+        int group = (int)(hp->n_head / hp->n_head_kv);
+        int per_item = n_tok * (int)hp->n_head_kv >= 2 * be->n_threads ? group : 1;
+        attn_task at = {
+            .be = be, .n_items = n_tok * (int)hp->n_head / per_item, .per_item = per_item};
         atomic_init(&at.next, 0);
         wk_cpu_pool_run(be->pool, attn_worker, &at);
 
@@ -770,6 +822,12 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         matmul(be, &head);
     }
     be->batch = NULL;
+    if (be->adapt) {
+        struct timespec f1;
+        clock_gettime(CLOCK_MONOTONIC, &f1);
+        adapt_threads(be, (int64_t)(f1.tv_sec - f0.tv_sec) * 1000000000 + (f1.tv_nsec - f0.tv_nsec),
+                      wk_cpu_pool_wait_ns(be->pool) - wait0);
+    }
     return CM_OK;
 }
 

@@ -21,8 +21,8 @@
 
 typedef float (*dot_fn)(const void *w, const wk_cpu_q8 *x, int64_t n);
 
-/* Dispatch table, written once by wk_cpu_kernels_init (tests may re-init with force_scalar from
- * a single thread before any backend runs). */
+/* Dispatch table, written once by wk_cpu_kernels_init (tests switch it with
+ * wk_cpu_kernels_use while no backend runs). */
 static struct {
     dot_fn dot_q4_0, dot_q4_1, dot_q8_0;
     void (*quantize)(const float *x, wk_cpu_q8 *y, int64_t n);
@@ -33,7 +33,7 @@ static struct {
     void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
     void (*silu_mul)(float *out, const float *gate, const float *up, int64_t n);
-    bool avx2;
+    wk_cpu_isa isa;
 } K;
 
 static uint16_t rd16(const uint8_t *p) {
@@ -568,7 +568,9 @@ AVX512 static float dot_q8_0_avx512(const void *w, const wk_cpu_q8 *x, int64_t n
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
-static void set_table(bool force_scalar) {
+/* Installs the implementations of level (clamped to what the CPU supports); returns the
+ * level in effect. */
+static wk_cpu_isa set_table(wk_cpu_isa level) {
     K.dot_q4_0 = dot_q4_0_scalar;
     K.dot_q4_1 = dot_q4_1_scalar;
     K.dot_q8_0 = dot_q8_0_scalar;
@@ -580,14 +582,15 @@ static void set_table(bool force_scalar) {
     K.axpy_f16 = axpy_f16_scalar;
     K.f32_to_f16 = f32_to_f16_scalar;
     K.silu_mul = silu_mul_scalar;
-    K.avx2 = false;
+    K.isa = WK_CPU_ISA_SCALAR;
 #if HAVE_X86
     __builtin_cpu_init();
     /* F16C via cpuid leaf 1 (ECX bit 29): not every compiler's __builtin_cpu_supports
      * knows it; AVX2 implies the OS saves YMM state, which __builtin_cpu_supports checks. */
     unsigned a, b, c, d;
     bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
-    if (!force_scalar && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
+    if (level >= WK_CPU_ISA_AVX2 && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma") && f16c) {
         K.dot_q4_0 = dot_q4_0_avx2;
         K.dot_q4_1 = dot_q4_1_avx2;
         K.dot_q8_0 = dot_q8_0_avx2;
@@ -597,36 +600,50 @@ static void set_table(bool force_scalar) {
         K.f16_to_f32 = f16_to_f32_avx2;
         K.axpy_f32 = axpy_f32_avx2;
         K.axpy_f16 = axpy_f16_avx2;
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-            getenv("SLUICE_CPU_NO_AVX512") == NULL) {
-            K.dot_q4_1 = dot_q4_1_avx512;
-            K.dot_q8_0 = dot_q8_0_avx512;
-        }
         K.f32_to_f16 = f32_to_f16_avx2;
         K.silu_mul = silu_mul_avx2;
-        K.avx2 = true;
+        K.isa = WK_CPU_ISA_AVX2;
+        if (level >= WK_CPU_ISA_AVX512 && __builtin_cpu_supports("avx512f") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512vnni")) {
+            K.dot_q4_1 = dot_q4_1_avx512;
+            K.dot_q8_0 = dot_q8_0_avx512;
+            K.isa = WK_CPU_ISA_AVX512;
+        }
     }
 #else
-    (void)force_scalar;
+    (void)level;
 #endif
+    return K.isa;
 }
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
+/* The default level: the best the CPU has, or SLUICE_CPU_KERNELS=scalar|avx2|avx512 to cap
+ * it (to compare paths, or to rule one out on a misbehaving machine). */
 static void init_default(void) {
-    set_table(false);
-}
-
-void wk_cpu_kernels_init(bool force_scalar) {
-    pthread_once(&once, init_default);
-    if (force_scalar || !K.avx2) {
-        set_table(force_scalar);
+    const char *env = getenv("SLUICE_CPU_KERNELS");
+    wk_cpu_isa level = WK_CPU_ISA_AVX512;
+    if (env != NULL && strcmp(env, "scalar") == 0) {
+        level = WK_CPU_ISA_SCALAR;
+    } else if (env != NULL && strcmp(env, "avx2") == 0) {
+        level = WK_CPU_ISA_AVX2;
     }
+    set_table(level);
 }
 
-bool wk_cpu_kernels_have_avx2(void) {
-    return K.avx2;
+void wk_cpu_kernels_init(void) {
+    pthread_once(&once, init_default);
+}
+
+wk_cpu_isa wk_cpu_kernels_use(wk_cpu_isa level) {
+    pthread_once(&once, init_default);
+    return set_table(level);
+}
+
+wk_cpu_isa wk_cpu_kernels_isa(void) {
+    pthread_once(&once, init_default);
+    return K.isa;
 }
 
 bool wk_cpu_fused_type(wk_dtype t) {

@@ -2,8 +2,8 @@
  * cpu_kernels: the CPU backend's inner loops. Activations are quantized once per matmul to
  * 8-bit blocks (wk_cpu_q8 below) and dotted with quantized weight rows using integer products;
  * types without a fused kernel are dequantized to f32 first. Every kernel has a portable
- * scalar version and an AVX2/FMA/F16C version chosen at run time by wk_cpu_kernels_init;
- * wk_cpu_kernels_init(true) selects the scalar ones so tests can compare the two.
+ * scalar version and an AVX2/FMA/F16C version (AVX-512 VNNI for Q4_1/Q8_0 where present)
+ * chosen at run time by wk_cpu_kernels_init; wk_cpu_kernels_use lets tests compare them.
  *
  * All functions are thread-safe (no state after init) and allocate nothing.
  */
@@ -27,14 +27,25 @@ typedef struct wk_cpu_q8 {
 
 /* The kernels load (d, s) together as one 8-byte value. */
 _Static_assert(offsetof(wk_cpu_q8, s) == offsetof(wk_cpu_q8, d) + sizeof(float),
-               "cpu_q8: s must follow d");
+               "wk_cpu_q8: s must follow d");
 
-/* wk_cpu_kernels_init picks the fastest available implementations (idempotent, thread-safe).
- * force_scalar = true selects the portable versions (for tests). */
-void wk_cpu_kernels_init(bool force_scalar);
+typedef enum wk_cpu_isa {
+    WK_CPU_ISA_SCALAR = 0, /* portable C */
+    WK_CPU_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    WK_CPU_ISA_AVX512 = 2, /* AVX2 set plus AVX-512 F/BW/VL/VNNI kernels for Q4_1 and Q8_0 */
+} wk_cpu_isa;
 
-/* true when the AVX2 paths are in use. */
-bool wk_cpu_kernels_have_avx2(void);
+/* wk_cpu_kernels_init picks the best implementations the CPU supports, capped by the
+ * environment variable SLUICE_CPU_KERNELS=scalar|avx2|avx512 when set. Idempotent and
+ * thread-safe; later calls change nothing. */
+void wk_cpu_kernels_init(void);
+
+/* wk_cpu_kernels_use switches to level (clamped to what the CPU supports) and returns the
+ * level in effect. For tests and benchmarks: must not run while a backend computes. */
+wk_cpu_isa wk_cpu_kernels_use(wk_cpu_isa level);
+
+/* The level in effect. */
+wk_cpu_isa wk_cpu_kernels_isa(void);
 
 /* wk_cpu_fused_type: true when weights of type t dot directly with wk_cpu_q8 activations. */
 bool wk_cpu_fused_type(wk_dtype t);

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -41,6 +42,10 @@ struct wk_cpu_pool {
     atomic_int done;          /* joined workers that finished */
     atomic_bool owner_asleep; /* the owner waits on done_cv (workers must signal) */
     atomic_bool stop;
+    /* Workers allowed to join a task (0 .. n_threads - 1): lowered when workers keep the
+     * owner waiting (cores shared with other processes). Written by the owner only. */
+    atomic_int max_join;
+    int64_t wait_ns; /* owner's time spent waiting for joined workers (owner only) */
     pthread_mutex_t mu;
     pthread_cond_t task_cv;
     pthread_cond_t done_cv;
@@ -53,7 +58,8 @@ static void *worker_main(void *arg) {
     wk_cpu_pool *p = wa->pool;
     unsigned seen = 0;
     for (;;) {
-        int spins = 0;
+        /* spin for the next task only while helpers are wanted; otherwise sleep at once */
+        int spins = atomic_load_explicit(&p->max_join, memory_order_relaxed) > 0 ? 0 : SPIN_ITERS;
         while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen && spins < SPIN_ITERS) {
             CPU_RELAX();
             spins++;
@@ -71,7 +77,8 @@ static void *worker_main(void *arg) {
         seen = atomic_load(&p->gen);
         uint64_t v = atomic_load(&p->join);
         bool joined = false;
-        while ((uint32_t)(v >> 32) == seen && (v & JOIN_CLOSED) == 0) {
+        while ((uint32_t)(v >> 32) == seen && (v & JOIN_CLOSED) == 0 &&
+               (int)(v & 0xffff) < atomic_load_explicit(&p->max_join, memory_order_relaxed)) {
             if (atomic_compare_exchange_weak(&p->join, &v, v + 1)) {
                 joined = true;
                 break;
@@ -106,6 +113,7 @@ cm_err wk_cpu_pool_create(int n_threads, wk_cpu_pool **out) {
     atomic_init(&p->done, 0);
     atomic_init(&p->owner_asleep, false);
     atomic_init(&p->stop, false);
+    atomic_init(&p->max_join, n_threads - 1);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->task_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
@@ -152,8 +160,8 @@ int wk_cpu_pool_size(const wk_cpu_pool *p) {
 }
 
 void wk_cpu_pool_run(wk_cpu_pool *p, wk_cpu_pool_fn fn, void *ctx) {
-    if (p->n_threads == 1) {
-        fn(ctx, 0, 1);
+    if (p->n_threads == 1 || atomic_load_explicit(&p->max_join, memory_order_relaxed) == 0) {
+        fn(ctx, 0, p->n_threads); /* no helpers: nothing to wake, nothing to wait for */
         return;
     }
     p->fn = fn;
@@ -169,6 +177,11 @@ void wk_cpu_pool_run(wk_cpu_pool *p, wk_cpu_pool_fn fn, void *ctx) {
     /* close the task: from now on no worker joins; wait only for those that did */
     uint64_t v = atomic_fetch_or(&p->join, JOIN_CLOSED);
     int joined = (int)(v & 0xffff);
+    if (atomic_load_explicit(&p->done, memory_order_acquire) >= joined) {
+        return;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     int spins = 0;
     while (atomic_load_explicit(&p->done, memory_order_acquire) < joined && spins < SPIN_ITERS) {
         CPU_RELAX();
@@ -183,4 +196,20 @@ void wk_cpu_pool_run(wk_cpu_pool *p, wk_cpu_pool_fn fn, void *ctx) {
         atomic_store(&p->owner_asleep, false);
         pthread_mutex_unlock(&p->mu);
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    p->wait_ns += (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
+}
+
+void wk_cpu_pool_set_active(wk_cpu_pool *p, int n_active) {
+    int j = n_active - 1;
+    j = j < 0 ? 0 : (j > p->n_threads - 1 ? p->n_threads - 1 : j);
+    atomic_store(&p->max_join, j);
+}
+
+int wk_cpu_pool_active(const wk_cpu_pool *p) {
+    return atomic_load(&p->max_join) + 1;
+}
+
+int64_t wk_cpu_pool_wait_ns(const wk_cpu_pool *p) {
+    return p->wait_ns;
 }

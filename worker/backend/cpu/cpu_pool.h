@@ -12,6 +12,8 @@
 #ifndef WK_CPU_POOL_H
 #define WK_CPU_POOL_H
 
+#include <stdint.h>
+
 #include "../../../common/cm_err.h"
 
 typedef struct wk_cpu_pool wk_cpu_pool;
@@ -27,7 +29,17 @@ void wk_cpu_pool_destroy(wk_cpu_pool *p);
 
 int wk_cpu_pool_size(const wk_cpu_pool *p);
 
-/* Runs fn on all threads and waits for all of them. */
+/* Runs fn on the owner and on up to active - 1 workers (those that join in time) and waits
+ * for all of them. fn must claim its work dynamically: any subset of tids may run it. */
 void wk_cpu_pool_run(wk_cpu_pool *p, wk_cpu_pool_fn fn, void *ctx);
+
+/* wk_cpu_pool_set_active limits the threads that work on a task to n_active (clamped to
+ * 1 .. size); idle workers sleep. Owner only, between tasks. */
+void wk_cpu_pool_set_active(wk_cpu_pool *p, int n_active);
+int wk_cpu_pool_active(const wk_cpu_pool *p);
+
+/* wk_cpu_pool_wait_ns: total time the owner spent waiting for joined workers to finish
+ * (owner only). */
+int64_t wk_cpu_pool_wait_ns(const wk_cpu_pool *p);
 
 #endif /* WK_CPU_POOL_H */

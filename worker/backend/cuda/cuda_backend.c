@@ -104,6 +104,15 @@ struct wk_backend {
     uint32_t n_buckets;
 
     int cc_major; /* compute capability of the device */
+
+    /* profiling (wk_cuda_set_profile): an event after every op of an eager forward */
+    int prof_on;
+    int capturing;        /* set while a graph is being captured: no events then */
+    cudaEvent_t *prof_ev; /* (prof_cap) */
+    int *prof_cat;        /* (prof_cap) category of the op ending at event i */
+    int prof_cap, prof_n;
+    double prof_ms[WK_CUDA_PROF_N];
+    int prof_ops;
     int healthy;
     char last_err[ERR_LEN];
 };
@@ -196,6 +205,35 @@ static const char *cublas_str(cublasStatus_t s) {
             goto fail;                                                                             \
         }                                                                                          \
     } while (0)
+
+/* Records the end of an op of category cat when profiling an eager forward. */
+static void prof_mark(wk_backend *be, int cat) {
+    if (!be->prof_on || be->capturing || be->prof_n >= be->prof_cap) {
+        return;
+    }
+    if (cudaEventRecord(be->prof_ev[be->prof_n], be->stream) == cudaSuccess) {
+        be->prof_cat[be->prof_n++] = cat;
+    } else {
+        (void)cudaGetLastError();
+    }
+}
+
+/* After a synchronised eager forward: per-category sums of the intervals between events. */
+static void prof_collect(wk_backend *be) {
+    if (!be->prof_on || be->prof_n < 2) {
+        return;
+    }
+    memset(be->prof_ms, 0, sizeof(be->prof_ms));
+    for (int i = 1; i < be->prof_n; i++) {
+        float ms = 0.0f;
+        if (cudaEventElapsedTime(&ms, be->prof_ev[i - 1], be->prof_ev[i]) == cudaSuccess) {
+            be->prof_ms[be->prof_cat[i]] += ms;
+        } else {
+            (void)cudaGetLastError();
+        }
+    }
+    be->prof_ops = be->prof_n - 1;
+}
 
 void wk_cuda_options_default(wk_cuda_options *o) {
     memset(o, 0, sizeof(*o));
@@ -643,6 +681,11 @@ static void cuda_destroy(wk_backend *be) {
     if (be->stream) {
         (void)cudaStreamDestroy(be->stream);
     }
+    for (int i = 0; i < be->prof_cap; i++) {
+        (void)cudaEventDestroy(be->prof_ev[i]);
+    }
+    free(be->prof_ev);
+    free(be->prof_cat);
     free(be->layers);
     free(be);
 }
@@ -930,8 +973,10 @@ static cm_err enqueue_fused_layers(wk_backend *be, int n, int n_out, int flash_t
         uint16_t *v_cache = k_cache + be->kv_half_elems;
         CK(wk_cuda_gemv_fused(L->wqkv, be->x, WK_CUDA_X_RMSNORM, L->attn_norm, be->eps, n,
                               be->n_embd, be->qkv_dim, be->qkv, WK_CUDA_Y_F32, be->stream));
+        prof_mark(be, WK_CUDA_PROF_GEMM);
         CK(wk_cuda_rope_store(be->qkv, L->bqkv, d_pos, d_seq, d_bt, mb, bt, &ra, n, be->q, k_cache,
                               v_cache, be->stream));
+        prof_mark(be, WK_CUDA_PROF_ROPE);
         if (flash_tiles > 0) {
             CK(wk_cuda_flash_prefill(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, d_tiles,
                                      flash_tiles, be->attn, be->stream));
@@ -939,21 +984,27 @@ static cm_err enqueue_fused_layers(wk_backend *be, int n, int n_out, int flash_t
             CK(wk_cuda_attention(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, n, be->attn,
                                  be->stream));
         }
+        prof_mark(be, WK_CUDA_PROF_ATTN);
         CK(wk_cuda_gemv_fused(L->wo, be->attn, WK_CUDA_X_F16, NULL, 0.0f, n, be->q_dim, be->n_embd,
                               be->x, WK_CUDA_Y_ADD_F32, be->stream));
+        prof_mark(be, WK_CUDA_PROF_GEMM);
         CK(wk_cuda_gemv_fused(L->wgu, be->x, WK_CUDA_X_RMSNORM, L->ffn_norm, be->eps, n, be->n_embd,
                               2 * be->n_ff, be->gu, WK_CUDA_Y_F16, be->stream));
+        prof_mark(be, WK_CUDA_PROF_GEMM);
         CK(wk_cuda_gemv_fused(L->wdown, be->gu, WK_CUDA_X_SWIGLU, NULL, 0.0f, n, be->n_ff,
                               be->n_embd, be->x, WK_CUDA_Y_ADD_F32, be->stream));
+        prof_mark(be, WK_CUDA_PROF_GEMM);
     }
     if (n_out > 0) {
         /* x already holds every residual add */
         CK(wk_cuda_add_rmsnorm(be->x, NULL, be->out_norm, d_out, n_out, be->n_embd, be->eps, be->xn,
                                be->stream));
+        prof_mark(be, WK_CUDA_PROF_NORM);
         if ((rv = gemm(be, be->output, be->xn, n_out, be->n_embd, be->n_vocab, be->logits, 0)) !=
             CM_OK) {
             goto fail;
         }
+        prof_mark(be, WK_CUDA_PROF_GEMM);
     }
     return CM_OK;
 fail:
@@ -975,7 +1026,10 @@ static cm_err enqueue_forward(wk_backend *be, int n, int n_out, int flash_tiles)
     wk_cuda_rope_args ra = {be->n_head, be->n_kv, be->hd, be->n_rot, be->neox, be->inv_freq};
     wk_cuda_attn_args aa = {be->n_head, be->n_kv, be->hd, bt, mb, 1.0f / sqrtf((float)be->hd)};
 
+    be->prof_n = 0;
+    prof_mark(be, WK_CUDA_PROF_OTHER); /* start */
     CK(wk_cuda_embed(be->tok_embd, d_tok, n, be->n_embd, be->x, be->stream));
+    prof_mark(be, WK_CUDA_PROF_OTHER);
     if (n <= be->opt.gemv_max_rows && be->opt.fuse_decode &&
         be->opt.gemv_mode != WK_CUDA_GEMV_CUBLAS) {
         return enqueue_fused_layers(be, n, n_out, flash_tiles);
@@ -987,11 +1041,14 @@ static cm_err enqueue_forward(wk_backend *be, int n, int n_out, int flash_tiles)
         /* the previous layer's down projection is added here, fused with the norm */
         CK(wk_cuda_add_rmsnorm(be->x, l == 0 ? NULL : be->tmp, L->attn_norm, NULL, n, be->n_embd,
                                be->eps, be->xn, be->stream));
+        prof_mark(be, WK_CUDA_PROF_NORM);
         if ((rv = gemm(be, L->wqkv, be->xn, n, be->n_embd, be->qkv_dim, be->qkv, 0)) != CM_OK) {
             goto fail;
         }
+        prof_mark(be, WK_CUDA_PROF_GEMM);
         CK(wk_cuda_rope_store(be->qkv, L->bqkv, d_pos, d_seq, d_bt, mb, bt, &ra, n, be->q, k_cache,
                               v_cache, be->stream));
+        prof_mark(be, WK_CUDA_PROF_ROPE);
         if (flash_tiles > 0) {
             CK(wk_cuda_flash_prefill(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, d_tiles,
                                      flash_tiles, be->attn, be->stream));
@@ -999,26 +1056,34 @@ static cm_err enqueue_forward(wk_backend *be, int n, int n_out, int flash_tiles)
             CK(wk_cuda_attention(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, n, be->attn,
                                  be->stream));
         }
+        prof_mark(be, WK_CUDA_PROF_ATTN);
         if ((rv = gemm(be, L->wo, be->attn, n, be->q_dim, be->n_embd, be->tmp, 0)) != CM_OK) {
             goto fail;
         }
+        prof_mark(be, WK_CUDA_PROF_GEMM);
         CK(wk_cuda_add_rmsnorm(be->x, be->tmp, L->ffn_norm, NULL, n, be->n_embd, be->eps, be->xn,
                                be->stream));
+        prof_mark(be, WK_CUDA_PROF_NORM);
         if ((rv = gemm(be, L->wgu, be->xn, n, be->n_embd, 2 * be->n_ff, be->gu, 1)) != CM_OK) {
             goto fail;
         }
+        prof_mark(be, WK_CUDA_PROF_GEMM);
         CK(wk_cuda_swiglu(be->gu, n, be->n_ff, be->act, be->stream));
+        prof_mark(be, WK_CUDA_PROF_SWIGLU);
         if ((rv = gemm(be, L->wdown, be->act, n, be->n_ff, be->n_embd, be->tmp, 0)) != CM_OK) {
             goto fail;
         }
+        prof_mark(be, WK_CUDA_PROF_GEMM);
     }
     if (n_out > 0) {
         CK(wk_cuda_add_rmsnorm(be->x, be->tmp, be->out_norm, d_out, n_out, be->n_embd, be->eps,
                                be->xn, be->stream));
+        prof_mark(be, WK_CUDA_PROF_NORM);
         if ((rv = gemm(be, be->output, be->xn, n_out, be->n_embd, be->n_vocab, be->logits, 0)) !=
             CM_OK) {
             goto fail;
         }
+        prof_mark(be, WK_CUDA_PROF_GEMM);
     }
     return CM_OK;
 fail:
@@ -1103,7 +1168,9 @@ static void capture_graph(wk_backend *be, graph_slot *slot) {
         slot->failed = 1;
         return;
     }
+    be->capturing = 1;
     cm_err rv = enqueue_forward(be, n, n, 0);
+    be->capturing = 0;
     e = cudaStreamEndCapture(be->stream, &graph);
     if (rv != CM_OK || e != cudaSuccess || graph == NULL) {
         cm_logf(CM_LOG_WARN, NULL,
@@ -1279,6 +1346,9 @@ static cm_err cuda_forward(wk_backend *be, const wk_batch *batch, float *logits)
         }
     }
     CK(cudaStreamSynchronize(be->stream));
+    if (slot == NULL || slot->exec == NULL) {
+        prof_collect(be);
+    }
     if (capture_after) {
         capture_graph(be, slot); /* a failed capture only means no graph for this bucket */
     }
@@ -1343,6 +1413,41 @@ void wk_cuda_set_pdl(wk_backend *be, int on) {
     }
 }
 
+cm_err wk_cuda_set_profile(wk_backend *be, int on) {
+    if (be == NULL) {
+        return CM_ERR_INVALID;
+    }
+    if (on && be->prof_ev == NULL) {
+        int cap = 16 * be->n_layer + 16;
+        be->prof_ev = calloc((size_t)cap, sizeof(*be->prof_ev));
+        be->prof_cat = calloc((size_t)cap, sizeof(*be->prof_cat));
+        if (be->prof_ev == NULL || be->prof_cat == NULL) {
+            return CM_ERR_NOMEM;
+        }
+        for (int i = 0; i < cap; i++) {
+            if (cudaEventCreate(&be->prof_ev[i]) != cudaSuccess) {
+                (void)cudaGetLastError();
+                be->prof_cap = i; /* the ones created are freed at destroy */
+                return CM_ERR_BACKEND;
+            }
+        }
+        be->prof_cap = cap;
+    }
+    be->prof_on = on != 0;
+    be->prof_ops = 0;
+    return CM_OK;
+}
+
+int wk_cuda_get_profile(const wk_backend *be, double *ms) {
+    if (be == NULL || ms == NULL) {
+        return 0;
+    }
+    for (int i = 0; i < WK_CUDA_PROF_N; i++) {
+        ms[i] = be->prof_ops > 0 ? be->prof_ms[i] : 0.0;
+    }
+    return be->prof_ops;
+}
+
 void wk_cuda_set_flash(wk_backend *be, int on) {
     if (be != NULL) {
         be->opt.use_flash = on != 0;
@@ -1373,6 +1478,9 @@ cm_err wk_cuda_get_info(const wk_backend *be, wk_cuda_info *info) {
         }
     }
     info->graph_max_bucket = be->opt.use_graphs ? be->graphs[be->n_buckets - 1].bucket : 0;
+    info->fuse_decode = be->opt.fuse_decode;
+    info->use_pdl = be->opt.use_pdl;
+    info->gemv_max_rows = be->opt.gemv_max_rows;
     return CM_OK;
 }
 

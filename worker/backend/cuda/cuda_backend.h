@@ -87,9 +87,30 @@ typedef struct wk_cuda_info {
     size_t scratch_bytes_device;
     uint32_t graph_buckets;    /* number of decode graphs captured so far */
     uint32_t graph_max_bucket; /* largest decode bucket (0 = graphs off) */
+    int fuse_decode;           /* options in effect (after env overrides) */
+    int use_pdl;
+    int gemv_max_rows;
 } wk_cuda_info;
 
 cm_err wk_cuda_get_info(const wk_backend *be, wk_cuda_info *info);
+
+/* Per-category device time of the last eager forward (CUDA events around every op; graph
+ * replays are not profiled). For benchmarks: profiling serialises nothing but adds events. */
+typedef enum wk_cuda_prof_cat {
+    WK_CUDA_PROF_GEMM = 0, /* cuBLAS GEMMs and GEMVs (fused GEMVs included) */
+    WK_CUDA_PROF_ATTN = 1, /* decode / flash attention */
+    WK_CUDA_PROF_NORM = 2, /* add + RMSNorm */
+    WK_CUDA_PROF_ROPE = 3, /* bias + RoPE + KV store */
+    WK_CUDA_PROF_SWIGLU = 4,
+    WK_CUDA_PROF_OTHER = 5, /* embedding */
+    WK_CUDA_PROF_N = 6
+} wk_cuda_prof_cat;
+
+/* wk_cuda_set_profile turns per-op events on/off (allocates them on first use; CM_ERR_BACKEND
+ * if that fails). wk_cuda_get_profile fills ms[WK_CUDA_PROF_N] for the last profiled forward
+ * and returns the number of ops timed (0 if none). Engine thread only. */
+cm_err wk_cuda_set_profile(wk_backend *be, int on);
+int wk_cuda_get_profile(const wk_backend *be, double *ms);
 
 /* wk_cuda_last_error: the message of the last failed forward ("" if none); valid until the
  * next forward. */

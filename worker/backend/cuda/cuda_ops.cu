@@ -715,7 +715,6 @@ cudaError_t wk_cuda_gemv(const uint16_t *w, const uint16_t *x, int n_tok, int n_
         return launch_maybe_pdl(gemv_kernel<8>, dim3(blocks), dim3(256), 0, stream, w, x, n_in,
                                 n_out, y, y_f16);
     }
-    return cudaGetLastError();
 }
 
 } /* extern "C" */
