@@ -20,11 +20,16 @@
 #endif
 
 typedef float (*dot_fn)(const void *w, const wk_cpu_q8 *x, int64_t n);
+/* one weight row against n_tok activation rows (x_stride_blocks apart) */
+typedef void (*multi_fn)(const void *w, const wk_cpu_q8 *x, size_t x_stride_blocks, int n_tok,
+                         float *out, size_t out_stride, int64_t n);
 
 /* Dispatch table, written once by wk_cpu_kernels_init (tests switch it with
  * wk_cpu_kernels_use while no backend runs). */
 static struct {
     dot_fn dot_q4_0, dot_q4_1, dot_q8_0;
+    /* NULL: call the dot kernel per token */
+    multi_fn multi_q4_0, multi_q4_1, multi_q8_0;
     void (*quantize)(const float *x, wk_cpu_q8 *y, int64_t n);
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     float (*dot_f32_f16)(const float *a, const uint16_t *b, int64_t n);
@@ -469,23 +474,30 @@ AVX2 static void silu_mul_avx2(float *out, const float *gate, const float *up, i
  * (d_A d_xA, m_A s_xA, d_B d_xB, m_B s_xB) come from one conversion and one multiply. */
 #define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
-AVX512 static inline void q4_1_pair_512(const uint8_t *p, const wk_cpu_q8 *xa, __m512 *acc,
-                                        __m128 *msum) {
+/* The weight half of a Q4_1 pair: nibbles of blocks A (p) and B (p + 20) as 64 unsigned
+ * bytes (A, A>>4, B, B>>4) and the scales (dA, mA, dB, mB). Done once per pair however many
+ * tokens then use it. */
+AVX512 static inline void q4_1_pair_w512(const uint8_t *p, __m512i *q, __m128 *dm) {
     const __m512i shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
-    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
-    __m512i q = _mm512_inserti64x4(
+    __m512i v = _mm512_inserti64x4(
         _mm512_castsi256_si512(
             _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 4)))),
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 24))), 1);
-    q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), _mm512_set1_epi8(0x0F));
+    *q = _mm512_and_si512(_mm512_srlv_epi64(v, shift), _mm512_set1_epi8(0x0F));
+    uint32_t dm_a, dm_b;
+    memcpy(&dm_a, p, 4);
+    memcpy(&dm_b, p + 20, 4);
+    *dm = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)dm_a), (int)dm_b, 1));
+}
+
+/* The activation half: one token's blocks xa[0], xa[1] against an unpacked pair. */
+AVX512 static inline void q4_1_pair_x512(__m512i q, __m128 dm, const wk_cpu_q8 *xa, __m512 *acc,
+                                         __m128 *msum) {
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
     __m512i y =
         _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xa[0].qs)),
                            _mm256_loadu_si256((const __m256i *)xa[1].qs), 1);
     __m512 s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y));
-    uint32_t dm_a, dm_b;
-    memcpy(&dm_a, p, 4);
-    memcpy(&dm_b, p + 20, 4);
-    __m128 dm = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)dm_a), (int)dm_b, 1));
     __m128 xs =
         _mm_castpd_ps(_mm_loadh_pd(_mm_castps_pd(act_ds(&xa[0])), (const double *)&xa[1].d));
     __m128 prod = _mm_mul_ps(dm, xs); /* (dA dxA, mA sxA, dB dxB, mB sxB) */
@@ -493,34 +505,97 @@ AVX512 static inline void q4_1_pair_512(const uint8_t *p, const wk_cpu_q8 *xa, _
     *msum = _mm_add_ps(*msum, prod);
 }
 
-AVX512 static float dot_q4_1_avx512(const void *w, const wk_cpu_q8 *x, int64_t n) {
-    const uint8_t *p = w;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    __m128 ms0 = _mm_setzero_ps(), ms1 = _mm_setzero_ps();
+/*
+ * Q4_1 row against nt tokens (x + k * xs_blocks, k < nt): each weight pair is unpacked once
+ * and dotted with every token. Per token the operations and their order are exactly those
+ * of the one-token case (nt = 1 is the decode kernel), so a token's result does not depend
+ * on the tile it falls in: two accumulator chains per token (pairs alternate), an odd last
+ * block through the 256-bit block code, the same final reduction.
+ */
+#define Q41_TILE 4
+AVX512 static inline __attribute__((always_inline)) void
+q4_1_tile_512(const uint8_t *p, const wk_cpu_q8 *x, size_t xs_blocks, int nt, float *out,
+              size_t out_stride, int64_t n) {
+    __m512 acc0[Q41_TILE], acc1[Q41_TILE];
+    __m128 ms0[Q41_TILE], ms1[Q41_TILE];
+    for (int k = 0; k < nt; k++) {
+        acc0[k] = _mm512_setzero_ps();
+        acc1[k] = _mm512_setzero_ps();
+        ms0[k] = _mm_setzero_ps();
+        ms1[k] = _mm_setzero_ps();
+    }
     int64_t nb = n / WK_CPU_QK, b = 0;
     for (; b + 4 <= nb; b += 4, p += 80) {
-        q4_1_pair_512(p, &x[b], &acc0, &ms0);
-        q4_1_pair_512(p + 40, &x[b + 2], &acc1, &ms1);
+        __m512i qa, qb;
+        __m128 da, db;
+        q4_1_pair_w512(p, &qa, &da);
+        q4_1_pair_w512(p + 40, &qb, &db);
+        for (int k = 0; k < nt; k++) {
+            const wk_cpu_q8 *xk = x + (size_t)k * xs_blocks + b;
+            q4_1_pair_x512(qa, da, xk, &acc0[k], &ms0[k]);
+            q4_1_pair_x512(qb, db, xk + 2, &acc1[k], &ms1[k]);
+        }
     }
     if (b + 2 <= nb) {
-        q4_1_pair_512(p, &x[b], &acc0, &ms0);
+        __m512i qa;
+        __m128 da;
+        q4_1_pair_w512(p, &qa, &da);
+        for (int k = 0; k < nt; k++) {
+            q4_1_pair_x512(qa, da, x + (size_t)k * xs_blocks + b, &acc0[k], &ms0[k]);
+        }
         b += 2;
         p += 40;
     }
-    __m256 acc = _mm256_setzero_ps();
-    __m128 ms = _mm_setzero_ps();
-    if (b < nb) { /* odd block count */
-        Q4_1_BLOCK(p, &x[b], acc, ms);
+    bool odd = b < nb;
+    for (int k = 0; k < nt; k++) {
+        __m256 acc = _mm256_setzero_ps();
+        __m128 ms = _mm_setzero_ps();
+        if (odd) {
+            Q4_1_BLOCK(p, x + (size_t)k * xs_blocks + b, acc, ms);
+        }
+        __m512 a = _mm512_add_ps(acc0[k], acc1[k]);
+        __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a),
+                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+        /* lanes 1 and 3 of the pair sums hold the m * s terms of the A and B blocks; lane 1
+         * of ms that of the odd block */
+        __m128 m = _mm_add_ps(ms0[k], ms1[k]);
+        float msum = _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1)) +
+                     _mm_cvtss_f32(_mm_shuffle_ps(m, m, 3)) +
+                     _mm_cvtss_f32(_mm_shuffle_ps(ms, ms, 1));
+        out[(size_t)k * out_stride] = hsum256(_mm256_add_ps(a8, acc)) + msum;
     }
-    __m512 a = _mm512_add_ps(acc0, acc1);
-    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a),
-                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
-    /* lanes 1 and 3 of the pair sums hold the m * s terms of the A and B blocks; lane 1 of
-     * ms that of the odd block */
-    __m128 m = _mm_add_ps(ms0, ms1);
-    float msum = _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 3)) +
-                 _mm_cvtss_f32(_mm_shuffle_ps(ms, ms, 1));
-    return hsum256(_mm256_add_ps(a8, acc)) + msum;
+}
+
+AVX512 static float dot_q4_1_avx512(const void *w, const wk_cpu_q8 *x, int64_t n) {
+    float y;
+    q4_1_tile_512(w, x, 0, 1, &y, 1, n);
+    return y;
+}
+
+AVX512 static void multi_q4_1_avx512(const void *w, const wk_cpu_q8 *x, size_t xs_blocks,
+                                     int n_tok, float *out, size_t out_stride, int64_t n) {
+    int k = 0;
+    for (; k + Q41_TILE <= n_tok; k += Q41_TILE) {
+        q4_1_tile_512(w, x + (size_t)k * xs_blocks, xs_blocks, Q41_TILE,
+                      out + (size_t)k * out_stride, out_stride, n);
+    }
+    /* the remaining tokens: same per-token arithmetic, fewer of them */
+    switch (n_tok - k) {
+    case 3:
+        q4_1_tile_512(w, x + (size_t)k * xs_blocks, xs_blocks, 3, out + (size_t)k * out_stride,
+                      out_stride, n);
+        break;
+    case 2:
+        q4_1_tile_512(w, x + (size_t)k * xs_blocks, xs_blocks, 2, out + (size_t)k * out_stride,
+                      out_stride, n);
+        break;
+    case 1:
+        q4_1_tile_512(w, x + (size_t)k * xs_blocks, xs_blocks, 1, out + (size_t)k * out_stride,
+                      out_stride, n);
+        break;
+    default:
+        break;
+    }
 }
 /* Two Q8_0 blocks per 512-bit vector; dpbusd wants u8 x s8, so |q| times y with q's sign. */
 AVX512 static inline void q8_0_pair_512(const uint8_t *p, const wk_cpu_q8 *xa, __m512 *acc) {
@@ -574,6 +649,9 @@ static wk_cpu_isa set_table(wk_cpu_isa level) {
     K.dot_q4_0 = dot_q4_0_scalar;
     K.dot_q4_1 = dot_q4_1_scalar;
     K.dot_q8_0 = dot_q8_0_scalar;
+    K.multi_q4_0 = NULL;
+    K.multi_q4_1 = NULL;
+    K.multi_q8_0 = NULL;
     K.quantize = quantize_scalar;
     K.dot_f32 = dot_f32_scalar;
     K.dot_f32_f16 = dot_f32_f16_scalar;
@@ -607,6 +685,7 @@ static wk_cpu_isa set_table(wk_cpu_isa level) {
             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
             __builtin_cpu_supports("avx512vnni")) {
             K.dot_q4_1 = dot_q4_1_avx512;
+            K.multi_q4_1 = multi_q4_1_avx512;
             K.dot_q8_0 = dot_q8_0_avx512;
             K.isa = WK_CPU_ISA_AVX512;
         }
@@ -678,6 +757,14 @@ float wk_cpu_dot_q8(wk_dtype t, const void *wrow, const wk_cpu_q8 *x, int64_t n)
 
 void wk_cpu_dot_q8_multi(wk_dtype t, const void *wrow, const wk_cpu_q8 *x, size_t x_stride_blocks,
                          int n_tok, float *out, size_t out_stride, int64_t n) {
+    multi_fn m = t == WK_DTYPE_Q4_0   ? K.multi_q4_0
+                 : t == WK_DTYPE_Q4_1 ? K.multi_q4_1
+                 : t == WK_DTYPE_Q8_0 ? K.multi_q8_0
+                                      : NULL;
+    if (m != NULL) {
+        m(wrow, x, x_stride_blocks, n_tok, out, out_stride, n);
+        return;
+    }
     dot_fn f = pick(t);
     if (f == NULL) {
         return;
