@@ -353,6 +353,119 @@ static void test_kernels(void **state) {
 }
 
 /* Every weight type, both rope styles, biases: backend logits vs the reference forward. */
+/* Packed tile kernels: a token's result is bit-identical whatever the tile size and its place
+ * in the tile (1..9 tokens, full and partial block groups), and matches the f32 dot of the
+ * dequantized row with the dequantized activations. */
+static void test_packed_tiles(void **state) {
+    (void)state;
+    if (wk_cpu_kernels_use(WK_CPU_ISA_AVX512) != WK_CPU_ISA_AVX512 ||
+        !wk_cpu_packed_type(WK_DTYPE_Q4_1)) {
+        print_message("no packed kernels at this level: tile test skipped\n");
+        wk_cpu_kernels_use(WK_CPU_ISA_AVX512);
+        return;
+    }
+    assert_false(wk_cpu_packed_type(WK_DTYPE_F16));
+    const int64_t widths[] = {32, 96, 160, 256, 576, 608, 1536};
+    enum { NT = 9 };
+    uint32_t rng = 12345;
+    for (size_t it = 0; it < 2 * sizeof(widths) / sizeof(widths[0]); it++) {
+        wk_dtype type = it % 2 == 0 ? WK_DTYPE_Q4_1 : WK_DTYPE_Q8_0;
+        assert_true(wk_cpu_packed_type(type));
+        size_t bsz = type == WK_DTYPE_Q4_1 ? 20 : 34;
+        int64_t n = widths[it / 2], nb = n / 32;
+        size_t rb = wk_dtype_row_bytes(type, n);
+        size_t pb = wk_cpu_q8_packed_bytes(n);
+        assert_true(pb % 64 == 0);
+        uint8_t *row = malloc(rb);
+        float *wf = malloc((size_t)n * sizeof(float)), *xf = malloc((size_t)n * NT * sizeof(float));
+        wk_cpu_q8 *xq = malloc((size_t)nb * NT * sizeof(wk_cpu_q8));
+        uint8_t *xp = NULL;
+        assert_int_equal(posix_memalign((void **)&xp, 64, pb * NT), 0);
+        assert_non_null(row);
+        for (size_t i = 0; i < rb; i++) {
+            rng = rng * 1664525u + 1013904223u;
+            row[i] = (uint8_t)(rng >> 24);
+        }
+        for (int64_t b = 0; b < nb; b++) { /* finite scales */
+            uint16_t d = wk_f32_to_f16(0.001f * (float)(b % 7 + 1)),
+                     m = wk_f32_to_f16(-0.003f * (float)(b % 5));
+            memcpy(row + bsz * b, &d, 2);
+            if (type == WK_DTYPE_Q4_1) {
+                memcpy(row + bsz * b + 2, &m, 2);
+            }
+        }
+        for (int64_t i = 0; i < n * NT; i++) {
+            xf[i] = sinf((float)i * 0.731f) * (1.0f + (float)(i % 13));
+        }
+        for (int k = 0; k < NT; k++) {
+            wk_cpu_quantize_q8(xf + k * n, xq + k * nb, n);
+            wk_cpu_pack_q8(xq + k * nb, n, xp + (size_t)k * pb);
+        }
+        wk_dequantize_row(type, row, wf, n);
+        float one[NT];
+        for (int k = 0; k < NT; k++) {
+            wk_cpu_dot_q8p_multi(type, row, xp + (size_t)k * pb, pb, 1, &one[k], 1, n);
+            double want = 0, mag = 0;
+            for (int64_t i = 0; i < n; i++) {
+                double xd = (double)xq[k * nb + i / 32].d * xq[k * nb + i / 32].qs[i % 32];
+                want += (double)wf[i] * xd;
+                mag += fabs((double)wf[i] * xd);
+            }
+            if (!(fabs(one[k] - want) <= 1e-5 * mag + 1e-6)) {
+                fail_msg("%s n %lld token %d: got %g want %g", wk_dtype_name(type), (long long)n, k,
+                         (double)one[k], want);
+            }
+        }
+        for (int nt = 1; nt <= NT; nt++) {
+            for (int k0 = 0; k0 + nt <= NT; k0++) {
+                float o[2 * NT];
+                wk_cpu_dot_q8p_multi(type, row, xp + (size_t)k0 * pb, pb, nt, o, 2, n);
+                for (int k = 0; k < nt; k++) {
+                    if (memcmp(&o[2 * k], &one[k0 + k], sizeof(float)) != 0) {
+                        fail_msg("%s n %lld: token %d in a tile of %d differs", wk_dtype_name(type),
+                                 (long long)n, k0 + k, nt);
+                    }
+                }
+            }
+        }
+        free(row);
+        free(wf);
+        free(xf);
+        free(xq);
+        free(xp);
+    }
+}
+
+/* The vectorized softmax matches the reference at every level and length (tails included). */
+static void test_softmax_fast(void **state) {
+    (void)state;
+    const int64_t lens[] = {1, 7, 8, 13, 100, 1027};
+    for (int level = 0; level < 3; level++) {
+        if (wk_cpu_kernels_use((wk_cpu_isa)level) != (wk_cpu_isa)level) {
+            continue;
+        }
+        for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+            int64_t n = lens[li];
+            float a[1027], b[1027];
+            for (int64_t i = 0; i < n; i++) {
+                a[i] = b[i] = 8.0f * sinf((float)i * 1.37f + (float)li);
+            }
+            wk_cpu_softmax(a, n);
+            wk_cpu_softmax_fast(b, n);
+            double sum = 0;
+            for (int64_t i = 0; i < n; i++) {
+                sum += b[i];
+                if (!(fabsf(a[i] - b[i]) <= 1e-5f * a[i] + 1e-9f)) {
+                    fail_msg("level %d n %lld [%lld]: %g vs %g", level, (long long)n, (long long)i,
+                             (double)b[i], (double)a[i]);
+                }
+            }
+            assert_true(fabs(sum - 1.0) < 1e-5);
+        }
+    }
+    wk_cpu_kernels_use(WK_CPU_ISA_AVX512);
+}
+
 static void test_synthetic_vs_ref(void **state) {
     (void)state;
     const wk_dtype types[] = {WK_DTYPE_F32,  WK_DTYPE_F16,  WK_DTYPE_BF16,
@@ -806,6 +919,8 @@ int main(void) {
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_ref_ops),
         cmocka_unit_test(test_kernels),
+        cmocka_unit_test(test_packed_tiles),
+        cmocka_unit_test(test_softmax_fast),
         cmocka_unit_test(test_synthetic_vs_ref),
         cmocka_unit_test(test_isa_levels),
         cmocka_unit_test(test_biases),

@@ -4,10 +4,13 @@
  * Weights stay where the model has them (the GGUF mapping), quantized. Each matmul quantizes
  * its input activations once to 8-bit blocks and runs fused integer dot kernels over weight
  * rows (cpu_kernels), split across a thread pool by output rows; a batch of tokens reuses
- * each weight row for every token while it is in cache. Types without a fused kernel
- * (F16/BF16/F32/K-quants) are dequantized one row at a time. Every op works on one token at a
- * time with a fixed operation order, so a token's results are bit-identical whatever batch or
- * chunk it runs in and however many threads run it. Optionally (cfg.cpu_blas_min_tokens,
+ * each weight row for every token while it is in cache, and where the kernels have packed
+ * tile versions (Q4_1/Q8_0 with AVX-512 VNNI) the activations are also packed once per
+ * matmul and each weight group is unpacked once for a tile of tokens. Types without a fused
+ * kernel (F16/BF16/F32/K-quants) are dequantized one row at a time. Every op applies the same
+ * operations in the same order to a token whatever else shares its step (tiles included), so
+ * a token's results are bit-identical whatever batch or chunk it runs in and however many
+ * threads run it. Optionally (cfg.cpu_blas_min_tokens,
  * OpenBLAS builds) large batches go through sgemm on dequantized row panels instead: faster
  * prefill, at the price of that invariance.
  *
@@ -76,6 +79,7 @@ struct wk_backend {
     float *gate;       /* (T, n_ff) */
     float *up;         /* (T, n_ff) */
     wk_cpu_q8 *xq;     /* (T, max_in / 32) */
+    uint8_t *xp;       /* (T, wk_cpu_q8_packed_bytes(max_in)) xq packed for tile kernels */
     float *rope_cos;   /* (T, head_dim / 2) */
     float *rope_sin;   /* (T, head_dim / 2) */
     float *inv_freq;   /* (head_dim / 2) */
@@ -112,6 +116,21 @@ static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...) {
 
 /* ---- matmul ------------------------------------------------------------------------------ */
 
+static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, void *), void *arg);
+
+typedef struct pack_arg {
+    const wk_cpu_q8 *xq; /* (n_tok, in / 32) */
+    int64_t in;
+} pack_arg;
+
+/* Packs token t's quantized activations into be->xp for the tile kernels. */
+static void pack_tok(wk_backend *be, int t, void *arg) {
+    const pack_arg *a = arg;
+    size_t stride = wk_cpu_q8_packed_bytes(a->in);
+    wk_cpu_pack_q8(a->xq + (size_t)t * (size_t)(a->in / WK_CPU_QK), a->in,
+                   be->xp + (size_t)t * stride);
+}
+
 typedef struct mm_part {
     const wk_tensor *w; /* (rows = ne[1], in = ne[0]) */
     float *out;         /* token k's row at out + k * out_stride (or out_row mapping) */
@@ -125,8 +144,11 @@ typedef struct mm_task {
     mm_part parts[MM_PARTS];
     int64_t in;
     int n_tok;
-    const float *x;          /* (n_tok, in) f32 input */
-    const wk_cpu_q8 *xq;     /* (n_tok, in / 32) quantized input (fused types) */
+    const float *x;      /* (n_tok, in) f32 input */
+    const wk_cpu_q8 *xq; /* (n_tok, in / 32) quantized input (fused types) */
+    const uint8_t *xp;   /* (n_tok, xp_stride) xq packed (set by matmul when needed) */
+    size_t xp_stride;
+    bool prepacked;          /* be->xp already holds xq packed (done with the quantization) */
     const uint32_t *out_row; /* optional: token k writes row out_row[k] of the output */
     bool accumulate;         /* out += W x instead of out = W x */
     bool use_blas;
@@ -169,6 +191,35 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
         }
     }
 #endif
+    if (wk_cpu_packed_type(w->type)) {
+        /* register tiles over tokens; one token (decode) takes the same path, so a token's
+         * result never depends on the batch */
+        wk_cpu_dot_q8p_fn dotp = wk_cpu_dot_q8p_kernel(w->type);
+        if (t->n_tok == 1) { /* decode: a tight loop over rows */
+            float *o = out_ptr(t, p, 0);
+            for (int64_t r = r0; r < r1; r++) {
+                float y;
+                dotp(wdata + (size_t)r * rb, t->xp, t->xp_stride, 1, &y, 1, in);
+                float b = p->bias != NULL ? p->bias[r] : 0.0f;
+                o[r] = t->accumulate ? o[r] + y + b : y + b;
+            }
+            return;
+        }
+        float y[MM_TOKEN_TILE];
+        for (int k0 = 0; k0 < t->n_tok; k0 += MM_TOKEN_TILE) {
+            int nk = t->n_tok - k0 < MM_TOKEN_TILE ? t->n_tok - k0 : MM_TOKEN_TILE;
+            const uint8_t *xk = t->xp + (size_t)k0 * t->xp_stride;
+            for (int64_t r = r0; r < r1; r++) {
+                dotp(wdata + (size_t)r * rb, xk, t->xp_stride, nk, y, 1, in);
+                float b = p->bias != NULL ? p->bias[r] : 0.0f;
+                for (int k = 0; k < nk; k++) {
+                    float *o = out_ptr(t, p, k0 + k) + r;
+                    *o = t->accumulate ? *o + y[k] + b : y[k] + b;
+                }
+            }
+        }
+        return;
+    }
     if (fused && t->n_tok == 1) {
         /* decode: one token, a tight loop over rows with the kernel resolved once */
         wk_cpu_dot_q8_fn dot = wk_cpu_dot_q8_kernel(w->type);
@@ -243,8 +294,10 @@ static void matmul(wk_backend *be, mm_task *t) {
     t->be = be;
     t->total_rows = 0;
     bool all_blas_ok = true;
+    bool packed = false;
     for (int i = 0; i < t->n_parts; i++) {
         t->total_rows += t->parts[i].w->ne[1];
+        packed = packed || wk_cpu_packed_type(t->parts[i].w->type);
         /* a panel of one part must not straddle two parts: chunk sizes divide the row counts
          * of every real model (multiples of 64); otherwise fall back to the int8 path */
         if (t->parts[i].w->ne[1] % BLAS_PANEL_ROWS != 0) {
@@ -267,6 +320,15 @@ static void matmul(wk_backend *be, mm_task *t) {
         int64_t per = t->total_rows / ((int64_t)be->n_threads * 4);
         per = (per + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS * MM_CHUNK_ROWS;
         t->chunk = per > MM_CHUNK_ROWS ? per : MM_CHUNK_ROWS;
+    }
+    t->xp = NULL;
+    if (packed && !t->use_blas) {
+        if (!t->prepacked) {
+            pack_arg pa = {.xq = t->xq, .in = t->in};
+            for_tokens(be, t->n_tok, pack_tok, &pa);
+        }
+        t->xp = be->xp;
+        t->xp_stride = wk_cpu_q8_packed_bytes(t->in);
     }
     atomic_store(&t->next, 0);
     wk_cpu_pool_run(be->pool, mm_worker, t);
@@ -309,35 +371,53 @@ static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, 
     wk_cpu_pool_run(be->pool, tok_worker, &t);
 }
 
+/* Quantizes x: (n) as token t's row of be->xq and, when pack (the next matmul has packed
+ * kernels), also packs it into be->xp: in the same parallel task, saving a fork-join. */
+static void quant_pack(wk_backend *be, const float *x, int t, int64_t n, bool pack) {
+    wk_cpu_q8 *q = be->xq + (size_t)t * (size_t)(n / WK_CPU_QK);
+    wk_cpu_quantize_q8(x, q, n);
+    if (pack) {
+        wk_cpu_pack_q8(q, n, be->xp + (size_t)t * wk_cpu_q8_packed_bytes(n));
+    }
+}
+
+/* true when any of the (up to three) weights has a packed tile kernel */
+static bool packed_any(const wk_tensor *a, const wk_tensor *b, const wk_tensor *c) {
+    return wk_cpu_packed_type(a->type) || (b != NULL && wk_cpu_packed_type(b->type)) ||
+           (c != NULL && wk_cpu_packed_type(c->type));
+}
+
 typedef struct norm_arg {
     const float *src; /* (n_tok, n) */
     float *dst;       /* (n_tok, n) */
     const float *w;   /* (n) */
     int64_t n;
-    wk_cpu_q8 *q; /* optional (n_tok, n / 32) */
+    bool pack; /* also pack the quantized rows (be->xq -> be->xp) */
 } norm_arg;
 
 static void norm_tok(wk_backend *be, int t, void *arg) {
     norm_arg *a = arg;
     float *d = a->dst + (size_t)t * (size_t)a->n;
     wk_cpu_rmsnorm(d, a->src + (size_t)t * (size_t)a->n, a->w, a->n, be->hp.rms_eps);
-    if (a->q != NULL) {
-        wk_cpu_quantize_q8(d, a->q + (size_t)t * (size_t)(a->n / WK_CPU_QK), a->n);
-    }
+    quant_pack(be, d, t, a->n, a->pack);
 }
 
 static void swiglu_tok(wk_backend *be, int t, void *arg) {
-    (void)arg;
+    bool pack = *(const bool *)arg;
     int64_t n = be->hp.n_ff;
     float *g = be->gate + (size_t)t * (size_t)n;
     wk_cpu_silu_mul(g, g, be->up + (size_t)t * (size_t)n, n);
-    wk_cpu_quantize_q8(g, be->xq + (size_t)t * (size_t)(n / WK_CPU_QK), n);
+    quant_pack(be, g, t, n, pack);
 }
 
+typedef struct quant_arg {
+    int64_t n;
+    bool pack;
+} quant_arg;
+
 static void quant_tok(wk_backend *be, int t, void *arg) {
-    int64_t n = *(const int64_t *)arg;
-    wk_cpu_quantize_q8(be->xn + (size_t)t * (size_t)n, be->xq + (size_t)t * (size_t)(n / WK_CPU_QK),
-                       n);
+    const quant_arg *a = arg;
+    quant_pack(be, be->xn + (size_t)t * (size_t)a->n, t, a->n, a->pack);
 }
 
 static inline uint8_t *kv_ptr(wk_backend *be, uint8_t *cache, int layer, int32_t block, int head,
@@ -435,7 +515,7 @@ static void attn_item(wk_backend *be, int item, int per_item, float *scores) {
                 sc[j0 + j] = d * scale;
             }
         }
-        wk_cpu_softmax(sc, n_ctx);
+        wk_cpu_softmax_fast(sc, n_ctx);
         float *out = be->xn + (size_t)t * q_dim + (size_t)h * (size_t)hd;
         memset(out, 0, (size_t)hd * sizeof(float));
         for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
@@ -483,6 +563,7 @@ static void cpu_destroy(wk_backend *be) {
     free(be->gate);
     free(be->up);
     free(be->xq);
+    free(be->xp);
     free(be->rope_cos);
     free(be->rope_sin);
     free(be->inv_freq);
@@ -625,6 +706,7 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     be->gate = alloc3(T, ff, 1, sizeof(float));
     be->up = alloc3(T, ff, 1, sizeof(float));
     be->xq = alloc3(T, (size_t)max_in / WK_CPU_QK, 1, sizeof(wk_cpu_q8));
+    be->xp = alloc3(T, wk_cpu_q8_packed_bytes(max_in), 1, 1);
     be->rope_cos = alloc3(T, hd / 2, 1, sizeof(float));
     be->rope_sin = alloc3(T, hd / 2, 1, sizeof(float));
     be->inv_freq = alloc3(hd / 2, 1, 1, sizeof(float));
@@ -634,8 +716,9 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     be->thr = alloc3((size_t)be->n_threads, be->thr_floats, 1, sizeof(float));
     if (be->k_cache == NULL || be->v_cache == NULL || be->x == NULL || be->xn == NULL ||
         be->q == NULL || be->k == NULL || be->v == NULL || be->gate == NULL || be->up == NULL ||
-        be->xq == NULL || be->rope_cos == NULL || be->rope_sin == NULL || be->inv_freq == NULL ||
-        be->tok_seq == NULL || be->final_x == NULL || be->out_row == NULL || be->thr == NULL) {
+        be->xq == NULL || be->xp == NULL || be->rope_cos == NULL || be->rope_sin == NULL ||
+        be->inv_freq == NULL || be->tok_seq == NULL || be->final_x == NULL || be->out_row == NULL ||
+        be->thr == NULL) {
         cpu_destroy(be);
         return failf(err, errlen, CM_ERR_NOMEM,
                      "out of memory for KV cache (%u blocks x %u tokens, %zu bytes/token) or "
@@ -687,8 +770,9 @@ static cm_err check_batch(const wk_backend *be, const wk_batch *b) {
     return CM_OK;
 }
 
-static void quantize_rows(wk_backend *be, int n_tok, int64_t n) {
-    for_tokens(be, n_tok, quant_tok, &n);
+static void quantize_rows(wk_backend *be, int n_tok, int64_t n, bool pack) {
+    quant_arg a = {n, pack};
+    for_tokens(be, n_tok, quant_tok, &a);
 }
 
 /* Sheds a thread when the owner spent more than ADAPT_SHED_RATIO of a window waiting for
@@ -754,9 +838,11 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         const wk_layer *L = &m->layers[l];
         be->cur_layer = (int)l;
 
-        norm_arg na = {be->x, be->xn, L->attn_norm.data, embd, be->xq};
+        bool pk = packed_any(&L->wq, &L->wk, &L->wv);
+        norm_arg na = {be->x, be->xn, L->attn_norm.data, embd, pk};
         for_tokens(be, n_tok, norm_tok, &na);
-        mm_task qkv = {.n_parts = 3, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
+        mm_task qkv = {
+            .n_parts = 3, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq, .prepacked = pk};
         qkv.parts[0] = (mm_part){&L->wq, be->q, (size_t)q_dim, L->bq.data};
         qkv.parts[1] = (mm_part){&L->wk, be->k, (size_t)kv_dim, L->bk.data};
         qkv.parts[2] = (mm_part){&L->wv, be->v, (size_t)kv_dim, L->bv.data};
@@ -770,29 +856,35 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         atomic_init(&at.next, 0);
         wk_cpu_pool_run(be->pool, attn_worker, &at);
 
-        quantize_rows(be, n_tok, q_dim);
+        pk = packed_any(&L->wo, NULL, NULL);
+        quantize_rows(be, n_tok, q_dim, pk);
         mm_task o = {.n_parts = 1,
                      .in = q_dim,
                      .n_tok = n_tok,
                      .x = be->xn,
                      .xq = be->xq,
-                     .accumulate = true};
+                     .accumulate = true,
+                     .prepacked = pk};
         o.parts[0] = (mm_part){&L->wo, be->x, (size_t)embd, NULL};
         matmul(be, &o);
 
-        norm_arg nf = {be->x, be->xn, L->ffn_norm.data, embd, be->xq};
+        pk = packed_any(&L->w_gate, &L->w_up, NULL);
+        norm_arg nf = {be->x, be->xn, L->ffn_norm.data, embd, pk};
         for_tokens(be, n_tok, norm_tok, &nf);
-        mm_task gu = {.n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
+        mm_task gu = {
+            .n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq, .prepacked = pk};
         gu.parts[0] = (mm_part){&L->w_gate, be->gate, (size_t)ff, NULL};
         gu.parts[1] = (mm_part){&L->w_up, be->up, (size_t)ff, NULL};
         matmul(be, &gu);
-        for_tokens(be, n_tok, swiglu_tok, NULL);
+        pk = packed_any(&L->w_down, NULL, NULL);
+        for_tokens(be, n_tok, swiglu_tok, &pk);
         mm_task dn = {.n_parts = 1,
                       .in = ff,
                       .n_tok = n_tok,
                       .x = be->gate,
                       .xq = be->xq,
-                      .accumulate = true};
+                      .accumulate = true,
+                      .prepacked = pk};
         dn.parts[0] = (mm_part){&L->w_down, be->x, (size_t)embd, NULL};
         matmul(be, &dn);
     }
@@ -805,8 +897,8 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
             wk_cpu_rmsnorm(be->final_x + (size_t)n_out * (size_t)embd,
                            be->x + (size_t)last * (size_t)embd, m->output_norm.data, embd,
                            hp->rms_eps);
-            wk_cpu_quantize_q8(be->final_x + (size_t)n_out * (size_t)embd,
-                               be->xq + (size_t)n_out * (size_t)(embd / WK_CPU_QK), embd);
+            quant_pack(be, be->final_x + (size_t)n_out * (size_t)embd, n_out, embd,
+                       wk_cpu_packed_type(m->output.type));
             be->out_row[n_out] = s;
             n_out++;
         }
@@ -817,7 +909,8 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
                         .n_tok = n_out,
                         .x = be->final_x,
                         .xq = be->xq,
-                        .out_row = be->out_row};
+                        .out_row = be->out_row,
+                        .prepacked = wk_cpu_packed_type(m->output.type)};
         head.parts[0] = (mm_part){&m->output, logits, hp->n_vocab, NULL};
         matmul(be, &head);
     }

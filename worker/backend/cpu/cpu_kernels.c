@@ -20,16 +20,16 @@
 #endif
 
 typedef float (*dot_fn)(const void *w, const wk_cpu_q8 *x, int64_t n);
-/* one weight row against n_tok activation rows (x_stride_blocks apart) */
-typedef void (*multi_fn)(const void *w, const wk_cpu_q8 *x, size_t x_stride_blocks, int n_tok,
-                         float *out, size_t out_stride, int64_t n);
 
 /* Dispatch table, written once by wk_cpu_kernels_init (tests switch it with
  * wk_cpu_kernels_use while no backend runs). */
 static struct {
     dot_fn dot_q4_0, dot_q4_1, dot_q8_0;
-    /* NULL: call the dot kernel per token */
-    multi_fn multi_q4_0, multi_q4_1, multi_q8_0;
+    /* packed-activation tile kernels (NULL: none at this level) */
+    void (*multi_q4_1p)(const void *w, const void *xp, size_t xs, int n_tok, float *out, size_t os,
+                        int64_t n);
+    void (*multi_q8_0p)(const void *w, const void *xp, size_t xs, int n_tok, float *out, size_t os,
+                        int64_t n);
     void (*quantize)(const float *x, wk_cpu_q8 *y, int64_t n);
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     float (*dot_f32_f16)(const float *a, const uint16_t *b, int64_t n);
@@ -38,6 +38,7 @@ static struct {
     void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
     void (*silu_mul)(float *out, const float *gate, const float *up, int64_t n);
+    void (*softmax)(float *x, int64_t n);
     wk_cpu_isa isa;
 } K;
 
@@ -166,6 +167,22 @@ static void silu_mul_scalar(float *out, const float *gate, const float *up, int6
     }
 }
 
+static void softmax_scalar(float *x, int64_t n) {
+    float mx = x[0];
+    for (int64_t i = 1; i < n; i++) {
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] *= inv;
+    }
+}
+
 /* ---- AVX2 / FMA / F16C ------------------------------------------------------------------- */
 #if HAVE_X86
 
@@ -195,10 +212,10 @@ AVX2 static inline __m256 mul_sum_u8_s8(__m256i a, __m256i b) {
 
 /*
  * Fused dot kernels: four accumulator chains (block index mod 4); the order of operations is
- * fixed by the source. (Measured
- * slower than this on Zen 4: a tile kernel unpacking each weight block once for four tokens,
- * a 4-row kernel, and gathering the scales of 8 blocks at once. Batches call these per
- * token, which also keeps results batch-invariant.)
+ * fixed by the source. With AVX-512 VNNI the backend uses the packed tile kernels below
+ * instead (Q4_1, Q8_0): a tile of tokens over the blocks' original layout (weight pairs
+ * unpacked per token) measured no faster on Zen 4; what pays is repacking the activations
+ * so that a token costs a handful of operations per group of four blocks.
  */
 
 /* 16 packed nibble bytes -> 32 unsigned bytes in element order: both 128-bit halves get the
@@ -468,36 +485,72 @@ AVX2 static void silu_mul_avx2(float *out, const float *gate, const float *up, i
         memcpy(out + i, o, (size_t)(n - i) * sizeof(float));
     }
 }
+/* Softmax over (n): vector max, exp8 and sum; the tail goes through the same vector code
+ * on a padded copy (padding lanes are left out of the sum), so every element gets the same
+ * arithmetic whatever n is. */
+AVX2 static void softmax_avx2(float *x, int64_t n) {
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + i));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float mx = _mm_cvtss_f32(m4);
+    for (int64_t j = i; j < n; j++) {
+        mx = x[j] > mx ? x[j] : mx;
+    }
+    __m256 vm = _mm256_set1_ps(mx), sum8 = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        _mm256_storeu_ps(x + i, e);
+        sum8 = _mm256_add_ps(sum8, e);
+    }
+    if (i < n) {
+        int left = (int)(n - i);
+        float t[8] = {0};
+        memcpy(t, x + i, (size_t)left * sizeof(float));
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(t), vm));
+        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane));
+        e = _mm256_and_ps(e, keep);
+        _mm256_storeu_ps(t, e);
+        memcpy(x + i, t, (size_t)left * sizeof(float));
+        sum8 = _mm256_add_ps(sum8, e);
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / hsum256(sum8));
+    for (i = 0; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    }
+    for (; i < n; i++) {
+        x[i] *= _mm256_cvtss_f32(inv);
+    }
+}
+
 /* AVX-512 (F, BW, VL, VNNI): two Q4_1 blocks per 512-bit vector. The weight nibbles of
  * blocks A and B go to lanes (A, A>>4, B, B>>4), the activations of A and B fill the two
  * halves, one dpbusd gives both blocks' integer dot products, and the four scales
  * (d_A d_xA, m_A s_xA, d_B d_xB, m_B s_xB) come from one conversion and one multiply. */
 #define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
-/* The weight half of a Q4_1 pair: nibbles of blocks A (p) and B (p + 20) as 64 unsigned
- * bytes (A, A>>4, B, B>>4) and the scales (dA, mA, dB, mB). Done once per pair however many
- * tokens then use it. */
-AVX512 static inline void q4_1_pair_w512(const uint8_t *p, __m512i *q, __m128 *dm) {
+AVX512 static inline void q4_1_pair_512(const uint8_t *p, const wk_cpu_q8 *xa, __m512 *acc,
+                                        __m128 *msum) {
     const __m512i shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
-    __m512i v = _mm512_inserti64x4(
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    __m512i q = _mm512_inserti64x4(
         _mm512_castsi256_si512(
             _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 4)))),
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 24))), 1);
-    *q = _mm512_and_si512(_mm512_srlv_epi64(v, shift), _mm512_set1_epi8(0x0F));
-    uint32_t dm_a, dm_b;
-    memcpy(&dm_a, p, 4);
-    memcpy(&dm_b, p + 20, 4);
-    *dm = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)dm_a), (int)dm_b, 1));
-}
-
-/* The activation half: one token's blocks xa[0], xa[1] against an unpacked pair. */
-AVX512 static inline void q4_1_pair_x512(__m512i q, __m128 dm, const wk_cpu_q8 *xa, __m512 *acc,
-                                         __m128 *msum) {
-    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    q = _mm512_and_si512(_mm512_srlv_epi64(q, shift), _mm512_set1_epi8(0x0F));
     __m512i y =
         _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xa[0].qs)),
                            _mm256_loadu_si256((const __m256i *)xa[1].qs), 1);
     __m512 s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y));
+    uint32_t dm_a, dm_b;
+    memcpy(&dm_a, p, 4);
+    memcpy(&dm_b, p + 20, 4);
+    __m128 dm = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)dm_a), (int)dm_b, 1));
     __m128 xs =
         _mm_castpd_ps(_mm_loadh_pd(_mm_castps_pd(act_ds(&xa[0])), (const double *)&xa[1].d));
     __m128 prod = _mm_mul_ps(dm, xs); /* (dA dxA, mA sxA, dB dxB, mB sxB) */
@@ -505,97 +558,34 @@ AVX512 static inline void q4_1_pair_x512(__m512i q, __m128 dm, const wk_cpu_q8 *
     *msum = _mm_add_ps(*msum, prod);
 }
 
-/*
- * Q4_1 row against nt tokens (x + k * xs_blocks, k < nt): each weight pair is unpacked once
- * and dotted with every token. Per token the operations and their order are exactly those
- * of the one-token case (nt = 1 is the decode kernel), so a token's result does not depend
- * on the tile it falls in: two accumulator chains per token (pairs alternate), an odd last
- * block through the 256-bit block code, the same final reduction.
- */
-#define Q41_TILE 4
-AVX512 static inline __attribute__((always_inline)) void
-q4_1_tile_512(const uint8_t *p, const wk_cpu_q8 *x, size_t xs_blocks, int nt, float *out,
-              size_t out_stride, int64_t n) {
-    __m512 acc0[Q41_TILE], acc1[Q41_TILE];
-    __m128 ms0[Q41_TILE], ms1[Q41_TILE];
-    for (int k = 0; k < nt; k++) {
-        acc0[k] = _mm512_setzero_ps();
-        acc1[k] = _mm512_setzero_ps();
-        ms0[k] = _mm_setzero_ps();
-        ms1[k] = _mm_setzero_ps();
-    }
+AVX512 static float dot_q4_1_avx512(const void *w, const wk_cpu_q8 *x, int64_t n) {
+    const uint8_t *p = w;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m128 ms0 = _mm_setzero_ps(), ms1 = _mm_setzero_ps();
     int64_t nb = n / WK_CPU_QK, b = 0;
     for (; b + 4 <= nb; b += 4, p += 80) {
-        __m512i qa, qb;
-        __m128 da, db;
-        q4_1_pair_w512(p, &qa, &da);
-        q4_1_pair_w512(p + 40, &qb, &db);
-        for (int k = 0; k < nt; k++) {
-            const wk_cpu_q8 *xk = x + (size_t)k * xs_blocks + b;
-            q4_1_pair_x512(qa, da, xk, &acc0[k], &ms0[k]);
-            q4_1_pair_x512(qb, db, xk + 2, &acc1[k], &ms1[k]);
-        }
+        q4_1_pair_512(p, &x[b], &acc0, &ms0);
+        q4_1_pair_512(p + 40, &x[b + 2], &acc1, &ms1);
     }
     if (b + 2 <= nb) {
-        __m512i qa;
-        __m128 da;
-        q4_1_pair_w512(p, &qa, &da);
-        for (int k = 0; k < nt; k++) {
-            q4_1_pair_x512(qa, da, x + (size_t)k * xs_blocks + b, &acc0[k], &ms0[k]);
-        }
+        q4_1_pair_512(p, &x[b], &acc0, &ms0);
         b += 2;
         p += 40;
     }
-    bool odd = b < nb;
-    for (int k = 0; k < nt; k++) {
-        __m256 acc = _mm256_setzero_ps();
-        __m128 ms = _mm_setzero_ps();
-        if (odd) {
-            Q4_1_BLOCK(p, x + (size_t)k * xs_blocks + b, acc, ms);
-        }
-        __m512 a = _mm512_add_ps(acc0[k], acc1[k]);
-        __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a),
-                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
-        /* lanes 1 and 3 of the pair sums hold the m * s terms of the A and B blocks; lane 1
-         * of ms that of the odd block */
-        __m128 m = _mm_add_ps(ms0[k], ms1[k]);
-        float msum = _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1)) +
-                     _mm_cvtss_f32(_mm_shuffle_ps(m, m, 3)) +
-                     _mm_cvtss_f32(_mm_shuffle_ps(ms, ms, 1));
-        out[(size_t)k * out_stride] = hsum256(_mm256_add_ps(a8, acc)) + msum;
+    __m256 acc = _mm256_setzero_ps();
+    __m128 ms = _mm_setzero_ps();
+    if (b < nb) { /* odd block count */
+        Q4_1_BLOCK(p, &x[b], acc, ms);
     }
-}
-
-AVX512 static float dot_q4_1_avx512(const void *w, const wk_cpu_q8 *x, int64_t n) {
-    float y;
-    q4_1_tile_512(w, x, 0, 1, &y, 1, n);
-    return y;
-}
-
-AVX512 static void multi_q4_1_avx512(const void *w, const wk_cpu_q8 *x, size_t xs_blocks,
-                                     int n_tok, float *out, size_t out_stride, int64_t n) {
-    int k = 0;
-    for (; k + Q41_TILE <= n_tok; k += Q41_TILE) {
-        q4_1_tile_512(w, x + (size_t)k * xs_blocks, xs_blocks, Q41_TILE,
-                      out + (size_t)k * out_stride, out_stride, n);
-    }
-    /* the remaining tokens: same per-token arithmetic, fewer of them */
-    switch (n_tok - k) {
-    case 3:
-        q4_1_tile_512(w, x + (size_t)k * xs_blocks, xs_blocks, 3, out + (size_t)k * out_stride,
-                      out_stride, n);
-        break;
-    case 2:
-        q4_1_tile_512(w, x + (size_t)k * xs_blocks, xs_blocks, 2, out + (size_t)k * out_stride,
-                      out_stride, n);
-        break;
-    case 1:
-        q4_1_tile_512(w, x + (size_t)k * xs_blocks, xs_blocks, 1, out + (size_t)k * out_stride,
-                      out_stride, n);
-        break;
-    default:
-        break;
-    }
+    __m512 a = _mm512_add_ps(acc0, acc1);
+    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a),
+                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    /* lanes 1 and 3 of the pair sums hold the m * s terms of the A and B blocks; lane 1 of
+     * ms that of the odd block */
+    __m128 m = _mm_add_ps(ms0, ms1);
+    float msum = _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 3)) +
+                 _mm_cvtss_f32(_mm_shuffle_ps(ms, ms, 1));
+    return hsum256(_mm256_add_ps(a8, acc)) + msum;
 }
 /* Two Q8_0 blocks per 512-bit vector; dpbusd wants u8 x s8, so |q| times y with q's sign. */
 AVX512 static inline void q8_0_pair_512(const uint8_t *p, const wk_cpu_q8 *xa, __m512 *acc) {
@@ -641,6 +631,284 @@ AVX512 static float dot_q8_0_avx512(const void *w, const wk_cpu_q8 *x, int64_t n
 }
 #endif /* HAVE_X86 */
 
+/* ---- packed activations: Q4_1 register tiles over tokens (AVX-512 VNNI) ---------------- */
+
+/* One token's packed activations: groups of four blocks, GROUP_BYTES each (see the header),
+ * then the block sums sx[4] per group. */
+#define GROUP_BLOCKS 4
+#define GROUP_BYTES 256
+
+static inline int64_t n_groups(int64_t n) {
+    return (n / WK_CPU_QK + GROUP_BLOCKS - 1) / GROUP_BLOCKS;
+}
+
+size_t wk_cpu_q8_packed_bytes(int64_t n) {
+    size_t b = (size_t)n_groups(n) * (GROUP_BYTES + GROUP_BLOCKS * sizeof(float));
+    return (b + 63) & ~(size_t)63;
+}
+
+void wk_cpu_pack_q8(const wk_cpu_q8 *x, int64_t n, void *dst) {
+    int64_t nb = n / WK_CPU_QK, ng = n_groups(n);
+    uint8_t *d = dst;
+    float *sx = (float *)(d + (size_t)ng * GROUP_BYTES);
+    for (int64_t g = 0; g < ng; g++) {
+        uint8_t *gp = d + (size_t)g * GROUP_BYTES;
+        float dx[16];
+        for (int l = 0; l < GROUP_BLOCKS; l++) {
+            int64_t b = GROUP_BLOCKS * g + l;
+            bool real = b < nb;
+            if (real) {
+                memcpy(gp + 16 * l, x[b].qs, 16);
+                memcpy(gp + 64 + 16 * l, x[b].qs + 16, 16);
+            } else {
+                memset(gp + 16 * l, 0, 16);
+                memset(gp + 64 + 16 * l, 0, 16);
+            }
+            for (int j = 0; j < 4; j++) {
+                dx[4 * l + j] = real ? x[b].d : 0.0f;
+            }
+            sx[GROUP_BLOCKS * g + l] = real ? x[b].s : 0.0f;
+        }
+        memcpy(gp + 128, dx, sizeof(dx));
+        /* 128 * (sum of the activation bytes each dot lane sees): undoes the +128 that turns
+         * signed Q8_0 weights into the unsigned operand of dpbusd */
+        int32_t corr[16];
+        for (int l = 0; l < GROUP_BLOCKS; l++) {
+            for (int j = 0; j < 4; j++) {
+                int sum = 0;
+                for (int e = 0; e < 4; e++) {
+                    sum += (int8_t)gp[16 * l + 4 * j + e] + (int8_t)gp[64 + 16 * l + 4 * j + e];
+                }
+                corr[4 * l + j] = 128 * sum;
+            }
+        }
+        memcpy(gp + 192, corr, sizeof(corr));
+    }
+}
+
+#if HAVE_X86
+/* Weight side of a Q4_1 group (nblk of the four blocks at p, p + 20, ...; missing ones are
+ * zeros): low nibbles (elements 0..15) and high nibbles (16..31) of block l in 128-bit lane
+ * l, d of block l over lanes 4l..4l+3, and the four m. */
+AVX512 static inline void q4_1_wgroup(const uint8_t *p, int nblk, __m512i *qlo, __m512i *qhi,
+                                      __m512 *dw, __m128 *mw) {
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+    __m128i b0 = _mm_loadu_si128((const __m128i *)(p + 4));
+    __m128i b1 = nblk > 1 ? _mm_loadu_si128((const __m128i *)(p + 24)) : _mm_setzero_si128();
+    __m128i b2 = nblk > 2 ? _mm_loadu_si128((const __m128i *)(p + 44)) : _mm_setzero_si128();
+    __m128i b3 = nblk > 3 ? _mm_loadu_si128((const __m128i *)(p + 64)) : _mm_setzero_si128();
+    __m512i v = _mm512_inserti32x4(
+        _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(b0), b1, 1), b2, 2), b3, 3);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    *qlo = _mm512_and_si512(v, low4);
+    *qhi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+    /* the four (d, m) f16 pairs as one vector, built in registers (storing them to memory
+     * and reloading them as a vector stalls on store forwarding) */
+    uint32_t d0, d1 = 0, d2 = 0, d3 = 0;
+    memcpy(&d0, p, 4);
+    if (nblk > 1) {
+        memcpy(&d1, p + 20, 4);
+    }
+    if (nblk > 2) {
+        memcpy(&d2, p + 40, 4);
+    }
+    if (nblk > 3) {
+        memcpy(&d3, p + 60, 4);
+    }
+    __m128i dm = _mm_insert_epi32(
+        _mm_insert_epi32(_mm_insert_epi32(_mm_cvtsi32_si128((int)d0), (int)d1, 1), (int)d2, 2),
+        (int)d3, 3);
+    __m256 f = _mm256_cvtph_ps(dm); /* (d0, m0, .., d3, m3) */
+    *dw = _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(f));
+    *mw = _mm256_castps256_ps128(
+        _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7)));
+}
+
+/* Token side of a group: both halves' integer dots accumulate in the same lanes (lane 4l+j
+ * holds 8 products of block l), times the token's block scales, times the weight scales
+ * into acc; m * s of the four blocks into ms. */
+AVX512 static inline void q4_1_xgroup(__m512i qlo, __m512i qhi, __m512 dw, __m128 mw,
+                                      const uint8_t *x, const float *sx, __m512 *acc, __m128 *ms) {
+    __m512i i =
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), qlo, _mm512_load_si512((const void *)x));
+    i = _mm512_dpbusd_epi32(i, qhi, _mm512_load_si512((const void *)(x + 64)));
+    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_load_ps((const float *)(x + 128)));
+    *acc = _mm512_fmadd_ps(t, dw, *acc);
+    *ms = _mm_fmadd_ps(mw, _mm_loadu_ps(sx), *ms);
+}
+
+/*
+ * One Q4_1 row against nt packed tokens (token k at xp + k * xs). The operations applied to
+ * one token, and their order, are the same for every nt and every place in the tile (nt = 1
+ * is the decode case): one accumulator chain per token over the groups in order, the same
+ * final reduction. (One chain suffices: a group takes longer than the FMA latency.)
+ */
+#define PTILE 8
+AVX512 static inline __attribute__((always_inline)) void q4_1p_tile(const uint8_t *p,
+                                                                    const uint8_t *xp, size_t xs,
+                                                                    int nt, float *out, size_t os,
+                                                                    int64_t n) {
+    int64_t nb = n / WK_CPU_QK, ng = n_groups(n);
+    const uint8_t *sxp = xp + (size_t)ng * GROUP_BYTES;
+    __m512 acc[PTILE];
+    __m128 ms[PTILE];
+    for (int k = 0; k < nt; k++) {
+        acc[k] = _mm512_setzero_ps();
+        ms[k] = _mm_setzero_ps();
+    }
+    int64_t nfull = nb / GROUP_BLOCKS;
+    for (int64_t g = 0; g < ng; g++, p += 80) {
+        __m512i la, ha;
+        __m512 wa;
+        __m128 ma;
+        if (g < nfull) { /* constant count: no per-block tests in the common case */
+            q4_1_wgroup(p, GROUP_BLOCKS, &la, &ha, &wa, &ma);
+        } else {
+            q4_1_wgroup(p, (int)(nb - GROUP_BLOCKS * g), &la, &ha, &wa, &ma);
+        }
+        for (int k = 0; k < nt; k++) {
+            const uint8_t *x = xp + (size_t)k * xs + (size_t)g * GROUP_BYTES;
+            const float *sx = (const float *)(sxp + (size_t)k * xs) + GROUP_BLOCKS * g;
+            q4_1_xgroup(la, ha, wa, ma, x, sx, &acc[k], &ms[k]);
+        }
+    }
+    for (int k = 0; k < nt; k++) {
+        __m512 a = acc[k];
+        __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a),
+                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+        __m128 m = ms[k];
+        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[(size_t)k * os] = hsum256(a8) + _mm_cvtss_f32(m);
+    }
+}
+
+/* Full tiles of PTILE tokens, then one smaller tile: every count from 1 to PTILE - 1 has its
+ * own instance with the same per-token arithmetic. */
+#define TILE_DISPATCH(fn, w, x, xs, n_tok, out, os, n)                                             \
+    do {                                                                                           \
+        int k_ = 0;                                                                                \
+        for (; k_ + PTILE <= (n_tok); k_ += PTILE) {                                               \
+            fn((w), (x) + (size_t)k_ * (xs), (xs), PTILE, (out) + (size_t)k_ * (os), (os), (n));   \
+        }                                                                                          \
+        const uint8_t *xr_ = (x) + (size_t)k_ * (xs);                                              \
+        float *or_ = (out) + (size_t)k_ * (os);                                                    \
+        switch ((n_tok)-k_) {                                                                      \
+        case 7:                                                                                    \
+            fn((w), xr_, (xs), 7, or_, (os), (n));                                                 \
+            break;                                                                                 \
+        case 6:                                                                                    \
+            fn((w), xr_, (xs), 6, or_, (os), (n));                                                 \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            fn((w), xr_, (xs), 5, or_, (os), (n));                                                 \
+            break;                                                                                 \
+        case 4:                                                                                    \
+            fn((w), xr_, (xs), 4, or_, (os), (n));                                                 \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            fn((w), xr_, (xs), 3, or_, (os), (n));                                                 \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            fn((w), xr_, (xs), 2, or_, (os), (n));                                                 \
+            break;                                                                                 \
+        case 1:                                                                                    \
+            fn((w), xr_, (xs), 1, or_, (os), (n));                                                 \
+            break;                                                                                 \
+        default:                                                                                   \
+            break;                                                                                 \
+        }                                                                                          \
+    } while (0)
+
+AVX512 static void multi_q4_1p_avx512(const void *w, const void *xp, size_t xs, int n_tok,
+                                      float *out, size_t os, int64_t n) {
+    TILE_DISPATCH(q4_1p_tile, (const uint8_t *)w, (const uint8_t *)xp, xs, n_tok, out, os, n);
+}
+
+/* Weight side of a Q8_0 group (nblk of the four blocks at p, p + 34, ...): bytes 0..15 and
+ * 16..31 of block l in 128-bit lane l, plus 128 (unsigned for dpbusd), d over lanes 4l..4l+3. */
+AVX512 static inline void q8_0_wgroup(const uint8_t *p, int nblk, __m512i *qlo, __m512i *qhi,
+                                      __m512 *dw) {
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    __m128i z = _mm_setzero_si128();
+    __m128i l0 = _mm_loadu_si128((const __m128i *)(p + 2));
+    __m128i h0 = _mm_loadu_si128((const __m128i *)(p + 18));
+    __m128i l1 = nblk > 1 ? _mm_loadu_si128((const __m128i *)(p + 36)) : z;
+    __m128i h1 = nblk > 1 ? _mm_loadu_si128((const __m128i *)(p + 52)) : z;
+    __m128i l2 = nblk > 2 ? _mm_loadu_si128((const __m128i *)(p + 70)) : z;
+    __m128i h2 = nblk > 2 ? _mm_loadu_si128((const __m128i *)(p + 86)) : z;
+    __m128i l3 = nblk > 3 ? _mm_loadu_si128((const __m128i *)(p + 104)) : z;
+    __m128i h3 = nblk > 3 ? _mm_loadu_si128((const __m128i *)(p + 120)) : z;
+    __m512i lo = _mm512_inserti32x4(
+        _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(l0), l1, 1), l2, 2), l3, 3);
+    __m512i hi = _mm512_inserti32x4(
+        _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(h0), h1, 1), h2, 2), h3, 3);
+    *qlo = _mm512_xor_si512(lo, bias);
+    *qhi = _mm512_xor_si512(hi, bias);
+    int d0 = p[0] | (p[1] << 8), d1 = 0, d2 = 0, d3 = 0;
+    if (nblk > 1) {
+        d1 = p[34] | (p[35] << 8);
+    }
+    if (nblk > 2) {
+        d2 = p[68] | (p[69] << 8);
+    }
+    if (nblk > 3) {
+        d3 = p[102] | (p[103] << 8);
+    }
+    __m128i dh = _mm_insert_epi16(
+        _mm_insert_epi16(_mm_insert_epi16(_mm_cvtsi32_si128(d0), d1, 1), d2, 2), d3, 3);
+    *dw = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(dh)));
+}
+
+/* Token side of a Q8_0 group: the dots of (w + 128) with x, minus 128 * sum(x) per lane. */
+AVX512 static inline void q8_0_xgroup(__m512i qlo, __m512i qhi, __m512 dw, const uint8_t *x,
+                                      __m512 *acc) {
+    __m512i i =
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), qlo, _mm512_load_si512((const void *)x));
+    i = _mm512_dpbusd_epi32(i, qhi, _mm512_load_si512((const void *)(x + 64)));
+    i = _mm512_sub_epi32(i, _mm512_load_si512((const void *)(x + 192)));
+    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_load_ps((const float *)(x + 128)));
+    *acc = _mm512_fmadd_ps(t, dw, *acc);
+}
+
+/* One Q8_0 row against nt packed tokens; per-token arithmetic as in q4_1p_tile. */
+AVX512 static inline __attribute__((always_inline)) void q8_0p_tile(const uint8_t *p,
+                                                                    const uint8_t *xp, size_t xs,
+                                                                    int nt, float *out, size_t os,
+                                                                    int64_t n) {
+    int64_t nb = n / WK_CPU_QK, ng = n_groups(n);
+    __m512 acc[PTILE];
+    for (int k = 0; k < nt; k++) {
+        acc[k] = _mm512_setzero_ps();
+    }
+    int64_t nfull = nb / GROUP_BLOCKS;
+    for (int64_t g = 0; g < ng; g++, p += 136) {
+        __m512i la, ha;
+        __m512 wa;
+        if (g < nfull) {
+            q8_0_wgroup(p, GROUP_BLOCKS, &la, &ha, &wa);
+        } else {
+            q8_0_wgroup(p, (int)(nb - GROUP_BLOCKS * g), &la, &ha, &wa);
+        }
+        for (int k = 0; k < nt; k++) {
+            q8_0_xgroup(la, ha, wa, xp + (size_t)k * xs + (size_t)g * GROUP_BYTES, &acc[k]);
+        }
+    }
+    for (int k = 0; k < nt; k++) {
+        __m512 a = acc[k];
+        __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a),
+                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+        out[(size_t)k * os] = hsum256(a8);
+    }
+}
+
+AVX512 static void multi_q8_0p_avx512(const void *w, const void *xp, size_t xs, int n_tok,
+                                      float *out, size_t os, int64_t n) {
+    TILE_DISPATCH(q8_0p_tile, (const uint8_t *)w, (const uint8_t *)xp, xs, n_tok, out, os, n);
+}
+#endif /* HAVE_X86 */
+
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
 /* Installs the implementations of level (clamped to what the CPU supports); returns the
@@ -649,9 +917,8 @@ static wk_cpu_isa set_table(wk_cpu_isa level) {
     K.dot_q4_0 = dot_q4_0_scalar;
     K.dot_q4_1 = dot_q4_1_scalar;
     K.dot_q8_0 = dot_q8_0_scalar;
-    K.multi_q4_0 = NULL;
-    K.multi_q4_1 = NULL;
-    K.multi_q8_0 = NULL;
+    K.multi_q4_1p = NULL;
+    K.multi_q8_0p = NULL;
     K.quantize = quantize_scalar;
     K.dot_f32 = dot_f32_scalar;
     K.dot_f32_f16 = dot_f32_f16_scalar;
@@ -660,6 +927,7 @@ static wk_cpu_isa set_table(wk_cpu_isa level) {
     K.axpy_f16 = axpy_f16_scalar;
     K.f32_to_f16 = f32_to_f16_scalar;
     K.silu_mul = silu_mul_scalar;
+    K.softmax = softmax_scalar;
     K.isa = WK_CPU_ISA_SCALAR;
 #if HAVE_X86
     __builtin_cpu_init();
@@ -680,12 +948,14 @@ static wk_cpu_isa set_table(wk_cpu_isa level) {
         K.axpy_f16 = axpy_f16_avx2;
         K.f32_to_f16 = f32_to_f16_avx2;
         K.silu_mul = silu_mul_avx2;
+        K.softmax = softmax_avx2;
         K.isa = WK_CPU_ISA_AVX2;
         if (level >= WK_CPU_ISA_AVX512 && __builtin_cpu_supports("avx512f") &&
             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
             __builtin_cpu_supports("avx512vnni")) {
             K.dot_q4_1 = dot_q4_1_avx512;
-            K.multi_q4_1 = multi_q4_1_avx512;
+            K.multi_q4_1p = multi_q4_1p_avx512;
+            K.multi_q8_0p = multi_q8_0p_avx512;
             K.dot_q8_0 = dot_q8_0_avx512;
             K.isa = WK_CPU_ISA_AVX512;
         }
@@ -757,14 +1027,6 @@ float wk_cpu_dot_q8(wk_dtype t, const void *wrow, const wk_cpu_q8 *x, int64_t n)
 
 void wk_cpu_dot_q8_multi(wk_dtype t, const void *wrow, const wk_cpu_q8 *x, size_t x_stride_blocks,
                          int n_tok, float *out, size_t out_stride, int64_t n) {
-    multi_fn m = t == WK_DTYPE_Q4_0   ? K.multi_q4_0
-                 : t == WK_DTYPE_Q4_1 ? K.multi_q4_1
-                 : t == WK_DTYPE_Q8_0 ? K.multi_q8_0
-                                      : NULL;
-    if (m != NULL) {
-        m(wrow, x, x_stride_blocks, n_tok, out, out_stride, n);
-        return;
-    }
     dot_fn f = pick(t);
     if (f == NULL) {
         return;
@@ -772,6 +1034,34 @@ void wk_cpu_dot_q8_multi(wk_dtype t, const void *wrow, const wk_cpu_q8 *x, size_
     for (int k = 0; k < n_tok; k++) {
         out[(size_t)k * out_stride] = f(wrow, x + (size_t)k * x_stride_blocks, n);
     }
+}
+
+bool wk_cpu_packed_type(wk_dtype t) {
+    return (t == WK_DTYPE_Q4_1 && K.multi_q4_1p != NULL) ||
+           (t == WK_DTYPE_Q8_0 && K.multi_q8_0p != NULL);
+}
+
+wk_cpu_dot_q8p_fn wk_cpu_dot_q8p_kernel(wk_dtype t) {
+    if (t == WK_DTYPE_Q4_1) {
+        return K.multi_q4_1p;
+    }
+    if (t == WK_DTYPE_Q8_0) {
+        return K.multi_q8_0p;
+    }
+    return NULL;
+}
+
+void wk_cpu_dot_q8p_multi(wk_dtype t, const void *wrow, const void *xp, size_t xp_stride_bytes,
+                          int n_tok, float *out, size_t out_stride, int64_t n) {
+    if (t == WK_DTYPE_Q4_1 && K.multi_q4_1p != NULL) {
+        K.multi_q4_1p(wrow, xp, xp_stride_bytes, n_tok, out, out_stride, n);
+    } else if (t == WK_DTYPE_Q8_0 && K.multi_q8_0p != NULL) {
+        K.multi_q8_0p(wrow, xp, xp_stride_bytes, n_tok, out, out_stride, n);
+    }
+}
+
+void wk_cpu_softmax_fast(float *x, int64_t n) {
+    K.softmax(x, n);
 }
 
 float wk_cpu_dot_f32(const float *a, const float *b, int64_t n) {

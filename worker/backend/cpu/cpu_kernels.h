@@ -69,6 +69,47 @@ wk_cpu_dot_q8_fn wk_cpu_dot_q8_kernel(wk_dtype t);
 void wk_cpu_dot_q8_multi(wk_dtype t, const void *wrow, const wk_cpu_q8 *x, size_t x_stride_blocks,
                          int n_tok, float *out, size_t out_stride, int64_t n);
 
+/*
+ * Packed activations for the register-tiled kernels (wk_cpu_packed_type). Per token, blocks
+ * go in groups of four (a short last group is padded with zero blocks), 256 bytes each:
+ *   int8 lo[4][16]   bytes 0..15 of blocks 4g .. 4g + 3
+ *   int8 hi[4][16]   bytes 16..31
+ *   float dx[16]     d of block 4g + l in lanes 4l .. 4l + 3
+ *   int32 corr[16]   128 * the sum of the bytes that dot lane 4l + j sees (for Q8_0)
+ * then float sx[4] per group (s of each block, for Q4_1). With this layout the two integer
+ * halves of four blocks land in the same 16 lanes, so a token costs two dot instructions, one
+ * conversion and two multiply-adds per four blocks, while the weight group is unpacked once
+ * for every token of a tile.
+ */
+
+/* Bytes of one token's packed activations for n inputs (n a multiple of 32); a multiple of
+ * 64. */
+size_t wk_cpu_q8_packed_bytes(int64_t n);
+
+/* wk_cpu_packed_type: true when the level in effect has a packed tile kernel for weights of
+ * type t (then every matmul over t should use it, one token or many, so that results do not
+ * depend on the batch). */
+bool wk_cpu_packed_type(wk_dtype t);
+
+/* Packs x: (n / 32 blocks) into dst (wk_cpu_q8_packed_bytes(n) bytes, 64-byte aligned). */
+void wk_cpu_pack_q8(const wk_cpu_q8 *x, int64_t n, void *dst);
+
+/* out[k * out_stride] = dot(wrow, token k) for k < n_tok, token k's packed activations at
+ * xp + k * xp_stride_bytes. Only for wk_cpu_packed_type(t). The result for a token is
+ * bit-identical whatever n_tok and the token's place in it. */
+void wk_cpu_dot_q8p_multi(wk_dtype t, const void *wrow, const void *xp, size_t xp_stride_bytes,
+                          int n_tok, float *out, size_t out_stride, int64_t n);
+
+/* The kernel wk_cpu_dot_q8p_multi uses for t (NULL unless wk_cpu_packed_type), for loops
+ * that call it per row without the dispatch. */
+typedef void (*wk_cpu_dot_q8p_fn)(const void *wrow, const void *xp, size_t xp_stride_bytes,
+                                  int n_tok, float *out, size_t out_stride, int64_t n);
+wk_cpu_dot_q8p_fn wk_cpu_dot_q8p_kernel(wk_dtype t);
+
+/* In-place softmax of x: (n), n >= 1, as wk_cpu_softmax but vectorized (exp as in
+ * wk_cpu_silu_mul, float sums). The result for an element depends only on x and n. */
+void wk_cpu_softmax_fast(float *x, int64_t n);
+
 /* f32 dot of (n). */
 float wk_cpu_dot_f32(const float *a, const float *b, int64_t n);
 
