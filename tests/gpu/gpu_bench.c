@@ -490,6 +490,11 @@ int main(int argc, char **argv) {
                ms_g8, 8e3 / tps[1]);
         kv("decode_b8_gemv_ms", ms_g8);
         /* programmatic dependent launch (sm_90+), alone and with the fused GEMVs */
+        wk_cuda_set_pdl(be, 0);
+        double ms_np1 = time_decode(&c, 1, quick ? 5 : 40);
+        printf("decode batch 1 without PDL: %.3f ms (floor/step %.1f%%)\n", ms_np1,
+               100.0 * floor_ms / ms_np1);
+        kv("decode_b1_nopdl_ms", ms_np1);
         wk_cuda_set_pdl(be, 1);
         double ms_p1 = time_decode(&c, 1, quick ? 5 : 40);
         wk_cuda_set_fuse(be, 1);

@@ -244,7 +244,7 @@ void wk_cuda_options_default(wk_cuda_options *o) {
     o->use_flash = 1;
     o->fuse_decode = 0;
     o->gemv_max_rows = 4;
-    o->use_pdl = 0;
+    o->use_pdl = 1; /* H200 run 2: correct (model test) and 0.25 ms/step faster at batch 1 */
 }
 
 /* ---- device discovery ------------------------------------------------------------------- */
