@@ -443,7 +443,14 @@ static void attn_run(gu_rng *r, attn_case *c, const char *label, const int32_t *
     h2d(d_pos, pos, (size_t)n_tok * 4);
     h2d(d_seq, seq, (size_t)n_tok * 4);
     wk_cuda_attn_args aa = {c->nh, c->nkv, hd, c->bt_tokens, c->max_blocks, scale};
-    if (flash) {
+    if (flash == 2) {
+        /* split-K decode attention, 16 chunks (some empty for short contexts) */
+        float *d_part = dalloc((size_t)n_tok * c->nh * 16 * (hd + 2) * 4);
+        GU_CUDA(wk_cuda_attention_split(d_q, d_pos, d_seq, c->d_bt, c->d_k, c->d_v, &aa, n_tok, 16,
+                                        d_part, d_out, NULL));
+        GU_CUDA(cudaDeviceSynchronize());
+        cudaFree(d_part);
+    } else if (flash) {
         /* tiles exactly as the backend builds them: per sequence run, chunks of the tile size */
         int32_t *tiles = gu_xmalloc((size_t)n_tok * 2 * 4);
         int n_tiles = 0;
@@ -475,7 +482,10 @@ static void attn_run(gu_rng *r, attn_case *c, const char *label, const int32_t *
     d2h(oh, d_out, nq * 2);
     gu_f16_to_f32(oh, got, nq);
     char name[96];
-    snprintf(name, sizeof(name), "%s hd=%d gqa %d/%d: %s", flash ? "flash prefill" : "attention",
+    snprintf(name, sizeof(name), "%s hd=%d gqa %d/%d: %s",
+             flash == 2 ? "split-K attention"
+             : flash    ? "flash prefill"
+                        : "attention",
              hd, c->nh, c->nkv, label);
     report(name, gu_compare(got, ref, nq), THR_F16);
     cudaFree(d_q);
@@ -496,6 +506,7 @@ static void test_attention(gu_rng *r, int hd) {
         int32_t pos[4] = {0, 16, 299, 639};
         int32_t seq[4] = {0, 1, 2, 3};
         attn_run(r, &c, "decode ctx 1/17/300/640", pos, seq, 4, 0);
+        attn_run(r, &c, "decode ctx 1/17/300/640", pos, seq, 4, 2);
     }
     /* prefill-like: 3 sequences, new tokens continuing a cached prefix */
     {

@@ -629,6 +629,17 @@ cudaError_t wk_cuda_attention(const float *q, const int32_t *tok_pos, const int3
     return cudaSuccess;
 }
 
+cudaError_t wk_cuda_attention_split(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
+                                    const int32_t *block_table, const uint16_t *k_cache,
+                                    const uint16_t *v_cache, const wk_cuda_attn_args *aa, int n_tok,
+                                    int splits, float *part, uint16_t *out, cudaStream_t stream) {
+    if (splits < 1 || splits > WK_CUDA_ATTN_MAX_SPLITS || (splits > 1 && part == NULL)) {
+        return cudaErrorInvalidValue;
+    }
+    return wk_cuda_attention(q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa, n_tok, out,
+                             stream);
+}
+
 cudaError_t wk_cuda_flash_prefill(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
                                   const int32_t *block_table, const uint16_t *k_cache,
                                   const uint16_t *v_cache, const wk_cuda_attn_args *aa,

@@ -32,6 +32,7 @@
 #define CUBLAS_WS_BYTES ((size_t)32 << 20)
 #define MAX_BUCKETS 40
 #define ERR_LEN 512
+#define ATTN_SPLITS 16 /* split-K chunks of the context for decode steps of <= 8 rows */
 
 typedef struct layer_dev {
     float *attn_norm; /* (n_embd) */
@@ -92,6 +93,7 @@ struct wk_backend {
     uint16_t *gu;      /* (rows, 2 n_ff) */
     uint16_t *act;     /* (rows, n_ff) */
     float *logits;     /* (seqs_cap, n_vocab) */
+    float *attn_part;  /* (GEMV_MAX_TOK, n_head, ATTN_SPLITS, hd + 2) split-K partials */
     void *scratch_arena;
     size_t scratch_bytes;
 
@@ -882,6 +884,9 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         size_t o_gu = carve(NULL, &off, R * 2 * (size_t)be->n_ff * 2);
         size_t o_act = carve(NULL, &off, R * (size_t)be->n_ff * 2);
         size_t o_logits = carve(NULL, &off, (size_t)be->seqs_cap * (size_t)be->n_vocab * 4);
+        size_t o_part = carve(NULL, &off,
+                              (size_t)WK_CUDA_GEMV_MAX_TOK * (size_t)be->n_head * ATTN_SPLITS *
+                                  ((size_t)be->hd + 2) * 4);
         cudaError_t ce = cudaMalloc(&be->scratch_arena, off);
         if (ce != cudaSuccess) {
             be->scratch_arena = NULL;
@@ -902,6 +907,7 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         be->gu = (uint16_t *)(b + o_gu);
         be->act = (uint16_t *)(b + o_act);
         be->logits = (float *)(b + o_logits);
+        be->attn_part = (float *)(b + o_part);
 
         be->meta_fixed_ints = META_BT(be);
         size_t meta_ints = be->meta_fixed_ints + (size_t)be->seqs_cap * cfg->max_blocks_per_seq;
@@ -953,6 +959,19 @@ fail:
     return rv;
 }
 
+/* Decode attention: split over the context (flash-decoding) for steps of <= 8 rows, where one
+ * block per (token, head) leaves most SMs idle (H200: ~26 us/layer at 512 keys). */
+static cudaError_t attention(wk_backend *be, const int32_t *d_pos, const int32_t *d_seq,
+                             const int32_t *d_bt, const uint16_t *k_cache, const uint16_t *v_cache,
+                             const wk_cuda_attn_args *aa, int n) {
+    if (n <= WK_CUDA_GEMV_MAX_TOK) {
+        return wk_cuda_attention_split(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, aa, n,
+                                       ATTN_SPLITS, be->attn_part, be->attn, be->stream);
+    }
+    return wk_cuda_attention(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, aa, n, be->attn,
+                             be->stream);
+}
+
 /* The layers and the output head for 1..8 rows with fused GEMVs: the residual stream x is
  * updated in place by the O and down GEMVs, the norms are folded into the QKV and gate|up
  * GEMVs, SwiGLU into the down GEMV. Embedding already done. */
@@ -981,8 +1000,7 @@ static cm_err enqueue_fused_layers(wk_backend *be, int n, int n_out, int flash_t
             CK(wk_cuda_flash_prefill(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, d_tiles,
                                      flash_tiles, be->attn, be->stream));
         } else {
-            CK(wk_cuda_attention(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, n, be->attn,
-                                 be->stream));
+            CK(attention(be, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, n));
         }
         prof_mark(be, WK_CUDA_PROF_ATTN);
         CK(wk_cuda_gemv_fused(L->wo, be->attn, WK_CUDA_X_F16, NULL, 0.0f, n, be->q_dim, be->n_embd,
@@ -1026,6 +1044,11 @@ static cm_err enqueue_forward(wk_backend *be, int n, int n_out, int flash_tiles)
     wk_cuda_rope_args ra = {be->n_head, be->n_kv, be->hd, be->n_rot, be->neox, be->inv_freq};
     wk_cuda_attn_args aa = {be->n_head, be->n_kv, be->hd, bt, mb, 1.0f / sqrtf((float)be->hd)};
 
+    /* PDL only where it was measured to help: the small GEMV-path steps. Larger steps run
+     * cuBLAS GEMMs, and early-resident waiting blocks would only take SM slots from them (H200
+     * run 3 slowed b32/b128 with PDL everywhere). Graphs keep the mode they were captured with,
+     * and a bucket's size decides it, so replays stay consistent. */
+    wk_cuda_ops_set_pdl(be->opt.use_pdl && be->cc_major >= 9 && n <= be->opt.gemv_max_rows);
     be->prof_n = 0;
     prof_mark(be, WK_CUDA_PROF_OTHER); /* start */
     CK(wk_cuda_embed(be->tok_embd, d_tok, n, be->n_embd, be->x, be->stream));
@@ -1053,8 +1076,7 @@ static cm_err enqueue_forward(wk_backend *be, int n, int n_out, int flash_tiles)
             CK(wk_cuda_flash_prefill(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, d_tiles,
                                      flash_tiles, be->attn, be->stream));
         } else {
-            CK(wk_cuda_attention(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, n, be->attn,
-                                 be->stream));
+            CK(attention(be, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, n));
         }
         prof_mark(be, WK_CUDA_PROF_ATTN);
         if ((rv = gemm(be, L->wo, be->attn, n, be->q_dim, be->n_embd, be->tmp, 0)) != CM_OK) {
@@ -1402,15 +1424,11 @@ void wk_cuda_set_gemv_max_rows(wk_backend *be, int rows) {
 }
 
 void wk_cuda_set_pdl(wk_backend *be, int on) {
-    if (be == NULL) {
+    if (be == NULL || be->opt.use_pdl == (on != 0)) {
         return;
     }
     be->opt.use_pdl = on != 0;
-    int want = be->opt.use_pdl && be->cc_major >= 9;
-    if (want != wk_cuda_ops_pdl()) {
-        wk_cuda_ops_set_pdl(want);
-        destroy_graphs(be); /* captured launches keep the mode they were recorded with */
-    }
+    destroy_graphs(be); /* captured launches keep the mode they were recorded with */
 }
 
 cm_err wk_cuda_set_profile(wk_backend *be, int on) {

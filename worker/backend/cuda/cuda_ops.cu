@@ -295,7 +295,7 @@ __global__ void __launch_bounds__(NW * 32, NW >= 16 ? 1 : 2)
                      const int32_t *__restrict__ tok_seq, const int32_t *__restrict__ block_table,
                      const uint16_t *__restrict__ k_cache, const uint16_t *__restrict__ v_cache,
                      int n_head, int n_head_kv, int block_tokens, int max_blocks, float scale,
-                     uint16_t *__restrict__ out) {
+                     uint16_t *__restrict__ out, int splits, float *__restrict__ part) {
     pdl_trigger();
     pdl_wait();
     constexpr int D = HD / kWarp;
@@ -310,15 +310,11 @@ __global__ void __launch_bounds__(NW * 32, NW >= 16 ? 1 : 2)
     const int lane = threadIdx.x % kWarp;
     const int len = tok_pos[t] + 1;
     const int32_t *bt = block_table + (int64_t)tok_seq[t] * max_blocks;
-    /* the sequence's block ids in shared memory: one coalesced read instead of a dependent
-     * global load before every K/V load (the first H200 profile showed 26 us/layer at b1) */
-    constexpr int kSharedBlocks = 1024;
-    __shared__ int32_t s_bt[kSharedBlocks];
-    const int n_blk = (len + block_tokens - 1) / block_tokens;
-    for (int i = threadIdx.x; i < n_blk && i < kSharedBlocks; i += NW * kWarp) {
-        s_bt[i] = bt[i];
-    }
-    __syncthreads();
+    /* split-K (flash-decoding): block z of `splits` takes keys [k_begin, k_end) and writes an
+     * unnormalised partial (m, l, acc) for wk_cuda_attention_split's combine kernel */
+    const int chunk = (len + splits - 1) / splits;
+    const int k_begin = min(len, (int)blockIdx.z * chunk);
+    const int k_end = min(len, k_begin + chunk);
 
     float qr[D];
     const float *qp = q + ((int64_t)t * n_head + h) * HD + lane * D;
@@ -336,16 +332,15 @@ __global__ void __launch_bounds__(NW * 32, NW >= 16 ? 1 : 2)
 
     /* UNR keys per warp iteration, loads issued together: at batch 1 the loop is bound by
      * memory latency, not bandwidth, so independent loads in flight are what matters */
-    constexpr int UNR = HD >= 256 ? 4 : 8;
-    for (int k0 = warp; k0 < len; k0 += NW * UNR) {
+    constexpr int UNR = 4;
+    for (int k0 = k_begin + warp; k0 < k_end; k0 += NW * UNR) {
         float kr[UNR][D];
         float vr[UNR][D];
 #pragma unroll
         for (int u = 0; u < UNR; u++) {
             const int k = k0 + u * NW;
-            if (k < len) { /* warp-uniform */
-                const int bi = k / block_tokens;
-                const int64_t blk = bi < kSharedBlocks ? s_bt[bi] : bt[bi];
+            if (k < k_end) { /* warp-uniform */
+                const int64_t blk = bt[k / block_tokens];
                 const int64_t off =
                     ((blk * n_head_kv + kvh) * block_tokens + k % block_tokens) * HD + lane * D;
                 load_halves(k_cache + off, kr[u]);
@@ -367,7 +362,7 @@ __global__ void __launch_bounds__(NW * 32, NW >= 16 ? 1 : 2)
                 d += qr[j] * kr[u][j];
             }
             s[u] = warp_sum(d);
-            if (k0 + u * NW >= len) {
+            if (k0 + u * NW >= k_end) {
                 s[u] = -INFINITY; /* p = 0 below */
             }
         }
@@ -413,6 +408,23 @@ __global__ void __launch_bounds__(NW * 32, NW >= 16 ? 1 : 2)
     for (int w = 0; w < NW; w++) {
         denom += s_l[w] * __expf(s_m[w] - mx);
     }
+    if (part != NULL) {
+        /* partial of this split: (m, l, unnormalised acc[HD]) */
+        float *pp = part + (((int64_t)t * n_head + h) * splits + blockIdx.z) * (HD + 2);
+        if (threadIdx.x == 0) {
+            pp[0] = mx;
+            pp[1] = denom;
+        }
+        for (int d = threadIdx.x; d < HD; d += NW * kWarp) {
+            float v = 0.0f;
+#pragma unroll
+            for (int w = 0; w < NW; w++) {
+                v += s_acc[w][d] * __expf(s_m[w] - mx);
+            }
+            pp[2 + d] = v;
+        }
+        return;
+    }
     const float inv = 1.0f / denom;
     uint16_t *o = out + ((int64_t)t * n_head + h) * HD;
     for (int d = threadIdx.x; d < HD; d += NW * kWarp) {
@@ -423,6 +435,31 @@ __global__ void __launch_bounds__(NW * 32, NW >= 16 ? 1 : 2)
         }
         o[d] = f2h(v * inv);
     }
+}
+
+/* Combines the splits' partials of one (token, head): blockDim.x = HD. An empty split has
+ * m = -1e30 and l = 0, so it weighs exp(-1e30 - M) = 0. */
+template <int HD>
+__global__ void attention_combine_kernel(const float *__restrict__ part, int n_head, int splits,
+                                         uint16_t *__restrict__ out) {
+    pdl_trigger();
+    pdl_wait();
+    const int t = blockIdx.x;
+    const int h = blockIdx.y;
+    const int d = threadIdx.x;
+    const float *pp = part + ((int64_t)t * n_head + h) * splits * (HD + 2);
+    float mx = -1e30f;
+    for (int z = 0; z < splits; z++) {
+        mx = fmaxf(mx, pp[z * (HD + 2)]);
+    }
+    float denom = 0.0f;
+    float v = 0.0f;
+    for (int z = 0; z < splits; z++) {
+        const float wz = __expf(pp[z * (HD + 2)] - mx);
+        denom += pp[z * (HD + 2) + 1] * wz;
+        v += pp[z * (HD + 2) + 2 + d] * wz;
+    }
+    out[((int64_t)t * n_head + h) * HD + d] = f2h(v / denom);
 }
 
 __global__ void swiglu_kernel(const uint16_t *__restrict__ gu, int64_t n_total, int n_ff,
@@ -625,20 +662,33 @@ template <int HD>
 cudaError_t launch_attention(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
                              const int32_t *block_table, const uint16_t *k_cache,
                              const uint16_t *v_cache, const wk_cuda_attn_args *aa, int n_tok,
-                             uint16_t *out, cudaStream_t stream) {
+                             uint16_t *out, int splits, float *part, cudaStream_t stream) {
+    if (splits > 1) {
+        /* split-K: (token, head, split) blocks of 4 warps, then the combine */
+        dim3 grid((unsigned)n_tok, (unsigned)aa->n_head, (unsigned)splits);
+        cudaError_t e =
+            launch_maybe_pdl(attention_kernel<HD, 4>, grid, dim3(4 * kWarp), 0, stream, q, tok_pos,
+                             tok_seq, block_table, k_cache, v_cache, aa->n_head, aa->n_head_kv,
+                             aa->block_tokens, aa->max_blocks, aa->scale, out, splits, part);
+        if (e != cudaSuccess) {
+            return e;
+        }
+        return launch_maybe_pdl(attention_combine_kernel<HD>,
+                                dim3((unsigned)n_tok, (unsigned)aa->n_head), dim3(HD), 0, stream,
+                                (const float *)part, aa->n_head, splits, out);
+    }
     dim3 grid((unsigned)n_tok, (unsigned)aa->n_head);
     if (n_tok <= 16) {
         /* few (token, head) blocks: more warps per block so each walks fewer keys in sequence
          * (small decode batches are latency-bound here) */
         return launch_maybe_pdl(attention_kernel<HD, 16>, grid, dim3(16 * kWarp), 0, stream, q,
                                 tok_pos, tok_seq, block_table, k_cache, v_cache, aa->n_head,
-                                aa->n_head_kv, aa->block_tokens, aa->max_blocks, aa->scale, out);
-    } else {
-        return launch_maybe_pdl(attention_kernel<HD, 8>, grid, dim3(8 * kWarp), 0, stream, q,
-                                tok_pos, tok_seq, block_table, k_cache, v_cache, aa->n_head,
-                                aa->n_head_kv, aa->block_tokens, aa->max_blocks, aa->scale, out);
+                                aa->n_head_kv, aa->block_tokens, aa->max_blocks, aa->scale, out, 1,
+                                (float *)NULL);
     }
-    return cudaGetLastError();
+    return launch_maybe_pdl(attention_kernel<HD, 8>, grid, dim3(8 * kWarp), 0, stream, q, tok_pos,
+                            tok_seq, block_table, k_cache, v_cache, aa->n_head, aa->n_head_kv,
+                            aa->block_tokens, aa->max_blocks, aa->scale, out, 1, (float *)NULL);
 }
 
 } // namespace
@@ -703,29 +753,47 @@ cudaError_t wk_cuda_rope_store(const float *qkv, const float *bias, const int32_
                             k_cache, v_cache);
 }
 
-cudaError_t wk_cuda_attention(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
-                              const int32_t *block_table, const uint16_t *k_cache,
-                              const uint16_t *v_cache, const wk_cuda_attn_args *aa, int n_tok,
-                              uint16_t *out, cudaStream_t stream) {
+static cudaError_t attention_dispatch(const float *q, const int32_t *tok_pos,
+                                      const int32_t *tok_seq, const int32_t *block_table,
+                                      const uint16_t *k_cache, const uint16_t *v_cache,
+                                      const wk_cuda_attn_args *aa, int n_tok, uint16_t *out,
+                                      int splits, float *part, cudaStream_t stream) {
     if (n_tok <= 0) {
         return cudaSuccess;
     }
-    if (aa->n_head_kv <= 0 || aa->n_head % aa->n_head_kv != 0) {
+    if (aa->n_head_kv <= 0 || aa->n_head % aa->n_head_kv != 0 || splits < 1 ||
+        splits > WK_CUDA_ATTN_MAX_SPLITS || (splits > 1 && part == NULL)) {
         return cudaErrorInvalidValue;
     }
     switch (aa->head_dim) {
     case 64:
         return launch_attention<64>(q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa, n_tok,
-                                    out, stream);
+                                    out, splits, part, stream);
     case 128:
         return launch_attention<128>(q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa, n_tok,
-                                     out, stream);
+                                     out, splits, part, stream);
     case 256:
         return launch_attention<256>(q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa, n_tok,
-                                     out, stream);
+                                     out, splits, part, stream);
     default:
         return cudaErrorInvalidValue;
     }
+}
+
+cudaError_t wk_cuda_attention(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
+                              const int32_t *block_table, const uint16_t *k_cache,
+                              const uint16_t *v_cache, const wk_cuda_attn_args *aa, int n_tok,
+                              uint16_t *out, cudaStream_t stream) {
+    return attention_dispatch(q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa, n_tok, out, 1,
+                              NULL, stream);
+}
+
+cudaError_t wk_cuda_attention_split(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
+                                    const int32_t *block_table, const uint16_t *k_cache,
+                                    const uint16_t *v_cache, const wk_cuda_attn_args *aa, int n_tok,
+                                    int splits, float *part, uint16_t *out, cudaStream_t stream) {
+    return attention_dispatch(q, tok_pos, tok_seq, block_table, k_cache, v_cache, aa, n_tok, out,
+                              splits, part, stream);
 }
 
 cudaError_t wk_cuda_swiglu(const uint16_t *gu, int n, int n_ff, uint16_t *out,

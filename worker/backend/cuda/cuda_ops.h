@@ -110,6 +110,18 @@ cudaError_t wk_cuda_attention(const float *q, const int32_t *tok_pos, const int3
                               uint16_t *out, cudaStream_t stream);
 
 /*
+ * The same attention split over the context (flash-decoding) for small decode batches: block
+ * (t, h, z) takes the z-th of `splits` chunks of t's keys and writes an unnormalised partial
+ * (m, l, acc[head_dim]) to part, then a combine kernel writes out. part: (n_tok, n_head,
+ * splits, head_dim + 2) f32 scratch. 1 <= splits <= WK_CUDA_ATTN_MAX_SPLITS.
+ */
+#define WK_CUDA_ATTN_MAX_SPLITS 64
+cudaError_t wk_cuda_attention_split(const float *q, const int32_t *tok_pos, const int32_t *tok_seq,
+                                    const int32_t *block_table, const uint16_t *k_cache,
+                                    const uint16_t *v_cache, const wk_cuda_attn_args *aa, int n_tok,
+                                    int splits, float *part, uint16_t *out, cudaStream_t stream);
+
+/*
  * Prefill attention, flash-style: query tiles of WK_CUDA_FLASH_TILE tokens of one sequence
  * against key tiles of the paged cache, online softmax, tensor cores (sm_80+). Same contract
  * as wk_cuda_attention, plus a tile list built by the caller:
