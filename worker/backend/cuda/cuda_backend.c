@@ -94,6 +94,7 @@ struct wk_backend {
     uint16_t *act;     /* (rows, n_ff) */
     float *logits;     /* (seqs_cap, n_vocab) */
     float *attn_part;  /* (GEMV_MAX_TOK, n_head, ATTN_SPLITS, hd + 2) split-K partials */
+    int attn_splits;   /* 1..ATTN_SPLITS; 1 = no split (env SLUICE_CUDA_ATTN_SPLITS) */
     void *scratch_arena;
     size_t scratch_bytes;
 
@@ -759,6 +760,12 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
     if (be->opt.gemv_max_rows < 0 || be->opt.gemv_max_rows > WK_CUDA_GEMV_MAX_TOK) {
         be->opt.gemv_max_rows = be->opt.gemv_max_rows < 0 ? 0 : WK_CUDA_GEMV_MAX_TOK;
     }
+    be->attn_splits = ATTN_SPLITS;
+    env = getenv("SLUICE_CUDA_ATTN_SPLITS");
+    if (env != NULL) {
+        int v = atoi(env);
+        be->attn_splits = v < 1 ? 1 : v > ATTN_SPLITS ? ATTN_SPLITS : v;
+    }
     env = getenv("SLUICE_CUDA_PDL");
     if (env != NULL) {
         be->opt.use_pdl = strcmp(env, "0") != 0;
@@ -964,9 +971,9 @@ fail:
 static cudaError_t attention(wk_backend *be, const int32_t *d_pos, const int32_t *d_seq,
                              const int32_t *d_bt, const uint16_t *k_cache, const uint16_t *v_cache,
                              const wk_cuda_attn_args *aa, int n) {
-    if (n <= WK_CUDA_GEMV_MAX_TOK) {
+    if (n <= WK_CUDA_GEMV_MAX_TOK && be->attn_splits > 1) {
         return wk_cuda_attention_split(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, aa, n,
-                                       ATTN_SPLITS, be->attn_part, be->attn, be->stream);
+                                       be->attn_splits, be->attn_part, be->attn, be->stream);
     }
     return wk_cuda_attention(be->q, d_pos, d_seq, d_bt, k_cache, v_cache, aa, n, be->attn,
                              be->stream);
