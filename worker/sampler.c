@@ -101,41 +101,14 @@ cm_err wk_sampling_validate(const wk_sampling_params *p, uint32_t n_vocab, char 
     return CM_OK;
 }
 
-/* ---- RNG: xoshiro256** seeded through splitmix64 ---- */
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+/* ---- RNG: the shared xoshiro256** of common/cm_rng.h ---- */
 
 void wk_rng_seed(wk_rng *r, uint64_t seed) {
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++) {
-        r->s[i] = splitmix64(&x);
-    }
-}
-
-static uint64_t rotl(uint64_t x, int k) {
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(wk_rng *r) {
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
+    cm_rng_seed(r, seed);
 }
 
 double wk_rng_uniform(wk_rng *r) {
-    return (double)(rng_next(r) >> 11) * 0x1.0p-53;
+    return cm_rng_uniform(r);
 }
 
 /* ---- sampler ---- */

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 
 #include "../common/cm_err.h"
+#include "../common/cm_rng.h"
 
 #define WK_MAX_LOGIT_BIAS 300
 #define WK_MAX_TOP_LOGPROBS 20
@@ -54,9 +55,7 @@ cm_err wk_sampling_validate(const wk_sampling_params *p, uint32_t n_vocab, char 
                             size_t errlen);
 
 /* Per-sequence RNG (xoshiro256** or similar), seeded by wk_rng_seed. */
-typedef struct wk_rng {
-    uint64_t s[4];
-} wk_rng;
+typedef cm_rng wk_rng;
 void wk_rng_seed(wk_rng *r, uint64_t seed);
 double wk_rng_uniform(wk_rng *r); /* [0, 1) */
 
