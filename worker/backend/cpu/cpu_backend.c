@@ -37,6 +37,7 @@
 
 #include "cpu_kernels.h"
 #include "cpu_ops.h"
+#include "cpu_panel.h"
 #include "cpu_pool.h"
 
 #define MAX_THREADS 256
@@ -52,6 +53,15 @@
 #define MM_TOKEN_TILE 32
 /* Rows per sgemm panel (cfg.cpu_blas_min_tokens enables the OpenBLAS path). */
 #define BLAS_PANEL_ROWS 64
+
+/* What a matmul's quantized input needs besides xq (mm_prepare). */
+#define NEED_PACK 1u /* be->xp: a part runs the packed tile kernels */
+#define NEED_CORR 2u /* be->xc: a part runs Q8_0 panels */
+
+/* A layer's weights repacked into panels (cpu_panel), NULL where not repacked. */
+typedef struct layer_panels {
+    const uint8_t *wq, *wk, *wv, *wo, *gate, *up, *down;
+} layer_panels;
 
 struct wk_backend {
     const wk_model *model;
@@ -80,6 +90,7 @@ struct wk_backend {
     float *up;         /* (T, n_ff) */
     wk_cpu_q8 *xq;     /* (T, max_in / 32) */
     uint8_t *xp;       /* (T, wk_cpu_q8_packed_bytes(max_in)) xq packed for tile kernels */
+    int32_t *xc;       /* (T, max_in / 32) wk_cpu_q8_corr of xq, for Q8_0 panels */
     float *rope_cos;   /* (T, head_dim / 2) */
     float *rope_sin;   /* (T, head_dim / 2) */
     float *inv_freq;   /* (head_dim / 2) */
@@ -88,6 +99,11 @@ struct wk_backend {
     uint32_t *out_row; /* (max_seqs) logits row of each of those */
     float *thr;        /* (n_threads, thr_floats) per-thread scratch */
     size_t thr_floats;
+
+    /* weights repacked at create for the panel kernels (one allocation) */
+    uint8_t *pan_buf;
+    layer_panels *lp;        /* (n_layer) */
+    const uint8_t *pan_head; /* output head, or NULL */
 
     /* Adaptive thread count: when the owner keeps waiting for workers (cores shared with
      * other processes, workers descheduled mid-task), fewer threads are faster. Windows of
@@ -121,21 +137,24 @@ static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, 
 typedef struct pack_arg {
     const wk_cpu_q8 *xq; /* (n_tok, in / 32) */
     int64_t in;
+    unsigned need; /* NEED_* */
 } pack_arg;
 
-/* Packs token t's quantized activations into be->xp for the tile kernels. */
+static void prep_quantized(wk_backend *be, const wk_cpu_q8 *q, int t, int64_t n, unsigned need);
+
+/* Prepares token t's quantized activations for the kernels (be->xp, be->xc). */
 static void pack_tok(wk_backend *be, int t, void *arg) {
     const pack_arg *a = arg;
-    size_t stride = wk_cpu_q8_packed_bytes(a->in);
-    wk_cpu_pack_q8(a->xq + (size_t)t * (size_t)(a->in / WK_CPU_QK), a->in,
-                   be->xp + (size_t)t * stride);
+    prep_quantized(be, a->xq + (size_t)t * (size_t)(a->in / WK_CPU_QK), t, a->in, a->need);
 }
 
 typedef struct mm_part {
     const wk_tensor *w; /* (rows = ne[1], in = ne[0]) */
     float *out;         /* token k's row at out + k * out_stride (or out_row mapping) */
     size_t out_stride;
-    const float *bias; /* optional (ne[1]) */
+    const float *bias;  /* optional (ne[1]) */
+    const uint8_t *pan; /* w repacked into panels, or NULL */
+    bool use_pan;       /* run the panel kernels (set by mm_prepare) */
 } mm_part;
 
 typedef struct mm_task {
@@ -148,7 +167,9 @@ typedef struct mm_task {
     const wk_cpu_q8 *xq; /* (n_tok, in / 32) quantized input (fused types) */
     const uint8_t *xp;   /* (n_tok, xp_stride) xq packed (set by matmul when needed) */
     size_t xp_stride;
-    bool prepacked;          /* be->xp already holds xq packed (done with the quantization) */
+    const int32_t *xc; /* (n_tok, in / 32) Q8_0 corrections of xq (set by matmul when needed) */
+    /* be->xp / be->xc already hold what mm_prepare asked for (done with the quantization) */
+    bool prepacked;
     const uint32_t *out_row; /* optional: token k writes row out_row[k] of the output */
     bool accumulate;         /* out += W x instead of out = W x */
     bool use_blas;
@@ -191,6 +212,28 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
         }
     }
 #endif
+    if (p->use_pan) {
+        /* 16-row panels against tiles of tokens; one token (decode) takes the same path */
+        int64_t nb = in / WK_CPU_QK;
+        size_t pb = wk_cpu_panel_bytes(w->type, WK_CPU_PANEL_ROWS, in);
+        float *op[MM_TOKEN_TILE];
+        for (int k0 = 0; k0 < t->n_tok; k0 += MM_TOKEN_TILE) {
+            int nk = t->n_tok - k0 < MM_TOKEN_TILE ? t->n_tok - k0 : MM_TOKEN_TILE;
+            const wk_cpu_q8 *xk = t->xq + (size_t)k0 * (size_t)nb;
+            const int32_t *ck = t->xc != NULL ? t->xc + (size_t)k0 * (size_t)nb : NULL;
+            for (int64_t r = r0; r < r1; r += WK_CPU_PANEL_ROWS) {
+                for (int k = 0; k < nk; k++) {
+                    op[k] = out_ptr(t, p, k0 + k) + r;
+                }
+                wk_cpu_panel_out po = {.out = op,
+                                       .bias = p->bias != NULL ? p->bias + r : NULL,
+                                       .accumulate = t->accumulate};
+                wk_cpu_panel_mul(w->type, p->pan + (size_t)(r / WK_CPU_PANEL_ROWS) * pb, xk, ck,
+                                 (size_t)nb, nk, &po, in);
+            }
+        }
+        return;
+    }
     if (wk_cpu_packed_type(w->type)) {
         /* register tiles over tokens; one token (decode) takes the same path, so a token's
          * result never depends on the batch */
@@ -288,16 +331,37 @@ static void mm_worker(void *ctx, int tid, int n_threads) {
     }
 }
 
+/* Decides which parts run the panel kernels and returns what the quantized input needs
+ * besides xq (NEED_*). A part's panels are used when the level has the kernels and the part
+ * starts on a panel boundary of the task's rows (work items are multiples of 16 rows, so every
+ * item of the part then covers whole panels). */
+static unsigned mm_prepare(mm_task *t) {
+    unsigned need = 0;
+    int64_t base = 0;
+    for (int i = 0; i < t->n_parts; i++) {
+        mm_part *p = &t->parts[i];
+        p->use_pan = p->pan != NULL && wk_cpu_panel_type(p->w->type) &&
+                     base % WK_CPU_PANEL_ROWS == 0 && p->w->ne[1] % WK_CPU_PANEL_ROWS == 0;
+        if (p->use_pan && p->w->type == WK_DTYPE_Q8_0) {
+            need |= NEED_CORR;
+        } else if (!p->use_pan && wk_cpu_packed_type(p->w->type)) {
+            need |= NEED_PACK;
+        }
+        base += p->w->ne[1];
+    }
+    return need;
+}
+
 /* Runs y_i = W_i x for up to MM_PARTS weights sharing the input x: (n_tok, in). xq must hold
  * x quantized when any weight has a fused type. */
 static void matmul(wk_backend *be, mm_task *t) {
     t->be = be;
     t->total_rows = 0;
     bool all_blas_ok = true;
-    bool packed = false;
+    unsigned need = mm_prepare(t);
+    bool packed = (need & NEED_PACK) != 0;
     for (int i = 0; i < t->n_parts; i++) {
         t->total_rows += t->parts[i].w->ne[1];
-        packed = packed || wk_cpu_packed_type(t->parts[i].w->type);
         /* a panel of one part must not straddle two parts: chunk sizes divide the row counts
          * of every real model (multiples of 64); otherwise fall back to the int8 path */
         if (t->parts[i].w->ne[1] % BLAS_PANEL_ROWS != 0) {
@@ -322,13 +386,15 @@ static void matmul(wk_backend *be, mm_task *t) {
         t->chunk = per > MM_CHUNK_ROWS ? per : MM_CHUNK_ROWS;
     }
     t->xp = NULL;
-    if (packed && !t->use_blas) {
+    t->xc = NULL;
+    if ((packed || (need & NEED_CORR) != 0) && !t->use_blas) {
         if (!t->prepacked) {
-            pack_arg pa = {.xq = t->xq, .in = t->in};
+            pack_arg pa = {.xq = t->xq, .in = t->in, .need = need};
             for_tokens(be, t->n_tok, pack_tok, &pa);
         }
-        t->xp = be->xp;
+        t->xp = packed ? be->xp : NULL;
         t->xp_stride = wk_cpu_q8_packed_bytes(t->in);
+        t->xc = (need & NEED_CORR) != 0 ? be->xc : NULL;
     }
     atomic_store(&t->next, 0);
     wk_cpu_pool_run(be->pool, mm_worker, t);
@@ -371,20 +437,23 @@ static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, 
     wk_cpu_pool_run(be->pool, tok_worker, &t);
 }
 
-/* Quantizes x: (n) as token t's row of be->xq and, when pack (the next matmul has packed
- * kernels), also packs it into be->xp: in the same parallel task, saving a fork-join. */
-static void quant_pack(wk_backend *be, const float *x, int t, int64_t n, bool pack) {
-    wk_cpu_q8 *q = be->xq + (size_t)t * (size_t)(n / WK_CPU_QK);
-    wk_cpu_quantize_q8(x, q, n);
-    if (pack) {
+/* Token t's quantized row q (n inputs): packed into be->xp (NEED_PACK) and its Q8_0 panel
+ * corrections into be->xc (NEED_CORR). */
+static void prep_quantized(wk_backend *be, const wk_cpu_q8 *q, int t, int64_t n, unsigned need) {
+    if ((need & NEED_PACK) != 0) {
         wk_cpu_pack_q8(q, n, be->xp + (size_t)t * wk_cpu_q8_packed_bytes(n));
+    }
+    if ((need & NEED_CORR) != 0) {
+        wk_cpu_q8_corr(q, be->xc + (size_t)t * (size_t)(n / WK_CPU_QK), n / WK_CPU_QK);
     }
 }
 
-/* true when any of the (up to three) weights has a packed tile kernel */
-static bool packed_any(const wk_tensor *a, const wk_tensor *b, const wk_tensor *c) {
-    return wk_cpu_packed_type(a->type) || (b != NULL && wk_cpu_packed_type(b->type)) ||
-           (c != NULL && wk_cpu_packed_type(c->type));
+/* Quantizes x: (n) as token t's row of be->xq and prepares it as the next matmul needs
+ * (mm_prepare): in the same parallel task, saving a fork-join. */
+static void quant_pack(wk_backend *be, const float *x, int t, int64_t n, unsigned need) {
+    wk_cpu_q8 *q = be->xq + (size_t)t * (size_t)(n / WK_CPU_QK);
+    wk_cpu_quantize_q8(x, q, n);
+    prep_quantized(be, q, t, n, need);
 }
 
 typedef struct norm_arg {
@@ -392,32 +461,32 @@ typedef struct norm_arg {
     float *dst;       /* (n_tok, n) */
     const float *w;   /* (n) */
     int64_t n;
-    bool pack; /* also pack the quantized rows (be->xq -> be->xp) */
+    unsigned need; /* what the next matmul needs (mm_prepare) */
 } norm_arg;
 
 static void norm_tok(wk_backend *be, int t, void *arg) {
     norm_arg *a = arg;
     float *d = a->dst + (size_t)t * (size_t)a->n;
     wk_cpu_rmsnorm(d, a->src + (size_t)t * (size_t)a->n, a->w, a->n, be->hp.rms_eps);
-    quant_pack(be, d, t, a->n, a->pack);
+    quant_pack(be, d, t, a->n, a->need);
 }
 
 static void swiglu_tok(wk_backend *be, int t, void *arg) {
-    bool pack = *(const bool *)arg;
+    unsigned need = *(const unsigned *)arg;
     int64_t n = be->hp.n_ff;
     float *g = be->gate + (size_t)t * (size_t)n;
     wk_cpu_silu_mul(g, g, be->up + (size_t)t * (size_t)n, n);
-    quant_pack(be, g, t, n, pack);
+    quant_pack(be, g, t, n, need);
 }
 
 typedef struct quant_arg {
     int64_t n;
-    bool pack;
+    unsigned need;
 } quant_arg;
 
 static void quant_tok(wk_backend *be, int t, void *arg) {
     const quant_arg *a = arg;
-    quant_pack(be, be->xn + (size_t)t * (size_t)a->n, t, a->n, a->pack);
+    quant_pack(be, be->xn + (size_t)t * (size_t)a->n, t, a->n, a->need);
 }
 
 static inline uint8_t *kv_ptr(wk_backend *be, uint8_t *cache, int layer, int32_t block, int head,
@@ -564,6 +633,9 @@ static void cpu_destroy(wk_backend *be) {
     free(be->up);
     free(be->xq);
     free(be->xp);
+    free(be->xc);
+    free(be->pan_buf);
+    free(be->lp);
     free(be->rope_cos);
     free(be->rope_sin);
     free(be->inv_freq);
@@ -589,6 +661,98 @@ static void *alloc3(size_t a, size_t b, size_t c, size_t el) {
     }
     memset(p, 0, n);
     return p;
+}
+
+/* The weights the panel kernels can take at the level in effect: up to 7 per layer and the
+ * output head, in a fixed order (slot = 7 * layer + index, head last). */
+#define PANEL_SLOTS_PER_LAYER 7
+
+static const wk_tensor *panel_slot(const wk_model *m, size_t slot) {
+    size_t l = slot / PANEL_SLOTS_PER_LAYER;
+    if (l >= m->hp.n_layer) {
+        return &m->output;
+    }
+    const wk_layer *L = &m->layers[l];
+    const wk_tensor *ts[PANEL_SLOTS_PER_LAYER] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                                  &L->w_gate, &L->w_up, &L->w_down};
+    return ts[slot % PANEL_SLOTS_PER_LAYER];
+}
+
+static bool panel_wanted(const wk_tensor *t) {
+    return t->data != NULL && wk_cpu_panel_type(t->type) &&
+           wk_cpu_panel_packable(t->type, t->ne[1], t->ne[0]);
+}
+
+typedef struct repack_task {
+    const wk_model *m;
+    const uint8_t **dst; /* (n_slots) panels of each slot, NULL where not wanted */
+    size_t n_slots;
+    atomic_size_t next; /* next slot */
+} repack_task;
+
+static void repack_worker(void *ctx, int tid, int n_threads) {
+    repack_task *r = ctx;
+    (void)tid;
+    (void)n_threads;
+    for (;;) {
+        size_t i = atomic_fetch_add_explicit(&r->next, 1, memory_order_relaxed);
+        if (i >= r->n_slots) {
+            return;
+        }
+        const wk_tensor *t = panel_slot(r->m, i);
+        if (r->dst[i] != NULL) {
+            wk_cpu_panel_pack(t->type, t->data, t->ne[0], 0, t->ne[1] / WK_CPU_PANEL_ROWS,
+                              (void *)r->dst[i]);
+        }
+    }
+}
+
+/* Repacks every weight the panel kernels take into one allocation (be->pan_buf, be->lp,
+ * be->pan_head), in parallel. The model's own tensors are left as they are. */
+static cm_err repack_panels(wk_backend *be) {
+    const wk_model *m = be->model;
+    size_t n_slots = (size_t)m->hp.n_layer * PANEL_SLOTS_PER_LAYER + 1;
+    const uint8_t **dst = calloc(n_slots, sizeof(*dst));
+    be->lp = calloc(m->hp.n_layer > 0 ? m->hp.n_layer : 1, sizeof(*be->lp));
+    if (dst == NULL || be->lp == NULL) {
+        free(dst);
+        return CM_ERR_NOMEM;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < n_slots; i++) {
+        const wk_tensor *t = panel_slot(m, i);
+        if (panel_wanted(t)) {
+            total += (wk_cpu_panel_bytes(t->type, t->ne[1], t->ne[0]) + 63) & ~(size_t)63;
+        }
+    }
+    if (total == 0) {
+        free(dst);
+        return CM_OK;
+    }
+    void *buf = NULL;
+    if (posix_memalign(&buf, 64, total) != 0) {
+        free(dst);
+        return CM_ERR_NOMEM;
+    }
+    be->pan_buf = buf;
+    size_t off = 0;
+    for (size_t i = 0; i < n_slots; i++) {
+        const wk_tensor *t = panel_slot(m, i);
+        if (panel_wanted(t)) {
+            dst[i] = be->pan_buf + off;
+            off += (wk_cpu_panel_bytes(t->type, t->ne[1], t->ne[0]) + 63) & ~(size_t)63;
+        }
+    }
+    repack_task r = {.m = m, .dst = dst, .n_slots = n_slots};
+    atomic_init(&r.next, 0);
+    wk_cpu_pool_run(be->pool, repack_worker, &r);
+    for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+        const uint8_t **d = dst + (size_t)l * PANEL_SLOTS_PER_LAYER;
+        be->lp[l] = (layer_panels){d[0], d[1], d[2], d[3], d[4], d[5], d[6]};
+    }
+    be->pan_head = dst[n_slots - 1];
+    free(dst);
+    return CM_OK;
 }
 
 static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk_backend **out,
@@ -707,6 +871,7 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     be->up = alloc3(T, ff, 1, sizeof(float));
     be->xq = alloc3(T, (size_t)max_in / WK_CPU_QK, 1, sizeof(wk_cpu_q8));
     be->xp = alloc3(T, wk_cpu_q8_packed_bytes(max_in), 1, 1);
+    be->xc = alloc3(T, (size_t)max_in / WK_CPU_QK, 1, sizeof(int32_t));
     be->rope_cos = alloc3(T, hd / 2, 1, sizeof(float));
     be->rope_sin = alloc3(T, hd / 2, 1, sizeof(float));
     be->inv_freq = alloc3(hd / 2, 1, 1, sizeof(float));
@@ -716,15 +881,19 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     be->thr = alloc3((size_t)be->n_threads, be->thr_floats, 1, sizeof(float));
     if (be->k_cache == NULL || be->v_cache == NULL || be->x == NULL || be->xn == NULL ||
         be->q == NULL || be->k == NULL || be->v == NULL || be->gate == NULL || be->up == NULL ||
-        be->xq == NULL || be->xp == NULL || be->rope_cos == NULL || be->rope_sin == NULL ||
-        be->inv_freq == NULL || be->tok_seq == NULL || be->final_x == NULL || be->out_row == NULL ||
-        be->thr == NULL) {
+        be->xq == NULL || be->xp == NULL || be->xc == NULL || be->rope_cos == NULL ||
+        be->rope_sin == NULL || be->inv_freq == NULL || be->tok_seq == NULL ||
+        be->final_x == NULL || be->out_row == NULL || be->thr == NULL) {
         cpu_destroy(be);
         return failf(err, errlen, CM_ERR_NOMEM,
                      "out of memory for KV cache (%u blocks x %u tokens, %zu bytes/token) or "
                      "scratch (%u tokens)",
                      cfg->n_blocks, cfg->block_tokens, wk_kv_bytes_per_token(hp, cfg->kv_dtype),
                      cfg->max_batch_tokens);
+    }
+    if (repack_panels(be) != CM_OK) {
+        cpu_destroy(be);
+        return failf(err, errlen, CM_ERR_NOMEM, "out of memory for the repacked weights");
     }
     wk_cpu_rope_inv_freq(hp, (int)hd, be->inv_freq);
     *out = be;
@@ -770,8 +939,8 @@ static cm_err check_batch(const wk_backend *be, const wk_batch *b) {
     return CM_OK;
 }
 
-static void quantize_rows(wk_backend *be, int n_tok, int64_t n, bool pack) {
-    quant_arg a = {n, pack};
+static void quantize_rows(wk_backend *be, int n_tok, int64_t n, unsigned need) {
+    quant_arg a = {n, need};
     for_tokens(be, n_tok, quant_tok, &a);
 }
 
@@ -838,14 +1007,14 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         const wk_layer *L = &m->layers[l];
         be->cur_layer = (int)l;
 
-        bool pk = packed_any(&L->wq, &L->wk, &L->wv);
-        norm_arg na = {be->x, be->xn, L->attn_norm.data, embd, pk};
-        for_tokens(be, n_tok, norm_tok, &na);
+        const layer_panels *lp = &be->lp[l];
         mm_task qkv = {
-            .n_parts = 3, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq, .prepacked = pk};
-        qkv.parts[0] = (mm_part){&L->wq, be->q, (size_t)q_dim, L->bq.data};
-        qkv.parts[1] = (mm_part){&L->wk, be->k, (size_t)kv_dim, L->bk.data};
-        qkv.parts[2] = (mm_part){&L->wv, be->v, (size_t)kv_dim, L->bv.data};
+            .n_parts = 3, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq, .prepacked = true};
+        qkv.parts[0] = (mm_part){&L->wq, be->q, (size_t)q_dim, L->bq.data, lp->wq, false};
+        qkv.parts[1] = (mm_part){&L->wk, be->k, (size_t)kv_dim, L->bk.data, lp->wk, false};
+        qkv.parts[2] = (mm_part){&L->wv, be->v, (size_t)kv_dim, L->bv.data, lp->wv, false};
+        norm_arg na = {be->x, be->xn, L->attn_norm.data, embd, mm_prepare(&qkv)};
+        for_tokens(be, n_tok, norm_tok, &na);
         matmul(be, &qkv);
         for_tokens(be, n_tok, rope_store_tok, NULL);
 
@@ -856,62 +1025,60 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         atomic_init(&at.next, 0);
         wk_cpu_pool_run(be->pool, attn_worker, &at);
 
-        pk = packed_any(&L->wo, NULL, NULL);
-        quantize_rows(be, n_tok, q_dim, pk);
         mm_task o = {.n_parts = 1,
                      .in = q_dim,
                      .n_tok = n_tok,
                      .x = be->xn,
                      .xq = be->xq,
                      .accumulate = true,
-                     .prepacked = pk};
-        o.parts[0] = (mm_part){&L->wo, be->x, (size_t)embd, NULL};
+                     .prepacked = true};
+        o.parts[0] = (mm_part){&L->wo, be->x, (size_t)embd, NULL, lp->wo, false};
+        quantize_rows(be, n_tok, q_dim, mm_prepare(&o));
         matmul(be, &o);
 
-        pk = packed_any(&L->w_gate, &L->w_up, NULL);
-        norm_arg nf = {be->x, be->xn, L->ffn_norm.data, embd, pk};
-        for_tokens(be, n_tok, norm_tok, &nf);
         mm_task gu = {
-            .n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq, .prepacked = pk};
-        gu.parts[0] = (mm_part){&L->w_gate, be->gate, (size_t)ff, NULL};
-        gu.parts[1] = (mm_part){&L->w_up, be->up, (size_t)ff, NULL};
+            .n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq, .prepacked = true};
+        gu.parts[0] = (mm_part){&L->w_gate, be->gate, (size_t)ff, NULL, lp->gate, false};
+        gu.parts[1] = (mm_part){&L->w_up, be->up, (size_t)ff, NULL, lp->up, false};
+        norm_arg nf = {be->x, be->xn, L->ffn_norm.data, embd, mm_prepare(&gu)};
+        for_tokens(be, n_tok, norm_tok, &nf);
         matmul(be, &gu);
-        pk = packed_any(&L->w_down, NULL, NULL);
-        for_tokens(be, n_tok, swiglu_tok, &pk);
         mm_task dn = {.n_parts = 1,
                       .in = ff,
                       .n_tok = n_tok,
                       .x = be->gate,
                       .xq = be->xq,
                       .accumulate = true,
-                      .prepacked = pk};
-        dn.parts[0] = (mm_part){&L->w_down, be->x, (size_t)embd, NULL};
+                      .prepacked = true};
+        dn.parts[0] = (mm_part){&L->w_down, be->x, (size_t)embd, NULL, lp->down, false};
+        unsigned need_dn = mm_prepare(&dn);
+        for_tokens(be, n_tok, swiglu_tok, &need_dn);
         matmul(be, &dn);
     }
 
     /* Output head only for the last token of each sequence that wants logits. */
     int n_out = 0;
+    mm_task head = {.n_parts = 1,
+                    .in = embd,
+                    .x = be->final_x,
+                    .xq = be->xq,
+                    .out_row = be->out_row,
+                    .prepacked = true};
+    head.parts[0] = (mm_part){&m->output, logits, hp->n_vocab, NULL, be->pan_head, false};
+    unsigned need_head = mm_prepare(&head);
     for (uint32_t s = 0; s < b->n_seqs; s++) {
         if (b->want_logits[s]) {
             uint32_t last = b->seq_start[s + 1] - 1;
             wk_cpu_rmsnorm(be->final_x + (size_t)n_out * (size_t)embd,
                            be->x + (size_t)last * (size_t)embd, m->output_norm.data, embd,
                            hp->rms_eps);
-            quant_pack(be, be->final_x + (size_t)n_out * (size_t)embd, n_out, embd,
-                       wk_cpu_packed_type(m->output.type));
+            quant_pack(be, be->final_x + (size_t)n_out * (size_t)embd, n_out, embd, need_head);
             be->out_row[n_out] = s;
             n_out++;
         }
     }
     if (n_out > 0) {
-        mm_task head = {.n_parts = 1,
-                        .in = embd,
-                        .n_tok = n_out,
-                        .x = be->final_x,
-                        .xq = be->xq,
-                        .out_row = be->out_row,
-                        .prepacked = wk_cpu_packed_type(m->output.type)};
-        head.parts[0] = (mm_part){&m->output, logits, hp->n_vocab, NULL};
+        head.n_tok = n_out;
         matmul(be, &head);
     }
     be->batch = NULL;

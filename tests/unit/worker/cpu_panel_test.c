@@ -1,0 +1,190 @@
+/*
+ * cpu_panel_test: 16-row weight panels against dequantize-then-dot in double precision, for
+ * every panel type and several widths; a token's result bit-identical whatever the tile it
+ * runs in; bias and accumulation; the level switch (no panels below AVX-512) and the
+ * packability rules.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_panel.h"
+#include "quant.h"
+
+enum { ROWS = 32, NT = 19 }; /* two panels; more tokens than two tiles of 8 */
+
+static uint32_t next(uint32_t *rng) {
+    *rng = *rng * 1664525u + 1013904223u;
+    return *rng >> 8;
+}
+
+/* A random (ROWS, n) weight of type t with finite, varied scales. */
+static uint8_t *random_weight(wk_dtype t, int64_t n, uint32_t *rng) {
+    size_t rb = wk_dtype_row_bytes(t, n), bsz = rb / (size_t)(n / 32);
+    uint8_t *w = malloc(rb * ROWS);
+    assert_non_null(w);
+    for (size_t i = 0; i < rb * ROWS; i++) {
+        w[i] = (uint8_t)next(rng);
+    }
+    for (int64_t blk = 0; blk < ROWS * (n / 32); blk++) {
+        uint16_t d = wk_f32_to_f16(0.0005f * (float)(next(rng) % 17 + 1));
+        uint16_t m = wk_f32_to_f16(-0.002f * (float)(next(rng) % 9) + 0.001f);
+        memcpy(w + bsz * (size_t)blk, &d, 2);
+        if (t == WK_DTYPE_Q4_1) {
+            memcpy(w + bsz * (size_t)blk + 2, &m, 2);
+        }
+    }
+    return w;
+}
+
+static void *panels_of(wk_dtype t, const uint8_t *w, int64_t n) {
+    size_t pb = wk_cpu_panel_bytes(t, ROWS, n);
+    void *p = NULL;
+    assert_int_equal(posix_memalign(&p, 64, pb), 0);
+    /* in two calls, as threads would */
+    wk_cpu_panel_pack(t, w, n, 0, 1, p);
+    wk_cpu_panel_pack(t, w, n, 1, ROWS / WK_CPU_PANEL_ROWS, p);
+    return p;
+}
+
+/* Runs tokens [k0, k0 + nt) over both panels into y: (NT, ROWS). */
+static void run(wk_dtype t, const uint8_t *pan, int64_t n, const wk_cpu_q8 *xq, const int32_t *corr,
+                int k0, int nt, float *y, const float *bias, bool acc) {
+    int64_t nb = n / 32;
+    size_t pb = wk_cpu_panel_bytes(t, WK_CPU_PANEL_ROWS, n);
+    for (int p = 0; p < ROWS / WK_CPU_PANEL_ROWS; p++) {
+        float *out[NT];
+        for (int k = 0; k < nt; k++) {
+            out[k] = y + (size_t)(k0 + k) * ROWS + (size_t)p * WK_CPU_PANEL_ROWS;
+        }
+        wk_cpu_panel_out o = {.out = out,
+                              .bias = bias != NULL ? bias + p * WK_CPU_PANEL_ROWS : NULL,
+                              .accumulate = acc};
+        wk_cpu_panel_mul(t, pan + (size_t)p * pb, xq + (size_t)k0 * (size_t)nb,
+                         corr + (size_t)k0 * (size_t)nb, (size_t)nb, nt, &o, n);
+    }
+}
+
+static void test_panels_match_reference(void **state) {
+    (void)state;
+    if (wk_cpu_kernels_use(WK_CPU_ISA_AVX512) != WK_CPU_ISA_AVX512) {
+        print_message("no AVX-512 VNNI here: panel kernels untested\n");
+        assert_false(wk_cpu_panel_type(WK_DTYPE_Q4_1));
+        return;
+    }
+    const wk_dtype types[] = {WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q8_0};
+    const int64_t widths[] = {32, 96, 576, 1536};
+    uint32_t rng = 99;
+    for (size_t ti = 0; ti < 3; ti++) {
+        wk_dtype t = types[ti];
+        assert_true(wk_cpu_panel_type(t));
+        for (size_t wi = 0; wi < sizeof(widths) / sizeof(widths[0]); wi++) {
+            int64_t n = widths[wi], nb = n / 32;
+            uint8_t *w = random_weight(t, n, &rng);
+            uint8_t *pan = panels_of(t, w, n);
+            float *xf = malloc((size_t)(n * NT) * sizeof(float));
+            wk_cpu_q8 *xq = malloc((size_t)(nb * NT) * sizeof(wk_cpu_q8));
+            int32_t *corr = malloc((size_t)(nb * NT) * sizeof(int32_t));
+            float *wf = malloc((size_t)n * sizeof(float));
+            float *y = malloc(sizeof(float) * NT * ROWS), *y1 = malloc(sizeof(float) * NT * ROWS);
+            for (int64_t i = 0; i < n * NT; i++) {
+                /* outliers in some blocks, zeros in others */
+                xf[i] =
+                    (i / 32) % 5 == 3 ? 0.0f : sinf((float)i * 0.37f) * (1.0f + (float)(i % 29));
+            }
+            for (int k = 0; k < NT; k++) {
+                wk_cpu_quantize_q8(xf + k * n, xq + k * nb, n);
+                wk_cpu_q8_corr(xq + k * nb, corr + k * nb, nb);
+            }
+            /* each token alone: against the double-precision dot of the dequantized row with
+             * the dequantized activations */
+            for (int k = 0; k < NT; k++) {
+                run(t, pan, n, xq, corr, k, 1, y1, NULL, false);
+            }
+            for (int r = 0; r < ROWS; r++) {
+                wk_dequantize_row(t, w + (size_t)r * wk_dtype_row_bytes(t, n), wf, n);
+                for (int k = 0; k < NT; k++) {
+                    double want = 0, mag = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        const wk_cpu_q8 *b = &xq[k * nb + i / 32];
+                        double xd = (double)b->d * b->qs[i % 32];
+                        want += (double)wf[i] * xd;
+                        mag += fabs((double)wf[i] * xd);
+                    }
+                    double got = y1[k * ROWS + r];
+                    if (!(fabs(got - want) <= 1e-5 * mag + 1e-6)) {
+                        fail_msg("%s n %lld row %d token %d: got %.9g want %.9g", wk_dtype_name(t),
+                                 (long long)n, r, k, got, want);
+                    }
+                }
+            }
+            /* every tile size and place gives the same bits */
+            for (int nt = 1; nt <= NT; nt++) {
+                for (int k0 = 0; k0 + nt <= NT; k0 += nt) {
+                    memset(y, 0xFF, sizeof(float) * NT * ROWS);
+                    run(t, pan, n, xq, corr, k0, nt, y, NULL, false);
+                    if (memcmp(y + k0 * ROWS, y1 + k0 * ROWS, sizeof(float) * nt * ROWS) != 0) {
+                        fail_msg("%s n %lld: tokens %d..%d in a tile of %d differ",
+                                 wk_dtype_name(t), (long long)n, k0, k0 + nt - 1, nt);
+                    }
+                }
+            }
+            /* bias and accumulation: out = (out + dot) + bias */
+            float bias[ROWS];
+            for (int r = 0; r < ROWS; r++) {
+                bias[r] = 0.25f * (float)r - 3.0f;
+            }
+            for (int i = 0; i < NT * ROWS; i++) {
+                y[i] = (float)(i % 7) - 2.5f;
+            }
+            run(t, pan, n, xq, corr, 0, NT, y, bias, true);
+            for (int i = 0; i < NT * ROWS; i++) {
+                float want = ((float)(i % 7) - 2.5f + y1[i]) + bias[i % ROWS];
+                assert_memory_equal(&y[i], &want, sizeof(float));
+            }
+            free(w);
+            free(pan);
+            free(xf);
+            free(xq);
+            free(corr);
+            free(wf);
+            free(y);
+            free(y1);
+        }
+    }
+}
+
+static void test_levels_and_shapes(void **state) {
+    (void)state;
+    assert_true(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 16, 32));
+    assert_true(wk_cpu_panel_packable(WK_DTYPE_Q8_0, 49152, 576));
+    assert_false(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 300, 256)); /* rows not whole panels */
+    assert_false(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 16, 48));
+    assert_false(wk_cpu_panel_packable(WK_DTYPE_F16, 16, 32));
+    assert_false(wk_cpu_panel_packable(WK_DTYPE_Q4_K, 16, 256));
+    /* panels take the GGUF bytes (Q4_0 also stores m) */
+    assert_int_equal(wk_cpu_panel_bytes(WK_DTYPE_Q4_1, 32, 576),
+                     wk_dtype_row_bytes(WK_DTYPE_Q4_1, 576) * 32);
+    assert_int_equal(wk_cpu_panel_bytes(WK_DTYPE_Q8_0, 32, 576),
+                     wk_dtype_row_bytes(WK_DTYPE_Q8_0, 576) * 32);
+    wk_cpu_kernels_use(WK_CPU_ISA_AVX2);
+    assert_false(wk_cpu_panel_type(WK_DTYPE_Q4_1));
+    assert_false(wk_cpu_panel_type(WK_DTYPE_Q8_0));
+    wk_cpu_kernels_use(WK_CPU_ISA_AVX512);
+    assert_false(wk_cpu_panel_type(WK_DTYPE_F32));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_panels_match_reference),
+        cmocka_unit_test(test_levels_and_shapes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

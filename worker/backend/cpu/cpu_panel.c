@@ -1,0 +1,268 @@
+/*
+ * cpu_panel: 16-row weight panels and their AVX-512 VNNI kernels (see cpu_panel.h).
+ *
+ * The kernels carry their own target attribute; the rest of the project is compiled for the
+ * baseline ISA and only calls them when wk_cpu_panel_type says the level allows it.
+ */
+#include "cpu_panel.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#else
+#define HAVE_X86 0
+#endif
+
+#define Q4P_BYTES 320 /* 16 rows x 16 nibble bytes + 16 d + 16 m (f16) */
+#define Q8P_BYTES 544 /* 16 rows x 32 bytes + 16 d (f16) */
+/* Tokens whose accumulators a kernel keeps in registers at once. */
+#define PANEL_TILE 8
+
+static size_t block_bytes(wk_dtype t) {
+    return t == WK_DTYPE_Q8_0 ? Q8P_BYTES : Q4P_BYTES;
+}
+
+bool wk_cpu_panel_type(wk_dtype t) {
+    return (t == WK_DTYPE_Q4_0 || t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q8_0) && HAVE_X86 &&
+           wk_cpu_kernels_isa() == WK_CPU_ISA_AVX512;
+}
+
+bool wk_cpu_panel_packable(wk_dtype t, int64_t rows, int64_t n) {
+    return (t == WK_DTYPE_Q4_0 || t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q8_0) && rows > 0 && n > 0 &&
+           rows % WK_CPU_PANEL_ROWS == 0 && n % WK_CPU_QK == 0;
+}
+
+size_t wk_cpu_panel_bytes(wk_dtype t, int64_t rows, int64_t n) {
+    return (size_t)(rows / WK_CPU_PANEL_ROWS) * (size_t)(n / WK_CPU_QK) * block_bytes(t);
+}
+
+void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t n, int64_t p0, int64_t p1, void *dst) {
+    int64_t nb = n / WK_CPU_QK;
+    size_t rb = wk_dtype_row_bytes(t, n), bb = block_bytes(t);
+    size_t src_bb = rb / (size_t)nb; /* GGUF bytes per block */
+    for (int64_t p = p0; p < p1; p++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *o = (uint8_t *)dst + ((size_t)p * (size_t)nb + (size_t)b) * bb;
+            for (int r = 0; r < WK_CPU_PANEL_ROWS; r++) {
+                const uint8_t *s = (const uint8_t *)w + (size_t)(p * WK_CPU_PANEL_ROWS + r) * rb +
+                                   (size_t)b * src_bb;
+                if (t == WK_DTYPE_Q8_0) { /* d, qs[32] */
+                    for (int j = 0; j < 8; j++) {
+                        for (int e = 0; e < 4; e++) {
+                            o[64 * j + 4 * r + e] = (uint8_t)(s[2 + 4 * j + e] ^ 0x80);
+                        }
+                    }
+                    memcpy(o + 512 + 2 * r, s, 2);
+                    continue;
+                }
+                /* Q4_1: d, m, qs[16]; Q4_0: d, qs[16] */
+                const uint8_t *qs = s + (t == WK_DTYPE_Q4_1 ? 4 : 2);
+                for (int j = 0; j < 4; j++) {
+                    memcpy(o + 64 * j + 4 * r, qs + 4 * j, 4);
+                }
+                memcpy(o + 256 + 2 * r, s, 2);
+                if (t == WK_DTYPE_Q4_1) {
+                    memcpy(o + 288 + 2 * r, s + 2, 2);
+                } else { /* (q - 8) d = q d + m with m = -8 d (exact in f16 short of overflow) */
+                    uint16_t d;
+                    memcpy(&d, s, 2);
+                    uint16_t m = wk_f32_to_f16(-8.0f * wk_f16_to_f32(d));
+                    memcpy(o + 288 + 2 * r, &m, 2);
+                }
+            }
+        }
+    }
+}
+
+void wk_cpu_q8_corr(const wk_cpu_q8 *x, int32_t *c, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t sum = 0;
+        for (int i = 0; i < WK_CPU_QK; i++) {
+            sum += x[b].qs[i];
+        }
+        c[b] = -128 * sum;
+    }
+}
+
+#if HAVE_X86
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define INLINE inline __attribute__((always_inline))
+
+/* Activation bytes 4j .. 4j + 3 of a block as one 32-bit value (broadcast by the callers;
+ * the compiler folds the load into the dot instruction). */
+static INLINE int32_t act4(const wk_cpu_q8 *xb, int j) {
+    int32_t v;
+    memcpy(&v, xb->qs + 4 * j, 4);
+    return v;
+}
+
+/* out[k] = (out[k] if accumulating) + acc[k] (+ bias), 16 rows per token. */
+AVX512 static INLINE void store_tile(const __m512 *acc, int nt, const wk_cpu_panel_out *o) {
+#pragma GCC unroll 8
+    for (int k = 0; k < nt; k++) {
+        __m512 v = acc[k];
+        if (o->accumulate) {
+            v = _mm512_add_ps(_mm512_loadu_ps(o->out[k]), v);
+        }
+        if (o->bias != NULL) {
+            v = _mm512_add_ps(v, _mm512_loadu_ps(o->bias));
+        }
+        _mm512_storeu_ps(o->out[k], v);
+    }
+}
+
+/*
+ * Q4 panel against nt tokens. Per token and block: the integer dot of 16 rows (8 steps of 4
+ * inputs), times d_w * d_x, plus m_w * s_x (s_x = d_x * sum of the block's activation
+ * bytes). One accumulator per token over the blocks in order: the operations applied to a
+ * token are the same for every nt.
+ */
+AVX512 static INLINE void q4p_tile(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int nt,
+                                   const wk_cpu_panel_out *o, int64_t nb) {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[PANEL_TILE];
+#pragma GCC unroll 8
+    for (int k = 0; k < nt; k++) {
+        acc[k] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, p += Q4P_BYTES) {
+        __m512i w[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 4; j++) {
+            __m512i v = _mm512_load_si512((const void *)(p + 64 * j));
+            w[j] = _mm512_and_si512(v, low4);
+            w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        }
+        __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + 256)));
+        __m512 mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + 288)));
+#pragma GCC unroll 8
+        for (int k = 0; k < nt; k++) {
+            const wk_cpu_q8 *xb = x + (size_t)k * xs + b;
+            __m512i i =
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(act4(xb, 0)));
+#pragma GCC unroll 8
+            for (int j = 1; j < 8; j++) {
+                i = _mm512_dpbusd_epi32(i, w[j], _mm512_set1_epi32(act4(xb, j)));
+            }
+            __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb->d));
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, acc[k]);
+            acc[k] = _mm512_fmadd_ps(mw, _mm512_set1_ps(xb->s), acc[k]);
+        }
+    }
+    store_tile(acc, nt, o);
+}
+
+/* Q8_0 panel against nt tokens: the dot of (w + 128) with x starts from the token's
+ * correction -128 * sum(x), so the integer sum is exactly the dot of w with x. */
+AVX512 static INLINE void q8p_tile(const uint8_t *p, const wk_cpu_q8 *x, const int32_t *corr,
+                                   size_t xs, int nt, const wk_cpu_panel_out *o, int64_t nb) {
+    __m512 acc[PANEL_TILE];
+#pragma GCC unroll 8
+    for (int k = 0; k < nt; k++) {
+        acc[k] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, p += Q8P_BYTES) {
+        __m512i w[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            w[j] = _mm512_loadu_si512((const void *)(p + 64 * j));
+        }
+        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 512)));
+#pragma GCC unroll 8
+        for (int k = 0; k < nt; k++) {
+            const wk_cpu_q8 *xb = x + (size_t)k * xs + b;
+            __m512i i = _mm512_set1_epi32(corr[(size_t)k * xs + (size_t)b]);
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                i = _mm512_dpbusd_epi32(i, w[j], _mm512_set1_epi32(act4(xb, j)));
+            }
+            __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb->d));
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, acc[k]);
+        }
+    }
+    store_tile(acc, nt, o);
+}
+
+/* One instance per tile size, so that every loop over tokens has a constant count. */
+#define TILE_CASES(call)                                                                           \
+    switch (nt) {                                                                                  \
+    case 8:                                                                                        \
+        call(8);                                                                                   \
+        break;                                                                                     \
+    case 7:                                                                                        \
+        call(7);                                                                                   \
+        break;                                                                                     \
+    case 6:                                                                                        \
+        call(6);                                                                                   \
+        break;                                                                                     \
+    case 5:                                                                                        \
+        call(5);                                                                                   \
+        break;                                                                                     \
+    case 4:                                                                                        \
+        call(4);                                                                                   \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        call(3);                                                                                   \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        call(2);                                                                                   \
+        break;                                                                                     \
+    default:                                                                                       \
+        call(1);                                                                                   \
+        break;                                                                                     \
+    }
+
+/* The part of o for tokens k0 .. */
+static INLINE wk_cpu_panel_out out_from(const wk_cpu_panel_out *o, int k0) {
+    wk_cpu_panel_out r = *o;
+    r.out = o->out + k0;
+    return r;
+}
+
+AVX512 static void q4p_mul(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int n_tok,
+                           const wk_cpu_panel_out *o, int64_t nb) {
+    for (int k0 = 0; k0 < n_tok; k0 += PANEL_TILE) {
+        int nt = n_tok - k0 < PANEL_TILE ? n_tok - k0 : PANEL_TILE;
+        const wk_cpu_q8 *xk = x + (size_t)k0 * xs;
+        wk_cpu_panel_out ok = out_from(o, k0);
+#define Q4P_CALL(c) q4p_tile(p, xk, xs, c, &ok, nb)
+        TILE_CASES(Q4P_CALL)
+#undef Q4P_CALL
+    }
+}
+
+AVX512 static void q8p_mul(const uint8_t *p, const wk_cpu_q8 *x, const int32_t *corr, size_t xs,
+                           int n_tok, const wk_cpu_panel_out *o, int64_t nb) {
+    for (int k0 = 0; k0 < n_tok; k0 += PANEL_TILE) {
+        int nt = n_tok - k0 < PANEL_TILE ? n_tok - k0 : PANEL_TILE;
+        const wk_cpu_q8 *xk = x + (size_t)k0 * xs;
+        const int32_t *ck = corr + (size_t)k0 * xs;
+        wk_cpu_panel_out ok = out_from(o, k0);
+#define Q8P_CALL(c) q8p_tile(p, xk, ck, xs, c, &ok, nb)
+        TILE_CASES(Q8P_CALL)
+#undef Q8P_CALL
+    }
+}
+#endif /* HAVE_X86 */
+
+void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_q8 *x, const int32_t *corr,
+                      size_t x_stride, int n_tok, const wk_cpu_panel_out *out, int64_t n) {
+#if HAVE_X86
+    if (t == WK_DTYPE_Q8_0) {
+        q8p_mul(panel, x, corr, x_stride, n_tok, out, n / WK_CPU_QK);
+    } else {
+        q4p_mul(panel, x, x_stride, n_tok, out, n / WK_CPU_QK);
+    }
+#else
+    (void)t;
+    (void)panel;
+    (void)x;
+    (void)corr;
+    (void)x_stride;
+    (void)n_tok;
+    (void)out;
+    (void)n;
+#endif
+}

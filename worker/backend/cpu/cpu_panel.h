@@ -1,0 +1,73 @@
+/*
+ * cpu_panel: quantized weights repacked at load into panels of 16 rows, for matmul kernels
+ * that multiply a whole panel with a tile of tokens (AVX-512 VNNI).
+ *
+ * In the GGUF layout a row's blocks follow one another, so an integer dot instruction can only
+ * combine inputs of one row and the tokens of a batch each redo the per-block scale work on a
+ * horizontal layout. A panel puts, for every 32-input block, 4 consecutive inputs of 16 rows
+ * side by side in one 64-byte vector: one vpdpbusd then multiplies them with 4 activation
+ * bytes of a token broadcast to every lane, the 16 row sums stay in 16 lanes, and the block's
+ * 16 row scales are one vector. Per token and block that is 8 dot instructions and 4 vector
+ * operations for 512 products, while the weight vectors are unpacked once for a tile of up to
+ * 8 tokens held in registers. A matmul of one token (decode) takes the same kernel, so a
+ * token's result never depends on its batch.
+ *
+ * Panel-block layouts (one per 16 rows x 32 inputs; a panel is the row's blocks in order):
+ *   Q4_0, Q4_1 (320 bytes): uint8 q[4][16][4]: byte e of row r in vector j is the block's
+ *     packed byte 4j + e (low nibble input 4j + e, high nibble input 16 + 4j + e);
+ *     f16 d[16]; f16 m[16] (Q4_0: m = -8 d, so one kernel serves both)
+ *   Q8_0 (544 bytes): uint8 q[8][16][4]: input 4j + e of row r, plus 128 (vpdpbusd wants
+ *     unsigned weights; the activations' correction wk_cpu_q8_corr undoes it exactly);
+ *     f16 d[16].
+ * Panels take the bytes the rows take in GGUF (Q4_0: 320 vs 288).
+ */
+#ifndef WK_CPU_PANEL_H
+#define WK_CPU_PANEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../quant.h"
+#include "cpu_kernels.h"
+
+#define WK_CPU_PANEL_ROWS 16
+
+/* wk_cpu_panel_type: true when the kernel level in effect has panel kernels for weights of
+ * type t (Q4_0, Q4_1, Q8_0 at WK_CPU_ISA_AVX512). */
+bool wk_cpu_panel_type(wk_dtype t);
+
+/* wk_cpu_panel_packable: true when a (rows, n) weight of type t can be repacked (t a panel
+ * type at some level, rows a multiple of 16, n of 32). Independent of the level in effect. */
+bool wk_cpu_panel_packable(wk_dtype t, int64_t rows, int64_t n);
+
+/* Bytes of the panels of a packable (rows, n) weight of type t. */
+size_t wk_cpu_panel_bytes(wk_dtype t, int64_t rows, int64_t n);
+
+/* Repacks panels [p0, p1) of the packable weight w: (rows, n) in GGUF layout into dst, which
+ * holds all the weight's panels (wk_cpu_panel_bytes; 64-byte aligned is fastest). Disjoint
+ * panel ranges may be packed from different threads. */
+void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t n, int64_t p0, int64_t p1, void *dst);
+
+/* The Q8_0 panels' activation correction: c[b] = -128 * sum(x[b].qs) for nb blocks. */
+void wk_cpu_q8_corr(const wk_cpu_q8 *x, int32_t *c, int64_t nb);
+
+/* Where a panel's results go: token k's 16 rows at out[k][0..15], as
+ * out[k][i] = (out[k][i] if accumulate) + dot(row i, token k) (+ bias[i] when bias). */
+typedef struct wk_cpu_panel_out {
+    float *const *out;
+    const float *bias; /* (16) or NULL */
+    bool accumulate;
+} wk_cpu_panel_out;
+
+/*
+ * One panel (16 rows, n inputs) of type t against n_tok tokens, results as out says. Token
+ * k's quantized activations (n / 32 blocks) are at x + k * x_stride and, for Q8_0, its
+ * corrections at corr + k * x_stride (corr may be NULL otherwise). Only for
+ * wk_cpu_panel_type(t). The result for a token is bit-identical whatever n_tok and the
+ * token's place among them.
+ */
+void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_q8 *x, const int32_t *corr,
+                      size_t x_stride, int n_tok, const wk_cpu_panel_out *out, int64_t n);
+
+#endif /* WK_CPU_PANEL_H */
