@@ -544,6 +544,28 @@ cm_err wk_gguf_open(const char *path, wk_gguf **out, char *err, size_t errlen) {
     return rv;
 }
 
+void wk_gguf_drop_pages(const wk_gguf *g, const void *p, size_t len) {
+    if (g == NULL || !g->mapped || p == NULL) {
+        return;
+    }
+    uintptr_t lo = (uintptr_t)p, hi = lo + len, base = (uintptr_t)g->base;
+    if (lo < base || hi < lo || hi > base + g->size) {
+        return;
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) {
+        return;
+    }
+    uintptr_t a = (lo + (uintptr_t)page - 1) & ~((uintptr_t)page - 1),
+              b = hi & ~((uintptr_t)page - 1);
+    if (b > a) {
+        /* The mapping is private and never written, so MADV_DONTNEED only drops clean pages,
+         * which come back from the file if touched (glibc's posix_madvise ignores
+         * POSIX_MADV_DONTNEED). */
+        (void)madvise((void *)a, b - a, MADV_DONTNEED);
+    }
+}
+
 void wk_gguf_close(wk_gguf *g) {
     if (g == NULL) {
         return;

@@ -79,6 +79,12 @@ cm_err wk_gguf_open_memory(const void *data, size_t size, wk_gguf **out, char *e
 /* wk_gguf_close unmaps and frees; NULL is fine. */
 void wk_gguf_close(wk_gguf *g);
 
+/* wk_gguf_drop_pages tells the kernel that the whole pages inside [p, p + len), bytes of g's
+ * file mapping, are not needed for now: they leave the process's memory and are read back
+ * from the file if touched again. Contents never change. A no-op for in-memory GGUFs and for
+ * ranges outside the mapping. For a backend that keeps its own copy of some weights. */
+void wk_gguf_drop_pages(const wk_gguf *g, const void *p, size_t len);
+
 uint32_t wk_gguf_version(const wk_gguf *g);
 uint64_t wk_gguf_n_kv(const wk_gguf *g);
 uint64_t wk_gguf_n_tensors(const wk_gguf *g);

@@ -19,6 +19,7 @@
  * so one head's keys inside a block are contiguous.
  */
 #include "../../backend.h"
+#include "../../gguf.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -751,6 +752,14 @@ static cm_err repack_panels(wk_backend *be) {
         be->lp[l] = (layer_panels){d[0], d[1], d[2], d[3], d[4], d[5], d[6]};
     }
     be->pan_head = dst[n_slots - 1];
+    /* The forward pass reads the panels only: let the mapped originals leave memory (the
+     * embedding rows still read from a tied head come back a page at a time). */
+    for (size_t i = 0; i < n_slots; i++) {
+        if (dst[i] != NULL) {
+            const wk_tensor *t = panel_slot(m, i);
+            wk_gguf_drop_pages(m->gguf, t->data, t->nbytes);
+        }
+    }
     free(dst);
     return CM_OK;
 }
