@@ -14,9 +14,10 @@
  * OpenBLAS builds) large batches go through sgemm on dequantized row panels instead: faster
  * prefill, at the price of that invariance.
  *
- * KV cache layout, per layer, for K and for V separately:
- *   (n_blocks, n_head_kv, block_tokens, head_dim) in kv_dtype (f16 or f32),
- * so one head's keys inside a block are contiguous.
+ * KV cache layout, per layer, for K and for V separately, in kv_dtype (f16 or f32):
+ *   K: (n_blocks, n_head_kv, head_dim, block_tokens): a head's keys in a block transposed,
+ *   V: (n_blocks, n_head_kv, block_tokens, head_dim),
+ * the layouts the attention kernels (cpu_attn) read a block at a time.
  */
 #include "../../backend.h"
 #include "../../gguf.h"
@@ -36,6 +37,7 @@
 #include <cblas.h>
 #endif
 
+#include "cpu_attn.h"
 #include "cpu_kernels.h"
 #include "cpu_ops.h"
 #include "cpu_panel.h"
@@ -76,8 +78,8 @@ struct wk_backend {
     size_t kv_elem;        /* bytes per element */
     size_t kv_block_elems; /* n_head_kv * block_tokens * head_dim */
     size_t kv_layer_bytes; /* n_blocks * kv_block_elems * kv_elem */
-    uint8_t *k_cache;      /* (n_layer, n_blocks, n_head_kv, block_tokens, head_dim) */
-    uint8_t *v_cache;      /* same */
+    uint8_t *k_cache;      /* (n_layer, n_blocks, n_head_kv, head_dim, block_tokens) */
+    uint8_t *v_cache;      /* (n_layer, n_blocks, n_head_kv, block_tokens, head_dim) */
     int64_t max_ctx;       /* max_blocks_per_seq * block_tokens */
 
     /* scratch, sized at create for T = max_batch_tokens */
@@ -490,10 +492,11 @@ static void quant_tok(wk_backend *be, int t, void *arg) {
     quant_pack(be, be->xn + (size_t)t * (size_t)a->n, t, a->n, a->need);
 }
 
-static inline uint8_t *kv_ptr(wk_backend *be, uint8_t *cache, int layer, int32_t block, int head,
-                              int slot) {
+/* The (block_tokens x head_dim) elements of one head in one block of a layer's K or V. */
+static inline uint8_t *kv_block_ptr(const wk_backend *be, uint8_t *cache, int layer, int32_t block,
+                                    int head) {
     size_t hd = be->hp.head_dim, bt = be->cfg.block_tokens;
-    size_t el = ((size_t)block * be->hp.n_head_kv + (size_t)head) * bt * hd + (size_t)slot * hd;
+    size_t el = ((size_t)block * be->hp.n_head_kv + (size_t)head) * bt * hd;
     return cache + (size_t)layer * be->kv_layer_bytes + el * be->kv_elem;
 }
 
@@ -529,16 +532,25 @@ static void rope_store_tok(wk_backend *be, int t, void *arg) {
     int32_t block =
         b->block_table[(size_t)s * be->cfg.max_blocks_per_seq + (size_t)pos / be->cfg.block_tokens];
     int slot = (int)((uint32_t)pos % be->cfg.block_tokens);
+    size_t hd = hp->head_dim, bt = be->cfg.block_tokens;
+    uint16_t kh[1024]; /* head_dim <= 1024 (cpu_create) */
     for (uint32_t h = 0; h < hp->n_head_kv; h++) {
-        uint8_t *kd = kv_ptr(be, be->k_cache, be->cur_layer, block, (int)h, slot);
-        uint8_t *vd = kv_ptr(be, be->v_cache, be->cur_layer, block, (int)h, slot);
-        const float *ks = k + (size_t)h * hp->head_dim, *vs = v + (size_t)h * hp->head_dim;
+        uint8_t *kd = kv_block_ptr(be, be->k_cache, be->cur_layer, block, (int)h);
+        uint8_t *vd = kv_block_ptr(be, be->v_cache, be->cur_layer, block, (int)h) +
+                      (size_t)slot * hd * be->kv_elem;
+        const float *ks = k + (size_t)h * hd, *vs = v + (size_t)h * hd;
+        /* K goes in column slot of the transposed block */
         if (be->kv_f16) {
-            wk_cpu_f32_to_f16_row(ks, (uint16_t *)kd, hp->head_dim);
-            wk_cpu_f32_to_f16_row(vs, (uint16_t *)vd, hp->head_dim);
+            wk_cpu_f32_to_f16_row(ks, kh, (int64_t)hd);
+            for (size_t d = 0; d < hd; d++) {
+                ((uint16_t *)kd)[d * bt + (size_t)slot] = kh[d];
+            }
+            wk_cpu_f32_to_f16_row(vs, (uint16_t *)vd, (int64_t)hd);
         } else {
-            memcpy(kd, ks, hp->head_dim * sizeof(float));
-            memcpy(vd, vs, hp->head_dim * sizeof(float));
+            for (size_t d = 0; d < hd; d++) {
+                ((float *)kd)[d * bt + (size_t)slot] = ks[d];
+            }
+            memcpy(vd, vs, hd * sizeof(float));
         }
     }
 }
@@ -571,35 +583,26 @@ static void attn_item(wk_backend *be, int item, int per_item, float *scores) {
     size_t q_dim = (size_t)hp->n_head * (size_t)hd;
     float scale = 1.0f / sqrtf((float)hd);
 
+    /* the item's heads share one KV head: each block is read once for all of them */
+    int g = h0 / group;
+    const float *q = be->q + (size_t)t * q_dim + (size_t)h0 * (size_t)hd;
+    size_t ss = (size_t)be->max_ctx;
+    for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
+        int32_t blk = bt[j0 / bsz];
+        int n = n_ctx - j0 < bsz ? (int)(n_ctx - j0) : (int)bsz;
+        const uint8_t *kb = kv_block_ptr(be, be->k_cache, be->cur_layer, blk, g);
+        wk_cpu_attn_scores(be->kv_f16, q, per_item, hd, kb, (int)bsz, n, scale, scores + j0, ss);
+    }
     for (int gh = 0; gh < per_item; gh++) {
-        int h = h0 + gh, g = h / group;
-        const float *q = be->q + (size_t)t * q_dim + (size_t)h * (size_t)hd;
-        float *sc = scores + (size_t)gh * (size_t)be->max_ctx;
-        for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
-            int32_t blk = bt[j0 / bsz];
-            int64_t n = n_ctx - j0 < bsz ? n_ctx - j0 : bsz;
-            const uint8_t *kb = kv_ptr(be, be->k_cache, be->cur_layer, blk, g, 0);
-            for (int64_t j = 0; j < n; j++) {
-                float d = be->kv_f16 ? wk_cpu_dot_f32_f16(q, (const uint16_t *)kb + j * hd, hd)
-                                     : wk_cpu_dot_f32(q, (const float *)kb + j * hd, hd);
-                sc[j0 + j] = d * scale;
-            }
-        }
-        wk_cpu_softmax_fast(sc, n_ctx);
-        float *out = be->xn + (size_t)t * q_dim + (size_t)h * (size_t)hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
-            int32_t blk = bt[j0 / bsz];
-            int64_t n = n_ctx - j0 < bsz ? n_ctx - j0 : bsz;
-            const uint8_t *vb = kv_ptr(be, be->v_cache, be->cur_layer, blk, g, 0);
-            for (int64_t j = 0; j < n; j++) {
-                if (be->kv_f16) {
-                    wk_cpu_axpy_f16(out, sc[j0 + j], (const uint16_t *)vb + j * hd, hd);
-                } else {
-                    wk_cpu_axpy_f32(out, sc[j0 + j], (const float *)vb + j * hd, hd);
-                }
-            }
-        }
+        wk_cpu_softmax_fast(scores + (size_t)gh * ss, n_ctx);
+    }
+    float *out = be->xn + (size_t)t * q_dim + (size_t)h0 * (size_t)hd;
+    memset(out, 0, (size_t)per_item * (size_t)hd * sizeof(float));
+    for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
+        int32_t blk = bt[j0 / bsz];
+        int n = n_ctx - j0 < bsz ? (int)(n_ctx - j0) : (int)bsz;
+        const uint8_t *vb = kv_block_ptr(be, be->v_cache, be->cur_layer, blk, g);
+        wk_cpu_attn_values(be->kv_f16, scores + j0, ss, per_item, hd, vb, n, out);
     }
 }
 
