@@ -256,6 +256,32 @@ static void deq_q4_k(const uint8_t *b, float *y) {
     }
 }
 
+void wk_q4_k_to_q4_1(const void *src, void *dst) {
+    const uint8_t *b = src;
+    uint8_t *o = dst;
+    float d = wk_f16_to_f32(rd16(b));
+    float dmin = wk_f16_to_f32(rd16(b + 2));
+    const uint8_t *scales = b + 4;
+    const uint8_t *q = b + 16;
+    /* sub-blocks 2c and 2c + 1 are the low and high nibbles of q[32c .. 32c + 31] (as in
+     * deq_q4_k); a Q4_1 block packs its elements i and i + 16 into byte i */
+    for (int j = 0; j < QK_K / 32; j++, o += 20) {
+        uint8_t sc, mn;
+        k_scale_min(j, scales, &sc, &mn);
+        uint16_t dh = wk_f32_to_f16(d * (float)sc), mh = wk_f32_to_f16(-dmin * (float)mn);
+        o[0] = (uint8_t)dh;
+        o[1] = (uint8_t)(dh >> 8);
+        o[2] = (uint8_t)mh;
+        o[3] = (uint8_t)(mh >> 8);
+        const uint8_t *qc = q + 32 * (j / 2);
+        int shift = 4 * (j % 2);
+        for (int i = 0; i < 16; i++) {
+            int lo = (qc[i] >> shift) & 0xF, hi = (qc[i + 16] >> shift) & 0xF;
+            o[4 + i] = (uint8_t)(lo | (hi << 4));
+        }
+    }
+}
+
 static void deq_q5_k(const uint8_t *b, float *y) {
     float d = wk_f16_to_f32(rd16(b));
     float dmin = wk_f16_to_f32(rd16(b + 2));

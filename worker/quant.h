@@ -46,6 +46,12 @@ size_t wk_dtype_row_bytes(wk_dtype t, int64_t n);
  * f32 in dst. src must hold wk_dtype_row_bytes(t, n) bytes. Thread-safe, no allocation. */
 void wk_dequantize_row(wk_dtype t, const void *src, float *dst, int64_t n);
 
+/* wk_q4_k_to_q4_1 rewrites one Q4_K block (256 elements, 144 bytes at src) as 8 Q4_1 blocks
+ * (32 elements, 20 bytes each, 160 bytes at dst) holding the same 4-bit values: sub-block j's
+ * scale d * sc_j and min -dmin * m_j become the Q4_1 block's d and m, rounded to f16 (the only
+ * change: relative error <= 2^-11 on each). */
+void wk_q4_k_to_q4_1(const void *src, void *dst);
+
 /* Scalar half/bfloat conversions (IEEE binary16 round-to-nearest-even; bf16 by truncation
  * with rounding). Exact inverses on representable values. */
 float wk_f16_to_f32(uint16_t h);

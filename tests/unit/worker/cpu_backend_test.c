@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_panel.h"
 #include "gguf.h"
 #include "model.h"
 
@@ -497,8 +498,10 @@ static void test_synthetic_vs_ref(void **state) {
             wk_backend *be = make_be(&m, small_cfg(2, WK_DTYPE_F32));
             assert_int_equal(run_seq(be, toks, 9, 0, bt, got), CM_OK);
             double e = rel_err(got, want, hp.n_vocab);
-            /* f32-path types match to rounding; int8 activation quantization costs ~1% */
-            double tol = wk_cpu_fused_type(types[ti]) ? 0.03 : 1e-3;
+            /* f32-path types match to rounding; int8 activation quantization (fused row
+             * kernels, panels: K-quants too at the AVX-512 level) costs ~1% */
+            bool int8 = wk_cpu_fused_type(types[ti]) || wk_cpu_panel_type(types[ti]);
+            double tol = int8 ? 0.03 : 1e-3;
             if (!(e < tol)) {
                 fail_msg("%s variant %d: relative error %g", wk_dtype_name(types[ti]), variant, e);
             }

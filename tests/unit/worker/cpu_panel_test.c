@@ -1,8 +1,8 @@
 /*
  * cpu_panel_test: 16-row weight panels against dequantize-then-dot in double precision, for
- * every panel type and several widths; a token's result bit-identical whatever the tile it
- * runs in; bias and accumulation; the level switch (no panels below AVX-512) and the
- * packability rules.
+ * every panel type (K-quants within their conversion's bound) and several widths; a token's result
+ * bit-identical whatever the tile it runs in; bias and accumulation; the level switch (no panels
+ * below AVX-512) and the packability rules.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,18 +27,24 @@ static uint32_t next(uint32_t *rng) {
 
 /* A random (ROWS, n) weight of type t with finite, varied scales. */
 static uint8_t *random_weight(wk_dtype t, int64_t n, uint32_t *rng) {
-    size_t rb = wk_dtype_row_bytes(t, n), bsz = rb / (size_t)(n / 32);
+    size_t rb = wk_dtype_row_bytes(t, n), bsz = wk_dtype_block_bytes(t);
     uint8_t *w = malloc(rb * ROWS);
     assert_non_null(w);
     for (size_t i = 0; i < rb * ROWS; i++) {
         w[i] = (uint8_t)next(rng);
     }
-    for (int64_t blk = 0; blk < ROWS * (n / 32); blk++) {
+    size_t nblk = rb * ROWS / bsz;
+    for (size_t blk = 0; blk < nblk; blk++) {
         uint16_t d = wk_f32_to_f16(0.0005f * (float)(next(rng) % 17 + 1));
         uint16_t m = wk_f32_to_f16(-0.002f * (float)(next(rng) % 9) + 0.001f);
-        memcpy(w + bsz * (size_t)blk, &d, 2);
-        if (t == WK_DTYPE_Q4_1) {
-            memcpy(w + bsz * (size_t)blk + 2, &m, 2);
+        uint8_t *b = w + bsz * blk;
+        if (t == WK_DTYPE_Q6_K) { /* ql, qh, scales, then d */
+            memcpy(b + 208, &d, 2);
+            continue;
+        }
+        memcpy(b, &d, 2);
+        if (t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q4_K || t == WK_DTYPE_Q5_K) { /* m or dmin */
+            memcpy(b + 2, &m, 2);
         }
     }
     return w;
@@ -79,14 +85,18 @@ static void test_panels_match_reference(void **state) {
         assert_false(wk_cpu_panel_type(WK_DTYPE_Q4_1));
         return;
     }
-    const wk_dtype types[] = {WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q8_0};
-    const int64_t widths[] = {32, 96, 576, 1536};
+    const wk_dtype types[] = {WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q8_0,
+                              WK_DTYPE_Q4_K, WK_DTYPE_Q5_K, WK_DTYPE_Q6_K};
+    const int64_t widths[] = {32, 96, 576, 1536}, k_widths[] = {256, 768, 1536, 2048};
     uint32_t rng = 99;
-    for (size_t ti = 0; ti < 3; ti++) {
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
         wk_dtype t = types[ti];
+        bool kq = wk_dtype_block_elems(t) == 256;
+        /* requantized to 8 bits (Q5_K, Q6_K) or scales rounded to f16 (Q4_K) */
+        bool requant = wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0 && t != WK_DTYPE_Q8_0;
         assert_true(wk_cpu_panel_type(t));
-        for (size_t wi = 0; wi < sizeof(widths) / sizeof(widths[0]); wi++) {
-            int64_t n = widths[wi], nb = n / 32;
+        for (size_t wi = 0; wi < 4; wi++) {
+            int64_t n = kq ? k_widths[wi] : widths[wi], nb = n / 32;
             uint8_t *w = random_weight(t, n, &rng);
             uint8_t *pan = panels_of(t, w, n);
             float *xf = malloc((size_t)(n * NT) * sizeof(float));
@@ -111,15 +121,27 @@ static void test_panels_match_reference(void **state) {
             for (int r = 0; r < ROWS; r++) {
                 wk_dequantize_row(t, w + (size_t)r * wk_dtype_row_bytes(t, n), wf, n);
                 for (int k = 0; k < NT; k++) {
-                    double want = 0, mag = 0;
-                    for (int64_t i = 0; i < n; i++) {
-                        const wk_cpu_q8 *b = &xq[k * nb + i / 32];
-                        double xd = (double)b->d * b->qs[i % 32];
-                        want += (double)wf[i] * xd;
-                        mag += fabs((double)wf[i] * xd);
+                    /* conversion bound: per 32-input block, amax / 254 per weight (8-bit
+                     * requantization, f16 scale included) or 2^-11 of each weight (Q4_K's
+                     * f16 scales) times the activations' magnitudes */
+                    double want = 0, mag = 0, conv = 0;
+                    for (int64_t b0 = 0; b0 < n; b0 += 32) {
+                        double amax = 0, xs = 0;
+                        for (int64_t i = b0; i < b0 + 32; i++) {
+                            const wk_cpu_q8 *b = &xq[k * nb + i / 32];
+                            double xd = (double)b->d * b->qs[i % 32];
+                            want += (double)wf[i] * xd;
+                            mag += fabs((double)wf[i] * xd);
+                            amax = fabs(wf[i]) > amax ? fabs(wf[i]) : amax;
+                            xs += fabs(xd);
+                        }
+                        conv += requant ? amax * (1.0 / 254 + 1.0 / 1024) * xs : 0.0;
+                    }
+                    if (t == WK_DTYPE_Q4_K) {
+                        conv = mag / 1024;
                     }
                     double got = y1[k * ROWS + r];
-                    if (!(fabs(got - want) <= 1e-5 * mag + 1e-6)) {
+                    if (!(fabs(got - want) <= 1e-5 * mag + conv + 1e-6)) {
                         fail_msg("%s n %lld row %d token %d: got %.9g want %.9g", wk_dtype_name(t),
                                  (long long)n, r, k, got, want);
                     }
@@ -168,7 +190,9 @@ static void test_levels_and_shapes(void **state) {
     assert_false(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 300, 256)); /* rows not whole panels */
     assert_false(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 16, 48));
     assert_false(wk_cpu_panel_packable(WK_DTYPE_F16, 16, 32));
-    assert_false(wk_cpu_panel_packable(WK_DTYPE_Q4_K, 16, 256));
+    assert_true(wk_cpu_panel_packable(WK_DTYPE_Q4_K, 16, 256));
+    assert_false(wk_cpu_panel_packable(WK_DTYPE_Q6_K, 16, 288)); /* not whole K-quant blocks */
+    assert_false(wk_cpu_panel_packable(WK_DTYPE_BF16, 16, 256));
     /* panels take the GGUF bytes (Q4_0 also stores m) */
     assert_int_equal(wk_cpu_panel_bytes(WK_DTYPE_Q4_1, 32, 576),
                      wk_dtype_row_bytes(WK_DTYPE_Q4_1, 576) * 32);

@@ -230,6 +230,35 @@ static void test_q6_k_hand(void **state) {
     }
 }
 
+/* Q4_K -> 8 x Q4_1 keeps every 4-bit value; only the scales and mins round to f16. */
+static void test_q4_k_to_q4_1(void **state) {
+    (void)state;
+    uint32_t rng = 7;
+    for (int it = 0; it < 200; it++) {
+        uint8_t k[144], q1[160];
+        for (int i = 0; i < 144; i++) {
+            rng = rng * 1664525u + 1013904223u;
+            k[i] = (uint8_t)(rng >> 24);
+        }
+        put16(k, wk_f32_to_f16(0.0001f * (float)(it % 13 + 1)));
+        put16(k + 2, wk_f32_to_f16(0.00037f * (float)(it % 7)));
+        wk_q4_k_to_q4_1(k, q1);
+        float want[256], got[256];
+        wk_dequantize_row(WK_DTYPE_Q4_K, k, want, 256);
+        wk_dequantize_row(WK_DTYPE_Q4_1, q1, got, 256);
+        float d = wk_f16_to_f32((uint16_t)(k[0] | k[1] << 8));
+        float dmin = wk_f16_to_f32((uint16_t)(k[2] | k[3] << 8));
+        for (int i = 0; i < 256; i++) {
+            /* |d sc q| <= d 63 15, |dmin m| <= dmin 63: each rounded by at most 2^-11 */
+            float tol = (d * 63.0f * 15.0f + dmin * 63.0f) / 2048.0f + 1e-9f;
+            if (!(fabsf(got[i] - want[i]) <= tol)) {
+                fail_msg("block %d element %d: got %.9g want %.9g", it, i, (double)got[i],
+                         (double)want[i]);
+            }
+        }
+    }
+}
+
 static void test_float_rows(void **state) {
     (void)state;
     float src[5] = {1.5f, -2.25f, 0.0f, 1e-3f, 3e4f}, y[5];
@@ -359,6 +388,7 @@ int main(void) {
         cmocka_unit_test(test_bf16),           cmocka_unit_test(test_q4_0_q4_1_q8_0_hand),
         cmocka_unit_test(test_q4_k_q5_k_hand), cmocka_unit_test(test_q6_k_hand),
         cmocka_unit_test(test_float_rows),     cmocka_unit_test(test_python_vectors),
+        cmocka_unit_test(test_q4_k_to_q4_1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -347,7 +347,7 @@ static unsigned mm_prepare(mm_task *t) {
         mm_part *p = &t->parts[i];
         p->use_pan = p->pan != NULL && wk_cpu_panel_type(p->w->type) &&
                      base % WK_CPU_PANEL_ROWS == 0 && p->w->ne[1] % WK_CPU_PANEL_ROWS == 0;
-        if (p->use_pan && p->w->type == WK_DTYPE_Q8_0) {
+        if (p->use_pan && wk_cpu_panel_kind(p->w->type) == WK_DTYPE_Q8_0) {
             need |= NEED_CORR;
         } else if (!p->use_pan && wk_cpu_packed_type(p->w->type)) {
             need |= NEED_PACK;

@@ -20,56 +20,99 @@
 /* Tokens whose accumulators a kernel keeps in registers at once. */
 #define PANEL_TILE 8
 
+static bool panel_source(wk_dtype t) {
+    return t == WK_DTYPE_Q4_0 || t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q8_0 || t == WK_DTYPE_Q4_K ||
+           t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K;
+}
+
+wk_dtype wk_cpu_panel_kind(wk_dtype t) {
+    return t == WK_DTYPE_Q8_0 || t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K ? WK_DTYPE_Q8_0
+                                                                          : WK_DTYPE_Q4_1;
+}
+
 static size_t block_bytes(wk_dtype t) {
-    return t == WK_DTYPE_Q8_0 ? Q8P_BYTES : Q4P_BYTES;
+    return wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0 ? Q8P_BYTES : Q4P_BYTES;
 }
 
 bool wk_cpu_panel_type(wk_dtype t) {
-    return (t == WK_DTYPE_Q4_0 || t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q8_0) && HAVE_X86 &&
-           wk_cpu_kernels_isa() == WK_CPU_ISA_AVX512;
+    return panel_source(t) && HAVE_X86 && wk_cpu_kernels_isa() == WK_CPU_ISA_AVX512;
 }
 
 bool wk_cpu_panel_packable(wk_dtype t, int64_t rows, int64_t n) {
-    return (t == WK_DTYPE_Q4_0 || t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q8_0) && rows > 0 && n > 0 &&
-           rows % WK_CPU_PANEL_ROWS == 0 && n % WK_CPU_QK == 0;
+    return panel_source(t) && rows > 0 && n > 0 && rows % WK_CPU_PANEL_ROWS == 0 &&
+           n % WK_CPU_QK == 0 && wk_dtype_row_bytes(t, n) > 0;
 }
 
 size_t wk_cpu_panel_bytes(wk_dtype t, int64_t rows, int64_t n) {
     return (size_t)(rows / WK_CPU_PANEL_ROWS) * (size_t)(n / WK_CPU_QK) * block_bytes(t);
 }
 
+/* Row r of panel-block o from one 32-input block s in GGUF form of type st (Q4_0, Q4_1 or
+ * Q8_0). */
+static void put_row(wk_dtype st, const uint8_t *s, uint8_t *o, int r) {
+    if (st == WK_DTYPE_Q8_0) { /* d, qs[32] */
+        for (int j = 0; j < 8; j++) {
+            for (int e = 0; e < 4; e++) {
+                o[64 * j + 4 * r + e] = (uint8_t)(s[2 + 4 * j + e] ^ 0x80);
+            }
+        }
+        memcpy(o + 512 + 2 * r, s, 2);
+        return;
+    }
+    /* Q4_1: d, m, qs[16]; Q4_0: d, qs[16] */
+    const uint8_t *qs = s + (st == WK_DTYPE_Q4_1 ? 4 : 2);
+    for (int j = 0; j < 4; j++) {
+        memcpy(o + 64 * j + 4 * r, qs + 4 * j, 4);
+    }
+    memcpy(o + 256 + 2 * r, s, 2);
+    if (st == WK_DTYPE_Q4_1) {
+        memcpy(o + 288 + 2 * r, s + 2, 2);
+    } else { /* (q - 8) d = q d + m with m = -8 d (exact in f16 short of overflow) */
+        uint16_t d;
+        memcpy(&d, s, 2);
+        uint16_t m = wk_f32_to_f16(-8.0f * wk_f16_to_f32(d));
+        memcpy(o + 288 + 2 * r, &m, 2);
+    }
+}
+
+/* Q5_K / Q6_K block (256 inputs) -> 8 Q8_0 blocks (34 bytes each) of its values requantized
+ * (absmax / 127 per 32, as the activations are): the kernels' only lossy step on weights. */
+static void k_to_q8_0(wk_dtype t, const uint8_t *src, uint8_t *dst) {
+    float f[256];
+    wk_cpu_q8 q[8];
+    wk_dequantize_row(t, src, f, 256);
+    wk_cpu_quantize_q8(f, q, 256);
+    for (int i = 0; i < 8; i++) {
+        uint16_t d = wk_f32_to_f16(q[i].d);
+        memcpy(dst + 34 * i, &d, 2);
+        memcpy(dst + 34 * i + 2, q[i].qs, 32);
+    }
+}
+
 void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t n, int64_t p0, int64_t p1, void *dst) {
     int64_t nb = n / WK_CPU_QK;
     size_t rb = wk_dtype_row_bytes(t, n), bb = block_bytes(t);
-    size_t src_bb = rb / (size_t)nb; /* GGUF bytes per block */
+    int64_t sub = wk_dtype_block_elems(t) / WK_CPU_QK; /* 32-input blocks per source block */
+    size_t src_bb = wk_dtype_block_bytes(t);
+    uint8_t conv[8 * 34]; /* one K-quant block as 32-input blocks */
     for (int64_t p = p0; p < p1; p++) {
-        for (int64_t b = 0; b < nb; b++) {
-            uint8_t *o = (uint8_t *)dst + ((size_t)p * (size_t)nb + (size_t)b) * bb;
+        for (int64_t sb = 0; sb < nb / sub; sb++) {
             for (int r = 0; r < WK_CPU_PANEL_ROWS; r++) {
                 const uint8_t *s = (const uint8_t *)w + (size_t)(p * WK_CPU_PANEL_ROWS + r) * rb +
-                                   (size_t)b * src_bb;
-                if (t == WK_DTYPE_Q8_0) { /* d, qs[32] */
-                    for (int j = 0; j < 8; j++) {
-                        for (int e = 0; e < 4; e++) {
-                            o[64 * j + 4 * r + e] = (uint8_t)(s[2 + 4 * j + e] ^ 0x80);
-                        }
-                    }
-                    memcpy(o + 512 + 2 * r, s, 2);
-                    continue;
+                                   (size_t)sb * src_bb;
+                wk_dtype st = t;
+                size_t step = 0;
+                if (t == WK_DTYPE_Q4_K) {
+                    wk_q4_k_to_q4_1(s, conv);
+                    s = conv, st = WK_DTYPE_Q4_1, step = 20;
+                } else if (t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K) {
+                    k_to_q8_0(t, s, conv);
+                    s = conv, st = WK_DTYPE_Q8_0, step = 34;
                 }
-                /* Q4_1: d, m, qs[16]; Q4_0: d, qs[16] */
-                const uint8_t *qs = s + (t == WK_DTYPE_Q4_1 ? 4 : 2);
-                for (int j = 0; j < 4; j++) {
-                    memcpy(o + 64 * j + 4 * r, qs + 4 * j, 4);
-                }
-                memcpy(o + 256 + 2 * r, s, 2);
-                if (t == WK_DTYPE_Q4_1) {
-                    memcpy(o + 288 + 2 * r, s + 2, 2);
-                } else { /* (q - 8) d = q d + m with m = -8 d (exact in f16 short of overflow) */
-                    uint16_t d;
-                    memcpy(&d, s, 2);
-                    uint16_t m = wk_f32_to_f16(-8.0f * wk_f16_to_f32(d));
-                    memcpy(o + 288 + 2 * r, &m, 2);
+                for (int64_t i = 0; i < sub; i++) {
+                    uint8_t *o =
+                        (uint8_t *)dst + ((size_t)p * (size_t)nb + (size_t)(sb * sub + i)) * bb;
+                    put_row(st, s + (size_t)i * step, o, r);
                 }
             }
         }
@@ -250,7 +293,7 @@ AVX512 static void q8p_mul(const uint8_t *p, const wk_cpu_q8 *x, const int32_t *
 void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_q8 *x, const int32_t *corr,
                       size_t x_stride, int n_tok, const wk_cpu_panel_out *out, int64_t n) {
 #if HAVE_X86
-    if (t == WK_DTYPE_Q8_0) {
+    if (wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0) {
         q8p_mul(panel, x, corr, x_stride, n_tok, out, n / WK_CPU_QK);
     } else {
         q4p_mul(panel, x, x_stride, n_tok, out, n / WK_CPU_QK);

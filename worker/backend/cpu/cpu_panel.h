@@ -20,6 +20,11 @@
  *     unsigned weights; the activations' correction wk_cpu_q8_corr undoes it exactly);
  *     f16 d[16].
  * Panels take the bytes the rows take in GGUF (Q4_0: 320 vs 288).
+ *
+ * K-quant weights are converted while packing: Q4_K into Q4_1 panels (the same 4-bit values;
+ * each 32-input sub-block's scale and min rounded to f16), Q5_K and Q6_K into Q8_0 panels
+ * (values requantized to 8 bits per 32 inputs, as the activations are; 8.5 bits per weight
+ * instead of 5.5 / 6.6).
  */
 #ifndef WK_CPU_PANEL_H
 #define WK_CPU_PANEL_H
@@ -34,8 +39,12 @@
 #define WK_CPU_PANEL_ROWS 16
 
 /* wk_cpu_panel_type: true when the kernel level in effect has panel kernels for weights of
- * type t (Q4_0, Q4_1, Q8_0 at WK_CPU_ISA_AVX512). */
+ * type t (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K at WK_CPU_ISA_AVX512). */
 bool wk_cpu_panel_type(wk_dtype t);
+
+/* wk_cpu_panel_kind: the panel layout weights of type t are packed into: WK_DTYPE_Q8_0 (Q8_0,
+ * Q5_K, Q6_K: their activations need wk_cpu_q8_corr) or WK_DTYPE_Q4_1 (the others). */
+wk_dtype wk_cpu_panel_kind(wk_dtype t);
 
 /* wk_cpu_panel_packable: true when a (rows, n) weight of type t can be repacked (t a panel
  * type at some level, rows a multiple of 16, n of 32). Independent of the level in effect. */
