@@ -8,13 +8,7 @@
 
 #include "../../quant.h"
 #include "cpu_kernels.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define HAVE_X86 1
-#else
-#define HAVE_X86 0
-#endif
+#include "cpu_simd_impl.h"
 
 /* Heads whose accumulators a vector kernel keeps in registers at once. */
 #define HEAD_TILE 4
@@ -51,26 +45,6 @@ static void values_scalar(bool f16, const float *p, size_t ps, int nh, int hd, c
 }
 
 #if HAVE_X86
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
-#define INLINE inline __attribute__((always_inline))
-
-/* One instance per head count, so that the loops over heads have constant counts. */
-#define HEAD_CASES(nh, call)                                                                       \
-    switch (nh) {                                                                                  \
-    case 4:                                                                                        \
-        call(4);                                                                                   \
-        break;                                                                                     \
-    case 3:                                                                                        \
-        call(3);                                                                                   \
-        break;                                                                                     \
-    case 2:                                                                                        \
-        call(2);                                                                                   \
-        break;                                                                                     \
-    default:                                                                                       \
-        call(1);                                                                                   \
-        break;                                                                                     \
-    }
 
 /*
  * Scores of c heads for 16 keys (kc: key j0's column of the K block). Two accumulators per
@@ -111,7 +85,7 @@ AVX512 static void scores_avx512(const float *q, int nh, int hd, const uint16_t 
             const float *qh = q + (size_t)h0 * (size_t)hd;
             float *sh = s + (size_t)h0 * ss + (size_t)j0;
 #define SC_CALL(C) scores16(qh, C, hd, k + j0, bt, valid, scale, sh, ss)
-            HEAD_CASES(c, SC_CALL)
+            WK_CPU_CASES_4(c, SC_CALL)
 #undef SC_CALL
         }
     }
@@ -164,11 +138,11 @@ AVX512 static void values_avx512(const float *p, size_t ps, int nh, int hd, cons
             float *oh = out + (size_t)h0 * (size_t)hd + d0;
             if (step == 64) {
 #define V4_CALL(C) values16(ph, ps, C, hd, v + d0, n, 4, oh)
-                HEAD_CASES(c, V4_CALL)
+                WK_CPU_CASES_4(c, V4_CALL)
 #undef V4_CALL
             } else {
 #define V1_CALL(C) values16(ph, ps, C, hd, v + d0, n, 1, oh)
-                HEAD_CASES(c, V1_CALL)
+                WK_CPU_CASES_4(c, V1_CALL)
 #undef V1_CALL
             }
         }
@@ -212,7 +186,7 @@ AVX2 static void scores_avx2(const float *q, int nh, int hd, const uint16_t *k, 
             const float *qh = q + (size_t)h0 * (size_t)hd;
             float *sh = s + (size_t)h0 * ss + (size_t)j0;
 #define SC_CALL(C) scores8(qh, C, hd, k + j0, bt, nv, scale, sh, ss)
-            HEAD_CASES(c, SC_CALL)
+            WK_CPU_CASES_4(c, SC_CALL)
 #undef SC_CALL
         }
     }
@@ -263,11 +237,11 @@ AVX2 static void values_avx2(const float *p, size_t ps, int nh, int hd, const ui
             float *oh = out + (size_t)h0 * (size_t)hd + d0;
             if (step == 32) {
 #define V4_CALL(C) values8(ph, ps, C, hd, v + d0, n, 4, oh)
-                HEAD_CASES(c, V4_CALL)
+                WK_CPU_CASES_4(c, V4_CALL)
 #undef V4_CALL
             } else {
 #define V1_CALL(C) values8(ph, ps, C, hd, v + d0, n, 1, oh)
-                HEAD_CASES(c, V1_CALL)
+                WK_CPU_CASES_4(c, V1_CALL)
 #undef V1_CALL
             }
         }

@@ -11,12 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
+#include "cpu_simd_impl.h"
+
+#if HAVE_X86
 #include <cpuid.h>
-#include <immintrin.h>
-#define HAVE_X86 1
-#else
-#define HAVE_X86 0
 #endif
 
 typedef float (*dot_fn)(const void *w, const wk_cpu_q8 *x, int64_t n);
@@ -186,7 +184,6 @@ static void softmax_scalar(float *x, int64_t n) {
 /* ---- AVX2 / FMA / F16C ------------------------------------------------------------------- */
 #if HAVE_X86
 
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
 /* a macro: the rounding mode must be a compile-time constant for clang */
 #define RND_NEAREST (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
@@ -532,7 +529,6 @@ AVX2 static void softmax_avx2(float *x, int64_t n) {
  * blocks A and B go to lanes (A, A>>4, B, B>>4), the activations of A and B fill the two
  * halves, one dpbusd gives both blocks' integer dot products, and the four scales
  * (d_A d_xA, m_A s_xA, d_B d_xB, m_B s_xB) come from one conversion and one multiply. */
-#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 AVX512 static inline void q4_1_pair_512(const uint8_t *p, const wk_cpu_q8 *xa, __m512 *acc,
                                         __m128 *msum) {

@@ -8,12 +8,7 @@
 
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define HAVE_X86 1
-#else
-#define HAVE_X86 0
-#endif
+#include "cpu_simd_impl.h"
 
 #define Q4P_BYTES 320 /* 16 rows x 16 nibble bytes + 16 d + 16 m (f16) */
 #define Q8P_BYTES 544 /* 16 rows x 32 bytes + 16 d (f16) */
@@ -130,8 +125,6 @@ void wk_cpu_q8_corr(const wk_cpu_q8 *x, int32_t *c, int64_t nb) {
 }
 
 #if HAVE_X86
-#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
-#define INLINE inline __attribute__((always_inline))
 
 /* Activation bytes 4j .. 4j + 3 of a block as one 32-bit value (broadcast by the callers;
  * the compiler folds the load into the dot instruction). */
@@ -228,35 +221,6 @@ AVX512 static INLINE void q8p_tile(const uint8_t *p, const wk_cpu_q8 *x, const i
     store_tile(acc, nt, o);
 }
 
-/* One instance per tile size, so that every loop over tokens has a constant count. */
-#define TILE_CASES(call)                                                                           \
-    switch (nt) {                                                                                  \
-    case 8:                                                                                        \
-        call(8);                                                                                   \
-        break;                                                                                     \
-    case 7:                                                                                        \
-        call(7);                                                                                   \
-        break;                                                                                     \
-    case 6:                                                                                        \
-        call(6);                                                                                   \
-        break;                                                                                     \
-    case 5:                                                                                        \
-        call(5);                                                                                   \
-        break;                                                                                     \
-    case 4:                                                                                        \
-        call(4);                                                                                   \
-        break;                                                                                     \
-    case 3:                                                                                        \
-        call(3);                                                                                   \
-        break;                                                                                     \
-    case 2:                                                                                        \
-        call(2);                                                                                   \
-        break;                                                                                     \
-    default:                                                                                       \
-        call(1);                                                                                   \
-        break;                                                                                     \
-    }
-
 /* The part of o for tokens k0 .. */
 static INLINE wk_cpu_panel_out out_from(const wk_cpu_panel_out *o, int k0) {
     wk_cpu_panel_out r = *o;
@@ -271,7 +235,7 @@ AVX512 static void q4p_mul(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int 
         const wk_cpu_q8 *xk = x + (size_t)k0 * xs;
         wk_cpu_panel_out ok = out_from(o, k0);
 #define Q4P_CALL(c) q4p_tile(p, xk, xs, c, &ok, nb)
-        TILE_CASES(Q4P_CALL)
+        WK_CPU_CASES_8(nt, Q4P_CALL)
 #undef Q4P_CALL
     }
 }
@@ -284,7 +248,7 @@ AVX512 static void q8p_mul(const uint8_t *p, const wk_cpu_q8 *x, const int32_t *
         const int32_t *ck = corr + (size_t)k0 * xs;
         wk_cpu_panel_out ok = out_from(o, k0);
 #define Q8P_CALL(c) q8p_tile(p, xk, ck, xs, c, &ok, nb)
-        TILE_CASES(Q8P_CALL)
+        WK_CPU_CASES_8(nt, Q8P_CALL)
 #undef Q8P_CALL
     }
 }
