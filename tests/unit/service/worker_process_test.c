@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "../../service/svc_client.h"
+#include "../../service/svc_http.h"
 #include "cm_err.h"
 
 #define MODEL_NAME "smollm2-test"
@@ -36,69 +37,10 @@ static char g_tmpdir[256];
 
 /* ---- small utilities ---- */
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-/* GET path on 127.0.0.1:port; returns the status (or -1) and the body in out. */
-static int http_get(int port, const char *path, char *out, size_t cap) {
-    out[0] = '\0';
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return -1;
-    }
-    static char buf[1 << 20];
-    size_t got = 0;
-    int64_t deadline = now_ms() + 5000;
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 500) <= 0) {
-            if (now_ms() > deadline)
-                break;
-            continue;
-        }
-        ssize_t r = read(fd, buf + got, sizeof buf - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    buf[got] = '\0';
-    int status = -1;
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-        return -1;
-    const char *body = strstr(buf, "\r\n\r\n");
-    if (body != NULL)
-        snprintf(out, cap, "%s", body + 4);
-    return status;
-}
-
 /* Value of the first series of metric `name` (exact family name, any labels). */
 static double metric(int http_port, const char *name) {
     static char body[1 << 20];
-    if (http_get(http_port, "/metrics", body, sizeof body) != 200)
+    if (svc_http_get(http_port, "/metrics", body, sizeof body) != 200)
         return -1;
     size_t nl = strlen(name);
     for (char *line = body; line != NULL && *line; line = strchr(line, '\n')) {
@@ -115,9 +57,9 @@ static double metric(int http_port, const char *name) {
 
 /* Polls until metric(name) == want (within eps) or timeout; returns the last value. */
 static double wait_metric(int http_port, const char *name, double want, int timeout_ms) {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = svc_now_ms() + timeout_ms;
     double v = -1;
-    while (now_ms() < deadline) {
+    while (svc_now_ms() < deadline) {
         v = metric(http_port, name);
         if (v >= want - 1e-9 && v <= want + 1e-9)
             return v;
@@ -136,8 +78,8 @@ typedef struct worker {
 
 /* Starts sluice-worker with extra args (NULL-terminated) and waits for /ready. */
 static void start_worker(worker *w, ...) {
-    w->port = free_port();
-    w->http_port = free_port();
+    w->port = svc_free_port();
+    w->http_port = svc_free_port();
     snprintf(w->addr, sizeof w->addr, "tcp://127.0.0.1:%d", w->port);
     char listen[64], http[64];
     snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", w->port);
@@ -174,9 +116,9 @@ static void start_worker(worker *w, ...) {
         _exit(127);
     }
     char body[256];
-    int64_t deadline = now_ms() + 120000;
-    while (now_ms() < deadline) {
-        if (http_get(w->http_port, "/ready", body, sizeof body) == 200)
+    int64_t deadline = svc_now_ms() + 120000;
+    while (svc_now_ms() < deadline) {
+        if (svc_http_get(w->http_port, "/ready", body, sizeof body) == 200)
             return;
         int st;
         if (waitpid(w->pid, &st, WNOHANG) == w->pid) {
@@ -191,8 +133,8 @@ static void start_worker(worker *w, ...) {
 
 /* Waits up to timeout_ms for pid; returns the exit status or -1 (then it is SIGKILLed). */
 static int wait_exit(pid_t pid, int timeout_ms) {
-    int64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
+    int64_t deadline = svc_now_ms() + timeout_ms;
+    while (svc_now_ms() < deadline) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -276,9 +218,9 @@ static void add_event(stream *s, uint64_t want_id, const Sluice__Event *ev) {
 /* Reads events until request id ends (FINISHED or ERROR) or timeout. Returns true if it
  * ended. Events of other ids are counted as foreign. */
 static bool collect(svc_client *c, uint64_t id, stream *s, int timeout_ms) {
-    int64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
-        Sluice__Envelope *env = svc_client_next_event(c, (int)(deadline - now_ms()) + 1);
+    int64_t deadline = svc_now_ms() + timeout_ms;
+    while (svc_now_ms() < deadline) {
+        Sluice__Envelope *env = svc_client_next_event(c, (int)(deadline - svc_now_ms()) + 1);
         if (env == NULL)
             return false;
         add_event(s, id, env->event);
@@ -438,8 +380,8 @@ static void test_hello_and_stats(void **state) {
     assert_false(env->hello->draining);
     sluice__envelope__free_unpacked(env, NULL);
     int stats = 0;
-    int64_t t0 = now_ms();
-    while (stats < 3 && now_ms() - t0 < 3000) {
+    int64_t t0 = svc_now_ms();
+    while (stats < 3 && svc_now_ms() - t0 < 3000) {
         env = svc_client_recv(&c, 1000);
         if (env == NULL)
             continue;
@@ -452,7 +394,7 @@ static void test_hello_and_stats(void **state) {
         sluice__envelope__free_unpacked(env, NULL);
     }
     assert_int_equal(stats, 3);
-    assert_true(now_ms() - t0 < 2000); /* ~250 ms apart, not seconds */
+    assert_true(svc_now_ms() - t0 < 2000); /* ~250 ms apart, not seconds */
     svc_client_close(&c);
 }
 
@@ -586,8 +528,8 @@ static void test_killed_client_frees_requests(void **state) {
     FILE *f = fdopen(pipefd[0], "r");
     char line[256];
     bool streaming = false;
-    int64_t deadline = now_ms() + 60000;
-    while (!streaming && now_ms() < deadline && fgets(line, sizeof line, f) != NULL)
+    int64_t deadline = svc_now_ms() + 60000;
+    while (!streaming && svc_now_ms() < deadline && fgets(line, sizeof line, f) != NULL)
         streaming = strncmp(line, "TOKENS", 6) == 0;
     assert_true(streaming);
     assert_true(wait_metric(g_w.http_port, "sluice_worker_requests_running", 3, 10000) == 3);
@@ -630,9 +572,9 @@ static void test_bad_input(void **state) {
     char buf[64];
     struct pollfd p = {.fd = fd, .events = POLLIN};
     /* The worker sends its handshake, then closes on ours: read until EOF. */
-    int64_t deadline = now_ms() + 5000;
+    int64_t deadline = svc_now_ms() + 5000;
     bool closed = false;
-    while (!closed && now_ms() < deadline) {
+    while (!closed && svc_now_ms() < deadline) {
         if (poll(&p, 1, 200) > 0 && read(fd, buf, sizeof buf) <= 0)
             closed = true;
     }
@@ -724,7 +666,7 @@ static void test_bad_input(void **state) {
     assert_int_equal(s->n_ids, 3);
     svc_client_close(&c);
     char body[64];
-    assert_int_equal(http_get(g_w.http_port, "/health", body, sizeof body), 200);
+    assert_int_equal(svc_http_get(g_w.http_port, "/health", body, sizeof body), 200);
 }
 
 /* A gateway speaking another protocol version is refused with one clear error. */
@@ -760,8 +702,8 @@ static void test_sigterm_drains(void **state) {
     kill(w.pid, SIGTERM);
     /* A Drain message arrives (Stats/Events may interleave). */
     bool drained = false;
-    int64_t deadline = now_ms() + 10000;
-    while (!drained && now_ms() < deadline) {
+    int64_t deadline = svc_now_ms() + 10000;
+    while (!drained && svc_now_ms() < deadline) {
         Sluice__Envelope *env = svc_client_recv(&c, 2000);
         if (env == NULL)
             continue;
@@ -773,15 +715,15 @@ static void test_sigterm_drains(void **state) {
     }
     assert_true(drained);
     char body[128];
-    assert_int_equal(http_get(w.http_port, "/ready", body, sizeof body), 503);
+    assert_int_equal(svc_http_get(w.http_port, "/ready", body, sizeof body), 503);
     assert_non_null(strstr(body, "draining"));
     /* New work is refused with CLOSED (retry elsewhere). */
     svc_submit_opts o2 = {.id = 2, .prompt = "hi", .max_tokens = 2};
     assert_int_equal(svc_client_submit(&c, &o2), 0);
     /* Collect request 1 to its end while waiting for the refusal of 2. */
     stream *s2 = new_stream();
-    deadline = now_ms() + 60000;
-    while ((s->finished + s->errors == 0 || s2->errors == 0) && now_ms() < deadline) {
+    deadline = svc_now_ms() + 60000;
+    while ((s->finished + s->errors == 0 || s2->errors == 0) && svc_now_ms() < deadline) {
         Sluice__Envelope *env = svc_client_next_event(&c, 5000);
         if (env == NULL)
             break;
@@ -837,14 +779,14 @@ static void test_drain_timeout_cancels(void **state) {
     Sluice__Envelope *env = svc_client_next_event(&c, 30000);
     assert_non_null(env);
     sluice__envelope__free_unpacked(env, NULL);
-    int64_t t0 = now_ms();
+    int64_t t0 = svc_now_ms();
     kill(w.pid, SIGTERM);
     stream *s = new_stream();
     assert_true(collect(&c, 4, s, 20000));
     assert_int_equal(s->errors, 1);
     assert_int_equal(s->error_code, CM_ERR_CLOSED);
     assert_non_null(strstr(s->error_msg, "shut down"));
-    assert_true(now_ms() - t0 >= 250);
+    assert_true(svc_now_ms() - t0 >= 250);
     svc_client_close(&c);
     assert_int_equal(wait_exit(w.pid, 30000), 0);
 }
@@ -852,8 +794,8 @@ static void test_drain_timeout_cancels(void **state) {
 /* Reads exactly n bytes (bounded by timeout_ms). */
 static bool read_full(int fd, void *buf, size_t n, int timeout_ms) {
     size_t got = 0;
-    int64_t deadline = now_ms() + timeout_ms;
-    while (got < n && now_ms() < deadline) {
+    int64_t deadline = svc_now_ms() + timeout_ms;
+    while (got < n && svc_now_ms() < deadline) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 200) <= 0)
             continue;
@@ -921,8 +863,8 @@ static void test_slow_gateway_cancelled(void **state) {
     free(frame);
     /* Do not read: the worker must give up on this request by itself. */
     double overflows = -1;
-    int64_t deadline = now_ms() + 120000;
-    while (now_ms() < deadline) {
+    int64_t deadline = svc_now_ms() + 120000;
+    while (svc_now_ms() < deadline) {
         overflows = metric(w.http_port, "sluice_worker_send_queue_overflows_total");
         if (overflows >= 1)
             break;
@@ -971,7 +913,7 @@ static void test_slow_gateway_cancelled(void **state) {
  * drain (well before its 5 s TTL could expire it). */
 static void test_registry_in_redis(void **state) {
     (void)state;
-    int rport = free_port();
+    int rport = svc_free_port();
     char port_s[16], dir[300];
     snprintf(port_s, sizeof port_s, "%d", rport);
     snprintf(dir, sizeof dir, "%s", g_tmpdir);
@@ -985,8 +927,8 @@ static void test_registry_in_redis(void **state) {
         _exit(127);
     }
     redisContext *rc = NULL;
-    int64_t deadline = now_ms() + 10000;
-    while (now_ms() < deadline) {
+    int64_t deadline = svc_now_ms() + 10000;
+    while (svc_now_ms() < deadline) {
         struct timeval tv = {.tv_sec = 1};
         rc = redisConnectWithTimeout("127.0.0.1", rport, tv);
         if (rc != NULL && rc->err == 0)
@@ -1003,8 +945,8 @@ static void test_registry_in_redis(void **state) {
     start_worker(&w, "--registry", reg, NULL);
     /* The key shows up within a couple of refreshes. */
     char key[256] = "";
-    deadline = now_ms() + 10000;
-    while (key[0] == '\0' && now_ms() < deadline) {
+    deadline = svc_now_ms() + 10000;
+    while (key[0] == '\0' && svc_now_ms() < deadline) {
         redisReply *r = redisCommand(rc, "KEYS sluice:worker:*");
         if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 1)
             snprintf(key, sizeof key, "%s", r->element[0]->str);
@@ -1027,10 +969,10 @@ static void test_registry_in_redis(void **state) {
     assert_true(ttl->integer > 0 && ttl->integer <= 5000);
     freeReplyObject(ttl);
 
-    int64_t t_term = now_ms();
+    int64_t t_term = svc_now_ms();
     kill(w.pid, SIGTERM);
     bool gone = false;
-    while (!gone && now_ms() - t_term < 3000) {
+    while (!gone && svc_now_ms() - t_term < 3000) {
         redisReply *r = redisCommand(rc, "EXISTS %s", key);
         gone = r != NULL && r->integer == 0;
         freeReplyObject(r);
@@ -1048,7 +990,7 @@ static void test_registry_in_redis(void **state) {
 static void test_registry_down_still_serves(void **state) {
     (void)state;
     char reg[64];
-    snprintf(reg, sizeof reg, "redis://127.0.0.1:%d", free_port());
+    snprintf(reg, sizeof reg, "redis://127.0.0.1:%d", svc_free_port());
     worker w;
     start_worker(&w, "--registry", reg, NULL);
     svc_client c;
