@@ -55,8 +55,8 @@ static void *panels_of(wk_dtype t, const uint8_t *w, int64_t n) {
     void *p = NULL;
     assert_int_equal(posix_memalign(&p, 64, pb), 0);
     /* in two calls, as threads would */
-    wk_cpu_panel_pack(t, w, n, 0, 1, p);
-    wk_cpu_panel_pack(t, w, n, 1, ROWS / WK_CPU_PANEL_ROWS, p);
+    wk_cpu_panel_pack(t, w, ROWS, n, 0, 1, p);
+    wk_cpu_panel_pack(t, w, ROWS, n, 1, ROWS / WK_CPU_PANEL_ROWS, p);
     return p;
 }
 
@@ -187,7 +187,8 @@ static void test_levels_and_shapes(void **state) {
     (void)state;
     assert_true(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 16, 32));
     assert_true(wk_cpu_panel_packable(WK_DTYPE_Q8_0, 49152, 576));
-    assert_false(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 300, 256)); /* rows not whole panels */
+    assert_true(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 300, 256)); /* last panel padded */
+    assert_int_equal(wk_cpu_panel_bytes(WK_DTYPE_Q4_1, 300, 256), 19 * 8 * 320);
     assert_false(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 16, 48));
     assert_false(wk_cpu_panel_packable(WK_DTYPE_F16, 16, 32));
     assert_true(wk_cpu_panel_packable(WK_DTYPE_Q4_K, 16, 256));

@@ -188,6 +188,27 @@ static inline float *out_ptr(const mm_task *t, const mm_part *p, int k) {
     return p->out + row * p->out_stride;
 }
 
+/* The last, partial panel of a part (rows r .. r1 - 1, fewer than 16): the kernel writes all
+ * 16 rows to a buffer and only the real ones are applied, as a whole panel would be. */
+static void panel_tail(const mm_task *t, const mm_part *p, const uint8_t *pan, const wk_cpu_q8 *xk,
+                       const int32_t *ck, int k0, int nk, int64_t r, int64_t r1) {
+    float y[WK_CPU_PANEL_ROWS * MM_TOKEN_TILE];
+    float *op[MM_TOKEN_TILE];
+    for (int k = 0; k < nk; k++) {
+        op[k] = y + (size_t)k * WK_CPU_PANEL_ROWS;
+    }
+    wk_cpu_panel_out po = {.out = op, .bias = NULL, .accumulate = false};
+    wk_cpu_panel_mul(p->w->type, pan, xk, ck, (size_t)(t->in / WK_CPU_QK), nk, &po, t->in);
+    for (int k = 0; k < nk; k++) {
+        float *o = out_ptr(t, p, k0 + k);
+        for (int64_t i = r; i < r1; i++) {
+            float v = y[(size_t)k * WK_CPU_PANEL_ROWS + (size_t)(i - r)];
+            v = t->accumulate ? o[i] + v : v;
+            o[i] = p->bias != NULL ? v + p->bias[i] : v;
+        }
+    }
+}
+
 static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float *scratch) {
     const wk_tensor *w = p->w;
     int64_t in = t->in;
@@ -227,14 +248,18 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
             const wk_cpu_q8 *xk = t->xq + (size_t)k0 * (size_t)nb;
             const int32_t *ck = t->xc != NULL ? t->xc + (size_t)k0 * (size_t)nb : NULL;
             for (int64_t r = r0; r < r1; r += WK_CPU_PANEL_ROWS) {
+                const uint8_t *pan = p->pan + (size_t)(r / WK_CPU_PANEL_ROWS) * pb;
+                if (r1 - r < WK_CPU_PANEL_ROWS) {
+                    panel_tail(t, p, pan, xk, ck, k0, nk, r, r1);
+                    continue;
+                }
                 for (int k = 0; k < nk; k++) {
                     op[k] = out_ptr(t, p, k0 + k) + r;
                 }
                 wk_cpu_panel_out po = {.out = op,
                                        .bias = p->bias != NULL ? p->bias + r : NULL,
                                        .accumulate = t->accumulate};
-                wk_cpu_panel_mul(w->type, p->pan + (size_t)(r / WK_CPU_PANEL_ROWS) * pb, xk, ck,
-                                 (size_t)nb, nk, &po, in);
+                wk_cpu_panel_mul(w->type, pan, xk, ck, (size_t)nb, nk, &po, in);
             }
         }
         return;
@@ -345,8 +370,8 @@ static unsigned mm_prepare(mm_task *t) {
     int64_t base = 0;
     for (int i = 0; i < t->n_parts; i++) {
         mm_part *p = &t->parts[i];
-        p->use_pan = p->pan != NULL && wk_cpu_panel_type(p->w->type) &&
-                     base % WK_CPU_PANEL_ROWS == 0 && p->w->ne[1] % WK_CPU_PANEL_ROWS == 0;
+        p->use_pan =
+            p->pan != NULL && wk_cpu_panel_type(p->w->type) && base % WK_CPU_PANEL_ROWS == 0;
         if (p->use_pan && wk_cpu_panel_kind(p->w->type) == WK_DTYPE_Q8_0) {
             need |= NEED_CORR;
         } else if (!p->use_pan && wk_cpu_packed_type(p->w->type)) {
@@ -707,8 +732,8 @@ static void repack_worker(void *ctx, int tid, int n_threads) {
         }
         const wk_tensor *t = panel_slot(r->m, i);
         if (r->dst[i] != NULL) {
-            wk_cpu_panel_pack(t->type, t->data, t->ne[0], 0, t->ne[1] / WK_CPU_PANEL_ROWS,
-                              (void *)r->dst[i]);
+            int64_t panels = (t->ne[1] + WK_CPU_PANEL_ROWS - 1) / WK_CPU_PANEL_ROWS;
+            wk_cpu_panel_pack(t->type, t->data, t->ne[1], t->ne[0], 0, panels, (void *)r->dst[i]);
         }
     }
 }

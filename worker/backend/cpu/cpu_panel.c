@@ -34,12 +34,13 @@ bool wk_cpu_panel_type(wk_dtype t) {
 }
 
 bool wk_cpu_panel_packable(wk_dtype t, int64_t rows, int64_t n) {
-    return panel_source(t) && rows > 0 && n > 0 && rows % WK_CPU_PANEL_ROWS == 0 &&
-           n % WK_CPU_QK == 0 && wk_dtype_row_bytes(t, n) > 0;
+    return panel_source(t) && rows > 0 && n > 0 && n % WK_CPU_QK == 0 &&
+           wk_dtype_row_bytes(t, n) > 0;
 }
 
 size_t wk_cpu_panel_bytes(wk_dtype t, int64_t rows, int64_t n) {
-    return (size_t)(rows / WK_CPU_PANEL_ROWS) * (size_t)(n / WK_CPU_QK) * block_bytes(t);
+    size_t panels = (size_t)((rows + WK_CPU_PANEL_ROWS - 1) / WK_CPU_PANEL_ROWS);
+    return panels * (size_t)(n / WK_CPU_QK) * block_bytes(t);
 }
 
 /* Row r of panel-block o from one 32-input block s in GGUF form of type st (Q4_0, Q4_1 or
@@ -70,6 +71,18 @@ static void put_row(wk_dtype st, const uint8_t *s, uint8_t *o, int r) {
     }
 }
 
+/* Row r of panel-block o as zeros (kind: the panel layout). */
+static void zero_row(wk_dtype kind, uint8_t *o, int r) {
+    int vectors = kind == WK_DTYPE_Q8_0 ? 8 : 4;
+    for (int j = 0; j < vectors; j++) {
+        memset(o + 64 * j + 4 * r, 0, 4);
+    }
+    memset(o + 64 * vectors + 2 * r, 0, 2); /* d */
+    if (kind != WK_DTYPE_Q8_0) {
+        memset(o + 288 + 2 * r, 0, 2); /* m */
+    }
+}
+
 /* Q5_K / Q6_K block (256 inputs) -> 8 Q8_0 blocks (34 bytes each) of its values requantized
  * (absmax / 127 per 32, as the activations are): the kernels' only lossy step on weights. */
 static void k_to_q8_0(wk_dtype t, const uint8_t *src, uint8_t *dst) {
@@ -84,7 +97,8 @@ static void k_to_q8_0(wk_dtype t, const uint8_t *src, uint8_t *dst) {
     }
 }
 
-void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t n, int64_t p0, int64_t p1, void *dst) {
+void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t rows, int64_t n, int64_t p0, int64_t p1,
+                       void *dst) {
     int64_t nb = n / WK_CPU_QK;
     size_t rb = wk_dtype_row_bytes(t, n), bb = block_bytes(t);
     int64_t sub = wk_dtype_block_elems(t) / WK_CPU_QK; /* 32-input blocks per source block */
@@ -93,6 +107,15 @@ void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t n, int64_t p0, int64_t
     for (int64_t p = p0; p < p1; p++) {
         for (int64_t sb = 0; sb < nb / sub; sb++) {
             for (int r = 0; r < WK_CPU_PANEL_ROWS; r++) {
+                if (p * WK_CPU_PANEL_ROWS + r >= rows) {
+                    /* padding of a last partial panel: d = m = 0 makes every product 0 */
+                    for (int64_t i = 0; i < sub; i++) {
+                        uint8_t *o =
+                            (uint8_t *)dst + ((size_t)p * (size_t)nb + (size_t)(sb * sub + i)) * bb;
+                        zero_row(wk_cpu_panel_kind(t), o, r);
+                    }
+                    continue;
+                }
                 const uint8_t *s = (const uint8_t *)w + (size_t)(p * WK_CPU_PANEL_ROWS + r) * rb +
                                    (size_t)sb * src_bb;
                 wk_dtype st = t;

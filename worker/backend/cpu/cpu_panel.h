@@ -47,16 +47,18 @@ bool wk_cpu_panel_type(wk_dtype t);
 wk_dtype wk_cpu_panel_kind(wk_dtype t);
 
 /* wk_cpu_panel_packable: true when a (rows, n) weight of type t can be repacked (t a panel
- * type at some level, rows a multiple of 16, n of 32). Independent of the level in effect. */
+ * type at some level, n whole blocks of t and a multiple of 32). Independent of the level in
+ * effect. A last partial panel (rows not a multiple of 16) is padded with zero rows. */
 bool wk_cpu_panel_packable(wk_dtype t, int64_t rows, int64_t n);
 
-/* Bytes of the panels of a packable (rows, n) weight of type t. */
+/* Bytes of the panels of a packable (rows, n) weight of type t (ceil(rows / 16) panels). */
 size_t wk_cpu_panel_bytes(wk_dtype t, int64_t rows, int64_t n);
 
 /* Repacks panels [p0, p1) of the packable weight w: (rows, n) in GGUF layout into dst, which
  * holds all the weight's panels (wk_cpu_panel_bytes; 64-byte aligned is fastest). Disjoint
  * panel ranges may be packed from different threads. */
-void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t n, int64_t p0, int64_t p1, void *dst);
+void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t rows, int64_t n, int64_t p0, int64_t p1,
+                       void *dst);
 
 /* The Q8_0 panels' activation correction: c[b] = -128 * sum(x[b].qs) for nb blocks. */
 void wk_cpu_q8_corr(const wk_cpu_q8 *x, int32_t *c, int64_t nb);
