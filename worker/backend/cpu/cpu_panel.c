@@ -30,7 +30,10 @@ static size_t block_bytes(wk_dtype t) {
 }
 
 bool wk_cpu_panel_type(wk_dtype t) {
-    return panel_source(t) && HAVE_X86 && wk_cpu_kernels_isa() == WK_CPU_ISA_AVX512;
+    wk_cpu_isa isa = wk_cpu_kernels_isa();
+    return panel_source(t) && HAVE_X86 &&
+           (isa == WK_CPU_ISA_AVX512 ||
+            (isa == WK_CPU_ISA_AVX2 && wk_cpu_panel_kind(t) == WK_DTYPE_Q4_1));
 }
 
 bool wk_cpu_panel_packable(wk_dtype t, int64_t rows, int64_t n) {
@@ -275,12 +278,83 @@ AVX512 static void q8p_mul(const uint8_t *p, const wk_cpu_q8 *x, const int32_t *
 #undef Q8P_CALL
     }
 }
+/*
+ * AVX2 (Q4 panels only): the 16 rows as two halves of 8 (the 32-byte halves of each 64-byte
+ * vector), one half over all blocks, then the other, for up to PANEL_TILE_AVX2 tokens (16
+ * registers). vpmaddubsw products of 4-bit weights and 8-bit activations (at most 3,810 per
+ * 16-bit lane) summed over the block's 8 steps stay below 32,767, so a block costs 8
+ * multiplies, 7 16-bit adds and one widening vpmaddwd per token and half.
+ */
+#define PANEL_TILE_AVX2 4
+
+AVX2 static INLINE void q4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int nt,
+                                      const wk_cpu_panel_out *o, int64_t nb, int h) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[PANEL_TILE_AVX2];
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+        acc[k] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, p += Q4P_BYTES) {
+        __m256i w[8];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m256i v = _mm256_load_si256((const __m256i *)(p + 64 * j + 32 * h));
+            w[j] = _mm256_and_si256(v, low4);
+            w[j + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + 256 + 16 * h)));
+        __m256 mw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + 288 + 16 * h)));
+#pragma GCC unroll 4
+        for (int k = 0; k < nt; k++) {
+            const wk_cpu_q8 *xb = x + (size_t)k * xs + b;
+            __m256i s16 = _mm256_maddubs_epi16(w[0], _mm256_set1_epi32(act4(xb, 0)));
+#pragma GCC unroll 8
+            for (int j = 1; j < 8; j++) {
+                s16 = _mm256_add_epi16(s16,
+                                       _mm256_maddubs_epi16(w[j], _mm256_set1_epi32(act4(xb, j))));
+            }
+            __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+            __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb->d));
+            acc[k] = _mm256_fmadd_ps(f, scale, acc[k]);
+            acc[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(xb->s), acc[k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+        float *out = o->out[k] + 8 * h;
+        __m256 v = acc[k];
+        if (o->accumulate) {
+            v = _mm256_add_ps(_mm256_loadu_ps(out), v);
+        }
+        if (o->bias != NULL) {
+            v = _mm256_add_ps(v, _mm256_loadu_ps(o->bias + 8 * h));
+        }
+        _mm256_storeu_ps(out, v);
+    }
+}
+
+AVX2 static void q4p_mul_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int n_tok,
+                              const wk_cpu_panel_out *o, int64_t nb) {
+    for (int k0 = 0; k0 < n_tok; k0 += PANEL_TILE_AVX2) {
+        int nt = n_tok - k0 < PANEL_TILE_AVX2 ? n_tok - k0 : PANEL_TILE_AVX2;
+        const wk_cpu_q8 *xk = x + (size_t)k0 * xs;
+        wk_cpu_panel_out ok = out_from(o, k0);
+        for (int h = 0; h < 2; h++) {
+#define Q4H_CALL(c) q4p_half_avx2(p, xk, xs, c, &ok, nb, h)
+            WK_CPU_CASES_4(nt, Q4H_CALL)
+#undef Q4H_CALL
+        }
+    }
+}
 #endif /* HAVE_X86 */
 
 void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_q8 *x, const int32_t *corr,
                       size_t x_stride, int n_tok, const wk_cpu_panel_out *out, int64_t n) {
 #if HAVE_X86
-    if (wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0) {
+    if (wk_cpu_kernels_isa() != WK_CPU_ISA_AVX512) { /* AVX2: Q4 panels only */
+        q4p_mul_avx2(panel, x, x_stride, n_tok, out, n / WK_CPU_QK);
+    } else if (wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0) {
         q8p_mul(panel, x, corr, x_stride, n_tok, out, n / WK_CPU_QK);
     } else {
         q4p_mul(panel, x, x_stride, n_tok, out, n / WK_CPU_QK);
