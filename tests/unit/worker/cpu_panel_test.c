@@ -214,10 +214,10 @@ static void test_levels_and_shapes(void **state) {
                      wk_dtype_row_bytes(WK_DTYPE_Q4_1, 576) * 32);
     assert_int_equal(wk_cpu_panel_bytes(WK_DTYPE_Q8_0, 32, 576),
                      wk_dtype_row_bytes(WK_DTYPE_Q8_0, 576) * 32);
-    if (wk_cpu_kernels_use(WK_CPU_ISA_AVX2) == WK_CPU_ISA_AVX2) { /* Q4 panels only */
+    if (wk_cpu_kernels_use(WK_CPU_ISA_AVX2) == WK_CPU_ISA_AVX2) {
         assert_true(wk_cpu_panel_type(WK_DTYPE_Q4_K));
-        assert_false(wk_cpu_panel_type(WK_DTYPE_Q8_0));
-        assert_false(wk_cpu_panel_type(WK_DTYPE_Q6_K));
+        assert_true(wk_cpu_panel_type(WK_DTYPE_Q8_0));
+        assert_true(wk_cpu_panel_type(WK_DTYPE_Q6_K));
     }
     wk_cpu_kernels_use(WK_CPU_ISA_SCALAR);
     assert_false(wk_cpu_panel_type(WK_DTYPE_Q4_1));

@@ -31,9 +31,7 @@ static size_t block_bytes(wk_dtype t) {
 
 bool wk_cpu_panel_type(wk_dtype t) {
     wk_cpu_isa isa = wk_cpu_kernels_isa();
-    return panel_source(t) && HAVE_X86 &&
-           (isa == WK_CPU_ISA_AVX512 ||
-            (isa == WK_CPU_ISA_AVX2 && wk_cpu_panel_kind(t) == WK_DTYPE_Q4_1));
+    return panel_source(t) && HAVE_X86 && isa >= WK_CPU_ISA_AVX2;
 }
 
 bool wk_cpu_panel_packable(wk_dtype t, int64_t rows, int64_t n) {
@@ -279,13 +277,30 @@ AVX512 static void q8p_mul(const uint8_t *p, const wk_cpu_q8 *x, const int32_t *
     }
 }
 /*
- * AVX2 (Q4 panels only): the 16 rows as two halves of 8 (the 32-byte halves of each 64-byte
+ * AVX2: the 16 rows as two halves of 8 (the 32-byte halves of each 64-byte
  * vector), one half over all blocks, then the other, for up to PANEL_TILE_AVX2 tokens (16
  * registers). vpmaddubsw products of 4-bit weights and 8-bit activations (at most 3,810 per
  * 16-bit lane) summed over the block's 8 steps stay below 32,767, so a block costs 8
  * multiplies, 7 16-bit adds and one widening vpmaddwd per token and half.
  */
 #define PANEL_TILE_AVX2 4
+
+/* Rows 8h .. 8h + 7 of out[k] = (out[k] if accumulating) + acc[k] (+ bias). */
+AVX2 static INLINE void store_half_avx2(const __m256 *acc, int nt, const wk_cpu_panel_out *o,
+                                        int h) {
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+        float *out = o->out[k] + 8 * h;
+        __m256 v = acc[k];
+        if (o->accumulate) {
+            v = _mm256_add_ps(_mm256_loadu_ps(out), v);
+        }
+        if (o->bias != NULL) {
+            v = _mm256_add_ps(v, _mm256_loadu_ps(o->bias + 8 * h));
+        }
+        _mm256_storeu_ps(out, v);
+    }
+}
 
 AVX2 static INLINE void q4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int nt,
                                       const wk_cpu_panel_out *o, int64_t nb, int h) {
@@ -320,30 +335,64 @@ AVX2 static INLINE void q4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size
             acc[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(xb->s), acc[k]);
         }
     }
-#pragma GCC unroll 4
-    for (int k = 0; k < nt; k++) {
-        float *out = o->out[k] + 8 * h;
-        __m256 v = acc[k];
-        if (o->accumulate) {
-            v = _mm256_add_ps(_mm256_loadu_ps(out), v);
-        }
-        if (o->bias != NULL) {
-            v = _mm256_add_ps(v, _mm256_loadu_ps(o->bias + 8 * h));
-        }
-        _mm256_storeu_ps(out, v);
-    }
+    store_half_avx2(acc, nt, o, h);
 }
 
-AVX2 static void q4p_mul_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int n_tok,
-                              const wk_cpu_panel_out *o, int64_t nb) {
+/*
+ * AVX2 Q8_0 panels: vpmaddubsw needs one unsigned operand, and 8-bit weights times 8-bit
+ * activations would saturate its 16-bit sums, so each step multiplies |w| by x carrying w's
+ * sign (vpsignb) and widens at once (vpmaddwd). The integer sum is exactly the AVX-512 one
+ * (the dot of w with x), so the Q8_0 correction is not needed here.
+ */
+AVX2 static INLINE void q8p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int nt,
+                                      const wk_cpu_panel_out *o, int64_t nb, int h) {
+    const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    __m256 acc[PANEL_TILE_AVX2];
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+        acc[k] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, p += Q8P_BYTES) {
+        __m256i ws[8], wa[8]; /* signed weights and their magnitudes */
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            ws[j] =
+                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * h)), bias);
+            wa[j] = _mm256_abs_epi8(ws[j]);
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 512 + 16 * h)));
+#pragma GCC unroll 4
+        for (int k = 0; k < nt; k++) {
+            const wk_cpu_q8 *xb = x + (size_t)k * xs + b;
+            __m256i i = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                __m256i sx = _mm256_sign_epi8(_mm256_set1_epi32(act4(xb, j)), ws[j]);
+                i = _mm256_add_epi32(i, _mm256_madd_epi16(_mm256_maddubs_epi16(wa[j], sx), ones));
+            }
+            __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb->d));
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, acc[k]);
+        }
+    }
+    store_half_avx2(acc, nt, o, h);
+}
+
+AVX2 static void panel_mul_avx2(bool q8, const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int n_tok,
+                                const wk_cpu_panel_out *o, int64_t nb) {
     for (int k0 = 0; k0 < n_tok; k0 += PANEL_TILE_AVX2) {
         int nt = n_tok - k0 < PANEL_TILE_AVX2 ? n_tok - k0 : PANEL_TILE_AVX2;
         const wk_cpu_q8 *xk = x + (size_t)k0 * xs;
         wk_cpu_panel_out ok = out_from(o, k0);
         for (int h = 0; h < 2; h++) {
+            if (q8) {
+#define Q8H_CALL(c) q8p_half_avx2(p, xk, xs, c, &ok, nb, h)
+                WK_CPU_CASES_4(nt, Q8H_CALL)
+#undef Q8H_CALL
+            } else {
 #define Q4H_CALL(c) q4p_half_avx2(p, xk, xs, c, &ok, nb, h)
-            WK_CPU_CASES_4(nt, Q4H_CALL)
+                WK_CPU_CASES_4(nt, Q4H_CALL)
 #undef Q4H_CALL
+            }
         }
     }
 }
@@ -352,8 +401,9 @@ AVX2 static void q4p_mul_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, i
 void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_q8 *x, const int32_t *corr,
                       size_t x_stride, int n_tok, const wk_cpu_panel_out *out, int64_t n) {
 #if HAVE_X86
-    if (wk_cpu_kernels_isa() != WK_CPU_ISA_AVX512) { /* AVX2: Q4 panels only */
-        q4p_mul_avx2(panel, x, x_stride, n_tok, out, n / WK_CPU_QK);
+    if (wk_cpu_kernels_isa() != WK_CPU_ISA_AVX512) {
+        panel_mul_avx2(wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0, panel, x, x_stride, n_tok, out,
+                       n / WK_CPU_QK);
     } else if (wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0) {
         q8p_mul(panel, x, corr, x_stride, n_tok, out, n / WK_CPU_QK);
     } else {

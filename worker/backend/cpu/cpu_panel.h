@@ -40,8 +40,7 @@
 
 /* wk_cpu_panel_type: true when the kernel level in effect has panel kernels for weights of
  * type t: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K at WK_CPU_ISA_AVX512 (vpdpbusd, 16 rows per
- * instruction); the Q4 panels (Q4_0, Q4_1, Q4_K) also at WK_CPU_ISA_AVX2 (vpmaddubsw, two
- * halves of 8 rows). */
+ * instruction) and at WK_CPU_ISA_AVX2 (vpmaddubsw, two halves of 8 rows). */
 bool wk_cpu_panel_type(wk_dtype t);
 
 /* wk_cpu_panel_kind: the panel layout weights of type t are packed into: WK_DTYPE_Q8_0 (Q8_0,
