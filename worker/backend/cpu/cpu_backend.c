@@ -364,7 +364,7 @@ static void mm_worker(void *ctx, int tid, int n_threads) {
 /* Decides which parts run the panel kernels and returns what the quantized input needs
  * besides xq (NEED_*). A part's panels are used when the level has the kernels and the part
  * starts on a panel boundary of the task's rows (work items are multiples of 16 rows, so every
- * item of the part then covers whole panels). */
+ * item of the part then starts on a panel; only the part's last panel may be partial). */
 static unsigned mm_prepare(mm_task *t) {
     unsigned need = 0;
     int64_t base = 0;
