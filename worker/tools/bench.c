@@ -27,6 +27,8 @@
 
 #include "../../common/cm_clock.h"
 #include "backend.h"
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_panel.h"
 #include "engine.h"
 #include "gguf.h"
 #include "model.h"
@@ -588,7 +590,15 @@ int main(int argc, char **argv) {
            model.name, o.synthetic != NULL ? "synthetic" : o.model, model.hp.n_layer,
            model.hp.n_embd, model.hp.n_head, model.hp.n_head_kv, model.hp.n_vocab,
            (double)model.weight_bytes / 1e6);
-    printf("backend: %s, threads %d, kv %s\n", ops->name, n_threads, wk_dtype_name(cfg.kv_dtype));
+    printf("backend: %s, threads %d, kv %s", ops->name, n_threads, wk_dtype_name(cfg.kv_dtype));
+    if (ops == &wk_backend_cpu) {
+        /* which CPU kernels ran: figures differ several-fold between them */
+        static const char *const isa[] = {"scalar", "avx2", "avx512"};
+        wk_dtype wt = model.layers[0].w_gate.type;
+        printf(", kernels %s, %s weights %s", isa[wk_cpu_kernels_isa()], wk_dtype_name(wt),
+               wk_cpu_panel_type(wt) ? "in 16-row panels" : "in GGUF rows");
+    }
+    printf("\n");
     printf("load: %.0f ms\n", load_ms);
 
     /* Warm-up: first touches of weights and scratch are not what we measure. */
