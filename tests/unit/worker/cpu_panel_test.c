@@ -30,6 +30,13 @@ static uint8_t *random_weight(wk_dtype t, int64_t n, uint32_t *rng) {
     size_t rb = wk_dtype_row_bytes(t, n), bsz = wk_dtype_block_bytes(t);
     uint8_t *w = malloc(rb * ROWS);
     assert_non_null(w);
+    if (t == WK_DTYPE_F16) { /* finite values */
+        for (size_t i = 0; i < rb * ROWS / 2; i++) {
+            uint16_t h = wk_f32_to_f16(0.05f * ((float)(next(rng) % 2001) / 1000.0f - 1.0f));
+            memcpy(w + 2 * i, &h, 2);
+        }
+        return w;
+    }
     for (size_t i = 0; i < rb * ROWS; i++) {
         w[i] = (uint8_t)next(rng);
     }
@@ -60,9 +67,10 @@ static void *panels_of(wk_dtype t, const uint8_t *w, int64_t n) {
     return p;
 }
 
-/* Runs tokens [k0, k0 + nt) over both panels into y: (NT, ROWS). */
-static void run(wk_dtype t, const uint8_t *pan, int64_t n, const wk_cpu_q8 *xq, const int32_t *corr,
-                int k0, int nt, float *y, const float *bias, bool acc) {
+/* Runs tokens [k0, k0 + nt) over both panels into y: (NT, ROWS); F16 panels take the f32
+ * activations xf, the others xq (and corr). */
+static void run(wk_dtype t, const uint8_t *pan, int64_t n, const float *xf, const wk_cpu_q8 *xq,
+                const int32_t *corr, int k0, int nt, float *y, const float *bias, bool acc) {
     int64_t nb = n / 32;
     size_t pb = wk_cpu_panel_bytes(t, WK_CPU_PANEL_ROWS, n);
     for (int p = 0; p < ROWS / WK_CPU_PANEL_ROWS; p++) {
@@ -73,6 +81,11 @@ static void run(wk_dtype t, const uint8_t *pan, int64_t n, const wk_cpu_q8 *xq, 
         wk_cpu_panel_out o = {.out = out,
                               .bias = bias != NULL ? bias + p * WK_CPU_PANEL_ROWS : NULL,
                               .accumulate = acc};
+        if (t == WK_DTYPE_F16) {
+            wk_cpu_panel_mul_f32(pan + (size_t)p * pb, xf + (size_t)k0 * (size_t)n, (size_t)n, nt,
+                                 &o, n);
+            continue;
+        }
         wk_cpu_panel_mul(t, pan + (size_t)p * pb, xq + (size_t)k0 * (size_t)nb,
                          corr + (size_t)k0 * (size_t)nb, (size_t)nb, nt, &o, n);
     }
@@ -80,8 +93,8 @@ static void run(wk_dtype t, const uint8_t *pan, int64_t n, const wk_cpu_q8 *xq, 
 
 /* Every panel type the level in effect has. */
 static void check_level(void) {
-    const wk_dtype types[] = {WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q8_0,
-                              WK_DTYPE_Q4_K, WK_DTYPE_Q5_K, WK_DTYPE_Q6_K};
+    const wk_dtype types[] = {WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q8_0, WK_DTYPE_Q4_K,
+                              WK_DTYPE_Q5_K, WK_DTYPE_Q6_K, WK_DTYPE_F16};
     const int64_t widths[] = {32, 96, 576, 1536}, k_widths[] = {256, 768, 1536, 2048};
     uint32_t rng = 99;
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
@@ -113,7 +126,7 @@ static void check_level(void) {
             /* each token alone: against the double-precision dot of the dequantized row with
              * the dequantized activations */
             for (int k = 0; k < NT; k++) {
-                run(t, pan, n, xq, corr, k, 1, y1, NULL, false);
+                run(t, pan, n, xf, xq, corr, k, 1, y1, NULL, false);
             }
             for (int r = 0; r < ROWS; r++) {
                 wk_dequantize_row(t, w + (size_t)r * wk_dtype_row_bytes(t, n), wf, n);
@@ -126,7 +139,9 @@ static void check_level(void) {
                         double amax = 0, xs = 0;
                         for (int64_t i = b0; i < b0 + 32; i++) {
                             const wk_cpu_q8 *b = &xq[k * nb + i / 32];
-                            double xd = (double)b->d * b->qs[i % 32];
+                            /* F16 panels multiply the f32 activations themselves */
+                            double xd = t == WK_DTYPE_F16 ? (double)xf[k * n + i]
+                                                          : (double)b->d * b->qs[i % 32];
                             want += (double)wf[i] * xd;
                             mag += fabs((double)wf[i] * xd);
                             amax = fabs(wf[i]) > amax ? fabs(wf[i]) : amax;
@@ -148,7 +163,7 @@ static void check_level(void) {
             for (int nt = 1; nt <= NT; nt++) {
                 for (int k0 = 0; k0 + nt <= NT; k0 += nt) {
                     memset(y, 0xFF, sizeof(float) * NT * ROWS);
-                    run(t, pan, n, xq, corr, k0, nt, y, NULL, false);
+                    run(t, pan, n, xf, xq, corr, k0, nt, y, NULL, false);
                     if (memcmp(y + k0 * ROWS, y1 + k0 * ROWS, sizeof(float) * nt * ROWS) != 0) {
                         fail_msg("%s n %lld: tokens %d..%d in a tile of %d differ",
                                  wk_dtype_name(t), (long long)n, k0, k0 + nt - 1, nt);
@@ -163,7 +178,7 @@ static void check_level(void) {
             for (int i = 0; i < NT * ROWS; i++) {
                 y[i] = (float)(i % 7) - 2.5f;
             }
-            run(t, pan, n, xq, corr, 0, NT, y, bias, true);
+            run(t, pan, n, xf, xq, corr, 0, NT, y, bias, true);
             for (int i = 0; i < NT * ROWS; i++) {
                 float want = ((float)(i % 7) - 2.5f + y1[i]) + bias[i % ROWS];
                 assert_memory_equal(&y[i], &want, sizeof(float));
@@ -205,7 +220,8 @@ static void test_levels_and_shapes(void **state) {
     assert_true(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 300, 256)); /* last panel padded */
     assert_int_equal(wk_cpu_panel_bytes(WK_DTYPE_Q4_1, 300, 256), 19 * 8 * 320);
     assert_false(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 16, 48));
-    assert_false(wk_cpu_panel_packable(WK_DTYPE_F16, 16, 32));
+    assert_true(wk_cpu_panel_packable(WK_DTYPE_F16, 16, 32));
+    assert_false(wk_cpu_panel_packable(WK_DTYPE_F32, 16, 32));
     assert_true(wk_cpu_panel_packable(WK_DTYPE_Q4_K, 16, 256));
     assert_false(wk_cpu_panel_packable(WK_DTYPE_Q6_K, 16, 288)); /* not whole K-quant blocks */
     assert_false(wk_cpu_panel_packable(WK_DTYPE_BF16, 16, 256));

@@ -188,6 +188,17 @@ static inline float *out_ptr(const mm_task *t, const mm_part *p, int k) {
     return p->out + row * p->out_stride;
 }
 
+/* One panel against tokens k0 .. k0 + nk - 1 (their quantized rows at xk, corrections at
+ * ck; F16 panels read the f32 input instead). */
+static void panel_run(const mm_task *t, const mm_part *p, const uint8_t *pan, const wk_cpu_q8 *xk,
+                      const int32_t *ck, int k0, int nk, const wk_cpu_panel_out *po) {
+    if (wk_cpu_panel_kind(p->w->type) == WK_DTYPE_F16) {
+        wk_cpu_panel_mul_f32(pan, t->x + (size_t)k0 * (size_t)t->in, (size_t)t->in, nk, po, t->in);
+    } else {
+        wk_cpu_panel_mul(p->w->type, pan, xk, ck, (size_t)(t->in / WK_CPU_QK), nk, po, t->in);
+    }
+}
+
 /* The last, partial panel of a part (rows r .. r1 - 1, fewer than 16): the kernel writes all
  * 16 rows to a buffer and only the real ones are applied, as a whole panel would be. */
 static void panel_tail(const mm_task *t, const mm_part *p, const uint8_t *pan, const wk_cpu_q8 *xk,
@@ -198,7 +209,7 @@ static void panel_tail(const mm_task *t, const mm_part *p, const uint8_t *pan, c
         op[k] = y + (size_t)k * WK_CPU_PANEL_ROWS;
     }
     wk_cpu_panel_out po = {.out = op, .bias = NULL, .accumulate = false};
-    wk_cpu_panel_mul(p->w->type, pan, xk, ck, (size_t)(t->in / WK_CPU_QK), nk, &po, t->in);
+    panel_run(t, p, pan, xk, ck, k0, nk, &po);
     for (int k = 0; k < nk; k++) {
         float *o = out_ptr(t, p, k0 + k);
         for (int64_t i = r; i < r1; i++) {
@@ -259,7 +270,7 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
                 wk_cpu_panel_out po = {.out = op,
                                        .bias = p->bias != NULL ? p->bias + r : NULL,
                                        .accumulate = t->accumulate};
-                wk_cpu_panel_mul(w->type, pan, xk, ck, (size_t)nb, nk, &po, in);
+                panel_run(t, p, pan, xk, ck, k0, nk, &po);
             }
         }
         return;

@@ -10,23 +10,28 @@
 
 #include "cpu_simd_impl.h"
 
-#define Q4P_BYTES 320 /* 16 rows x 16 nibble bytes + 16 d + 16 m (f16) */
-#define Q8P_BYTES 544 /* 16 rows x 32 bytes + 16 d (f16) */
+#define Q4P_BYTES 320   /* 16 rows x 16 nibble bytes + 16 d + 16 m (f16) */
+#define Q8P_BYTES 544   /* 16 rows x 32 bytes + 16 d (f16) */
+#define F16P_BYTES 1024 /* 32 inputs x 16 rows (f16) */
 /* Tokens whose accumulators a kernel keeps in registers at once. */
 #define PANEL_TILE 8
 
 static bool panel_source(wk_dtype t) {
     return t == WK_DTYPE_Q4_0 || t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q8_0 || t == WK_DTYPE_Q4_K ||
-           t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K;
+           t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K || t == WK_DTYPE_F16;
 }
 
 wk_dtype wk_cpu_panel_kind(wk_dtype t) {
+    if (t == WK_DTYPE_F16) {
+        return WK_DTYPE_F16;
+    }
     return t == WK_DTYPE_Q8_0 || t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K ? WK_DTYPE_Q8_0
                                                                           : WK_DTYPE_Q4_1;
 }
 
 static size_t block_bytes(wk_dtype t) {
-    return wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0 ? Q8P_BYTES : Q4P_BYTES;
+    wk_dtype kind = wk_cpu_panel_kind(t);
+    return kind == WK_DTYPE_F16 ? F16P_BYTES : kind == WK_DTYPE_Q8_0 ? Q8P_BYTES : Q4P_BYTES;
 }
 
 bool wk_cpu_panel_type(wk_dtype t) {
@@ -47,6 +52,12 @@ size_t wk_cpu_panel_bytes(wk_dtype t, int64_t rows, int64_t n) {
 /* Row r of panel-block o from one 32-input block s in GGUF form of type st (Q4_0, Q4_1 or
  * Q8_0). */
 static void put_row(wk_dtype st, const uint8_t *s, uint8_t *o, int r) {
+    if (st == WK_DTYPE_F16) { /* 32 inputs: input i of row r at (16 i + r) */
+        for (int i = 0; i < WK_CPU_QK; i++) {
+            memcpy(o + 2 * (WK_CPU_PANEL_ROWS * i + r), s + 2 * i, 2);
+        }
+        return;
+    }
     if (st == WK_DTYPE_Q8_0) { /* d, qs[32] */
         for (int j = 0; j < 8; j++) {
             for (int e = 0; e < 4; e++) {
@@ -74,6 +85,12 @@ static void put_row(wk_dtype st, const uint8_t *s, uint8_t *o, int r) {
 
 /* Row r of panel-block o as zeros (kind: the panel layout). */
 static void zero_row(wk_dtype kind, uint8_t *o, int r) {
+    if (kind == WK_DTYPE_F16) {
+        for (int i = 0; i < WK_CPU_QK; i++) {
+            memset(o + 2 * (WK_CPU_PANEL_ROWS * i + r), 0, 2);
+        }
+        return;
+    }
     int vectors = kind == WK_DTYPE_Q8_0 ? 8 : 4;
     for (int j = 0; j < vectors; j++) {
         memset(o + 64 * j + 4 * r, 0, 4);
@@ -102,8 +119,9 @@ void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t rows, int64_t n, int64
                        void *dst) {
     int64_t nb = n / WK_CPU_QK;
     size_t rb = wk_dtype_row_bytes(t, n), bb = block_bytes(t);
-    int64_t sub = wk_dtype_block_elems(t) / WK_CPU_QK; /* 32-input blocks per source block */
-    size_t src_bb = wk_dtype_block_bytes(t);
+    /* 32-input blocks per source block (F16: 32 elements taken as one block) */
+    int64_t sub = t == WK_DTYPE_F16 ? 1 : wk_dtype_block_elems(t) / WK_CPU_QK;
+    size_t src_bb = t == WK_DTYPE_F16 ? 2 * WK_CPU_QK : wk_dtype_block_bytes(t);
     uint8_t conv[8 * 34]; /* one K-quant block as 32-input blocks */
     for (int64_t p = p0; p < p1; p++) {
         for (int64_t sb = 0; sb < nb / sub; sb++) {
@@ -245,6 +263,44 @@ AVX512 static INLINE void q8p_tile(const uint8_t *p, const wk_cpu_q8 *x, const i
     store_tile(acc, nt, o);
 }
 
+/* F16 panel against nt tokens of f32 activations (x + k * xs): per input, the 16 rows
+ * converted once and one multiply-add per token, in four chains per token (inputs i mod 4;
+ * one token alone is otherwise bound by the multiply-add latency), the same for every nt. */
+#define F16_TILE 4
+
+AVX512 static INLINE void f16p_tile(const uint8_t *p, const float *x, size_t xs, int nt,
+                                    const wk_cpu_panel_out *o, int64_t n) {
+    __m512 a[F16_TILE][4];
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            a[k][c] = _mm512_setzero_ps();
+        }
+    }
+    for (int64_t i = 0; i < n; i += 4, p += 128) {
+        __m512 w[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            w[c] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + 32 * c)));
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < nt; k++) {
+            const float *xk = x + (size_t)k * xs + (size_t)i;
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                a[k][c] = _mm512_fmadd_ps(w[c], _mm512_set1_ps(xk[c]), a[k][c]);
+            }
+        }
+    }
+    __m512 acc[F16_TILE];
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+        acc[k] = _mm512_add_ps(_mm512_add_ps(a[k][0], a[k][1]), _mm512_add_ps(a[k][2], a[k][3]));
+    }
+    store_tile(acc, nt, o);
+}
+
 /* The part of o for tokens k0 .. */
 static INLINE wk_cpu_panel_out out_from(const wk_cpu_panel_out *o, int k0) {
     wk_cpu_panel_out r = *o;
@@ -377,6 +433,68 @@ AVX2 static INLINE void q8p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size
     store_half_avx2(acc, nt, o, h);
 }
 
+/* AVX2 F16 panels, rows 8h .. 8h + 7; arithmetic per token as in f16p_tile. */
+#define F16_TILE_AVX2 2
+
+AVX2 static INLINE void f16p_half_avx2(const uint8_t *p, const float *x, size_t xs, int nt,
+                                       const wk_cpu_panel_out *o, int64_t n, int h) {
+    __m256 a[F16_TILE_AVX2][4];
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            a[k][c] = _mm256_setzero_ps();
+        }
+    }
+    for (int64_t i = 0; i < n; i += 4, p += 128) {
+        __m256 w[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            w[c] = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + 32 * c + 16 * h)));
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < nt; k++) {
+            const float *xk = x + (size_t)k * xs + (size_t)i;
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                a[k][c] = _mm256_fmadd_ps(w[c], _mm256_set1_ps(xk[c]), a[k][c]);
+            }
+        }
+    }
+    __m256 acc[F16_TILE_AVX2];
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+        acc[k] = _mm256_add_ps(_mm256_add_ps(a[k][0], a[k][1]), _mm256_add_ps(a[k][2], a[k][3]));
+    }
+    store_half_avx2(acc, nt, o, h);
+}
+
+AVX2 static void f16_mul_avx2(const uint8_t *p, const float *x, size_t xs, int n_tok,
+                              const wk_cpu_panel_out *o, int64_t n) {
+    for (int k0 = 0; k0 < n_tok; k0 += F16_TILE_AVX2) {
+        int nt = n_tok - k0 < F16_TILE_AVX2 ? n_tok - k0 : F16_TILE_AVX2;
+        const float *xk = x + (size_t)k0 * xs;
+        wk_cpu_panel_out ok = out_from(o, k0);
+        for (int h = 0; h < 2; h++) {
+#define F16H_CALL(c) f16p_half_avx2(p, xk, xs, c, &ok, n, h)
+            WK_CPU_CASES_2(nt, F16H_CALL)
+#undef F16H_CALL
+        }
+    }
+}
+
+AVX512 static void f16_mul(const uint8_t *p, const float *x, size_t xs, int n_tok,
+                           const wk_cpu_panel_out *o, int64_t n) {
+    for (int k0 = 0; k0 < n_tok; k0 += F16_TILE) {
+        int nt = n_tok - k0 < F16_TILE ? n_tok - k0 : F16_TILE;
+        const float *xk = x + (size_t)k0 * xs;
+        wk_cpu_panel_out ok = out_from(o, k0);
+#define F16P_CALL(c) f16p_tile(p, xk, xs, c, &ok, n)
+        WK_CPU_CASES_4(nt, F16P_CALL)
+#undef F16P_CALL
+    }
+}
+
 AVX2 static void panel_mul_avx2(bool q8, const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int n_tok,
                                 const wk_cpu_panel_out *o, int64_t nb) {
     for (int k0 = 0; k0 < n_tok; k0 += PANEL_TILE_AVX2) {
@@ -397,6 +515,24 @@ AVX2 static void panel_mul_avx2(bool q8, const uint8_t *p, const wk_cpu_q8 *x, s
     }
 }
 #endif /* HAVE_X86 */
+
+void wk_cpu_panel_mul_f32(const void *panel, const float *x, size_t x_stride, int n_tok,
+                          const wk_cpu_panel_out *out, int64_t n) {
+#if HAVE_X86
+    if (wk_cpu_kernels_isa() == WK_CPU_ISA_AVX512) {
+        f16_mul(panel, x, x_stride, n_tok, out, n);
+    } else {
+        f16_mul_avx2(panel, x, x_stride, n_tok, out, n);
+    }
+#else
+    (void)panel;
+    (void)x;
+    (void)x_stride;
+    (void)n_tok;
+    (void)out;
+    (void)n;
+#endif
+}
 
 void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_q8 *x, const int32_t *corr,
                       size_t x_stride, int n_tok, const wk_cpu_panel_out *out, int64_t n) {

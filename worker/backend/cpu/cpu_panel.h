@@ -21,6 +21,8 @@
  *     f16 d[16].
  * Panels take the bytes the rows take in GGUF (Q4_0: 320 vs 288).
  *
+ *   F16 (1024 bytes): f16 w[32][16]: input i of row r at 16 i + r; these panels multiply
+ *     f32 activations (wk_cpu_panel_mul_f32), as the F16 row path does.
  * K-quant weights are converted while packing: Q4_K into Q4_1 panels (the same 4-bit values;
  * each 32-input sub-block's scale and min rounded to f16), Q5_K and Q6_K into Q8_0 panels
  * (values requantized to 8 bits per 32 inputs, as the activations are; 8.5 bits per weight
@@ -39,12 +41,13 @@
 #define WK_CPU_PANEL_ROWS 16
 
 /* wk_cpu_panel_type: true when the kernel level in effect has panel kernels for weights of
- * type t: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K at WK_CPU_ISA_AVX512 (vpdpbusd, 16 rows per
- * instruction) and at WK_CPU_ISA_AVX2 (vpmaddubsw, two halves of 8 rows). */
+ * type t: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K and F16 at WK_CPU_ISA_AVX512 (vpdpbusd, 16 rows
+ * per instruction) and at WK_CPU_ISA_AVX2 (vpmaddubsw, two halves of 8 rows). */
 bool wk_cpu_panel_type(wk_dtype t);
 
 /* wk_cpu_panel_kind: the panel layout weights of type t are packed into: WK_DTYPE_Q8_0 (Q8_0,
- * Q5_K, Q6_K: their activations need wk_cpu_q8_corr) or WK_DTYPE_Q4_1 (the others). */
+ * Q5_K, Q6_K: their activations need wk_cpu_q8_corr), WK_DTYPE_F16 (F16: f32 activations,
+ * wk_cpu_panel_mul_f32) or WK_DTYPE_Q4_1 (the others). */
 wk_dtype wk_cpu_panel_kind(wk_dtype t);
 
 /* wk_cpu_panel_packable: true when a (rows, n) weight of type t can be repacked (t a panel
@@ -81,5 +84,10 @@ typedef struct wk_cpu_panel_out {
  */
 void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_q8 *x, const int32_t *corr,
                       size_t x_stride, int n_tok, const wk_cpu_panel_out *out, int64_t n);
+
+/* As wk_cpu_panel_mul for an F16 panel (kind WK_DTYPE_F16): token k's f32 activations (n)
+ * at x + k * x_stride. Same invariance. */
+void wk_cpu_panel_mul_f32(const void *panel, const float *x, size_t x_stride, int n_tok,
+                          const wk_cpu_panel_out *out, int64_t n);
 
 #endif /* WK_CPU_PANEL_H */

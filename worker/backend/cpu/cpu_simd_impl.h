@@ -23,9 +23,16 @@
 
 #define INLINE inline __attribute__((always_inline))
 
-/* Calls call(C) with C the constant equal to n, for n in 1..4 (WK_CPU_CASES_4) or 1..8
- * (WK_CPU_CASES_8; anything else: 1), so that loops over C inside an always-inline callee have
- * constant counts. */
+/* Calls call(C) with C the constant equal to n, for n in 1..2 (WK_CPU_CASES_2), 1..4
+ * (WK_CPU_CASES_4) or 1..8 (WK_CPU_CASES_8; anything else: 1), so that loops over C inside an
+ * always-inline callee have constant counts. */
+#define WK_CPU_CASES_2(n, call)                                                                    \
+    if ((n) == 2) {                                                                                \
+        call(2);                                                                                   \
+    } else {                                                                                       \
+        call(1);                                                                                   \
+    }
+
 #define WK_CPU_CASES_4(n, call)                                                                    \
     switch (n) {                                                                                   \
     case 4:                                                                                        \
