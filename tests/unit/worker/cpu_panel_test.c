@@ -67,7 +67,7 @@ static void *panels_of(wk_dtype t, const uint8_t *w, int64_t n) {
     return p;
 }
 
-/* Runs tokens [k0, k0 + nt) over both panels into y: (NT, ROWS); F16 panels take the f32
+/* Runs tokens [k0, k0 + nt) over both panels into y: (NT, ROWS); F16 panels read the f32
  * activations xf, the others xq (and corr). */
 static void run(wk_dtype t, const uint8_t *pan, int64_t n, const float *xf, const wk_cpu_q8 *xq,
                 const int32_t *corr, int k0, int nt, float *y, const float *bias, bool acc) {
@@ -81,13 +81,12 @@ static void run(wk_dtype t, const uint8_t *pan, int64_t n, const float *xf, cons
         wk_cpu_panel_out o = {.out = out,
                               .bias = bias != NULL ? bias + p * WK_CPU_PANEL_ROWS : NULL,
                               .accumulate = acc};
-        if (t == WK_DTYPE_F16) {
-            wk_cpu_panel_mul_f32(pan + (size_t)p * pb, xf + (size_t)k0 * (size_t)n, (size_t)n, nt,
-                                 &o, n);
-            continue;
-        }
-        wk_cpu_panel_mul(t, pan + (size_t)p * pb, xq + (size_t)k0 * (size_t)nb,
-                         corr + (size_t)k0 * (size_t)nb, (size_t)nb, nt, &o, n);
+        wk_cpu_panel_in in = {.xq = xq + (size_t)k0 * (size_t)nb,
+                              .corr = corr + (size_t)k0 * (size_t)nb,
+                              .xq_stride = (size_t)nb,
+                              .xf = xf + (size_t)k0 * (size_t)n,
+                              .xf_stride = (size_t)n};
+        wk_cpu_panel_mul(t, pan + (size_t)p * pb, &in, nt, &o, n);
     }
 }
 

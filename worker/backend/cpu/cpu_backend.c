@@ -139,20 +139,6 @@ static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...) {
 
 static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, void *), void *arg);
 
-typedef struct pack_arg {
-    const wk_cpu_q8 *xq; /* (n_tok, in / 32) */
-    int64_t in;
-    unsigned need; /* NEED_* */
-} pack_arg;
-
-static void prep_quantized(wk_backend *be, const wk_cpu_q8 *q, int t, int64_t n, unsigned need);
-
-/* Prepares token t's quantized activations for the kernels (be->xp, be->xc). */
-static void pack_tok(wk_backend *be, int t, void *arg) {
-    const pack_arg *a = arg;
-    prep_quantized(be, a->xq + (size_t)t * (size_t)(a->in / WK_CPU_QK), t, a->in, a->need);
-}
-
 typedef struct mm_part {
     const wk_tensor *w; /* (rows = ne[1], in = ne[0]) */
     float *out;         /* token k's row at out + k * out_stride (or out_row mapping) */
@@ -173,8 +159,9 @@ typedef struct mm_task {
     const uint8_t *xp;   /* (n_tok, xp_stride) xq packed (set by matmul when needed) */
     size_t xp_stride;
     const int32_t *xc; /* (n_tok, in / 32) Q8_0 corrections of xq (set by matmul when needed) */
-    /* be->xp / be->xc already hold what mm_prepare asked for (done with the quantization) */
-    bool prepacked;
+    /* What xq's preparation must add (NEED_*), set by mm_prepare; the caller quantizes x with
+     * it (quant_pack) before matmul. */
+    unsigned need;
     const uint32_t *out_row; /* optional: token k writes row out_row[k] of the output */
     bool accumulate;         /* out += W x instead of out = W x */
     bool use_blas;
@@ -188,28 +175,18 @@ static inline float *out_ptr(const mm_task *t, const mm_part *p, int k) {
     return p->out + row * p->out_stride;
 }
 
-/* One panel against tokens k0 .. k0 + nk - 1 (their quantized rows at xk, corrections at
- * ck; F16 panels read the f32 input instead). */
-static void panel_run(const mm_task *t, const mm_part *p, const uint8_t *pan, const wk_cpu_q8 *xk,
-                      const int32_t *ck, int k0, int nk, const wk_cpu_panel_out *po) {
-    if (wk_cpu_panel_kind(p->w->type) == WK_DTYPE_F16) {
-        wk_cpu_panel_mul_f32(pan, t->x + (size_t)k0 * (size_t)t->in, (size_t)t->in, nk, po, t->in);
-    } else {
-        wk_cpu_panel_mul(p->w->type, pan, xk, ck, (size_t)(t->in / WK_CPU_QK), nk, po, t->in);
-    }
-}
-
 /* The last, partial panel of a part (rows r .. r1 - 1, fewer than 16): the kernel writes all
  * 16 rows to a buffer and only the real ones are applied, as a whole panel would be. */
-static void panel_tail(const mm_task *t, const mm_part *p, const uint8_t *pan, const wk_cpu_q8 *xk,
-                       const int32_t *ck, int k0, int nk, int64_t r, int64_t r1) {
+static void panel_tail(const mm_task *t, const mm_part *p, wk_cpu_panel_fn kernel,
+                       const uint8_t *pan, const wk_cpu_panel_in *in, int k0, int nk, int64_t r,
+                       int64_t r1) {
     float y[WK_CPU_PANEL_ROWS * MM_TOKEN_TILE];
     float *op[MM_TOKEN_TILE];
     for (int k = 0; k < nk; k++) {
         op[k] = y + (size_t)k * WK_CPU_PANEL_ROWS;
     }
     wk_cpu_panel_out po = {.out = op, .bias = NULL, .accumulate = false};
-    panel_run(t, p, pan, xk, ck, k0, nk, &po);
+    kernel(pan, in, nk, &po, t->in);
     for (int k = 0; k < nk; k++) {
         float *o = out_ptr(t, p, k0 + k);
         for (int64_t i = r; i < r1; i++) {
@@ -251,17 +228,22 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
 #endif
     if (p->use_pan) {
         /* 16-row panels against tiles of tokens; one token (decode) takes the same path */
-        int64_t nb = in / WK_CPU_QK;
+        wk_cpu_panel_fn kernel = wk_cpu_panel_kernel(w->type);
         size_t pb = wk_cpu_panel_bytes(w->type, WK_CPU_PANEL_ROWS, in);
         float *op[MM_TOKEN_TILE];
         for (int k0 = 0; k0 < t->n_tok; k0 += MM_TOKEN_TILE) {
             int nk = t->n_tok - k0 < MM_TOKEN_TILE ? t->n_tok - k0 : MM_TOKEN_TILE;
-            const wk_cpu_q8 *xk = t->xq + (size_t)k0 * (size_t)nb;
-            const int32_t *ck = t->xc != NULL ? t->xc + (size_t)k0 * (size_t)nb : NULL;
+            wk_cpu_panel_in pin = {
+                .xq = t->xq + (size_t)k0 * xq_stride,
+                .corr = t->xc != NULL ? t->xc + (size_t)k0 * xq_stride : NULL,
+                .xq_stride = xq_stride,
+                .xf = t->x + (size_t)k0 * (size_t)in, /* F16 panels */
+                .xf_stride = (size_t)in,
+            };
             for (int64_t r = r0; r < r1; r += WK_CPU_PANEL_ROWS) {
                 const uint8_t *pan = p->pan + (size_t)(r / WK_CPU_PANEL_ROWS) * pb;
                 if (r1 - r < WK_CPU_PANEL_ROWS) {
-                    panel_tail(t, p, pan, xk, ck, k0, nk, r, r1);
+                    panel_tail(t, p, kernel, pan, &pin, k0, nk, r, r1);
                     continue;
                 }
                 for (int k = 0; k < nk; k++) {
@@ -270,7 +252,7 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
                 wk_cpu_panel_out po = {.out = op,
                                        .bias = p->bias != NULL ? p->bias + r : NULL,
                                        .accumulate = t->accumulate};
-                panel_run(t, p, pan, xk, ck, k0, nk, &po);
+                kernel(pan, &pin, nk, &po, in);
             }
         }
         return;
@@ -390,16 +372,17 @@ static unsigned mm_prepare(mm_task *t) {
         }
         base += p->w->ne[1];
     }
+    t->need = need;
     return need;
 }
 
-/* Runs y_i = W_i x for up to MM_PARTS weights sharing the input x: (n_tok, in). xq must hold
- * x quantized when any weight has a fused type. */
+/* Runs y_i = W_i x for up to MM_PARTS weights sharing the input x: (n_tok, in). mm_prepare
+ * must have run on t, and xq must hold x quantized and prepared as it asked (quant_pack). */
 static void matmul(wk_backend *be, mm_task *t) {
     t->be = be;
     t->total_rows = 0;
     bool all_blas_ok = true;
-    unsigned need = mm_prepare(t);
+    unsigned need = t->need;
     bool packed = (need & NEED_PACK) != 0;
     for (int i = 0; i < t->n_parts; i++) {
         t->total_rows += t->parts[i].w->ne[1];
@@ -428,11 +411,7 @@ static void matmul(wk_backend *be, mm_task *t) {
     }
     t->xp = NULL;
     t->xc = NULL;
-    if ((packed || (need & NEED_CORR) != 0) && !t->use_blas) {
-        if (!t->prepacked) {
-            pack_arg pa = {.xq = t->xq, .in = t->in, .need = need};
-            for_tokens(be, t->n_tok, pack_tok, &pa);
-        }
+    if (!t->use_blas) {
         t->xp = packed ? be->xp : NULL;
         t->xp_stride = wk_cpu_q8_packed_bytes(t->in);
         t->xc = (need & NEED_CORR) != 0 ? be->xc : NULL;
@@ -478,23 +457,18 @@ static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, 
     wk_cpu_pool_run(be->pool, tok_worker, &t);
 }
 
-/* Token t's quantized row q (n inputs): packed into be->xp (NEED_PACK) and its Q8_0 panel
- * corrections into be->xc (NEED_CORR). */
-static void prep_quantized(wk_backend *be, const wk_cpu_q8 *q, int t, int64_t n, unsigned need) {
+/* Quantizes x: (n) as token t's row of be->xq and prepares it as the next matmul needs
+ * (mm_prepare): packed into be->xp (NEED_PACK), Q8_0 panel corrections into be->xc
+ * (NEED_CORR); in the same parallel task, saving a fork-join. */
+static void quant_pack(wk_backend *be, const float *x, int t, int64_t n, unsigned need) {
+    wk_cpu_q8 *q = be->xq + (size_t)t * (size_t)(n / WK_CPU_QK);
+    wk_cpu_quantize_q8(x, q, n);
     if ((need & NEED_PACK) != 0) {
         wk_cpu_pack_q8(q, n, be->xp + (size_t)t * wk_cpu_q8_packed_bytes(n));
     }
     if ((need & NEED_CORR) != 0) {
         wk_cpu_q8_corr(q, be->xc + (size_t)t * (size_t)(n / WK_CPU_QK), n / WK_CPU_QK);
     }
-}
-
-/* Quantizes x: (n) as token t's row of be->xq and prepares it as the next matmul needs
- * (mm_prepare): in the same parallel task, saving a fork-join. */
-static void quant_pack(wk_backend *be, const float *x, int t, int64_t n, unsigned need) {
-    wk_cpu_q8 *q = be->xq + (size_t)t * (size_t)(n / WK_CPU_QK);
-    wk_cpu_quantize_q8(x, q, n);
-    prep_quantized(be, q, t, n, need);
 }
 
 typedef struct norm_arg {
@@ -1058,8 +1032,7 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         be->cur_layer = (int)l;
 
         const layer_panels *lp = &be->lp[l];
-        mm_task qkv = {
-            .n_parts = 3, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq, .prepacked = true};
+        mm_task qkv = {.n_parts = 3, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
         qkv.parts[0] = (mm_part){&L->wq, be->q, (size_t)q_dim, L->bq.data, lp->wq, false};
         qkv.parts[1] = (mm_part){&L->wk, be->k, (size_t)kv_dim, L->bk.data, lp->wk, false};
         qkv.parts[2] = (mm_part){&L->wv, be->v, (size_t)kv_dim, L->bv.data, lp->wv, false};
@@ -1080,14 +1053,12 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
                      .n_tok = n_tok,
                      .x = be->xn,
                      .xq = be->xq,
-                     .accumulate = true,
-                     .prepacked = true};
+                     .accumulate = true};
         o.parts[0] = (mm_part){&L->wo, be->x, (size_t)embd, NULL, lp->wo, false};
         quantize_rows(be, n_tok, q_dim, mm_prepare(&o));
         matmul(be, &o);
 
-        mm_task gu = {
-            .n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq, .prepacked = true};
+        mm_task gu = {.n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
         gu.parts[0] = (mm_part){&L->w_gate, be->gate, (size_t)ff, NULL, lp->gate, false};
         gu.parts[1] = (mm_part){&L->w_up, be->up, (size_t)ff, NULL, lp->up, false};
         norm_arg nf = {be->x, be->xn, L->ffn_norm.data, embd, mm_prepare(&gu)};
@@ -1098,8 +1069,7 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
                       .n_tok = n_tok,
                       .x = be->gate,
                       .xq = be->xq,
-                      .accumulate = true,
-                      .prepacked = true};
+                      .accumulate = true};
         dn.parts[0] = (mm_part){&L->w_down, be->x, (size_t)embd, NULL, lp->down, false};
         unsigned need_dn = mm_prepare(&dn);
         for_tokens(be, n_tok, swiglu_tok, &need_dn);
@@ -1108,12 +1078,8 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
 
     /* Output head only for the last token of each sequence that wants logits. */
     int n_out = 0;
-    mm_task head = {.n_parts = 1,
-                    .in = embd,
-                    .x = be->final_x,
-                    .xq = be->xq,
-                    .out_row = be->out_row,
-                    .prepacked = true};
+    mm_task head = {
+        .n_parts = 1, .in = embd, .x = be->final_x, .xq = be->xq, .out_row = be->out_row};
     head.parts[0] = (mm_part){&m->output, logits, hp->n_vocab, NULL, be->pan_head, false};
     unsigned need_head = mm_prepare(&head);
     for (uint32_t s = 0; s < b->n_seqs; s++) {

@@ -308,30 +308,6 @@ static INLINE wk_cpu_panel_out out_from(const wk_cpu_panel_out *o, int k0) {
     return r;
 }
 
-AVX512 static void q4p_mul(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int n_tok,
-                           const wk_cpu_panel_out *o, int64_t nb) {
-    for (int k0 = 0; k0 < n_tok; k0 += PANEL_TILE) {
-        int nt = n_tok - k0 < PANEL_TILE ? n_tok - k0 : PANEL_TILE;
-        const wk_cpu_q8 *xk = x + (size_t)k0 * xs;
-        wk_cpu_panel_out ok = out_from(o, k0);
-#define Q4P_CALL(c) q4p_tile(p, xk, xs, c, &ok, nb)
-        WK_CPU_CASES_8(nt, Q4P_CALL)
-#undef Q4P_CALL
-    }
-}
-
-AVX512 static void q8p_mul(const uint8_t *p, const wk_cpu_q8 *x, const int32_t *corr, size_t xs,
-                           int n_tok, const wk_cpu_panel_out *o, int64_t nb) {
-    for (int k0 = 0; k0 < n_tok; k0 += PANEL_TILE) {
-        int nt = n_tok - k0 < PANEL_TILE ? n_tok - k0 : PANEL_TILE;
-        const wk_cpu_q8 *xk = x + (size_t)k0 * xs;
-        const int32_t *ck = corr + (size_t)k0 * xs;
-        wk_cpu_panel_out ok = out_from(o, k0);
-#define Q8P_CALL(c) q8p_tile(p, xk, ck, xs, c, &ok, nb)
-        WK_CPU_CASES_8(nt, Q8P_CALL)
-#undef Q8P_CALL
-    }
-}
 /*
  * AVX2: the 16 rows as two halves of 8 (the 32-byte halves of each 64-byte
  * vector), one half over all blocks, then the other, for up to PANEL_TILE_AVX2 tokens (16
@@ -469,90 +445,78 @@ AVX2 static INLINE void f16p_half_avx2(const uint8_t *p, const float *x, size_t 
     store_half_avx2(acc, nt, o, h);
 }
 
-AVX2 static void f16_mul_avx2(const uint8_t *p, const float *x, size_t xs, int n_tok,
-                              const wk_cpu_panel_out *o, int64_t n) {
-    for (int k0 = 0; k0 < n_tok; k0 += F16_TILE_AVX2) {
-        int nt = n_tok - k0 < F16_TILE_AVX2 ? n_tok - k0 : F16_TILE_AVX2;
-        const float *xk = x + (size_t)k0 * xs;
-        wk_cpu_panel_out ok = out_from(o, k0);
-        for (int h = 0; h < 2; h++) {
-#define F16H_CALL(c) f16p_half_avx2(p, xk, xs, c, &ok, n, h)
-            WK_CPU_CASES_2(nt, F16H_CALL)
-#undef F16H_CALL
-        }
+/* Token k0's part of in (the pointers a kernel does not use stay NULL). */
+static INLINE wk_cpu_panel_in in_from(const wk_cpu_panel_in *in, int k0) {
+    wk_cpu_panel_in r = *in;
+    if (in->xq != NULL) {
+        r.xq = in->xq + (size_t)k0 * in->xq_stride;
     }
+    if (in->corr != NULL) {
+        r.corr = in->corr + (size_t)k0 * in->xq_stride;
+    }
+    if (in->xf != NULL) {
+        r.xf = in->xf + (size_t)k0 * in->xf_stride;
+    }
+    return r;
 }
 
-AVX512 static void f16_mul(const uint8_t *p, const float *x, size_t xs, int n_tok,
-                           const wk_cpu_panel_out *o, int64_t n) {
-    for (int k0 = 0; k0 < n_tok; k0 += F16_TILE) {
-        int nt = n_tok - k0 < F16_TILE ? n_tok - k0 : F16_TILE;
-        const float *xk = x + (size_t)k0 * xs;
-        wk_cpu_panel_out ok = out_from(o, k0);
-#define F16P_CALL(c) f16p_tile(p, xk, xs, c, &ok, n)
-        WK_CPU_CASES_4(nt, F16P_CALL)
-#undef F16P_CALL
+/* A kernel entry point (wk_cpu_panel_fn): the tokens in tiles of TILE, each tile run by the
+ * instance of TILE_CALL for its size (CASES turns the count into a constant). */
+#define PANEL_ENTRY(name, attr, TILE, CASES, TILE_CALL)                                            \
+    attr static void name(const void *panel, const wk_cpu_panel_in *in, int n_tok,                 \
+                          const wk_cpu_panel_out *o, int64_t n) {                                  \
+        const uint8_t *p = panel;                                                                  \
+        for (int k0 = 0; k0 < n_tok; k0 += (TILE)) {                                               \
+            int nt = n_tok - k0 < (TILE) ? n_tok - k0 : (TILE);                                    \
+            wk_cpu_panel_in ik = in_from(in, k0);                                                  \
+            wk_cpu_panel_out ok = out_from(o, k0);                                                 \
+            CASES(nt, TILE_CALL)                                                                   \
+        }                                                                                          \
     }
-}
 
-AVX2 static void panel_mul_avx2(bool q8, const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int n_tok,
-                                const wk_cpu_panel_out *o, int64_t nb) {
-    for (int k0 = 0; k0 < n_tok; k0 += PANEL_TILE_AVX2) {
-        int nt = n_tok - k0 < PANEL_TILE_AVX2 ? n_tok - k0 : PANEL_TILE_AVX2;
-        const wk_cpu_q8 *xk = x + (size_t)k0 * xs;
-        wk_cpu_panel_out ok = out_from(o, k0);
-        for (int h = 0; h < 2; h++) {
-            if (q8) {
-#define Q8H_CALL(c) q8p_half_avx2(p, xk, xs, c, &ok, nb, h)
-                WK_CPU_CASES_4(nt, Q8H_CALL)
-#undef Q8H_CALL
-            } else {
-#define Q4H_CALL(c) q4p_half_avx2(p, xk, xs, c, &ok, nb, h)
-                WK_CPU_CASES_4(nt, Q4H_CALL)
-#undef Q4H_CALL
-            }
-        }
-    }
-}
+#define Q4_TILE(c) q4p_tile(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK)
+#define Q8_TILE(c) q8p_tile(p, ik.xq, ik.corr, ik.xq_stride, c, &ok, n / WK_CPU_QK)
+#define F16_TILE_CALL(c) f16p_tile(p, ik.xf, ik.xf_stride, c, &ok, n)
+/* AVX2: both 8-row halves of the tile */
+#define Q4_HALVES(c)                                                                               \
+    q4p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 0);                               \
+    q4p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 1)
+#define Q8_HALVES(c)                                                                               \
+    q8p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 0);                               \
+    q8p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 1)
+#define F16_HALVES(c)                                                                              \
+    f16p_half_avx2(p, ik.xf, ik.xf_stride, c, &ok, n, 0);                                          \
+    f16p_half_avx2(p, ik.xf, ik.xf_stride, c, &ok, n, 1)
+
+PANEL_ENTRY(q4_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, Q4_TILE)
+PANEL_ENTRY(q8_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, Q8_TILE)
+PANEL_ENTRY(f16_avx512, AVX512, F16_TILE, WK_CPU_CASES_4, F16_TILE_CALL)
+PANEL_ENTRY(q4_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, Q4_HALVES)
+PANEL_ENTRY(q8_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, Q8_HALVES)
+PANEL_ENTRY(f16_avx2, AVX2, F16_TILE_AVX2, WK_CPU_CASES_2, F16_HALVES)
 #endif /* HAVE_X86 */
 
-void wk_cpu_panel_mul_f32(const void *panel, const float *x, size_t x_stride, int n_tok,
-                          const wk_cpu_panel_out *out, int64_t n) {
+wk_cpu_panel_fn wk_cpu_panel_kernel(wk_dtype t) {
 #if HAVE_X86
-    if (wk_cpu_kernels_isa() == WK_CPU_ISA_AVX512) {
-        f16_mul(panel, x, x_stride, n_tok, out, n);
-    } else {
-        f16_mul_avx2(panel, x, x_stride, n_tok, out, n);
+    if (!wk_cpu_panel_type(t)) {
+        return NULL;
     }
-#else
-    (void)panel;
-    (void)x;
-    (void)x_stride;
-    (void)n_tok;
-    (void)out;
-    (void)n;
-#endif
-}
-
-void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_q8 *x, const int32_t *corr,
-                      size_t x_stride, int n_tok, const wk_cpu_panel_out *out, int64_t n) {
-#if HAVE_X86
-    if (wk_cpu_kernels_isa() != WK_CPU_ISA_AVX512) {
-        panel_mul_avx2(wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0, panel, x, x_stride, n_tok, out,
-                       n / WK_CPU_QK);
-    } else if (wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0) {
-        q8p_mul(panel, x, corr, x_stride, n_tok, out, n / WK_CPU_QK);
-    } else {
-        q4p_mul(panel, x, x_stride, n_tok, out, n / WK_CPU_QK);
+    bool avx512 = wk_cpu_kernels_isa() == WK_CPU_ISA_AVX512;
+    switch (wk_cpu_panel_kind(t)) {
+    case WK_DTYPE_F16:
+        return avx512 ? f16_avx512 : f16_avx2;
+    case WK_DTYPE_Q8_0:
+        return avx512 ? q8_avx512 : q8_avx2;
+    default:
+        return avx512 ? q4_avx512 : q4_avx2;
     }
 #else
     (void)t;
-    (void)panel;
-    (void)x;
-    (void)corr;
-    (void)x_stride;
-    (void)n_tok;
-    (void)out;
-    (void)n;
+    return NULL;
 #endif
+}
+
+void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_panel_in *in, int n_tok,
+                      const wk_cpu_panel_out *out, int64_t n) {
+    wk_cpu_panel_kernel(t)(panel, in, n_tok, out, n);
 }

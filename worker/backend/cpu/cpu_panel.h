@@ -22,7 +22,7 @@
  * Panels take the bytes the rows take in GGUF (Q4_0: 320 vs 288).
  *
  *   F16 (1024 bytes): f16 w[32][16]: input i of row r at 16 i + r; these panels multiply
- *     f32 activations (wk_cpu_panel_mul_f32), as the F16 row path does.
+ *     f32 activations (wk_cpu_panel_in.xf), as the F16 row path does.
  * K-quant weights are converted while packing: Q4_K into Q4_1 panels (the same 4-bit values;
  * each 32-input sub-block's scale and min rounded to f16), Q5_K and Q6_K into Q8_0 panels
  * (values requantized to 8 bits per 32 inputs, as the activations are; 8.5 bits per weight
@@ -46,8 +46,8 @@
 bool wk_cpu_panel_type(wk_dtype t);
 
 /* wk_cpu_panel_kind: the panel layout weights of type t are packed into: WK_DTYPE_Q8_0 (Q8_0,
- * Q5_K, Q6_K: their activations need wk_cpu_q8_corr), WK_DTYPE_F16 (F16: f32 activations,
- * wk_cpu_panel_mul_f32) or WK_DTYPE_Q4_1 (the others). */
+ * Q5_K, Q6_K: their activations need wk_cpu_q8_corr), WK_DTYPE_F16 (F16: f32 activations)
+ * or WK_DTYPE_Q4_1 (the others). */
 wk_dtype wk_cpu_panel_kind(wk_dtype t);
 
 /* wk_cpu_panel_packable: true when a (rows, n) weight of type t can be repacked (t a panel
@@ -75,19 +75,30 @@ typedef struct wk_cpu_panel_out {
     bool accumulate;
 } wk_cpu_panel_out;
 
-/*
- * One panel (16 rows, n inputs) of type t against n_tok tokens, results as out says. Token
- * k's quantized activations (n / 32 blocks) are at x + k * x_stride and, for Q8_0, its
- * corrections at corr + k * x_stride (corr may be NULL otherwise). Only for
- * wk_cpu_panel_type(t). The result for a token is bit-identical whatever n_tok and the
- * token's place among them.
- */
-void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_q8 *x, const int32_t *corr,
-                      size_t x_stride, int n_tok, const wk_cpu_panel_out *out, int64_t n);
+/* A panel's inputs: token k's quantized activations (n / 32 blocks) at xq + k * xq_stride and,
+ * for Q8_0 panels, their corrections at corr + k * xq_stride; for F16 panels its f32
+ * activations (n) at xf + k * xf_stride instead. What a kernel does not read may be NULL. */
+typedef struct wk_cpu_panel_in {
+    const wk_cpu_q8 *xq;
+    const int32_t *corr;
+    size_t xq_stride; /* blocks */
+    const float *xf;
+    size_t xf_stride; /* floats */
+} wk_cpu_panel_in;
 
-/* As wk_cpu_panel_mul for an F16 panel (kind WK_DTYPE_F16): token k's f32 activations (n)
- * at x + k * x_stride. Same invariance. */
-void wk_cpu_panel_mul_f32(const void *panel, const float *x, size_t x_stride, int n_tok,
-                          const wk_cpu_panel_out *out, int64_t n);
+/*
+ * A panel kernel: one panel (16 rows, n inputs) against n_tok tokens, results as out says.
+ * The result for a token is bit-identical whatever n_tok and the token's place among them.
+ */
+typedef void (*wk_cpu_panel_fn)(const void *panel, const wk_cpu_panel_in *in, int n_tok,
+                                const wk_cpu_panel_out *out, int64_t n);
+
+/* The kernel for panels of weights of type t at the level in effect (NULL unless
+ * wk_cpu_panel_type(t)), for loops that run many panels without the dispatch. */
+wk_cpu_panel_fn wk_cpu_panel_kernel(wk_dtype t);
+
+/* wk_cpu_panel_kernel(t)(panel, in, n_tok, out, n). Only for wk_cpu_panel_type(t). */
+void wk_cpu_panel_mul(wk_dtype t, const void *panel, const wk_cpu_panel_in *in, int n_tok,
+                      const wk_cpu_panel_out *out, int64_t n);
 
 #endif /* WK_CPU_PANEL_H */
