@@ -694,9 +694,14 @@ static const wk_tensor *panel_slot(const wk_model *m, size_t slot) {
     return ts[slot % PANEL_SLOTS_PER_LAYER];
 }
 
-static bool panel_wanted(const wk_tensor *t) {
-    return t->data != NULL && wk_cpu_panel_type(t->type) &&
-           wk_cpu_panel_packable(t->type, t->ne[1], t->ne[0]);
+/* Bytes t's panels take in the shared allocation (64-byte aligned), 0 when t is not
+ * repacked. */
+static size_t panel_slot_bytes(const wk_tensor *t) {
+    if (t->data == NULL || !wk_cpu_panel_type(t->type) ||
+        !wk_cpu_panel_packable(t->type, t->ne[1], t->ne[0])) {
+        return 0;
+    }
+    return (wk_cpu_panel_bytes(t->type, t->ne[1], t->ne[0]) + 63) & ~(size_t)63;
 }
 
 typedef struct repack_task {
@@ -736,10 +741,7 @@ static cm_err repack_panels(wk_backend *be) {
     }
     size_t total = 0;
     for (size_t i = 0; i < n_slots; i++) {
-        const wk_tensor *t = panel_slot(m, i);
-        if (panel_wanted(t)) {
-            total += (wk_cpu_panel_bytes(t->type, t->ne[1], t->ne[0]) + 63) & ~(size_t)63;
-        }
+        total += panel_slot_bytes(panel_slot(m, i));
     }
     if (total == 0) {
         free(dst);
@@ -753,11 +755,9 @@ static cm_err repack_panels(wk_backend *be) {
     be->pan_buf = buf;
     size_t off = 0;
     for (size_t i = 0; i < n_slots; i++) {
-        const wk_tensor *t = panel_slot(m, i);
-        if (panel_wanted(t)) {
-            dst[i] = be->pan_buf + off;
-            off += (wk_cpu_panel_bytes(t->type, t->ne[1], t->ne[0]) + 63) & ~(size_t)63;
-        }
+        size_t bytes = panel_slot_bytes(panel_slot(m, i));
+        dst[i] = bytes > 0 ? be->pan_buf + off : NULL;
+        off += bytes;
     }
     repack_task r = {.m = m, .dst = dst, .n_slots = n_slots};
     atomic_init(&r.next, 0);
