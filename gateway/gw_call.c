@@ -16,6 +16,13 @@
 #define TEXT_MAX_BYTES (16u << 20)   /* per choice, non-streaming */
 #define STREAM_MAX_BYTES (16u << 20) /* pending SSE bytes while the client is slow */
 
+/* One tool call of a non-streaming choice, assembled from ToolCallDelta events. */
+typedef struct tool_call_acc {
+    char id[64];
+    char name[GW_MAX_TOOL_NAME_BYTES + 1];
+    cm_buf args;
+} tool_call_acc;
+
 typedef struct choice {
     uint64_t id;   /* wire id while a Submit is in flight, else 0 */
     int started;   /* a token arrived */
@@ -23,6 +30,8 @@ typedef struct choice {
     int role_sent; /* stream: first chunk (with the role) sent */
     cm_buf text;   /* non-streaming text */
     gw_logprobs_acc lp;
+    tool_call_acc *calls; /* (GW_MAX_TOOL_CALLS) allocated at the first tool-call delta */
+    uint32_t n_calls;
     const char *finish;
     uint32_t prompt_tokens, completion_tokens, cached_tokens;
 } choice;
@@ -67,6 +76,7 @@ struct gw_call {
 };
 
 static void call_fail(gw_call *c, const gw_error *e);
+static void name_constraint_param(gw_error *e);
 static void route_and_submit(gw_call *c, const gw_worker *exclude);
 
 static const char *route_name(gw_api api) {
@@ -102,6 +112,9 @@ static void on_timer_closed(uv_handle_t *h) {
     for (uint32_t i = 0; i < c->rq.n; i++) {
         cm_buf_fini(&c->ch[i].text);
         gw_logprobs_fini(&c->ch[i].lp);
+        for (uint32_t k = 0; k < c->ch[i].n_calls; k++)
+            cm_buf_fini(&c->ch[i].calls[k].args);
+        free(c->ch[i].calls);
     }
     cm_buf_fini(&c->pending);
     cm_buf_fini(&c->sending);
@@ -312,17 +325,37 @@ static void call_complete(gw_call *c) {
         return;
     } else {
         gw_choice_out outs[64];
+        gw_tool_call_out *tcs = NULL;
+        uint32_t n_tcs = 0;
         cm_buf body;
         cm_err rv;
         uint32_t n = c->rq.n < 64 ? c->rq.n : 64;
+        for (uint32_t i = 0; i < n; i++)
+            n_tcs += c->ch[i].n_calls;
+        if (n_tcs > 0 && (tcs = calloc(n_tcs, sizeof *tcs)) == NULL)
+            n = 0; /* formats an empty body below; out of memory is reported there */
+        n_tcs = 0;
         for (uint32_t i = 0; i < n; i++) {
+            memset(&outs[i], 0, sizeof outs[i]);
             outs[i].text = c->ch[i].text.len ? c->ch[i].text.data : "";
             outs[i].text_len = c->ch[i].text.len;
+            outs[i].tool_calls = tcs != NULL ? &tcs[n_tcs] : NULL;
+            outs[i].n_tool_calls = c->ch[i].n_calls;
+            for (uint32_t k = 0; k < c->ch[i].n_calls; k++, n_tcs++) {
+                tool_call_acc *a = &c->ch[i].calls[k];
+                tcs[n_tcs].id = a->id;
+                tcs[n_tcs].name = a->name;
+                tcs[n_tcs].arguments = a->args.len ? a->args.data : "";
+                tcs[n_tcs].arguments_len = a->args.len;
+            }
             outs[i].finish_reason = c->ch[i].finish;
             outs[i].logprobs = c->rq.logprobs ? &c->ch[i].lp : NULL;
         }
         cm_buf_init(&body, 64u << 20);
-        rv = gw_format_response(&body, c->api, c->resp_id, c->created_s, c->rq.model, outs, n, &u);
+        rv = n == 0 && c->rq.n > 0 ? CM_ERR_NOMEM
+                                   : gw_format_response(&body, c->api, c->resp_id, c->created_s,
+                                                        c->rq.model, outs, n, &u);
+        free(tcs);
         if (rv != CM_OK) {
             gw_error e;
             cm_buf_fini(&body);
@@ -627,6 +660,8 @@ static const char *finish_name(Sluice__FinishReason r) {
     switch (r) {
     case SLUICE__FINISH_REASON__FINISH_REASON_LENGTH:
         return "length";
+    case SLUICE__FINISH_REASON__FINISH_REASON_TOOL_CALLS:
+        return "tool_calls";
     default:
         return "stop";
     }
@@ -657,6 +692,46 @@ static void on_text(gw_call *c, uint32_t idx, const char *text, size_t len,
     }
 }
 
+/* Tool-call deltas of one Tokens event: streamed as OpenAI's tool_calls chunks, or assembled
+ * per call for the non-streaming body. Indexes must arrive in order (0, 1, ...), each new
+ * call with its name; anything else is a worker bug answered with a 502. */
+static cm_err on_tool_deltas(gw_call *c, uint32_t idx, const Sluice__Tokens *tok) {
+    choice *ch = &c->ch[idx];
+    for (size_t i = 0; i < tok->n_tool_calls; i++) {
+        const Sluice__ToolCallDelta *d = tok->tool_calls[i];
+        const char *args = d->arguments != NULL ? d->arguments : "";
+        int is_new = d->index == ch->n_calls;
+        if (d->index >= GW_MAX_TOOL_CALLS || d->index > ch->n_calls ||
+            (d->index + 1 < ch->n_calls) || (is_new && (d->name == NULL || d->id == NULL)))
+            return CM_ERR_PROTOCOL;
+        if (c->rq.stream) {
+            stream_start(c);
+            gw_format_tool_chunk(&c->pending, c->resp_id, c->created_s, c->rq.model, idx,
+                                 !ch->role_sent, d, c->rq.include_usage);
+            ch->role_sent = 1;
+            if (is_new)
+                ch->n_calls++;
+            continue;
+        }
+        if (ch->calls == NULL) {
+            ch->calls = calloc(GW_MAX_TOOL_CALLS, sizeof *ch->calls);
+            if (ch->calls == NULL)
+                return CM_ERR_NOMEM;
+        }
+        if (is_new) {
+            tool_call_acc *a = &ch->calls[ch->n_calls++];
+            snprintf(a->id, sizeof a->id, "%s", d->id);
+            snprintf(a->name, sizeof a->name, "%s", d->name);
+            cm_buf_init(&a->args, GW_MAX_TOOL_ARGUMENTS_BYTES);
+        }
+        if (cm_buf_append(&ch->calls[d->index].args, args, strlen(args)) != CM_OK)
+            return CM_ERR_LIMIT;
+    }
+    if (c->rq.stream)
+        stream_flush(c);
+    return CM_OK;
+}
+
 void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env) {
     Sluice__Event *ev = env->event;
     gw_slot *slot = gw_thread_slot_find(t, ev->request_id);
@@ -675,6 +750,15 @@ void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env) {
         ch->started = 1;
         on_text(c, idx, ev->tokens->text ? ev->tokens->text : "",
                 ev->tokens->text ? strlen(ev->tokens->text) : 0, ev->tokens, NULL);
+        if (ev->tokens->n_tool_calls > 0 && !c->finished) {
+            cm_err rv = on_tool_deltas(c, idx, ev->tokens);
+            if (rv != CM_OK) {
+                gw_error e;
+                gw_error_set(&e, 502, GW_ERRT_SERVER, "worker_error", NULL,
+                             "the worker sent malformed tool calls (%s)", cm_strerror(rv));
+                call_fail(c, &e);
+            }
+        }
         break;
     case SLUICE__EVENT__KIND_FINISHED: {
         Sluice__Finished *f = ev->finished;
@@ -734,6 +818,8 @@ void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env) {
             break;
         }
         gw_error_from_worker(&e, code, ev->error ? ev->error->message : NULL);
+        if (code == CM_ERR_UNSUPPORTED || code == CM_ERR_INVALID)
+            name_constraint_param(&e);
         call_fail(c, &e);
         break;
     }
@@ -743,6 +829,22 @@ void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env) {
     maybe_free(c);
 done:
     sluice__envelope__free_unpacked(env, NULL);
+}
+
+/* The worker reports schema and tool problems (compiled before any generation) as
+ * "<param>: <detail>", e.g. "tools[0].function.parameters: unsupported JSON Schema keyword
+ * 'patternProperties' at /properties/a": the prefix becomes the error's param. */
+static void name_constraint_param(gw_error *e) {
+    const char *sep = strstr(e->message, ": ");
+    size_t n = sep != NULL ? (size_t)(sep - e->message) : 0;
+    if (n == 0 || n >= sizeof e->param)
+        return;
+    if (strncmp(e->message, "response_format", 15) != 0 && strncmp(e->message, "tools[", 6) != 0)
+        return;
+    memcpy(e->param, e->message, n);
+    e->param[n] = '\0';
+    snprintf(e->code, sizeof e->code, "%s",
+             strstr(e->message, "unsupported") != NULL ? "unsupported_schema" : "invalid_schema");
 }
 
 static void call_worker_lost(gw_call *c) {

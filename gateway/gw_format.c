@@ -162,6 +162,29 @@ static cm_err put_head(cm_buf *out, gw_api api, int chunk, const char *id, int64
     return rv;
 }
 
+static cm_err put_tool_calls(cm_buf *out, const gw_tool_call_out *calls, uint32_t n) {
+    cm_err rv = cm_buf_append_str(out, ",\"tool_calls\":[");
+    for (uint32_t i = 0; i < n && rv == CM_OK; i++) {
+        const gw_tool_call_out *t = &calls[i];
+        rv = cm_buf_append_str(out, i ? ",{\"id\":" : "{\"id\":");
+        if (rv == CM_OK)
+            rv = gw_buf_json_str(out, t->id, strlen(t->id));
+        if (rv == CM_OK)
+            rv = cm_buf_append_str(out, ",\"type\":\"function\",\"function\":{\"name\":");
+        if (rv == CM_OK)
+            rv = gw_buf_json_str(out, t->name, strlen(t->name));
+        if (rv == CM_OK)
+            rv = cm_buf_append_str(out, ",\"arguments\":");
+        if (rv == CM_OK)
+            rv = gw_buf_json_str(out, t->arguments, t->arguments_len);
+        if (rv == CM_OK)
+            rv = cm_buf_append_str(out, "}}");
+    }
+    if (rv == CM_OK)
+        rv = cm_buf_append_byte(out, ']');
+    return rv;
+}
+
 cm_err gw_format_response(cm_buf *out, gw_api api, const char *id, int64_t created,
                           const char *model, const gw_choice_out *choices, uint32_t n,
                           const gw_usage_out *usage) {
@@ -172,7 +195,11 @@ cm_err gw_format_response(cm_buf *out, gw_api api, const char *id, int64_t creat
         if (rv == CM_OK && api == GW_API_CHAT) {
             rv = cm_buf_append_str(out, "\"message\":{\"role\":\"assistant\",\"content\":");
             if (rv == CM_OK)
-                rv = gw_buf_json_str(out, c->text, c->text_len);
+                rv = c->n_tool_calls > 0 && c->text_len == 0
+                         ? cm_buf_append_str(out, "null")
+                         : gw_buf_json_str(out, c->text, c->text_len);
+            if (rv == CM_OK && c->n_tool_calls > 0)
+                rv = put_tool_calls(out, c->tool_calls, c->n_tool_calls);
             if (rv == CM_OK)
                 rv = cm_buf_append_str(out, ",\"refusal\":null}");
         } else if (rv == CM_OK) {
@@ -246,6 +273,40 @@ cm_err gw_format_chunk(cm_buf *out, gw_api api, const char *id, int64_t created,
         rv = put_finish(out, finish_reason);
     if (rv == CM_OK)
         rv = cm_buf_append_str(out, usage_null ? "}],\"usage\":null}\n\n" : "}]}\n\n");
+    return rv;
+}
+
+cm_err gw_format_tool_chunk(cm_buf *out, const char *id, int64_t created, const char *model,
+                            uint32_t index, int first, const Sluice__ToolCallDelta *d,
+                            int usage_null) {
+    const char *args = d->arguments != NULL ? d->arguments : "";
+    cm_err rv = cm_buf_append_str(out, "data: ");
+    if (rv == CM_OK)
+        rv = put_head(out, GW_API_CHAT, 1, id, created, model);
+    if (rv == CM_OK)
+        rv = cm_buf_printf(out, "{\"index\":%u,\"delta\":{%s\"tool_calls\":[{\"index\":%u,", index,
+                           first ? "\"role\":\"assistant\",\"content\":null," : "", d->index);
+    if (rv == CM_OK && d->id != NULL) {
+        rv = cm_buf_append_str(out, "\"id\":");
+        if (rv == CM_OK)
+            rv = gw_buf_json_str(out, d->id, strlen(d->id));
+        if (rv == CM_OK)
+            rv = cm_buf_append_str(out, ",\"type\":\"function\",\"function\":{\"name\":");
+        if (rv == CM_OK)
+            rv = gw_buf_json_str(out, d->name != NULL ? d->name : "",
+                                 d->name != NULL ? strlen(d->name) : 0);
+        if (rv == CM_OK)
+            rv = cm_buf_append_str(out, ",\"arguments\":");
+    } else if (rv == CM_OK) {
+        rv = cm_buf_append_str(out, "\"function\":{\"arguments\":");
+    }
+    if (rv == CM_OK)
+        rv = gw_buf_json_str(out, args, strlen(args));
+    if (rv == CM_OK)
+        rv = cm_buf_append_str(out, usage_null
+                                        ? "}}]},\"logprobs\":null,\"finish_reason\":null}],"
+                                          "\"usage\":null}\n\n"
+                                        : "}}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
     return rv;
 }
 

@@ -32,9 +32,19 @@ cm_err gw_logprobs_add(gw_logprobs_acc *l, gw_api api, const Sluice__Tokens *t);
 /* gw_logprobs_render writes the value of "logprobs" (an object) for the accumulated tokens. */
 cm_err gw_logprobs_render(const gw_logprobs_acc *l, gw_api api, cm_buf *out);
 
+/* One tool call of a finished chat choice. */
+typedef struct gw_tool_call_out {
+    const char *id;        /* "call_..." */
+    const char *name;      /* function name */
+    const char *arguments; /* JSON text (partial when cut by max_tokens) */
+    size_t arguments_len;
+} gw_tool_call_out;
+
 typedef struct gw_choice_out {
-    const char *text;
+    const char *text; /* with tool calls, an empty text renders as "content": null */
     size_t text_len;
+    const gw_tool_call_out *tool_calls; /* (n_tool_calls); chat only */
+    uint32_t n_tool_calls;
     const char *finish_reason;       /* NULL = null */
     const gw_logprobs_acc *logprobs; /* NULL = "logprobs": null */
 } gw_choice_out;
@@ -56,6 +66,16 @@ cm_err gw_format_response(cm_buf *out, gw_api api, const char *id, int64_t creat
 cm_err gw_format_chunk(cm_buf *out, gw_api api, const char *id, int64_t created, const char *model,
                        uint32_t index, int first, const char *text, size_t text_len,
                        const char *finish_reason, const Sluice__Tokens *tok, int usage_null);
+
+/*
+ * One SSE event carrying a tool-call delta of chat choice `index`, shaped as OpenAI streams
+ * it: the call's first delta (d->id set) carries index, id, type "function", function.name
+ * and function.arguments (may be ""); later ones only index and function.arguments. first
+ * adds the role (and "content": null) when the choice has not sent a chunk yet.
+ */
+cm_err gw_format_tool_chunk(cm_buf *out, const char *id, int64_t created, const char *model,
+                            uint32_t index, int first, const Sluice__ToolCallDelta *d,
+                            int usage_null);
 
 /* The final usage chunk of stream_options.include_usage (choices: []). */
 cm_err gw_format_usage_chunk(cm_buf *out, gw_api api, const char *id, int64_t created,

@@ -42,6 +42,9 @@ static const char *const chat_keys[] = {"model",
                                         "repetition_penalty",
                                         "priority",
                                         "response_format",
+                                        "tools",
+                                        "tool_choice",
+                                        "parallel_tool_calls",
                                         NULL};
 static const char *const completion_keys[] = {"model",
                                               "prompt",
@@ -66,24 +69,10 @@ static const char *const completion_keys[] = {"model",
                                               "best_of",
                                               "suffix",
                                               NULL};
-static const char *const unsupported_keys[] = {"tools",
-                                               "tool_choice",
-                                               "functions",
-                                               "function_call",
-                                               "parallel_tool_calls",
-                                               "audio",
-                                               "modalities",
-                                               "prediction",
-                                               "web_search_options",
-                                               "store",
-                                               "metadata",
-                                               "service_tier",
-                                               "reasoning_effort",
-                                               "guided_json",
-                                               "guided_regex",
-                                               "guided_choice",
-                                               "guided_grammar",
-                                               NULL};
+static const char *const unsupported_keys[] = {
+    "functions",          "function_call", "audio",         "modalities",     "prediction",
+    "web_search_options", "store",         "metadata",      "service_tier",   "reasoning_effort",
+    "guided_json",        "guided_regex",  "guided_choice", "guided_grammar", NULL};
 
 static int in_list(const char *const *list, const char *key) {
     for (size_t i = 0; list[i] != NULL; i++)
@@ -203,6 +192,105 @@ static cm_err content_text(json_t *c, const char *param, const char **text, char
     return CM_OK;
 }
 
+/* Keys of a chat message; the null-only ones are what SDKs write back when replaying a
+ * response message (message.model_dump()). */
+static const char *const message_keys[] = {"role",         "content",    "name",
+                                           "tool_call_id", "tool_calls", NULL};
+static const char *const message_null_keys[] = {"refusal", "function_call", "audio", "annotations",
+                                                NULL};
+
+/* ^[a-zA-Z0-9_-]{1,64}$, OpenAI's rule for function names. */
+static int valid_tool_name(json_t *v) {
+    const char *s;
+    size_t n;
+    if (!json_is_string(v))
+        return 0;
+    s = json_string_value(v);
+    n = json_string_length(v);
+    if (n == 0 || n > GW_MAX_TOOL_NAME_BYTES || strlen(s) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static cm_err bad_name(gw_error *err, const char *param) {
+    return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", param,
+                        "'%s' must match ^[a-zA-Z0-9_-]{1,64}$", param);
+}
+
+/* A history message's tool_calls (assistant only) and tool_call_id (tool only, required). */
+static cm_err parse_message_tools(json_t *m, size_t i, const char *role, gw_request *r,
+                                  gw_error *err) {
+    char p[160];
+    json_t *calls = json_object_get(m, "tool_calls"), *c;
+    Sluice__ChatMessage *cm = &r->msg_store[i];
+    size_t k;
+    if (strcmp(role, "tool") == 0) {
+        json_t *id = json_object_get(m, "tool_call_id");
+        if (id == NULL || json_is_null(id)) {
+            snprintf(p, sizeof p, "messages[%zu].tool_call_id", i);
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "missing_required_parameter", p,
+                                "'%s' is required for messages with role 'tool'", p);
+        }
+    }
+    if (calls == NULL || json_is_null(calls))
+        return CM_OK;
+    snprintf(p, sizeof p, "messages[%zu].tool_calls", i);
+    if (strcmp(role, "assistant") != 0)
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", p,
+                            "'%s' is only allowed on assistant messages", p);
+    if (!json_is_array(calls))
+        return wrong_type(err, p, "an array");
+    if (json_array_size(calls) > GW_MAX_TOOL_CALLS)
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", p,
+                            "'%s' has %zu entries; the limit is %d", p, json_array_size(calls),
+                            GW_MAX_TOOL_CALLS);
+    cm->tool_calls = &r->call_ptrs[r->n_calls];
+    json_array_foreach(calls, k, c) {
+        json_t *type = json_object_get(c, "type"), *id = json_object_get(c, "id");
+        json_t *fn = json_object_get(c, "function"), *name, *args;
+        Sluice__ToolCall *tc = &r->call_store[r->n_calls];
+        snprintf(p, sizeof p, "messages[%zu].tool_calls[%zu]", i, k);
+        if (!json_is_object(c))
+            return wrong_type(err, p, "an object");
+        if (type != NULL &&
+            !(json_is_string(type) && strcmp(json_string_value(type), "function") == 0))
+            return bad(err, p, "'%s.type' must be 'function'%s", "");
+        if (id != NULL && !json_is_null(id) &&
+            (!json_is_string(id) || json_string_length(id) > 256 ||
+             strlen(json_string_value(id)) != json_string_length(id)))
+            return wrong_type(err, p, "an object whose 'id' is a string of at most 256 bytes");
+        if (!json_is_object(fn))
+            return wrong_type(err, p, "an object with a 'function' object");
+        name = json_object_get(fn, "name");
+        args = json_object_get(fn, "arguments");
+        snprintf(p, sizeof p, "messages[%zu].tool_calls[%zu].function.name", i, k);
+        if (!valid_tool_name(name))
+            return bad_name(err, p);
+        snprintf(p, sizeof p, "messages[%zu].tool_calls[%zu].function.arguments", i, k);
+        if (!json_is_string(args))
+            return wrong_type(err, p, "a string (the arguments as JSON)");
+        if (json_string_length(args) > GW_MAX_TOOL_ARGUMENTS_BYTES ||
+            strlen(json_string_value(args)) != json_string_length(args))
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", p,
+                                "'%s' must be at most %u bytes without NUL", p,
+                                GW_MAX_TOOL_ARGUMENTS_BYTES);
+        sluice__tool_call__init(tc);
+        tc->id = json_is_string(id) ? (char *)json_string_value(id) : NULL;
+        tc->name = (char *)json_string_value(name);
+        tc->arguments_json = (char *)json_string_value(args);
+        r->call_ptrs[r->n_calls++] = tc;
+        cm->n_tool_calls++;
+        r->prompt_chars += json_string_length(args) + json_string_length(name) + 32;
+    }
+    return CM_OK;
+}
+
 static cm_err parse_messages(json_t *root, const gw_limits *lim, gw_request *r, gw_error *err) {
     json_t *msgs = json_object_get(root, "messages");
     size_t n, i;
@@ -224,6 +312,22 @@ static cm_err parse_messages(json_t *root, const gw_limits *lim, gw_request *r, 
     r->joined = calloc(n, sizeof *r->joined);
     if (r->msg_store == NULL || r->msg_ptrs == NULL || r->joined == NULL)
         return gw_error_set(err, 500, GW_ERRT_SERVER, NULL, NULL, "out of memory"), CM_ERR_NOMEM;
+    {
+        /* One store for the tool calls of every history message, sized by a first pass. */
+        size_t calls = 0;
+        json_array_foreach(msgs, i, m) {
+            json_t *tc = json_is_object(m) ? json_object_get(m, "tool_calls") : NULL;
+            if (json_is_array(tc))
+                calls += json_array_size(tc);
+        }
+        if (calls > 0) {
+            r->call_store = calloc(calls, sizeof *r->call_store);
+            r->call_ptrs = calloc(calls, sizeof *r->call_ptrs);
+            if (r->call_store == NULL || r->call_ptrs == NULL)
+                return gw_error_set(err, 500, GW_ERRT_SERVER, NULL, NULL, "out of memory"),
+                       CM_ERR_NOMEM;
+        }
+    }
     r->n_joined = n;
     json_array_foreach(msgs, i, m) {
         char p[96];
@@ -237,8 +341,8 @@ static cm_err parse_messages(json_t *root, const gw_limits *lim, gw_request *r, 
         if (!json_is_object(m))
             return wrong_type(err, p, "an object");
         json_object_foreach(m, key, v) {
-            if (strcmp(key, "role") != 0 && strcmp(key, "content") != 0 &&
-                strcmp(key, "name") != 0 && strcmp(key, "tool_call_id") != 0) {
+            if (!in_list(message_keys, key) &&
+                !(in_list(message_null_keys, key) && json_is_null(v))) {
                 snprintf(p, sizeof p, "messages[%zu].%s", i, key);
                 return gw_error_set(err, 400, GW_ERRT_INVALID, "unsupported_parameter", p,
                                     "'%s' is not supported", p);
@@ -256,6 +360,11 @@ static cm_err parse_messages(json_t *root, const gw_limits *lim, gw_request *r, 
             return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", p,
                                 "'%s' must be one of system, developer, user, assistant, tool", p);
         cm->role = (char *)role;
+        {
+            cm_err rv = parse_message_tools(m, i, role, r, err);
+            if (rv != CM_OK)
+                return rv;
+        }
         content = json_object_get(m, "content");
         snprintf(p, sizeof p, "messages[%zu].content", i);
         if (content == NULL || json_is_null(content)) {
@@ -582,17 +691,6 @@ static cm_err parse_misc(json_t *root, const gw_limits *lim, gw_request *r, gw_e
     r->submit.priority = r->priority_batch ? SLUICE__PRIORITY__PRIORITY_BATCH
                                            : SLUICE__PRIORITY__PRIORITY_INTERACTIVE;
 
-    j = json_object_get(root, "response_format");
-    if (j != NULL && !json_is_null(j)) {
-        json_t *t = json_object_get(j, "type");
-        if (!json_is_object(j) || !json_is_string(t))
-            return wrong_type(err, "response_format", "an object with a 'type'");
-        if (strcmp(json_string_value(t), "text") != 0)
-            return gw_error_set(err, 400, GW_ERRT_INVALID, "unsupported_parameter",
-                                "response_format",
-                                "'response_format' of type '%s' is not supported (only 'text')",
-                                json_string_value(t));
-    }
     if (r->api == GW_API_COMPLETIONS) {
         int echo = 0;
         rv = get_bool(root, "echo", &echo, err);
@@ -612,6 +710,272 @@ static cm_err parse_misc(json_t *root, const gw_limits *lim, gw_request *r, gw_e
             return gw_error_set(err, 400, GW_ERRT_INVALID, "unsupported_parameter", "best_of",
                                 "'best_of' different from 'n' is not supported");
     }
+    return CM_OK;
+}
+
+/* Keeps a copy of schema serialized (compact, key order kept) in r->dumped; *out points to it. */
+static cm_err dump_schema(gw_request *r, json_t *schema, const char *param, char **out,
+                          gw_error *err) {
+    char *text;
+    size_t n;
+    char **grown;
+    if (!json_is_object(schema))
+        return wrong_type(err, param, "a JSON Schema object");
+    text = json_dumps(schema, JSON_COMPACT);
+    if (text == NULL)
+        return gw_error_set(err, 500, GW_ERRT_SERVER, NULL, NULL, "out of memory"), CM_ERR_NOMEM;
+    n = strlen(text);
+    if (n > GW_MAX_SCHEMA_BYTES) {
+        free(text);
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", param,
+                            "'%s' is %zu bytes as JSON; the limit is %u", param, n,
+                            GW_MAX_SCHEMA_BYTES);
+    }
+    grown = realloc(r->dumped, (r->n_dumped + 1) * sizeof *grown);
+    if (grown == NULL) {
+        free(text);
+        return gw_error_set(err, 500, GW_ERRT_SERVER, NULL, NULL, "out of memory"), CM_ERR_NOMEM;
+    }
+    r->dumped = grown;
+    r->dumped[r->n_dumped++] = text;
+    r->prompt_chars += n;
+    *out = text;
+    return CM_OK;
+}
+
+/* Refuses keys of obj outside allowed, naming "<param>.<key>". */
+static cm_err only_keys(json_t *obj, const char *param, const char *const *allowed, gw_error *err) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (!in_list(allowed, key)) {
+            char p[160];
+            snprintf(p, sizeof p, "%s.%s", param, key);
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "unrecognized_parameter", p,
+                                "Unrecognized argument supplied: %s", p);
+        }
+    }
+    return CM_OK;
+}
+
+static cm_err parse_response_format(json_t *root, gw_request *r, gw_error *err) {
+    static const char *const rf_keys[] = {"type", "json_schema", NULL};
+    static const char *const js_keys[] = {"name", "description", "schema", "strict", NULL};
+    json_t *j = json_object_get(root, "response_format"), *t, *js, *v;
+    Sluice__ResponseFormat *f = &r->rformat;
+    const char *type;
+    cm_err rv;
+    if (j == NULL || json_is_null(j))
+        return CM_OK;
+    t = json_object_get(j, "type");
+    if (!json_is_object(j) || !json_is_string(t))
+        return wrong_type(err, "response_format", "an object with a 'type'");
+    if ((rv = only_keys(j, "response_format", rf_keys, err)) != CM_OK)
+        return rv;
+    sluice__response_format__init(f);
+    type = json_string_value(t);
+    js = json_object_get(j, "json_schema");
+    if (strcmp(type, "json_schema") != 0 && js != NULL && !json_is_null(js))
+        return bad(err, "response_format.json_schema",
+                   "'%s' is only allowed with type 'json_schema'%s", "");
+    if (strcmp(type, "text") == 0)
+        return CM_OK; /* the default: no response_format on the wire */
+    if (strcmp(type, "json_object") == 0) {
+        f->has_type = 1;
+        f->type = SLUICE__RESPONSE_FORMAT__TYPE__TYPE_JSON_OBJECT;
+    } else if (strcmp(type, "json_schema") == 0) {
+        f->has_type = 1;
+        f->type = SLUICE__RESPONSE_FORMAT__TYPE__TYPE_JSON_SCHEMA;
+        if (js == NULL || json_is_null(js))
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "missing_required_parameter",
+                                "response_format.json_schema",
+                                "'response_format.json_schema' is required when type is "
+                                "'json_schema'");
+        if (!json_is_object(js))
+            return wrong_type(err, "response_format.json_schema", "an object");
+        if ((rv = only_keys(js, "response_format.json_schema", js_keys, err)) != CM_OK)
+            return rv;
+        v = json_object_get(js, "name");
+        if (v == NULL || json_is_null(v))
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "missing_required_parameter",
+                                "response_format.json_schema.name",
+                                "'response_format.json_schema.name' is required");
+        if (!valid_tool_name(v))
+            return bad_name(err, "response_format.json_schema.name");
+        f->name = (char *)json_string_value(v);
+        v = json_object_get(js, "description");
+        if (v != NULL && !json_is_null(v) && !json_is_string(v))
+            return wrong_type(err, "response_format.json_schema.description", "a string");
+        v = json_object_get(js, "strict");
+        if (v != NULL && !json_is_null(v)) {
+            if (!json_is_boolean(v))
+                return wrong_type(err, "response_format.json_schema.strict", "a boolean");
+            f->has_strict = 1;
+            f->strict = json_is_true(v);
+        }
+        v = json_object_get(js, "schema");
+        if (v == NULL || json_is_null(v))
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "missing_required_parameter",
+                                "response_format.json_schema.schema",
+                                "'response_format.json_schema.schema' is required");
+        if ((rv = dump_schema(r, v, "response_format.json_schema.schema", &f->schema_json, err)) !=
+            CM_OK)
+            return rv;
+    } else {
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", "response_format.type",
+                            "'response_format.type' must be one of 'text', 'json_object', "
+                            "'json_schema', got '%.64s'",
+                            type);
+    }
+    r->submit.response_format = f;
+    return CM_OK;
+}
+
+static cm_err parse_one_tool(json_t *t, size_t i, gw_request *r, gw_error *err) {
+    static const char *const tool_keys[] = {"type", "function", NULL};
+    static const char *const fn_keys[] = {"name", "description", "parameters", "strict", NULL};
+    char p[96], q[128];
+    json_t *type = json_object_get(t, "type"), *fn = json_object_get(t, "function"), *v;
+    Sluice__Tool *tool = &r->tool_store[i];
+    cm_err rv;
+    snprintf(p, sizeof p, "tools[%zu]", i);
+    if (!json_is_object(t))
+        return wrong_type(err, p, "an object");
+    if ((rv = only_keys(t, p, tool_keys, err)) != CM_OK)
+        return rv;
+    snprintf(q, sizeof q, "%s.type", p);
+    if (!json_is_string(type) || strcmp(json_string_value(type), "function") != 0)
+        return bad(err, q, "'%s' must be 'function'%s", "");
+    snprintf(q, sizeof q, "%s.function", p);
+    if (!json_is_object(fn))
+        return wrong_type(err, q, "an object");
+    if ((rv = only_keys(fn, q, fn_keys, err)) != CM_OK)
+        return rv;
+    sluice__tool__init(tool);
+    snprintf(q, sizeof q, "%s.function.name", p);
+    v = json_object_get(fn, "name");
+    if (v == NULL || json_is_null(v))
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "missing_required_parameter", q,
+                            "'%s' is required", q);
+    if (!valid_tool_name(v))
+        return bad_name(err, q);
+    tool->name = (char *)json_string_value(v);
+    for (size_t k = 0; k < i; k++)
+        if (strcmp(r->tool_store[k].name, tool->name) == 0)
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", q,
+                                "'%s': the function name '%s' is defined twice", q, tool->name);
+    snprintf(q, sizeof q, "%s.function.description", p);
+    v = json_object_get(fn, "description");
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_string(v) || json_string_length(v) > GW_MAX_TOOL_DESCRIPTION_BYTES ||
+            strlen(json_string_value(v)) != json_string_length(v))
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", q,
+                                "'%s' must be a string of at most %d bytes without NUL", q,
+                                GW_MAX_TOOL_DESCRIPTION_BYTES);
+        tool->description = (char *)json_string_value(v);
+        r->prompt_chars += json_string_length(v);
+    }
+    snprintf(q, sizeof q, "%s.function.strict", p);
+    v = json_object_get(fn, "strict");
+    if (v != NULL && !json_is_null(v) && !json_is_boolean(v))
+        return wrong_type(err, q, "a boolean");
+    snprintf(q, sizeof q, "%s.function.parameters", p);
+    v = json_object_get(fn, "parameters");
+    if (v != NULL && !json_is_null(v)) {
+        json_t *pt = json_object_get(v, "type");
+        if (!json_is_object(v))
+            return wrong_type(err, q, "a JSON Schema object");
+        /* OpenAI: the arguments are always a JSON object. */
+        if (pt != NULL && !(json_is_string(pt) && strcmp(json_string_value(pt), "object") == 0))
+            return bad(err, q, "'%s' must describe an object (\"type\": \"object\")%s", "");
+        if ((rv = dump_schema(r, v, q, &tool->parameters_json, err)) != CM_OK)
+            return rv;
+    }
+    r->prompt_chars += json_string_length(json_object_get(fn, "name")) + 64;
+    return CM_OK;
+}
+
+static cm_err parse_tools(json_t *root, const gw_limits *lim, gw_request *r, gw_error *err) {
+    json_t *tools = json_object_get(root, "tools"), *t, *tc = json_object_get(root, "tool_choice");
+    size_t n = 0, i;
+    cm_err rv;
+    int parallel = 1;
+    if ((rv = get_bool(root, "parallel_tool_calls", &parallel, err)) != CM_OK)
+        return rv;
+    if (tools != NULL && !json_is_null(tools)) {
+        if (!json_is_array(tools))
+            return wrong_type(err, "tools", "an array");
+        n = json_array_size(tools);
+        if (n > GW_MAX_TOOLS)
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", "tools",
+                                "'tools' has %zu entries; the limit is %d", n, GW_MAX_TOOLS);
+        if (n == 0)
+            return bad(err, "tools", "'%s' must contain at least one tool (or be omitted)%s", "");
+        r->tool_store = calloc(n, sizeof *r->tool_store);
+        r->tool_ptrs = calloc(n, sizeof *r->tool_ptrs);
+        if (r->tool_store == NULL || r->tool_ptrs == NULL)
+            return gw_error_set(err, 500, GW_ERRT_SERVER, NULL, NULL, "out of memory"),
+                   CM_ERR_NOMEM;
+        json_array_foreach(tools, i, t) {
+            if ((rv = parse_one_tool(t, i, r, err)) != CM_OK)
+                return rv;
+            r->tool_ptrs[i] = &r->tool_store[i];
+        }
+        if (r->prompt_chars > lim->max_prompt_chars)
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "prompt_too_long", "tools",
+                                "the messages and tools hold more than %zu bytes of text",
+                                lim->max_prompt_chars);
+    }
+    sluice__tool_choice__init(&r->tool_choice);
+    if (tc != NULL && !json_is_null(tc)) {
+        if (json_is_string(tc)) {
+            const char *m = json_string_value(tc);
+            r->tool_choice.has_mode = 1;
+            if (strcmp(m, "none") == 0)
+                r->tool_choice.mode = SLUICE__TOOL_CHOICE__MODE__MODE_NONE;
+            else if (strcmp(m, "auto") == 0)
+                r->tool_choice.mode = SLUICE__TOOL_CHOICE__MODE__MODE_AUTO;
+            else if (strcmp(m, "required") == 0)
+                r->tool_choice.mode = SLUICE__TOOL_CHOICE__MODE__MODE_REQUIRED;
+            else
+                return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", "tool_choice",
+                                    "'tool_choice' must be 'none', 'auto', 'required' or "
+                                    "{\"type\": \"function\", \"function\": {\"name\": ...}}, "
+                                    "got '%.64s'",
+                                    m);
+        } else if (json_is_object(tc)) {
+            json_t *type = json_object_get(tc, "type"), *fn = json_object_get(tc, "function");
+            json_t *name = json_is_object(fn) ? json_object_get(fn, "name") : NULL;
+            if (!json_is_string(type) || strcmp(json_string_value(type), "function") != 0)
+                return bad(err, "tool_choice.type", "'%s' must be 'function'%s", "");
+            if (!json_is_object(fn) || !json_is_string(name))
+                return wrong_type(err, "tool_choice.function", "an object with a string 'name'");
+            r->tool_choice.has_mode = 1;
+            r->tool_choice.mode = SLUICE__TOOL_CHOICE__MODE__MODE_FUNCTION;
+            r->tool_choice.name = (char *)json_string_value(name);
+            for (i = 0; i < n; i++)
+                if (strcmp(r->tool_store[i].name, r->tool_choice.name) == 0)
+                    break;
+            if (i == n)
+                return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value",
+                                    "tool_choice.function.name",
+                                    "'tool_choice' names the function '%.64s', which is not in "
+                                    "'tools'",
+                                    r->tool_choice.name);
+        } else {
+            return wrong_type(err, "tool_choice", "a string or an object");
+        }
+        if (n == 0 && r->tool_choice.mode != SLUICE__TOOL_CHOICE__MODE__MODE_NONE)
+            return bad(err, "tool_choice", "'%s' is only allowed when 'tools' are specified%s", "");
+    }
+    if (n == 0)
+        return CM_OK;
+    r->submit.n_tools = n;
+    r->submit.tools = r->tool_ptrs;
+    r->submit.tool_choice = &r->tool_choice;
+    r->submit.has_parallel_tool_calls = 1;
+    r->submit.parallel_tool_calls = parallel;
+    r->has_tools = r->tool_choice.mode != SLUICE__TOOL_CHOICE__MODE__MODE_NONE;
     return CM_OK;
 }
 
@@ -685,6 +1049,12 @@ cm_err gw_request_parse(const char *body, size_t len, gw_api api, const gw_limit
         goto fail;
     if ((rv = parse_logprobs(r->root, r, err)) != CM_OK)
         goto fail;
+    if (api == GW_API_CHAT) {
+        if ((rv = parse_response_format(r->root, r, err)) != CM_OK)
+            goto fail;
+        if ((rv = parse_tools(r->root, lim, r, err)) != CM_OK)
+            goto fail;
+    }
     r->submit.sampling = &r->sampling;
     /* ~4 bytes per token for English BPE text, plus chat template overhead per message. */
     r->prompt_token_estimate = (uint32_t)(r->prompt_chars / 4 + 8 * r->submit.n_messages + 1);
@@ -705,6 +1075,13 @@ void gw_request_fini(gw_request *r) {
     free(r->bias_store);
     free(r->bias_ptrs);
     free(r->prompt_ids);
+    free(r->tool_store);
+    free(r->tool_ptrs);
+    free(r->call_store);
+    free(r->call_ptrs);
+    for (size_t i = 0; i < r->n_dumped; i++)
+        free(r->dumped[i]);
+    free(r->dumped);
     if (r->root != NULL)
         json_decref(r->root);
     memset(r, 0, sizeof *r);

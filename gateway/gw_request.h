@@ -38,6 +38,14 @@ typedef struct gw_limits {
     uint32_t max_prompt_token_ids; /* pre-tokenized prompt length */
 } gw_limits;
 
+/* Bounds on structured outputs and tools (OpenAI's own: 128 tools, names of 64 bytes). */
+#define GW_MAX_TOOLS 128
+#define GW_MAX_TOOL_NAME_BYTES 64
+#define GW_MAX_TOOL_DESCRIPTION_BYTES 8192
+#define GW_MAX_SCHEMA_BYTES (64u * 1024) /* one schema (parameters or response_format), as JSON */
+#define GW_MAX_TOOL_CALLS 64             /* tool_calls per history message and per choice */
+#define GW_MAX_TOOL_ARGUMENTS_BYTES (64u * 1024)
+
 /* gw_limits_default fills the defaults documented in sluice-gateway.example.yaml. */
 void gw_limits_default(gw_limits *l);
 
@@ -73,6 +81,18 @@ typedef struct gw_request {
     Sluice__LogitBias *bias_store; /* (n_bias) */
     Sluice__LogitBias **bias_ptrs; /* (n_bias) */
     int32_t *prompt_ids;           /* (n_prompt_ids) */
+
+    /* Structured outputs and tools (chat only). */
+    int has_tools;                  /* tools given and tool_choice is not "none" */
+    Sluice__ResponseFormat rformat; /* submit.response_format points here when given */
+    Sluice__ToolChoice tool_choice; /* submit.tool_choice points here when given */
+    Sluice__Tool *tool_store;       /* (submit.n_tools) */
+    Sluice__Tool **tool_ptrs;       /* (submit.n_tools) */
+    Sluice__ToolCall *call_store;   /* (n_calls) tool_calls of history messages */
+    Sluice__ToolCall **call_ptrs;   /* (n_calls) */
+    size_t n_calls;
+    char **dumped; /* (n_dumped) schemas serialized by the gateway (owned) */
+    size_t n_dumped;
 } gw_request;
 
 /*

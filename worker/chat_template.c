@@ -425,3 +425,149 @@ done:
     free(heap_roles);
     return rv;
 }
+
+/* ---- tools (generic format, see chat_template.h) ---- */
+
+static void put_json_str(writer *w, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    put(w, "\"");
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            put_n(w, e, 2);
+        } else if (c == '\n') {
+            put(w, "\\n");
+        } else if (c < 0x20) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            put_n(w, e, 6);
+        } else {
+            put_n(w, (const char *)&c, 1);
+        }
+    }
+    put(w, "\"");
+}
+
+static void put_tools_section(writer *w, const wk_chat_tool *tools, size_t n_tools) {
+    put(w, "# Tools\n\nYou may call one or more functions to answer the user. The functions "
+           "available, one JSON object per line:\n<tools>\n");
+    for (size_t i = 0; i < n_tools; i++) {
+        put(w, "{\"type\": \"function\", \"function\": {\"name\": ");
+        put_json_str(w, tools[i].name);
+        if (tools[i].description != NULL) {
+            put(w, ", \"description\": ");
+            put_json_str(w, tools[i].description);
+        }
+        put(w, ", \"parameters\": ");
+        put(w, tools[i].parameters != NULL ? tools[i].parameters : "{}");
+        put(w, "}}\n");
+    }
+    put(w, "</tools>\n\nTo call a function, answer with one block per call, each a JSON object "
+           "with the function's name and its arguments:\n" WK_TOOL_CALL_OPEN
+           "{\"name\": \"<function name>\", \"arguments\": <arguments as a JSON object>}\n"
+           "</tool_call>");
+}
+
+static void put_tool_call(writer *w, const wk_chat_tool_call *c) {
+    put(w, WK_TOOL_CALL_OPEN WK_TOOL_CALL_NAME_PREFIX);
+    put(w, c->name);
+    put(w, WK_TOOL_CALL_ARGS_PREFIX);
+    put(w, c->arguments);
+    put(w, WK_TOOL_CALL_CLOSE);
+}
+
+static void end_of(writer *w) {
+    put_n(w, "", 1); /* the NUL ends this content; the next one starts after it */
+}
+
+cm_err wk_chat_render_tools(const wk_chat_template *t, const wk_chat_message *msgs, size_t n,
+                            const wk_chat_tool *tools, size_t n_tools, int add_generation_prompt,
+                            char *out, size_t cap, size_t *n_written, char *err, size_t errlen) {
+    bool plain = n_tools == 0;
+    for (size_t i = 0; i < n && plain; i++)
+        plain = msgs[i].n_tool_calls == 0 &&
+                (msgs[i].role == NULL || strcmp(msgs[i].role, "tool") != 0 ||
+                 t->family == WK_CHAT_LLAMA3);
+    if (plain)
+        return wk_chat_render(t, msgs, n, add_generation_prompt, out, cap, n_written, err, errlen);
+    if (n > MAX_RENDER_MESSAGES) {
+        set_err(err, errlen, "too many messages (%zu, limit %d)", n, MAX_RENDER_MESSAGES);
+        return CM_ERR_LIMIT;
+    }
+    /* The rewritten contents live in one scratch block; its size bounds the worst case
+     * (escaping at most doubles descriptions, \u00XX at most sextuples control bytes). */
+    size_t scratch_cap = sizeof t->default_system + 1024;
+    for (size_t i = 0; i < n; i++) {
+        scratch_cap += (msgs[i].content != NULL ? strlen(msgs[i].content) : 0) + 64;
+        for (size_t k = 0; k < msgs[i].n_tool_calls; k++)
+            scratch_cap +=
+                strlen(msgs[i].tool_calls[k].name) + strlen(msgs[i].tool_calls[k].arguments) + 64;
+    }
+    for (size_t i = 0; i < n_tools; i++)
+        scratch_cap += 6 * strlen(tools[i].name) +
+                       (tools[i].description ? 6 * strlen(tools[i].description) : 0) +
+                       (tools[i].parameters ? strlen(tools[i].parameters) : 2) + 128;
+    char *scratch = malloc(scratch_cap);
+    wk_chat_message *aug = calloc(n + 1, sizeof *aug);
+    cm_err rv = CM_OK;
+    if (scratch == NULL || aug == NULL) {
+        rv = CM_ERR_NOMEM;
+        goto done;
+    }
+    writer w = {scratch, scratch_cap, 0, false};
+    size_t m = 0, i = 0;
+    if (n_tools > 0) {
+        const char *start = w.buf + w.n;
+        const char *sys = t->default_system;
+        if (n > 0 && msgs[0].role != NULL && strcmp(msgs[0].role, "system") == 0) {
+            sys = msgs[0].content != NULL ? msgs[0].content : "";
+            i = 1;
+        }
+        if (sys[0] != '\0') {
+            put(&w, sys);
+            put(&w, "\n\n");
+        }
+        put_tools_section(&w, tools, n_tools);
+        aug[m].role = "system";
+        aug[m].content = start;
+        end_of(&w);
+        m++;
+    }
+    for (; i < n; i++, m++) {
+        aug[m] = msgs[i];
+        aug[m].tool_calls = NULL;
+        aug[m].n_tool_calls = 0;
+        if (msgs[i].content == NULL)
+            continue; /* wk_chat_render reports it */
+        if (msgs[i].n_tool_calls > 0) {
+            const char *start = w.buf + w.n;
+            put(&w, msgs[i].content);
+            for (size_t k = 0; k < msgs[i].n_tool_calls; k++) {
+                if (k > 0 || msgs[i].content[0] != '\0')
+                    put(&w, "\n");
+                put_tool_call(&w, &msgs[i].tool_calls[k]);
+            }
+            aug[m].content = start;
+            end_of(&w);
+        } else if (msgs[i].role != NULL && strcmp(msgs[i].role, "tool") == 0 &&
+                   t->family != WK_CHAT_LLAMA3) {
+            const char *start = w.buf + w.n;
+            put(&w, "<tool_response>\n");
+            put(&w, msgs[i].content);
+            put(&w, "\n</tool_response>");
+            aug[m].role = "user";
+            aug[m].content = start;
+            end_of(&w);
+        }
+    }
+    if (w.overflow) {
+        set_err(err, errlen, "tool definitions too large to render");
+        rv = CM_ERR_LIMIT;
+        goto done;
+    }
+    rv = wk_chat_render(t, aug, m, add_generation_prompt, out, cap, n_written, err, errlen);
+done:
+    free(aug);
+    free(scratch);
+    return rv;
+}

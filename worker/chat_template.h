@@ -21,9 +21,39 @@ typedef enum wk_chat_family {
     WK_CHAT_GEMMA,
 } wk_chat_family;
 
+/*
+ * Tool calling. No supported family has tool syntax of its own that Sluice renders, so tools
+ * use one documented generic format (Hermes/Qwen style, docs/structured-outputs.md):
+ * the function list goes into the system message as JSON lines inside <tools></tools>, each
+ * call the model makes (and each call of a history assistant turn) is
+ *     <tool_call>\n{"name": "NAME", "arguments": ARGUMENTS-JSON}\n</tool_call>
+ * and a tool result (role "tool") is a user turn holding <tool_response>\n...\n</tool_response>
+ * (Llama 3 keeps its own "ipython" turn). The constraint grammar and the output parser of the
+ * worker service use the same markers.
+ */
+#define WK_TOOL_CALL_OPEN "<tool_call>\n"
+#define WK_TOOL_CALL_NAME_PREFIX "{\"name\": \""
+#define WK_TOOL_CALL_ARGS_PREFIX "\", \"arguments\": "
+#define WK_TOOL_CALL_CLOSE "}\n</tool_call>"
+
+/* One call of an assistant turn in the history. */
+typedef struct wk_chat_tool_call {
+    const char *name;      /* function name */
+    const char *arguments; /* JSON text, written as is */
+} wk_chat_tool_call;
+
+/* A function the model may call. */
+typedef struct wk_chat_tool {
+    const char *name;
+    const char *description; /* NULL = none */
+    const char *parameters;  /* JSON Schema text; NULL = {} */
+} wk_chat_tool;
+
 typedef struct wk_chat_message {
-    const char *role;    /* "system", "user", "assistant", "tool" */
-    const char *content; /* NUL-terminated UTF-8 */
+    const char *role;                    /* "system", "user", "assistant", "tool" */
+    const char *content;                 /* NUL-terminated UTF-8 */
+    const wk_chat_tool_call *tool_calls; /* (n_tool_calls) assistant turns only; may be NULL */
+    size_t n_tool_calls;
 } wk_chat_message;
 
 typedef struct wk_chat_template {
@@ -50,5 +80,15 @@ const char *wk_chat_family_name(wk_chat_family f);
 cm_err wk_chat_render(const wk_chat_template *t, const wk_chat_message *msgs, size_t n,
                       int add_generation_prompt, char *out, size_t cap, size_t *n_written,
                       char *err, size_t errlen);
+
+/*
+ * wk_chat_render_tools is wk_chat_render with tools (n_tools may be 0) and history tool calls
+ * rendered in the generic format above: the tools section is appended to the system message
+ * (or to the template's default system prompt, or becomes the system message). Same errors as
+ * wk_chat_render; CM_ERR_NOMEM for its scratch memory (freed before it returns).
+ */
+cm_err wk_chat_render_tools(const wk_chat_template *t, const wk_chat_message *msgs, size_t n,
+                            const wk_chat_tool *tools, size_t n_tools, int add_generation_prompt,
+                            char *out, size_t cap, size_t *n_written, char *err, size_t errlen);
 
 #endif /* WK_CHAT_TEMPLATE_H */

@@ -15,6 +15,9 @@ void wk_wire_limits_init(wk_wire_limits *lim) {
     lim->max_messages = 1024;
     lim->max_prompt_ids = 131072;
     lim->max_string_bytes = 256;
+    lim->max_tools = 128;
+    lim->max_schema_bytes = 64u << 10;
+    lim->max_tool_calls = 64;
 }
 
 static void fill_limits(const wk_wire_limits *in, wk_wire_limits *out) {
@@ -31,6 +34,12 @@ static void fill_limits(const wk_wire_limits *in, wk_wire_limits *out) {
         out->max_prompt_ids = in->max_prompt_ids;
     if (in->max_string_bytes)
         out->max_string_bytes = in->max_string_bytes;
+    if (in->max_tools)
+        out->max_tools = in->max_tools;
+    if (in->max_schema_bytes)
+        out->max_schema_bytes = in->max_schema_bytes;
+    if (in->max_tool_calls)
+        out->max_tool_calls = in->max_tool_calls;
 }
 
 static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
@@ -59,6 +68,50 @@ static cm_err check_sampling(const Sluice__SamplingParams *sp, char *err, size_t
                     sp->n_logit_bias, WK_MAX_LOGIT_BIAS);
     if (sp->has_logprobs && sp->logprobs > WK_MAX_TOP_LOGPROBS + 1)
         return fail(CM_ERR_LIMIT, err, errlen, "logprobs must be at most %d", WK_MAX_TOP_LOGPROBS);
+    return CM_OK;
+}
+
+/* Tools, tool_choice, response_format and history tool calls: sizes only (meaning is checked
+ * by wk_constraint). Names are bounded by 64 bytes like OpenAI's. */
+static cm_err check_tools(const Sluice__Submit *s, const wk_wire_limits *lim, char *err,
+                          size_t errlen) {
+    if (s->n_tools > lim->max_tools)
+        return fail(CM_ERR_LIMIT, err, errlen, "too many tools: %zu (at most %u)", s->n_tools,
+                    lim->max_tools);
+    for (size_t i = 0; i < s->n_tools; i++) {
+        const Sluice__Tool *t = s->tools[i];
+        if (!str_fits(t->name, 64) || t->name[0] == '\0')
+            return fail(CM_ERR_LIMIT, err, errlen, "tools[%zu].function.name must be 1 to 64 bytes",
+                        i);
+        if (!str_fits(t->description, lim->max_schema_bytes) ||
+            !str_fits(t->parameters_json, lim->max_schema_bytes))
+            return fail(CM_ERR_LIMIT, err, errlen,
+                        "tools[%zu]: description or parameters longer than %zu bytes", i,
+                        lim->max_schema_bytes);
+    }
+    if (s->tool_choice != NULL && !str_fits(s->tool_choice->name, 64))
+        return fail(CM_ERR_LIMIT, err, errlen, "tool_choice name longer than 64 bytes");
+    if (s->response_format != NULL &&
+        (!str_fits(s->response_format->schema_json, lim->max_schema_bytes) ||
+         !str_fits(s->response_format->name, 64)))
+        return fail(CM_ERR_LIMIT, err, errlen,
+                    "response_format schema longer than %zu bytes or name longer than 64",
+                    lim->max_schema_bytes);
+    for (size_t i = 0; i < s->n_messages; i++) {
+        const Sluice__ChatMessage *m = s->messages[i];
+        if (m->n_tool_calls > lim->max_tool_calls)
+            return fail(CM_ERR_LIMIT, err, errlen,
+                        "messages[%zu]: too many tool_calls (at most %u)", i, lim->max_tool_calls);
+        if (!str_fits(m->tool_call_id, lim->max_string_bytes))
+            return fail(CM_ERR_LIMIT, err, errlen, "messages[%zu].tool_call_id too long", i);
+        for (size_t k = 0; k < m->n_tool_calls; k++) {
+            const Sluice__ToolCall *c = m->tool_calls[k];
+            if (!str_fits(c->id, lim->max_string_bytes) || !str_fits(c->name, 64) ||
+                !str_fits(c->arguments_json, lim->max_schema_bytes))
+                return fail(CM_ERR_LIMIT, err, errlen,
+                            "messages[%zu].tool_calls[%zu]: id, name or arguments too long", i, k);
+        }
+    }
     return CM_OK;
 }
 
@@ -106,6 +159,9 @@ static cm_err check_submit(const Sluice__Submit *s, const wk_wire_limits *lim, c
     if (s->has_priority && s->priority != SLUICE__PRIORITY__PRIORITY_INTERACTIVE &&
         s->priority != SLUICE__PRIORITY__PRIORITY_BATCH)
         return fail(CM_ERR_INVALID, err, errlen, "unknown priority %d", (int)s->priority);
+    cm_err rv = check_tools(s, lim, err, errlen);
+    if (rv != CM_OK)
+        return rv;
     return check_sampling(s->sampling, err, errlen);
 }
 
@@ -331,8 +387,11 @@ static void set_piece(const wk_tokenizer *tok, int32_t id, protobuf_c_boolean *h
 /* Tokens with logprobs: one TokenLogprob per token, each with its alternatives. All the
  * sub-messages live in one scratch allocation freed after packing. */
 static cm_err encode_tokens(const wk_event *ev, uint64_t request_id, const wk_tokenizer *tok,
-                            wk_wire_buf *out) {
+                            const wk_wire_tool_delta *deltas, size_t n_deltas, wk_wire_buf *out) {
     Sluice__Tokens t = SLUICE__TOKENS__INIT;
+    Sluice__ToolCallDelta *tds = NULL;
+    Sluice__ToolCallDelta **td_ptrs = NULL;
+    char *args = NULL;
     t.n_token_ids = ev->n_tokens;
     t.token_ids = (int32_t *)ev->token_ids;
     /* The generated struct wants a mutable char*; text is NUL-terminated by us below. */
@@ -349,6 +408,33 @@ static cm_err encode_tokens(const wk_event *ev, uint64_t request_id, const wk_to
     Sluice__TopLogprob *tops = NULL;
     Sluice__TopLogprob **top_ptrs = NULL;
     cm_err rv = CM_ERR_NOMEM;
+    if (n_deltas > 0) {
+        /* Argument fragments are not NUL-terminated: copied into one block, each ended. */
+        size_t total = 0;
+        for (size_t i = 0; i < n_deltas; i++)
+            total += deltas[i].arguments_len + 1;
+        tds = calloc(n_deltas, sizeof *tds);
+        td_ptrs = calloc(n_deltas, sizeof *td_ptrs);
+        args = malloc(total);
+        if (tds == NULL || td_ptrs == NULL || args == NULL)
+            goto done;
+        char *p = args;
+        for (size_t i = 0; i < n_deltas; i++) {
+            Sluice__ToolCallDelta init = SLUICE__TOOL_CALL_DELTA__INIT;
+            tds[i] = init;
+            tds[i].index = deltas[i].index;
+            tds[i].id = (char *)deltas[i].id;
+            tds[i].name = (char *)deltas[i].name;
+            if (deltas[i].arguments_len > 0)
+                memcpy(p, deltas[i].arguments, deltas[i].arguments_len);
+            p[deltas[i].arguments_len] = '\0';
+            tds[i].arguments = p;
+            p += deltas[i].arguments_len + 1;
+            td_ptrs[i] = &tds[i];
+        }
+        t.n_tool_calls = n_deltas;
+        t.tool_calls = td_ptrs;
+    }
     if (ev->logprobs != NULL && ev->n_tokens > 0) {
         size_t n = ev->n_tokens;
         lps = calloc(n, sizeof *lps);
@@ -396,16 +482,25 @@ done:
     free(lp_ptrs);
     free(lps);
     free(text);
+    free(tds);
+    free(td_ptrs);
+    free(args);
     return rv;
 }
 
 cm_err wk_wire_encode_event(const wk_event *ev, uint64_t request_id, const wk_tokenizer *tok,
                             wk_wire_buf *out) {
+    return wk_wire_encode_event_tools(ev, request_id, tok, NULL, 0, false, out);
+}
+
+cm_err wk_wire_encode_event_tools(const wk_event *ev, uint64_t request_id, const wk_tokenizer *tok,
+                                  const wk_wire_tool_delta *deltas, size_t n_deltas,
+                                  bool tool_calls_finish, wk_wire_buf *out) {
     out->data = NULL;
     out->len = 0;
     switch (ev->kind) {
     case WK_EVENT_TOKENS:
-        return encode_tokens(ev, request_id, tok, out);
+        return encode_tokens(ev, request_id, tok, deltas, n_deltas, out);
     case WK_EVENT_FINISHED: {
         Sluice__Usage u = SLUICE__USAGE__INIT;
         u.prompt_tokens = ev->usage.prompt_tokens;
@@ -418,7 +513,8 @@ cm_err wk_wire_encode_event(const wk_event *ev, uint64_t request_id, const wk_to
         tm.prefill_ms = ev->timing.prefill_ms;
         tm.decode_ms = ev->timing.decode_ms;
         Sluice__Finished f = SLUICE__FINISHED__INIT;
-        f.reason = map_reason(ev->finish_reason);
+        f.reason = tool_calls_finish ? SLUICE__FINISH_REASON__FINISH_REASON_TOOL_CALLS
+                                     : map_reason(ev->finish_reason);
         f.usage = &u;
         f.timing = &tm;
         char *text = NULL;

@@ -5,8 +5,8 @@
  * Decoding never trusts the bytes: protobuf-c enforces `required` fields, but garbage can
  * still unpack, so the oneof case, the prompt form (exactly one of messages / prompt /
  * prompt_token_ids) and every size (message count, string bytes, token ids, stop strings,
- * logit biases) are checked against wk_wire_limits here. Meaning (UTF-8, chat template,
- * vocabulary, context length) is checked later by wk_prompt.
+ * logit biases, tools, schemas, tool calls) are checked against wk_wire_limits here. Meaning
+ * (UTF-8, chat template, vocabulary, context length) is checked later by wk_prompt.
  *
  * Encoders allocate the packed bytes (malloc); the caller frees them (free) or hands them to
  * wk_transport_send, which copies.
@@ -35,6 +35,10 @@ typedef struct wk_wire_limits {
     uint32_t max_messages;    /* chat messages; default 1024 */
     uint32_t max_prompt_ids;  /* prompt_token_ids; default 131072 */
     size_t max_string_bytes;  /* model, tenant, role, name, ids; default 256 */
+    uint32_t max_tools;       /* tools per Submit; default 128 */
+    size_t max_schema_bytes;  /* one schema (tool parameters, response_format), tool description
+                                 or tool-call arguments; default 64 KiB */
+    uint32_t max_tool_calls;  /* tool_calls per history message; default 64 */
 } wk_wire_limits;
 
 /* wk_wire_limits_init fills the defaults above. */
@@ -123,5 +127,24 @@ cm_err wk_wire_encode_error(uint64_t request_id, cm_err code, const char *messag
  */
 cm_err wk_wire_encode_event(const wk_event *ev, uint64_t request_id, const wk_tokenizer *tok,
                             wk_wire_buf *out);
+
+/* A piece of a tool call for a Tokens event (ToolCallDelta); strings borrowed. */
+typedef struct wk_wire_tool_delta {
+    uint32_t index;        /* call number within the choice */
+    const char *id;        /* first delta of a call only, else NULL */
+    const char *name;      /* first delta of a call only, else NULL */
+    const char *arguments; /* fragment (arguments_len bytes, valid UTF-8) */
+    size_t arguments_len;
+} wk_wire_tool_delta;
+
+/*
+ * wk_wire_encode_event_tools is wk_wire_encode_event for requests whose output is parsed
+ * for tool calls: a TOKENS event carries the n deltas as Tokens.tool_calls (ev->text is the
+ * plain content left after parsing), and a FINISHED event with tool_calls_finish reports
+ * FINISH_REASON_TOOL_CALLS instead of the engine's reason.
+ */
+cm_err wk_wire_encode_event_tools(const wk_event *ev, uint64_t request_id, const wk_tokenizer *tok,
+                                  const wk_wire_tool_delta *deltas, size_t n,
+                                  bool tool_calls_finish, wk_wire_buf *out);
 
 #endif /* WK_WIRE_H */
