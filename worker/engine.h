@@ -23,6 +23,7 @@
 #include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "grammar.h"
 
 typedef struct wk_engine wk_engine;
 
@@ -39,6 +40,10 @@ typedef struct wk_engine_config {
     bool prefix_cache;             /* default on */
     int n_threads;                 /* CPU backend threads, 0 = all cores */
     int device;                    /* CUDA device */
+    /* Token bytes + trie for constrained decoding (grammar.h). Borrowed, must outlive the
+     * engine; NULL = the engine builds its own from the tokenizer at create (tens of ms for a
+     * 49k vocabulary). Without a tokenizer, requests with a grammar are rejected. */
+    const wk_vocab_index *vocab;
 } wk_engine_config;
 
 /* wk_engine_config_defaults fills sensible defaults for a CPU worker. */
@@ -116,6 +121,16 @@ typedef struct wk_request {
      * prompt position, before sampling (reference checks, sluice-generate --dump-logits).
      * Borrowed; must stay valid until the request's first token event or its end. */
     float *prompt_logits_out;
+    /* Optional constraint (NULL = unconstrained): the output must stay a prefix of the
+     * grammar's language. The engine takes its own reference at submit (the caller keeps
+     * its). Each step masks the logits before sampling (so logit_bias, penalties, top-k/p,
+     * min-p and logprobs all see the constrained distribution: logprobs are renormalized over
+     * the allowed tokens), EOG is allowed only when the output is complete, and the request
+     * finishes with WK_FINISH_STOP as soon as the grammar is finished (nothing may follow). A
+     * max_tokens cut gives WK_FINISH_LENGTH with the partial output as is. ignore_eos does
+     * not apply to a complete grammar output. A runtime grammar bound (grammar.h) ends the
+     * request with an ERROR event (CM_ERR_LIMIT). */
+    wk_grammar *grammar;
 } wk_request;
 
 typedef struct wk_engine_stats {
