@@ -43,10 +43,10 @@ typedef struct gw_tool_call_out {
 typedef struct gw_choice_out {
     const char *text; /* with tool calls, an empty text renders as "content": null */
     size_t text_len;
+    const char *finish_reason;          /* NULL = null */
+    const gw_logprobs_acc *logprobs;    /* NULL = "logprobs": null */
     const gw_tool_call_out *tool_calls; /* (n_tool_calls); chat only */
     uint32_t n_tool_calls;
-    const char *finish_reason;       /* NULL = null */
-    const gw_logprobs_acc *logprobs; /* NULL = "logprobs": null */
 } gw_choice_out;
 
 typedef struct gw_usage_out {

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "constraint.h"
+
 static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
@@ -57,11 +59,20 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int3
     if (ctx->tmpl == NULL)
         return fail(CM_ERR_UNSUPPORTED, err, errlen,
                     "this worker has no chat template; send a raw prompt");
+    size_t n_calls = 0;
+    for (size_t i = 0; i < s->n_messages; i++)
+        n_calls += s->messages[i]->n_tool_calls;
+    size_t n_tools = wk_constraint_tools_active(s) ? s->n_tools : 0;
     wk_chat_message *msgs = calloc(s->n_messages, sizeof *msgs);
-    if (msgs == NULL)
-        return CM_ERR_NOMEM;
+    wk_chat_tool_call *calls = calloc(n_calls + 1, sizeof *calls);
+    wk_chat_tool *tools = calloc(n_tools + 1, sizeof *tools);
     size_t text_bytes = 0;
     cm_err rv = CM_OK;
+    if (msgs == NULL || calls == NULL || tools == NULL) {
+        rv = CM_ERR_NOMEM;
+        goto done;
+    }
+    n_calls = 0;
     for (size_t i = 0; i < s->n_messages; i++) {
         const Sluice__ChatMessage *m = s->messages[i];
         size_t n = strlen(m->content);
@@ -72,7 +83,40 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int3
         text_bytes += n;
         msgs[i].role = m->role;
         msgs[i].content = m->content;
+        msgs[i].tool_calls = &calls[n_calls];
+        msgs[i].n_tool_calls = m->n_tool_calls;
+        for (size_t k = 0; k < m->n_tool_calls; k++, n_calls++) {
+            const Sluice__ToolCall *c = m->tool_calls[k];
+            size_t an = strlen(c->arguments_json);
+            if (!wk_utf8_valid(c->arguments_json, an) || !wk_utf8_valid(c->name, strlen(c->name))) {
+                rv = fail(CM_ERR_UTF8, err, errlen,
+                          "messages[%zu].tool_calls[%zu] is not valid "
+                          "UTF-8",
+                          i, k);
+                goto done;
+            }
+            calls[n_calls].name = c->name;
+            calls[n_calls].arguments = c->arguments_json;
+            text_bytes += an + strlen(c->name) + 64;
+        }
     }
+    for (size_t i = 0; i < n_tools; i++) {
+        const Sluice__Tool *t = s->tools[i];
+        const char *d = t->description, *p = t->parameters_json;
+        if (!wk_utf8_valid(t->name, strlen(t->name)) ||
+            (d != NULL && !wk_utf8_valid(d, strlen(d))) ||
+            (p != NULL && !wk_utf8_valid(p, strlen(p)))) {
+            rv = fail(CM_ERR_UTF8, err, errlen, "tools[%zu] is not valid UTF-8", i);
+            goto done;
+        }
+        tools[i].name = t->name;
+        tools[i].description = d;
+        tools[i].parameters = p;
+        /* Descriptions are JSON-escaped in the prompt: up to 6 bytes per control byte. */
+        text_bytes += strlen(t->name) + (d ? 6 * strlen(d) : 0) + (p ? strlen(p) : 2) + 128;
+    }
+    if (n_tools > 0)
+        text_bytes += 1024; /* the tools section's own text */
     if (text_bytes > ctx->max_prompt_bytes) {
         rv = fail(CM_ERR_LIMIT, err, errlen, "messages are longer than %zu bytes",
                   ctx->max_prompt_bytes);
@@ -87,7 +131,8 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int3
     }
     size_t len = 0;
     char rerr[256] = "";
-    rv = wk_chat_render(ctx->tmpl, msgs, s->n_messages, 1, rendered, cap, &len, rerr, sizeof rerr);
+    rv = wk_chat_render_tools(ctx->tmpl, msgs, s->n_messages, tools, n_tools, 1, rendered, cap,
+                              &len, rerr, sizeof rerr);
     if (rv != CM_OK) {
         fail(rv, err, errlen, "%s", rerr[0] ? rerr : "cannot render the chat template");
         free(rendered);
@@ -102,6 +147,8 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int3
     free(rendered);
 done:
     free(msgs);
+    free(calls);
+    free(tools);
     return rv;
 }
 

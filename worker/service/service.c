@@ -12,13 +12,16 @@
 
 #include "cm_clock.h"
 #include "cm_log.h"
+#include "constraint.h"
 #include "inbox.h"
 #include "prompt.h"
+#include "tool_parse.h"
 #include "transport.h"
 #include "wire.h"
 
 #define STATS_INTERVAL_MS 250
 #define IDLE_WAIT_MS 100
+#define GRAMMAR_CACHE_ENTRIES 256
 
 /* One request the engine knows about. Engine thread only. */
 typedef struct req {
@@ -31,6 +34,7 @@ typedef struct req {
     bool silent;           /* connection gone or already told: send nothing more */
     bool congested;        /* send queue overflowed: cancel pending */
     char log_id[64];       /* gateway_request_id for logs */
+    wk_tool_parser *tools; /* tools active: the output is parsed for tool calls; else NULL */
 } req;
 
 /* Per-connection state on the engine thread. */
@@ -46,6 +50,7 @@ struct wk_service {
     wk_inbox *inbox;
     wk_wire_limits limits;
     wk_prompt_ctx prompt;
+    wk_grammar_cache *grammars; /* compiled constraints by text */
 
     pthread_t thread;
     bool thread_started;
@@ -113,6 +118,10 @@ static void unlink_req(wk_service *s, req *r) {
     if (r->next != NULL)
         r->next->prev = r->prev;
     s->n_reqs--;
+    if (r->tools != NULL) {
+        wk_tool_parser_fini(r->tools);
+        free(r->tools);
+    }
     free(r);
 }
 
@@ -194,6 +203,50 @@ static void on_message(void *arg, uint32_t conn_id, const uint8_t *data, size_t 
 
 /* ---- engine events (engine thread, inside wk_engine_step) ---- */
 
+/* A Tokens event of a request with tools: text goes through the tool-call parser, the wire
+ * event carries the plain content left and the tool-call deltas. */
+static cm_err encode_parsed(req *r, const wk_event *ev, const char *text, size_t len,
+                            const wk_tokenizer *tok, wk_wire_buf *out) {
+    cm_err rv = wk_tool_parser_feed(r->tools, text != NULL ? text : "", len);
+    if (rv != CM_OK)
+        cm_logf(CM_LOG_WARN, r->log_id[0] ? r->log_id : NULL, "tool-call parser: %s",
+                cm_strerror(rv));
+    wk_event pe = *ev;
+    pe.text = cm_buf_cstr(&r->tools->content);
+    pe.text_len = r->tools->content.len;
+    return wk_wire_encode_event_tools(&pe, r->request_id, tok, r->tools->deltas, r->tools->n_deltas,
+                                      false, out);
+}
+
+/* The last events of a request with tools: what the final text and the parser still hold go
+ * out as a Tokens event, then Finished (TOOL_CALLS when calls were made and nothing cut them). */
+static void finish_parsed(wk_service *s, req *r, const wk_event *ev) {
+    wk_event te = {.kind = WK_EVENT_TOKENS, .request_id = ev->request_id, .user = ev->user};
+    wk_wire_buf b;
+    for (int pass = 0; pass < 2; pass++) {
+        cm_err rv = pass == 0 ? wk_tool_parser_feed(r->tools, ev->text ? ev->text : "",
+                                                    ev->text != NULL ? ev->text_len : 0)
+                              : wk_tool_parser_finish(r->tools);
+        if (rv != CM_OK || (r->tools->content.len == 0 && r->tools->n_deltas == 0))
+            continue;
+        te.text = cm_buf_cstr(&r->tools->content);
+        te.text_len = r->tools->content.len;
+        if (wk_wire_encode_event_tools(&te, r->request_id, s->d.tok, r->tools->deltas,
+                                       r->tools->n_deltas, false, &b) == CM_OK) {
+            wk_transport_send(s->transport, r->conn_id, b.data, b.len, WK_SEND_NORMAL);
+            wk_wire_buf_free(&b);
+        }
+    }
+    wk_event fe = *ev;
+    fe.text = NULL;
+    fe.text_len = 0;
+    bool calls = wk_tool_parser_n_calls(r->tools) > 0 && ev->finish_reason == WK_FINISH_STOP;
+    if (wk_wire_encode_event_tools(&fe, r->request_id, s->d.tok, NULL, 0, calls, &b) == CM_OK) {
+        wk_transport_send(s->transport, r->conn_id, b.data, b.len, WK_SEND_FINAL);
+        wk_wire_buf_free(&b);
+    }
+}
+
 static void on_event(const wk_event *ev, void *cb_arg) {
     wk_service *s = cb_arg;
     req *r = ev->user;
@@ -208,9 +261,11 @@ static void on_event(const wk_event *ev, void *cb_arg) {
         if (r->silent || r->congested)
             return;
         wk_wire_buf b;
-        if (wk_wire_encode_event(ev, r->request_id, s->d.tok, &b) != CM_OK)
+        cm_err rv = r->tools != NULL ? encode_parsed(r, ev, ev->text, ev->text_len, s->d.tok, &b)
+                                     : wk_wire_encode_event(ev, r->request_id, s->d.tok, &b);
+        if (rv != CM_OK)
             return;
-        cm_err rv = wk_transport_send(s->transport, r->conn_id, b.data, b.len, WK_SEND_NORMAL);
+        rv = wk_transport_send(s->transport, r->conn_id, b.data, b.len, WK_SEND_NORMAL);
         wk_wire_buf_free(&b);
         if (rv == CM_ERR_OVERLOADED) {
             /* The gateway does not read fast enough; cancelling is the only bounded answer.
@@ -247,6 +302,8 @@ static void on_event(const wk_event *ev, void *cb_arg) {
         if (r->congested) {
             send_error(s, r->conn_id, r->request_id, CM_ERR_OVERLOADED,
                        "gateway too slow to read events: send queue full, request cancelled");
+        } else if (r->tools != NULL && ev->kind == WK_EVENT_FINISHED) {
+            finish_parsed(s, r, ev);
         } else {
             wk_wire_buf b;
             if (wk_wire_encode_event(ev, r->request_id, s->d.tok, &b) == CM_OK) {
@@ -364,17 +421,34 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
         reject(s, c, rv, err[0] ? err : cm_strerror(rv));
         return;
     }
+    /* TODO(prep): runs on the engine thread until the preparation pool lands; it belongs
+     * right after wk_prompt_build there. */
+    wk_constraint con;
+    rv = wk_constraint_build(s->grammars, sub, &con, err, sizeof err);
+    if (rv != CM_OK) {
+        free(ids);
+        reject(s, c, rv, err[0] ? err : cm_strerror(rv));
+        return;
+    }
     wk_request rq;
     memset(&rq, 0, sizeof rq);
     rv = wk_wire_sampling(sub->sampling, next_rand(s), &rq.sampling, err, sizeof err);
     if (rv != CM_OK) {
         free(ids);
+        wk_constraint_fini(&con);
         reject(s, c, rv, err);
         return;
     }
     req *r = calloc(1, sizeof *r);
-    if (r == NULL) {
+    if (r != NULL && con.tool_calls) {
+        r->tools = malloc(sizeof *r->tools);
+        if (r->tools != NULL)
+            wk_tool_parser_init(r->tools, next_rand(s));
+    }
+    if (r == NULL || (con.tool_calls && r->tools == NULL)) {
+        free(r);
         free(ids);
+        wk_constraint_fini(&con);
         reject(s, c, CM_ERR_NOMEM, "out of memory");
         return;
     }
@@ -407,10 +481,12 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
     rq.cb = on_event;
     rq.cb_arg = s;
     rq.user = r;
+    rq.grammar = con.grammar;
     link_req(s, r);
     err[0] = '\0';
     rv = wk_engine_submit(s->d.engine, &rq, err, sizeof err);
     free(ids);
+    wk_constraint_fini(&con); /* the engine holds its own reference */
     if (rv != CM_OK) {
         unlink_req(s, r);
         if (rv == CM_ERR_CONTEXT_LENGTH && err[0] == '\0')
@@ -628,6 +704,9 @@ cm_err wk_service_create(const wk_service_deps *deps, wk_service **out, char *er
     cm_err rv = wk_inbox_create(inbox_cap, &s->inbox);
     if (rv != CM_OK)
         goto fail;
+    rv = wk_grammar_cache_create(GRAMMAR_CACHE_ENTRIES, &s->grammars);
+    if (rv != CM_OK)
+        goto fail;
     wk_transport_config tc;
     wk_transport_config_defaults(&tc);
     tc.max_connections = cfg->max_connections;
@@ -729,8 +808,14 @@ void wk_service_destroy(wk_service *s) {
     while (s->reqs != NULL) {
         req *r = s->reqs;
         s->reqs = r->next;
+        if (r->tools != NULL) {
+            wk_tool_parser_fini(r->tools);
+            free(r->tools);
+        }
         free(r);
     }
+    if (s->grammars != NULL)
+        wk_grammar_cache_destroy(s->grammars);
     while (s->conns != NULL) {
         conn_state *c = s->conns;
         s->conns = c->next;

@@ -77,7 +77,8 @@ static void test_escape_invalid_utf8(void **state) {
 static void test_response_and_chunks(void **state) {
     cm_buf b;
     json_t *j;
-    gw_choice_out ch[2] = {{"he\"llo", 6, "stop", NULL}, {"x", 1, "length", NULL}};
+    gw_choice_out ch[2] = {{"he\"llo", 6, "stop", NULL, NULL, 0},
+                           {"x", 1, "length", NULL, NULL, 0}};
     gw_usage_out u = {10, 4, 3};
     (void)state;
     cm_buf_init(&b, 1 << 20);
@@ -198,6 +199,79 @@ static void test_duration(void **state) {
     assert_string_equal(b, "6m");
 }
 
+static json_t *first_choice(json_t *j) {
+    return json_array_get(json_object_get(j, "choices"), 0);
+}
+
+static void test_tool_calls(void **state) {
+    cm_buf b;
+    json_t *j, *msg, *tc, *d;
+    gw_tool_call_out calls[2] = {{"call_a", "get_weather", "{\"city\": \"Paris\"}", 17},
+                                 {"call_b", "f", "{\"x\":", 5}};
+    gw_choice_out ch = {"", 0, "tool_calls", NULL, calls, 2};
+    gw_usage_out u = {10, 4, 0};
+    Sluice__ToolCallDelta first = SLUICE__TOOL_CALL_DELTA__INIT,
+                          more = SLUICE__TOOL_CALL_DELTA__INIT;
+    (void)state;
+    cm_buf_init(&b, 1 << 20);
+    assert_int_equal(gw_format_response(&b, GW_API_CHAT, "c", 1, "m", &ch, 1, &u), CM_OK);
+    j = parse_or_fail(b.data, b.len);
+    msg = json_object_get(first_choice(j), "message");
+    assert_true(json_is_null(json_object_get(msg, "content")));
+    tc = json_object_get(msg, "tool_calls");
+    assert_int_equal(json_array_size(tc), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(tc, 0), "id")), "call_a");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(tc, 0), "type")),
+                        "function");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(tc, 0), "function"), "arguments")),
+                        "{\"city\": \"Paris\"}");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(tc, 1), "function"), "name")),
+                        "f");
+    assert_string_equal(json_string_value(json_object_get(first_choice(j), "finish_reason")),
+                        "tool_calls");
+    json_decref(j);
+
+    /* Streaming: the first delta names the call, the next ones carry argument fragments. */
+    first.index = 1;
+    first.id = "call_b";
+    first.name = "f";
+    first.arguments = "";
+    cm_buf_reset(&b);
+    assert_int_equal(gw_format_tool_chunk(&b, "c", 1, "m", 0, 1, &first, 0), CM_OK);
+    j = parse_or_fail(b.data + 6, b.len - 8);
+    d = json_object_get(first_choice(j), "delta");
+    assert_string_equal(json_string_value(json_object_get(d, "role")), "assistant");
+    assert_true(json_is_null(json_object_get(d, "content")));
+    tc = json_array_get(json_object_get(d, "tool_calls"), 0);
+    assert_int_equal(json_integer_value(json_object_get(tc, "index")), 1);
+    assert_string_equal(json_string_value(json_object_get(tc, "id")), "call_b");
+    assert_string_equal(json_string_value(json_object_get(tc, "type")), "function");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(tc, "function"), "name")),
+                        "f");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(tc, "function"), "arguments")), "");
+    assert_true(json_is_null(json_object_get(first_choice(j), "finish_reason")));
+    json_decref(j);
+    more.index = 1;
+    more.arguments = "{\"q\": \"a\\\"";
+    cm_buf_reset(&b);
+    assert_int_equal(gw_format_tool_chunk(&b, "c", 1, "m", 0, 0, &more, 1), CM_OK);
+    j = parse_or_fail(b.data + 6, b.len - 8);
+    d = json_object_get(first_choice(j), "delta");
+    assert_null(json_object_get(d, "role"));
+    tc = json_array_get(json_object_get(d, "tool_calls"), 0);
+    assert_null(json_object_get(tc, "id"));
+    assert_null(json_object_get(json_object_get(tc, "function"), "name"));
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(tc, "function"), "arguments")),
+        "{\"q\": \"a\\\"");
+    assert_true(json_is_null(json_object_get(j, "usage")));
+    json_decref(j);
+    cm_buf_fini(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_json),
@@ -205,6 +279,7 @@ int main(void) {
         cmocka_unit_test(test_escape_invalid_utf8),
         cmocka_unit_test(test_response_and_chunks),
         cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_tool_calls),
         cmocka_unit_test(test_duration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -139,8 +141,7 @@ static void test_rejections_name_param(void **state) {
     expect_400(GW_API_CHAT, CHAT("\"logprobs\":true,\"top_logprobs\":21"), "top_logprobs");
     expect_400(GW_API_CHAT, CHAT("\"tools\":[]"), "tools");
     expect_400(GW_API_CHAT, CHAT("\"functions\":[]"), "functions");
-    expect_400(GW_API_CHAT, CHAT("\"response_format\":{\"type\":\"json_object\"}"),
-               "response_format");
+    expect_400(GW_API_CHAT, CHAT("\"response_format\":{\"type\":\"xml\"}"), "response_format.type");
     expect_400(GW_API_CHAT, CHAT("\"stream_options\":{\"include_usage\":true}"), "stream_options");
     expect_400(GW_API_CHAT, CHAT("\"whatever\":1"), "whatever");
     expect_400(GW_API_CHAT, CHAT("\"prompt\":\"x\""), "prompt");
@@ -198,12 +199,200 @@ static void test_bad_json(void **state) {
     assert_int_equal(err.status, 400);
 }
 
+#define TOOL_W                                                                                     \
+    "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"d\","         \
+    "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},"         \
+    "\"required\":[\"city\"]}}}"
+#define TOOL_T "{\"type\":\"function\",\"function\":{\"name\":\"time-now_2\"}}"
+
+static void test_tools_mapping(void **state) {
+    gw_request rq;
+    gw_error err;
+    (void)state;
+    const char *body =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"w?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"refusal\":null,\"tool_calls\":[{\"id\":"
+        "\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":"
+        "\"{\\\"city\\\": \\\"Paris\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"sunny\"}],"
+        "\"tools\":[" TOOL_W "," TOOL_T "],\"tool_choice\":{\"type\":\"function\","
+        "\"function\":{\"name\":\"time-now_2\"}},\"parallel_tool_calls\":false}";
+    assert_int_equal(parse(GW_API_CHAT, body, &rq, &err), CM_OK);
+    assert_true(rq.has_tools);
+    assert_int_equal(rq.submit.n_tools, 2);
+    assert_string_equal(rq.submit.tools[0]->name, "get_weather");
+    assert_string_equal(rq.submit.tools[0]->description, "d");
+    /* Parameters travel as compact JSON with the declared key order kept. */
+    assert_string_equal(rq.submit.tools[0]->parameters_json,
+                        "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},"
+                        "\"required\":[\"city\"]}");
+    assert_null(rq.submit.tools[1]->parameters_json);
+    assert_int_equal(rq.submit.tool_choice->mode, SLUICE__TOOL_CHOICE__MODE__MODE_FUNCTION);
+    assert_string_equal(rq.submit.tool_choice->name, "time-now_2");
+    assert_true(rq.submit.has_parallel_tool_calls && !rq.submit.parallel_tool_calls);
+    assert_int_equal(rq.submit.messages[1]->n_tool_calls, 1);
+    assert_string_equal(rq.submit.messages[1]->content, "");
+    assert_string_equal(rq.submit.messages[1]->tool_calls[0]->name, "get_weather");
+    assert_string_equal(rq.submit.messages[1]->tool_calls[0]->id, "call_1");
+    assert_string_equal(rq.submit.messages[1]->tool_calls[0]->arguments_json,
+                        "{\"city\": \"Paris\"}");
+    assert_string_equal(rq.submit.messages[2]->tool_call_id, "call_1");
+    {
+        /* It all survives the wire. */
+        gw_submit_ids ids = {.request_id = 1};
+        uint8_t buf[8192];
+        size_t len = gw_request_packed_size(&rq, &ids);
+        Sluice__Envelope *env;
+        assert_true(len <= sizeof buf);
+        gw_request_pack(&rq, &ids, buf);
+        env = sluice__envelope__unpack(NULL, len, buf);
+        assert_non_null(env);
+        assert_int_equal(env->submit->n_tools, 2);
+        assert_int_equal(env->submit->messages[1]->n_tool_calls, 1);
+        assert_false(env->submit->parallel_tool_calls);
+        sluice__envelope__free_unpacked(env, NULL);
+    }
+    gw_request_fini(&rq);
+
+    /* json_schema response format and tool_choice "none". */
+    assert_int_equal(
+        parse(GW_API_CHAT,
+              "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"tools\":[" TOOL_T "],\"tool_choice\":\"none\",\"response_format\":{\"type\":"
+              "\"json_schema\",\"json_schema\":{\"name\":\"r\",\"strict\":true,\"schema\":"
+              "{\"type\":\"object\",\"properties\":{\"b\":{},\"a\":{}}}}}}",
+              &rq, &err),
+        CM_OK);
+    assert_false(rq.has_tools);
+    assert_int_equal(rq.submit.tool_choice->mode, SLUICE__TOOL_CHOICE__MODE__MODE_NONE);
+    assert_int_equal(rq.submit.response_format->type,
+                     SLUICE__RESPONSE_FORMAT__TYPE__TYPE_JSON_SCHEMA);
+    assert_string_equal(rq.submit.response_format->schema_json,
+                        "{\"type\":\"object\",\"properties\":{\"b\":{},\"a\":{}}}");
+    assert_true(rq.submit.response_format->strict);
+    gw_request_fini(&rq);
+    /* "text" is the default: nothing on the wire. */
+    assert_int_equal(parse(GW_API_CHAT,
+                           "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                           "\"response_format\":{\"type\":\"text\"}}",
+                           &rq, &err),
+                     CM_OK);
+    assert_null(rq.submit.response_format);
+    assert_null(rq.submit.tool_choice);
+    gw_request_fini(&rq);
+}
+
+static void test_tools_rejections(void **state) {
+    (void)state;
+#define CHAT(extra)                                                                                \
+    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]," extra "}"
+#define TOOLS(t) "\"tools\":[" t "]"
+    expect_400(GW_API_CHAT, CHAT(TOOLS("{\"type\":\"function\"}")), "tools[0].function");
+    expect_400(GW_API_CHAT, CHAT(TOOLS("{\"type\":\"code\",\"function\":{\"name\":\"a\"}}")),
+               "tools[0].type");
+    expect_400(GW_API_CHAT,
+               CHAT(TOOLS(TOOL_T ",{\"type\":\"function\",\"function\":{\"name\":"
+                                 "\"bad name\"}}")),
+               "tools[1].function.name");
+    expect_400(
+        GW_API_CHAT,
+        CHAT(TOOLS("{\"type\":\"function\",\"function\":{\"name\":"
+                   "\"a123456789a123456789a123456789a123456789a123456789a123456789abcde\"}}")),
+        "tools[0].function.name");
+    expect_400(GW_API_CHAT, CHAT(TOOLS(TOOL_T "," TOOL_T)), "tools[1].function.name");
+    expect_400(
+        GW_API_CHAT,
+        CHAT(TOOLS("{\"type\":\"function\",\"function\":{\"name\":\"a\",\"parameters\":3}}")),
+        "tools[0].function.parameters");
+    expect_400(GW_API_CHAT,
+               CHAT(TOOLS("{\"type\":\"function\",\"function\":{\"name\":\"a\",\"parameters\":"
+                          "{\"type\":\"string\"}}}")),
+               "tools[0].function.parameters");
+    expect_400(GW_API_CHAT,
+               CHAT(TOOLS("{\"type\":\"function\",\"function\":{\"name\":\"a\",\"x\":1}}")),
+               "tools[0].function.x");
+    expect_400(GW_API_CHAT, CHAT(TOOLS(TOOL_T) ",\"tool_choice\":\"maybe\""), "tool_choice");
+    expect_400(GW_API_CHAT,
+               CHAT(TOOLS(TOOL_T) ",\"tool_choice\":{\"type\":\"function\",\"function\":"
+                                  "{\"name\":\"nope\"}}"),
+               "tool_choice.function.name");
+    expect_400(GW_API_CHAT, CHAT("\"tool_choice\":\"required\""), "tool_choice");
+    expect_400(GW_API_CHAT, CHAT(TOOLS(TOOL_T) ",\"parallel_tool_calls\":1"),
+               "parallel_tool_calls");
+    expect_400(GW_API_CHAT, CHAT("\"response_format\":{\"type\":\"json_schema\"}"),
+               "response_format.json_schema");
+    expect_400(GW_API_CHAT,
+               CHAT("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":"
+                    "\"n\"}}"),
+               "response_format.json_schema.schema");
+    expect_400(GW_API_CHAT,
+               CHAT("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"schema\":"
+                    "{}}}"),
+               "response_format.json_schema.name");
+    expect_400(GW_API_CHAT,
+               CHAT("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":"
+                    "\"n\",\"schema\":[]}}"),
+               "response_format.json_schema.schema");
+    expect_400(GW_API_CHAT,
+               CHAT("\"response_format\":{\"type\":\"json_object\",\"json_schema\":{}}"),
+               "response_format.json_schema");
+    /* History: tool_calls only on assistant turns, well formed; tool turns need their id. */
+    expect_400(GW_API_CHAT,
+               "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":"
+               "\"function\",\"function\":{\"name\":\"a\",\"arguments\":{}}}]}]}",
+               "messages[0].tool_calls[0].function.arguments");
+    expect_400(GW_API_CHAT,
+               "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":"
+               "\"function\",\"function\":{\"name\":\"a b\",\"arguments\":\"{}\"}}]}]}",
+               "messages[0].tool_calls[0].function.name");
+    expect_400(GW_API_CHAT,
+               "{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}",
+               "messages[0].tool_call_id");
+    expect_400(GW_API_CHAT,
+               "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"content\":\"x\","
+               "\"refusal\":\"no\"}]}",
+               "messages[0].refusal");
+#undef TOOLS
+#undef CHAT
+}
+
+static void test_tool_limits(void **state) {
+    gw_request rq;
+    gw_error err;
+    (void)state;
+    /* GW_MAX_TOOLS + 1 tools */
+    char *body = malloc(64 * 1024);
+    size_t n = (size_t)sprintf(body, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                                     "\"content\":\"x\"}],\"tools\":[");
+    for (int i = 0; i <= GW_MAX_TOOLS; i++)
+        n += (size_t)sprintf(body + n, "%s{\"type\":\"function\",\"function\":{\"name\":\"f%d\"}}",
+                             i ? "," : "", i);
+    sprintf(body + n, "]}");
+    assert_int_not_equal(parse(GW_API_CHAT, body, &rq, &err), CM_OK);
+    assert_string_equal(err.param, "tools");
+    free(body);
+    /* A schema over GW_MAX_SCHEMA_BYTES */
+    body = malloc(GW_MAX_SCHEMA_BYTES + 1024);
+    n = (size_t)sprintf(body, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+                              "\"x\"}],\"response_format\":{\"type\":\"json_schema\","
+                              "\"json_schema\":{\"name\":\"n\",\"schema\":{\"description\":\"");
+    memset(body + n, 'a', GW_MAX_SCHEMA_BYTES);
+    n += GW_MAX_SCHEMA_BYTES;
+    sprintf(body + n, "\"}}}}");
+    assert_int_not_equal(parse(GW_API_CHAT, body, &rq, &err), CM_OK);
+    assert_string_equal(err.param, "response_format.json_schema.schema");
+    free(body);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_chat_mapping, setup),
         cmocka_unit_test_setup(test_completion_mapping, setup),
         cmocka_unit_test_setup(test_rejections_name_param, setup),
         cmocka_unit_test_setup(test_limits, setup),
+        cmocka_unit_test_setup(test_tools_mapping, setup),
+        cmocka_unit_test_setup(test_tools_rejections, setup),
+        cmocka_unit_test_setup(test_tool_limits, setup),
         cmocka_unit_test_setup(test_bad_json, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -111,13 +111,15 @@ static void test_detect(void **state) {
 static void test_chatml(void **state) {
     (void)state;
     wk_chat_template t = detect_ok(smollm2_tpl, NULL, WK_CHAT_CHATML);
-    wk_chat_message m1[] = {{"user", "Hi there"}};
+    wk_chat_message m1[] = {{"user", "Hi there", NULL, 0}};
     render_eq(&t, m1, 1, 1,
               "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
               "Hugging Face<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n"
               "<|im_start|>assistant\n");
-    wk_chat_message m2[] = {
-        {"system", "Be brief."}, {"user", " q "}, {"assistant", "a"}, {"tool", "{\"x\":1}"}};
+    wk_chat_message m2[] = {{"system", "Be brief.", NULL, 0},
+                            {"user", " q ", NULL, 0},
+                            {"assistant", "a", NULL, 0},
+                            {"tool", "{\"x\":1}", NULL, 0}};
     render_eq(&t, m2, 4, 0,
               "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n q <|im_end|>\n"
               "<|im_start|>assistant\na<|im_end|>\n<|im_start|>tool\n{\"x\":1}<|im_end|>\n");
@@ -126,7 +128,8 @@ static void test_chatml(void **state) {
 static void test_llama3(void **state) {
     (void)state;
     wk_chat_template t = detect_ok(llama3_tpl, NULL, WK_CHAT_LLAMA3);
-    wk_chat_message m[] = {{"system", "Sys"}, {"user", "  Hello\n"}, {"tool", "42"}};
+    wk_chat_message m[] = {
+        {"system", "Sys", NULL, 0}, {"user", "  Hello\n", NULL, 0}, {"tool", "42", NULL, 0}};
     render_eq(&t, m, 3, 1,
               "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nSys<|eot_id|>"
               "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
@@ -137,19 +140,22 @@ static void test_llama3(void **state) {
 static void test_llama2(void **state) {
     (void)state;
     wk_chat_template t = detect_ok(llama2_tpl, NULL, WK_CHAT_LLAMA2);
-    wk_chat_message m[] = {
-        {"system", "Be nice."}, {"user", "Hi "}, {"assistant", "Hello!"}, {"user", "Bye"}};
+    wk_chat_message m[] = {{"system", "Be nice.", NULL, 0},
+                           {"user", "Hi ", NULL, 0},
+                           {"assistant", "Hello!", NULL, 0},
+                           {"user", "Bye", NULL, 0}};
     render_eq(&t, m, 4, 1,
               "<s>[INST] <<SYS>>\nBe nice.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Bye "
               "[/INST]");
-    wk_chat_message m2[] = {{"user", "Q"}};
+    wk_chat_message m2[] = {{"user", "Q", NULL, 0}};
     render_eq(&t, m2, 1, 1, "<s>[INST] Q [/INST]");
 }
 
 static void test_gemma(void **state) {
     (void)state;
     wk_chat_template t = detect_ok(gemma_tpl, NULL, WK_CHAT_GEMMA);
-    wk_chat_message m[] = {{"system", "Sys"}, {"user", "Hi"}, {"assistant", "Yo "}};
+    wk_chat_message m[] = {
+        {"system", "Sys", NULL, 0}, {"user", "Hi", NULL, 0}, {"assistant", "Yo ", NULL, 0}};
     render_eq(&t, m, 3, 1,
               "<bos><start_of_turn>user\nSys\n\nHi<end_of_turn>\n<start_of_turn>model\nYo"
               "<end_of_turn>\n<start_of_turn>model\n");
@@ -163,15 +169,15 @@ static void test_role_errors(void **state) {
     wk_chat_template gemma = detect_ok(gemma_tpl, NULL, WK_CHAT_GEMMA);
     wk_chat_template llama2 = detect_ok(llama2_tpl, NULL, WK_CHAT_LLAMA2);
 
-    wk_chat_message bad[] = {{"wizard", "x"}};
+    wk_chat_message bad[] = {{"wizard", "x", NULL, 0}};
     assert_int_equal(wk_chat_render(&chatml, bad, 1, 1, out, sizeof out, &w, err, sizeof err),
                      CM_ERR_INVALID);
     assert_non_null(strstr(err, "wizard"));
-    wk_chat_message nul[] = {{"user", NULL}};
+    wk_chat_message nul[] = {{"user", NULL, NULL, 0}};
     assert_int_equal(wk_chat_render(&chatml, nul, 1, 1, out, sizeof out, &w, err, sizeof err),
                      CM_ERR_INVALID);
 
-    wk_chat_message tool[] = {{"user", "x"}, {"tool", "y"}};
+    wk_chat_message tool[] = {{"user", "x", NULL, 0}, {"tool", "y", NULL, 0}};
     assert_int_equal(wk_chat_render(&gemma, tool, 2, 1, out, sizeof out, &w, err, sizeof err),
                      CM_ERR_INVALID);
     assert_non_null(strstr(err, "tool"));
@@ -179,11 +185,11 @@ static void test_role_errors(void **state) {
     assert_int_equal(wk_chat_render(&llama2, tool, 2, 1, out, sizeof out, &w, err, sizeof err),
                      CM_ERR_INVALID);
 
-    wk_chat_message twice[] = {{"user", "a"}, {"user", "b"}};
+    wk_chat_message twice[] = {{"user", "a", NULL, 0}, {"user", "b", NULL, 0}};
     assert_int_equal(wk_chat_render(&llama2, twice, 2, 1, out, sizeof out, &w, err, sizeof err),
                      CM_ERR_INVALID);
     assert_non_null(strstr(err, "alternating"));
-    wk_chat_message late_sys[] = {{"user", "a"}, {"system", "b"}};
+    wk_chat_message late_sys[] = {{"user", "a", NULL, 0}, {"system", "b", NULL, 0}};
     assert_int_equal(wk_chat_render(&gemma, late_sys, 2, 1, out, sizeof out, &w, err, sizeof err),
                      CM_ERR_INVALID);
     /* ChatML and Llama 3 accept any order. */
@@ -194,7 +200,7 @@ static void test_role_errors(void **state) {
 static void test_limit(void **state) {
     (void)state;
     wk_chat_template t = detect_ok(smollm2_tpl, NULL, WK_CHAT_CHATML);
-    wk_chat_message m[] = {{"user", "Hello"}};
+    wk_chat_message m[] = {{"user", "Hello", NULL, 0}};
     char out[200];
     char err[256];
     size_t w = 7;
@@ -231,12 +237,65 @@ static void test_model_template(void **state) {
     wk_gguf_close(g);
 }
 
+static void test_tools(void **state) {
+    (void)state;
+    wk_chat_template t = detect_ok(smollm2_tpl, NULL, WK_CHAT_CHATML);
+    wk_chat_tool tools[] = {{"get_weather", "Weather \"now\"\n", "{\"type\":\"object\"}"},
+                            {"ping", NULL, NULL}};
+    wk_chat_tool_call calls[] = {{"get_weather", "{\"city\": \"Paris\"}"}, {"ping", "{}"}};
+    wk_chat_message m[] = {{"user", "Weather?", NULL, 0},
+                           {"assistant", "", calls, 2},
+                           {"tool", "sunny", NULL, 0},
+                           {"tool", "pong", NULL, 0}};
+    char out[8192], err[256];
+    size_t w = 0;
+    assert_int_equal(
+        wk_chat_render_tools(&t, m, 4, tools, 2, 1, out, sizeof out, &w, err, sizeof err), CM_OK);
+    assert_int_equal(strlen(out), w);
+    /* The default system prompt, then the tools section, in one system turn. */
+    const char *sys = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained "
+                      "by Hugging Face\n\n# Tools\n";
+    assert_memory_equal(out, sys, strlen(sys));
+    assert_non_null(strstr(out,
+                           "<tools>\n{\"type\": \"function\", \"function\": {\"name\": "
+                           "\"get_weather\", \"description\": \"Weather \\\"now\\\"\\n\", "
+                           "\"parameters\": {\"type\":\"object\"}}}\n{\"type\": \"function\", "
+                           "\"function\": {\"name\": \"ping\", \"parameters\": {}}}\n</tools>"));
+    assert_non_null(strstr(out,
+                           "<|im_end|>\n<|im_start|>user\nWeather?<|im_end|>\n"
+                           "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", "
+                           "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>"
+                           "\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call><|im_end|>\n"
+                           "<|im_start|>user\n<tool_response>\nsunny\n</tool_response>"
+                           "<|im_end|>\n<|im_start|>user\n<tool_response>\npong\n"
+                           "</tool_response><|im_end|>\n<|im_start|>assistant\n"));
+    assert_null(strstr(out, "<|im_start|>tool"));
+    /* Only one system turn: an explicit system message takes the section. */
+    wk_chat_message m2[] = {{"system", "Be brief.", NULL, 0}, {"user", "x", NULL, 0}};
+    assert_int_equal(
+        wk_chat_render_tools(&t, m2, 2, tools, 1, 1, out, sizeof out, &w, err, sizeof err), CM_OK);
+    assert_memory_equal(out, "<|im_start|>system\nBe brief.\n\n# Tools", 36);
+    assert_null(strstr(out, "SmolLM"));
+    /* No tools and no tool history: exactly wk_chat_render. */
+    char plain[1024];
+    size_t pw = 0;
+    assert_int_equal(wk_chat_render(&t, m2, 2, 1, plain, sizeof plain, &pw, err, sizeof err),
+                     CM_OK);
+    assert_int_equal(
+        wk_chat_render_tools(&t, m2, 2, NULL, 0, 1, out, sizeof out, &w, err, sizeof err), CM_OK);
+    assert_string_equal(out, plain);
+    /* Too small an output buffer is a limit error, not an overflow. */
+    assert_int_equal(wk_chat_render_tools(&t, m, 4, tools, 2, 1, out, 64, &w, err, sizeof err),
+                     CM_ERR_LIMIT);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detect), cmocka_unit_test(test_chatml),
         cmocka_unit_test(test_llama3), cmocka_unit_test(test_llama2),
         cmocka_unit_test(test_gemma),  cmocka_unit_test(test_role_errors),
         cmocka_unit_test(test_limit),  cmocka_unit_test(test_model_template),
+        cmocka_unit_test(test_tools),
     };
     return cmocka_run_group_tests_name("chat_template", tests, NULL, NULL);
 }
