@@ -1,0 +1,140 @@
+/*
+ * Grammar internals shared by grammar.c (text -> compiled rules), grammar_vocab.c (token bytes,
+ * trie, walkers), grammar_walk.c (trie walks and per-position token tables), grammar_state.c
+ * (per-sequence parse stacks, mask, accept) and grammar_cache.c.
+ *
+ * Compiled form: every rule is a list of alternatives; an alternative is a run of elements in
+ * one flat array ending with an END element. Elements are byte sets (one input byte from the
+ * set), calls of another rule, or END. Character classes and literals are already UTF-8 byte
+ * sequences (multi-byte classes are helper rules whose alternatives are byte-set sequences).
+ *
+ * A parse position ("pos") is an element index; after closure every live position is a BYTES
+ * element (the next byte must come from its set) or POS_ACCEPT (the start rule has ended with
+ * an empty stack: the output is a sentence). A call pushes the position after it (unless that
+ * is END: a tail call pushes nothing, so right recursion and x* loops use no stack) and
+ * continues at each alternative of the callee; END pops.
+ */
+#ifndef WK_GRAMMAR_IMPL_H
+#define WK_GRAMMAR_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "grammar.h"
+
+enum { GEL_BYTES = 1, GEL_CALL = 2, GEL_END = 3 };
+
+#define POS_ACCEPT UINT32_MAX
+
+typedef struct gel {
+    uint32_t kind; /* GEL_* */
+    uint32_t arg;  /* BYTES: byte-set index; CALL: callee rule; END: owning rule */
+} gel;
+
+typedef struct gbytes {
+    uint64_t w[4];
+} gbytes;
+
+static inline bool gbytes_has(const gbytes *s, uint8_t b) {
+    return (s->w[b >> 6] >> (b & 63)) & 1u;
+}
+
+/* Per-position token table for one vocabulary (grammar_walk.c). */
+typedef struct gptab {
+    uint32_t n_accepted; /* tokens accepted from this position whatever the stack below */
+    uint32_t *sparse;    /* (n_accepted) sorted ids when few, else NULL */
+    uint64_t *dense;     /* (n_vocab bits) when many, else NULL */
+    uint32_t n_exits;    /* trie nodes where the position's rule is left with bytes to go */
+    uint32_t *exits;     /* (n_exits) */
+    uint32_t max_local_depth; /* deepest push below the position on any accepted path */
+    bool truncated;           /* a walk bound cut paths: table is conservative */
+} gptab;
+
+/* All tables of one grammar for one vocabulary (created on first mask). */
+typedef struct gtables {
+    struct gtables *next;
+    uint64_t vocab_serial;
+    _Atomic(gptab *) *by_pos; /* (n_pos) published once, never changed */
+    uint32_t n_pos;
+    size_t bytes;             /* memory held, bounded by GRAMMAR_TABLE_BYTES */
+    pthread_mutex_t mu;       /* serializes computing tables */
+} gtables;
+
+/* Bytes of tables one grammar may keep per vocabulary; beyond, positions are walked exactly
+ * at every step instead (slower, same result). */
+#define GRAMMAR_TABLE_BYTES (256u << 20)
+
+struct wk_grammar {
+    atomic_uint refs;
+    uint32_t n_rules;
+    uint32_t *alt_off; /* (n_rules + 1) into alt_first */
+    uint32_t *alt_first; /* first element of each alternative */
+    uint32_t n_el;
+    gel *el;
+    uint32_t n_sets;
+    gbytes *sets;
+    uint32_t root;
+    pthread_mutex_t tables_mu; /* guards the tables list */
+    gtables *tables;
+};
+
+/* ---- vocabulary ---- */
+
+typedef struct gtrie_node {
+    uint32_t child_off; /* into child ids */
+    uint16_t n_child;
+    uint8_t byte; /* the edge byte leading here */
+    uint8_t depth_lo; /* unused */
+    int32_t token;    /* a token ending here (first of a chain through tok_next), -1 */
+} gtrie_node;
+
+typedef struct gwalker gwalker;
+
+struct wk_vocab_index {
+    uint64_t serial; /* unique per index for the grammar's table key */
+    uint32_t n_vocab;
+    uint32_t words; /* bitset words: (n_vocab + 63) / 64 */
+    uint8_t *bytes; /* token bytes, concatenated */
+    uint32_t *off;  /* (n_vocab + 1) */
+    uint8_t *eog;   /* (n_vocab) */
+    uint32_t n_eog;
+    int32_t *eog_ids; /* (n_eog) */
+    int32_t *tok_next; /* (n_vocab) next token with the same bytes, -1 */
+    uint32_t n_nodes;  /* node 0 is the root */
+    gtrie_node *nodes;
+    uint32_t *child; /* children of each node, sorted by byte */
+    uint32_t max_len; /* longest token in the trie */
+    pthread_mutex_t walkers_mu;
+    gwalker *free_walkers;
+};
+
+/* ---- walks (grammar_walk.c) ---- */
+
+/* A walker: scratch for one trie walk, pooled per vocabulary index. */
+gwalker *gwalker_acquire(const wk_vocab_index *v);
+void gwalker_release(const wk_vocab_index *v, gwalker *w);
+void gwalker_free(gwalker *w);
+
+/* gwalk_table computes the table of BYTES position pos (stack below unknown). */
+cm_err gwalk_table(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uint32_t pos,
+                   gptab **out);
+void gptab_free(gptab *t);
+
+/* gwalk_exact ORs into allowed every token accepted from (pos, stack[0..depth)), walking the
+ * trie from node start (trie depth start_depth), pos being where the head is after those
+ * bytes; if pop_first, the head is the position's rule just ended: continue by popping.
+ * Returns true when some walk bound cut paths. */
+bool gwalk_exact(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uint32_t pos,
+                 bool pop_first, const uint32_t *stack, uint32_t depth, uint32_t start_node,
+                 uint64_t *allowed);
+
+/* gtables_get returns g's tables for v, creating them (NULL on allocation failure). */
+gtables *gtables_get(wk_grammar *g, const wk_vocab_index *v);
+/* gtables_pos returns the table of pos, computing it on first use; NULL when memory or the
+ * budget says no (the caller walks exactly instead). */
+gptab *gtables_pos(const wk_grammar *g, gtables *t, const wk_vocab_index *v, uint32_t pos);
+void gtables_free_all(gtables *t);
+
+#endif /* WK_GRAMMAR_IMPL_H */

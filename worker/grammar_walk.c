@@ -1,0 +1,396 @@
+/*
+ * Trie walks: which tokens may follow a parse position.
+ *
+ * A walk runs the grammar over the vocabulary trie depth first: at each trie node it holds the
+ * parse heads alive after that node's bytes, and a subtree is skipped as soon as no head is
+ * left, so the cost is the number of trie nodes that are valid prefixes, not the vocabulary
+ * size. Heads here carry a local stack (linked nodes in a per-walk arena, released level by
+ * level as the walk backtracks) above the "real" stack of the sequence:
+ *
+ *  - table mode (the real stack unknown): from one BYTES position, everything a token does
+ *    without leaving the position's rule is decided; a token that ends the rule exactly at its
+ *    last byte is accepted (any caller can continue: every rule is productive), one that ends
+ *    it earlier is recorded as an "exit" trie node, to be finished against the real stack.
+ *    These tables are computed once per (grammar, vocabulary, position) and shared.
+ *  - exact mode: the real stack is given; popping past the local stack pops it.
+ *
+ * Bounds: WALK_HEADS heads per trie level, WALK_NODES local stack nodes per walk, the
+ * grammar's WK_GRAMMAR_MAX_STACK. A walk that hits one drops the paths concerned and says so
+ * (the mask is then conservative: it may forbid a valid token, never allow an invalid one).
+ */
+#include "grammar.h"
+#include "grammar_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define WALK_HEADS 64u
+#define WALK_NODES (1u << 16)
+#define NO_NODE UINT32_MAX
+#define SPARSE_MAX_DIV 32u /* a table is sparse when n_accepted < n_vocab / SPARSE_MAX_DIV */
+
+enum { LV_ACCEPT = 1, LV_EXIT = 2 };
+
+typedef struct whead {
+    uint32_t pos;
+    uint32_t local; /* local stack top (arena node) or NO_NODE */
+    uint32_t real;  /* real stack depth below the local stack */
+} whead;
+
+typedef struct wnode {
+    uint32_t ret;
+    uint32_t parent;
+    uint32_t depth; /* local depth including this node */
+} wnode;
+
+struct gwalker {
+    gwalker *next; /* first member: the pool's free list */
+    uint32_t levels;
+    whead *heads;     /* (levels, WALK_HEADS) */
+    uint32_t *n_heads; /* (levels) */
+    uint8_t *flags;    /* (levels) LV_* */
+    uint32_t *mark;    /* (levels) arena size when the level was computed */
+    uint32_t *cursor;  /* (levels) next child index of the level's trie node */
+    uint32_t *tnode;   /* (levels) trie node of the level */
+    wnode *nodes;      /* (WALK_NODES) */
+    uint32_t n_nodes;
+    uint64_t *bits; /* (words) table mode: accepted tokens */
+    uint32_t *exits;
+    uint32_t n_exits, cap_exits;
+    /* per walk */
+    const wk_grammar *g;
+    const uint32_t *real_stack; /* NULL in table mode */
+    uint32_t max_local;
+    bool truncated;
+    bool nomem;
+};
+
+/* ---- pool ------------------------------------------------------------------------------- */
+
+void gwalker_free(gwalker *w) {
+    if (w == NULL)
+        return;
+    free(w->heads);
+    free(w->n_heads);
+    free(w->flags);
+    free(w->mark);
+    free(w->cursor);
+    free(w->tnode);
+    free(w->nodes);
+    free(w->bits);
+    free(w->exits);
+    free(w);
+}
+
+gwalker *gwalker_acquire(const wk_vocab_index *cv) {
+    wk_vocab_index *v = (wk_vocab_index *)cv; /* the pool is the index's only mutable part */
+    pthread_mutex_lock(&v->walkers_mu);
+    gwalker *w = v->free_walkers;
+    if (w != NULL)
+        v->free_walkers = w->next;
+    pthread_mutex_unlock(&v->walkers_mu);
+    if (w != NULL)
+        return w;
+    w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    w->levels = v->max_len + 2;
+    w->heads = malloc((size_t)w->levels * WALK_HEADS * sizeof(whead));
+    w->n_heads = calloc(w->levels, sizeof(uint32_t));
+    w->flags = calloc(w->levels, 1);
+    w->mark = calloc(w->levels, sizeof(uint32_t));
+    w->cursor = calloc(w->levels, sizeof(uint32_t));
+    w->tnode = calloc(w->levels, sizeof(uint32_t));
+    w->nodes = malloc(WALK_NODES * sizeof(wnode));
+    w->bits = calloc(v->words ? v->words : 1, sizeof(uint64_t));
+    if (w->heads == NULL || w->n_heads == NULL || w->flags == NULL || w->mark == NULL ||
+        w->cursor == NULL || w->tnode == NULL || w->nodes == NULL || w->bits == NULL) {
+        gwalker_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void gwalker_release(const wk_vocab_index *cv, gwalker *w) {
+    wk_vocab_index *v = (wk_vocab_index *)cv;
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&v->walkers_mu);
+    w->next = v->free_walkers;
+    v->free_walkers = w;
+    pthread_mutex_unlock(&v->walkers_mu);
+}
+
+/* ---- closure ---------------------------------------------------------------------------- */
+
+static void add_head(gwalker *w, uint32_t lv, uint32_t pos, uint32_t local, uint32_t real) {
+    whead *h = &w->heads[(size_t)lv * WALK_HEADS];
+    uint32_t n = w->n_heads[lv];
+    for (uint32_t k = 0; k < n; k++)
+        if (h[k].pos == pos && h[k].local == local && h[k].real == real)
+            return;
+    if (n >= WALK_HEADS) {
+        w->truncated = true;
+        return;
+    }
+    h[n].pos = pos;
+    h[n].local = local;
+    h[n].real = real;
+    w->n_heads[lv] = n + 1;
+}
+
+/* closure expands position pos (with its stacks) into level lv's heads: calls push (or not:
+ * tail calls), END pops the local stack, then the real one. */
+static void closure(gwalker *w, uint32_t lv, uint32_t pos, uint32_t local, uint32_t real) {
+    const wk_grammar *g = w->g;
+    const gel *e = &g->el[pos];
+    if (e->kind == GEL_BYTES) {
+        add_head(w, lv, pos, local, real);
+        return;
+    }
+    if (e->kind == GEL_CALL) {
+        const uint32_t r = e->arg;
+        uint32_t inner = local;
+        if (g->el[pos + 1].kind != GEL_END) {
+            uint32_t d = local == NO_NODE ? 1 : w->nodes[local].depth + 1;
+            if (d + real > WK_GRAMMAR_MAX_STACK || w->n_nodes >= WALK_NODES) {
+                w->truncated = true;
+                return;
+            }
+            inner = w->n_nodes++;
+            w->nodes[inner].ret = pos + 1;
+            w->nodes[inner].parent = local;
+            w->nodes[inner].depth = d;
+            if (d > w->max_local)
+                w->max_local = d;
+        }
+        for (uint32_t a = g->alt_off[r]; a < g->alt_off[r + 1]; a++)
+            closure(w, lv, g->alt_first[a], inner, real);
+        return;
+    }
+    /* END */
+    if (local != NO_NODE) {
+        const wnode *nd = &w->nodes[local];
+        closure(w, lv, nd->ret, nd->parent, real);
+    } else if (w->real_stack == NULL) {
+        w->flags[lv] |= LV_EXIT;
+    } else if (real == 0) {
+        w->flags[lv] |= LV_ACCEPT;
+    } else {
+        closure(w, lv, w->real_stack[real - 1], NO_NODE, real - 1);
+    }
+}
+
+static void mark_tokens(const wk_vocab_index *v, const gtrie_node *nd, uint64_t *bits) {
+    for (int32_t id = nd->token; id >= 0; id = v->tok_next[id])
+        bits[(uint32_t)id >> 6] |= 1ull << ((uint32_t)id & 63);
+}
+
+static void add_exit(gwalker *w, uint32_t node) {
+    if (w->n_exits >= w->cap_exits) {
+        uint32_t nc = w->cap_exits ? w->cap_exits * 2 : 64;
+        uint32_t *p = realloc(w->exits, nc * sizeof(uint32_t));
+        if (p == NULL) {
+            w->nomem = true;
+            return;
+        }
+        w->exits = p;
+        w->cap_exits = nc;
+    }
+    w->exits[w->n_exits++] = node;
+}
+
+/* walk runs the DFS below trie node start, level 0 already holding its heads. */
+static void walk(gwalker *w, const wk_vocab_index *v, uint32_t start, uint64_t *bits) {
+    const wk_grammar *g = w->g;
+    uint32_t sp = 0;
+    w->tnode[0] = start;
+    w->cursor[0] = 0;
+    w->mark[0] = w->n_nodes;
+    for (;;) {
+        const gtrie_node *nd = &v->nodes[w->tnode[sp]];
+        if (w->cursor[sp] >= nd->n_child) {
+            if (sp == 0)
+                break;
+            sp--;
+            continue;
+        }
+        uint32_t c = v->child[nd->child_off + w->cursor[sp]++];
+        const gtrie_node *cn = &v->nodes[c];
+        const uint8_t byte = cn->byte;
+        const uint32_t nl = sp + 1;
+        w->n_nodes = w->mark[sp];
+        w->mark[nl] = w->n_nodes;
+        w->n_heads[nl] = 0;
+        w->flags[nl] = 0;
+        const whead *h = &w->heads[(size_t)sp * WALK_HEADS];
+        for (uint32_t k = 0; k < w->n_heads[sp]; k++)
+            if (gbytes_has(&g->sets[g->el[h[k].pos].arg], byte))
+                closure(w, nl, h[k].pos + 1, h[k].local, h[k].real);
+        bool live = w->n_heads[nl] > 0;
+        if (!live && w->flags[nl] == 0)
+            continue;
+        if (cn->token >= 0)
+            mark_tokens(v, cn, bits);
+        if ((w->flags[nl] & LV_EXIT) && cn->n_child > 0)
+            add_exit(w, c);
+        if (live && cn->n_child > 0 && nl + 1 < w->levels) {
+            sp = nl;
+            w->tnode[sp] = c;
+            w->cursor[sp] = 0;
+            w->mark[sp] = w->n_nodes;
+        }
+    }
+    w->n_nodes = 0;
+}
+
+static void begin(gwalker *w, const wk_grammar *g, const uint32_t *real_stack) {
+    w->g = g;
+    w->real_stack = real_stack;
+    w->n_nodes = 0;
+    w->n_heads[0] = 0;
+    w->flags[0] = 0;
+    w->max_local = 0;
+    w->truncated = false;
+    w->nomem = false;
+    w->n_exits = 0;
+}
+
+/* ---- tables ----------------------------------------------------------------------------- */
+
+void gptab_free(gptab *t) {
+    if (t == NULL)
+        return;
+    free(t->sparse);
+    free(t->dense);
+    free(t->exits);
+    free(t);
+}
+
+cm_err gwalk_table(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uint32_t pos,
+                   gptab **out) {
+    *out = NULL;
+    begin(w, g, NULL);
+    memset(w->bits, 0, (size_t)v->words * sizeof(uint64_t));
+    add_head(w, 0, pos, NO_NODE, 0);
+    walk(w, v, 0, w->bits);
+    if (w->nomem)
+        return CM_ERR_NOMEM;
+    gptab *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return CM_ERR_NOMEM;
+    uint32_t count = 0;
+    for (uint32_t k = 0; k < v->words; k++)
+        count += (uint32_t)__builtin_popcountll(w->bits[k]);
+    t->n_accepted = count;
+    t->max_local_depth = w->max_local;
+    t->truncated = w->truncated;
+    if (count < v->n_vocab / SPARSE_MAX_DIV) {
+        t->sparse = malloc((count ? count : 1) * sizeof(uint32_t));
+        if (t->sparse == NULL)
+            goto nomem;
+        uint32_t j = 0;
+        for (uint32_t k = 0; k < v->words; k++)
+            for (uint64_t m = w->bits[k]; m != 0; m &= m - 1)
+                t->sparse[j++] = k * 64 + (uint32_t)__builtin_ctzll(m);
+    } else {
+        t->dense = malloc((size_t)v->words * sizeof(uint64_t));
+        if (t->dense == NULL)
+            goto nomem;
+        memcpy(t->dense, w->bits, (size_t)v->words * sizeof(uint64_t));
+    }
+    t->n_exits = w->n_exits;
+    if (w->n_exits > 0) {
+        t->exits = malloc(w->n_exits * sizeof(uint32_t));
+        if (t->exits == NULL)
+            goto nomem;
+        memcpy(t->exits, w->exits, w->n_exits * sizeof(uint32_t));
+    }
+    *out = t;
+    return CM_OK;
+nomem:
+    gptab_free(t);
+    return CM_ERR_NOMEM;
+}
+
+bool gwalk_exact(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uint32_t pos,
+                 bool pop_first, const uint32_t *stack, uint32_t depth, uint32_t start_node,
+                 uint64_t *allowed) {
+    /* A non-NULL real stack pointer even at depth 0 selects exact mode. */
+    static const uint32_t empty[1] = {0};
+    begin(w, g, stack != NULL ? stack : empty);
+    if (pop_first) {
+        if (depth == 0)
+            return false; /* the sentence is complete: nothing may follow */
+        closure(w, 0, stack[depth - 1], NO_NODE, depth - 1);
+    } else {
+        add_head(w, 0, pos, NO_NODE, depth);
+    }
+    if (w->n_heads[0] > 0)
+        walk(w, v, start_node, allowed);
+    return w->truncated;
+}
+
+/* ---- the shared tables of a grammar ----------------------------------------------------- */
+
+gtables *gtables_get(wk_grammar *g, const wk_vocab_index *v) {
+    pthread_mutex_lock(&g->tables_mu);
+    gtables *t = g->tables;
+    while (t != NULL && t->vocab_serial != v->serial)
+        t = t->next;
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t != NULL) {
+            t->by_pos = calloc(g->n_el ? g->n_el : 1, sizeof(*t->by_pos));
+            if (t->by_pos == NULL) {
+                free(t);
+                t = NULL;
+            } else {
+                t->vocab_serial = v->serial;
+                t->n_pos = g->n_el;
+                pthread_mutex_init(&t->mu, NULL);
+                t->next = g->tables;
+                g->tables = t;
+            }
+        }
+    }
+    pthread_mutex_unlock(&g->tables_mu);
+    return t;
+}
+
+static size_t gptab_bytes(const gptab *p, const wk_vocab_index *v) {
+    size_t b = sizeof(*p) + (size_t)p->n_exits * sizeof(uint32_t);
+    b += p->sparse != NULL ? (size_t)p->n_accepted * sizeof(uint32_t)
+                           : (size_t)v->words * sizeof(uint64_t);
+    return b;
+}
+
+gptab *gtables_pos(const wk_grammar *g, gtables *t, const wk_vocab_index *v, uint32_t pos) {
+    gptab *p = atomic_load_explicit(&t->by_pos[pos], memory_order_acquire);
+    if (p != NULL)
+        return p;
+    pthread_mutex_lock(&t->mu);
+    p = atomic_load_explicit(&t->by_pos[pos], memory_order_relaxed);
+    if (p == NULL && t->bytes < GRAMMAR_TABLE_BYTES) {
+        gwalker *w = gwalker_acquire(v);
+        if (w != NULL && gwalk_table(g, v, w, pos, &p) == CM_OK) {
+            t->bytes += gptab_bytes(p, v);
+            atomic_store_explicit(&t->by_pos[pos], p, memory_order_release);
+        }
+        gwalker_release(v, w);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return p;
+}
+
+void gtables_free_all(gtables *t) {
+    while (t != NULL) {
+        gtables *next = t->next;
+        for (uint32_t k = 0; k < t->n_pos; k++)
+            gptab_free(atomic_load_explicit(&t->by_pos[k], memory_order_relaxed));
+        pthread_mutex_destroy(&t->mu);
+        free(t->by_pos);
+        free(t);
+        t = next;
+    }
+}
