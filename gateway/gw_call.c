@@ -818,7 +818,7 @@ void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env) {
             break;
         }
         gw_error_from_worker(&e, code, ev->error ? ev->error->message : NULL);
-        if (code == CM_ERR_UNSUPPORTED || code == CM_ERR_INVALID)
+        if (code == CM_ERR_UNSUPPORTED || code == CM_ERR_INVALID || code == CM_ERR_LIMIT)
             name_constraint_param(&e);
         call_fail(c, &e);
         break;
