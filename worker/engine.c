@@ -51,6 +51,7 @@ typedef struct eng_seq {
     wk_stop_matcher stop;
     wk_detok detok;
     wk_rng rng;
+    wk_grammar_state *grammar; /* NULL = unconstrained */
 
     uint32_t n_generated;
     int64_t t_submit_ns;
@@ -61,6 +62,8 @@ typedef struct eng_seq {
 struct wk_engine {
     const wk_model *model;
     const wk_tokenizer *tok;
+    const wk_vocab_index *vocab; /* cfg.vocab, or own_vocab once a grammar came */
+    wk_vocab_index *own_vocab;
     wk_engine_config cfg;
     wk_backend *be;
     wk_kv_cache *kv;
@@ -134,6 +137,7 @@ static void free_seq(wk_engine *e, eng_seq *q) {
     if (q->live_next != NULL)
         q->live_next->live_prev = q->live_prev;
     e->n_live--;
+    wk_grammar_state_free(q->grammar);
     free(q);
 }
 
@@ -357,12 +361,19 @@ cm_err wk_engine_create(const wk_model *model, const wk_tokenizer *tok, const wk
         return CM_ERR_INVALID;
     }
 
+    if (cfg->vocab != NULL &&
+        (tok == NULL || wk_vocab_index_n_vocab(cfg->vocab) != wk_tokenizer_n_vocab(tok))) {
+        snprintf(err, errlen, "engine: the vocabulary index does not match the tokenizer");
+        return CM_ERR_CONFIG;
+    }
+
     cm_err rv;
     wk_engine *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return CM_ERR_NOMEM;
     e->model = model;
     e->tok = tok;
+    e->vocab = cfg->vocab;
     rv = resolve_config(model, cfg, &e->cfg, err, errlen);
     if (rv != CM_OK)
         goto fail;
@@ -458,6 +469,7 @@ void wk_engine_destroy(wk_engine *e) {
     if (e->be != NULL)
         e->cfg.backend->destroy(e->be);
     wk_sampler_destroy(e->sampler);
+    wk_vocab_index_free(e->own_vocab);
     free(e->b_tokens);
     free(e->b_positions);
     free(e->b_seq_start);
@@ -531,6 +543,17 @@ cm_err wk_engine_submit(wk_engine *e, const wk_request *req, char *err, size_t e
             return CM_ERR_INVALID;
         }
     }
+    if (req->grammar != NULL && e->tok == NULL) {
+        snprintf(err, errlen, "a grammar constraint needs a tokenizer");
+        return CM_ERR_INVALID;
+    }
+    if (req->grammar != NULL && e->vocab == NULL) {
+        /* First constrained request of an engine given no index: build it now (once). */
+        rv = wk_vocab_index_create(e->tok, &e->own_vocab, err, errlen);
+        if (rv != CM_OK)
+            return rv;
+        e->vocab = e->own_vocab;
+    }
     if (find_live(e, req->id) != NULL) {
         snprintf(err, errlen, "request id %llu is already live", (unsigned long long)req->id);
         return CM_ERR_EXISTS;
@@ -560,11 +583,26 @@ cm_err wk_engine_submit(wk_engine *e, const wk_request *req, char *err, size_t e
         return CM_ERR_NOMEM;
     }
     eng_seq *q = (eng_seq *)mem;
+    if (req->grammar != NULL) {
+        rv = wk_grammar_state_create(req->grammar, e->vocab, &q->grammar);
+        if (rv == CM_OK && wk_grammar_state_error(q->grammar)[0] != '\0') {
+            snprintf(err, errlen, "%s", wk_grammar_state_error(q->grammar));
+            rv = CM_ERR_LIMIT;
+        }
+        if (rv != CM_OK) {
+            if (err[0] == '\0')
+                snprintf(err, errlen, "grammar state: %s", cm_strerror(rv));
+            wk_grammar_state_free(q->grammar);
+            free(mem);
+            return rv;
+        }
+    }
     if (req->n_stop > 0) {
         rv = wk_stop_init(&q->stop, req->stop, req->n_stop);
         if (rv != CM_OK) {
             snprintf(err, errlen, "stop strings: at most %d, each 1..%d bytes", WK_MAX_STOP_STRINGS,
                      WK_MAX_STOP_BYTES - 1);
+            wk_grammar_state_free(q->grammar);
             free(mem);
             return rv;
         }
@@ -599,6 +637,7 @@ cm_err wk_engine_submit(wk_engine *e, const wk_request *req, char *err, size_t e
         snprintf(err, errlen, "%s",
                  rv == CM_ERR_OVERLOADED ? "waiting queue full"
                                          : "request does not fit the KV cache");
+        wk_grammar_state_free(q->grammar);
         free(mem);
         return rv;
     }
@@ -697,7 +736,10 @@ static void after_sample(wk_engine *e, eng_seq *q, const wk_sample_result *res, 
     wk_finish_reason reason = WK_FINISH_NONE;
     bool stop_string = false;
     size_t n_out = 0;
-    bool eog = e->tok != NULL && !q->ignore_eos && wk_tokenizer_is_eog(e->tok, tok);
+    /* Under a grammar EOG is only ever sampled at completion, and then it ends the output
+     * (ignore_eos does not apply). */
+    bool eog = e->tok != NULL && (!q->ignore_eos || q->grammar != NULL) &&
+               wk_tokenizer_is_eog(e->tok, tok);
     if (eog) {
         reason = WK_FINISH_STOP;
     } else {
@@ -729,6 +771,8 @@ static void after_sample(wk_engine *e, eng_seq *q, const wk_sample_result *res, 
         ev.logprobs = q->want_logprobs ? res : NULL;
         q->cb(&ev, q->cb_arg);
     }
+    if (reason == WK_FINISH_NONE && q->grammar != NULL && wk_grammar_finished(q->grammar))
+        reason = WK_FINISH_STOP; /* nothing may follow: the output is complete */
     if (reason == WK_FINISH_NONE &&
         (q->n_generated >= q->max_tokens || s->n_tokens >= e->max_context))
         reason = WK_FINISH_LENGTH;
@@ -787,10 +831,32 @@ cm_err wk_engine_step(wk_engine *e, bool *did_work) {
             memcpy(q->prompt_logits_out, row, (size_t)e->n_vocab * sizeof(*row));
             q->prompt_logits_out = NULL;
         }
+        if (q->grammar != NULL) {
+            /* Constrained: forbidden tokens get -inf before bias, penalties and sampling. */
+            rv = wk_grammar_mask(q->grammar, row, e->n_vocab);
+            if (rv != CM_OK) {
+                wk_sched_remove(e->sched, &q->super);
+                emit_error(e, q, rv, wk_grammar_state_error(q->grammar));
+                free_seq(e, q);
+                continue;
+            }
+        }
         wk_sample_result res;
         memset(&res, 0, sizeof(res));
         rv = wk_sampler_sample(e->sampler, &q->sampling, row, q->super.tokens, q->super.n_tokens,
                                q->super.n_prompt, &q->rng, &res);
+        if (rv == CM_OK && q->grammar != NULL) {
+            rv = wk_grammar_accept(q->grammar, res.token_id);
+            if (rv != CM_OK) {
+                /* Cannot happen for a token the mask allowed; fail loudly if it does. */
+                wk_sched_remove(e->sched, &q->super);
+                emit_error(e, q, rv == CM_ERR_LIMIT ? rv : CM_ERR_INTERNAL,
+                           rv == CM_ERR_LIMIT ? wk_grammar_state_error(q->grammar)
+                                              : "grammar rejected the sampled token");
+                free_seq(e, q);
+                continue;
+            }
+        }
         if (rv != CM_OK) {
             wk_sched_remove(e->sched, &q->super);
             emit_error(e, q, rv, "sampling failed");

@@ -40,9 +40,11 @@ typedef struct wk_engine_config {
     bool prefix_cache;             /* default on */
     int n_threads;                 /* CPU backend threads, 0 = all cores */
     int device;                    /* CUDA device */
-    /* Token bytes + trie for constrained decoding (grammar.h). Borrowed, must outlive the
-     * engine; NULL = the engine builds its own from the tokenizer at create (tens of ms for a
-     * 49k vocabulary). Without a tokenizer, requests with a grammar are rejected. */
+    /* Token bytes + trie for constrained decoding (grammar.h), built from the same tokenizer.
+     * Borrowed, must outlive the engine. NULL = the engine builds its own at the first
+     * submit that carries a grammar (~15 ms for a 49k vocabulary, on the engine thread, once;
+     * a service builds one at start and passes it). Without a tokenizer, requests with a
+     * grammar are rejected. */
     const wk_vocab_index *vocab;
 } wk_engine_config;
 

@@ -29,7 +29,7 @@ typedef struct gvec {
 typedef struct brule {
     const char *name; /* into the text (named rules) or NULL for helpers */
     uint32_t name_len;
-    uint32_t owner;   /* named rule a helper belongs to (for messages) */
+    uint32_t owner; /* named rule a helper belongs to (for messages) */
     bool defined;
     size_t first_ref; /* text offset of the first reference (undefined-rule messages) */
     uint32_t *alts;   /* first element of each alternative */
@@ -288,8 +288,8 @@ static void skip_space(gbuild *b) {
 }
 
 static bool is_name_char(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
 }
 
 static size_t name_len_at(const gbuild *b, size_t at) {
@@ -338,17 +338,39 @@ static bool read_char(gbuild *b, bool in_class, uint32_t *cp) {
         b->i += 2;
         int ndig = 0;
         switch (e) {
-        case 'n': *cp = '\n'; return true;
-        case 'r': *cp = '\r'; return true;
-        case 't': *cp = '\t'; return true;
-        case 'b': *cp = '\b'; return true;
-        case 'f': *cp = '\f'; return true;
-        case '\\': *cp = '\\'; return true;
-        case '"': *cp = '"'; return true;
-        case '/': *cp = '/'; return true;
-        case 'x': ndig = 2; break;
-        case 'u': ndig = 4; break;
-        case 'U': ndig = 8; break;
+        case 'n':
+            *cp = '\n';
+            return true;
+        case 'r':
+            *cp = '\r';
+            return true;
+        case 't':
+            *cp = '\t';
+            return true;
+        case 'b':
+            *cp = '\b';
+            return true;
+        case 'f':
+            *cp = '\f';
+            return true;
+        case '\\':
+            *cp = '\\';
+            return true;
+        case '"':
+            *cp = '"';
+            return true;
+        case '/':
+            *cp = '/';
+            return true;
+        case 'x':
+            ndig = 2;
+            break;
+        case 'u':
+            ndig = 4;
+            break;
+        case 'U':
+            ndig = 8;
+            break;
         default:
             if (in_class && (e == ']' || e == '[' || e == '-' || e == '^')) {
                 *cp = (uint32_t)e;
@@ -921,7 +943,7 @@ static bool check(gbuild *b, uint32_t root) {
     uint8_t *productive = calloc(n, 1);
     uint32_t *work = malloc((size_t)n * sizeof(uint32_t));
     uint32_t *chain = calloc(n, sizeof(uint32_t)); /* longest left-call chain from a rule */
-    uint8_t *mark = calloc(n, 1);                 /* 0 new, 1 on the DFS path, 2 done */
+    uint8_t *mark = calloc(n, 1);                  /* 0 new, 1 on the DFS path, 2 done */
     uint32_t *dfs = malloc((size_t)n * 2 * sizeof(uint32_t));
     bool ok = reach && nullable && productive && work && chain && mark && dfs;
     if (!ok)

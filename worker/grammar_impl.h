@@ -43,11 +43,11 @@ static inline bool gbytes_has(const gbytes *s, uint8_t b) {
 
 /* Per-position token table for one vocabulary (grammar_walk.c). */
 typedef struct gptab {
-    uint32_t n_accepted; /* tokens accepted from this position whatever the stack below */
-    uint32_t *sparse;    /* (n_accepted) sorted ids when few, else NULL */
-    uint64_t *dense;     /* (n_vocab bits) when many, else NULL */
-    uint32_t n_exits;    /* trie nodes where the position's rule is left with bytes to go */
-    uint32_t *exits;     /* (n_exits) */
+    uint32_t n_accepted;      /* tokens accepted from this position whatever the stack below */
+    uint32_t *sparse;         /* (n_accepted) sorted ids when few, else NULL */
+    uint64_t *dense;          /* (n_vocab bits) when many, else NULL */
+    uint32_t n_exits;         /* trie nodes where the position's rule is left with bytes to go */
+    uint32_t *exits;          /* (n_exits) */
     uint32_t max_local_depth; /* deepest push below the position on any accepted path */
     bool truncated;           /* a walk bound cut paths: table is conservative */
 } gptab;
@@ -58,8 +58,8 @@ typedef struct gtables {
     uint64_t vocab_serial;
     _Atomic(gptab *) *by_pos; /* (n_pos) published once, never changed */
     uint32_t n_pos;
-    size_t bytes;             /* memory held, bounded by GRAMMAR_TABLE_BYTES */
-    pthread_mutex_t mu;       /* serializes computing tables */
+    size_t bytes;       /* memory held, bounded by GRAMMAR_TABLE_BYTES */
+    pthread_mutex_t mu; /* serializes computing tables */
 } gtables;
 
 /* Bytes of tables one grammar may keep per vocabulary; beyond, positions are walked exactly
@@ -69,7 +69,7 @@ typedef struct gtables {
 struct wk_grammar {
     atomic_uint refs;
     uint32_t n_rules;
-    uint32_t *alt_off; /* (n_rules + 1) into alt_first */
+    uint32_t *alt_off;   /* (n_rules + 1) into alt_first */
     uint32_t *alt_first; /* first element of each alternative */
     uint32_t n_el;
     gel *el;
@@ -85,7 +85,7 @@ struct wk_grammar {
 typedef struct gtrie_node {
     uint32_t child_off; /* into child ids */
     uint16_t n_child;
-    uint8_t byte; /* the edge byte leading here */
+    uint8_t byte;     /* the edge byte leading here */
     uint8_t depth_lo; /* unused */
     int32_t token;    /* a token ending here (first of a chain through tok_next), -1 */
 } gtrie_node;
@@ -100,11 +100,11 @@ struct wk_vocab_index {
     uint32_t *off;  /* (n_vocab + 1) */
     uint8_t *eog;   /* (n_vocab) */
     uint32_t n_eog;
-    int32_t *eog_ids; /* (n_eog) */
+    int32_t *eog_ids;  /* (n_eog) */
     int32_t *tok_next; /* (n_vocab) next token with the same bytes, -1 */
     uint32_t n_nodes;  /* node 0 is the root */
     gtrie_node *nodes;
-    uint32_t *child; /* children of each node, sorted by byte */
+    uint32_t *child;  /* children of each node, sorted by byte */
     uint32_t max_len; /* longest token in the trie */
     pthread_mutex_t walkers_mu;
     gwalker *free_walkers;

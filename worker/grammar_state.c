@@ -135,8 +135,7 @@ static bool advance(wk_grammar_state *st, const rset *in, rset *out, uint8_t byt
         const rhead *h = &in->h[k];
         if (!gbytes_has(&g->sets[g->el[h->pos].arg], byte))
             continue;
-        memcpy(st->tmp, in->stacks + (size_t)k * WK_GRAMMAR_MAX_STACK,
-               h->depth * sizeof(uint32_t));
+        memcpy(st->tmp, in->stacks + (size_t)k * WK_GRAMMAR_MAX_STACK, h->depth * sizeof(uint32_t));
         closure(st, out, h->pos + 1, h->depth);
     }
     return out->n > 0 || out->accept;
@@ -302,8 +301,7 @@ cm_err wk_grammar_mask(wk_grammar_state *st, float *logits, uint32_t n_logits) {
                     nomem = true;
                     break;
                 }
-                (void)gwalk_exact(st->g, v, w, h->pos, true, stack, h->depth, t->exits[x],
-                                  allowed);
+                (void)gwalk_exact(st->g, v, w, h->pos, true, stack, h->depth, t->exits[x], allowed);
             }
         } else {
             if (w == NULL && (w = gwalker_acquire(v)) == NULL) {

@@ -46,7 +46,7 @@ typedef struct wnode {
 struct gwalker {
     gwalker *next; /* first member: the pool's free list */
     uint32_t levels;
-    whead *heads;     /* (levels, WALK_HEADS) */
+    whead *heads;      /* (levels, WALK_HEADS) */
     uint32_t *n_heads; /* (levels) */
     uint8_t *flags;    /* (levels) LV_* */
     uint32_t *mark;    /* (levels) arena size when the level was computed */

@@ -228,8 +228,8 @@ static void add_rule(js_gen *g, const char *name, const js_buf *body) {
 static void gen(js_gen *g, const json_t *s, const char *ptr, js_buf *expr);
 
 static const char *const annotations[] = {
-    "description", "title",    "default",  "examples", "$schema", "$id",
-    "$comment",    "deprecated", "readOnly", "writeOnly", "$defs",  "definitions",
+    "description", "title",      "default",  "examples",  "$schema", "$id",
+    "$comment",    "deprecated", "readOnly", "writeOnly", "$defs",   "definitions",
 };
 
 static bool is_annotation(const char *key) {
@@ -240,10 +240,11 @@ static bool is_annotation(const char *key) {
 }
 
 static const char *const supported[] = {
-    "type",      "properties", "required", "additionalProperties", "items",
-    "minItems",  "maxItems",   "enum",     "const",                "pattern",
-    "format",    "minimum",    "maximum",  "exclusiveMinimum",     "exclusiveMaximum",
-    "anyOf",     "$ref",       "minLength", "maxLength",
+    "type",    "properties",       "required",         "additionalProperties",
+    "items",   "minItems",         "maxItems",         "enum",
+    "const",   "pattern",          "format",           "minimum",
+    "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf",
+    "$ref",    "minLength",        "maxLength",
 };
 
 static bool is_supported(const char *key) {
@@ -256,8 +257,8 @@ static bool is_supported(const char *key) {
 }
 
 /* get_count reads a non-negative integer keyword (absent: def); false after an error. */
-static bool get_count(js_gen *g, const json_t *s, const char *key, const char *ptr,
-                      json_int_t def, json_int_t *out) {
+static bool get_count(js_gen *g, const json_t *s, const char *key, const char *ptr, json_int_t def,
+                      json_int_t *out) {
     const json_t *v = json_object_get(s, key);
     *out = def;
     if (v == NULL)
@@ -283,8 +284,8 @@ static bool get_count(js_gen *g, const json_t *s, const char *key, const char *p
 static void gen_ref(js_gen *g, const char *ref, const char *ptr, js_buf *expr) {
     if (ref[0] != '#') {
         js_fail(g, CM_ERR_UNSUPPORTED,
-                "unsupported JSON Schema $ref '%.200s' at %s (only local references '#...')",
-                ref, ptr_or_root(ptr));
+                "unsupported JSON Schema $ref '%.200s' at %s (only local references '#...')", ref,
+                ptr_or_root(ptr));
         return;
     }
     for (uint32_t k = 0; k < g->n_refs; k++) {
@@ -321,8 +322,8 @@ static void gen_ref(js_gen *g, const char *ref, const char *ptr, js_buf *expr) {
         } else if (json_is_array(target)) {
             char *end;
             long idx = strtol(tok, &end, 10);
-            target = (*end == '\0' && n > 0 && idx >= 0) ? json_array_get(target, (size_t)idx)
-                                                         : NULL;
+            target =
+                (*end == '\0' && n > 0 && idx >= 0) ? json_array_get(target, (size_t)idx) : NULL;
         } else {
             target = NULL;
         }
@@ -380,7 +381,8 @@ static void gen_object(js_gen *g, const json_t *s, const char *ptr, js_buf *expr
     size_t n = props != NULL ? json_object_size(props) : 0;
     for (size_t k = 0; req != NULL && k < json_array_size(req); k++) {
         const json_t *r = json_array_get(req, k);
-        if (!json_is_string(r) || props == NULL || json_object_get(props, json_string_value(r)) == NULL) {
+        if (!json_is_string(r) || props == NULL ||
+            json_object_get(props, json_string_value(r)) == NULL) {
             js_fail(g, CM_ERR_INVALID,
                     "JSON Schema: required names '%.100s', which is not in properties at %s",
                     json_is_string(r) ? json_string_value(r) : "?", ptr_or_root(ptr));
@@ -565,8 +567,7 @@ static bool read_bound(js_gen *g, const json_t *s, const char *key, const char *
         return false;
     }
     if (!json_is_number(v)) {
-        js_fail(g, CM_ERR_INVALID, "JSON Schema: %s must be a number at %s", key,
-                ptr_or_root(ptr));
+        js_fail(g, CM_ERR_INVALID, "JSON Schema: %s must be a number at %s", key, ptr_or_root(ptr));
         return false;
     }
     *has = true;
@@ -577,7 +578,8 @@ static bool read_bound(js_gen *g, const json_t *s, const char *key, const char *
 static void gen_integer(js_gen *g, const json_t *s, const char *ptr, js_buf *expr) {
     bool h1, h2, h3, h4;
     double mn, mx, emn, emx;
-    if (!read_bound(g, s, "minimum", ptr, &h1, &mn) || !read_bound(g, s, "maximum", ptr, &h2, &mx) ||
+    if (!read_bound(g, s, "minimum", ptr, &h1, &mn) ||
+        !read_bound(g, s, "maximum", ptr, &h2, &mx) ||
         !read_bound(g, s, "exclusiveMinimum", ptr, &h3, &emn) ||
         !read_bound(g, s, "exclusiveMaximum", ptr, &h4, &emx))
         return;
@@ -607,7 +609,8 @@ static void gen_integer(js_gen *g, const json_t *s, const char *ptr, js_buf *exp
 static void gen_number(js_gen *g, const json_t *s, const char *ptr, js_buf *expr) {
     bool h1, h2, h3, h4;
     double mn, mx, emn, emx;
-    if (!read_bound(g, s, "minimum", ptr, &h1, &mn) || !read_bound(g, s, "maximum", ptr, &h2, &mx) ||
+    if (!read_bound(g, s, "minimum", ptr, &h1, &mn) ||
+        !read_bound(g, s, "maximum", ptr, &h2, &mx) ||
         !read_bound(g, s, "exclusiveMinimum", ptr, &h3, &emn) ||
         !read_bound(g, s, "exclusiveMaximum", ptr, &h4, &emx))
         return;
@@ -654,8 +657,7 @@ static void gen_string(js_gen *g, const json_t *s, const char *ptr, js_buf *expr
         return;
     }
     if (format != NULL) {
-        static const char *const formats[] = {"date", "time", "date-time", "uuid", "email",
-                                              "ipv4"};
+        static const char *const formats[] = {"date", "time", "date-time", "uuid", "email", "ipv4"};
         const char *f = json_string_value(format);
         for (size_t k = 0; f != NULL && k < sizeof(formats) / sizeof(formats[0]); k++) {
             if (strcmp(f, formats[k]) == 0) {
@@ -687,8 +689,7 @@ static void gen_string(js_gen *g, const json_t *s, const char *ptr, js_buf *expr
 }
 
 /* gen_type writes the expression for one type name. */
-static void gen_type(js_gen *g, const json_t *s, const char *type, const char *ptr,
-                     js_buf *expr) {
+static void gen_type(js_gen *g, const json_t *s, const char *type, const char *ptr, js_buf *expr) {
     if (strcmp(type, "object") == 0)
         gen_object(g, s, ptr, expr);
     else if (strcmp(type, "array") == 0)
@@ -807,8 +808,7 @@ static void gen(js_gen *g, const json_t *s, const char *ptr, js_buf *expr) {
             }
             js_buf_str(expr, " )");
         } else {
-            js_fail(g, CM_ERR_INVALID,
-                    "JSON Schema: type must be a name or a non-empty list at %s",
+            js_fail(g, CM_ERR_INVALID, "JSON Schema: type must be a name or a non-empty list at %s",
                     ptr_or_root(ptr));
         }
     } else if (json_object_get(s, "properties") != NULL) {
@@ -837,8 +837,8 @@ static void primitives(js_buf *b, const char *p) {
     js_buf_fmt(b, "%smember ::= %sstring \":\" %sws %svalue\n", p, p, p, p);
     js_buf_fmt(b, "%sarray ::= \"[\" ( %svalue ( \",\" %sws %svalue )* )? \"]\"\n", p, p, p, p);
     js_buf_fmt(b, "%sstring ::= \"\\\"\" %schar* \"\\\"\"\n", p, p);
-    js_buf_fmt(b, "%schar ::= [^\"\\\\\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" %su4 )\n",
-               p, p);
+    js_buf_fmt(b, "%schar ::= [^\"\\\\\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" %su4 )\n", p,
+               p);
     /* \u escapes: any non-surrogate, or a high surrogate followed by \u and a low one. */
     js_buf_fmt(b,
                "%su4 ::= [0-9a-cA-CefEF] %shex{3} | [dD] [0-7] %shex{2} | [dD] [89abAB] %shex{2} "

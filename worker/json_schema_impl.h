@@ -13,8 +13,8 @@
 
 #define JS_TEXT_MAX (8u << 20) /* generated grammar text */
 #define JS_MAX_REFS 1024
-#define JS_PTR_MAX 512  /* JSON pointers in messages and $ref keys */
-#define JS_NAME_MAX 96  /* generated rule names */
+#define JS_PTR_MAX 512 /* JSON pointers in messages and $ref keys */
+#define JS_NAME_MAX 96 /* generated rule names */
 
 /* A growable text buffer with a cap (JS_TEXT_MAX); failed is sticky, limit says why. */
 typedef struct js_buf {

@@ -89,10 +89,9 @@ static bool set_negate(rx *x, rx_set *s) {
 }
 
 /* ECMAScript's \s: WhiteSpace and LineTerminator. */
-static const rx_range SPACE[] = {{0x09, 0x0D}, {0x20, 0x20},     {0xA0, 0xA0},
-                                 {0x1680, 0x1680}, {0x2000, 0x200A}, {0x2028, 0x2029},
-                                 {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
-                                 {0xFEFF, 0xFEFF}};
+static const rx_range SPACE[] = {
+    {0x09, 0x0D},     {0x20, 0x20},     {0xA0, 0xA0},     {0x1680, 0x1680}, {0x2000, 0x200A},
+    {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000}, {0xFEFF, 0xFEFF}};
 static const rx_range DIGIT[] = {{'0', '9'}};
 static const rx_range WORD[] = {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}};
 
@@ -100,9 +99,20 @@ static bool add_class_escape(rx *x, rx_set *s, char e) {
     const rx_range *r;
     size_t n;
     switch (e) {
-    case 'd': case 'D': r = DIGIT; n = 1; break;
-    case 'w': case 'W': r = WORD; n = 4; break;
-    default: r = SPACE; n = sizeof(SPACE) / sizeof(SPACE[0]); break;
+    case 'd':
+    case 'D':
+        r = DIGIT;
+        n = 1;
+        break;
+    case 'w':
+    case 'W':
+        r = WORD;
+        n = 4;
+        break;
+    default:
+        r = SPACE;
+        n = sizeof(SPACE) / sizeof(SPACE[0]);
+        break;
     }
     if (e >= 'a') {
         for (size_t k = 0; k < n; k++)
@@ -154,15 +164,32 @@ static bool read_cp(rx *x, uint32_t *cp, char *cls) {
     char e = x->s[x->i + 1];
     x->i += 2;
     switch (e) {
-    case 'd': case 'w': case 's': case 'D': case 'W': case 'S':
+    case 'd':
+    case 'w':
+    case 's':
+    case 'D':
+    case 'W':
+    case 'S':
         *cls = e;
         return true;
-    case 'n': *cp = '\n'; return true;
-    case 't': *cp = '\t'; return true;
-    case 'r': *cp = '\r'; return true;
-    case 'f': *cp = '\f'; return true;
-    case 'v': *cp = '\v'; return true;
-    case '0': *cp = 0; return true;
+    case 'n':
+        *cp = '\n';
+        return true;
+    case 't':
+        *cp = '\t';
+        return true;
+    case 'r':
+        *cp = '\r';
+        return true;
+    case 'f':
+        *cp = '\f';
+        return true;
+    case 'v':
+        *cp = '\v';
+        return true;
+    case '0':
+        *cp = 0;
+        return true;
     case 'x':
     case 'u': {
         int nd = e == 'x' ? 2 : 4;

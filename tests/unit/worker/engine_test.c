@@ -23,6 +23,11 @@
 #include "../../../common/cm_clock.h"
 #include "backend.h"
 #include "engine.h"
+#include "grammar.h"
+#ifdef SLUICE_HAVE_JANSSON
+#include <jansson.h>
+#include "json_schema.h"
+#endif
 #include "gguf.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -226,6 +231,8 @@ typedef struct job {
     uint64_t seed;
     wk_priority priority;
     const char *tenant;
+    wk_grammar *grammar; /* borrowed; NULL = unconstrained */
+    bool stop_at_eos;    /* ignore_eos off */
 } job;
 
 static void make_prompt(job *j, uint32_t n, uint32_t salt, uint32_t n_vocab) {
@@ -246,7 +253,8 @@ static cm_err submit_job(wk_engine *e, const job *j, uint64_t id, result *r) {
     wk_sampling_defaults(&req.sampling);
     req.sampling.temperature = j->temperature;
     req.sampling.seed = j->seed;
-    req.ignore_eos = true;
+    req.ignore_eos = !j->stop_at_eos;
+    req.grammar = j->grammar;
     req.cb = on_event;
     req.cb_arg = r;
     char err[256];
@@ -607,6 +615,14 @@ static void test_mock_submit_validation(void **state) {
     bad = req;
     bad.n_prompt = 0;
     assert_int_equal(wk_engine_submit(e, &bad, err, sizeof(err)), CM_ERR_INVALID);
+    /* A grammar needs a tokenizer (token bytes); this engine has none. */
+    wk_grammar *g = NULL;
+    assert_int_equal(wk_grammar_compile("root ::= \"a\"", 12, NULL, &g, NULL, 0), CM_OK);
+    bad = req;
+    bad.grammar = g;
+    assert_int_equal(wk_engine_submit(e, &bad, err, sizeof(err)), CM_ERR_INVALID);
+    assert_non_null(strstr(err, "tokenizer"));
+    wk_grammar_unref(g);
     prompt[3] = MOCK_VOCAB; /* out of vocabulary */
     assert_int_equal(wk_engine_submit(e, &req, err, sizeof(err)), CM_ERR_INVALID);
     assert_non_null(strstr(err, "vocabulary"));
@@ -1098,6 +1114,248 @@ static void test_model_stop_string_and_eos(void **state) {
     wk_engine_destroy(e);
 }
 
+/* ---- constrained decoding on the bundled model ------------------------------------------ */
+
+#ifdef SLUICE_HAVE_JANSSON
+
+static wk_grammar *schema_grammar(const char *schema) {
+    char *rules = NULL;
+    char err[256];
+    cm_err rv = wk_json_schema_to_grammar(schema, strlen(schema), "", &rules, err, sizeof(err));
+    if (rv != CM_OK)
+        fail_msg("schema: %s", err);
+    wk_grammar *g = NULL;
+    assert_int_equal(wk_grammar_compile(rules, strlen(rules), NULL, &g, err, sizeof(err)), CM_OK);
+    free(rules);
+    return g;
+}
+
+static const char *PERSON_SCHEMA =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"name\":{\"type\":\"string\"},"
+    "\"age\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":150},"
+    "\"email\":{\"type\":\"string\",\"format\":\"email\"},"
+    "\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"a\",\"b\",\"c\"]},\"maxItems\":3},"
+    "\"nick\":{\"type\":[\"string\",\"null\"]},"
+    "\"pet\":{\"anyOf\":[{\"type\":\"object\",\"properties\":{\"kind\":{\"const\":\"cat\"},"
+    "\"lives\":{\"type\":\"integer\"}},\"required\":[\"kind\",\"lives\"]},{\"type\":\"null\"}]}},"
+    "\"required\":[\"name\",\"age\",\"tags\",\"nick\",\"pet\"],\"additionalProperties\":false}";
+
+/* person_ok: a structural check of one PERSON_SCHEMA output with jansson. */
+static void assert_person(const char *text) {
+    json_error_t je;
+    json_t *v = json_loads(text, JSON_ALLOW_NUL, &je);
+    if (v == NULL)
+        fail_msg("output does not parse (%s): %s", je.text, text);
+    assert_true(json_is_object(v));
+    assert_true(json_is_string(json_object_get(v, "name")));
+    json_t *age = json_object_get(v, "age");
+    assert_true(json_is_integer(age));
+    assert_true(json_integer_value(age) >= 0 && json_integer_value(age) <= 150);
+    json_t *email = json_object_get(v, "email");
+    assert_true(email == NULL || (json_is_string(email) && strchr(json_string_value(email), '@')));
+    json_t *tags = json_object_get(v, "tags");
+    assert_true(json_is_array(tags) && json_array_size(tags) <= 3);
+    for (size_t k = 0; k < json_array_size(tags); k++) {
+        const char *t = json_string_value(json_array_get(tags, k));
+        assert_true(t != NULL && strlen(t) == 1 && t[0] >= 'a' && t[0] <= 'c');
+    }
+    json_t *nick = json_object_get(v, "nick");
+    assert_true(json_is_string(nick) || json_is_null(nick));
+    json_t *pet = json_object_get(v, "pet");
+    assert_true(json_is_null(pet) ||
+                (json_is_object(pet) &&
+                 strcmp(json_string_value(json_object_get(pet, "kind")), "cat") == 0 &&
+                 json_is_integer(json_object_get(pet, "lives"))));
+    assert_int_equal(json_object_size(v), 5 + (email != NULL));
+    json_decref(v);
+}
+
+/* is_prefix: text is a valid prefix of g's language (what a length cut leaves). */
+static bool is_prefix(wk_grammar *g, const char *text, size_t len) {
+    wk_grammar_state *st = NULL;
+    assert_int_equal(wk_grammar_state_create(g, NULL, &st), CM_OK);
+    cm_err rv = wk_grammar_accept_bytes(st, (const uint8_t *)text, len);
+    wk_grammar_state_free(st);
+    return rv == CM_OK;
+}
+
+#define N_SCHEMA_JOBS 6
+
+static void schema_jobs(job *jobs, wk_grammar *g, uint32_t max_tokens) {
+    for (uint32_t i = 0; i < N_SCHEMA_JOBS; i++) {
+        real_prompt(&jobs[i],
+                    i % 2 == 0 ? "<|im_start|>user\nDescribe a person as JSON.<|im_end|>\n"
+                                 "<|im_start|>assistant\n"
+                               : "<|im_start|>user\nInvent a character for a story. Reply in "
+                                 "JSON.<|im_end|>\n<|im_start|>assistant\n",
+                    max_tokens, i);
+        jobs[i].temperature = 1.0f;
+        jobs[i].seed = 1000 + i;
+        jobs[i].grammar = g;
+        jobs[i].stop_at_eos = true;
+    }
+}
+
+/* Seeded generations at temperature 1 under a schema: every finished output parses and
+ * matches; batch invariance and preemption keep tokens identical. */
+static void test_model_json_schema(void **state) {
+    (void)state;
+    if (!g_real.ok)
+        skip();
+    wk_grammar *g = schema_grammar(PERSON_SCHEMA);
+    job jobs[N_SCHEMA_JOBS];
+    schema_jobs(jobs, g, 160);
+    result alone[N_SCHEMA_JOBS], together[N_SCHEMA_JOBS], tight[N_SCHEMA_JOBS];
+    real_alone(jobs, N_SCHEMA_JOBS, alone);
+    uint32_t stops = 0;
+    for (uint32_t i = 0; i < N_SCHEMA_JOBS; i++) {
+        if (alone[i].reason == WK_FINISH_STOP) {
+            assert_person(alone[i].text);
+            stops++;
+        } else {
+            assert_int_equal(alone[i].reason, WK_FINISH_LENGTH);
+            assert_true(is_prefix(g, alone[i].text, alone[i].text_len));
+        }
+    }
+    assert_true(stops >= N_SCHEMA_JOBS / 2);
+    /* Batched with one another (and joining at different steps): same tokens. */
+    wk_engine *e = real_engine(128, 16, 32, 8, false);
+    run_jobs(e, jobs, N_SCHEMA_JOBS, together, 2000);
+    assert_same_tokens(alone, together, N_SCHEMA_JOBS);
+    assert_all_free(e);
+    wk_engine_destroy(e);
+    /* Preempted and recomputed (tiny KV): same tokens, so the grammar state survived. */
+    for (uint32_t i = 0; i < N_SCHEMA_JOBS; i++)
+        jobs[i].join_step = 0;
+    e = real_engine(14, 8, 32, 8, false);
+    run_jobs(e, jobs, N_SCHEMA_JOBS, tight, 4000);
+    assert_same_tokens(alone, tight, N_SCHEMA_JOBS);
+    wk_engine_stats st;
+    wk_engine_get_stats(e, &st);
+    assert_true(st.preemptions > 0);
+    assert_all_free(e);
+    wk_engine_destroy(e);
+    wk_grammar_unref(g);
+}
+
+/* json_object, a recursive schema, a max_tokens cut, logprobs and other sampler settings. */
+static void test_model_json_object_and_cut(void **state) {
+    (void)state;
+    if (!g_real.ok)
+        skip();
+    char *rules = NULL;
+    assert_int_equal(wk_json_object_grammar("", &rules), CM_OK);
+    wk_grammar *obj = NULL;
+    assert_int_equal(wk_grammar_compile(rules, strlen(rules), NULL, &obj, NULL, 0), CM_OK);
+    free(rules);
+    wk_grammar *tree = schema_grammar(
+        "{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"label\":{\"type\":\"string\","
+        "\"maxLength\":12},\"children\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/n\"},"
+        "\"maxItems\":2}},\"required\":[\"label\",\"children\"]}},\"$ref\":\"#/$defs/n\"}");
+    wk_engine *e = real_engine(256, 16, 32, 8, false);
+    enum { N = 8 };
+    job jobs[N];
+    result res[N];
+    for (uint32_t i = 0; i < N; i++) {
+        real_prompt(&jobs[i],
+                    "<|im_start|>user\nGive me a JSON object about the weather.<|im_end|>\n"
+                    "<|im_start|>assistant\n",
+                    120, i);
+        jobs[i].temperature = 1.0f;
+        jobs[i].seed = 77 + i;
+        jobs[i].grammar = i < 4 ? obj : tree;
+        jobs[i].stop_at_eos = true;
+    }
+    run_jobs(e, jobs, N, res, 3000);
+    for (uint32_t i = 0; i < N; i++) {
+        wk_grammar *g = i < 4 ? obj : tree;
+        if (res[i].reason == WK_FINISH_STOP) {
+            json_error_t je;
+            json_t *v = json_loads(res[i].text, JSON_ALLOW_NUL, &je);
+            if (v == NULL)
+                fail_msg("job %u: output does not parse: %s", i, res[i].text);
+            assert_true(json_is_object(v));
+            if (i >= 4)
+                assert_true(json_is_array(json_object_get(v, "children")));
+            json_decref(v);
+        }
+        assert_true(is_prefix(g, res[i].text, res[i].text_len));
+    }
+    /* A max_tokens cut: LENGTH, the partial output as is (a valid prefix, no closing brace
+     * made up). Top-k / top-p / min-p / penalties / bias / logprobs all run on the masked
+     * logits. */
+    result cut;
+    memset(&cut, 0, sizeof(cut));
+    wk_request req;
+    memset(&req, 0, sizeof(req));
+    req.id = 99;
+    req.prompt = jobs[0].prompt;
+    req.n_prompt = jobs[0].n_prompt;
+    req.max_tokens = 5;
+    wk_sampling_defaults(&req.sampling);
+    req.sampling.temperature = 0.7f;
+    req.sampling.top_k = 20;
+    req.sampling.top_p = 0.9f;
+    req.sampling.min_p = 0.05f;
+    req.sampling.repetition_penalty = 1.3f;
+    req.sampling.presence_penalty = 0.5f;
+    req.sampling.n_logit_bias = 1;
+    req.sampling.logit_bias[0].token_id = wk_tokenizer_eos(g_real.tok);
+    req.sampling.logit_bias[0].bias = 100.0f; /* EOS is still masked: the output is open */
+    req.sampling.logprobs = true;
+    req.sampling.top_logprobs = 5;
+    req.grammar = obj;
+    req.cb = on_event;
+    req.cb_arg = &cut;
+    assert_int_equal(wk_engine_submit(e, &req, NULL, 0), CM_OK);
+    run_until_idle(e, 100);
+    assert_true(cut.finished);
+    assert_int_equal(cut.reason, WK_FINISH_LENGTH);
+    assert_int_equal(cut.usage.completion_tokens, 5);
+    assert_true(cut.text_len > 0 && cut.text[0] == '{');
+    assert_true(is_prefix(obj, cut.text, cut.text_len));
+    /* logprobs are over the allowed tokens: the first token ("{"-something) is forced among
+     * few candidates, so its probability is high, and every alternative is finite. */
+    assert_true(cut.first_logprob <= 0.0f && cut.first_logprob > -20.0f);
+    assert_true(cut.n_top >= 1);
+    assert_all_free(e);
+    wk_engine_destroy(e);
+    /* A grammar that finishes: the request ends with STOP at once, without EOS. */
+    wk_grammar *yes = NULL;
+    const char *yes_no = "root ::= \"yes\" | \"no\"";
+    assert_int_equal(wk_grammar_compile(yes_no, strlen(yes_no), NULL, &yes, NULL, 0), CM_OK);
+    e = real_engine(64, 16, 32, 4, false);
+    result fin;
+    memset(&fin, 0, sizeof(fin));
+    req.id = 100;
+    req.max_tokens = 50;
+    req.grammar = yes;
+    req.sampling.n_logit_bias = 0;
+    req.cb_arg = &fin;
+    assert_int_equal(wk_engine_submit(e, &req, NULL, 0), CM_OK);
+    run_until_idle(e, 100);
+    assert_int_equal(fin.reason, WK_FINISH_STOP);
+    assert_true(strcmp(fin.text, "yes") == 0 || strcmp(fin.text, "no") == 0);
+    assert_true(fin.usage.completion_tokens <= 3);
+    assert_all_free(e);
+    wk_engine_destroy(e);
+    wk_grammar_unref(yes);
+    wk_grammar_unref(obj);
+    wk_grammar_unref(tree);
+}
+
+#else
+static void test_model_json_schema(void **state) {
+    (void)state;
+    skip();
+}
+static void test_model_json_object_and_cut(void **state) {
+    (void)state;
+    skip();
+}
+#endif
+
 int main(void) {
     const struct CMUnitTest mock_tests[] = {
         cmocka_unit_test(test_mock_batched_equals_single),
@@ -1117,6 +1375,8 @@ int main(void) {
         cmocka_unit_test(test_model_prefix_equal_cold),
         cmocka_unit_test(test_model_preemption_equal),
         cmocka_unit_test(test_model_stop_string_and_eos),
+        cmocka_unit_test(test_model_json_schema),
+        cmocka_unit_test(test_model_json_object_and_cut),
     };
     int failed = cmocka_run_group_tests_name("engine_mock", mock_tests, NULL, NULL);
     failed += cmocka_run_group_tests_name("engine_model", model_tests, real_setup, real_teardown);

@@ -144,24 +144,32 @@ static void test_accept_basics(void **state) {
     /* Classes are over code points, matched as UTF-8. */
     g = compile_ok("root ::= [a-zé€-₿😀] [^a]");
     assert_int_equal(matchs(g, "éb"), 1);
-    assert_int_equal(matchs(g, "€\xe2\x82\xac"), 1);   /* second char is € too */
+    assert_int_equal(matchs(g, "€\xe2\x82\xac"), 1); /* second char is € too */
     assert_int_equal(matchs(g, "😀ü"), 1);
     assert_int_equal(matchs(g, "ü"), -1);
     assert_int_equal(matchs(g, "aa"), -1);
-    assert_int_equal(matchs(g, "a\xc3"), 0);            /* half a character: still a prefix */
-    assert_int_equal(matchs(g, "a\xc3\x28"), -1);       /* invalid UTF-8 */
-    assert_int_equal(matchs(g, "a\xed\xa0\x80"), -1);   /* a surrogate */
-    assert_int_equal(matchs(g, "a\xc0\x80"), -1);       /* overlong */
+    assert_int_equal(matchs(g, "a\xc3"), 0);              /* half a character: still a prefix */
+    assert_int_equal(matchs(g, "a\xc3\x28"), -1);         /* invalid UTF-8 */
+    assert_int_equal(matchs(g, "a\xed\xa0\x80"), -1);     /* a surrogate */
+    assert_int_equal(matchs(g, "a\xc0\x80"), -1);         /* overlong */
     assert_int_equal(matchs(g, "a\xf4\x90\x80\x80"), -1); /* above U+10FFFF */
     assert_int_equal(matchs(g, "a\xf4\x8f\xbf\xbf"), 1);  /* U+10FFFF */
     wk_grammar_unref(g);
 
     /* Dot, escapes in literals, nested groups and {m,} */
     g = compile_ok("root ::= . \"\\n\\t\\x41\\u00e9\" ((\"a\" | \"b\") \"c\"){2,}");
-    assert_int_equal(matchs(g, "\xf0\x9f\x98\x80\n\tA\xc3\xa9" "acbc"), 1);
-    assert_int_equal(matchs(g, "x\n\tAé" "acbcac"), 1);
-    assert_int_equal(matchs(g, "x\n\tAé" "ac"), 0);
-    assert_int_equal(matchs(g, "x\n\tAé" "acc"), -1);
+    assert_int_equal(matchs(g, "\xf0\x9f\x98\x80\n\tA\xc3\xa9"
+                               "acbc"),
+                     1);
+    assert_int_equal(matchs(g, "x\n\tAé"
+                               "acbcac"),
+                     1);
+    assert_int_equal(matchs(g, "x\n\tAé"
+                               "ac"),
+                     0);
+    assert_int_equal(matchs(g, "x\n\tAé"
+                               "acc"),
+                     -1);
     wk_grammar_unref(g);
 }
 
@@ -394,11 +402,12 @@ static int check_mask_walk(wk_grammar *g, const wk_vocab_index *v, uint64_t seed
 /* A small SentencePiece-style vocabulary: pieces, byte tokens, control tokens. */
 static wk_tokenizer *small_tokenizer(void) {
     static const char *pieces[] = {
-        "<unk>", "<s>", "</s>", "{", "}", "\"", "\":", "\",", "\"}", ",", ":", "[", "]", "[]",
-        "{}", "{\"", "\u2581", "\u2581\"", "a", "b", "ab", "abc", "key", "\"key\":", "1", "12",
-        "0", "-", ".", "5.", "true", "false", "null", "nu", "ll", "\\", "\\n", "\\u", "00", "e9",
-        "é", "\u2581a", "x\"", "\"]", "]}", "}}", "<0x0A>", "<0xC3>", "<0xA9>", "<0xFF>",
-        "<|user|>",
+        "<unk>", "<s>",    "</s>",   "{",      "}",      "\"",       "\":", "\",",    "\"}",
+        ",",     ":",      "[",      "]",      "[]",     "{}",       "{\"", "\u2581", "\u2581\"",
+        "a",     "b",      "ab",     "abc",    "key",    "\"key\":", "1",   "12",     "0",
+        "-",     ".",      "5.",     "true",   "false",  "null",     "nu",  "ll",     "\\",
+        "\\n",   "\\u",    "00",     "e9",     "é",      "\u2581a",  "x\"", "\"]",    "]}",
+        "}}",    "<0x0A>", "<0xC3>", "<0xA9>", "<0xFF>", "<|user|>",
     };
     static wk_tokenizer_spec spec;
     static uint32_t lens[64];

@@ -76,10 +76,11 @@ static void test_objects(void **state) {
     /* Optional properties may be left out, order kept. */
     s = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":"
         "\"boolean\"},\"c\":{\"type\":\"null\"}},\"required\":[\"b\"]}";
-    check(s, L("{\"b\":true}", "{\"a\":1,\"b\":false}", "{\"b\":true,\"c\":null}",
-               "{\"a\":1, \"b\":false, \"c\":null}"),
-          L("{}", "{\"a\":1}", "{\"c\":null,\"b\":true}", "{\"a\":1,,\"b\":true}",
-            "{,\"b\":true}", "{\"b\":true,}"));
+    check(s,
+          L("{\"b\":true}", "{\"a\":1,\"b\":false}", "{\"b\":true,\"c\":null}",
+            "{\"a\":1, \"b\":false, \"c\":null}"),
+          L("{}", "{\"a\":1}", "{\"c\":null,\"b\":true}", "{\"a\":1,,\"b\":true}", "{,\"b\":true}",
+            "{\"b\":true,}"));
     /* All optional: the empty object too. */
     check("{\"properties\":{\"a\":{\"type\":\"string\"}}}", L("{}", "{\"a\":\"x\"}"),
           L("{\"b\":1}"));
@@ -134,7 +135,8 @@ static void test_strings(void **state) {
 
 static void test_patterns(void **state) {
     (void)state;
-    check("{\"type\":\"string\",\"pattern\":\"^[A-Z]{2}-\\\\d{3,4}$\"}", L("\"AB-123\"", "\"XY-9999\""),
+    check("{\"type\":\"string\",\"pattern\":\"^[A-Z]{2}-\\\\d{3,4}$\"}",
+          L("\"AB-123\"", "\"XY-9999\""),
           L("\"AB-12\"", "\"ab-123\"", "\"AB-12345\"", "\"xAB-123\""));
     /* Unanchored ends may hold anything. */
     check("{\"type\":\"string\",\"pattern\":\"cat\"}", L("\"cat\"", "\"a cat!\"", "\"catalog\""),
@@ -150,15 +152,14 @@ static void test_patterns(void **state) {
     check("{\"type\":\"string\",\"pattern\":\"^\\\\S\\\\s\\\\w\\\\W$\"}", L("\"a 1-\""),
           L("\"  1-\"", "\"a a1\""));
     /* Unsupported constructs are named. */
-    static const char *const unsupported[] = {"(?=a)", "(a)\\\\1", "\\\\bword", "a^b", "a$b",
-                                              "(?<n>a)", "\\\\p{L}"};
+    static const char *const unsupported[] = {"(?=a)", "(a)\\\\1", "\\\\bword", "a^b",
+                                              "a$b",   "(?<n>a)",  "\\\\p{L}"};
     for (size_t k = 0; k < sizeof(unsupported) / sizeof(unsupported[0]); k++) {
         char schema[128], err[256];
         snprintf(schema, sizeof(schema), "{\"type\":\"string\",\"pattern\":\"%s\"}",
                  unsupported[k]);
         char *rules = NULL;
-        cm_err rv =
-            wk_json_schema_to_grammar(schema, strlen(schema), "", &rules, err, sizeof(err));
+        cm_err rv = wk_json_schema_to_grammar(schema, strlen(schema), "", &rules, err, sizeof(err));
         if (rv != CM_ERR_UNSUPPORTED || strstr(err, "pattern") == NULL)
             fail_msg("pattern %s: rv %d err %s", unsupported[k], rv, err);
         assert_null(rules);
@@ -185,9 +186,9 @@ static void test_numbers(void **state) {
 static void test_integer_ranges(void **state) {
     (void)state;
     static const long long bounds[][2] = {
-        {0, 0},       {0, 9},        {1, 10},        {5, 123},     {-5, 5},   {-123, -7},
-        {10, 99},     {99, 1000},    {100, 100},     {-1, 0},      {7, 70001}, {-1000, 1000},
-        {123, 4567},  {19, 21},      {0, 1000000},   {-99, -10},
+        {0, 0},      {0, 9},     {1, 10},      {5, 123},   {-5, 5},    {-123, -7},
+        {10, 99},    {99, 1000}, {100, 100},   {-1, 0},    {7, 70001}, {-1000, 1000},
+        {123, 4567}, {19, 21},   {0, 1000000}, {-99, -10},
     };
     for (size_t b = 0; b < sizeof(bounds) / sizeof(bounds[0]); b++) {
         long long lo = bounds[b][0], hi = bounds[b][1];
@@ -233,8 +234,9 @@ static void test_anyof_refs(void **state) {
         "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/node\"}}},\"required\":"
         "[\"v\",\"kids\"],\"additionalProperties\":false}},\"$ref\":\"#/$defs/node\"}";
     check(tree,
-          L("{\"v\":1,\"kids\":[]}", "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[{\"v\":3,\"kids\":[]}]},"
-                                     "{\"v\":4,\"kids\":[]}]}"),
+          L("{\"v\":1,\"kids\":[]}",
+            "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[{\"v\":3,\"kids\":[]}]},"
+            "{\"v\":4,\"kids\":[]}]}"),
           L("{\"v\":1,\"kids\":[{\"v\":2}]}", "{\"v\":1}"));
     /* Root recursion "#" and definitions. */
     check("{\"type\":\"object\",\"properties\":{\"next\":{\"anyOf\":[{\"$ref\":\"#\"},{\"type\":"
@@ -311,10 +313,8 @@ static void test_prefix_and_json_object(void **state) {
     const char *s1 = "{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"integer\"}},"
                      "\"required\":[\"x\"]}";
     const char *s2 = "{\"type\":\"array\",\"items\":{\"type\":\"string\"}}";
-    assert_int_equal(wk_json_schema_to_grammar(s1, strlen(s1), "t1-", &a, err, sizeof(err)),
-                     CM_OK);
-    assert_int_equal(wk_json_schema_to_grammar(s2, strlen(s2), "t2-", &b, err, sizeof(err)),
-                     CM_OK);
+    assert_int_equal(wk_json_schema_to_grammar(s1, strlen(s1), "t1-", &a, err, sizeof(err)), CM_OK);
+    assert_int_equal(wk_json_schema_to_grammar(s2, strlen(s2), "t2-", &b, err, sizeof(err)), CM_OK);
     /* Two schemas share one grammar through prefixes. */
     size_t n = strlen(a) + strlen(b) + 64;
     char *both = malloc(n);
@@ -343,10 +343,14 @@ static void test_prefix_and_json_object(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_objects),         cmocka_unit_test(test_arrays),
-        cmocka_unit_test(test_strings),         cmocka_unit_test(test_patterns),
-        cmocka_unit_test(test_numbers),         cmocka_unit_test(test_integer_ranges),
-        cmocka_unit_test(test_anyof_refs),      cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_objects),
+        cmocka_unit_test(test_arrays),
+        cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_patterns),
+        cmocka_unit_test(test_numbers),
+        cmocka_unit_test(test_integer_ranges),
+        cmocka_unit_test(test_anyof_refs),
+        cmocka_unit_test(test_errors),
         cmocka_unit_test(test_prefix_and_json_object),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
