@@ -30,7 +30,7 @@ typedef struct choice {
     int role_sent; /* stream: first chunk (with the role) sent */
     cm_buf text;   /* non-streaming text */
     gw_logprobs_acc lp;
-    tool_call_acc *calls; /* (GW_MAX_TOOL_CALLS) allocated at the first tool-call delta */
+    tool_call_acc *calls; /* (GW_MAX_TOOL_CALLS) at the first tool-call delta; non-streaming */
     uint32_t n_calls;
     const char *finish;
     uint32_t prompt_tokens, completion_tokens, cached_tokens;
@@ -112,7 +112,8 @@ static void on_timer_closed(uv_handle_t *h) {
     for (uint32_t i = 0; i < c->rq.n; i++) {
         cm_buf_fini(&c->ch[i].text);
         gw_logprobs_fini(&c->ch[i].lp);
-        for (uint32_t k = 0; k < c->ch[i].n_calls; k++)
+        /* Streams count calls without keeping them (calls stays NULL). */
+        for (uint32_t k = 0; c->ch[i].calls != NULL && k < c->ch[i].n_calls; k++)
             cm_buf_fini(&c->ch[i].calls[k].args);
         free(c->ch[i].calls);
     }

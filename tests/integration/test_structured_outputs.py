@@ -68,17 +68,19 @@ SCHEMAS = {
         },
     ),
     "recursive_ref": (
-        "Write a small tree of digits.",
+        "Write an arithmetic expression as a tree, like {\"op\": \"+\", \"a\": 1, \"b\": 2}.",
         {
             "$defs": {
+                "expr": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 9},
+                                   {"$ref": "#/$defs/node"}]},
                 "node": {
                     "type": "object",
                     "properties": {
-                        "v": {"type": "integer", "minimum": 0, "maximum": 9},
-                        "kids": {"type": "array", "items": {"$ref": "#/$defs/node"},
-                                 "maxItems": 2},
+                        "op": {"enum": ["+", "-", "*"]},
+                        "a": {"$ref": "#/$defs/expr"},
+                        "b": {"$ref": "#/$defs/expr"},
                     },
-                    "required": ["v", "kids"],
+                    "required": ["op", "a", "b"],
                     "additionalProperties": False,
                 },
             },

@@ -134,6 +134,9 @@ def test_follow_up_with_tool_result(gw):
     assert c.finish_reason in ("stop", "length", "tool_calls")
     if c.finish_reason == "tool_calls":
         check_calls(c.message.tool_calls)
+    elif c.message.tool_calls:  # the small model may call again; cut short by max_tokens
+        assert c.finish_reason == "length"
+        assert c.message.tool_calls[0].function.name in SCHEMA_OF
     else:
         assert isinstance(c.message.content, str) and c.message.content
     # The same history without tools (tool_choice none): plain text.
