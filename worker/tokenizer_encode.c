@@ -156,10 +156,13 @@ static size_t split_llama3(const uint32_t *cp, size_t i, size_t n, size_t max_di
 }
 
 /* Splits cp[0..n) into pieces; writes piece end indices (code points) into ends. Returns the
- * number of pieces (<= n). */
+ * number of pieces (<= n). Linear in n: every split function scans only the piece it returns
+ * (plus one look-ahead character), and the SmolLM branch finds the next digit once per
+ * stretch between digits, not once per piece. */
 static size_t pretokenize_cps(wk_tok_pre pre, const uint32_t *cp, size_t n, uint32_t *ends) {
     size_t np = 0;
     size_t i = 0;
+    size_t seg_end = 0; /* SmolLM: the first digit at or after i (or n), valid while i < it */
     while (i < n) {
         size_t e;
         if (pre == WK_TOK_PRE_SMOLLM) {
@@ -168,9 +171,13 @@ static size_t pretokenize_cps(wk_tok_pre pre, const uint32_t *cp, size_t n, uint
             if (wk_ucp_is_number(cp[i])) {
                 e = i + 1;
             } else {
-                size_t seg_end = i;
-                while (seg_end < n && !wk_ucp_is_number(cp[seg_end])) {
-                    seg_end++;
+                if (seg_end <= i) {
+                    /* Pieces inside a stretch never cross its end, so this search runs once
+                     * per stretch: every code point is looked at once in total. */
+                    seg_end = i;
+                    while (seg_end < n && !wk_ucp_is_number(cp[seg_end])) {
+                        seg_end++;
+                    }
                 }
                 e = split_gpt2(cp, i, seg_end);
             }
