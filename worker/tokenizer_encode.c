@@ -595,6 +595,21 @@ static cm_err spm_fragment(const wk_tokenizer *t, const char *text, size_t len, 
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Lower bound                                                                               */
+
+size_t wk_tokenizer_min_tokens(const wk_tokenizer *t, const char *text, size_t len) {
+    /* Each token covers a run of the text's bytes (dropped bytes belong to none), and every
+     * byte b it covers has byte_weight[b] <= 65536 / (the token's length): so a token's bytes
+     * weigh at most 65536 in all, and the total weight / 65536 cannot exceed the token count.
+     * The weights are floors, which only lowers the bound. */
+    uint64_t w = 0;
+    for (size_t i = 0; i < len; i++) {
+        w += t->byte_weight[(uint8_t)text[i]];
+    }
+    return (size_t)(w >> 16);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Entry point                                                                               */
 
 /* Longest special token whose text starts at text[pos], or -1. */

@@ -310,6 +310,47 @@ static void test_encode_is_linear(void **state) {
     }
 }
 
+/* wk_tokenizer_min_tokens never exceeds the real count, with or without special tokens, on
+ * text that has dropped bytes, specials, spaces and non-ASCII; and is not vacuous. */
+static void check_min_tokens(const wk_tokenizer *t, const char *text, size_t len) {
+    size_t cap = len + 2, n = 0;
+    int32_t *ids = malloc(sizeof(int32_t) * cap);
+    assert_non_null(ids);
+    size_t lower = wk_tokenizer_min_tokens(t, text, len);
+    for (int special = 0; special < 2; special++) {
+        assert_int_equal(wk_tokenizer_encode(t, text, len, false, special, ids, cap, &n), CM_OK);
+        assert_true(lower <= n);
+    }
+    free(ids);
+}
+
+static void test_min_tokens_is_a_bound(void **state) {
+    (void)state;
+    const char *texts[] = {
+        "",
+        "a",
+        "hello hello hello",
+        "<|im_start|>user\nhi<|im_end|>",
+        "ctl\x04\x04\x04x",
+        "  spaces\t\ttabs\n\nnewlines\r\n",
+        "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac 123",
+    };
+    vocab v;
+    wk_tokenizer *t = small_bpe(&v, WK_TOK_PRE_SMOLLM);
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        check_min_tokens(t, texts[i], strlen(texts[i]));
+    }
+    size_t len = 100000;
+    char *big = malloc(len);
+    assert_non_null(big);
+    mixed_text(big, len);
+    check_min_tokens(t, big, len);
+    /* The longest token here is a 13-byte special: the bound is at least len / 13. */
+    assert_true(wk_tokenizer_min_tokens(t, big, len) >= len / 13);
+    free(big);
+    wk_tokenizer_free(t);
+}
+
 static void test_special_tokens(void **state) {
     (void)state;
     vocab v;
@@ -929,6 +970,27 @@ static void test_model_encode_is_linear(void **state) {
     check_linear(f->t, "bundled model", false);
 }
 
+/* On the bundled model the bound holds and prints how much of a long prompt it proves. */
+static void test_model_min_tokens(void **state) {
+    model_fixture *f = *state;
+    if (f->t == NULL) {
+        skip();
+    }
+    size_t len = 250000;
+    char *text = malloc(len);
+    int32_t *ids = malloc(sizeof(int32_t) * (len + 2));
+    assert_non_null(text);
+    assert_non_null(ids);
+    mixed_text(text, len);
+    size_t n = 0, lower = wk_tokenizer_min_tokens(f->t, text, len);
+    assert_int_equal(wk_tokenizer_encode(f->t, text, len, false, true, ids, len + 2, &n), CM_OK);
+    printf("# min_tokens on %zu bytes: %zu (encode: %zu)\n", len, lower, n);
+    assert_true(lower <= n);
+    assert_true(lower > 0);
+    free(text);
+    free(ids);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bpe_merge_order),      cmocka_unit_test(test_bpe_long_word_is_fast),
@@ -937,12 +999,13 @@ int main(void) {
         cmocka_unit_test(test_detok_streaming),      cmocka_unit_test(test_spm),
         cmocka_unit_test(test_spec_errors),          cmocka_unit_test(test_load_gguf),
         cmocka_unit_test(test_llama3_ignore_merges), cmocka_unit_test(test_many_specials),
-        cmocka_unit_test(test_encode_is_linear),
+        cmocka_unit_test(test_encode_is_linear),     cmocka_unit_test(test_min_tokens_is_a_bound),
     };
     const struct CMUnitTest model_tests[] = {
         cmocka_unit_test(test_model_round_trip),
         cmocka_unit_test(test_model_specials),
         cmocka_unit_test(test_model_encode_is_linear),
+        cmocka_unit_test(test_model_min_tokens),
     };
     int failed = cmocka_run_group_tests_name("tokenizer", tests, NULL, NULL);
     failed +=
