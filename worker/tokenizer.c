@@ -173,6 +173,36 @@ void wk_tokenizer_free(wk_tokenizer *t) {
 
 /* Decoded bytes of a normal token: BPE undoes the byte mapping (characters outside it stay as
  * they are), SPM turns U+2581 into a space and <0xNN> byte tokens into the byte. */
+/* Fills t->byte_weight (see tokenizer_impl.h) from the pieces and special texts. */
+static void byte_weights(wk_tokenizer *t) {
+    uint32_t span[256] = {0};
+    for (uint32_t id = 0; id < t->n_vocab; id++) {
+        for (int pass = 0; pass < 2; pass++) {
+            size_t len;
+            const char *s;
+            if (pass == 0) {
+                s = t->piece + t->piece_off[id];
+                len = t->piece_off[id + 1] - t->piece_off[id];
+            } else if (wk_tok_is_special(t, (int32_t)id)) {
+                s = wk_tok_text(t, (int32_t)id, &len);
+            } else {
+                continue;
+            }
+            for (size_t i = 0; i < len; i++) {
+                uint8_t b = (uint8_t)s[i];
+                span[b] = span[b] > len ? span[b] : (uint32_t)len;
+            }
+        }
+    }
+    for (int b = 0; b < 256; b++) {
+        /* SentencePiece's <unk> stands for one leftover byte of any value. */
+        if (span[b] == 0 && t->model == WK_TOK_MODEL_SPM && t->unk >= 0) {
+            span[b] = 1;
+        }
+        t->byte_weight[b] = span[b] > 0 ? 65536u / span[b] : 0;
+    }
+}
+
 static size_t decode_piece(const wk_tokenizer *t, const char *s, size_t len, int type, char *out) {
     const uint8_t *p = (const uint8_t *)s;
     size_t o = 0;
@@ -412,6 +442,8 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
          * 0x04 or 0xF5..0xFF); such bytes are dropped when encoding, as HF tokenizers do. */
         t->byte_tok[b] = wk_tok_lookup(t, buf, bl);
     }
+
+    byte_weights(t);
 
     if (t->model == WK_TOK_MODEL_BPE) {
         if (spec->n_merges == 0) {

@@ -48,6 +48,15 @@ int32_t wk_tokenizer_find(const wk_tokenizer *t, const char *s, size_t len);
 cm_err wk_tokenizer_encode(const wk_tokenizer *t, const char *text, size_t len, bool add_bos,
                            bool parse_special, int32_t *out, size_t cap, size_t *n_out);
 
+/*
+ * wk_tokenizer_min_tokens: a proven lower bound on the number of tokens wk_tokenizer_encode
+ * produces for text[0..len) (BOS not counted), with either parse_special, from one pass over
+ * the bytes and no tokenizing: every token covers at most the longest token's byte length,
+ * and only bytes the vocabulary can express yield tokens at all (bytes it lacks are dropped).
+ * Lets a caller refuse a prompt that cannot fit a context before paying for encoding it.
+ */
+size_t wk_tokenizer_min_tokens(const wk_tokenizer *t, const char *text, size_t len);
+
 /* wk_tokenizer_piece returns the raw bytes token id decodes to (byte-level BPE mapping undone,
  * SentencePiece '▁' turned into ' ', <0xNN> into the byte). Control tokens give their text
  * when render_special, else empty. Pointer valid for the tokenizer's lifetime. */

@@ -156,10 +156,13 @@ static size_t split_llama3(const uint32_t *cp, size_t i, size_t n, size_t max_di
 }
 
 /* Splits cp[0..n) into pieces; writes piece end indices (code points) into ends. Returns the
- * number of pieces (<= n). */
+ * number of pieces (<= n). Linear in n: every split function scans only the piece it returns
+ * (plus one look-ahead character), and the SmolLM branch finds the next digit once per
+ * stretch between digits, not once per piece. */
 static size_t pretokenize_cps(wk_tok_pre pre, const uint32_t *cp, size_t n, uint32_t *ends) {
     size_t np = 0;
     size_t i = 0;
+    size_t seg_end = 0; /* SmolLM: the first digit at or after i (or n), valid while i < it */
     while (i < n) {
         size_t e;
         if (pre == WK_TOK_PRE_SMOLLM) {
@@ -168,9 +171,13 @@ static size_t pretokenize_cps(wk_tok_pre pre, const uint32_t *cp, size_t n, uint
             if (wk_ucp_is_number(cp[i])) {
                 e = i + 1;
             } else {
-                size_t seg_end = i;
-                while (seg_end < n && !wk_ucp_is_number(cp[seg_end])) {
-                    seg_end++;
+                if (seg_end <= i) {
+                    /* Pieces inside a stretch never cross its end, so this search runs once
+                     * per stretch: every code point is looked at once in total. */
+                    seg_end = i;
+                    while (seg_end < n && !wk_ucp_is_number(cp[seg_end])) {
+                        seg_end++;
+                    }
                 }
                 e = split_gpt2(cp, i, seg_end);
             }
@@ -585,6 +592,21 @@ static cm_err spm_fragment(const wk_tokenizer *t, const char *text, size_t len, 
         }
     }
     return CM_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Lower bound                                                                               */
+
+size_t wk_tokenizer_min_tokens(const wk_tokenizer *t, const char *text, size_t len) {
+    /* Each token covers a run of the text's bytes (dropped bytes belong to none), and every
+     * byte b it covers has byte_weight[b] <= 65536 / (the token's length): so a token's bytes
+     * weigh at most 65536 in all, and the total weight / 65536 cannot exceed the token count.
+     * The weights are floors, which only lowers the bound. */
+    uint64_t w = 0;
+    for (size_t i = 0; i < len; i++) {
+        w += t->byte_weight[(uint8_t)text[i]];
+    }
+    return (size_t)(w >> 16);
 }
 
 /* ---------------------------------------------------------------------------------------- */

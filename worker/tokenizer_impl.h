@@ -118,6 +118,11 @@ struct wk_tokenizer {
     bool add_bos;
     bool add_space_prefix;
     uint32_t max_piece;
+    /* (256) for each byte value, 65536 / the byte length of the longest token that can cover
+     * it (its decoded piece, or its text for special tokens); 0 when no token covers it.
+     * Summed over a text's bytes and divided by 65536 it bounds the token count from below
+     * (wk_tokenizer_min_tokens). */
+    uint32_t byte_weight[256];
     uint16_t byte_cp[256];             /* GPT-2 mapping: byte -> code point */
     int16_t cp_byte[WK_GPT2_CP_LIMIT]; /* and back, -1 for code points that are not bytes */
 };

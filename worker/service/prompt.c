@@ -22,27 +22,64 @@ static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
     return rv;
 }
 
-void wk_prompt_context_message(uint32_t max_context, uint32_t prompt_tokens,
-                               uint32_t completion_tokens, char *err, size_t errlen) {
+/* The context-length text; at_least when only a lower bound of the prompt is known. */
+static void context_message(uint32_t max_context, uint64_t prompt_tokens,
+                            uint32_t completion_tokens, bool at_least, char *err, size_t errlen) {
+    const char *al = at_least ? "at least " : "";
     snprintf(err, errlen,
-             "This model's maximum context length is %u tokens. However, you requested %llu "
-             "tokens (%u in the messages, %u in the completion). Please reduce the length of "
-             "the messages or completion.",
-             max_context, (unsigned long long)prompt_tokens + completion_tokens, prompt_tokens,
-             completion_tokens);
+             "This model's maximum context length is %u tokens. However, you requested %s%llu "
+             "tokens (%s%llu in the messages, %u in the completion). Please reduce the length "
+             "of the messages or completion.",
+             max_context, al, (unsigned long long)(prompt_tokens + completion_tokens), al,
+             (unsigned long long)prompt_tokens, completion_tokens);
 }
 
-/* Tokenizes text; the token count can never exceed bytes + 2 (BOS, and one token per byte at
- * worst), so the buffer is sized to always hold the full count for the error message. */
-static cm_err encode(const wk_prompt_ctx *ctx, const char *text, size_t len, bool add_bos,
-                     bool parse_special, int32_t **ids_out, uint32_t *n_out, char *err,
-                     size_t errlen) {
+void wk_prompt_context_message(uint32_t max_context, uint32_t prompt_tokens,
+                               uint32_t completion_tokens, char *err, size_t errlen) {
+    context_message(max_context, prompt_tokens, completion_tokens, false, err, errlen);
+}
+
+void wk_prompt_context_message_at_least(uint32_t max_context, uint64_t prompt_tokens_min,
+                                        uint32_t completion_tokens, char *err, size_t errlen) {
+    context_message(max_context, prompt_tokens_min, completion_tokens, true, err, errlen);
+}
+
+/* Tokens the completion needs after the prompt: max_tokens, or at least one. */
+static uint32_t completion_reserve(const Sluice__Submit *s) {
+    uint32_t completion = s->has_max_tokens ? s->max_tokens : 0;
+    return completion > 0 ? completion : 1;
+}
+
+/*
+ * Tokenizes text, refusing what cannot fit as early as it can be proved: first from the
+ * bytes alone (wk_tokenizer_min_tokens, no tokenizing), then by stopping the encoder once the
+ * prompt alone has more tokens than the context. Below that the buffer holds the full count,
+ * so the usual message carries exact numbers.
+ */
+static cm_err encode(const wk_prompt_ctx *ctx, const Sluice__Submit *s, const char *text,
+                     size_t len, bool add_bos, bool parse_special, int32_t **ids_out,
+                     uint32_t *n_out, char *err, size_t errlen) {
+    uint32_t completion = s->has_max_tokens ? s->max_tokens : 0;
+    uint64_t lower = wk_tokenizer_min_tokens(ctx->tok, text, len); /* BOS not counted */
+    if (lower + completion_reserve(s) > ctx->max_context) {
+        wk_prompt_context_message_at_least(ctx->max_context, lower, completion, err, errlen);
+        return CM_ERR_CONTEXT_LENGTH;
+    }
+    /* The token count can never exceed bytes + 2 (BOS, and one token per byte at worst). */
     size_t cap = len + 2;
+    bool capped = (uint64_t)ctx->max_context + 1 < cap;
+    if (capped)
+        cap = (size_t)ctx->max_context + 1;
     int32_t *ids = malloc(cap * sizeof *ids);
     if (ids == NULL)
         return CM_ERR_NOMEM;
     size_t n = 0;
     cm_err rv = wk_tokenizer_encode(ctx->tok, text, len, add_bos, parse_special, ids, cap, &n);
+    if (rv == CM_ERR_LIMIT && capped && n == cap) {
+        free(ids);
+        wk_prompt_context_message_at_least(ctx->max_context, n, completion, err, errlen);
+        return CM_ERR_CONTEXT_LENGTH;
+    }
     if (rv != CM_OK) {
         free(ids);
         if (rv == CM_ERR_UTF8)
@@ -143,7 +180,7 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int3
     size_t bl = strlen(ctx->tmpl->bos_text);
     if (bl > 0 && len >= bl && memcmp(rendered, ctx->tmpl->bos_text, bl) == 0)
         add_bos = false;
-    rv = encode(ctx, rendered, len, add_bos, true, ids_out, n_out, err, errlen);
+    rv = encode(ctx, s, rendered, len, add_bos, true, ids_out, n_out, err, errlen);
     free(rendered);
 done:
     free(msgs);
@@ -166,8 +203,8 @@ cm_err wk_prompt_build(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int32_
                         ctx->max_prompt_bytes);
         if (!wk_utf8_valid(s->prompt, len))
             return fail(CM_ERR_UTF8, err, errlen, "prompt is not valid UTF-8");
-        rv = encode(ctx, s->prompt, len, wk_tokenizer_add_bos(ctx->tok), false, ids_out, n_out, err,
-                    errlen);
+        rv = encode(ctx, s, s->prompt, len, wk_tokenizer_add_bos(ctx->tok), false, ids_out, n_out,
+                    err, errlen);
     } else {
         uint32_t n_vocab = wk_tokenizer_n_vocab(ctx->tok);
         for (size_t i = 0; i < s->n_prompt_token_ids; i++) {
@@ -196,7 +233,7 @@ cm_err wk_prompt_build(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int32_
     }
     uint32_t completion = s->has_max_tokens ? s->max_tokens : 0;
     /* At least one token must fit after the prompt. */
-    uint64_t need = (uint64_t)*n_out + (completion > 0 ? completion : 1);
+    uint64_t need = (uint64_t)*n_out + completion_reserve(s);
     if (need > ctx->max_context) {
         wk_prompt_context_message(ctx->max_context, *n_out, completion, err, errlen);
         free(*ids_out);

@@ -5,6 +5,10 @@
  * "This model's maximum context length is N tokens. However, you requested M tokens (P in
  * the messages, C in the completion). ...").
  *
+ * A prompt that cannot fit is refused as early as that can be proved: from its bytes before
+ * tokenizing (wk_tokenizer_min_tokens), then by stopping the tokenizer as soon as the prompt
+ * alone exceeds the context; both say "at least" in the message. Exact counts otherwise.
+ *
  * Chat messages are rendered with wk_chat_render and tokenized with special tokens parsed
  * (the template's own markers, e.g. <|im_start|>); raw prompts are tokenized with special
  * tokens NOT parsed, so user text can never forge a control token. BOS follows the
@@ -42,5 +46,11 @@ cm_err wk_prompt_build(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int32_
 /* wk_prompt_context_message writes the context-length error text. */
 void wk_prompt_context_message(uint32_t max_context, uint32_t prompt_tokens,
                                uint32_t completion_tokens, char *err, size_t errlen);
+
+/* wk_prompt_context_message_at_least: the same text when only a lower bound of the prompt's
+ * tokens is known (refused before or while tokenizing): "...you requested at least M tokens
+ * (at least P in the messages, C in the completion)...". */
+void wk_prompt_context_message_at_least(uint32_t max_context, uint64_t prompt_tokens_min,
+                                        uint32_t completion_tokens, char *err, size_t errlen);
 
 #endif /* WK_PROMPT_H */

@@ -14,6 +14,7 @@
 #include "cm_log.h"
 #include "constraint.h"
 #include "inbox.h"
+#include "prep.h"
 #include "prompt.h"
 #include "tool_parse.h"
 #include "transport.h"
@@ -35,6 +36,7 @@ typedef struct req {
     bool congested;        /* send queue overflowed: cancel pending */
     char log_id[64];       /* gateway_request_id for logs */
     wk_tool_parser *tools; /* tools active: the output is parsed for tool calls; else NULL */
+    wk_prepared *prep;     /* non-NULL while the pool prepares it (the pool owns it then) */
 } req;
 
 /* Per-connection state on the engine thread. */
@@ -51,6 +53,8 @@ struct wk_service {
     wk_wire_limits limits;
     wk_prompt_ctx prompt;
     wk_grammar_cache *grammars; /* compiled constraints by text */
+    wk_prep_ctx prep_ctx;       /* read by the pool threads */
+    wk_prep *prep;
 
     pthread_t thread;
     bool thread_started;
@@ -62,6 +66,7 @@ struct wk_service {
     /* engine thread only */
     req *reqs;
     uint32_t n_reqs;
+    uint32_t n_preparing; /* reqs with prep != NULL */
     conn_state *conns;
     uint64_t next_engine_id;
     uint64_t rng;
@@ -111,6 +116,11 @@ static req *find_req(wk_service *s, uint32_t conn_id, uint64_t request_id) {
 }
 
 static void unlink_req(wk_service *s, req *r) {
+    if (r->prep != NULL) {
+        /* The pool still holds the item: it is freed when it comes back (no req then). */
+        wk_prepared_cancel(r->prep);
+        s->n_preparing--;
+    }
     if (r->prev != NULL)
         r->prev->next = r->next;
     else
@@ -132,6 +142,13 @@ static void link_req(wk_service *s, req *r) {
         s->reqs->prev = r;
     s->reqs = r;
     s->n_reqs++;
+}
+
+/* ---- preparation pool (its threads) ---- */
+
+static void on_prep_ready(void *arg) {
+    wk_service *s = arg;
+    wk_inbox_wake(s->inbox); /* handle_commands takes the finished items */
 }
 
 /* ---- transport callbacks (nng threads) ---- */
@@ -364,13 +381,19 @@ static void handle_close(wk_service *s, uint32_t conn_id) {
         pp = &(*pp)->next;
     }
     uint32_t n = 0;
-    for (req *r = s->reqs; r != NULL; r = r->next) {
+    req *next;
+    for (req *r = s->reqs; r != NULL; r = next) {
+        next = r->next;
         if (r->conn_id != conn_id)
             continue;
+        n++;
+        if (r->prep != NULL) {
+            unlink_req(s, r); /* never reached the engine: nothing to free there */
+            continue;
+        }
         r->silent = true;
         /* KV blocks are freed now; the CANCELLED event of the next step unlinks r. */
         wk_engine_cancel(s->d.engine, r->engine_id);
-        n++;
     }
     if (n > 0) {
         cm_series_add(s->d.metrics->connections_lost_requests_total, n);
@@ -378,12 +401,19 @@ static void handle_close(wk_service *s, uint32_t conn_id) {
     }
 }
 
-static void reject(wk_service *s, const wk_cmd *c, cm_err code, const char *msg) {
+static void reject_id(wk_service *s, uint32_t conn_id, uint64_t request_id, cm_err code,
+                      const char *msg) {
     cm_series_inc(s->d.metrics->rejected_total);
-    send_error(s, c->conn_id, c->request_id, code, msg);
+    send_error(s, conn_id, request_id, code, msg);
 }
 
-static void handle_submit(wk_service *s, const wk_cmd *c) {
+static void reject(wk_service *s, const wk_cmd *c, cm_err code, const char *msg) {
+    reject_id(s, c->conn_id, c->request_id, code, msg);
+}
+
+/* Checks what needs no prompt, then hands the request to the preparation pool. Takes c->env
+ * when it does (c->env is NULL then). */
+static void handle_submit(wk_service *s, wk_cmd *c) {
     const Sluice__Submit *sub = c->env->submit;
     char err[512];
     conn_state *cs = find_conn(s, c->conn_id);
@@ -413,42 +443,14 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
         reject(s, c, CM_ERR_EXISTS, err);
         return;
     }
-    int32_t *ids = NULL;
-    uint32_t n_ids = 0;
-    err[0] = '\0';
-    cm_err rv = wk_prompt_build(&s->prompt, sub, &ids, &n_ids, err, sizeof err);
-    if (rv != CM_OK) {
-        reject(s, c, rv, err[0] ? err : cm_strerror(rv));
-        return;
-    }
-    /* TODO(prep): runs on the engine thread until the preparation pool lands; it belongs
-     * right after wk_prompt_build there. */
-    wk_constraint con;
-    rv = wk_constraint_build(s->grammars, sub, &con, err, sizeof err);
-    if (rv != CM_OK) {
-        free(ids);
-        reject(s, c, rv, err[0] ? err : cm_strerror(rv));
-        return;
-    }
-    wk_request rq;
-    memset(&rq, 0, sizeof rq);
-    rv = wk_wire_sampling(sub->sampling, next_rand(s), &rq.sampling, err, sizeof err);
-    if (rv != CM_OK) {
-        free(ids);
-        wk_constraint_fini(&con);
-        reject(s, c, rv, err);
-        return;
-    }
+    /* Everything that reads the prompt happens in the preparation pool, never here: the
+     * request is tracked from now on (duplicate ids, Cancel and close see it) and reaches
+     * the engine in start_prepared once its ids are ready. */
+    wk_prepared *p = wk_prepared_new();
     req *r = calloc(1, sizeof *r);
-    if (r != NULL && con.tool_calls) {
-        r->tools = malloc(sizeof *r->tools);
-        if (r->tools != NULL)
-            wk_tool_parser_init(r->tools, next_rand(s));
-    }
-    if (r == NULL || (con.tool_calls && r->tools == NULL)) {
+    if (p == NULL || r == NULL) {
+        free(p);
         free(r);
-        free(ids);
-        wk_constraint_fini(&con);
         reject(s, c, CM_ERR_NOMEM, "out of memory");
         return;
     }
@@ -458,7 +460,33 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
     r->received_ns = c->received_ns;
     if (sub->gateway_request_id != NULL)
         snprintf(r->log_id, sizeof r->log_id, "%s", sub->gateway_request_id);
+    p->engine_id = r->engine_id;
+    p->conn_id = c->conn_id;
+    p->request_id = sub->request_id;
+    p->random_seed = next_rand(s);
+    p->env = c->env;
+    cm_err rv = wk_prep_push(s->prep, p);
+    if (rv != CM_OK) {
+        p->env = NULL; /* still the command's */
+        wk_prepared_free(p);
+        free(r);
+        reject(s, c, CM_ERR_OVERLOADED,
+               "worker preparation queue is full; retry later or on another worker");
+        return;
+    }
+    c->env = NULL; /* the pool's now */
+    r->prep = p;
+    s->n_preparing++;
+    link_req(s, r);
+}
 
+/* A prepared request goes to the engine (engine thread). Takes p. */
+static void start_prepared(wk_service *s, req *r, wk_prepared *p) {
+    const Sluice__Submit *sub = p->env->submit;
+    char err[512];
+    wk_request rq;
+    memset(&rq, 0, sizeof rq);
+    rq.sampling = p->sampling;
     rq.id = r->engine_id;
     if (sub->tenant != NULL)
         snprintf(rq.tenant, sizeof rq.tenant, "%s", sub->tenant);
@@ -473,33 +501,93 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
         if (rq.deadline_ms == 0)
             rq.deadline_ms = 1;
     }
-    rq.prompt = ids;
-    rq.n_prompt = n_ids;
+    rq.prompt = p->ids;
+    rq.n_prompt = p->n_ids;
     rq.max_tokens = sub->has_max_tokens ? sub->max_tokens : 0;
     rq.stop = (const char *const *)sub->stop;
     rq.n_stop = (uint32_t)sub->n_stop;
     rq.cb = on_event;
     rq.cb_arg = s;
     rq.user = r;
-    rq.grammar = con.grammar;
-    link_req(s, r);
-    err[0] = '\0';
-    rv = wk_engine_submit(s->d.engine, &rq, err, sizeof err);
-    free(ids);
-    wk_constraint_fini(&con); /* the engine holds its own reference */
-    if (rv != CM_OK) {
-        unlink_req(s, r);
-        if (rv == CM_ERR_CONTEXT_LENGTH && err[0] == '\0')
-            wk_prompt_context_message(s->prompt.max_context, n_ids, rq.max_tokens, err, sizeof err);
-        reject(s, c, rv, err[0] ? err : cm_strerror(rv));
-        return;
+    rq.grammar = p->grammar; /* the engine takes its own reference */
+    if (wk_constraint_tools_active(sub)) {
+        r->tools = malloc(sizeof *r->tools);
+        if (r->tools == NULL) {
+            reject_id(s, r->conn_id, r->request_id, CM_ERR_NOMEM, "out of memory");
+            unlink_req(s, r);
+            wk_prepared_free(p);
+            return;
+        }
+        wk_tool_parser_init(r->tools, p->random_seed ^ 0x7F4A7C159E3779B9ULL);
     }
+    err[0] = '\0';
+    /* The engine copies the prompt and stop strings: p can go once it returns. */
+    cm_err rv = wk_engine_submit(s->d.engine, &rq, err, sizeof err);
+    if (rv != CM_OK) {
+        if (rv == CM_ERR_CONTEXT_LENGTH && err[0] == '\0')
+            wk_prompt_context_message(s->prompt.max_context, p->n_ids, rq.max_tokens, err,
+                                      sizeof err);
+        reject_id(s, r->conn_id, r->request_id, rv, err[0] ? err : cm_strerror(rv));
+        unlink_req(s, r);
+    }
+    wk_prepared_free(p);
+}
+
+static req *find_req_by_engine_id(wk_service *s, uint64_t engine_id) {
+    for (req *r = s->reqs; r != NULL; r = r->next)
+        if (r->engine_id == engine_id)
+            return r;
+    return NULL;
+}
+
+/* Takes what the pool finished: starts the ready ones, answers the refused ones, and frees
+ * those whose request was cancelled or whose connection closed meanwhile. */
+static void handle_prepared(wk_service *s) {
+    wk_prepared *list = wk_prep_pop_done(s->prep);
+    while (list != NULL) {
+        wk_prepared *p = list;
+        list = p->next;
+        p->next = NULL;
+        req *r = find_req_by_engine_id(s, p->engine_id);
+        if (r == NULL || r->prep != p) {
+            wk_prepared_free(p); /* cancelled, closed or shut down: already answered */
+            continue;
+        }
+        r->prep = NULL;
+        s->n_preparing--;
+        if (p->rv != CM_OK) {
+            cm_logf(CM_LOG_DEBUG, r->log_id[0] ? r->log_id : NULL,
+                    "request %llu refused in preparation (%.1f ms): %s",
+                    (unsigned long long)r->request_id, (double)p->prep_ns / 1e6, p->err);
+            reject_id(s, r->conn_id, r->request_id, p->rv, p->err);
+            unlink_req(s, r);
+            wk_prepared_free(p);
+            continue;
+        }
+        start_prepared(s, r, p);
+    }
+}
+
+/* Ends a request still in preparation as the engine ends a cancelled one: Finished
+ * {cancelled} with no tokens, through on_event (metrics, final event, unlink). */
+static void finish_preparing_cancelled(wk_service *s, req *r) {
+    wk_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = WK_EVENT_FINISHED;
+    ev.request_id = r->engine_id;
+    ev.user = r;
+    ev.finish_reason = WK_FINISH_CANCELLED;
+    on_event(&ev, s);
 }
 
 static void handle_cancel(wk_service *s, const wk_cmd *c) {
     req *r = find_req(s, c->conn_id, c->request_id);
     if (r == NULL)
         return; /* finished already: the gateway has (or will get) its last event */
+    if (r->prep != NULL) {
+        finish_preparing_cancelled(s, r); /* it never starts */
+        return;
+    }
     wk_engine_cancel(s->d.engine, r->engine_id);
 }
 
@@ -536,6 +624,7 @@ static void handle_commands(wk_service *s) {
         }
         wk_cmd_free(c);
     }
+    handle_prepared(s);
 }
 
 /* Cancels requests whose gateway could not keep up (flagged inside on_event). */
@@ -556,12 +645,17 @@ static void cancel_congested(wk_service *s) {
 
 /* Cancels every live request with Error{CLOSED} (drain timeout or second SIGTERM). */
 static void cancel_all(wk_service *s, const char *why) {
-    for (req *r = s->reqs; r != NULL; r = r->next) {
+    req *next;
+    for (req *r = s->reqs; r != NULL; r = next) {
+        next = r->next;
         if (!r->silent) {
             send_error(s, r->conn_id, r->request_id, CM_ERR_CLOSED, why);
             r->silent = true;
         }
-        wk_engine_cancel(s->d.engine, r->engine_id);
+        if (r->prep != NULL)
+            unlink_req(s, r); /* never reached the engine */
+        else
+            wk_engine_cancel(s->d.engine, r->engine_id);
     }
 }
 
@@ -602,6 +696,7 @@ static void publish(wk_service *s, int64_t now_ms) {
     s->status.tokens_per_s = es.tokens_per_s;
     s->status.connections = ts.connections;
     s->status.live_requests = s->n_reqs;
+    s->status.preparing = s->n_preparing;
     s->status.draining = atomic_load(&s->draining);
     pthread_mutex_unlock(&s->status_mtx);
 
@@ -698,6 +793,7 @@ cm_err wk_service_create(const wk_service_deps *deps, wk_service **out, char *er
     s->prompt.max_context = wk_engine_max_context(deps->engine);
     s->prompt.max_prompt_bytes = cfg->max_prompt_bytes;
     s->limits.max_prompt_ids = s->prompt.max_context;
+    s->prep_ctx.prompt = s->prompt;
     s->status.heartbeat_ms = cm_clock_mono_ms();
 
     uint32_t inbox_cap = cfg->max_waiting ? cfg->max_waiting : 1024;
@@ -707,6 +803,14 @@ cm_err wk_service_create(const wk_service_deps *deps, wk_service **out, char *er
     rv = wk_grammar_cache_create(GRAMMAR_CACHE_ENTRIES, &s->grammars);
     if (rv != CM_OK)
         goto fail;
+    s->prep_ctx.grammars = s->grammars;
+    /* The pool holds at most as many requests as the inbox queues. */
+    rv = wk_prep_create(&s->prep_ctx, cfg->prep_threads ? cfg->prep_threads : 2, inbox_cap,
+                        on_prep_ready, s, &s->prep);
+    if (rv != CM_OK) {
+        snprintf(err, errlen, "cannot start the preparation pool: %s", cm_strerror(rv));
+        goto fail;
+    }
     wk_transport_config tc;
     wk_transport_config_defaults(&tc);
     tc.max_connections = cfg->max_connections;
@@ -804,6 +908,9 @@ void wk_service_destroy(wk_service *s) {
         wk_transport_flush(s->transport, 2000);
         wk_transport_destroy(s->transport);
     }
+    /* After the transport (no more commands) and the engine thread (no more pushes); before
+     * the inbox, which on_prep_ready wakes. */
+    wk_prep_destroy(s->prep);
     wk_inbox_destroy(s->inbox);
     while (s->reqs != NULL) {
         req *r = s->reqs;

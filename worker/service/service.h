@@ -10,6 +10,11 @@
  *  - the engine thread (wk_service_start) is the only one touching the engine: it drains the
  *    inbox between steps, steps while there is work, sleeps on the inbox otherwise, sends
  *    Stats to every connection about every 250 ms, and publishes a status snapshot.
+ *    It never reads a prompt: an accepted Submit goes to the preparation pool (prep.h,
+ *    --prep-threads), which templates, tokenizes and checks it; the engine thread submits
+ *    the ready ids to the engine (or sends the pool's refusal) between steps. Requests in
+ *    preparation are tracked like the others: Cancel ends one with Finished{cancelled} at
+ *    once and it never starts; a closed connection or a drain timeout drops them.
  *  - any thread may call wk_service_get_status, wk_service_drain, wk_service_abort.
  *
  * Slow gateways: every connection has a bounded send queue (--send-queue-messages). When a
@@ -86,7 +91,8 @@ typedef struct wk_service_status {
     uint32_t kv_blocks_used;
     double tokens_per_s;
     uint32_t connections;
-    uint32_t live_requests; /* requests this service tracks (waiting + running) */
+    uint32_t live_requests; /* requests this service tracks (preparing + waiting + running) */
+    uint32_t preparing;     /* of which in the preparation pool */
 } wk_service_status;
 
 /* wk_service_get_status: a consistent snapshot; any thread. */

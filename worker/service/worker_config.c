@@ -52,6 +52,7 @@ static const opt_desc opts[] = {
     {"max-connections", OPT_U32, F(max_connections), 65536},
     {"max-message-bytes", OPT_U32, F(max_message_bytes), 256u << 20},
     {"max-prompt-bytes", OPT_U32, F(max_prompt_bytes), 64u << 20},
+    {"prep-threads", OPT_U32, F(prep_threads), 64},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
@@ -80,6 +81,7 @@ void wk_worker_config_defaults(wk_worker_config *c) {
     c->max_connections = 256;
     c->max_message_bytes = 4u << 20;
     c->max_prompt_bytes = 1u << 20;
+    c->prep_threads = 2;
 }
 
 const char *wk_worker_config_usage(void) {
@@ -106,6 +108,8 @@ const char *wk_worker_config_usage(void) {
            "  --max-connections N       gateway connections (default 256)\n"
            "  --max-message-bytes N     inbound message bound (default 4 MiB)\n"
            "  --max-prompt-bytes N      prompt text bound (default 1 MiB)\n"
+           "  --prep-threads N          threads that template and tokenize prompts off the\n"
+           "                            engine thread (1..64, default 2)\n"
            "  --log-level L             debug|info|warn|error; --log-json true|false\n";
 }
 
@@ -163,7 +167,7 @@ typedef struct yaml_cfg {
     uint64_t kv_cache_bytes;
     uint32_t max_batch_tokens, max_running, max_waiting, threads, drain_timeout_ms;
     uint32_t stall_timeout_ms, warmup_tokens, send_queue_messages, max_connections;
-    uint32_t max_message_bytes, max_prompt_bytes;
+    uint32_t max_message_bytes, max_prompt_bytes, prep_threads;
 } yaml_cfg;
 
 #define YS(k, m)                                                                                   \
@@ -193,6 +197,7 @@ static const cyaml_schema_field_t yaml_fields[] = {
     YU("max_connections", max_connections),
     YU("max_message_bytes", max_message_bytes),
     YU("max_prompt_bytes", max_prompt_bytes),
+    YU("prep_threads", prep_threads),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t yaml_schema = {
@@ -241,6 +246,7 @@ static cm_err load_yaml(const char *path, wk_worker_config *c, char *err, size_t
         KEEP(max_connections)
         KEEP(max_message_bytes)
         KEEP(max_prompt_bytes)
+        KEEP(prep_threads)
 #undef KEEP
         if (y->threads)
             c->threads = (int)y->threads;
@@ -289,6 +295,8 @@ static cm_err validate(const wk_worker_config *c, char *err, size_t errlen) {
         return fail(CM_ERR_CONFIG, err, errlen, "--http must be HOST:PORT, got '%s'", c->http);
     if (c->model_name[0] == '\0')
         return fail(CM_ERR_CONFIG, err, errlen, "--model-name must not be empty");
+    if (c->prep_threads == 0)
+        return fail(CM_ERR_CONFIG, err, errlen, "--prep-threads must be 1..64");
     if (c->send_queue_messages < 16)
         return fail(CM_ERR_CONFIG, err, errlen, "--send-queue-messages must be at least 16");
     if (c->max_connections == 0 || c->max_message_bytes < 1024 || c->max_prompt_bytes == 0)

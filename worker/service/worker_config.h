@@ -3,9 +3,9 @@
  * keys as the flags, with '_' for '-': model, model_name, listen, advertise, http, backend,
  * kv_cache_bytes, max_batch_tokens, max_running, max_waiting, registry, threads,
  * drain_timeout_ms, chat_template, stall_timeout_ms, warmup_tokens, send_queue_messages,
- * max_connections, max_message_bytes, max_prompt_bytes, log_level, log_json). Flags win over
- * the file. Parsing and validation live here; the runtime gets a plain, validated struct and
- * never changes it (read-only from every thread after start).
+ * max_connections, prep_threads, max_message_bytes, max_prompt_bytes, log_level, log_json). Flags
+ * win over the file. Parsing and validation live here; the runtime gets a plain, validated struct
+ * and never changes it (read-only from every thread after start).
  */
 #ifndef WK_WORKER_CONFIG_H
 #define WK_WORKER_CONFIG_H
@@ -43,6 +43,7 @@ typedef struct wk_worker_config {
     uint32_t max_connections;     /* default 256 */
     uint32_t max_message_bytes;   /* inbound envelope bound; default 4 MiB */
     uint32_t max_prompt_bytes;    /* prompt / messages text bound; default 1 MiB */
+    uint32_t prep_threads;        /* preparation pool (template, tokenize); default 2 */
 } wk_worker_config;
 
 /* wk_worker_config_defaults fills every default (model_path empty). */

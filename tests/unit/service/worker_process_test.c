@@ -669,6 +669,95 @@ static void test_bad_input(void **state) {
     assert_int_equal(svc_http_get(g_w.http_port, "/health", body, sizeof body), 200);
 }
 
+/* Reads events until every id in ids[0..n) ended (FINISHED or ERROR) or timeout; each
+ * stream gets its own id's events. True if all ended. */
+static bool collect_all(svc_client *c, const uint64_t *ids, stream **s, size_t n, int timeout_ms) {
+    size_t ended = 0;
+    int64_t deadline = svc_now_ms() + timeout_ms;
+    while (ended < n && svc_now_ms() < deadline) {
+        Sluice__Envelope *env = svc_client_next_event(c, (int)(deadline - svc_now_ms()) + 1);
+        if (env == NULL)
+            return false;
+        for (size_t i = 0; i < n; i++) {
+            if (env->event->request_id != ids[i])
+                continue;
+            add_event(s[i], ids[i], env->event);
+            ended += env->event->kind_case != SLUICE__EVENT__KIND_TOKENS;
+        }
+        sluice__envelope__free_unpacked(env, NULL);
+    }
+    return ended == n;
+}
+
+/* Requests still in the preparation pool: 500,000 spaces pass the byte bound but take the
+ * pool's threads ~0.5 s each to count (and then overflow 8192 with max_tokens 1000), so the
+ * requests queued behind them are still in preparation when the next commands arrive. A
+ * duplicate id gets EXISTS, a Cancel gets Finished{cancelled} at once and the request never
+ * starts, a closed connection drops its requests, and the engine keeps serving throughout. */
+static void test_requests_in_preparation(void **state) {
+    (void)state;
+    static char spaces[500001];
+    memset(spaces, ' ', sizeof spaces - 1);
+    double lost0 = metric(g_w.http_port, "sluice_worker_connection_lost_requests_total");
+    svc_client c;
+    assert_int_equal(svc_client_open(&c, g_w.addr, 1, 5000), 0);
+    svc_submit_opts slow = {.prompt = spaces, .max_tokens = 1000};
+    for (uint64_t id = 1; id <= 3; id++) {
+        slow.id = id;
+        assert_int_equal(svc_client_submit(&c, &slow), 0);
+    }
+    svc_submit_opts b = {.id = 4, .prompt = "Hello", .max_tokens = 50, .no_eos = true};
+    assert_int_equal(svc_client_submit(&c, &b), 0);
+    assert_int_equal(svc_client_submit(&c, &b), 0); /* duplicate while in preparation */
+    assert_int_equal(svc_client_cancel(&c, 4), 0);
+    stream *s4 = new_stream();
+    assert_true(collect(&c, 4, s4, 10000));
+    assert_int_equal(s4->errors, 1);
+    assert_int_equal(s4->error_code, CM_ERR_EXISTS);
+    memset(s4, 0, sizeof *s4);
+    assert_true(collect(&c, 4, s4, 10000));
+    assert_int_equal(s4->finished, 1);
+    assert_int_equal(s4->reason, SLUICE__FINISH_REASON__FINISH_REASON_CANCELLED);
+    assert_int_equal(s4->n_token_events, 0);
+    assert_int_equal(s4->completion_tokens, 0);
+    /* The slow ones are counted in full and refused with exact numbers. */
+    uint64_t ids[3] = {1, 2, 3};
+    stream *ss[3] = {new_stream(), new_stream(), new_stream()};
+    assert_true(collect_all(&c, ids, ss, 3, 60000));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ss[i]->errors, 1);
+        assert_int_equal(ss[i]->error_code, CM_ERR_CONTEXT_LENGTH);
+        assert_null(strstr(ss[i]->error_msg, "at least"));
+    }
+    /* Nothing more for the cancelled request: it never started. */
+    assert_null(svc_client_next_event(&c, 300));
+
+    /* A connection that closes with requests in preparation. */
+    svc_client d;
+    assert_int_equal(svc_client_open(&d, g_w.addr, 1, 5000), 0);
+    for (uint64_t id = 1; id <= 2; id++) {
+        slow.id = id;
+        assert_int_equal(svc_client_submit(&d, &slow), 0);
+    }
+    b.id = 3;
+    assert_int_equal(svc_client_submit(&d, &b), 0);
+    svc_client_close(&d);
+    assert_true(wait_metric(g_w.http_port, "sluice_worker_connection_lost_requests_total",
+                            lost0 + 3, 10000) == lost0 + 3);
+    /* Still serving; nothing of the closed connection ever ran. */
+    svc_submit_opts ok = {.id = 9, .prompt = "Hello", .max_tokens = 3, .greedy = true};
+    ok.no_eos = true;
+    assert_int_equal(svc_client_submit(&c, &ok), 0);
+    stream *s = new_stream();
+    assert_true(collect(&c, 9, s, 30000));
+    assert_int_equal(s->finished, 1);
+    assert_int_equal(s->n_ids, 3);
+    assert_true(wait_metric(g_w.http_port, "sluice_worker_requests_running", 0, 5000) == 0);
+    svc_client_close(&c);
+    char body[64];
+    assert_int_equal(svc_http_get(g_w.http_port, "/health", body, sizeof body), 200);
+}
+
 /* A gateway speaking another protocol version is refused with one clear error. */
 static void test_protocol_version_refused(void **state) {
     (void)state;
@@ -1031,6 +1120,7 @@ int main(void) {
         cmocka_unit_test(test_two_clients_isolated),
         cmocka_unit_test(test_killed_client_frees_requests),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_requests_in_preparation),
         cmocka_unit_test(test_protocol_version_refused),
         cmocka_unit_test(test_sigterm_drains),
         cmocka_unit_test(test_second_sigterm_aborts),

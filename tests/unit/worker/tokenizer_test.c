@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "gguf.h"
@@ -207,6 +208,146 @@ static void test_bpe_long_word_is_fast(void **state) {
     }
     free(s);
     free(ids);
+    wk_tokenizer_free(t);
+}
+
+/* ---- linear time: a timing ratio within one run (no absolute times asserted) ---- */
+
+/* Fills out[0..len) with mixed text: words, spaces, punctuation, newlines, 2- and 3-byte
+ * characters, and numbers (ASCII and Arabic-Indic) every len/4 bytes. The stretches between
+ * numbers grow with the input: that is the shape on which the SmolLM pre-tokenizer, rescanning
+ * ahead for the next digit at every piece, was quadratic. */
+static void mixed_text(char *out, size_t len) {
+    static const char *const parts[] = {
+        "Hello", " world",
+        ",",     " caf\xc3\xa9",
+        "  ",    "(x)",
+        "\n",    " \xe6\x97\xa5\xe6\x9c\xac",
+        " it's", "\t",
+        " --",   " na\xc3\xafve",
+        "!",     " \xd0\xbf\xd1\x80\xd0\xb8",
+        ".\r\n", " ok",
+    };
+    static const char *const numbers[] = {" 2026", " \xd9\xa3\xd9\xa4", " 12.5%"};
+    uint64_t x = 88172645463325252ULL;
+    size_t o = 0, since_number = 0, k = 0;
+    while (o < len) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const char *p = parts[x % (sizeof parts / sizeof parts[0])];
+        if (since_number >= len / 4) {
+            p = numbers[k++ % (sizeof numbers / sizeof numbers[0])];
+            since_number = 0;
+        }
+        size_t pl = strlen(p);
+        if (o + pl > len) {
+            p = " ";
+            pl = 1;
+        }
+        memcpy(out + o, p, pl);
+        o += pl;
+        since_number += pl;
+    }
+}
+
+/* Seconds for one encode of text[0..len). */
+static double encode_seconds(const wk_tokenizer *t, const char *text, size_t len, int32_t *ids,
+                             size_t cap, bool special) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    size_t n = 0;
+    assert_int_equal(wk_tokenizer_encode(t, text, len, false, special, ids, cap, &n), CM_OK);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    assert_true(n > len / 16);
+    return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+}
+
+/* 4x the input must take less than 6x the time (a quadratic pass takes ~16x). Both sizes
+ * (512 KB and 2 MB of text, 2-8 MB of scratch) are past the per-core caches, so cache
+ * effects do not skew the ratio, and far above timer noise. Small and big runs alternate and
+ * each keeps its fastest time, so a burst of load on a shared machine hits both; it stops as
+ * soon as the ratio holds (a quadratic regression fails after the first big run's ~16x).
+ * Prints the figures (the 2 MB time is the throughput to compare across machines). */
+static void check_linear(const wk_tokenizer *t, const char *what, bool special) {
+    size_t big = 2u << 20, small = big / 4;
+    char *text_small = malloc(small);
+    char *text_big = malloc(big);
+    int32_t *ids = malloc(sizeof(int32_t) * (big + 2));
+    assert_non_null(text_small);
+    assert_non_null(text_big);
+    assert_non_null(ids);
+    mixed_text(text_small, small);
+    mixed_text(text_big, big);
+    double t_small = 1e9, t_big = 1e9;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        double ts = encode_seconds(t, text_small, small, ids, big + 2, special);
+        double tb = encode_seconds(t, text_big, big, ids, big + 2, special);
+        t_small = ts < t_small ? ts : t_small;
+        t_big = tb < t_big ? tb : t_big;
+        if (t_big < 6.0 * t_small || t_big > 12.0 * t_small) {
+            break; /* linear, or so far off that retrying cannot help */
+        }
+    }
+    printf("# tokenizer %s: %zu KB in %.4f s, %zu KB in %.4f s (ratio %.2f)\n", what, small >> 10,
+           t_small, big >> 10, t_big, t_big / t_small);
+    assert_true(t_big < 6.0 * t_small);
+    free(text_small);
+    free(text_big);
+    free(ids);
+}
+
+static void test_encode_is_linear(void **state) {
+    (void)state;
+    static const wk_tok_pre pres[] = {WK_TOK_PRE_GPT2, WK_TOK_PRE_SMOLLM, WK_TOK_PRE_LLAMA3,
+                                      WK_TOK_PRE_QWEN2};
+    static const char *const names[] = {"gpt2", "smollm", "llama3", "qwen2"};
+    for (size_t i = 0; i < sizeof pres / sizeof pres[0]; i++) {
+        vocab v;
+        wk_tokenizer *t = small_bpe(&v, pres[i]);
+        check_linear(t, names[i], true);
+        wk_tokenizer_free(t);
+    }
+}
+
+/* wk_tokenizer_min_tokens never exceeds the real count, with or without special tokens, on
+ * text that has dropped bytes, specials, spaces and non-ASCII; and is not vacuous. */
+static void check_min_tokens(const wk_tokenizer *t, const char *text, size_t len) {
+    size_t cap = len + 2, n = 0;
+    int32_t *ids = malloc(sizeof(int32_t) * cap);
+    assert_non_null(ids);
+    size_t lower = wk_tokenizer_min_tokens(t, text, len);
+    for (int special = 0; special < 2; special++) {
+        assert_int_equal(wk_tokenizer_encode(t, text, len, false, special, ids, cap, &n), CM_OK);
+        assert_true(lower <= n);
+    }
+    free(ids);
+}
+
+static void test_min_tokens_is_a_bound(void **state) {
+    (void)state;
+    const char *texts[] = {
+        "",
+        "a",
+        "hello hello hello",
+        "<|im_start|>user\nhi<|im_end|>",
+        "ctl\x04\x04\x04x",
+        "  spaces\t\ttabs\n\nnewlines\r\n",
+        "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac 123",
+    };
+    vocab v;
+    wk_tokenizer *t = small_bpe(&v, WK_TOK_PRE_SMOLLM);
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        check_min_tokens(t, texts[i], strlen(texts[i]));
+    }
+    size_t len = 100000;
+    char *big = malloc(len);
+    assert_non_null(big);
+    mixed_text(big, len);
+    check_min_tokens(t, big, len);
+    /* The longest token here is a 13-byte special: the bound is at least len / 13. */
+    assert_true(wk_tokenizer_min_tokens(t, big, len) >= len / 13);
+    free(big);
     wk_tokenizer_free(t);
 }
 
@@ -820,6 +961,36 @@ static void test_llama3_ignore_merges(void **state) {
     wk_tokenizer_free(t);
 }
 
+/* The bundled model (SmolLM2: the "smollm" pre-tokenizer) on 1 MB of mixed text. */
+static void test_model_encode_is_linear(void **state) {
+    model_fixture *f = *state;
+    if (f->t == NULL) {
+        skip();
+    }
+    check_linear(f->t, "bundled model", false);
+}
+
+/* On the bundled model the bound holds and prints how much of a long prompt it proves. */
+static void test_model_min_tokens(void **state) {
+    model_fixture *f = *state;
+    if (f->t == NULL) {
+        skip();
+    }
+    size_t len = 250000;
+    char *text = malloc(len);
+    int32_t *ids = malloc(sizeof(int32_t) * (len + 2));
+    assert_non_null(text);
+    assert_non_null(ids);
+    mixed_text(text, len);
+    size_t n = 0, lower = wk_tokenizer_min_tokens(f->t, text, len);
+    assert_int_equal(wk_tokenizer_encode(f->t, text, len, false, true, ids, len + 2, &n), CM_OK);
+    printf("# min_tokens on %zu bytes: %zu (encode: %zu)\n", len, lower, n);
+    assert_true(lower <= n);
+    assert_true(lower > 0);
+    free(text);
+    free(ids);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bpe_merge_order),      cmocka_unit_test(test_bpe_long_word_is_fast),
@@ -828,10 +999,13 @@ int main(void) {
         cmocka_unit_test(test_detok_streaming),      cmocka_unit_test(test_spm),
         cmocka_unit_test(test_spec_errors),          cmocka_unit_test(test_load_gguf),
         cmocka_unit_test(test_llama3_ignore_merges), cmocka_unit_test(test_many_specials),
+        cmocka_unit_test(test_encode_is_linear),     cmocka_unit_test(test_min_tokens_is_a_bound),
     };
     const struct CMUnitTest model_tests[] = {
         cmocka_unit_test(test_model_round_trip),
         cmocka_unit_test(test_model_specials),
+        cmocka_unit_test(test_model_encode_is_linear),
+        cmocka_unit_test(test_model_min_tokens),
     };
     int failed = cmocka_run_group_tests_name("tokenizer", tests, NULL, NULL);
     failed +=
