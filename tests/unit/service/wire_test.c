@@ -319,12 +319,107 @@ static void test_sampling(void **state) {
     assert_int_equal(wk_wire_sampling(&sp, 99, &p, err, sizeof err), CM_ERR_LIMIT);
 }
 
+static void test_tool_bounds(void **state) {
+    (void)state;
+    wk_wire_in in;
+    char err[256];
+    wk_wire_limits lim;
+    wk_wire_limits_init(&lim);
+    Sluice__ChatMessage m = SLUICE__CHAT_MESSAGE__INIT, *mp = &m;
+    m.role = (char *)"assistant";
+    m.content = (char *)"";
+    Sluice__Submit s = SLUICE__SUBMIT__INIT;
+    s.request_id = 3;
+    s.n_messages = 1;
+    s.messages = &mp;
+    /* Fine: a tool and a history call. */
+    Sluice__Tool tool = SLUICE__TOOL__INIT, *tp[130];
+    tool.name = (char *)"f";
+    tool.parameters_json = (char *)"{}";
+    for (int i = 0; i < 130; i++)
+        tp[i] = &tool;
+    Sluice__ToolCall call = SLUICE__TOOL_CALL__INIT, *cp[70];
+    call.name = (char *)"f";
+    call.arguments_json = (char *)"{}";
+    for (int i = 0; i < 70; i++)
+        cp[i] = &call;
+    s.n_tools = 1;
+    s.tools = tp;
+    m.n_tool_calls = 1;
+    m.tool_calls = cp;
+    assert_int_equal(decode_submit(&s, &in, err, sizeof err), CM_OK);
+    wk_wire_in_free(&in);
+    /* Too many tools, too many calls in one message. */
+    s.n_tools = lim.max_tools + 1;
+    assert_int_equal(decode_submit(&s, &in, err, sizeof err), CM_ERR_LIMIT);
+    assert_non_null(strstr(err, "tools"));
+    s.n_tools = 1;
+    m.n_tool_calls = lim.max_tool_calls + 1;
+    assert_int_equal(decode_submit(&s, &in, err, sizeof err), CM_ERR_LIMIT);
+    m.n_tool_calls = 1;
+    /* A name over 64 bytes, an empty one, a schema over the bound. */
+    char name[80];
+    memset(name, 'a', 65);
+    name[65] = '\0';
+    tool.name = name;
+    assert_int_equal(decode_submit(&s, &in, err, sizeof err), CM_ERR_LIMIT);
+    tool.name = (char *)"";
+    assert_int_equal(decode_submit(&s, &in, err, sizeof err), CM_ERR_LIMIT);
+    tool.name = (char *)"f";
+    char *big = malloc(lim.max_schema_bytes + 2);
+    memset(big, ' ', lim.max_schema_bytes + 1);
+    big[lim.max_schema_bytes + 1] = '\0';
+    Sluice__ResponseFormat rf = SLUICE__RESPONSE_FORMAT__INIT;
+    rf.schema_json = big;
+    s.response_format = &rf;
+    assert_int_equal(decode_submit(&s, &in, err, sizeof err), CM_ERR_LIMIT);
+    assert_non_null(strstr(err, "response_format"));
+    s.response_format = NULL;
+    call.arguments_json = big;
+    assert_int_equal(decode_submit(&s, &in, err, sizeof err), CM_ERR_LIMIT);
+    free(big);
+}
+
+static void test_encode_tool_events(void **state) {
+    (void)state;
+    wk_wire_buf b;
+    int32_t ids[] = {7};
+    wk_event ev = {
+        .kind = WK_EVENT_TOKENS, .token_ids = ids, .n_tokens = 1, .text = "", .text_len = 0};
+    /* Fragments are not NUL-terminated in the parser's buffer: only their length counts. */
+    const char *buf = "{\"a\": 1}XXXX";
+    wk_wire_tool_delta d[2] = {
+        {.index = 0, .id = "call_x", .name = "f", .arguments = buf, .arguments_len = 0},
+        {.index = 0, .arguments = buf, .arguments_len = 8}};
+    assert_int_equal(wk_wire_encode_event_tools(&ev, 5, NULL, d, 2, false, &b), CM_OK);
+    Sluice__Envelope *env = sluice__envelope__unpack(NULL, b.len, b.data);
+    assert_non_null(env);
+    Sluice__Tokens *t = env->event->tokens;
+    assert_int_equal(t->n_tool_calls, 2);
+    assert_string_equal(t->tool_calls[0]->id, "call_x");
+    assert_string_equal(t->tool_calls[0]->name, "f");
+    assert_string_equal(t->tool_calls[0]->arguments, "");
+    assert_null(t->tool_calls[1]->id);
+    assert_string_equal(t->tool_calls[1]->arguments, "{\"a\": 1}");
+    sluice__envelope__free_unpacked(env, NULL);
+    wk_wire_buf_free(&b);
+    /* Finished: TOOL_CALLS replaces the engine's stop. */
+    wk_event fe = {.kind = WK_EVENT_FINISHED, .finish_reason = WK_FINISH_STOP};
+    assert_int_equal(wk_wire_encode_event_tools(&fe, 5, NULL, NULL, 0, true, &b), CM_OK);
+    env = sluice__envelope__unpack(NULL, b.len, b.data);
+    assert_non_null(env);
+    assert_int_equal(env->event->finished->reason, SLUICE__FINISH_REASON__FINISH_REASON_TOOL_CALLS);
+    sluice__envelope__free_unpacked(env, NULL);
+    wk_wire_buf_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_garbage_and_empty), cmocka_unit_test(test_oversize_message),
-        cmocka_unit_test(test_submit_forms),      cmocka_unit_test(test_submit_bounds),
-        cmocka_unit_test(test_other_kinds),       cmocka_unit_test(test_encode_events),
-        cmocka_unit_test(test_sampling),
+        cmocka_unit_test(test_garbage_and_empty),  cmocka_unit_test(test_oversize_message),
+        cmocka_unit_test(test_submit_forms),       cmocka_unit_test(test_submit_bounds),
+        cmocka_unit_test(test_other_kinds),        cmocka_unit_test(test_encode_events),
+        cmocka_unit_test(test_sampling),           cmocka_unit_test(test_tool_bounds),
+        cmocka_unit_test(test_encode_tool_events),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
