@@ -41,25 +41,45 @@ static inline bool gbytes_has(const gbytes *s, uint8_t b) {
     return (s->w[b >> 6] >> (b & 63)) & 1u;
 }
 
-/* Per-position token table for one vocabulary (grammar_walk.c). */
+/* Tables are keyed by a position and the top GRAMMAR_CTX_FRAMES return positions of the stack
+ * under it: a token that ends the position's rule goes on through those frames, so only what
+ * leaves all of them (rare: a string's content, closing quote and the punctuation after it
+ * fit) needs the rest of the stack. */
+#define GRAMMAR_CTX_FRAMES 4u
+
+/* Token table of one (position, context) for one vocabulary (grammar_walk.c). */
 typedef struct gptab {
-    uint32_t n_accepted;      /* tokens accepted from this position whatever the stack below */
+    uint32_t n_accepted;      /* tokens accepted whatever the stack below the context */
     uint32_t *sparse;         /* (n_accepted) sorted ids when few, else NULL */
     uint64_t *dense;          /* (n_vocab bits) when many, else NULL */
-    uint32_t n_exits;         /* trie nodes where the position's rule is left with bytes to go */
+    uint32_t n_frames;        /* context frames: an exit has popped all of them */
+    uint32_t n_exits;         /* trie nodes where the context is left with bytes to go */
     uint32_t *exits;          /* (n_exits) */
-    uint32_t max_local_depth; /* deepest push below the position on any accepted path */
+    uint32_t max_local_depth; /* deepest push on any path, over the context */
     bool truncated;           /* a walk bound cut paths: table is conservative */
 } gptab;
+
+typedef struct gtkey {
+    uint32_t pos;
+    uint32_t n_frames; /* frames[0..n_frames) bottom to top */
+    uint32_t complete; /* the frames are the whole stack */
+    uint32_t frames[GRAMMAR_CTX_FRAMES];
+} gtkey;
+
+typedef struct gtentry {
+    gtkey key;
+    gptab *tab; /* NULL = empty slot */
+} gtentry;
 
 /* All tables of one grammar for one vocabulary (created on first mask). */
 typedef struct gtables {
     struct gtables *next;
     uint64_t vocab_serial;
-    _Atomic(gptab *) *by_pos; /* (n_pos) published once, never changed */
-    uint32_t n_pos;
+    gtentry *slots; /* open addressing, (mask + 1) */
+    uint32_t mask;
+    uint32_t n_used;
     size_t bytes;       /* memory held, bounded by GRAMMAR_TABLE_BYTES */
-    pthread_mutex_t mu; /* serializes computing tables */
+    pthread_mutex_t mu; /* guards slots and serializes computing tables */
 } gtables;
 
 /* Bytes of tables one grammar may keep per vocabulary; beyond, positions are walked exactly
@@ -117,8 +137,9 @@ gwalker *gwalker_acquire(const wk_vocab_index *v);
 void gwalker_release(const wk_vocab_index *v, gwalker *w);
 void gwalker_free(gwalker *w);
 
-/* gwalk_table computes the table of BYTES position pos (stack below unknown). */
-cm_err gwalk_table(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uint32_t pos,
+/* gwalk_table computes the table of key (the stack below its frames unknown unless
+ * key->complete). */
+cm_err gwalk_table(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, const gtkey *key,
                    gptab **out);
 void gptab_free(gptab *t);
 
@@ -132,9 +153,10 @@ bool gwalk_exact(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uint3
 
 /* gtables_get returns g's tables for v, creating them (NULL on allocation failure). */
 gtables *gtables_get(wk_grammar *g, const wk_vocab_index *v);
-/* gtables_pos returns the table of pos, computing it on first use; NULL when memory or the
- * budget says no (the caller walks exactly instead). */
-gptab *gtables_pos(const wk_grammar *g, gtables *t, const wk_vocab_index *v, uint32_t pos);
+/* gtables_find returns the table of (pos, top frames of stack[0..depth)), computing it on
+ * first use; NULL when memory or the budget says no (the caller walks exactly instead). */
+gptab *gtables_find(const wk_grammar *g, gtables *t, const wk_vocab_index *v, uint32_t pos,
+                    const uint32_t *stack, uint32_t depth);
 void gtables_free_all(gtables *t);
 
 #endif /* WK_GRAMMAR_IMPL_H */

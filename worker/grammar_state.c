@@ -293,15 +293,17 @@ cm_err wk_grammar_mask(wk_grammar_state *st, float *logits, uint32_t n_logits) {
     for (uint32_t k = 0; k < s->n && !nomem; k++) {
         const rhead *h = &s->h[k];
         const uint32_t *stack = s->stacks + (size_t)k * WK_GRAMMAR_MAX_STACK;
-        gptab *t = gtables_pos(st->g, st->tables, v, h->pos);
+        gptab *t = gtables_find(st->g, st->tables, v, h->pos, stack, h->depth);
         if (t != NULL && h->depth + t->max_local_depth <= WK_GRAMMAR_MAX_STACK) {
             or_table(allowed, t, v->words);
+            /* Exits left the context frames: go on popping the rest of the real stack. */
             for (uint32_t x = 0; x < t->n_exits; x++) {
                 if (w == NULL && (w = gwalker_acquire(v)) == NULL) {
                     nomem = true;
                     break;
                 }
-                (void)gwalk_exact(st->g, v, w, h->pos, true, stack, h->depth, t->exits[x], allowed);
+                (void)gwalk_exact(st->g, v, w, h->pos, true, stack, h->depth - t->n_frames,
+                                  t->exits[x], allowed);
             }
         } else {
             if (w == NULL && (w = gwalker_acquire(v)) == NULL) {

@@ -59,7 +59,8 @@ struct gwalker {
     uint32_t n_exits, cap_exits;
     /* per walk */
     const wk_grammar *g;
-    const uint32_t *real_stack; /* NULL in table mode */
+    const uint32_t *real_stack; /* the known part of the stack (bottom first) */
+    bool unknown_below;         /* table mode: more stack below real_stack */
     uint32_t max_local;
     bool truncated;
     bool nomem;
@@ -172,10 +173,8 @@ static void closure(gwalker *w, uint32_t lv, uint32_t pos, uint32_t local, uint3
     if (local != NO_NODE) {
         const wnode *nd = &w->nodes[local];
         closure(w, lv, nd->ret, nd->parent, real);
-    } else if (w->real_stack == NULL) {
-        w->flags[lv] |= LV_EXIT;
     } else if (real == 0) {
-        w->flags[lv] |= LV_ACCEPT;
+        w->flags[lv] |= w->unknown_below ? LV_EXIT : LV_ACCEPT;
     } else {
         closure(w, lv, w->real_stack[real - 1], NO_NODE, real - 1);
     }
@@ -244,9 +243,11 @@ static void walk(gwalker *w, const wk_vocab_index *v, uint32_t start, uint64_t *
     w->n_nodes = 0;
 }
 
-static void begin(gwalker *w, const wk_grammar *g, const uint32_t *real_stack) {
+static void begin(gwalker *w, const wk_grammar *g, const uint32_t *real_stack,
+                  bool unknown_below) {
     w->g = g;
     w->real_stack = real_stack;
+    w->unknown_below = unknown_below;
     w->n_nodes = 0;
     w->n_heads[0] = 0;
     w->flags[0] = 0;
@@ -267,12 +268,12 @@ void gptab_free(gptab *t) {
     free(t);
 }
 
-cm_err gwalk_table(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uint32_t pos,
+cm_err gwalk_table(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, const gtkey *key,
                    gptab **out) {
     *out = NULL;
-    begin(w, g, NULL);
+    begin(w, g, key->frames, !key->complete);
     memset(w->bits, 0, (size_t)v->words * sizeof(uint64_t));
-    add_head(w, 0, pos, NO_NODE, 0);
+    add_head(w, 0, key->pos, NO_NODE, key->n_frames);
     walk(w, v, 0, w->bits);
     if (w->nomem)
         return CM_ERR_NOMEM;
@@ -283,6 +284,7 @@ cm_err gwalk_table(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uin
     for (uint32_t k = 0; k < v->words; k++)
         count += (uint32_t)__builtin_popcountll(w->bits[k]);
     t->n_accepted = count;
+    t->n_frames = key->n_frames;
     t->max_local_depth = w->max_local;
     t->truncated = w->truncated;
     if (count < v->n_vocab / SPARSE_MAX_DIV) {
@@ -316,9 +318,7 @@ nomem:
 bool gwalk_exact(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uint32_t pos,
                  bool pop_first, const uint32_t *stack, uint32_t depth, uint32_t start_node,
                  uint64_t *allowed) {
-    /* A non-NULL real stack pointer even at depth 0 selects exact mode. */
-    static const uint32_t empty[1] = {0};
-    begin(w, g, stack != NULL ? stack : empty);
+    begin(w, g, stack, false);
     if (pop_first) {
         if (depth == 0)
             return false; /* the sentence is complete: nothing may follow */
@@ -333,6 +333,8 @@ bool gwalk_exact(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uint3
 
 /* ---- the shared tables of a grammar ----------------------------------------------------- */
 
+#define GTABLES_MAX_ENTRIES (1u << 16)
+
 gtables *gtables_get(wk_grammar *g, const wk_vocab_index *v) {
     pthread_mutex_lock(&g->tables_mu);
     gtables *t = g->tables;
@@ -341,13 +343,13 @@ gtables *gtables_get(wk_grammar *g, const wk_vocab_index *v) {
     if (t == NULL) {
         t = calloc(1, sizeof(*t));
         if (t != NULL) {
-            t->by_pos = calloc(g->n_el ? g->n_el : 1, sizeof(*t->by_pos));
-            if (t->by_pos == NULL) {
+            t->mask = 63;
+            t->slots = calloc(t->mask + 1, sizeof(gtentry));
+            if (t->slots == NULL) {
                 free(t);
                 t = NULL;
             } else {
                 t->vocab_serial = v->serial;
-                t->n_pos = g->n_el;
                 pthread_mutex_init(&t->mu, NULL);
                 t->next = g->tables;
                 g->tables = t;
@@ -365,17 +367,64 @@ static size_t gptab_bytes(const gptab *p, const wk_vocab_index *v) {
     return b;
 }
 
-gptab *gtables_pos(const wk_grammar *g, gtables *t, const wk_vocab_index *v, uint32_t pos) {
-    gptab *p = atomic_load_explicit(&t->by_pos[pos], memory_order_acquire);
-    if (p != NULL)
-        return p;
+static uint32_t key_hash(const gtkey *k) {
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ k->pos ^ ((uint64_t)k->n_frames << 32) ^
+                 ((uint64_t)k->complete << 40);
+    for (uint32_t i = 0; i < k->n_frames; i++) {
+        h ^= k->frames[i];
+        h *= 0xff51afd7ed558ccdull;
+        h ^= h >> 29;
+    }
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return (uint32_t)(h >> 32);
+}
+
+static bool key_equal(const gtkey *a, const gtkey *b) {
+    return a->pos == b->pos && a->n_frames == b->n_frames && a->complete == b->complete &&
+           memcmp(a->frames, b->frames, a->n_frames * sizeof(uint32_t)) == 0;
+}
+
+/* slot_of finds key's slot: the entry holding it or the empty one where it would go. */
+static gtentry *slot_of(gtentry *slots, uint32_t mask, const gtkey *key) {
+    uint32_t i = key_hash(key) & mask;
+    while (slots[i].tab != NULL && !key_equal(&slots[i].key, key))
+        i = (i + 1) & mask;
+    return &slots[i];
+}
+
+static bool grow_slots(gtables *t) {
+    uint32_t nm = t->mask * 2 + 1;
+    gtentry *ns = calloc((size_t)nm + 1, sizeof(gtentry));
+    if (ns == NULL)
+        return false;
+    for (uint32_t i = 0; i <= t->mask; i++)
+        if (t->slots[i].tab != NULL)
+            *slot_of(ns, nm, &t->slots[i].key) = t->slots[i];
+    free(t->slots);
+    t->slots = ns;
+    t->mask = nm;
+    return true;
+}
+
+gptab *gtables_find(const wk_grammar *g, gtables *t, const wk_vocab_index *v, uint32_t pos,
+                    const uint32_t *stack, uint32_t depth) {
+    gtkey key;
+    memset(&key, 0, sizeof(key));
+    key.pos = pos;
+    key.n_frames = depth < GRAMMAR_CTX_FRAMES ? depth : GRAMMAR_CTX_FRAMES;
+    key.complete = depth <= GRAMMAR_CTX_FRAMES;
+    memcpy(key.frames, stack + depth - key.n_frames, key.n_frames * sizeof(uint32_t));
     pthread_mutex_lock(&t->mu);
-    p = atomic_load_explicit(&t->by_pos[pos], memory_order_relaxed);
-    if (p == NULL && t->bytes < GRAMMAR_TABLE_BYTES) {
+    gptab *p = slot_of(t->slots, t->mask, &key)->tab;
+    if (p == NULL && t->bytes < GRAMMAR_TABLE_BYTES && t->n_used < GTABLES_MAX_ENTRIES &&
+        ((t->n_used + 1) * 2 <= t->mask || grow_slots(t))) {
         gwalker *w = gwalker_acquire(v);
-        if (w != NULL && gwalk_table(g, v, w, pos, &p) == CM_OK) {
+        if (w != NULL && gwalk_table(g, v, w, &key, &p) == CM_OK) {
+            gtentry *e = slot_of(t->slots, t->mask, &key);
+            e->key = key;
+            e->tab = p;
+            t->n_used++;
             t->bytes += gptab_bytes(p, v);
-            atomic_store_explicit(&t->by_pos[pos], p, memory_order_release);
         }
         gwalker_release(v, w);
     }
@@ -386,10 +435,10 @@ gptab *gtables_pos(const wk_grammar *g, gtables *t, const wk_vocab_index *v, uin
 void gtables_free_all(gtables *t) {
     while (t != NULL) {
         gtables *next = t->next;
-        for (uint32_t k = 0; k < t->n_pos; k++)
-            gptab_free(atomic_load_explicit(&t->by_pos[k], memory_order_relaxed));
+        for (uint32_t k = 0; k <= t->mask; k++)
+            gptab_free(t->slots[k].tab);
         pthread_mutex_destroy(&t->mu);
-        free(t->by_pos);
+        free(t->slots);
         free(t);
         t = next;
     }

@@ -575,14 +575,25 @@ static bool read_bound(js_gen *g, const json_t *s, const char *key, const char *
     return true;
 }
 
-static void gen_integer(js_gen *g, const json_t *s, const char *ptr, js_buf *expr) {
-    bool h1, h2, h3, h4;
+/* The four numeric bounds of a schema. */
+typedef struct bounds {
+    bool h1, h2, h3, h4; /* minimum, maximum, exclusiveMinimum, exclusiveMaximum present */
     double mn, mx, emn, emx;
-    if (!read_bound(g, s, "minimum", ptr, &h1, &mn) ||
-        !read_bound(g, s, "maximum", ptr, &h2, &mx) ||
-        !read_bound(g, s, "exclusiveMinimum", ptr, &h3, &emn) ||
-        !read_bound(g, s, "exclusiveMaximum", ptr, &h4, &emx))
+} bounds;
+
+static bool read_bounds(js_gen *g, const json_t *s, const char *ptr, bounds *b) {
+    return read_bound(g, s, "minimum", ptr, &b->h1, &b->mn) &&
+           read_bound(g, s, "maximum", ptr, &b->h2, &b->mx) &&
+           read_bound(g, s, "exclusiveMinimum", ptr, &b->h3, &b->emn) &&
+           read_bound(g, s, "exclusiveMaximum", ptr, &b->h4, &b->emx);
+}
+
+static void gen_integer(js_gen *g, const json_t *s, const char *ptr, js_buf *expr) {
+    bounds b;
+    if (!read_bounds(g, s, ptr, &b))
         return;
+    bool h1 = b.h1, h2 = b.h2, h3 = b.h3, h4 = b.h4;
+    double mn = b.mn, mx = b.mx, emn = b.emn, emx = b.emx;
     if (!h1 && !h2 && !h3 && !h4) {
         js_buf_fmt(expr, "%sinteger", g->prefix);
         return;
@@ -607,15 +618,11 @@ static void gen_integer(js_gen *g, const json_t *s, const char *ptr, js_buf *exp
 }
 
 static void gen_number(js_gen *g, const json_t *s, const char *ptr, js_buf *expr) {
-    bool h1, h2, h3, h4;
-    double mn, mx, emn, emx;
-    if (!read_bound(g, s, "minimum", ptr, &h1, &mn) ||
-        !read_bound(g, s, "maximum", ptr, &h2, &mx) ||
-        !read_bound(g, s, "exclusiveMinimum", ptr, &h3, &emn) ||
-        !read_bound(g, s, "exclusiveMaximum", ptr, &h4, &emx))
+    bounds b;
+    if (!read_bounds(g, s, ptr, &b))
         return;
-    bool nonneg = (h1 && mn >= 0) || (h3 && emn >= 0);
-    bool neg = (h2 && mx < 0) || (h4 && emx <= 0);
+    bool nonneg = (b.h1 && b.mn >= 0) || (b.h3 && b.emn >= 0);
+    bool neg = (b.h2 && b.mx < 0) || (b.h4 && b.emx <= 0);
     if (nonneg && neg) {
         js_fail(g, CM_ERR_INVALID, "JSON Schema: no number within the bounds at %s",
                 ptr_or_root(ptr));
