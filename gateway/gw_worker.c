@@ -85,6 +85,7 @@ static void on_recv(void *arg) {
     if (env == NULL) {
         cm_log(CM_LOG_WARN, NULL, "undecodable message from worker", "address", w->address, NULL);
     } else {
+        atomic_store(&w->last_rx_ms, cm_clock_mono_ms());
         switch (env->msg_case) {
         case SLUICE__ENVELOPE__MSG_HELLO:
             if (env->hello != NULL)
@@ -258,6 +259,12 @@ void gw_pool_mark_gone(gw_pool *p, gw_worker *w) {
 int gw_worker_usable(const gw_worker *w) {
     return atomic_load(&w->connected) && atomic_load(&w->hello_ok) && !atomic_load(&w->draining) &&
            !atomic_load(&w->gone);
+}
+
+int gw_worker_answering(const gw_worker *w, int64_t now_ms) {
+    int64_t last = atomic_load(&w->last_rx_ms);
+    return atomic_load(&w->connected) && atomic_load(&w->hello_ok) && last > 0 &&
+           now_ms - last < GW_WORKER_SILENT_MS;
 }
 
 static uint64_t mix64(uint64_t x) {
