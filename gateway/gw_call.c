@@ -43,10 +43,10 @@ struct gw_call {
     int retried;
     int64_t created_s, t0_ns, t_first_ns;
     uint64_t deadline_unix_ms;
-    int status;     /* final HTTP status, for logs and metrics */
-    int finished;   /* bookkeeping done */
-    int n_active;   /* Submits in flight */
-    int rl_pending; /* waiting for the rate limiter */
+    int status;         /* final HTTP status, for logs and metrics */
+    int finished;       /* bookkeeping done */
+    int n_active;       /* Submits in flight */
+    int rl_pending;     /* waiting for the rate limiter */
     gw_rl_lease *lease; /* admission sent to Redis, released in call_finish */
     gw_rl_verdict verdict;
     int have_verdict;

@@ -64,7 +64,8 @@ const char GW_RL_ADMIT_LUA[] =
     "  rem_t=tpm-used-tok\n"
     "end\n"
     "redis.call('ZREMRANGEBYSCORE',KEYS[3],'-inf',now)\n"
-    "if conc>0 and redis.call('ZCARD',KEYS[3])>=conc then return {0,3,1,rem_r,rem_t,rs_r,rs_t} end\n"
+    "if conc>0 and redis.call('ZCARD',KEYS[3])>=conc then return {0,3,1,rem_r,rem_t,rs_r,rs_t} "
+    "end\n"
     "redis.call('ZADD',KEYS[3],now+ttl,ARGV[6]) redis.call('PEXPIRE',KEYS[3],ttl)\n"
     "if rpm>0 then redis.call('ZADD',KEYS[1],now,ARGV[6]) redis.call('PEXPIRE',KEYS[1],61000) end\n"
     "if tpm>0 then redis.call('HINCRBY',KEYS[2],sec,tok) redis.call('PEXPIRE',KEYS[2],62000) end\n"
@@ -323,7 +324,6 @@ int gw_ratelimit_connected(const gw_ratelimit *rl) {
     return rl->connected;
 }
 
-
 static void fail_verdict(gw_ratelimit *rl, gw_rl_verdict *v) {
     memset(v, 0, sizeof *v);
     v->allowed = rl->cfg->ratelimit_fail_open;
@@ -392,8 +392,9 @@ static void on_admit_reply(redisAsyncContext *ac, void *r, void *priv) {
     redisReply *reply = r;
     gw_rl_verdict v;
     (void)ac;
-    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
-        !p->retried_eval && p->rl->ac != NULL && !p->rl->destroyed) {
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0 && !p->retried_eval && p->rl->ac != NULL &&
+        !p->rl->destroyed) {
         /* The script cache was flushed (or Redis restarted): send the body once, which
          * loads it again, and refresh the SHA for the next requests. Sent even when the
          * caller already gave up on the reply: its release is queued behind it. */
@@ -512,8 +513,7 @@ static void on_release_reply(redisAsyncContext *ac, void *r, void *priv) {
         cm_series_inc(rl->metrics->redis_errors);
 }
 
-void gw_ratelimit_release(gw_ratelimit *rl, gw_rl_lease *p, int64_t token_correction,
-                          int refund) {
+void gw_ratelimit_release(gw_ratelimit *rl, gw_rl_lease *p, int64_t token_correction, int refund) {
     char keys[N_KEYS][128];
     char now[24], corr[24], tomb[16];
     const char *argv[11];

@@ -54,8 +54,8 @@ typedef struct gw_worker {
     _Atomic int inflight; /* Submits from this gateway without a final event */
     _Atomic int64_t last_stats_ms;
     _Atomic int64_t last_rx_ms; /* cm_clock_mono_ms() of the last message from it (any kind) */
-    _Atomic int64_t gone_ms; /* cm_clock_mono_ms() when it left the registry */
-    int unlisted;            /* absent from the registry but kept (discovery thread only) */
+    _Atomic int64_t gone_ms;    /* cm_clock_mono_ms() when it left the registry */
+    int unlisted;               /* absent from the registry but kept (discovery thread only) */
 } gw_worker;
 
 /* Called on an nng thread for each Event envelope; takes ownership of env (free with
