@@ -392,6 +392,14 @@ static void route_and_submit(gw_call *c, const gw_worker *exclude) {
         call_fail(c, &e);
         return;
     }
+    if (rv == CM_ERR_OVERLOADED) {
+        /* Workers exist and answer, but are full: not the same as "no worker". */
+        gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
+                     "every worker of model '%s' is busy; retry later", c->rq.model);
+        e.retry_after_s = 1;
+        call_fail(c, &e);
+        return;
+    }
     if (rv != CM_OK) {
         /* A known model with no usable worker: wait for one (scale from zero) on the first
          * routing only, up to cold_start_wait_ms; the deadline timer still bounds it. */
@@ -455,7 +463,7 @@ static void route_and_submit(gw_call *c, const gw_worker *exclude) {
                 route_and_submit(c, w);
                 return;
             }
-            gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "no_capacity", NULL,
+            gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
                          "the worker is not accepting requests; retry later");
             e.retry_after_s = 1;
             call_fail(c, &e);

@@ -291,7 +291,7 @@ static double load_of(const gw_worker *w) {
 cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_worker *exclude,
                     gw_worker **out, char *served) {
     int n = atomic_load(&p->n_workers);
-    int any = 0;
+    int any = 0, busy = 0;
     double best = 1e18;
     gw_worker *chosen = NULL;
     uint64_t best_hash = 0;
@@ -303,8 +303,12 @@ cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_w
         if (atomic_load(&w->gone) || strcmp(w->model, model) != 0)
             continue;
         any = 1;
-        if (w == exclude || !gw_worker_usable(w))
+        if (!gw_worker_usable(w))
             continue;
+        if (w == exclude) {
+            busy = 1; /* it just refused this request (full) */
+            continue;
+        }
         if (load_of(w) < best)
             best = load_of(w);
     }
@@ -330,7 +334,7 @@ cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_w
     if (!any)
         return CM_ERR_NOT_FOUND;
     if (chosen == NULL)
-        return CM_ERR_OVERLOADED;
+        return busy ? CM_ERR_OVERLOADED : CM_ERR_CLOSED;
     *out = chosen;
     return CM_OK;
 }

@@ -111,7 +111,8 @@ int gw_worker_answering(const gw_worker *w, int64_t now_ms);
  * and among those within one request of the least loaded, the one chosen by rendezvous hashing
  * of affinity (prefix affinity; 0 = none). served (GW_NAME_MAX bytes) receives the model name
  * to put in the Submit. CM_ERR_NOT_FOUND when no worker of the model exists at all,
- * CM_ERR_OVERLOADED when some exist but none is usable now.
+ * CM_ERR_OVERLOADED when the only usable ones are `exclude` (busy: it refused this request),
+ * CM_ERR_CLOSED when some exist but none is usable (not connected, draining, not greeted).
  */
 cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_worker *exclude,
                     gw_worker **out, char *served);
