@@ -109,22 +109,23 @@ def test_real_worker_streams_survive_redis_restart(redis, procs, logdir, gateway
         g = gateway_factory(workers=(), redis=redis, config=CONFIG, extra=["--discovery"])
         g.wait_ready()
         results, codes, stop = [], [], threading.Event()
-        streams = [threading.Thread(target=stream, args=(g, results, 48)) for _ in range(3)]
+        streams = [threading.Thread(target=stream, args=(g, results, 160)) for _ in range(3)]
         probe = threading.Thread(target=probe_until, args=(g, stop, codes))
         for t in streams:
             t.start()
         try:
-            wait_for(lambda: w.metric("sluice_worker_requests_running") >= 3,
-                     what="3 streams running")
+            wait_for(lambda: _inflight(g) >= 3, what="3 streams in flight")
             probe.start()
             redis.restart_empty()
+            in_flight_at_restart = 3 - len(results)
             for t in streams:
                 t.join(timeout=120)
         finally:
             stop.set()
             if probe.is_alive():
                 probe.join(timeout=120)
-        print(f"real worker: streams lost {len(lost(results))}/3, probes {len(codes)}, "
+        print(f"real worker: streams lost {len(lost(results))}/3 ({in_flight_at_restart} in "
+              f"flight at the restart), probes {len(codes)}, "
               f"503s {sum(c == 503 for c, _ in codes)}")
         assert len(results) == 3 and lost(results) == [], lost(results)
         assert codes and all(c == 200 for c, _ in codes), [c for c in codes if c[0] != 200]
