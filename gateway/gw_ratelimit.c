@@ -145,7 +145,6 @@ struct gw_rl_lease {
     uint32_t tokens;
     int retried_eval;
 };
-typedef gw_rl_lease pend;
 
 static void schedule_reconnect(gw_ratelimit *rl);
 static void on_renew_timer(uv_timer_t *t);
@@ -334,7 +333,7 @@ static void fail_verdict(gw_ratelimit *rl, gw_rl_verdict *v) {
     v->reset_requests_ms = v->reset_tokens_ms = -1;
 }
 
-static void active_unlink(pend *p) {
+static void active_unlink(gw_rl_lease *p) {
     gw_ratelimit *rl = p->rl;
     if (!p->in_active)
         return;
@@ -348,18 +347,18 @@ static void active_unlink(pend *p) {
     p->in_active = 0;
 }
 
-static void pend_maybe_free(pend *p) {
+static void pend_maybe_free(gw_rl_lease *p) {
     if (p->closed && p->replied && p->released)
         free(p);
 }
 
 static void on_pend_closed(uv_handle_t *h) {
-    pend *p = h->data;
+    gw_rl_lease *p = h->data;
     p->closed = 1;
     pend_maybe_free(p);
 }
 
-static void pend_answer(pend *p, const gw_rl_verdict *v) {
+static void pend_answer(gw_rl_lease *p, const gw_rl_verdict *v) {
     if (p->answered)
         return;
     p->answered = 1;
@@ -369,14 +368,14 @@ static void pend_answer(pend *p, const gw_rl_verdict *v) {
 }
 
 static void on_pend_timeout(uv_timer_t *t) {
-    pend *p = t->data;
+    gw_rl_lease *p = t->data;
     gw_rl_verdict v;
     note_error(p->rl, "command timeout");
     fail_verdict(p->rl, &v);
     pend_answer(p, &v);
 }
 
-static void send_admit(pend *p, int use_eval);
+static void send_admit(gw_rl_lease *p, int use_eval);
 
 #define N_KEYS 4
 static void tenant_keys(const gw_tenant *t, char k[N_KEYS][128]) {
@@ -388,7 +387,7 @@ static void tenant_keys(const gw_tenant *t, char k[N_KEYS][128]) {
 }
 
 static void on_admit_reply(redisAsyncContext *ac, void *r, void *priv) {
-    pend *p = priv;
+    gw_rl_lease *p = priv;
     redisReply *reply = r;
     gw_rl_verdict v;
     (void)ac;
@@ -437,7 +436,7 @@ static void on_admit_reply(redisAsyncContext *ac, void *r, void *priv) {
     pend_maybe_free(p);
 }
 
-static void send_admit(pend *p, int use_eval) {
+static void send_admit(gw_rl_lease *p, int use_eval) {
     gw_ratelimit *rl = p->rl;
     char keys[N_KEYS][128];
     char now[24], rpm[16], tpm[16], conc[16], tok[16], ttl[16];
@@ -475,7 +474,7 @@ static void send_admit(pend *p, int use_eval) {
 
 void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens,
                         const char *request_id, gw_rl_cb cb, void *arg, gw_rl_lease **lease) {
-    pend *p;
+    gw_rl_lease *p;
     gw_rl_verdict v;
     *lease = NULL;
     if (rl->ac == NULL || !rl->connected || (p = calloc(1, sizeof *p)) == NULL) {
@@ -558,7 +557,7 @@ static void on_renew_timer(uv_timer_t *t) {
         return;
     snprintf(score, sizeof score, "%lld", (long long)(now + rl->cfg->lease_ttl_ms));
     snprintf(ttl, sizeof ttl, "%u", rl->cfg->lease_ttl_ms);
-    for (pend *p = rl->active; p != NULL; p = p->next) {
+    for (gw_rl_lease *p = rl->active; p != NULL; p = p->next) {
         const char *zadd[] = {"ZADD", keys[2], "XX", score, p->id};
         const char *pexpire[] = {"PEXPIRE", keys[2], ttl};
         tenant_keys(&p->tenant, keys);
