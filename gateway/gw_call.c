@@ -52,11 +52,11 @@ struct gw_call {
     int retried;
     int64_t created_s, t0_ns, t_first_ns;
     uint64_t deadline_unix_ms;
-    int status;     /* final HTTP status, for logs and metrics */
-    int finished;   /* bookkeeping done */
-    int n_active;   /* Submits in flight */
-    int rl_pending; /* waiting for the rate limiter */
-    int admitted;   /* holds a lease */
+    int status;         /* final HTTP status, for logs and metrics */
+    int finished;       /* bookkeeping done */
+    int n_active;       /* Submits in flight */
+    int rl_pending;     /* waiting for the rate limiter */
+    gw_rl_lease *lease; /* admission sent to Redis, released in call_finish */
     gw_rl_verdict verdict;
     int have_verdict;
     uv_timer_t timer;
@@ -157,12 +157,14 @@ static void call_finish(gw_call *c, int status) {
             prompt = c->ch[i].prompt_tokens;
         completion += c->ch[i].completion_tokens;
     }
-    if (c->admitted && c->t->rl != NULL) {
+    if (c->lease != NULL && !c->rl_pending) {
+        /* Released whatever the verdict (a timed-out admission may still run in Redis); a
+         * 503 is a refusal: not counted against the tenant's requests. */
         int64_t reserved =
             (int64_t)c->rq.prompt_token_estimate + (int64_t)c->rq.n * c->rq.max_tokens;
-        gw_ratelimit_finish(c->t->rl, &c->tenant, c->rid,
-                            (int64_t)prompt + (int64_t)completion - reserved);
-        c->admitted = 0;
+        gw_ratelimit_release(c->t->rl, c->lease, (int64_t)prompt + (int64_t)completion - reserved,
+                             status == 503);
+        c->lease = NULL;
     }
     cm_series_add(s->metrics.tokens_prompt, prompt);
     cm_series_add(s->metrics.tokens_completion, completion);
@@ -424,6 +426,14 @@ static void route_and_submit(gw_call *c, const gw_worker *exclude) {
         call_fail(c, &e);
         return;
     }
+    if (rv == CM_ERR_OVERLOADED) {
+        /* Workers exist and answer, but are full: not the same as "no worker". */
+        gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
+                     "every worker of model '%s' is busy; retry later", c->rq.model);
+        e.retry_after_s = 1;
+        call_fail(c, &e);
+        return;
+    }
     if (rv != CM_OK) {
         /* A known model with no usable worker: wait for one (scale from zero) on the first
          * routing only, up to cold_start_wait_ms; the deadline timer still bounds it. */
@@ -487,7 +497,7 @@ static void route_and_submit(gw_call *c, const gw_worker *exclude) {
                 route_and_submit(c, w);
                 return;
             }
-            gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "no_capacity", NULL,
+            gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
                          "the worker is not accepting requests; retry later");
             e.retry_after_s = 1;
             call_fail(c, &e);
@@ -505,11 +515,12 @@ static void on_admitted(void *arg, const gw_rl_verdict *v) {
     c->verdict = *v;
     c->have_verdict = 1;
     if (c->req == NULL || c->finished) {
-        /* Client left while we waited: give the slot back if we got one. */
-        if (v->allowed && c->t->rl != NULL && c->has_tenant && !v->redis_failed)
-            gw_ratelimit_finish(
-                c->t->rl, &c->tenant, c->rid,
-                -(int64_t)(c->rq.prompt_token_estimate + (uint64_t)c->rq.n * c->rq.max_tokens));
+        /* Client left while we waited: give everything back. */
+        if (c->lease != NULL)
+            gw_ratelimit_release(
+                c->t->rl, c->lease,
+                -(int64_t)(c->rq.prompt_token_estimate + (uint64_t)c->rq.n * c->rq.max_tokens), 1);
+        c->lease = NULL;
         maybe_free(c);
         return;
     }
@@ -536,7 +547,6 @@ static void on_admitted(void *arg, const gw_rl_verdict *v) {
         maybe_free(c);
         return;
     }
-    c->admitted = !v->redis_failed && c->t->rl != NULL && c->has_tenant;
     route_and_submit(c, NULL);
     maybe_free(c);
 }
@@ -643,7 +653,7 @@ void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request
         c->rl_pending = 1;
         gw_ratelimit_admit(t->rl, &c->tenant,
                            c->rq.prompt_token_estimate + c->rq.n * c->rq.max_tokens, c->rid,
-                           on_admitted, c);
+                           on_admitted, c, &c->lease);
     } else {
         gw_rl_verdict v = {.allowed = 1,
                            .limit_requests = -1,

@@ -56,6 +56,7 @@ static const cyaml_schema_field_t top_fields[] = {
     CYAML_FIELD_UINT("deadline_ms", CYAML_FLAG_OPTIONAL, gw_config, deadline_ms),
     CYAML_FIELD_UINT("max_deadline_ms", CYAML_FLAG_OPTIONAL, gw_config, max_deadline_ms),
     CYAML_FIELD_UINT("drain_timeout_ms", CYAML_FLAG_OPTIONAL, gw_config, drain_timeout_ms),
+    CYAML_FIELD_UINT("max_header_bytes", CYAML_FLAG_OPTIONAL, gw_config, max_header_bytes),
     CYAML_FIELD_MAPPING("limits", CYAML_FLAG_OPTIONAL, gw_config, limits, limits_fields),
     CYAML_FIELD_STRING_PTR("redis", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, redis_url,
                            1, 255),
@@ -118,7 +119,8 @@ static void fill_defaults(gw_config *c) {
     DEF(max_deadline_ms, 600000);
     DEF(drain_timeout_ms, 10000);
     DEF(redis_timeout_ms, 200);
-    DEF(lease_ttl_ms, 300000);
+    DEF(lease_ttl_ms, 15000);
+    DEF(max_header_bytes, 32768);
     DEF(discovery_interval_ms, 1000);
     DEF(model_memory_ms, 600000);
 #undef DEF
@@ -133,6 +135,10 @@ static cm_err validate(void *data, cm_config_check *chk, void *arg) {
         return cm_config_reject(chk, "limits.max_n", "must be at most 64");
     if (c->threads > 64)
         return cm_config_reject(chk, "threads", "must be at most 64");
+    if (c->lease_ttl_ms != 0 && c->lease_ttl_ms < 3000)
+        return cm_config_reject(chk, "lease_ttl_ms", "must be at least 3000 (renewed every third)");
+    if (c->max_header_bytes != 0 && (c->max_header_bytes < 1024 || c->max_header_bytes > 262144))
+        return cm_config_reject(chk, "max_header_bytes", "must be between 1024 and 262144");
     if (c->cold_start_wait_ms > 600000)
         return cm_config_reject(chk, "cold_start_wait_ms", "must be at most 600000");
     if (c->log_level != NULL && cm_log_parse_level(c->log_level) < 0)

@@ -36,12 +36,13 @@ typedef struct gw_config {
     uint32_t deadline_ms;      /* default per-request deadline */
     uint32_t max_deadline_ms;  /* largest x-sluice-timeout-ms accepted */
     uint32_t drain_timeout_ms; /* on SIGTERM: time given to requests in flight */
+    uint32_t max_header_bytes; /* request line + headers; larger: 431 */
     gw_limits limits;
 
     char *redis_url;           /* redis://HOST:PORT or NULL */
     uint32_t redis_timeout_ms; /* connect and command timeout */
     bool ratelimit_fail_open;  /* Redis down: admit (true) or 503 (false) */
-    uint32_t lease_ttl_ms;     /* concurrency lease expiry (crashed gateway) */
+    uint32_t lease_ttl_ms;     /* lease expiry unless renewed (every third of it) */
     bool redis_keys;           /* look API keys up in Redis too */
     bool discovery;            /* SCAN the Redis worker registry */
     uint32_t discovery_interval_ms;

@@ -39,6 +39,10 @@ cm_err gw_discovery_parse(const char *json, size_t len, char *model, char *addre
     return rv;
 }
 
+int gw_discovery_keep_unlisted(const gw_worker *w, int64_t now_ms) {
+    return w->is_static || gw_worker_answering(w, now_ms);
+}
+
 static int parse_url(const char *url, char *host, size_t cap, int *port) {
     const char *p = strncmp(url, "redis://", 8) == 0 ? url + 8 : url;
     const char *colon = strrchr(p, ':');
@@ -80,6 +84,7 @@ static int scan_once(gw_server *s, redisContext *rc, uint8_t *seen) {
                 gw_discovery_parse(val->str, val->len, model, addr, &draining) == CM_OK &&
                 gw_pool_add(&s->pool, model, addr, 0, &w) == CM_OK && w != NULL) {
                 seen[w->index] = 1;
+                w->unlisted = 0;
                 if (draining)
                     atomic_store(&w->draining, 1);
                 found++;
@@ -126,10 +131,20 @@ static void *discovery_main(void *arg) {
             rc = NULL;
         } else {
             int total = atomic_load(&s->pool.n_workers);
+            int64_t now = cm_clock_mono_ms();
             for (int i = 0; i < total; i++) {
                 gw_worker *w = s->pool.workers[i];
-                if (!w->is_static && !seen[i] && !atomic_load(&w->gone))
+                if (seen[i] || atomic_load(&w->gone))
+                    continue;
+                if (!gw_discovery_keep_unlisted(w, now)) {
                     gw_pool_mark_gone(&s->pool, w);
+                } else if (!w->unlisted) {
+                    /* Closing its dialer would kill its streams: keep it while it answers. */
+                    w->unlisted = 1;
+                    cm_log(CM_LOG_INFO, NULL,
+                           "worker absent from the registry; kept while connected", "address",
+                           w->address, NULL);
+                }
             }
         }
         for (uint32_t slept = 0;

@@ -36,9 +36,12 @@ cm_err gw_error_set(gw_error *e, int status, const char *type, const char *code,
 void gw_error_from_worker(gw_error *e, unsigned code, const char *message) {
     const char *msg = message != NULL && message[0] != '\0' ? message : cm_strerror(code);
     switch (code) {
-    case CM_ERR_OVERLOADED:
-    case CM_ERR_CLOSED:
+    case CM_ERR_OVERLOADED: /* its queue is full: busy, retry soon */
         gw_error_set(e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL, "%s", msg);
+        e->retry_after_s = 1;
+        break;
+    case CM_ERR_CLOSED: /* draining: this worker will not serve it at all */
+        gw_error_set(e, 503, GW_ERRT_UNAVAILABLE, "no_capacity", NULL, "%s", msg);
         e->retry_after_s = 1;
         break;
     case CM_ERR_TIMEOUT:

@@ -40,7 +40,8 @@ cm_err gw_error_set(gw_error *e, int status, const char *type, const char *code,
 
 /*
  * gw_error_from_worker maps a worker Event.Error code (a cm_err value) and its message to the
- * client-facing status: OVERLOADED/CLOSED 503, TIMEOUT 504, CONTEXT_LENGTH 400 (param
+ * client-facing status: OVERLOADED 503 "overloaded" (busy), CLOSED 503 "no_capacity"
+ * (draining), TIMEOUT 504, CONTEXT_LENGTH 400 (param
  * "messages", code "context_length_exceeded"), INVALID/LIMIT/UTF8/UNSUPPORTED 400, NOT_FOUND
  * 404, anything else 500.
  */

@@ -1,4 +1,5 @@
 #include "gw_ratelimit.h"
+#include "gw_ratelimit_impl.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -10,21 +11,29 @@
 #include <hiredis/hiredis.h>
 
 #include "cm_clock.h"
+#include "cm_id.h"
 #include "cm_log.h"
 
 /*
- * KEYS: 1 requests zset, 2 tokens hash (per-second buckets), 3 leases zset.
- * ARGV: 1 now_ms, 2 rpm, 3 tpm, 4 max_concurrency, 5 tokens, 6 lease, 7 lease_ttl_ms.
- * Returns {allowed, which (0 none, 1 requests, 2 tokens, 3 concurrency), retry_after_s,
- *          remaining_requests, remaining_tokens, reset_requests_ms, reset_tokens_ms}.
+ * KEYS: 1 requests zset, 2 tokens hash (per-second buckets), 3 leases zset, 4 released zset.
+ * ARGV: 1 now_ms, 2 rpm, 3 tpm, 4 max_concurrency, 5 tokens, 6 lease id, 7 lease_ttl_ms.
+ * Returns {allowed, which (0 none, 1 requests, 2 tokens, 3 concurrency, 4 released),
+ *          retry_after_s, remaining_requests, remaining_tokens, reset_requests_ms,
+ *          reset_tokens_ms}.
  * reset_*: ms until the oldest request (token bucket) counted in the window leaves it, i.e.
  * until the remaining figure grows again (60000 when the window held nothing); -1 = no limit.
- * Everything is checked before anything is recorded, so a refusal consumes nothing.
+ * Everything is checked before anything is recorded, so a refusal consumes nothing. Every
+ * admitted request holds a lease (whatever its limits): the release script finds by it
+ * whether this admission ran. A lease id found in the released set means the gateway gave up
+ * on this admission (its reply timed out) and already released it: it runs too late and must
+ * record nothing, or its lease would never be released.
  */
-static const char ADMIT_LUA[] =
+const char GW_RL_ADMIT_LUA[] =
     "local now=tonumber(ARGV[1]) local rpm=tonumber(ARGV[2]) local tpm=tonumber(ARGV[3])\n"
     "local conc=tonumber(ARGV[4]) local tok=tonumber(ARGV[5]) local ttl=tonumber(ARGV[7])\n"
     "local rem_r=-1 local rem_t=-1 local rs_r=-1 local rs_t=-1\n"
+    "redis.call('ZREMRANGEBYSCORE',KEYS[4],'-inf',now)\n"
+    "if redis.call('ZSCORE',KEYS[4],ARGV[6]) then return {0,4,1,-1,-1,-1,-1} end\n"
     "if rpm>0 then\n"
     "  redis.call('ZREMRANGEBYSCORE',KEYS[1],'-inf',now-60000)\n"
     "  local n=redis.call('ZCARD',KEYS[1])\n"
@@ -54,23 +63,47 @@ static const char ADMIT_LUA[] =
     "  end\n"
     "  rem_t=tpm-used-tok\n"
     "end\n"
-    "if conc>0 then\n"
-    "  redis.call('ZREMRANGEBYSCORE',KEYS[3],'-inf',now)\n"
-    "  if redis.call('ZCARD',KEYS[3])>=conc then return {0,3,1,rem_r,rem_t,rs_r,rs_t} end\n"
-    "  redis.call('ZADD',KEYS[3],now+ttl,ARGV[6]) redis.call('PEXPIRE',KEYS[3],ttl)\n"
+    "redis.call('ZREMRANGEBYSCORE',KEYS[3],'-inf',now)\n"
+    "if conc>0 and redis.call('ZCARD',KEYS[3])>=conc then return {0,3,1,rem_r,rem_t,rs_r,rs_t} "
     "end\n"
+    "redis.call('ZADD',KEYS[3],now+ttl,ARGV[6]) redis.call('PEXPIRE',KEYS[3],ttl)\n"
     "if rpm>0 then redis.call('ZADD',KEYS[1],now,ARGV[6]) redis.call('PEXPIRE',KEYS[1],61000) end\n"
     "if tpm>0 then redis.call('HINCRBY',KEYS[2],sec,tok) redis.call('PEXPIRE',KEYS[2],62000) end\n"
     "return {1,0,0,rem_r,rem_t,rs_r,rs_t}\n";
 
-/* KEYS: 1 tokens hash, 2 leases zset. ARGV: 1 now_ms, 2 correction, 3 lease. */
-static const char FINISH_LUA[] =
-    "redis.call('ZREM',KEYS[2],ARGV[3])\n"
-    "local c=tonumber(ARGV[2])\n"
-    "if c~=0 and redis.call('EXISTS',KEYS[1])==1 then\n"
-    "  redis.call('HINCRBY',KEYS[1],math.floor(tonumber(ARGV[1])/1000),c)\n"
+/*
+ * KEYS: 1 tokens hash, 2 leases zset, 3 requests zset, 4 released zset.
+ * ARGV: 1 now_ms, 2 token correction, 3 lease id, 4 refund (1: remove the request from the
+ * RPM window), 5 tombstone_ms.
+ * A lease that is held is removed and its request reconciled; one that is not (its admission
+ * has not run yet, was refused, or expired) leaves a tombstone for tombstone_ms, so an
+ * admission arriving after its release records nothing. Returns 1 when a lease was held.
+ */
+const char GW_RL_RELEASE_LUA[] =
+    "local now=tonumber(ARGV[1])\n"
+    "if redis.call('ZREM',KEYS[2],ARGV[3])==1 then\n"
+    "  if ARGV[4]=='1' then redis.call('ZREM',KEYS[3],ARGV[3]) end\n"
+    "  local c=tonumber(ARGV[2])\n"
+    "  if c~=0 and redis.call('EXISTS',KEYS[1])==1 then\n"
+    "    redis.call('HINCRBY',KEYS[1],math.floor(now/1000),c)\n"
+    "  end\n"
+    "  return 1\n"
     "end\n"
-    "return 1\n";
+    "local tomb=tonumber(ARGV[5])\n"
+    "redis.call('ZADD',KEYS[4],now+tomb,ARGV[3]) redis.call('PEXPIRE',KEYS[4],tomb)\n"
+    "return 0\n";
+
+/* A released lease id stays in the released set this long: an admission script still queued
+ * in a stalled Redis (or on a dropped connection) that runs within it records nothing. */
+#define TOMBSTONE_MS 60000
+#define LEASE_ID_MAX (CM_ID_EXTERNAL_MAX + 32)
+
+/* What the gateway knows of an admission's effect in Redis. */
+typedef enum lease_state {
+    LEASE_UNKNOWN, /* sent, no reply yet (possibly timed out): it may still run */
+    LEASE_HELD,    /* admitted: a lease is recorded */
+    LEASE_NONE,    /* refused by the script, or never sent: nothing recorded */
+} lease_state;
 
 struct gw_ratelimit {
     uv_loop_t *loop;
@@ -82,13 +115,20 @@ struct gw_ratelimit {
     redisAsyncContext *ac;
     int connected;
     uv_timer_t connect_timer; /* connect timeout, then reconnect backoff */
+    uv_timer_t renew_timer;   /* lease heartbeat */
     uint32_t backoff_ms;
     char admit_sha[41];
     int64_t last_error_log_ms;
     int destroyed;
+    char nonce[17];      /* random hex per instance: lease ids are unique across gateways */
+    int n_closed;        /* timers closed after destroy */
+    uint32_t n_leases;   /* admissions made, for lease ids */
+    gw_rl_lease *active; /* leases not released yet that may be held (renewed) */
 };
 
-typedef struct pend {
+/* One admission: lives until the caller released it, Redis replied (or never will) and the
+ * timer is closed. */
+struct gw_rl_lease {
     gw_ratelimit *rl;
     gw_rl_cb cb;
     void *arg;
@@ -96,13 +136,18 @@ typedef struct pend {
     int answered; /* cb called */
     int replied;  /* hiredis callback ran (or never will) */
     int closed;   /* timer closed */
+    int released; /* gw_ratelimit_release called */
+    lease_state state;
+    gw_rl_lease *prev, *next; /* in rl->active while not released and not LEASE_NONE */
+    int in_active;
     gw_tenant tenant;
-    char lease[80];
+    char id[LEASE_ID_MAX];
     uint32_t tokens;
     int retried_eval;
-} pend;
+};
 
 static void schedule_reconnect(gw_ratelimit *rl);
+static void on_renew_timer(uv_timer_t *t);
 
 static void note_error(gw_ratelimit *rl, const char *what) {
     int64_t now = cm_clock_mono_ms();
@@ -144,7 +189,7 @@ static void on_connect(const redisAsyncContext *ac, int status) {
         cm_log(CM_LOG_INFO, NULL, "redis connected", "host", rl->host, NULL);
     set_up(rl, 1);
     rl->backoff_ms = 100;
-    redisAsyncCommand(rl->ac, on_script_loaded, rl, "SCRIPT LOAD %s", ADMIT_LUA);
+    redisAsyncCommand(rl->ac, on_script_loaded, rl, "SCRIPT LOAD %s", GW_RL_ADMIT_LUA);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
@@ -240,22 +285,38 @@ cm_err gw_ratelimit_create(uv_loop_t *loop, const gw_config *cfg, gw_metrics *me
     rl->metrics = metrics;
     rl->redis_ok = redis_ok;
     rl->backoff_ms = 100;
+    if (cm_id_random_hex(8, rl->nonce, sizeof rl->nonce) != CM_OK) {
+        free(rl);
+        return CM_ERR_IO;
+    }
     uv_timer_init(loop, &rl->connect_timer);
     rl->connect_timer.data = rl;
+    uv_timer_init(loop, &rl->renew_timer);
+    rl->renew_timer.data = rl;
+    /* Three renewals per TTL: a lease survives two lost heartbeats (a Redis stall). */
+    uv_timer_start(&rl->renew_timer, on_renew_timer, cfg->lease_ttl_ms / 3, cfg->lease_ttl_ms / 3);
     do_connect(rl);
     *out = rl;
     return CM_OK;
 }
 
+static void on_rl_timer_closed(uv_handle_t *h) {
+    gw_ratelimit *rl = h->data;
+    if (++rl->n_closed == 2)
+        free(rl);
+}
+
 void gw_ratelimit_destroy(gw_ratelimit *rl) {
     rl->destroyed = 1;
-    uv_timer_stop(&rl->connect_timer);
     if (rl->ac != NULL) {
         redisAsyncContext *ac = rl->ac;
         rl->ac = NULL;
         redisAsyncFree(ac); /* pending callbacks run with NULL replies */
     }
-    /* rl itself is leaked on purpose when handles are still open: destroy runs at exit. */
+    /* rl is freed once both timers are closed, i.e. only when the loop runs again; at
+     * process exit it is simply left. */
+    uv_close((uv_handle_t *)&rl->connect_timer, on_rl_timer_closed);
+    uv_close((uv_handle_t *)&rl->renew_timer, on_rl_timer_closed);
 }
 
 int gw_ratelimit_connected(const gw_ratelimit *rl) {
@@ -272,14 +333,32 @@ static void fail_verdict(gw_ratelimit *rl, gw_rl_verdict *v) {
     v->reset_requests_ms = v->reset_tokens_ms = -1;
 }
 
-static void on_pend_closed(uv_handle_t *h) {
-    pend *p = h->data;
-    p->closed = 1;
-    if (p->replied)
+static void active_unlink(gw_rl_lease *p) {
+    gw_ratelimit *rl = p->rl;
+    if (!p->in_active)
+        return;
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        rl->active = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+    p->in_active = 0;
+}
+
+static void pend_maybe_free(gw_rl_lease *p) {
+    if (p->closed && p->replied && p->released)
         free(p);
 }
 
-static void pend_answer(pend *p, const gw_rl_verdict *v) {
+static void on_pend_closed(uv_handle_t *h) {
+    gw_rl_lease *p = h->data;
+    p->closed = 1;
+    pend_maybe_free(p);
+}
+
+static void pend_answer(gw_rl_lease *p, const gw_rl_verdict *v) {
     if (p->answered)
         return;
     p->answered = 1;
@@ -289,70 +368,79 @@ static void pend_answer(pend *p, const gw_rl_verdict *v) {
 }
 
 static void on_pend_timeout(uv_timer_t *t) {
-    pend *p = t->data;
+    gw_rl_lease *p = t->data;
     gw_rl_verdict v;
     note_error(p->rl, "command timeout");
     fail_verdict(p->rl, &v);
     pend_answer(p, &v);
 }
 
-static void send_admit(pend *p, int use_eval);
+static void send_admit(gw_rl_lease *p, int use_eval);
 
-static void tenant_keys(const gw_tenant *t, char k[3][128]) {
-    /* {tenant} hash tag: all three keys on one cluster slot for the script. */
+#define N_KEYS 4
+static void tenant_keys(const gw_tenant *t, char k[N_KEYS][128]) {
+    /* {tenant} hash tag: all keys on one cluster slot for the scripts. */
     snprintf(k[0], 128, "sluice:rl:{%s}:requests", t->name);
     snprintf(k[1], 128, "sluice:rl:{%s}:tokens", t->name);
     snprintf(k[2], 128, "sluice:rl:{%s}:leases", t->name);
+    snprintf(k[3], 128, "sluice:rl:{%s}:released", t->name);
 }
 
 static void on_admit_reply(redisAsyncContext *ac, void *r, void *priv) {
-    pend *p = priv;
+    gw_rl_lease *p = priv;
     redisReply *reply = r;
     gw_rl_verdict v;
     (void)ac;
-    if (!p->answered && reply != NULL && reply->type == REDIS_REPLY_ERROR &&
-        strncmp(reply->str, "NOSCRIPT", 8) == 0 && !p->retried_eval && p->rl->ac != NULL) {
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0 && !p->retried_eval && p->rl->ac != NULL &&
+        !p->rl->destroyed) {
         /* The script cache was flushed (or Redis restarted): send the body once, which
-         * loads it again, and refresh the SHA for the next requests. */
+         * loads it again, and refresh the SHA for the next requests. Sent even when the
+         * caller already gave up on the reply: its release is queued behind it. */
         p->retried_eval = 1;
         p->rl->admit_sha[0] = '\0';
-        redisAsyncCommand(p->rl->ac, on_script_loaded, p->rl, "SCRIPT LOAD %s", ADMIT_LUA);
+        redisAsyncCommand(p->rl->ac, on_script_loaded, p->rl, "SCRIPT LOAD %s", GW_RL_ADMIT_LUA);
         send_admit(p, 1);
         return;
     }
-    if (!p->answered) {
-        if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 7) {
-            static const char *const names[] = {"none", "requests", "tokens", "concurrency"};
-            long long which = reply->element[1]->integer;
-            memset(&v, 0, sizeof v);
-            v.allowed = reply->element[0]->integer == 1;
-            v.limit = names[which >= 0 && which <= 3 ? which : 0];
-            v.retry_after_s = (int)reply->element[2]->integer;
-            v.limit_requests = p->tenant.rpm ? (int64_t)p->tenant.rpm : -1;
-            v.remaining_requests = reply->element[3]->integer;
-            v.limit_tokens = p->tenant.tpm ? (int64_t)p->tenant.tpm : -1;
-            v.remaining_tokens = reply->element[4]->integer;
-            v.reset_requests_ms = v.limit_requests >= 0 ? reply->element[5]->integer : -1;
-            v.reset_tokens_ms = v.limit_tokens >= 0 ? reply->element[6]->integer : -1;
-            pend_answer(p, &v);
-        } else {
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 7) {
+        static const char *const names[] = {"none", "requests", "tokens", "concurrency",
+                                            "released"};
+        long long which = reply->element[1]->integer;
+        memset(&v, 0, sizeof v);
+        v.allowed = reply->element[0]->integer == 1;
+        v.limit = names[which >= 0 && which <= 4 ? which : 0];
+        v.retry_after_s = (int)reply->element[2]->integer;
+        v.limit_requests = p->tenant.rpm ? (int64_t)p->tenant.rpm : -1;
+        v.remaining_requests = reply->element[3]->integer;
+        v.limit_tokens = p->tenant.tpm ? (int64_t)p->tenant.tpm : -1;
+        v.remaining_tokens = reply->element[4]->integer;
+        v.reset_requests_ms = v.limit_requests >= 0 ? reply->element[5]->integer : -1;
+        v.reset_tokens_ms = v.limit_tokens >= 0 ? reply->element[6]->integer : -1;
+        p->state = v.allowed ? LEASE_HELD : LEASE_NONE;
+        if (!v.allowed)
+            active_unlink(p);
+        pend_answer(p, &v);
+    } else {
+        /* No verdict (connection lost, error reply): whether the script ran is unknown;
+         * the state stays LEASE_UNKNOWN, so the release removes a lease it may have made. */
+        if (!p->answered) {
             note_error(p->rl, reply == NULL ? "connection lost" : "bad reply");
             if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
                 cm_log(CM_LOG_WARN, NULL, "redis error reply", "error", reply->str, NULL);
-            fail_verdict(p->rl, &v);
-            pend_answer(p, &v);
         }
+        fail_verdict(p->rl, &v);
+        pend_answer(p, &v);
     }
     p->replied = 1;
-    if (p->closed)
-        free(p);
+    pend_maybe_free(p);
 }
 
-static void send_admit(pend *p, int use_eval) {
+static void send_admit(gw_rl_lease *p, int use_eval) {
     gw_ratelimit *rl = p->rl;
-    char keys[3][128];
+    char keys[N_KEYS][128];
     char now[24], rpm[16], tpm[16], conc[16], tok[16], ttl[16];
-    const char *argv[14];
+    const char *argv[16];
     size_t n = 0;
     tenant_keys(&p->tenant, keys);
     snprintf(now, sizeof now, "%lld", (long long)cm_clock_unix_ms());
@@ -362,38 +450,34 @@ static void send_admit(pend *p, int use_eval) {
     snprintf(tok, sizeof tok, "%u", p->tokens);
     snprintf(ttl, sizeof ttl, "%u", rl->cfg->lease_ttl_ms);
     argv[n++] = use_eval ? "EVAL" : "EVALSHA";
-    argv[n++] = use_eval ? ADMIT_LUA : rl->admit_sha;
-    argv[n++] = "3";
-    argv[n++] = keys[0];
-    argv[n++] = keys[1];
-    argv[n++] = keys[2];
+    argv[n++] = use_eval ? GW_RL_ADMIT_LUA : rl->admit_sha;
+    argv[n++] = "4";
+    for (int k = 0; k < N_KEYS; k++)
+        argv[n++] = keys[k];
     argv[n++] = now;
     argv[n++] = rpm;
     argv[n++] = tpm;
     argv[n++] = conc;
     argv[n++] = tok;
-    argv[n++] = p->lease;
+    argv[n++] = p->id;
     argv[n++] = ttl;
     if (redisAsyncCommandArgv(rl->ac, on_admit_reply, p, (int)n, argv, NULL) != REDIS_OK) {
         gw_rl_verdict v;
         note_error(rl, "command failed");
         fail_verdict(rl, &v);
         p->replied = 1;
+        p->state = LEASE_NONE; /* never sent: nothing to release */
+        active_unlink(p);
         pend_answer(p, &v);
     }
 }
 
-void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens, const char *lease,
-                        gw_rl_cb cb, void *arg) {
-    pend *p;
+void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens,
+                        const char *request_id, gw_rl_cb cb, void *arg, gw_rl_lease **lease) {
+    gw_rl_lease *p;
     gw_rl_verdict v;
-    if (rl->ac == NULL || !rl->connected) {
-        fail_verdict(rl, &v);
-        cb(arg, &v);
-        return;
-    }
-    p = calloc(1, sizeof *p);
-    if (p == NULL) {
+    *lease = NULL;
+    if (rl->ac == NULL || !rl->connected || (p = calloc(1, sizeof *p)) == NULL) {
         fail_verdict(rl, &v);
         cb(arg, &v);
         return;
@@ -403,14 +487,24 @@ void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens, c
     p->arg = arg;
     p->tenant = *t;
     p->tokens = tokens;
-    snprintf(p->lease, sizeof p->lease, "%s", lease);
+    p->state = LEASE_UNKNOWN;
+    /* The request id may come from the client (x-request-id) and repeat: the lease id adds
+     * this instance's nonce and a counter, so two requests never share a lease. */
+    snprintf(p->id, sizeof p->id, "%.*s/%s%08x", CM_ID_EXTERNAL_MAX, request_id, rl->nonce,
+             ++rl->n_leases);
+    p->next = rl->active;
+    if (rl->active != NULL)
+        rl->active->prev = p;
+    rl->active = p;
+    p->in_active = 1;
     uv_timer_init(rl->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, on_pend_timeout, rl->cfg->redis_timeout_ms, 0);
+    *lease = p; /* before the send: the callback may run within it */
     send_admit(p, rl->admit_sha[0] == '\0');
 }
 
-static void on_finish_reply(redisAsyncContext *ac, void *r, void *priv) {
+static void on_release_reply(redisAsyncContext *ac, void *r, void *priv) {
     redisReply *reply = r;
     gw_ratelimit *rl = priv;
     (void)ac;
@@ -418,28 +512,61 @@ static void on_finish_reply(redisAsyncContext *ac, void *r, void *priv) {
         cm_series_inc(rl->metrics->redis_errors);
 }
 
-void gw_ratelimit_finish(gw_ratelimit *rl, const gw_tenant *t, const char *lease,
-                         int64_t token_correction) {
-    char keys[3][128];
-    char now[24], corr[24];
-    const char *argv[8];
-    if (rl->ac == NULL || !rl->connected || rl->destroyed) {
-        /* The lease expires by itself (lease_ttl_ms); the token window by its minute. */
+void gw_ratelimit_release(gw_ratelimit *rl, gw_rl_lease *p, int64_t token_correction, int refund) {
+    char keys[N_KEYS][128];
+    char now[24], corr[24], tomb[16];
+    const char *argv[11];
+    if (p->released) /* a caller bug; never free twice */
         return;
+    p->released = 1;
+    active_unlink(p);
+    /* Sent also when the admission's reply never came: on this connection the release runs
+     * after the admission (if it runs at all), and the tombstone covers any other order. */
+    if (p->state != LEASE_NONE && rl->ac != NULL && rl->connected && !rl->destroyed) {
+        tenant_keys(&p->tenant, keys);
+        snprintf(now, sizeof now, "%lld", (long long)cm_clock_unix_ms());
+        snprintf(corr, sizeof corr, "%lld", (long long)(p->tenant.tpm ? token_correction : 0));
+        snprintf(tomb, sizeof tomb, "%d", TOMBSTONE_MS);
+        argv[0] = "EVAL";
+        argv[1] = GW_RL_RELEASE_LUA;
+        argv[2] = "4";
+        argv[3] = keys[1];
+        argv[4] = keys[2];
+        argv[5] = keys[0];
+        argv[6] = keys[3];
+        argv[7] = now;
+        argv[8] = corr;
+        argv[9] = p->id;
+        argv[10] = refund ? "1" : "0";
+        if (redisAsyncCommandArgv(rl->ac, on_release_reply, rl, 11, argv, NULL) != REDIS_OK)
+            cm_series_inc(rl->metrics->redis_errors);
     }
-    tenant_keys(t, keys);
-    snprintf(now, sizeof now, "%lld", (long long)cm_clock_unix_ms());
-    snprintf(corr, sizeof corr, "%lld", (long long)(t->tpm ? token_correction : 0));
-    argv[0] = "EVAL";
-    argv[1] = FINISH_LUA;
-    argv[2] = "2";
-    argv[3] = keys[1];
-    argv[4] = keys[2];
-    argv[5] = now;
-    argv[6] = corr;
-    argv[7] = lease;
-    if (redisAsyncCommandArgv(rl->ac, on_finish_reply, rl, 8, argv, NULL) != REDIS_OK)
-        cm_series_inc(rl->metrics->redis_errors);
+    /* Otherwise the lease (if any) expires by itself within lease_ttl_ms: it is not renewed
+     * any more. */
+    pend_maybe_free(p);
+}
+
+/* Heartbeat: pushes the expiry of every lease this thread may hold lease_ttl_ms ahead, so a
+ * short TTL only ever frees the slots of a gateway that stopped (crash, partition). XX: a
+ * lease that is not there (admission not run yet, or swept) is not created. */
+static void on_renew_timer(uv_timer_t *t) {
+    gw_ratelimit *rl = t->data;
+    char keys[N_KEYS][128], score[24], ttl[16];
+    int64_t now = cm_clock_unix_ms();
+    if (rl->destroyed || rl->ac == NULL || !rl->connected)
+        return;
+    snprintf(score, sizeof score, "%lld", (long long)(now + rl->cfg->lease_ttl_ms));
+    snprintf(ttl, sizeof ttl, "%u", rl->cfg->lease_ttl_ms);
+    for (gw_rl_lease *p = rl->active; p != NULL; p = p->next) {
+        const char *zadd[] = {"ZADD", keys[2], "XX", score, p->id};
+        const char *pexpire[] = {"PEXPIRE", keys[2], ttl};
+        tenant_keys(&p->tenant, keys);
+        if (redisAsyncCommandArgv(rl->ac, on_release_reply, rl, 5, zadd, NULL) != REDIS_OK ||
+            redisAsyncCommandArgv(rl->ac, on_release_reply, rl, 3, pexpire, NULL) != REDIS_OK) {
+            cm_series_inc(rl->metrics->redis_errors);
+            return;
+        }
+    }
 }
 
 typedef struct keyq {

@@ -5,9 +5,17 @@
  * Admission runs ONE Lua script atomically (loaded with SCRIPT LOAD, called with EVALSHA,
  * reloaded on NOSCRIPT): a sliding one-minute window of requests (RPM), a one-minute window
  * of reserved tokens (TPM: prompt estimate + max_tokens, corrected at the end by the real
- * usage), and a concurrency set of expiring leases (a sorted set scored by expiry), so a
- * crashed gateway's slots free themselves after lease_ttl_ms. State lives only in Redis: the
- * limits hold across any number of gateway replicas.
+ * usage), and a set of expiring leases keyed by a unique lease id (a sorted set scored by
+ * expiry; its size is the tenant's concurrency). State lives only in Redis: the limits hold
+ * across any number of gateway replicas.
+ *
+ * Leases and timeouts: an admission whose reply does not come within redis_timeout_ms is
+ * decided by fail-open/closed, but the script may still run later (a stalled Redis runs its
+ * queued commands when it resumes). So every admission sent is released by its id, whatever
+ * the reply: the release removes the lease and reconciles tokens when the admission ran, and
+ * otherwise leaves a short-lived tombstone that makes a late admission record nothing. Leases
+ * of running requests are renewed (lease_ttl_ms / 3), so lease_ttl_ms can be short: it only
+ * matters when a gateway stops without releasing (crash).
  *
  * Redis down or slow: every check answers within redis_timeout_ms with the configured
  * fail-open (admit) or fail-closed (503) verdict, counts a metric and logs (rate-limited).
@@ -29,6 +37,8 @@
 #include "gw_metrics.h"
 
 typedef struct gw_ratelimit gw_ratelimit;
+/* One admission sent to Redis; owned by gw_ratelimit, handed back with gw_ratelimit_release. */
+typedef struct gw_rl_lease gw_rl_lease;
 
 typedef struct gw_rl_verdict {
     int allowed;       /* 1: go on */
@@ -54,23 +64,31 @@ typedef void (*gw_rl_key_cb)(void *arg, int found, const gw_tenant *t);
 cm_err gw_ratelimit_create(uv_loop_t *loop, const gw_config *cfg, gw_metrics *metrics,
                            _Atomic int *redis_ok, gw_ratelimit **out);
 /* gw_ratelimit_destroy drops the connection; pending callbacks are called with a failure
- * verdict first. The loop must run afterwards to close the handles (uv_run once). */
+ * verdict first (they may release their leases then; no lease may be released after destroy
+ * returns). rl is freed when the loop runs afterwards (uv_run once); at exit it is left. */
 void gw_ratelimit_destroy(gw_ratelimit *rl);
 
 /*
  * gw_ratelimit_admit checks and, when allowed, records one request of `tokens` reserved
- * tokens for tenant t, taking the concurrency lease `lease` (unique, e.g. the request id).
- * A tenant with no limits is allowed without asking Redis.
+ * tokens for tenant t, holding a lease whose id is made of request_id (shown in Redis, need
+ * not be unique) and a unique suffix. *lease receives the admission (set before cb can run),
+ * or NULL when Redis was not asked (not connected: cb has run with the failure verdict). A
+ * non-NULL *lease must be handed to gw_ratelimit_release exactly once, whatever the verdict
+ * (also after a timeout or a refusal), after cb ran.
  */
-void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens, const char *lease,
-                        gw_rl_cb cb, void *arg);
+void gw_ratelimit_admit(gw_ratelimit *rl, const gw_tenant *t, uint32_t tokens,
+                        const char *request_id, gw_rl_cb cb, void *arg, gw_rl_lease **lease);
 
 /*
- * gw_ratelimit_finish releases the lease and corrects the token window by actual - reserved
- * (negative gives tokens back). Fire and forget: failures only count a metric.
+ * gw_ratelimit_release ends an admission: when Redis recorded it, the lease is removed and the
+ * token window corrected by token_correction (actual - reserved; negative gives tokens back);
+ * refund = 1 also removes the request from the RPM window (the gateway refused it after all,
+ * e.g. 503). An admission refused by the script costs nothing and sends nothing. Fire and
+ * forget: failures only count a metric (the lease then expires within lease_ttl_ms). Frees
+ * the lease (possibly later, once Redis replied); it must not be used afterwards.
  */
-void gw_ratelimit_finish(gw_ratelimit *rl, const gw_tenant *t, const char *lease,
-                         int64_t token_correction);
+void gw_ratelimit_release(gw_ratelimit *rl, gw_rl_lease *lease, int64_t token_correction,
+                          int refund);
 
 /*
  * gw_ratelimit_lookup_key reads the hash sluice:apikey:<sha256_hex> (fields tenant, rpm, tpm,

@@ -15,6 +15,7 @@
 #include "cm_clock.h"
 #include "cm_log.h"
 #include "gw_bodylimit.h"
+#include "gw_protoerror.h"
 #include "gw_call.h"
 #include "gw_discovery.h"
 #include "gw_format.h"
@@ -402,6 +403,15 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     gw_error e;
     (void)self;
     gw_server_request_id(s, req, rid, sizeof rid);
+    if (gw_protoerror_header_bytes(req) > s->cfg->max_header_bytes) {
+        gw_error_set(&e, 431, GW_ERRT_INVALID, "request_header_fields_too_large", NULL,
+                     "request line and headers are %zu bytes; the limit is %u",
+                     gw_protoerror_header_bytes(req), s->cfg->max_header_bytes);
+        gw_metrics_request(&s->metrics, "other", NULL, 431, -1, 0);
+        req->http1_is_persistent = 0;
+        gw_http_send_error(req, rid, &e);
+        return 0;
+    }
     if (path_is(req, "/health")) {
         send_simple(s, req, rid, "/health", 200, "{\"status\":\"ok\"}");
         return 0;
@@ -676,6 +686,7 @@ cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t
     s->h2o.max_request_entity_size = cfg->limits.max_body_bytes * 2 + 65536;
     host = h2o_config_register_host(&s->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     gw_bodylimit_register(&host->fallback_path, s);
+    gw_protoerror_register(&host->fallback_path, s);
     path = h2o_config_register_path(host, "/", 0);
     handler = h2o_create_handler(path, sizeof *handler);
     handler->on_req = on_req;

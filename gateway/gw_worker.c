@@ -85,6 +85,7 @@ static void on_recv(void *arg) {
     if (env == NULL) {
         cm_log(CM_LOG_WARN, NULL, "undecodable message from worker", "address", w->address, NULL);
     } else {
+        atomic_store(&w->last_rx_ms, cm_clock_mono_ms());
         switch (env->msg_case) {
         case SLUICE__ENVELOPE__MSG_HELLO:
             if (env->hello != NULL)
@@ -260,6 +261,12 @@ int gw_worker_usable(const gw_worker *w) {
            !atomic_load(&w->gone);
 }
 
+int gw_worker_answering(const gw_worker *w, int64_t now_ms) {
+    int64_t last = atomic_load(&w->last_rx_ms);
+    return atomic_load(&w->connected) && atomic_load(&w->hello_ok) && last > 0 &&
+           now_ms - last < GW_WORKER_SILENT_MS;
+}
+
 static uint64_t mix64(uint64_t x) {
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdULL;
@@ -284,7 +291,7 @@ static double load_of(const gw_worker *w) {
 cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_worker *exclude,
                     gw_worker **out, char *served) {
     int n = atomic_load(&p->n_workers);
-    int any = 0;
+    int any = 0, busy = 0;
     double best = 1e18;
     gw_worker *chosen = NULL;
     uint64_t best_hash = 0;
@@ -296,8 +303,12 @@ cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_w
         if (atomic_load(&w->gone) || strcmp(w->model, model) != 0)
             continue;
         any = 1;
-        if (w == exclude || !gw_worker_usable(w))
+        if (!gw_worker_usable(w))
             continue;
+        if (w == exclude) {
+            busy = 1; /* it just refused this request (full) */
+            continue;
+        }
         if (load_of(w) < best)
             best = load_of(w);
     }
@@ -323,7 +334,7 @@ cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_w
     if (!any)
         return CM_ERR_NOT_FOUND;
     if (chosen == NULL)
-        return CM_ERR_OVERLOADED;
+        return busy ? CM_ERR_OVERLOADED : CM_ERR_CLOSED;
     *out = chosen;
     return CM_OK;
 }

@@ -9,7 +9,8 @@
  * once (they run on nng threads: never block).
  *
  * Workers are never freed while the pool lives: a worker that leaves the registry is marked
- * gone and its dialer closed; the pool is bounded by GW_POOL_MAX_WORKERS.
+ * gone and its dialer closed (gw_discovery keeps a connected, answering worker that is absent
+ * from the registry until its connection fails); the pool is bounded by GW_POOL_MAX_WORKERS.
  */
 #ifndef GW_WORKER_H
 #define GW_WORKER_H
@@ -29,6 +30,7 @@
 #define GW_ADDR_MAX 256
 #define GW_MAX_MSG_BYTES (4u << 20) /* largest envelope accepted from a worker */
 #define GW_POOL_MAX_KNOWN 64        /* models declared in the config (models:, --model) */
+#define GW_WORKER_SILENT_MS 5000    /* no Stats for this long: the worker is not answering */
 
 typedef struct gw_pool gw_pool;
 
@@ -51,7 +53,9 @@ typedef struct gw_worker {
     _Atomic uint32_t waiting, running, kv_free, kv_total, capacity;
     _Atomic int inflight; /* Submits from this gateway without a final event */
     _Atomic int64_t last_stats_ms;
-    _Atomic int64_t gone_ms; /* cm_clock_mono_ms() when it left the registry */
+    _Atomic int64_t last_rx_ms; /* cm_clock_mono_ms() of the last message from it (any kind) */
+    _Atomic int64_t gone_ms;    /* cm_clock_mono_ms() when it left the registry */
+    int unlisted;               /* absent from the registry but kept (discovery thread only) */
 } gw_worker;
 
 /* Called on an nng thread for each Event envelope; takes ownership of env (free with
@@ -96,13 +100,19 @@ void gw_pool_mark_gone(gw_pool *p, gw_worker *w);
 /* gw_worker_usable: connected, greeted, not draining, not gone. */
 int gw_worker_usable(const gw_worker *w);
 
+/* gw_worker_answering: connected, greeted, and its last message (Hello, Stats every ~250 ms,
+ * events) came less than GW_WORKER_SILENT_MS before now_ms (cm_clock_mono_ms()); draining or
+ * not. */
+int gw_worker_answering(const gw_worker *w, int64_t now_ms);
+
 /*
  * gw_pool_pick chooses a usable worker of `model`, excluding `exclude` (may be NULL): the
  * least loaded one (in-flight from this gateway + waiting + running share + KV pressure),
  * and among those within one request of the least loaded, the one chosen by rendezvous hashing
  * of affinity (prefix affinity; 0 = none). served (GW_NAME_MAX bytes) receives the model name
  * to put in the Submit. CM_ERR_NOT_FOUND when no worker of the model exists at all,
- * CM_ERR_OVERLOADED when some exist but none is usable now.
+ * CM_ERR_OVERLOADED when the only usable ones are `exclude` (busy: it refused this request),
+ * CM_ERR_CLOSED when some exist but none is usable (not connected, draining, not greeted).
  */
 cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_worker *exclude,
                     gw_worker **out, char *served);

@@ -169,6 +169,19 @@ class Redis:
     def stop(self):
         self.proc.stop()
 
+    def pause(self):
+        """Stalls Redis (SIGSTOP): connections stay open, nothing is answered."""
+        self.proc.p.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.p.send_signal(signal.SIGCONT)
+
+    def restart_empty(self):
+        """Kills Redis and starts an empty one on the same port (a restart or failover)."""
+        self.proc.p.send_signal(signal.SIGCONT)
+        self.proc.kill()
+        self.start()
+
 
 @pytest.fixture
 def redis(procs, logdir):

@@ -361,3 +361,120 @@ def test_inflight_bound_gives_503_at_once(fake_worker_factory, gateway_factory):
     finally:
         blocker.close()  # the gateway cancels it (client gone)
     wait_for(lambda: metric(g, "sluice_gateway_inflight") == 0, what="blocker cancelled")
+
+
+def test_full_worker_is_overloaded_not_no_capacity(fake_worker_factory, gateway_factory):
+    """Issue 13.6: a worker whose queue is full answers Error{OVERLOADED}; with no other worker
+    to retry on, the client gets 503 `overloaded` + Retry-After ("busy"), not `no_capacity`
+    ("no worker"), which stays for a model nobody serves."""
+    import threading
+    w = fake_worker_factory(token_delay_us=200000, extra=["--max-running", "1"])
+    g = gateway_factory(workers=[w], extra=["--threads", "1"])
+    g.wait_ready()
+    result = {}
+
+    def blocker():
+        result["r"] = sse_events(g.base, "/v1/chat/completions",
+                                 json.dumps(chat(max_tokens=20, stream=True)),
+                                 {"Authorization": "Bearer sk-test",
+                                  "Content-Type": "application/json"}, timeout=60)
+    t = threading.Thread(target=blocker)
+    t.start()
+    try:
+        wait_for(lambda: metric(g, "sluice_gateway_inflight") == 1, what="blocker running")
+        time.sleep(0.3)  # its Submit reached the worker (a token arrived)
+        r = post(g, "/v1/chat/completions", chat())
+        check_error(r, 503, code="overloaded")
+        assert int(r.headers["retry-after"]) >= 1
+        assert "busy" in r.json()["error"]["message"] or "full" in r.json()["error"]["message"]
+    finally:
+        t.join(timeout=60)
+    assert result["r"][0] == 200 and result["r"][1][-1] == "[DONE]"
+
+
+def raw_exchange(g, data):
+    """Sends raw bytes; returns (status, headers dict lower-case, body bytes) of the answer,
+    read until the gateway closes the connection."""
+    import socket
+    host, port = g.base[len("http://"):].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        try:
+            s.sendall(data)
+        except OSError:
+            pass
+        out = b""
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                out += d
+        except ConnectionResetError:
+            pass
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    headers = dict((k.strip().lower(), v.strip()) for k, v in
+                   (line.split(":", 1) for line in lines[1:] if ":" in line))
+    return int(lines[0].split()[1]), headers, body
+
+
+HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n"
+
+
+@pytest.mark.parametrize("name,data,status,text", [
+    ("negative content-length", HEAD + b"Content-Length: -5\r\n\r\n", 400,
+     "broken content-length header"),
+    ("non-numeric content-length", HEAD + b"Content-Length: 12abc\r\n\r\n", 400,
+     "broken content-length header"),
+    ("unknown transfer-encoding", HEAD + b"Transfer-Encoding: gzip\r\n\r\n", 400,
+     "unknown transfer-encoding"),
+    ("broken chunked body", HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
+     "broken chunked-encoding"),
+    ("unknown expectation", HEAD + b"Expect: teapot\r\nContent-Length: 2\r\n\r\n{}", 417,
+     "unknown expectation"),
+], ids=["negative-content-length", "non-numeric-content-length", "unknown-transfer-encoding",
+        "broken-chunked-body", "unknown-expectation"])
+def test_h2o_own_errors_are_openai_json(gw, name, data, status, text):
+    got, headers, body = raw_exchange(gw, data)
+    assert got == status, (name, body)
+    assert headers["content-type"] == "application/json", (name, headers)
+    assert headers.get("x-request-id")
+    err = json.loads(body)["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"] == text
+    assert err["type"] == "invalid_request_error"
+
+
+def test_h2o_raw_400s_that_cannot_be_changed(gw):
+    """h2o 2.2.5 writes these itself, straight to the socket (docs/gateway.md): an unparsable
+    request line, and a request head above its compiled-in H2O_MAX_REQLEN (417,792 bytes).
+    They stay a plain 400 and close the connection; never a 5xx, never a hang."""
+    got, headers, _ = raw_exchange(gw, b"GARBAGE\r\n\r\n")
+    assert got == 400
+    got, headers, _ = raw_exchange(gw, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                                   b"a" * 500000 + b"\r\n\r\n")
+    assert got == 400
+    assert http_request(gw.base, "GET", "/health").status_code == 200
+
+
+def test_header_size_is_bounded_with_431(gw, gateway_factory, fake_worker_factory):
+    # Default max_header_bytes: 32 KiB. A 64 KB header was accepted before.
+    got, headers, body = raw_exchange(gw, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                                      b"a" * 65536 + b"\r\n\r\n")
+    assert got == 431, body
+    assert headers["content-type"] == "application/json" and headers.get("x-request-id")
+    err = json.loads(body)["error"]
+    assert err["code"] == "request_header_fields_too_large"
+    assert "32768" in err["message"]
+    # Below the bound: served.
+    r = http_request(gw.base, "GET", "/health", headers={"X-Big": "a" * 16000})
+    assert r.status_code == 200
+    # Configurable; on API routes too (before auth).
+    w = fake_worker_factory()
+    g = gateway_factory(workers=[w], config="max_header_bytes: 2048\n")
+    g.wait_ready()
+    r = post(g, "/v1/chat/completions", chat(), headers={"X-Big": "a" * 4000})
+    check_error(r, 431, code="request_header_fields_too_large")
+    assert post(g, "/v1/chat/completions", chat(), headers={"X-Small": "a" * 500}).status_code \
+        == 200
+    assert metric(g, "sluice_gateway_requests_total", 'status="431"') == 1

@@ -199,3 +199,70 @@ def test_script_flush_reloads(redis, two_gateways):
         r = complete(a, "t")
         assert r.status_code == 200, r.text
         assert r.headers["x-ratelimit-limit-requests"] == "100"
+
+
+@pytest.mark.parametrize("fail_open", [False, True], ids=["fail-closed", "fail-open"])
+def test_redis_stall_past_timeout_leaks_no_lease(redis, two_gateways, fail_open):
+    """Issue 13.2: admissions that time out while Redis is stalled (SIGSTOP) still run when it
+    resumes; their leases must be released (by id) and their requests, refused with 503, not
+    counted. Every tenant with max_concurrency is admitted again within one second."""
+    tenants = {f"c{i}": {"max_concurrency": 3, "rpm": 10000} for i in range(3)}
+    a, b = two_gateways(tenants_yaml(**tenants), token_delay_us=20000,
+                        extra=["--fail-open"] if fail_open else [])
+    for g in (a, b):
+        for name in tenants:
+            assert complete(g, name).status_code == 200
+    stop = threading.Event()
+    codes = {name: [] for name in tenants}
+
+    def traffic(g, name):
+        while not stop.is_set():
+            codes[name].append(complete(g, name, max_tokens=3).status_code)
+    threads = [threading.Thread(target=traffic, args=(g, name))
+               for name in tenants for g in (a, b)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: all(len(c) >= 4 for c in codes.values()), what="traffic flowing")
+        redis.pause()
+        time.sleep(3.0)  # the stall itself: 15 x redis_timeout_ms (200 ms)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        redis.resume()
+    resumed = time.monotonic()
+    # Fail-closed: the timed-out admissions were refused; fail-open: they ran without limits.
+    stall_code = 200 if fail_open else 503
+    assert all(c.count(stall_code) >= 2 for c in codes.values()), codes
+    admitted = {}
+    while len(admitted) < len(tenants) and time.monotonic() - resumed < 10:
+        for name in tenants:
+            if name not in admitted:
+                r = complete(a if len(admitted) % 2 else b, name)
+                if r.status_code == 200:
+                    admitted[name] = time.monotonic() - resumed
+                else:
+                    assert r.status_code == 429, r.text
+        time.sleep(0.02)
+    if len(admitted) < len(tenants):
+        expiry = redis.command("ZRANGE", "sluice:rl:{c0}:leases", "-1", "-1", "WITHSCORES")
+        pytest.fail(f"tenants locked out after the stall: admitted {admitted}; "
+                    f"c0 leases {redis.command('ZCARD', 'sluice:rl:{c0}:leases')}, "
+                    f"last expiry {expiry!r} (now {time.time() * 1000:.0f} ms)")
+    print(f"admitted after the stall (s): {admitted}")
+    assert max(admitted.values()) < 1.0, admitted
+    # Nothing leaked: once the probes' releases landed, no lease is held ...
+    for name in tenants:
+        wait_for(lambda: redis.command("ZCARD", f"sluice:rl:{{{name}}}:leases") == "0",
+                 what=f"{name}: no lease held")
+    # ... and only answered requests count against RPM (503s were refunded). Fail-open: the
+    # late admissions that found the tenant full recorded nothing, so at most the served ones.
+    for name in tenants:
+        served = 2 + codes[name].count(200) + 1
+        if fail_open:
+            assert int(redis.command("ZCARD", f"sluice:rl:{{{name}}}:requests")) <= served
+            continue
+        wait_for(lambda: int(redis.command("ZCARD", f"sluice:rl:{{{name}}}:requests")) == served,
+                 what=f"{name}: RPM window holds the {served} served requests only "
+                      f"(now {redis.command('ZCARD', f'sluice:rl:{{{name}}}:requests')})")

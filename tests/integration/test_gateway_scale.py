@@ -158,7 +158,10 @@ def test_registry_model_stays_known_after_its_worker_left(redis, gateway_factory
     g = gateway_factory(workers=(), redis=redis, extra=["--discovery"])
     g.wait_ready()
     assert post(g, model="reg-model").status_code == 200
+    # Gone from the registry and disconnected (a connected worker absent from the registry
+    # stays: test_gateway_discovery.py).
     redis.command("DEL", key)
+    w.proc.stop()
     wait_for(lambda: http_request(g.base, "GET", "/ready").status_code == 503,
              what="worker dropped")
     # Seen recently: still known, so 503 (retry later), not 404.

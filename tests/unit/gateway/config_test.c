@@ -44,7 +44,42 @@ static void test_example_and_overrides(void **state) {
     assert_int_equal(c->models_count, 0);
     assert_int_equal(c->cold_start_wait_ms, 0);
     assert_int_equal(c->model_memory_ms, 600000);
+    assert_int_equal(c->lease_ttl_ms, 15000);
+    assert_int_equal(c->max_header_bytes, 32768);
     gw_config_free(c);
+}
+
+/* Loads yaml (with a worker and --no-auth); returns the result, err filled on failure. */
+static cm_err load_yaml(const char *yaml, gw_config **c, char *err, size_t errlen) {
+    char path[] = "/tmp/gw-config-bounds-XXXXXX";
+    char *argv[] = {"gw", "--config", path, "--worker", "m=tcp://h:1", "--no-auth", NULL};
+    int fd = mkstemp(path);
+    cm_err rv;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, yaml, strlen(yaml)), (ssize_t)strlen(yaml));
+    close(fd);
+    rv = gw_config_load(6, argv, c, err, errlen);
+    unlink(path);
+    return rv;
+}
+
+static void test_lease_and_header_bounds(void **state) {
+    gw_config *c = NULL;
+    char err[512];
+    (void)state;
+    assert_int_equal(load_yaml("lease_ttl_ms: 3000\nmax_header_bytes: 1024\n", &c, err, sizeof err),
+                     CM_OK);
+    assert_int_equal(c->lease_ttl_ms, 3000);
+    assert_int_equal(c->max_header_bytes, 1024);
+    gw_config_free(c);
+    c = NULL;
+    /* Renewed every third: shorter would renew faster than Redis may answer. */
+    assert_int_not_equal(load_yaml("lease_ttl_ms: 2999\n", &c, err, sizeof err), CM_OK);
+    assert_non_null(strstr(err, "lease_ttl_ms"));
+    assert_int_not_equal(load_yaml("max_header_bytes: 1023\n", &c, err, sizeof err), CM_OK);
+    assert_non_null(strstr(err, "max_header_bytes"));
+    assert_int_not_equal(load_yaml("max_header_bytes: 262145\n", &c, err, sizeof err), CM_OK);
+    assert_non_null(strstr(err, "max_header_bytes"));
 }
 
 static void test_scale_from_zero_keys(void **state) {
@@ -121,6 +156,7 @@ int main(void) {
         cmocka_unit_test(test_scale_from_zero_keys),
         cmocka_unit_test_setup(test_example_and_overrides, setup),
         cmocka_unit_test_setup(test_flags_only_and_errors, setup),
+        cmocka_unit_test(test_lease_and_header_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

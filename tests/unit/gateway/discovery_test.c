@@ -47,7 +47,34 @@ static void test_parse(void **state) {
     assert_int_equal(parse(big, model, addr, &draining), CM_ERR_FORMAT);
 }
 
+/* Absent from a registry scan: only a worker that is not connected or not answering goes. */
+static void test_keep_unlisted(void **state) {
+    gw_worker w;
+    int64_t now = 1000000;
+    (void)state;
+    memset(&w, 0, sizeof w);
+    atomic_store(&w.connected, 1);
+    atomic_store(&w.hello_ok, 1);
+    atomic_store(&w.last_rx_ms, now - 250);
+    assert_true(gw_discovery_keep_unlisted(&w, now));
+    atomic_store(&w.draining, 1); /* finishing its streams: kept until its pipe closes */
+    assert_true(gw_discovery_keep_unlisted(&w, now));
+    atomic_store(&w.last_rx_ms, now - GW_WORKER_SILENT_MS); /* silent: not answering */
+    assert_false(gw_discovery_keep_unlisted(&w, now));
+    atomic_store(&w.last_rx_ms, now - 250);
+    atomic_store(&w.connected, 0); /* connection failed */
+    assert_false(gw_discovery_keep_unlisted(&w, now));
+    atomic_store(&w.connected, 1);
+    atomic_store(&w.hello_ok, 0); /* connected, never greeted (or incompatible) */
+    assert_false(gw_discovery_keep_unlisted(&w, now));
+    atomic_store(&w.last_rx_ms, 0);
+    assert_false(gw_discovery_keep_unlisted(&w, now));
+    w.is_static = 1; /* configured workers never leave */
+    assert_true(gw_discovery_keep_unlisted(&w, now));
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_parse)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_parse),
+                                       cmocka_unit_test(test_keep_unlisted)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -102,7 +102,7 @@ static void test_handshake_route_events_loss(void **state) {
     assert_int_equal(env->msg_case, SLUICE__ENVELOPE__MSG_HELLO);
     assert_int_equal(env->hello->protocol_version, 1);
     sluice__envelope__free_unpacked(env, NULL);
-    assert_int_equal(gw_pool_pick(&pool, "m", 0, NULL, &picked, served), CM_ERR_OVERLOADED);
+    assert_int_equal(gw_pool_pick(&pool, "m", 0, NULL, &picked, served), CM_ERR_CLOSED);
     assert_int_equal(gw_pool_pick(&pool, "other", 0, NULL, &picked, served), CM_ERR_NOT_FOUND);
 
     /* An incompatible Hello keeps it out of routing. */
@@ -114,6 +114,8 @@ static void test_handshake_route_events_loss(void **state) {
     assert_int_equal(gw_pool_pick(&pool, "m", 0, NULL, &picked, served), CM_OK);
     assert_ptr_equal(picked, w);
     assert_string_equal(served, "served-name");
+    /* Its only worker just refused the request (full): busy, not "no worker". */
+    assert_int_equal(gw_pool_pick(&pool, "m", 0, w, &picked, served), CM_ERR_OVERLOADED);
     assert_int_equal(gw_pool_has_model(&pool, "m"), 1);
     {
         char names[4][GW_NAME_MAX];
@@ -156,7 +158,7 @@ static void test_handshake_route_events_loss(void **state) {
     }
     assert_true(wait_until(&w->draining, 1, 2000));
     assert_int_equal(atomic_load(&w->waiting), 3);
-    assert_int_equal(gw_pool_pick(&pool, "m", 0, NULL, &picked, served), CM_ERR_OVERLOADED);
+    assert_int_equal(gw_pool_pick(&pool, "m", 0, NULL, &picked, served), CM_ERR_CLOSED);
 
     /* The worker goes away: loss reported, not usable. */
     nng_close(fake);
@@ -233,7 +235,7 @@ static void test_known_models(void **state) {
     pool.model_memory_ms = 60000;
     assert_int_equal(gw_pool_add(&pool, "reg", "tcp://127.0.0.1:1", 0, &w), CM_OK);
     assert_int_equal(gw_pool_has_model(&pool, "reg"), 1);
-    assert_int_equal(gw_pool_pick(&pool, "reg", 0, NULL, &picked, served), CM_ERR_OVERLOADED);
+    assert_int_equal(gw_pool_pick(&pool, "reg", 0, NULL, &picked, served), CM_ERR_CLOSED);
     gw_pool_mark_gone(&pool, w);
     assert_int_equal(gw_pool_has_model(&pool, "reg"), 1);
     assert_int_equal(gw_pool_known_models(&pool, names, 8), 2);
