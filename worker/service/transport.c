@@ -95,8 +95,8 @@ struct wk_transport {
     pthread_mutex_t mtx;
     pthread_cond_t cond; /* conn table changes, queues drain, dead list grows */
     conn *conns;
-    uint32_t n_conns;   /* in the table, opened or not */
-    uint32_t n_closing; /* of those, closing (no longer holding a slot) */
+    uint32_t n_conns;     /* in the table, opened or not */
+    uint32_t n_closing;   /* of those, closing (no longer holding a slot) */
     size_t partial_bytes; /* receive buffers of all connections */
     int sweep_ms;
     /* closed since the last summary log line */
@@ -129,7 +129,7 @@ void wk_transport_config_defaults(wk_transport_config *c) {
     c->handshake_timeout_ms = 10000;
     c->send_stall_timeout_ms = 60000;
     c->frame_timeout_ms = 30000;
-    c->max_partial_frame_bytes = 64u << 20;
+    c->max_partial_frame_bytes = 32u << 20;
 }
 
 static void put_be64(uint8_t *p, uint64_t v) {
@@ -761,9 +761,8 @@ cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
     t->arg = arg;
     t->ipc = ipc;
     const wk_transport_config *k = &t->cfg;
-    if (k->max_connections == 0 || k->handshake_timeout_ms <= 0 ||
-        k->send_stall_timeout_ms <= 0 || k->frame_timeout_ms <= 0 ||
-        k->max_partial_frame_bytes < k->max_message_bytes + HOP_BYTES) {
+    if (k->max_connections == 0 || k->handshake_timeout_ms <= 0 || k->send_stall_timeout_ms <= 0 ||
+        k->frame_timeout_ms <= 0 || k->max_partial_frame_bytes < k->max_message_bytes + HOP_BYTES) {
         cm_err rv = fail(CM_ERR_CONFIG, err, errlen,
                          "transport: connections and timeouts must be positive and the "
                          "partial-frame budget (%zu) at least one largest message (%zu)",

@@ -32,7 +32,9 @@
  * Memory held by partially received frames is bounded across all connections: a body buffer
  * grows with the bytes that actually arrived (a header's length alone reserves nothing), and
  * a growth that would take the total past max_partial_frame_bytes closes that connection
- * (logged with the figures, counted in budget_refused_total).
+ * (logged with the figures, counted in budget_refused_total). The default, 32 MiB, is eight
+ * largest (4 MiB) messages arriving at the same instant; real Submits are far smaller and a
+ * frame is complete within milliseconds on a gateway's link.
  *
  * Threads: callbacks run on nng's threads, one at a time per connection for on_message, and
  * must not block (push into a queue and return). Every function is thread-safe except
@@ -60,14 +62,14 @@ typedef struct wk_transport_callbacks {
 } wk_transport_callbacks;
 
 typedef struct wk_transport_config {
-    uint32_t max_connections;     /* default 256 */
-    size_t max_message_bytes;     /* inbound payload bound; default 4 MiB */
-    uint32_t send_queue_messages; /* per connection; default 4096 */
-    size_t send_queue_bytes;      /* per connection; default 16 MiB */
-    int handshake_timeout_ms;     /* accept -> SP handshake and first message; default 10000 */
-    int send_stall_timeout_ms;    /* pending bytes not taken by the peer; default 60000 */
-    int frame_timeout_ms;         /* first byte of a frame -> its last; default 30000 */
-    size_t max_partial_frame_bytes; /* all connections' receive buffers; default 64 MiB */
+    uint32_t max_connections;       /* default 256 */
+    size_t max_message_bytes;       /* inbound payload bound; default 4 MiB */
+    uint32_t send_queue_messages;   /* per connection; default 4096 */
+    size_t send_queue_bytes;        /* per connection; default 16 MiB */
+    int handshake_timeout_ms;       /* accept -> SP handshake and first message; default 10000 */
+    int send_stall_timeout_ms;      /* pending bytes not taken by the peer; default 60000 */
+    int frame_timeout_ms;           /* first byte of a frame -> its last; default 30000 */
+    size_t max_partial_frame_bytes; /* all connections' receive buffers; default 32 MiB */
 } wk_transport_config;
 
 /* wk_transport_config_defaults fills the defaults above. */
@@ -92,14 +94,14 @@ typedef struct wk_transport_stats {
     uint64_t oversize_total;     /* connections closed for an inbound frame over the bound */
     uint64_t send_refused_total; /* sends refused because a queue was full */
     uint64_t messages_in_total;
-    uint64_t messages_out_total; /* written to the kernel */
-    uint32_t queued_messages;    /* in all send queues now */
-    uint32_t silent;             /* open or handshaking, no complete message yet (now) */
-    uint64_t silent_closed_total;   /* closed: no handshake + first message in time */
-    uint64_t evicted_total;         /* silent ones closed to make room for a new connection */
-    uint64_t stalled_closed_total;  /* closed: send stall or frame timeout */
-    uint64_t budget_refused_total;  /* closed: partial frames over max_partial_frame_bytes */
-    size_t partial_frame_bytes;     /* held by receive buffers now */
+    uint64_t messages_out_total;   /* written to the kernel */
+    uint32_t queued_messages;      /* in all send queues now */
+    uint32_t silent;               /* open or handshaking, no complete message yet (now) */
+    uint64_t silent_closed_total;  /* closed: no handshake + first message in time */
+    uint64_t evicted_total;        /* silent ones closed to make room for a new connection */
+    uint64_t stalled_closed_total; /* closed: send stall or frame timeout */
+    uint64_t budget_refused_total; /* closed: partial frames over max_partial_frame_bytes */
+    size_t partial_frame_bytes;    /* held by receive buffers now */
 } wk_transport_stats;
 
 /*

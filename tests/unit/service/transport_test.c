@@ -630,10 +630,14 @@ static void test_bad_url(void **state) {
 int main(void) {
     signal(SIGPIPE, SIG_IGN); /* raw peers write to sockets the worker closed */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip_tcp),      cmocka_unit_test(test_roundtrip_ipc),
-        cmocka_unit_test(test_two_peers_isolated), cmocka_unit_test(test_oversize_closes),
-        cmocka_unit_test(test_non_pair1_refused),  cmocka_unit_test(test_send_queue_bound),
-        cmocka_unit_test(test_max_connections),    cmocka_unit_test(test_bad_url),
+        cmocka_unit_test(test_roundtrip_tcp),
+        cmocka_unit_test(test_roundtrip_ipc),
+        cmocka_unit_test(test_two_peers_isolated),
+        cmocka_unit_test(test_oversize_closes),
+        cmocka_unit_test(test_non_pair1_refused),
+        cmocka_unit_test(test_send_queue_bound),
+        cmocka_unit_test(test_max_connections),
+        cmocka_unit_test(test_bad_url),
         cmocka_unit_test(test_silent_evicted_for_new_gateway),
         cmocka_unit_test(test_silent_timeout),
         cmocka_unit_test(test_frame_and_send_stall),
