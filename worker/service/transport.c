@@ -811,8 +811,10 @@ cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
         rv = fail(CM_ERR_NOMEM, err, errlen, "transport: out of memory");
         goto fail;
     }
-    nng_stream_listener_accept(t->listener, t->accept_aio);
+    /* *out before the first accept: on_open may run at once on an nng thread and use it
+     * (nng's accept hand-off orders this store before any callback). */
     *out = t;
+    nng_stream_listener_accept(t->listener, t->accept_aio);
     return CM_OK;
 fail:
     wk_transport_destroy(t);

@@ -106,7 +106,8 @@ typedef struct wk_transport_stats {
 
 /*
  * wk_transport_create listens on url (tcp://HOST:PORT or ipc:///path) and starts accepting.
- * cb and arg are kept (cb copied). On failure err holds one line and *out is NULL.
+ * cb and arg are kept (cb copied). *out is set before the first callback can run, so
+ * callbacks may use the pointer stored there. On failure err holds one line and *out is NULL.
  * Free with wk_transport_destroy.
  */
 cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
