@@ -11,12 +11,16 @@ Redis) on free ports, then keeps them busy with:
 Every --interval s it prints the RSS (VmRSS) of gateway and worker and their growth since the
 end of the warm-up.
 
-Pass/fail: after --warmup s (KV-cache pages, prefix-cache blocks, malloc arenas and nng's
-buffers are touched and sized by then), neither process may grow by more than --max-growth-mb
-over the rest of the run. The default, 8 MB over the 8 minutes after a 2-minute warm-up
-(1 MB/min), is well above the allocator's settling noise measured on a flat process (< 2 MB)
-and below the +1.4 MB/min a real leak showed (11 MB over the same 8 minutes). The least-squares
-slope over the post-warm-up samples is printed too, as a second look.
+Pass/fail, for each process, after --warmup s:
+  - growth over the whole post-warm-up window <= --max-growth-mb (default 12 MB over 8 min);
+  - growth over the LAST HALF of that window <= --max-late-growth-mb (default 2.5 MB, i.e.
+    0.6 MB/min over 4 min).
+Why two bounds: a flat worker still grows for minutes after start, decelerating, as requests
+touch KV-cache pages and prefix-cache blocks for the first time (measured on the bundled model:
++1.0 MB and +3.6 MB over the 8 minutes after warm-up in two runs, then +0.1 and +0.5 MB in
+their last 4 minutes; the total RSS ends at the same ~413-415 MB). A leak is linear instead:
+the +1.4 MB/min once suspected would give +5.6 MB in the last 4 minutes, twice the late bound,
+and +11 MB overall. The least-squares slope over the post-warm-up samples is printed too.
 
 Usage: .venv/bin/python tests/soak/soak.py [--minutes 10] [--build-dir build]
 Exit status: 0 pass, 1 growth over the bound or a process died, 2 setup failure.
@@ -93,8 +97,10 @@ def main():
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--interval", type=float, default=30.0, help="seconds between RSS lines")
     ap.add_argument("--warmup", type=float, default=120.0, help="seconds before the baseline")
-    ap.add_argument("--max-growth-mb", type=float, default=8.0,
+    ap.add_argument("--max-growth-mb", type=float, default=12.0,
                     help="allowed RSS growth of each process after the warm-up")
+    ap.add_argument("--max-late-growth-mb", type=float, default=2.5,
+                    help="allowed RSS growth in the last half of the post-warm-up window")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--build-dir", default=os.environ.get("SLUICE_BUILD_DIR", it.BUILD))
     args = ap.parse_args()
@@ -161,14 +167,19 @@ def main():
                 break
             time.sleep(0.5)
         if rc == 0:
+            late_t = args.warmup + (duration - args.warmup) / 2
             for name, samples in post.items():
                 growth = (samples[-1][1] - samples[0][1]) / 1024.0
                 peak = (max(r for _, r in samples) - samples[0][1]) / 1024.0
+                late = [r for t, r in samples if t >= late_t]
+                late_growth = (late[-1] - late[0]) / 1024.0 if len(late) >= 2 else 0.0
                 slope = slope_mb_per_min(samples)
-                verdict = "ok" if growth <= args.max_growth_mb else "FAIL"
-                print(f"soak: {name}: growth after warm-up {growth:+.1f} MB (peak {peak:+.1f}), "
-                      f"slope {slope:+.2f} MB/min, bound {args.max_growth_mb:g} MB: {verdict}",
-                      flush=True)
+                verdict = "ok" if (growth <= args.max_growth_mb and
+                                   late_growth <= args.max_late_growth_mb) else "FAIL"
+                print(f"soak: {name}: growth after warm-up {growth:+.1f} MB (peak {peak:+.1f}, "
+                      f"bound {args.max_growth_mb:g}), in the last half {late_growth:+.1f} MB "
+                      f"(bound {args.max_late_growth_mb:g}), slope {slope:+.2f} MB/min: "
+                      f"{verdict}", flush=True)
                 if verdict != "ok":
                     rc = 1
     except Exception as e:  # setup failures: say what, keep the logs
