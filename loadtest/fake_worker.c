@@ -83,7 +83,9 @@ typedef struct fake_worker {
     atomic_uint running_count;
 } fake_worker;
 
-static volatile sig_atomic_t g_stop; /* set by SIGINT/SIGTERM only */
+/* Set by SIGINT/SIGTERM and by main, read by the stats and main threads: a lock-free atomic
+ * (safe in a signal handler; volatile sig_atomic_t is not a cross-thread synchronization). */
+static atomic_int g_stop;
 
 static void on_signal(int sig) {
     (void)sig;

@@ -218,7 +218,7 @@ def fake_worker_factory(procs, logdir):
 
 
 class Worker:
-    def __init__(self, procs, logdir, registry=None):
+    def __init__(self, procs, logdir, registry=None, extra=()):
         _need(WORKER_BIN, "sluice-worker")
         _need(MODEL_PATH, "the bundled model")
         self.address = f"tcp://127.0.0.1:{free_port()}"
@@ -227,6 +227,7 @@ class Worker:
                 self.address, "--http", self.http, "--threads", "2"]
         if registry:
             argv += ["--registry", registry]
+        argv += list(extra)
         self.proc = Proc("worker", argv, logdir)
         procs.append(self.proc)
         try:

@@ -94,13 +94,17 @@ static void build_value(wk_registry *r, char *out, size_t cap) {
     out[cap - 1] = '\0';
 }
 
+/* Frees the context and logs the loss once. why may point into r->ctx (its errstr): it is
+ * copied before the context is freed, never read after. */
 static void drop_ctx(wk_registry *r, const char *why) {
+    char reason[128];
+    snprintf(reason, sizeof reason, "%s", why != NULL ? why : "?");
     if (r->ctx != NULL) {
         redisFree(r->ctx);
         r->ctx = NULL;
     }
     if (r->was_up) {
-        cm_logf(CM_LOG_WARN, NULL, "registry: lost redis %s:%d: %s", r->host, r->port, why);
+        cm_logf(CM_LOG_WARN, NULL, "registry: lost redis %s:%d: %s", r->host, r->port, reason);
         r->was_up = false;
     }
 }

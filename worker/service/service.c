@@ -816,6 +816,10 @@ cm_err wk_service_create(const wk_service_deps *deps, wk_service **out, char *er
     tc.max_connections = cfg->max_connections;
     tc.max_message_bytes = cfg->max_message_bytes;
     tc.send_queue_messages = cfg->send_queue_messages;
+    tc.handshake_timeout_ms = (int)cfg->handshake_timeout_ms;
+    tc.send_stall_timeout_ms = (int)cfg->send_stall_timeout_ms;
+    tc.frame_timeout_ms = (int)cfg->frame_timeout_ms;
+    tc.max_partial_frame_bytes = cfg->max_partial_frame_bytes;
     wk_transport_callbacks cb = {
         .on_open = on_open, .on_message = on_message, .on_close = on_close};
     rv = wk_transport_create(cfg->listen, &tc, &cb, s, &s->transport, err, errlen);

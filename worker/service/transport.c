@@ -10,6 +10,11 @@
  *
  * One mutex (t->mtx) guards the connection table and every send queue; receive state
  * belongs to the receive callback alone (nng runs one callback per aio at a time).
+ *
+ * Timeouts (see transport.h for the rules) are deadlines checked by the reaper thread every
+ * sweep_ms, not aio timeouts: an aio timeout restarts with every partial read, so a peer
+ * trickling one byte at a time would never trip it. The reaper closes what is past a deadline
+ * and logs one summary line per sweep (an attack must not turn into one log line per socket).
  */
 #include "transport.h"
 
@@ -26,6 +31,9 @@
 
 #define SP_PROTO_PAIR1 0x11u
 #define HOP_BYTES 4u
+/* A body buffer starts at most this big and doubles as bytes arrive, so a frame's announced
+ * length costs memory only once the bytes are there. */
+#define RX_FIRST_BYTES (64u << 10)
 
 typedef struct frame {
     struct frame *next;
@@ -52,8 +60,16 @@ typedef struct conn {
     uint8_t *rx_buf; /* where the current read lands */
     size_t rx_want;
     size_t rx_got;
-    uint8_t *body; /* current message body (malloc'd) */
+    uint8_t *body;    /* current message body (malloc'd, body_cap bytes) */
+    size_t body_len;  /* announced length (hop count included) */
+    size_t body_cap;  /* allocated; charged to t->partial_bytes */
+    size_t body_got;  /* bytes of body received */
+    bool frame_begun; /* frame_start_ms was set for the current frame */
     /* under t->mtx */
+    int64_t accepted_ms;
+    int64_t frame_start_ms; /* first byte of the frame being received; 0 between frames */
+    int64_t tx_since_ms;    /* the outstanding send started or last made progress */
+    size_t rx_charged;      /* bytes charged to t->partial_bytes */
     frame *tx_head;
     frame *tx_tail;
     uint32_t tx_count;
@@ -62,6 +78,7 @@ typedef struct conn {
     bool tx_busy;  /* a send is outstanding */
     bool rx_busy;  /* a receive is outstanding */
     bool opened;   /* on_open called */
+    bool active;   /* a complete message arrived: no longer silent */
     bool closing;
     bool retired; /* handed to the reaper (exactly once) */
 } conn;
@@ -78,7 +95,12 @@ struct wk_transport {
     pthread_mutex_t mtx;
     pthread_cond_t cond; /* conn table changes, queues drain, dead list grows */
     conn *conns;
-    uint32_t n_conns; /* in the table, opened or not */
+    uint32_t n_conns;     /* in the table, opened or not */
+    uint32_t n_closing;   /* of those, closing (no longer holding a slot) */
+    size_t partial_bytes; /* receive buffers of all connections */
+    int sweep_ms;
+    /* closed since the last summary log line */
+    uint32_t log_silent, log_evicted, log_stalled, log_budget;
     uint32_t next_id;
     bool stopping;
     conn *dead; /* waiting for the reaper */
@@ -105,6 +127,9 @@ void wk_transport_config_defaults(wk_transport_config *c) {
     c->send_queue_messages = 4096;
     c->send_queue_bytes = 16u << 20;
     c->handshake_timeout_ms = 10000;
+    c->send_stall_timeout_ms = 60000;
+    c->frame_timeout_ms = 30000;
+    c->max_partial_frame_bytes = 32u << 20;
 }
 
 static void put_be64(uint8_t *p, uint64_t v) {
@@ -133,6 +158,13 @@ static bool retire_locked(conn *c) {
     if (*pp == c)
         *pp = c->next;
     t->n_conns--;
+    if (c->closing)
+        t->n_closing--;
+    if (!c->active)
+        t->stats.silent--;
+    t->partial_bytes -= c->rx_charged;
+    c->rx_charged = 0;
+    t->stats.partial_frame_bytes = t->partial_bytes;
     bool notify = c->opened;
     if (c->opened)
         t->stats.connections--;
@@ -147,6 +179,7 @@ static bool retire_locked(conn *c) {
 static void close_locked(conn *c) {
     if (!c->closing) {
         c->closing = true;
+        c->t->n_closing++;
         nng_stream_close(c->stream);
     }
 }
@@ -184,12 +217,85 @@ static void conn_free(conn *c) {
     free(c);
 }
 
+/* Closes connections past a deadline (see transport.h). t->mtx held. */
+static void sweep_locked(wk_transport *t, int64_t now) {
+    const wk_transport_config *cfg = &t->cfg;
+    for (conn *c = t->conns; c != NULL; c = c->next) {
+        if (c->closing)
+            continue;
+        if (!c->active && now - c->accepted_ms >= cfg->handshake_timeout_ms) {
+            t->stats.silent_closed_total++;
+            t->log_silent++;
+            close_locked(c);
+        } else if ((c->frame_start_ms != 0 && now - c->frame_start_ms >= cfg->frame_timeout_ms) ||
+                   (c->tx_busy && now - c->tx_since_ms >= cfg->send_stall_timeout_ms)) {
+            t->stats.stalled_closed_total++;
+            t->log_stalled++;
+            close_locked(c);
+        }
+    }
+}
+
+/* One line for what the last sweep (and accepts since) closed; t->mtx NOT held. */
+static void log_closed(wk_transport *t) {
+    pthread_mutex_lock(&t->mtx);
+    uint32_t silent = t->log_silent, evicted = t->log_evicted, stalled = t->log_stalled,
+             budget = t->log_budget;
+    t->log_silent = t->log_evicted = t->log_stalled = t->log_budget = 0;
+    size_t held = t->partial_bytes;
+    pthread_mutex_unlock(&t->mtx);
+    if (silent + evicted + stalled + budget == 0)
+        return;
+    /* Only the parts that happened, in one line. */
+    char line[512];
+    size_t n = 0;
+    if (silent > 0)
+        n += (size_t)snprintf(line + n, sizeof line - n,
+                              "; closed %u silent (no handshake and first message within %d ms)",
+                              silent, t->cfg.handshake_timeout_ms);
+    if (evicted > 0 && n < sizeof line)
+        n += (size_t)snprintf(line + n, sizeof line - n,
+                              "; evicted %u silent for new connections (all %u slots taken)",
+                              evicted, t->cfg.max_connections);
+    if (stalled > 0 && n < sizeof line)
+        n += (size_t)snprintf(line + n, sizeof line - n,
+                              "; closed %u stalled (a frame not complete within %d ms, or %d ms "
+                              "without send progress)",
+                              stalled, t->cfg.frame_timeout_ms, t->cfg.send_stall_timeout_ms);
+    if (budget > 0 && n < sizeof line)
+        snprintf(line + n, sizeof line - n,
+                 "; closed %u whose frames would pass the partial-frame budget (%zu of %zu bytes "
+                 "held)",
+                 budget, held, t->cfg.max_partial_frame_bytes);
+    cm_logf(CM_LOG_WARN, NULL, "transport: connections%s", line);
+}
+
 static void *reaper_main(void *arg) {
     wk_transport *t = arg;
     pthread_mutex_lock(&t->mtx);
+    int64_t next_sweep_ms = cm_clock_mono_ms() + t->sweep_ms;
     for (;;) {
-        while (t->dead == NULL && !(t->stopping && t->n_conns == 0))
-            pthread_cond_wait(&t->cond, &t->mtx);
+        while (t->dead == NULL && !(t->stopping && t->n_conns == 0)) {
+            int64_t now = cm_clock_mono_ms();
+            if (now >= next_sweep_ms) {
+                sweep_locked(t, now);
+                next_sweep_ms = now + t->sweep_ms;
+                pthread_mutex_unlock(&t->mtx);
+                log_closed(t);
+                pthread_mutex_lock(&t->mtx);
+                continue;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t wait_ms = next_sweep_ms - now;
+            ts.tv_sec += (time_t)(wait_ms / 1000);
+            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&t->cond, &t->mtx, &ts);
+        }
         conn *list = t->dead;
         t->dead = NULL;
         bool done = t->stopping && t->n_conns == 0 && list == NULL;
@@ -215,6 +321,7 @@ static void tx_kick_locked(conn *c) {
     nng_iov iov = {.iov_buf = f->data + c->tx_off, .iov_len = f->len - c->tx_off};
     nng_aio_set_iov(c->tx_aio, 1, &iov);
     c->tx_busy = true;
+    c->tx_since_ms = cm_clock_mono_ms();
     /* nng completes aios through its task queue, never inside this call, so holding the
      * mutex here cannot deadlock with tx_cb. */
     nng_stream_send(c->stream, c->tx_aio);
@@ -390,6 +497,42 @@ static void rx_stop(conn *c) {
     maybe_retire(c);
 }
 
+/* Marks the start of a frame for frame_timeout_ms (once per frame). */
+static void frame_begin(conn *c) {
+    if (c->frame_begun)
+        return;
+    c->frame_begun = true;
+    pthread_mutex_lock(&c->t->mtx);
+    c->frame_start_ms = cm_clock_mono_ms();
+    pthread_mutex_unlock(&c->t->mtx);
+}
+
+/* Grows c's body buffer to cap bytes, charging the growth to the partial-frame budget.
+ * false (nothing changed) when the budget or malloc refuses: the caller closes c. */
+static bool body_grow(conn *c, size_t cap) {
+    wk_transport *t = c->t;
+    size_t delta = cap - c->body_cap;
+    pthread_mutex_lock(&t->mtx);
+    bool ok = t->partial_bytes + delta <= t->cfg.max_partial_frame_bytes;
+    if (ok) {
+        t->partial_bytes += delta;
+        c->rx_charged += delta;
+    } else {
+        t->stats.budget_refused_total++;
+        t->log_budget++;
+    }
+    t->stats.partial_frame_bytes = t->partial_bytes;
+    pthread_mutex_unlock(&t->mtx);
+    if (!ok)
+        return false;
+    uint8_t *p = realloc(c->body, cap);
+    if (p == NULL)
+        return false; /* the charge goes back when c retires */
+    c->body = p;
+    c->body_cap = cap;
+    return true;
+}
+
 static void rx_cb(void *arg) {
     conn *c = arg;
     wk_transport *t = c->t;
@@ -399,6 +542,8 @@ static void rx_cb(void *arg) {
     }
     c->rx_got += nng_aio_count(c->rx_aio);
     if (c->rx_got < c->rx_want) {
+        if (c->rx == RX_HEADER)
+            frame_begin(c); /* part of a header: the frame's clock starts */
         rx_continue(c);
         return;
     }
@@ -458,17 +603,29 @@ static void rx_cb(void *arg) {
             rx_stop(c);
             return;
         }
-        free(c->body);
-        c->body = malloc((size_t)n);
-        if (c->body == NULL) {
+        frame_begin(c);
+        c->body_len = (size_t)n;
+        c->body_got = 0;
+        if (!body_grow(c, c->body_len < RX_FIRST_BYTES ? c->body_len : RX_FIRST_BYTES)) {
             rx_stop(c);
             return;
         }
         c->rx = RX_BODY;
-        rx_start(c, c->body, (size_t)n, NNG_DURATION_INFINITE);
+        rx_start(c, c->body, c->body_cap, NNG_DURATION_INFINITE);
         return;
     }
     case RX_BODY: {
+        c->body_got += c->rx_want;
+        if (c->body_got < c->body_len) {
+            /* More announced than arrived so far: double the buffer (bounded by the length). */
+            size_t cap = c->body_cap * 2 < c->body_len ? c->body_cap * 2 : c->body_len;
+            if (!body_grow(c, cap)) {
+                rx_stop(c);
+                return;
+            }
+            rx_start(c, c->body + c->body_got, c->body_cap - c->body_got, NNG_DURATION_INFINITE);
+            return;
+        }
         /* pair1 header: hop count (big-endian u32). Peers send 1; nng drops > 0xff. */
         uint32_t hops = ((uint32_t)c->body[0] << 24) | ((uint32_t)c->body[1] << 16) |
                         ((uint32_t)c->body[2] << 8) | c->body[3];
@@ -476,13 +633,23 @@ static void rx_cb(void *arg) {
             rx_stop(c);
             return;
         }
-        pthread_mutex_lock(&t->mtx);
-        t->stats.messages_in_total++;
-        pthread_mutex_unlock(&t->mtx);
         if (t->cb.on_message != NULL)
-            t->cb.on_message(t->arg, c->id, c->body + HOP_BYTES, c->rx_want - HOP_BYTES);
+            t->cb.on_message(t->arg, c->id, c->body + HOP_BYTES, c->body_len - HOP_BYTES);
         free(c->body);
         c->body = NULL;
+        c->body_cap = 0;
+        c->frame_begun = false;
+        pthread_mutex_lock(&t->mtx);
+        t->stats.messages_in_total++;
+        if (!c->active) {
+            c->active = true;
+            t->stats.silent--;
+        }
+        t->partial_bytes -= c->rx_charged;
+        c->rx_charged = 0;
+        t->stats.partial_frame_bytes = t->partial_bytes;
+        c->frame_start_ms = 0;
+        pthread_mutex_unlock(&t->mtx);
         c->rx = RX_HEADER;
         rx_start(c, c->rx_hdr, header_len(t), NNG_DURATION_INFINITE);
         return;
@@ -508,7 +675,22 @@ static void accept_cb(void *arg) {
     conn *c = calloc(1, sizeof *c);
     frame *hs = malloc(sizeof *hs + 8);
     pthread_mutex_lock(&t->mtx);
-    bool refuse = t->stopping || t->n_conns >= t->cfg.max_connections || c == NULL || hs == NULL;
+    bool refuse = t->stopping || c == NULL || hs == NULL;
+    if (!refuse && t->n_conns - t->n_closing >= t->cfg.max_connections) {
+        /* Full: make room by closing the oldest silent connection (the list is newest
+         * first, so the last match is the oldest), or refuse when every slot has spoken. */
+        conn *victim = NULL;
+        for (conn *o = t->conns; o != NULL; o = o->next)
+            if (!o->active && !o->closing)
+                victim = o;
+        if (victim != NULL) {
+            close_locked(victim);
+            t->stats.evicted_total++;
+            t->log_evicted++;
+        } else {
+            refuse = true;
+        }
+    }
     if (refuse)
         t->stats.rejected_total++;
     else
@@ -536,6 +718,8 @@ static void accept_cb(void *arg) {
         memcpy(hs->data, hello, 8);
         pthread_mutex_lock(&t->mtx);
         c->id = ++t->next_id;
+        c->accepted_ms = cm_clock_mono_ms();
+        t->stats.silent++;
         c->next = t->conns;
         t->conns = c;
         t->n_conns++;
@@ -549,7 +733,8 @@ static void accept_cb(void *arg) {
         t->stats.queued_messages++;
         tx_kick_locked(c);
         pthread_mutex_unlock(&t->mtx);
-        rx_start(c, c->rx_hdr, 8, t->cfg.handshake_timeout_ms);
+        /* No aio timeout: the reaper's sweep enforces handshake_timeout_ms from accept. */
+        rx_start(c, c->rx_hdr, 8, NNG_DURATION_INFINITE);
     }
     nng_stream_listener_accept(t->listener, t->accept_aio);
 }
@@ -575,8 +760,29 @@ cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
     t->cb = *cb;
     t->arg = arg;
     t->ipc = ipc;
+    const wk_transport_config *k = &t->cfg;
+    if (k->max_connections == 0 || k->handshake_timeout_ms <= 0 || k->send_stall_timeout_ms <= 0 ||
+        k->frame_timeout_ms <= 0 || k->max_partial_frame_bytes < k->max_message_bytes + HOP_BYTES) {
+        cm_err rv = fail(CM_ERR_CONFIG, err, errlen,
+                         "transport: connections and timeouts must be positive and the "
+                         "partial-frame budget (%zu) at least one largest message (%zu)",
+                         k->max_partial_frame_bytes, k->max_message_bytes + HOP_BYTES);
+        free(t);
+        return rv;
+    }
+    /* A deadline is enforced at most a quarter of its bound late (10 ms to 500 ms). */
+    int shortest = k->handshake_timeout_ms;
+    if (k->frame_timeout_ms < shortest)
+        shortest = k->frame_timeout_ms;
+    if (k->send_stall_timeout_ms < shortest)
+        shortest = k->send_stall_timeout_ms;
+    t->sweep_ms = shortest / 4 < 10 ? 10 : (shortest / 4 > 500 ? 500 : shortest / 4);
     pthread_mutex_init(&t->mtx, NULL);
-    pthread_cond_init(&t->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->cond, &ca);
+    pthread_condattr_destroy(&ca);
     cm_err rv = CM_OK;
     int nrv = nng_stream_listener_alloc(&t->listener, url);
     if (nrv != 0) {
@@ -605,8 +811,10 @@ cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
         rv = fail(CM_ERR_NOMEM, err, errlen, "transport: out of memory");
         goto fail;
     }
-    nng_stream_listener_accept(t->listener, t->accept_aio);
+    /* *out before the first accept: on_open may run at once on an nng thread and use it
+     * (nng's accept hand-off orders this store before any callback). */
     *out = t;
+    nng_stream_listener_accept(t->listener, t->accept_aio);
     return CM_OK;
 fail:
     wk_transport_destroy(t);
@@ -636,7 +844,7 @@ bool wk_transport_flush(wk_transport *t, int timeout_ms) {
         if (empty || now >= deadline)
             break;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         int64_t wait_ms = deadline - now < 20 ? deadline - now : 20;
         ts.tv_nsec += (long)(wait_ms * 1000000);
         ts.tv_sec += ts.tv_nsec / 1000000000L;

@@ -11,10 +11,30 @@
  * [payload]. That gives one connection object per gateway with a send queue the worker
  * owns and bounds, and a send completion that means "the kernel took the bytes".
  *
- * Bounded everything: max connections (extra ones are closed at accept), max inbound message
- * bytes (a bigger frame closes the connection: its stream position is lost), per-connection
- * send queue (messages and bytes). What happens when a send queue is full is the caller's
- * choice through wk_send_class (see there); the worker cancels the slow gateway's request.
+ * Bounded everything: max connections, max inbound message bytes (a bigger frame closes the
+ * connection: its stream position is lost), per-connection send queue (messages and bytes).
+ * What happens when a send queue is full is the caller's choice through wk_send_class (see
+ * there); the worker cancels the slow gateway's request.
+ *
+ * Silent and stuck peers (a slot must not be held forever by something that is not a gateway):
+ *  - a connection is *silent* until its first complete inbound message (a gateway sends its
+ *    Hello at once); a silent connection is closed handshake_timeout_ms after accept, whether
+ *    it stopped in the SP handshake or after it;
+ *  - when every slot is taken, a new connection evicts the oldest silent one instead of being
+ *    refused, so a fresh gateway can always connect while slots are held by silent peers; only
+ *    when all max_connections slots hold peers that spoke is a new one refused;
+ *  - a peer that has spoken may then stay idle for any time (gateways with no traffic do):
+ *    its liveness is the send side, since the worker sends Stats to every connection every
+ *    250 ms: a connection whose pending bytes the peer has not taken for
+ *    send_stall_timeout_ms is closed;
+ *  - a frame once begun must be complete within frame_timeout_ms (a peer that trickles a
+ *    frame cannot hold its buffer forever).
+ * Memory held by partially received frames is bounded across all connections: a body buffer
+ * grows with the bytes that actually arrived (a header's length alone reserves nothing), and
+ * a growth that would take the total past max_partial_frame_bytes closes that connection
+ * (logged with the figures, counted in budget_refused_total). The default, 32 MiB, is eight
+ * largest (4 MiB) messages arriving at the same instant; real Submits are far smaller and a
+ * frame is complete within milliseconds on a gateway's link.
  *
  * Threads: callbacks run on nng's threads, one at a time per connection for on_message, and
  * must not block (push into a queue and return). Every function is thread-safe except
@@ -42,11 +62,14 @@ typedef struct wk_transport_callbacks {
 } wk_transport_callbacks;
 
 typedef struct wk_transport_config {
-    uint32_t max_connections;     /* default 256 */
-    size_t max_message_bytes;     /* inbound payload bound; default 4 MiB */
-    uint32_t send_queue_messages; /* per connection; default 4096 */
-    size_t send_queue_bytes;      /* per connection; default 16 MiB */
-    int handshake_timeout_ms;     /* default 10000 */
+    uint32_t max_connections;       /* default 256 */
+    size_t max_message_bytes;       /* inbound payload bound; default 4 MiB */
+    uint32_t send_queue_messages;   /* per connection; default 4096 */
+    size_t send_queue_bytes;        /* per connection; default 16 MiB */
+    int handshake_timeout_ms;       /* accept -> SP handshake and first message; default 10000 */
+    int send_stall_timeout_ms;      /* pending bytes not taken by the peer; default 60000 */
+    int frame_timeout_ms;           /* first byte of a frame -> its last; default 30000 */
+    size_t max_partial_frame_bytes; /* all connections' receive buffers; default 32 MiB */
 } wk_transport_config;
 
 /* wk_transport_config_defaults fills the defaults above. */
@@ -71,13 +94,20 @@ typedef struct wk_transport_stats {
     uint64_t oversize_total;     /* connections closed for an inbound frame over the bound */
     uint64_t send_refused_total; /* sends refused because a queue was full */
     uint64_t messages_in_total;
-    uint64_t messages_out_total; /* written to the kernel */
-    uint32_t queued_messages;    /* in all send queues now */
+    uint64_t messages_out_total;   /* written to the kernel */
+    uint32_t queued_messages;      /* in all send queues now */
+    uint32_t silent;               /* open or handshaking, no complete message yet (now) */
+    uint64_t silent_closed_total;  /* closed: no handshake + first message in time */
+    uint64_t evicted_total;        /* silent ones closed to make room for a new connection */
+    uint64_t stalled_closed_total; /* closed: send stall or frame timeout */
+    uint64_t budget_refused_total; /* closed: partial frames over max_partial_frame_bytes */
+    size_t partial_frame_bytes;    /* held by receive buffers now */
 } wk_transport_stats;
 
 /*
  * wk_transport_create listens on url (tcp://HOST:PORT or ipc:///path) and starts accepting.
- * cb and arg are kept (cb copied). On failure err holds one line and *out is NULL.
+ * cb and arg are kept (cb copied). *out is set before the first callback can run, so
+ * callbacks may use the pointer stored there. On failure err holds one line and *out is NULL.
  * Free with wk_transport_destroy.
  */
 cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,

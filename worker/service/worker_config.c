@@ -53,6 +53,10 @@ static const opt_desc opts[] = {
     {"max-message-bytes", OPT_U32, F(max_message_bytes), 256u << 20},
     {"max-prompt-bytes", OPT_U32, F(max_prompt_bytes), 64u << 20},
     {"prep-threads", OPT_U32, F(prep_threads), 64},
+    {"handshake-timeout-ms", OPT_U32, F(handshake_timeout_ms), 3600u * 1000u},
+    {"send-stall-timeout-ms", OPT_U32, F(send_stall_timeout_ms), 3600u * 1000u},
+    {"frame-timeout-ms", OPT_U32, F(frame_timeout_ms), 3600u * 1000u},
+    {"max-partial-frame-bytes", OPT_U32, F(max_partial_frame_bytes), 0xffffffffu},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
@@ -82,6 +86,10 @@ void wk_worker_config_defaults(wk_worker_config *c) {
     c->max_message_bytes = 4u << 20;
     c->max_prompt_bytes = 1u << 20;
     c->prep_threads = 2;
+    c->handshake_timeout_ms = 10000;
+    c->send_stall_timeout_ms = 60000;
+    c->frame_timeout_ms = 30000;
+    c->max_partial_frame_bytes = 32u << 20;
 }
 
 const char *wk_worker_config_usage(void) {
@@ -110,6 +118,16 @@ const char *wk_worker_config_usage(void) {
            "  --max-prompt-bytes N      prompt text bound (default 1 MiB)\n"
            "  --prep-threads N          threads that template and tokenize prompts off the\n"
            "                            engine thread (1..64, default 2)\n"
+           "  --handshake-timeout-ms N  a new connection must finish the SP handshake and send\n"
+           "                            its first message (a gateway's Hello) in N ms, else it\n"
+           "                            is closed; when all slots are taken the oldest such\n"
+           "                            silent one makes room (default 10000)\n"
+           "  --send-stall-timeout-ms N close a connection that takes none of its pending\n"
+           "                            bytes for N ms (default 60000)\n"
+           "  --frame-timeout-ms N      an inbound message must arrive whole within N ms of\n"
+           "                            its first byte (default 30000)\n"
+           "  --max-partial-frame-bytes N  memory for partly received messages, all\n"
+           "                            connections together (default 32 MiB; >= a message)\n"
            "  --log-level L             debug|info|warn|error; --log-json true|false\n";
 }
 
@@ -168,6 +186,9 @@ typedef struct yaml_cfg {
     uint32_t max_batch_tokens, max_running, max_waiting, threads, drain_timeout_ms;
     uint32_t stall_timeout_ms, warmup_tokens, send_queue_messages, max_connections;
     uint32_t max_message_bytes, max_prompt_bytes, prep_threads;
+    uint32_t max_message_bytes, max_prompt_bytes;
+    uint32_t handshake_timeout_ms, send_stall_timeout_ms, frame_timeout_ms;
+    uint32_t max_partial_frame_bytes;
 } yaml_cfg;
 
 #define YS(k, m)                                                                                   \
@@ -198,6 +219,10 @@ static const cyaml_schema_field_t yaml_fields[] = {
     YU("max_message_bytes", max_message_bytes),
     YU("max_prompt_bytes", max_prompt_bytes),
     YU("prep_threads", prep_threads),
+    YU("handshake_timeout_ms", handshake_timeout_ms),
+    YU("send_stall_timeout_ms", send_stall_timeout_ms),
+    YU("frame_timeout_ms", frame_timeout_ms),
+    YU("max_partial_frame_bytes", max_partial_frame_bytes),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t yaml_schema = {
@@ -247,6 +272,10 @@ static cm_err load_yaml(const char *path, wk_worker_config *c, char *err, size_t
         KEEP(max_message_bytes)
         KEEP(max_prompt_bytes)
         KEEP(prep_threads)
+        KEEP(handshake_timeout_ms)
+        KEEP(send_stall_timeout_ms)
+        KEEP(frame_timeout_ms)
+        KEEP(max_partial_frame_bytes)
 #undef KEEP
         if (y->threads)
             c->threads = (int)y->threads;
@@ -303,6 +332,15 @@ static cm_err validate(const wk_worker_config *c, char *err, size_t errlen) {
         return fail(CM_ERR_CONFIG, err, errlen,
                     "--max-connections, --max-message-bytes (>= 1024) and --max-prompt-bytes "
                     "must be positive");
+    if (c->handshake_timeout_ms == 0 || c->send_stall_timeout_ms == 0 || c->frame_timeout_ms == 0)
+        return fail(CM_ERR_CONFIG, err, errlen,
+                    "--handshake-timeout-ms, --send-stall-timeout-ms and --frame-timeout-ms must "
+                    "be positive");
+    if ((uint64_t)c->max_partial_frame_bytes < (uint64_t)c->max_message_bytes + 4)
+        return fail(CM_ERR_CONFIG, err, errlen,
+                    "--max-partial-frame-bytes (%u) must hold at least one largest message "
+                    "(--max-message-bytes %u + 4)",
+                    c->max_partial_frame_bytes, c->max_message_bytes);
     if (strcmp(c->log_level, "debug") != 0 && strcmp(c->log_level, "info") != 0 &&
         strcmp(c->log_level, "warn") != 0 && strcmp(c->log_level, "error") != 0)
         return fail(CM_ERR_CONFIG, err, errlen, "--log-level must be debug|info|warn|error");

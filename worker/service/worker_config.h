@@ -3,9 +3,10 @@
  * keys as the flags, with '_' for '-': model, model_name, listen, advertise, http, backend,
  * kv_cache_bytes, max_batch_tokens, max_running, max_waiting, registry, threads,
  * drain_timeout_ms, chat_template, stall_timeout_ms, warmup_tokens, send_queue_messages,
- * max_connections, prep_threads, max_message_bytes, max_prompt_bytes, log_level, log_json). Flags
- * win over the file. Parsing and validation live here; the runtime gets a plain, validated struct
- * and never changes it (read-only from every thread after start).
+ * max_connections, prep_threads, max_message_bytes, max_prompt_bytes, handshake_timeout_ms,
+ * send_stall_timeout_ms, frame_timeout_ms, max_partial_frame_bytes, log_level, log_json).
+ * Flags win over the file. Parsing and validation live here; the runtime gets a plain,
+ * validated struct and never changes it (read-only from every thread after start).
  */
 #ifndef WK_WORKER_CONFIG_H
 #define WK_WORKER_CONFIG_H
@@ -44,6 +45,11 @@ typedef struct wk_worker_config {
     uint32_t max_message_bytes;   /* inbound envelope bound; default 4 MiB */
     uint32_t max_prompt_bytes;    /* prompt / messages text bound; default 1 MiB */
     uint32_t prep_threads;        /* preparation pool (template, tokenize); default 2 */
+    /* Connection hygiene (see transport.h): */
+    uint32_t handshake_timeout_ms;    /* accept -> handshake + first message; default 10000 */
+    uint32_t send_stall_timeout_ms;   /* no send progress on a connection; default 60000 */
+    uint32_t frame_timeout_ms;        /* an inbound frame's first byte -> last; default 30000 */
+    uint32_t max_partial_frame_bytes; /* all connections' receive buffers; default 32 MiB */
 } wk_worker_config;
 
 /* wk_worker_config_defaults fills every default (model_path empty). */

@@ -166,11 +166,47 @@ static void test_example_file(void **state) {
     assert_false(c.log_json);
 }
 
+/* The connection-hygiene bounds: defaults, flags, YAML, and the checks between them. */
+static void test_connection_bounds(void **state) {
+    (void)state;
+    wk_worker_config c;
+    bool help;
+    char err[512];
+    assert_int_equal(PARSE(&c, &help, err, "--model", "m.gguf"), CM_OK);
+    assert_int_equal(c.handshake_timeout_ms, 10000);
+    assert_int_equal(c.send_stall_timeout_ms, 60000);
+    assert_int_equal(c.frame_timeout_ms, 30000);
+    assert_int_equal(c.max_partial_frame_bytes, 32u << 20);
+    assert_int_equal(PARSE(&c, &help, err, "--model", "m.gguf", "--handshake-timeout-ms", "1500",
+                           "--send-stall-timeout-ms", "9000", "--frame-timeout-ms", "700",
+                           "--max-partial-frame-bytes", "8388608"),
+                     CM_OK);
+    assert_int_equal(c.handshake_timeout_ms, 1500);
+    assert_int_equal(c.send_stall_timeout_ms, 9000);
+    assert_int_equal(c.frame_timeout_ms, 700);
+    assert_int_equal(c.max_partial_frame_bytes, 8388608);
+    assert_int_equal(PARSE(&c, &help, err, "--model", "m", "--handshake-timeout-ms", "0"),
+                     CM_ERR_CONFIG);
+    assert_non_null(strstr(err, "--handshake-timeout-ms"));
+    /* The budget must hold one largest message, or no big message could ever arrive. */
+    assert_int_equal(PARSE(&c, &help, err, "--model", "m", "--max-partial-frame-bytes", "1048576"),
+                     CM_ERR_CONFIG);
+    assert_non_null(strstr(err, "--max-partial-frame-bytes"));
+    write_yaml("model: /models/a.gguf\n"
+               "handshake_timeout_ms: 2500\n"
+               "max_partial_frame_bytes: 33554432\n");
+    assert_int_equal(PARSE(&c, &help, err, "--config", g_yaml), CM_OK);
+    assert_int_equal(c.handshake_timeout_ms, 2500);
+    assert_int_equal(c.max_partial_frame_bytes, 33554432);
+    assert_int_equal(c.frame_timeout_ms, 30000);
+    unlink(g_yaml);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults_and_flags), cmocka_unit_test(test_flag_errors),
-        cmocka_unit_test(test_yaml_and_override),  cmocka_unit_test(test_yaml_errors),
-        cmocka_unit_test(test_example_file),
+        cmocka_unit_test(test_connection_bounds), cmocka_unit_test(test_defaults_and_flags),
+        cmocka_unit_test(test_flag_errors),       cmocka_unit_test(test_yaml_and_override),
+        cmocka_unit_test(test_yaml_errors),       cmocka_unit_test(test_example_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
