@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Sluice gateway image. Build from the repository root:
 #   docker build -f deploy/docker/gateway.Dockerfile -t sluice/gateway:dev .
 # Stage 1 builds with Debian 12's packaged libraries (the same stack as CI); stage 2 carries
