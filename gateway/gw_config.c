@@ -46,6 +46,8 @@ static const cyaml_schema_value_t model_name_schema = {
 static const cyaml_schema_field_t top_fields[] = {
     CYAML_FIELD_STRING_PTR("listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, listen, 1,
                            255),
+    CYAML_FIELD_STRING_PTR("metrics_listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
+                           metrics_listen, 1, 255),
     CYAML_FIELD_UINT("threads", CYAML_FLAG_OPTIONAL, gw_config, threads),
     CYAML_FIELD_STRING_PTR("tls_cert", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
                            tls_cert, 1, 4095),
@@ -149,7 +151,8 @@ static void usage(FILE *f) {
                "[--max-inflight N]\n"
                "                      [--default-rpm N] [--default-tpm N] "
                "[--default-concurrency N]\n"
-               "                      [--model NAME]... [--cold-start-wait-ms N]\n");
+               "                      [--model NAME]... [--cold-start-wait-ms N]\n"
+               "                      [--metrics-listen HOST:PORT]   (admin port: /metrics)\n");
 }
 
 static int parse_u32(const char *s, uint32_t *out) {
@@ -247,6 +250,10 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         case 'l':
             free(c->listen);
             c->listen = dup_str(optarg);
+            break;
+        case OPT_METRICS:
+            free(c->metrics_listen);
+            c->metrics_listen = dup_str(optarg);
             break;
         case 'r':
             free(c->redis_url);
@@ -353,6 +360,12 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
     if (c->listen == NULL)
         c->listen = dup_str("127.0.0.1:8000");
     fill_defaults(c);
+    if (c->metrics_listen != NULL && strcmp(c->metrics_listen, c->listen) == 0) {
+        /* Both would bind with SO_REUSEPORT and split connections between them. */
+        snprintf(err, errlen, "--metrics-listen must differ from --listen (%s)", c->listen);
+        rv = CM_ERR_CONFIG;
+        goto fail;
+    }
     if (!c->no_auth && c->tenants_count == 0 && c->cli_keys_count == 0 && !c->redis_keys) {
         snprintf(err, errlen,
                  "no API keys configured: give --api-key KEY, tenants in the "

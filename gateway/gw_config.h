@@ -29,6 +29,9 @@ typedef struct gw_worker_cfg {
 
 typedef struct gw_config {
     char *listen;              /* HOST:PORT */
+    char *metrics_listen;      /* HOST:PORT of the admin listener (/metrics, /health, /ready);
+                                  NULL = /metrics is served nowhere. Never the public port:
+                                  metrics name tenants and worker addresses. */
     uint32_t threads;          /* loop threads; 0 = number of CPUs */
     char *tls_cert, *tls_key;  /* PEM files; both or neither */
     bool no_auth;              /* explicit: accept requests without an API key */

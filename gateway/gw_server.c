@@ -416,10 +416,6 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
                     ok ? "{\"status\":\"ready\"}" : "{\"status\":\"not ready\"}");
         return 0;
     }
-    if (path_is(req, "/metrics") && is_get) {
-        handle_metrics(s, req, rid);
-        return 0;
-    }
     if (is_models_path(req) || path_is(req, "/v1/chat/completions") ||
         path_is(req, "/v1/completions")) {
         int chat = path_is(req, "/v1/chat/completions");
@@ -447,6 +443,31 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     return 0;
 }
 
+/* The admin listener's only handler: /metrics, /health, /ready; no API key (the listener's
+ * address is what keeps it private). */
+static int on_admin_req(h2o_handler_t *self, h2o_req_t *req) {
+    gw_thread *t = (gw_thread *)req->conn->ctx;
+    gw_server *s = t->srv;
+    char rid[CM_ID_EXTERNAL_MAX + 1];
+    gw_error e;
+    (void)self;
+    gw_server_request_id(s, req, rid, sizeof rid);
+    if (path_is(req, "/metrics") &&
+        h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        handle_metrics(s, req, rid);
+        return 0;
+    }
+    if (path_is(req, "/health") || path_is(req, "/ready")) {
+        /* Same answers as on the public port, so probes may use either. */
+        return on_req(self, req);
+    }
+    gw_error_set(&e, 404, GW_ERRT_INVALID, "unknown_url", NULL,
+                 "Unknown request URL on the admin port: %.*s %.*s", (int)req->method.len,
+                 req->method.base, (int)req->path.len, req->path.base);
+    gw_http_send_error(req, rid, &e);
+    return 0;
+}
+
 /* ---- threads ---- */
 
 static void on_accept(uv_stream_t *listener, int status) {
@@ -466,7 +487,23 @@ static void on_accept(uv_stream_t *listener, int status) {
     h2o_accept(&t->accept_ctx, sock);
 }
 
-static int open_listener(const char *addr, char *err, size_t errlen) {
+static void on_admin_accept(uv_stream_t *listener, int status) {
+    gw_server *s = listener->data;
+    uv_tcp_t *conn;
+    if (status != 0)
+        return;
+    conn = h2o_mem_alloc(sizeof *conn);
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+        return;
+    }
+    h2o_accept(&s->admin_accept, h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free));
+}
+
+/* open_listener binds addr; reuseport lets every loop thread bind the same public address
+ * (the admin port does without, so a second process on it is an error, not a silent split). */
+static int open_listener(const char *addr, int reuseport, char *err, size_t errlen) {
     char host[256];
     const char *colon = strrchr(addr, ':');
     struct addrinfo hints = {0}, *res = NULL;
@@ -486,7 +523,7 @@ static int open_listener(const char *addr, char *err, size_t errlen) {
     }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) ||
         bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
         if (fd >= 0)
@@ -552,7 +589,7 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
     uv_loop_init(&t->loop);
     h2o_context_init(&t->ctx, &t->loop, &s->h2o);
     t->accept_ctx.ctx = &t->ctx;
-    t->accept_ctx.hosts = s->h2o.hosts;
+    t->accept_ctx.hosts = s->public_hosts;
     t->accept_ctx.ssl_ctx = s->ssl;
     t->queue = h2o_multithread_create_queue(&t->loop);
     h2o_multithread_register_receiver(t->queue, &t->events, on_thread_messages);
@@ -566,7 +603,7 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
     for (uint32_t k = 0; k < t->n_slots; k++)
         t->slots[k].next_free = k + 1 < t->n_slots ? k + 1 : UINT32_MAX;
     t->free_head = 0;
-    t->listen_fd = open_listener(s->cfg->listen, err, errlen);
+    t->listen_fd = open_listener(s->cfg->listen, 1, err, errlen);
     if (t->listen_fd < 0)
         return CM_ERR_IO;
     uv_tcp_init(&t->loop, &t->listener);
@@ -594,6 +631,29 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
             snprintf(err, errlen, "redis '%s': %s", s->cfg->redis_url, cm_strerror(rv));
             return rv;
         }
+    }
+    return CM_OK;
+}
+
+/* admin_init binds cfg->metrics_listen on thread 0's loop (plain HTTP: no TLS context). */
+static cm_err admin_init(gw_server *s, char *err, size_t errlen) {
+    gw_thread *t0 = &s->threads[0];
+    int fd = open_listener(s->cfg->metrics_listen, 0, err, errlen);
+    if (fd < 0)
+        return CM_ERR_IO;
+    s->admin_accept.ctx = &t0->ctx;
+    s->admin_accept.hosts = s->admin_hosts;
+    uv_tcp_init(&t0->loop, &s->admin_listener);
+    s->admin_listener.data = s;
+    if (uv_tcp_open(&s->admin_listener, fd) != 0) {
+        close(fd);
+        snprintf(err, errlen, "cannot listen on %s", s->cfg->metrics_listen);
+        return CM_ERR_IO;
+    }
+    s->admin_open = 1;
+    if (uv_listen((uv_stream_t *)&s->admin_listener, 128, on_admin_accept) != 0) {
+        snprintf(err, errlen, "cannot listen on %s", s->cfg->metrics_listen);
+        return CM_ERR_IO;
     }
     return CM_OK;
 }
@@ -679,9 +739,20 @@ cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t
     path = h2o_config_register_path(host, "/", 0);
     handler = h2o_create_handler(path, sizeof *handler);
     handler->on_req = on_req;
+    s->public_hosts[0] = host;
+    if (cfg->metrics_listen != NULL) {
+        h2o_hostconf_t *admin =
+            h2o_config_register_host(&s->h2o, h2o_iovec_init(H2O_STRLIT("admin")), 65535);
+        path = h2o_config_register_path(admin, "/", 0);
+        handler = h2o_create_handler(path, sizeof *handler);
+        handler->on_req = on_admin_req;
+        s->admin_hosts[0] = admin;
+    }
     for (int i = 0; i < s->n_threads; i++)
         if ((rv = thread_init(s, i, host, err, errlen)) != CM_OK)
             goto fail;
+    if (cfg->metrics_listen != NULL && (rv = admin_init(s, err, errlen)) != CM_OK)
+        goto fail;
     *out = s;
     return CM_OK;
 fail:
@@ -697,8 +768,9 @@ cm_err gw_server_run(gw_server *s) {
         s->discovery_running = gw_discovery_start(s) == CM_OK;
     for (i = 0; i < s->n_threads; i++)
         pthread_create(&s->threads[i].tid, NULL, thread_main, &s->threads[i]);
-    cm_logf(CM_LOG_INFO, NULL, "gateway listening on %s with %d threads", s->cfg->listen,
-            s->n_threads);
+    cm_logf(CM_LOG_INFO, NULL, "gateway listening on %s with %d threads%s%s", s->cfg->listen,
+            s->n_threads, s->admin_open ? "; /metrics on " : "",
+            s->admin_open ? s->cfg->metrics_listen : "");
     for (i = 0; i < s->n_threads; i++)
         pthread_join(s->threads[i].tid, NULL);
     atomic_store(&s->loops_done, 1);

@@ -88,6 +88,13 @@ struct gw_server {
     char instance_id[GW_NAME_MAX];
     pthread_t discovery_tid;
     int discovery_running;
+    /* Admin listener (cfg->metrics_listen), on thread 0's loop: its own hostconf, so the
+     * public listener never routes to /metrics and the admin one serves nothing else. */
+    h2o_hostconf_t *public_hosts[2]; /* NULL-terminated, for every public accept_ctx */
+    h2o_hostconf_t *admin_hosts[2];
+    h2o_accept_ctx_t admin_accept;
+    uv_tcp_t admin_listener;
+    int admin_open;
     _Atomic int stopping;   /* draining: /ready 503, no new connections */
     _Atomic int loops_done; /* loop threads ended: nng callbacks drop what they get */
 };
