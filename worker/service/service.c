@@ -12,6 +12,7 @@
 
 #include "cm_clock.h"
 #include "cm_log.h"
+#include "cm_trace.h"
 #include "inbox.h"
 #include "prompt.h"
 #include "transport.h"
@@ -31,6 +32,9 @@ typedef struct req {
     bool silent;           /* connection gone or already told: send nothing more */
     bool congested;        /* send queue overflowed: cancel pending */
     char log_id[64];       /* gateway_request_id for logs */
+
+    /* From Submit.traceparent; "-" when none came. */
+    char trace_id[CM_TRACE_ID_HEX + 1];
 } req;
 
 /* Per-connection state on the engine thread. */
@@ -255,10 +259,15 @@ static void on_event(const wk_event *ev, void *cb_arg) {
             }
         }
     }
-    cm_logf(CM_LOG_DEBUG, r->log_id[0] ? r->log_id : NULL,
-            "request %llu on connection %u done (%s)", (unsigned long long)r->request_id,
-            r->conn_id,
-            ev->kind == WK_EVENT_ERROR ? (ev->message ? ev->message : "error") : "finished");
+    {
+        char idbuf[24], connbuf[16];
+        snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)r->request_id);
+        snprintf(connbuf, sizeof connbuf, "%u", r->conn_id);
+        cm_log(CM_LOG_INFO, r->log_id[0] ? r->log_id : NULL, "request done", "trace_id",
+               r->trace_id, "request", idbuf, "connection", connbuf, "outcome",
+               ev->kind == WK_EVENT_ERROR ? (ev->message ? ev->message : "error") : "finished",
+               NULL);
+    }
     unlink_req(s, r);
 }
 
@@ -384,6 +393,14 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
     r->received_ns = c->received_ns;
     if (sub->gateway_request_id != NULL)
         snprintf(r->log_id, sizeof r->log_id, "%s", sub->gateway_request_id);
+    {
+        /* Only a well-formed traceparent is trusted for logs; anything else logs "-". */
+        cm_trace tr = {0};
+        snprintf(r->trace_id, sizeof r->trace_id, "-");
+        if (sub->traceparent != NULL &&
+            cm_trace_parse_parent(sub->traceparent, strlen(sub->traceparent), &tr) == CM_OK)
+            memcpy(r->trace_id, tr.trace_id, sizeof r->trace_id);
+    }
 
     rq.id = r->engine_id;
     if (sub->tenant != NULL)
@@ -471,8 +488,8 @@ static void cancel_congested(wk_service *s) {
         if (r->congested && !r->silent) {
             cm_series_inc(s->d.metrics->send_queue_overflows_total);
             cm_logf(CM_LOG_WARN, r->log_id[0] ? r->log_id : NULL,
-                    "connection %u: send queue full, cancelling request %llu", r->conn_id,
-                    (unsigned long long)r->request_id);
+                    "connection %u: send queue full, cancelling request %llu (trace_id %s)",
+                    r->conn_id, (unsigned long long)r->request_id, r->trace_id);
             wk_engine_cancel(s->d.engine, r->engine_id);
         }
     }
