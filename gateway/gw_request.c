@@ -10,7 +10,7 @@ void gw_limits_default(gw_limits *l) {
     l->max_messages = 256;
     l->max_prompt_chars = 256 * 1024;
     l->max_tokens = 4096;
-    l->default_max_tokens = 1024;
+    l->default_max_tokens = 0; /* as OpenAI: up to the remaining context */
     l->max_n = 8;
     l->max_stop = 4;
     l->max_stop_chars = 256;
@@ -554,7 +554,9 @@ static cm_err parse_misc(json_t *root, const gw_limits *lim, gw_request *r, gw_e
         return rv;
     if (present)
         r->max_tokens = (uint32_t)iv;
-    r->submit.has_max_tokens = 1;
+    /* 0 (chat without max_tokens and no default_max_tokens): absent on the wire, so the worker
+     * generates up to the remaining context, as OpenAI does. */
+    r->submit.has_max_tokens = r->max_tokens > 0;
     r->submit.max_tokens = r->max_tokens;
 
     j = json_object_get(root, "user");
