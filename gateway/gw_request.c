@@ -40,6 +40,8 @@ static const char *const chat_keys[] = {"model",
                                         "top_k",
                                         "min_p",
                                         "repetition_penalty",
+                                        "ignore_eos",
+                                        "min_tokens",
                                         "priority",
                                         "response_format",
                                         NULL};
@@ -61,6 +63,8 @@ static const char *const completion_keys[] = {"model",
                                               "top_k",
                                               "min_p",
                                               "repetition_penalty",
+                                              "ignore_eos",
+                                              "min_tokens",
                                               "priority",
                                               "echo",
                                               "best_of",
@@ -156,6 +160,29 @@ static cm_err get_bool(json_t *root, const char *key, int *v, gw_error *err) {
     if (!json_is_boolean(j))
         return wrong_type(err, key, "a boolean");
     *v = json_is_true(j);
+    return CM_OK;
+}
+
+/* parse_eos_options: vLLM's `ignore_eos` and `min_tokens` (after max_tokens is known). */
+static cm_err parse_eos_options(json_t *root, const gw_limits *lim, gw_request *r, gw_error *err) {
+    int ignore = 0, present;
+    int64_t iv;
+    cm_err rv = get_bool(root, "ignore_eos", &ignore, err);
+    if (rv != CM_OK)
+        return rv;
+    r->submit.has_ignore_eos = ignore != 0;
+    r->submit.ignore_eos = ignore != 0;
+    rv = get_int(root, "min_tokens", 0, lim->max_tokens, &iv, &present, err);
+    if (rv != CM_OK)
+        return rv;
+    if (present && iv > 0) {
+        if (r->max_tokens > 0 && (uint32_t)iv > r->max_tokens)
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", "min_tokens",
+                                "'min_tokens' (%lld) must not exceed max_tokens (%u)",
+                                (long long)iv, r->max_tokens);
+        r->submit.has_min_tokens = 1;
+        r->submit.min_tokens = (uint32_t)iv;
+    }
     return CM_OK;
 }
 
@@ -558,6 +585,9 @@ static cm_err parse_misc(json_t *root, const gw_limits *lim, gw_request *r, gw_e
      * generates up to the remaining context, as OpenAI does. */
     r->submit.has_max_tokens = r->max_tokens > 0;
     r->submit.max_tokens = r->max_tokens;
+    rv = parse_eos_options(root, lim, r, err);
+    if (rv != CM_OK)
+        return rv;
 
     j = json_object_get(root, "user");
     if (j != NULL && !json_is_null(j)) {

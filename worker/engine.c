@@ -44,6 +44,7 @@ typedef struct eng_seq {
     void *user;
     uint32_t max_tokens; /* resolved: > 0 */
     bool ignore_eos;
+    uint32_t min_tokens;
     bool want_logprobs;
     float *prompt_logits_out;
     wk_sampling_params sampling;
@@ -586,6 +587,7 @@ cm_err wk_engine_submit(wk_engine *e, const wk_request *req, char *err, size_t e
     q->user = req->user;
     q->max_tokens = max_tokens;
     q->ignore_eos = req->ignore_eos;
+    q->min_tokens = req->min_tokens;
     q->sampling = req->sampling;
     q->want_logprobs = req->sampling.logprobs || req->sampling.top_logprobs > 0;
     q->prompt_logits_out = req->prompt_logits_out;
@@ -697,7 +699,10 @@ static void after_sample(wk_engine *e, eng_seq *q, const wk_sample_result *res, 
     wk_finish_reason reason = WK_FINISH_NONE;
     bool stop_string = false;
     size_t n_out = 0;
-    bool eog = e->tok != NULL && !q->ignore_eos && wk_tokenizer_is_eog(e->tok, tok);
+    /* min_tokens: an end-of-generation token counts as a stop only once min_tokens tokens were
+     * generated before it (it is not part of the output). */
+    bool eog = e->tok != NULL && !q->ignore_eos && q->n_generated > q->min_tokens &&
+               wk_tokenizer_is_eog(e->tok, tok);
     if (eog) {
         reason = WK_FINISH_STOP;
     } else {

@@ -419,6 +419,8 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
     rq.prompt = ids;
     rq.n_prompt = n_ids;
     rq.max_tokens = sub->has_max_tokens ? sub->max_tokens : 0;
+    rq.ignore_eos = sub->has_ignore_eos && sub->ignore_eos;
+    rq.min_tokens = sub->has_min_tokens ? sub->min_tokens : 0;
     rq.stop = (const char *const *)sub->stop;
     rq.n_stop = (uint32_t)sub->n_stop;
     rq.cb = on_event;
