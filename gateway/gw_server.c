@@ -635,21 +635,20 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
     return CM_OK;
 }
 
-/* admin_init binds cfg->metrics_listen on thread 0's loop (plain HTTP: no TLS context). */
+/* admin_init puts the admin socket (s->admin_fd, bound by gw_server_create) on thread 0's
+ * loop (plain HTTP: no TLS context). */
 static cm_err admin_init(gw_server *s, char *err, size_t errlen) {
     gw_thread *t0 = &s->threads[0];
-    int fd = open_listener(s->cfg->metrics_listen, 0, err, errlen);
-    if (fd < 0)
-        return CM_ERR_IO;
+    int fd = s->admin_fd;
     s->admin_accept.ctx = &t0->ctx;
     s->admin_accept.hosts = s->admin_hosts;
     uv_tcp_init(&t0->loop, &s->admin_listener);
     s->admin_listener.data = s;
     if (uv_tcp_open(&s->admin_listener, fd) != 0) {
-        close(fd);
         snprintf(err, errlen, "cannot listen on %s", s->cfg->metrics_listen);
         return CM_ERR_IO;
     }
+    s->admin_fd = -1; /* owned by the uv handle from here on */
     s->admin_open = 1;
     if (uv_listen((uv_stream_t *)&s->admin_listener, 128, on_admin_accept) != 0) {
         snprintf(err, errlen, "cannot listen on %s", s->cfg->metrics_listen);
@@ -696,6 +695,12 @@ cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t
     gethostname(hostname, sizeof hostname - 1);
     snprintf(s->instance_id, sizeof s->instance_id, "%s:%d:%lld", hostname, (int)getpid(),
              (long long)cm_clock_unix_ms());
+    s->admin_fd = -1;
+    if (cfg->metrics_listen != NULL &&
+        (s->admin_fd = open_listener(cfg->metrics_listen, 0, err, errlen)) < 0) {
+        rv = CM_ERR_IO;
+        goto fail;
+    }
     if ((rv = cm_id_gen_init(&s->ids, "req")) != CM_OK)
         goto fail;
     if ((rv = gw_metrics_init(&s->metrics)) != CM_OK)
@@ -799,6 +804,8 @@ void gw_server_destroy(gw_server *s) {
             close(t->listen_fd);
         free(t->slots);
     }
+    if (s->admin_fd >= 0)
+        close(s->admin_fd);
     if (atomic_load(&s->pool.n_workers) > 0 || s->pool.on_event != NULL)
         gw_pool_fini(&s->pool);
     /* Hosts, paths, handlers and filters (the loops, which used them, have ended). */

@@ -94,6 +94,8 @@ struct gw_server {
     h2o_hostconf_t *admin_hosts[2];
     h2o_accept_ctx_t admin_accept;
     uv_tcp_t admin_listener;
+    int admin_fd; /* bound first, so a taken port fails before anything starts; -1 once the
+                     uv handle owns it */
     int admin_open;
     _Atomic int stopping;   /* draining: /ready 503, no new connections */
     _Atomic int loops_done; /* loop threads ended: nng callbacks drop what they get */
