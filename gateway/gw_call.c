@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "cm_clock.h"
+#include "cm_id.h"
 #include "cm_log.h"
 #include "cm_trace.h"
 #include "gw_format.h"
@@ -39,6 +41,7 @@ struct gw_call {
     char rid[CM_ID_EXTERNAL_MAX + 1];
     cm_trace trace;                           /* the client's trace (or ours) and our span */
     char traceparent[CM_TRACEPARENT_LEN + 1]; /* ours, sent to the worker and the client */
+    int64_t t_admitted_ns;                    /* rate limiter answered (spans); 0 = no check */
     char resp_id[64];
     char served[GW_NAME_MAX];
     gw_worker *worker;
@@ -128,6 +131,42 @@ static void maybe_free(gw_call *c) {
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
+/* export_spans hands the request's spans to the OTLP exporter: the gateway's server span (the
+ * parent the worker was given) and, when the rate limiter ran, its check as a child. */
+static void export_spans(gw_call *c, int status, int64_t now_mono_ns) {
+    gw_otlp *x = c->t->srv->otlp;
+    struct timespec ts;
+    int64_t unix_now, mono_to_unix;
+    gw_span sp;
+    if (x == NULL || c->trace.trace_id[0] == '\0')
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unix_now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    mono_to_unix = unix_now - now_mono_ns;
+    memset(&sp, 0, sizeof sp);
+    memcpy(sp.trace_id, c->trace.trace_id, sizeof sp.trace_id);
+    memcpy(sp.span_id, c->trace.span_id, sizeof sp.span_id);
+    memcpy(sp.parent_id, c->trace.parent_id, sizeof sp.parent_id);
+    snprintf(sp.name, sizeof sp.name, "POST %s", route_name(c->api));
+    sp.kind = GW_SPAN_SERVER;
+    sp.start_unix_ns = c->t0_ns + mono_to_unix;
+    sp.end_unix_ns = unix_now;
+    sp.http_status = status;
+    snprintf(sp.route, sizeof sp.route, "%s", route_name(c->api));
+    snprintf(sp.model, sizeof sp.model, "%s", c->rq.model != NULL ? c->rq.model : "");
+    snprintf(sp.request_id, sizeof sp.request_id, "%s", c->rid);
+    gw_otlp_emit(x, &sp);
+    if (c->t_admitted_ns != 0 &&
+        cm_id_random_hex(CM_TRACE_SPAN_HEX / 2, sp.span_id, sizeof sp.span_id) == CM_OK) {
+        memcpy(sp.parent_id, c->trace.span_id, sizeof sp.parent_id);
+        snprintf(sp.name, sizeof sp.name, "ratelimit");
+        sp.kind = GW_SPAN_INTERNAL;
+        sp.end_unix_ns = c->t_admitted_ns + mono_to_unix;
+        sp.http_status = 0;
+        gw_otlp_emit(x, &sp);
+    }
+}
+
 /* End-of-request bookkeeping, exactly once: lease + usage reconcile, metrics, log line. */
 static void call_finish(gw_call *c, int status) {
     gw_server *s = c->t->srv;
@@ -167,6 +206,7 @@ static void call_finish(gw_call *c, int status) {
     snprintf(ctok, sizeof ctok, "%u", completion);
     snprintf(ttfb_ms, sizeof ttfb_ms, "%.2f", ttfb >= 0 ? ttfb * 1e3 : -1.0);
     snprintf(dur_ms, sizeof dur_ms, "%.2f", (now - c->t0_ns) / 1e6);
+    export_spans(c, status, now);
     if (s->cfg->log_prompts) {
         /* Explicitly enabled only (log_prompts: true): the first 256 bytes of the prompt. */
         char prompt[257];
@@ -477,6 +517,9 @@ static void route_and_submit(gw_call *c, const gw_worker *exclude) {
 static void on_admitted(void *arg, const gw_rl_verdict *v) {
     gw_call *c = arg;
     c->rl_pending = 0;
+    if (c->t->rl != NULL && c->has_tenant &&
+        (c->tenant.rpm || c->tenant.tpm || c->tenant.max_concurrency))
+        c->t_admitted_ns = cm_clock_mono_ns(); /* the check ran (ends its span) */
     c->verdict = *v;
     c->have_verdict = 1;
     if (c->req == NULL || c->finished) {

@@ -80,6 +80,8 @@ static const cyaml_schema_field_t top_fields[] = {
                          &model_name_schema, 0, 64),
     CYAML_FIELD_UINT("cold_start_wait_ms", CYAML_FLAG_OPTIONAL, gw_config, cold_start_wait_ms),
     CYAML_FIELD_UINT("model_memory_ms", CYAML_FLAG_OPTIONAL, gw_config, model_memory_ms),
+    CYAML_FIELD_STRING_PTR("otlp_endpoint", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
+                           otlp_endpoint, 8, 255),
     CYAML_FIELD_STRING_PTR("log_level", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
                            log_level, 1, 15),
     CYAML_FIELD_BOOL("log_json", CYAML_FLAG_OPTIONAL, gw_config, log_json),
@@ -152,7 +154,8 @@ static void usage(FILE *f) {
                "                      [--default-rpm N] [--default-tpm N] "
                "[--default-concurrency N]\n"
                "                      [--model NAME]... [--cold-start-wait-ms N]\n"
-               "                      [--metrics-listen HOST:PORT]   (admin port: /metrics)\n");
+               "                      [--metrics-listen HOST:PORT]   (admin port: /metrics)\n"
+               "                      [--otlp-endpoint http://HOST:PORT]   (span export)\n");
 }
 
 static int parse_u32(const char *s, uint32_t *out) {
@@ -186,7 +189,8 @@ enum {
     OPT_METRICS,
     OPT_REDIS_KEYS,
     OPT_MODEL,
-    OPT_COLD_WAIT
+    OPT_COLD_WAIT,
+    OPT_OTLP
 };
 
 cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t errlen) {
@@ -207,6 +211,7 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         {"default-tpm", required_argument, NULL, OPT_TPM},
         {"default-concurrency", required_argument, NULL, OPT_CONC},
         {"metrics-listen", required_argument, NULL, OPT_METRICS},
+        {"otlp-endpoint", required_argument, NULL, OPT_OTLP},
         {"model", required_argument, NULL, OPT_MODEL},
         {"cold-start-wait-ms", required_argument, NULL, OPT_COLD_WAIT},
         {"help", no_argument, NULL, 'h'},
@@ -254,6 +259,10 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         case OPT_METRICS:
             free(c->metrics_listen);
             c->metrics_listen = dup_str(optarg);
+            break;
+        case OPT_OTLP:
+            free(c->otlp_endpoint);
+            c->otlp_endpoint = dup_str(optarg);
             break;
         case 'r':
             free(c->redis_url);

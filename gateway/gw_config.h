@@ -60,6 +60,8 @@ typedef struct gw_config {
     uint32_t model_memory_ms;    /* a registry model stays known this long after its last
                                     worker left */
 
+    char *otlp_endpoint; /* http://HOST[:PORT][/PATH] of an OTLP/HTTP collector; NULL = no spans */
+
     char *log_level; /* debug|info|warn|error */
     bool log_json;
     bool log_prompts; /* log prompt text (off: never logged) */

@@ -701,6 +701,9 @@ cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t
         rv = CM_ERR_IO;
         goto fail;
     }
+    if (cfg->otlp_endpoint != NULL &&
+        (rv = gw_otlp_create(cfg->otlp_endpoint, "sluice-gateway", &s->otlp, err, errlen)) != CM_OK)
+        goto fail;
     if ((rv = cm_id_gen_init(&s->ids, "req")) != CM_OK)
         goto fail;
     if ((rv = gw_metrics_init(&s->metrics)) != CM_OK)
@@ -806,6 +809,7 @@ void gw_server_destroy(gw_server *s) {
     }
     if (s->admin_fd >= 0)
         close(s->admin_fd);
+    gw_otlp_destroy(s->otlp); /* exports what the loops left queued */
     if (atomic_load(&s->pool.n_workers) > 0 || s->pool.on_event != NULL)
         gw_pool_fini(&s->pool);
     /* Hosts, paths, handlers and filters (the loops, which used them, have ended). */

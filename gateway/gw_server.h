@@ -23,6 +23,7 @@
 #include "gw_auth.h"
 #include "gw_config.h"
 #include "gw_metrics.h"
+#include "gw_otlp.h"
 #include "gw_worker.h"
 
 #define GW_MAX_THREADS 64
@@ -94,7 +95,8 @@ struct gw_server {
     h2o_hostconf_t *admin_hosts[2];
     h2o_accept_ctx_t admin_accept;
     uv_tcp_t admin_listener;
-    int admin_fd; /* bound first, so a taken port fails before anything starts; -1 once the
+    gw_otlp *otlp; /* span exporter (cfg->otlp_endpoint) or NULL */
+    int admin_fd;  /* bound first, so a taken port fails before anything starts; -1 once the
                      uv handle owns it */
     int admin_open;
     _Atomic int stopping;   /* draining: /ready 503, no new connections */
