@@ -470,35 +470,28 @@ static int on_admin_req(h2o_handler_t *self, h2o_req_t *req) {
 
 /* ---- threads ---- */
 
-static void on_accept(uv_stream_t *listener, int status) {
-    gw_thread *t = listener->data;
-    uv_tcp_t *conn;
-    h2o_socket_t *sock;
-    if (status != 0)
-        return;
-    conn = h2o_mem_alloc(sizeof *conn);
+/* accept_into takes one connection from listener and hands it to h2o with actx. */
+static void accept_into(uv_stream_t *listener, h2o_accept_ctx_t *actx) {
+    uv_tcp_t *conn = h2o_mem_alloc(sizeof *conn);
     uv_tcp_init(listener->loop, conn);
     if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
         uv_close((uv_handle_t *)conn, (uv_close_cb)free);
         return;
     }
     uv_tcp_nodelay(conn, 1);
-    sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
-    h2o_accept(&t->accept_ctx, sock);
+    h2o_accept(actx, h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free));
+}
+
+static void on_accept(uv_stream_t *listener, int status) {
+    gw_thread *t = listener->data;
+    if (status == 0)
+        accept_into(listener, &t->accept_ctx);
 }
 
 static void on_admin_accept(uv_stream_t *listener, int status) {
     gw_server *s = listener->data;
-    uv_tcp_t *conn;
-    if (status != 0)
-        return;
-    conn = h2o_mem_alloc(sizeof *conn);
-    uv_tcp_init(listener->loop, conn);
-    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
-        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
-        return;
-    }
-    h2o_accept(&s->admin_accept, h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free));
+    if (status == 0)
+        accept_into(listener, &s->admin_accept);
 }
 
 /* open_listener binds addr; reuseport lets every loop thread bind the same public address
