@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "cm_clock.h"
-#include "cm_log.h"
 #include "cm_trace.h"
+#include "cm_log.h"
 #include "inbox.h"
 #include "prompt.h"
 #include "transport.h"
@@ -26,15 +26,14 @@ typedef struct req {
     struct req *prev, *next;
     uint64_t engine_id;
     uint32_t conn_id;
+    /* From Submit.traceparent; "-" when none came. */
+    char trace_id[CM_TRACE_ID_HEX + 1];
     uint64_t request_id; /* the gateway's id, unique per connection */
     int64_t received_ns;
     int64_t last_token_ns; /* 0 until the first token */
     bool silent;           /* connection gone or already told: send nothing more */
     bool congested;        /* send queue overflowed: cancel pending */
     char log_id[64];       /* gateway_request_id for logs */
-
-    /* From Submit.traceparent; "-" when none came. */
-    char trace_id[CM_TRACE_ID_HEX + 1];
 } req;
 
 /* Per-connection state on the engine thread. */
@@ -390,9 +389,6 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
     r->engine_id = ++s->next_engine_id;
     r->conn_id = c->conn_id;
     r->request_id = sub->request_id;
-    r->received_ns = c->received_ns;
-    if (sub->gateway_request_id != NULL)
-        snprintf(r->log_id, sizeof r->log_id, "%s", sub->gateway_request_id);
     {
         /* Only a well-formed traceparent is trusted for logs; anything else logs "-". */
         cm_trace tr = {0};
@@ -401,6 +397,9 @@ static void handle_submit(wk_service *s, const wk_cmd *c) {
             cm_trace_parse_parent(sub->traceparent, strlen(sub->traceparent), &tr) == CM_OK)
             memcpy(r->trace_id, tr.trace_id, sizeof r->trace_id);
     }
+    r->received_ns = c->received_ns;
+    if (sub->gateway_request_id != NULL)
+        snprintf(r->log_id, sizeof r->log_id, "%s", sub->gateway_request_id);
 
     rq.id = r->engine_id;
     if (sub->tenant != NULL)
