@@ -6,9 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "cm_clock.h"
+#include "cm_id.h"
 #include "cm_log.h"
+#include "cm_trace.h"
 #include "gw_format.h"
 #include "gw_http.h"
 #include "gw_ratelimit.h"
@@ -45,6 +48,9 @@ struct gw_call {
     gw_tenant tenant;
     int has_tenant;
     char rid[CM_ID_EXTERNAL_MAX + 1];
+    cm_trace trace;                           /* the client's trace (or ours) and our span */
+    char traceparent[CM_TRACEPARENT_LEN + 1]; /* ours, sent to the worker and the client */
+    int64_t t_admitted_ns;                    /* rate limiter answered (spans); 0 = no check */
     char resp_id[64];
     char served[GW_NAME_MAX];
     gw_worker *worker;
@@ -78,6 +84,11 @@ struct gw_call {
 static void call_fail(gw_call *c, const gw_error *e);
 static void name_constraint_param(gw_error *e);
 static void route_and_submit(gw_call *c, const gw_worker *exclude);
+
+/* The trace id for log lines ("-" when the request has none). */
+static const char *trace_id_of(const cm_trace *tr) {
+    return tr->trace_id[0] ? tr->trace_id : "-";
+}
 
 static const char *route_name(gw_api api) {
     return api == GW_API_CHAT ? "/v1/chat/completions" : "/v1/completions";
@@ -134,6 +145,42 @@ static void maybe_free(gw_call *c) {
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
+/* export_spans hands the request's spans to the OTLP exporter: the gateway's server span (the
+ * parent the worker was given) and, when the rate limiter ran, its check as a child. */
+static void export_spans(gw_call *c, int status, int64_t now_mono_ns) {
+    gw_otlp *x = c->t->srv->otlp;
+    struct timespec ts;
+    int64_t unix_now, mono_to_unix;
+    gw_span sp;
+    if (x == NULL || c->trace.trace_id[0] == '\0')
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unix_now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    mono_to_unix = unix_now - now_mono_ns;
+    memset(&sp, 0, sizeof sp);
+    memcpy(sp.trace_id, c->trace.trace_id, sizeof sp.trace_id);
+    memcpy(sp.span_id, c->trace.span_id, sizeof sp.span_id);
+    memcpy(sp.parent_id, c->trace.parent_id, sizeof sp.parent_id);
+    snprintf(sp.name, sizeof sp.name, "POST %s", route_name(c->api));
+    sp.kind = GW_SPAN_SERVER;
+    sp.start_unix_ns = c->t0_ns + mono_to_unix;
+    sp.end_unix_ns = unix_now;
+    sp.http_status = status;
+    snprintf(sp.route, sizeof sp.route, "%s", route_name(c->api));
+    snprintf(sp.model, sizeof sp.model, "%s", c->rq.model != NULL ? c->rq.model : "");
+    snprintf(sp.request_id, sizeof sp.request_id, "%s", c->rid);
+    gw_otlp_emit(x, &sp);
+    if (c->t_admitted_ns != 0 &&
+        cm_id_random_hex(CM_TRACE_SPAN_HEX / 2, sp.span_id, sizeof sp.span_id) == CM_OK) {
+        memcpy(sp.parent_id, c->trace.span_id, sizeof sp.parent_id);
+        snprintf(sp.name, sizeof sp.name, "ratelimit");
+        sp.kind = GW_SPAN_INTERNAL;
+        sp.end_unix_ns = c->t_admitted_ns + mono_to_unix;
+        sp.http_status = 0;
+        gw_otlp_emit(x, &sp);
+    }
+}
+
 /* End-of-request bookkeeping, exactly once: lease + usage reconcile, metrics, log line. */
 static void call_finish(gw_call *c, int status) {
     gw_server *s = c->t->srv;
@@ -175,6 +222,7 @@ static void call_finish(gw_call *c, int status) {
     snprintf(ctok, sizeof ctok, "%u", completion);
     snprintf(ttfb_ms, sizeof ttfb_ms, "%.2f", ttfb >= 0 ? ttfb * 1e3 : -1.0);
     snprintf(dur_ms, sizeof dur_ms, "%.2f", (now - c->t0_ns) / 1e6);
+    export_spans(c, status, now);
     if (s->cfg->log_prompts) {
         /* Explicitly enabled only (log_prompts: true): the first 256 bytes of the prompt. */
         char prompt[257];
@@ -182,18 +230,19 @@ static void call_finish(gw_call *c, int status) {
                             ? c->rq.submit.messages[c->rq.submit.n_messages - 1]->content
                             : c->rq.submit.prompt;
         snprintf(prompt, sizeof prompt, "%s", p != NULL ? p : "");
-        cm_log(CM_LOG_INFO, c->rid, "request", "route", route_name(c->api), "tenant",
-               c->has_tenant ? c->tenant.name : "-", "model", c->rq.model ? c->rq.model : "-",
-               "status", st, "stream", c->rq.stream ? "true" : "false", "prompt_tokens", pt,
-               "completion_tokens", ctok, "ttfb_ms", ttfb_ms, "duration_ms", dur_ms, "worker",
+        cm_log(CM_LOG_INFO, c->rid, "request", "trace_id", trace_id_of(&c->trace), "route",
+               route_name(c->api), "tenant", c->has_tenant ? c->tenant.name : "-", "model",
+               c->rq.model ? c->rq.model : "-", "status", st, "stream",
+               c->rq.stream ? "true" : "false", "prompt_tokens", pt, "completion_tokens", ctok,
+               "ttfb_ms", ttfb_ms, "duration_ms", dur_ms, "worker",
                c->worker ? c->worker->address : "-", "prompt", prompt, NULL);
         return;
     }
-    cm_log(CM_LOG_INFO, c->rid, "request", "route", route_name(c->api), "tenant",
-           c->has_tenant ? c->tenant.name : "-", "model", c->rq.model ? c->rq.model : "-", "status",
-           st, "stream", c->rq.stream ? "true" : "false", "prompt_tokens", pt, "completion_tokens",
-           ctok, "ttfb_ms", ttfb_ms, "duration_ms", dur_ms, "worker",
-           c->worker ? c->worker->address : "-", NULL);
+    cm_log(CM_LOG_INFO, c->rid, "request", "trace_id", trace_id_of(&c->trace), "route",
+           route_name(c->api), "tenant", c->has_tenant ? c->tenant.name : "-", "model",
+           c->rq.model ? c->rq.model : "-", "status", st, "stream", c->rq.stream ? "true" : "false",
+           "prompt_tokens", pt, "completion_tokens", ctok, "ttfb_ms", ttfb_ms, "duration_ms",
+           dur_ms, "worker", c->worker ? c->worker->address : "-", NULL);
 }
 
 /* The h2o request is being freed (response done or client gone). */
@@ -512,6 +561,9 @@ static void route_and_submit(gw_call *c, const gw_worker *exclude) {
 static void on_admitted(void *arg, const gw_rl_verdict *v) {
     gw_call *c = arg;
     c->rl_pending = 0;
+    if (c->t->rl != NULL && c->has_tenant &&
+        (c->tenant.rpm || c->tenant.tpm || c->tenant.max_concurrency))
+        c->t_admitted_ns = cm_clock_mono_ns(); /* the check ran (ends its span) */
     c->verdict = *v;
     c->have_verdict = 1;
     if (c->req == NULL || c->finished) {
@@ -568,6 +620,28 @@ static uint32_t parse_timeout_header(h2o_req_t *req, uint32_t def, uint32_t max)
     return v > max ? max : (uint32_t)v;
 }
 
+/* trace_begin takes the client's W3C traceparent/tracestate (or starts a trace when absent or
+ * invalid), opens this gateway's span and returns it in the response's traceparent header. */
+static void trace_begin(h2o_req_t *req, cm_trace *tr, char *tp, size_t cap) {
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("traceparent"), -1);
+    memset(tr, 0, sizeof *tr);
+    tp[0] = '\0';
+    if (i >= 0 && cm_trace_parse_parent(req->headers.entries[i].value.base,
+                                        req->headers.entries[i].value.len, tr) == CM_OK) {
+        /* tracestate only travels with a valid traceparent (the spec's rule). */
+        i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("tracestate"), -1);
+        if (i >= 0)
+            cm_trace_accept_state(req->headers.entries[i].value.base,
+                                  req->headers.entries[i].value.len, tr);
+    }
+    if (cm_trace_begin(tr) != CM_OK || cm_trace_format(tr, tp, cap) != CM_OK) {
+        tr->trace_id[0] = '\0'; /* no randomness: no trace, the request still runs */
+        tp[0] = '\0';
+        return;
+    }
+    gw_http_add_header(req, "traceparent", tp);
+}
+
 void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request_id,
                    const gw_tenant *tenant) {
     gw_server *s = t->srv;
@@ -579,13 +653,17 @@ void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request
     uint32_t timeout_ms;
     cm_err rv;
     int64_t t0 = cm_clock_mono_ns();
+    cm_trace tr;
+    char tp[CM_TRACEPARENT_LEN + 1];
 
+    trace_begin(req, &tr, tp, sizeof tp);
     rv = gw_request_parse(req->entity.base, req->entity.len, api, &cfg->limits, &rq, &e);
     if (rv != CM_OK) {
         gw_metrics_request(&s->metrics, route_name(api), NULL, e.status, -1,
                            (cm_clock_mono_ns() - t0) / 1e9);
-        cm_log(CM_LOG_INFO, request_id, "request refused", "route", route_name(api), "status",
-               e.status == 413 ? "413" : "400", "param", e.param, "reason", e.message, NULL);
+        cm_log(CM_LOG_INFO, request_id, "request refused", "trace_id", trace_id_of(&tr), "route",
+               route_name(api), "status", e.status == 413 ? "413" : "400", "param", e.param,
+               "reason", e.message, NULL);
         gw_http_send_error(req, request_id, &e);
         return;
     }
@@ -623,6 +701,12 @@ void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request
     c->t0_ns = t0;
     c->created_s = cm_clock_unix_ms() / 1000;
     snprintf(c->rid, sizeof c->rid, "%s", request_id);
+    c->trace = tr;
+    memcpy(c->traceparent, tp, sizeof tp);
+    /* Carried to the worker in every Submit of this call (pointers into c, which outlives
+     * them). */
+    c->rq.submit.traceparent = c->traceparent[0] ? c->traceparent : NULL;
+    c->rq.submit.tracestate = c->trace.tracestate[0] ? c->trace.tracestate : NULL;
     snprintf(c->resp_id, sizeof c->resp_id, "%s-%s", api == GW_API_CHAT ? "chatcmpl" : "cmpl",
              request_id);
     if (tenant != NULL) {
@@ -873,8 +957,8 @@ static void call_worker_lost(gw_call *c) {
         for (uint32_t i = 0; i < c->rq.n; i++)
             c->ch[i].done = 0;
         c->n_done = 0;
-        cm_log(CM_LOG_WARN, c->rid, "worker lost before the first token; retrying", "worker",
-               w->address, NULL);
+        cm_log(CM_LOG_WARN, c->rid, "worker lost before the first token; retrying", "trace_id",
+               trace_id_of(&c->trace), "worker", w->address, NULL);
         route_and_submit(c, w);
         return;
     }

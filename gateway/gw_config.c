@@ -46,6 +46,8 @@ static const cyaml_schema_value_t model_name_schema = {
 static const cyaml_schema_field_t top_fields[] = {
     CYAML_FIELD_STRING_PTR("listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, listen, 1,
                            255),
+    CYAML_FIELD_STRING_PTR("metrics_listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
+                           metrics_listen, 1, 255),
     CYAML_FIELD_UINT("threads", CYAML_FLAG_OPTIONAL, gw_config, threads),
     CYAML_FIELD_STRING_PTR("tls_cert", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
                            tls_cert, 1, 4095),
@@ -79,6 +81,8 @@ static const cyaml_schema_field_t top_fields[] = {
                          &model_name_schema, 0, 64),
     CYAML_FIELD_UINT("cold_start_wait_ms", CYAML_FLAG_OPTIONAL, gw_config, cold_start_wait_ms),
     CYAML_FIELD_UINT("model_memory_ms", CYAML_FLAG_OPTIONAL, gw_config, model_memory_ms),
+    CYAML_FIELD_STRING_PTR("otlp_endpoint", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
+                           otlp_endpoint, 8, 255),
     CYAML_FIELD_STRING_PTR("log_level", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
                            log_level, 1, 15),
     CYAML_FIELD_BOOL("log_json", CYAML_FLAG_OPTIONAL, gw_config, log_json),
@@ -155,7 +159,9 @@ static void usage(FILE *f) {
                "[--max-inflight N]\n"
                "                      [--default-rpm N] [--default-tpm N] "
                "[--default-concurrency N]\n"
-               "                      [--model NAME]... [--cold-start-wait-ms N]\n");
+               "                      [--model NAME]... [--cold-start-wait-ms N]\n"
+               "                      [--metrics-listen HOST:PORT]   (admin port: /metrics)\n"
+               "                      [--otlp-endpoint http://HOST:PORT]   (span export)\n");
 }
 
 static int parse_u32(const char *s, uint32_t *out) {
@@ -189,7 +195,8 @@ enum {
     OPT_METRICS,
     OPT_REDIS_KEYS,
     OPT_MODEL,
-    OPT_COLD_WAIT
+    OPT_COLD_WAIT,
+    OPT_OTLP
 };
 
 cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t errlen) {
@@ -210,6 +217,7 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         {"default-tpm", required_argument, NULL, OPT_TPM},
         {"default-concurrency", required_argument, NULL, OPT_CONC},
         {"metrics-listen", required_argument, NULL, OPT_METRICS},
+        {"otlp-endpoint", required_argument, NULL, OPT_OTLP},
         {"model", required_argument, NULL, OPT_MODEL},
         {"cold-start-wait-ms", required_argument, NULL, OPT_COLD_WAIT},
         {"help", no_argument, NULL, 'h'},
@@ -253,6 +261,14 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         case 'l':
             free(c->listen);
             c->listen = dup_str(optarg);
+            break;
+        case OPT_METRICS:
+            free(c->metrics_listen);
+            c->metrics_listen = dup_str(optarg);
+            break;
+        case OPT_OTLP:
+            free(c->otlp_endpoint);
+            c->otlp_endpoint = dup_str(optarg);
             break;
         case 'r':
             free(c->redis_url);
@@ -359,6 +375,12 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
     if (c->listen == NULL)
         c->listen = dup_str("127.0.0.1:8000");
     fill_defaults(c);
+    if (c->metrics_listen != NULL && strcmp(c->metrics_listen, c->listen) == 0) {
+        /* Both would bind with SO_REUSEPORT and split connections between them. */
+        snprintf(err, errlen, "--metrics-listen must differ from --listen (%s)", c->listen);
+        rv = CM_ERR_CONFIG;
+        goto fail;
+    }
     if (!c->no_auth && c->tenants_count == 0 && c->cli_keys_count == 0 && !c->redis_keys) {
         snprintf(err, errlen,
                  "no API keys configured: give --api-key KEY, tenants in the "

@@ -29,6 +29,9 @@ typedef struct gw_worker_cfg {
 
 typedef struct gw_config {
     char *listen;              /* HOST:PORT */
+    char *metrics_listen;      /* HOST:PORT of the admin listener (/metrics, /health, /ready);
+                                  NULL = /metrics is served nowhere. Never the public port:
+                                  metrics name tenants and worker addresses. */
     uint32_t threads;          /* loop threads; 0 = number of CPUs */
     char *tls_cert, *tls_key;  /* PEM files; both or neither */
     bool no_auth;              /* explicit: accept requests without an API key */
@@ -57,6 +60,8 @@ typedef struct gw_config {
     uint32_t cold_start_wait_ms; /* known model, no live worker: wait this long (0 = 503 now) */
     uint32_t model_memory_ms;    /* a registry model stays known this long after its last
                                     worker left */
+
+    char *otlp_endpoint; /* http://HOST[:PORT][/PATH] of an OTLP/HTTP collector; NULL = no spans */
 
     char *log_level; /* debug|info|warn|error */
     bool log_json;

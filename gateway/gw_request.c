@@ -10,7 +10,7 @@ void gw_limits_default(gw_limits *l) {
     l->max_messages = 256;
     l->max_prompt_chars = 256 * 1024;
     l->max_tokens = 4096;
-    l->default_max_tokens = 1024;
+    l->default_max_tokens = 0; /* as OpenAI: up to the remaining context */
     l->max_n = 8;
     l->max_stop = 4;
     l->max_stop_chars = 256;
@@ -40,6 +40,8 @@ static const char *const chat_keys[] = {"model",
                                         "top_k",
                                         "min_p",
                                         "repetition_penalty",
+                                        "ignore_eos",
+                                        "min_tokens",
                                         "priority",
                                         "response_format",
                                         "tools",
@@ -64,6 +66,8 @@ static const char *const completion_keys[] = {"model",
                                               "top_k",
                                               "min_p",
                                               "repetition_penalty",
+                                              "ignore_eos",
+                                              "min_tokens",
                                               "priority",
                                               "echo",
                                               "best_of",
@@ -145,6 +149,29 @@ static cm_err get_bool(json_t *root, const char *key, int *v, gw_error *err) {
     if (!json_is_boolean(j))
         return wrong_type(err, key, "a boolean");
     *v = json_is_true(j);
+    return CM_OK;
+}
+
+/* parse_eos_options: vLLM's `ignore_eos` and `min_tokens` (after max_tokens is known). */
+static cm_err parse_eos_options(json_t *root, const gw_limits *lim, gw_request *r, gw_error *err) {
+    int ignore = 0, present;
+    int64_t iv;
+    cm_err rv = get_bool(root, "ignore_eos", &ignore, err);
+    if (rv != CM_OK)
+        return rv;
+    r->submit.has_ignore_eos = ignore != 0;
+    r->submit.ignore_eos = ignore != 0;
+    rv = get_int(root, "min_tokens", 0, lim->max_tokens, &iv, &present, err);
+    if (rv != CM_OK)
+        return rv;
+    if (present && iv > 0) {
+        if (r->max_tokens > 0 && (uint32_t)iv > r->max_tokens)
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value", "min_tokens",
+                                "'min_tokens' (%lld) must not exceed max_tokens (%u)",
+                                (long long)iv, r->max_tokens);
+        r->submit.has_min_tokens = 1;
+        r->submit.min_tokens = (uint32_t)iv;
+    }
     return CM_OK;
 }
 
@@ -663,8 +690,13 @@ static cm_err parse_misc(json_t *root, const gw_limits *lim, gw_request *r, gw_e
         return rv;
     if (present)
         r->max_tokens = (uint32_t)iv;
-    r->submit.has_max_tokens = 1;
+    /* 0 (chat without max_tokens and no default_max_tokens): absent on the wire, so the worker
+     * generates up to the remaining context, as OpenAI does. */
+    r->submit.has_max_tokens = r->max_tokens > 0;
     r->submit.max_tokens = r->max_tokens;
+    rv = parse_eos_options(root, lim, r, err);
+    if (rv != CM_OK)
+        return rv;
 
     j = json_object_get(root, "user");
     if (j != NULL && !json_is_null(j)) {

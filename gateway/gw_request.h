@@ -30,7 +30,8 @@ typedef struct gw_limits {
     uint32_t max_messages;         /* chat messages per request */
     size_t max_prompt_chars;       /* sum of message contents / prompt length, in bytes */
     uint32_t max_tokens;           /* largest max_tokens accepted */
-    uint32_t default_max_tokens;   /* used when the request gives none (chat) */
+    uint32_t default_max_tokens;   /* used when a chat request gives none; 0 = none: up to the
+                                      remaining context, as OpenAI (the default) */
     uint32_t max_n;                /* largest n */
     uint32_t max_stop;             /* stop strings per request */
     uint32_t max_stop_chars;       /* bytes per stop string */
@@ -60,7 +61,7 @@ typedef struct gw_request {
     int stream;          /* 1 = SSE */
     int include_usage;   /* stream_options.include_usage */
     uint32_t n;          /* choices wanted (1..max_n) */
-    uint32_t max_tokens; /* effective (default applied) */
+    uint32_t max_tokens; /* effective (default applied); 0 = up to the remaining context */
     int logprobs;        /* 1 when token logprobs are wanted */
     uint32_t top_logprobs;
     int has_seed;

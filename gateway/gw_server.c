@@ -426,10 +426,6 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
                     ok ? "{\"status\":\"ready\"}" : "{\"status\":\"not ready\"}");
         return 0;
     }
-    if (path_is(req, "/metrics") && is_get) {
-        handle_metrics(s, req, rid);
-        return 0;
-    }
     if (is_models_path(req) || path_is(req, "/v1/chat/completions") ||
         path_is(req, "/v1/completions")) {
         int chat = path_is(req, "/v1/chat/completions");
@@ -457,26 +453,60 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     return 0;
 }
 
+/* The admin listener's only handler: /metrics, /health, /ready; no API key (the listener's
+ * address is what keeps it private). */
+static int on_admin_req(h2o_handler_t *self, h2o_req_t *req) {
+    gw_thread *t = (gw_thread *)req->conn->ctx;
+    gw_server *s = t->srv;
+    char rid[CM_ID_EXTERNAL_MAX + 1];
+    gw_error e;
+    (void)self;
+    gw_server_request_id(s, req, rid, sizeof rid);
+    if (path_is(req, "/metrics") &&
+        h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        handle_metrics(s, req, rid);
+        return 0;
+    }
+    if (path_is(req, "/health") || path_is(req, "/ready")) {
+        /* Same answers as on the public port, so probes may use either. */
+        return on_req(self, req);
+    }
+    gw_error_set(&e, 404, GW_ERRT_INVALID, "unknown_url", NULL,
+                 "Unknown request URL on the admin port: %.*s %.*s", (int)req->method.len,
+                 req->method.base, (int)req->path.len, req->path.base);
+    gw_http_send_error(req, rid, &e);
+    return 0;
+}
+
 /* ---- threads ---- */
 
-static void on_accept(uv_stream_t *listener, int status) {
-    gw_thread *t = listener->data;
-    uv_tcp_t *conn;
-    h2o_socket_t *sock;
-    if (status != 0)
-        return;
-    conn = h2o_mem_alloc(sizeof *conn);
+/* accept_into takes one connection from listener and hands it to h2o with actx. */
+static void accept_into(uv_stream_t *listener, h2o_accept_ctx_t *actx) {
+    uv_tcp_t *conn = h2o_mem_alloc(sizeof *conn);
     uv_tcp_init(listener->loop, conn);
     if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
         uv_close((uv_handle_t *)conn, (uv_close_cb)free);
         return;
     }
     uv_tcp_nodelay(conn, 1);
-    sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
-    h2o_accept(&t->accept_ctx, sock);
+    h2o_accept(actx, h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free));
 }
 
-static int open_listener(const char *addr, char *err, size_t errlen) {
+static void on_accept(uv_stream_t *listener, int status) {
+    gw_thread *t = listener->data;
+    if (status == 0)
+        accept_into(listener, &t->accept_ctx);
+}
+
+static void on_admin_accept(uv_stream_t *listener, int status) {
+    gw_server *s = listener->data;
+    if (status == 0)
+        accept_into(listener, &s->admin_accept);
+}
+
+/* open_listener binds addr; reuseport lets every loop thread bind the same public address
+ * (the admin port does without, so a second process on it is an error, not a silent split). */
+static int open_listener(const char *addr, int reuseport, char *err, size_t errlen) {
     char host[256];
     const char *colon = strrchr(addr, ':');
     struct addrinfo hints = {0}, *res = NULL;
@@ -496,7 +526,7 @@ static int open_listener(const char *addr, char *err, size_t errlen) {
     }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) ||
         bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
         if (fd >= 0)
@@ -562,7 +592,7 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
     uv_loop_init(&t->loop);
     h2o_context_init(&t->ctx, &t->loop, &s->h2o);
     t->accept_ctx.ctx = &t->ctx;
-    t->accept_ctx.hosts = s->h2o.hosts;
+    t->accept_ctx.hosts = s->public_hosts;
     t->accept_ctx.ssl_ctx = s->ssl;
     t->queue = h2o_multithread_create_queue(&t->loop);
     h2o_multithread_register_receiver(t->queue, &t->events, on_thread_messages);
@@ -576,7 +606,7 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
     for (uint32_t k = 0; k < t->n_slots; k++)
         t->slots[k].next_free = k + 1 < t->n_slots ? k + 1 : UINT32_MAX;
     t->free_head = 0;
-    t->listen_fd = open_listener(s->cfg->listen, err, errlen);
+    t->listen_fd = open_listener(s->cfg->listen, 1, err, errlen);
     if (t->listen_fd < 0)
         return CM_ERR_IO;
     uv_tcp_init(&t->loop, &t->listener);
@@ -604,6 +634,28 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
             snprintf(err, errlen, "redis '%s': %s", s->cfg->redis_url, cm_strerror(rv));
             return rv;
         }
+    }
+    return CM_OK;
+}
+
+/* admin_init puts the admin socket (s->admin_fd, bound by gw_server_create) on thread 0's
+ * loop (plain HTTP: no TLS context). */
+static cm_err admin_init(gw_server *s, char *err, size_t errlen) {
+    gw_thread *t0 = &s->threads[0];
+    int fd = s->admin_fd;
+    s->admin_accept.ctx = &t0->ctx;
+    s->admin_accept.hosts = s->admin_hosts;
+    uv_tcp_init(&t0->loop, &s->admin_listener);
+    s->admin_listener.data = s;
+    if (uv_tcp_open(&s->admin_listener, fd) != 0) {
+        snprintf(err, errlen, "cannot listen on %s", s->cfg->metrics_listen);
+        return CM_ERR_IO;
+    }
+    s->admin_fd = -1; /* owned by the uv handle from here on */
+    s->admin_open = 1;
+    if (uv_listen((uv_stream_t *)&s->admin_listener, 128, on_admin_accept) != 0) {
+        snprintf(err, errlen, "cannot listen on %s", s->cfg->metrics_listen);
+        return CM_ERR_IO;
     }
     return CM_OK;
 }
@@ -646,6 +698,15 @@ cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t
     gethostname(hostname, sizeof hostname - 1);
     snprintf(s->instance_id, sizeof s->instance_id, "%s:%d:%lld", hostname, (int)getpid(),
              (long long)cm_clock_unix_ms());
+    s->admin_fd = -1;
+    if (cfg->metrics_listen != NULL &&
+        (s->admin_fd = open_listener(cfg->metrics_listen, 0, err, errlen)) < 0) {
+        rv = CM_ERR_IO;
+        goto fail;
+    }
+    if (cfg->otlp_endpoint != NULL &&
+        (rv = gw_otlp_create(cfg->otlp_endpoint, "sluice-gateway", &s->otlp, err, errlen)) != CM_OK)
+        goto fail;
     if ((rv = cm_id_gen_init(&s->ids, "req")) != CM_OK)
         goto fail;
     if ((rv = gw_metrics_init(&s->metrics)) != CM_OK)
@@ -690,9 +751,20 @@ cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t
     path = h2o_config_register_path(host, "/", 0);
     handler = h2o_create_handler(path, sizeof *handler);
     handler->on_req = on_req;
+    s->public_hosts[0] = host;
+    if (cfg->metrics_listen != NULL) {
+        h2o_hostconf_t *admin =
+            h2o_config_register_host(&s->h2o, h2o_iovec_init(H2O_STRLIT("admin")), 65535);
+        path = h2o_config_register_path(admin, "/", 0);
+        handler = h2o_create_handler(path, sizeof *handler);
+        handler->on_req = on_admin_req;
+        s->admin_hosts[0] = admin;
+    }
     for (int i = 0; i < s->n_threads; i++)
         if ((rv = thread_init(s, i, host, err, errlen)) != CM_OK)
             goto fail;
+    if (cfg->metrics_listen != NULL && (rv = admin_init(s, err, errlen)) != CM_OK)
+        goto fail;
     *out = s;
     return CM_OK;
 fail:
@@ -708,8 +780,9 @@ cm_err gw_server_run(gw_server *s) {
         s->discovery_running = gw_discovery_start(s) == CM_OK;
     for (i = 0; i < s->n_threads; i++)
         pthread_create(&s->threads[i].tid, NULL, thread_main, &s->threads[i]);
-    cm_logf(CM_LOG_INFO, NULL, "gateway listening on %s with %d threads", s->cfg->listen,
-            s->n_threads);
+    cm_logf(CM_LOG_INFO, NULL, "gateway listening on %s with %d threads%s%s", s->cfg->listen,
+            s->n_threads, s->admin_open ? "; /metrics on " : "",
+            s->admin_open ? s->cfg->metrics_listen : "");
     for (i = 0; i < s->n_threads; i++)
         pthread_join(s->threads[i].tid, NULL);
     atomic_store(&s->loops_done, 1);
@@ -738,6 +811,9 @@ void gw_server_destroy(gw_server *s) {
             close(t->listen_fd);
         free(t->slots);
     }
+    if (s->admin_fd >= 0)
+        close(s->admin_fd);
+    gw_otlp_destroy(s->otlp); /* exports what the loops left queued */
     if (atomic_load(&s->pool.n_workers) > 0 || s->pool.on_event != NULL)
         gw_pool_fini(&s->pool);
     /* Hosts, paths, handlers and filters (the loops, which used them, have ended). */

@@ -23,6 +23,7 @@
 #include "gw_auth.h"
 #include "gw_config.h"
 #include "gw_metrics.h"
+#include "gw_otlp.h"
 #include "gw_worker.h"
 
 #define GW_MAX_THREADS 64
@@ -88,6 +89,16 @@ struct gw_server {
     char instance_id[GW_NAME_MAX];
     pthread_t discovery_tid;
     int discovery_running;
+    /* Admin listener (cfg->metrics_listen), on thread 0's loop: its own hostconf, so the
+     * public listener never routes to /metrics and the admin one serves nothing else. */
+    h2o_hostconf_t *public_hosts[2]; /* NULL-terminated, for every public accept_ctx */
+    h2o_hostconf_t *admin_hosts[2];
+    h2o_accept_ctx_t admin_accept;
+    uv_tcp_t admin_listener;
+    gw_otlp *otlp; /* span exporter (cfg->otlp_endpoint) or NULL */
+    int admin_fd;  /* bound first, so a taken port fails before anything starts; -1 once the
+                     uv handle owns it */
+    int admin_open;
     _Atomic int stopping;   /* draining: /ready 503, no new connections */
     _Atomic int loops_done; /* loop threads ended: nng callbacks drop what they get */
 };

@@ -44,6 +44,8 @@ typedef struct eng_seq {
     void *user;
     uint32_t max_tokens; /* resolved: > 0 */
     bool ignore_eos;
+    uint32_t min_tokens;
+    bool ignore_eos_asked; /* the request's own (ignore_eos is held on for min_tokens) */
     bool want_logprobs;
     float *prompt_logits_out;
     wk_sampling_params sampling;
@@ -624,6 +626,10 @@ cm_err wk_engine_submit(wk_engine *e, const wk_request *req, char *err, size_t e
     q->user = req->user;
     q->max_tokens = max_tokens;
     q->ignore_eos = req->ignore_eos;
+    q->min_tokens = req->min_tokens;
+    q->ignore_eos_asked = req->ignore_eos;
+    if (req->min_tokens > 0)
+        q->ignore_eos = true; /* until min_tokens tokens exist (after_sample) */
     q->sampling = req->sampling;
     q->want_logprobs = req->sampling.logprobs || req->sampling.top_logprobs > 0;
     q->prompt_logits_out = req->prompt_logits_out;
@@ -729,6 +735,10 @@ static void after_sample(wk_engine *e, eng_seq *q, const wk_sample_result *res, 
     int32_t tok = res->token_id;
     s->tokens[s->n_tokens++] = tok;
     q->n_generated++;
+    /* min_tokens: an end-of-generation token stops only once min_tokens tokens were generated
+     * before it (it is not part of the output); until then ignore_eos is held on. */
+    if (q->min_tokens > 0 && q->n_generated > q->min_tokens)
+        q->ignore_eos = q->ignore_eos_asked;
     e->generated_tokens++;
     if (q->t_first_token_ns == 0)
         q->t_first_token_ns = now_ns;

@@ -116,6 +116,8 @@ typedef struct wk_request {
     const char *const *stop; /* stop strings, copied at submit */
     uint32_t n_stop;
     bool ignore_eos;
+    /* End-of-generation tokens do not stop the request before min_tokens tokens (0 = off). */
+    uint32_t min_tokens;
     wk_event_cb cb; /* required */
     void *cb_arg;
     void *user; /* passed back in every event */

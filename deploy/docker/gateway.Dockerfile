@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Sluice gateway image. Build from the repository root:
 #   docker build -f deploy/docker/gateway.Dockerfile -t sluice/gateway:dev .
 # Stage 1 builds with Debian 12's packaged libraries (the same stack as CI); stage 2 carries
@@ -28,7 +27,8 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sluice
 COPY --from=build /build/gateway/sluice-gateway /usr/local/bin/sluice-gateway
 USER 10001:10001
-EXPOSE 8000
+# 8000: the API; 9102: the admin port (/metrics) when run with --metrics-listen 0.0.0.0:9102
+EXPOSE 8000 9102
 # /health is liveness only (the process serves HTTP); readiness (/ready) is for orchestrators.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD curl -fsS -o /dev/null http://127.0.0.1:8000/health || exit 1

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Sluice worker image, CPU backend. Build from the repository root:
 #   docker build -f deploy/docker/worker-cpu.Dockerfile -t sluice/worker-cpu:dev .
 # The model is NOT baked in: mount it at /models (docker-compose.yml, or the k8s init

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Sluice worker image, CUDA backend. Build from the repository root (no GPU needed to build):
 #   docker build -f deploy/docker/worker-cuda.Dockerfile -t sluice/worker-cuda:dev .
 # Debian 12 + NVIDIA's CUDA apt repository, so the libraries match the CPU image and CI

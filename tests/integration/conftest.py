@@ -262,11 +262,16 @@ def own_worker(procs, logdir):
 
 class Gateway:
     def __init__(self, procs, logdir, workers=(), keys=("sk-test",), redis=None, config=None,
-                 extra=()):
+                 extra=(), admin=True):
         _need(GATEWAY_BIN, "sluice-gateway")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # /metrics is served only on the admin listener, never on the public port.
+        self.metrics_port = free_port()
+        self.metrics_base = f"http://127.0.0.1:{self.metrics_port}"
         argv = [GATEWAY_BIN, "--listen", f"127.0.0.1:{self.port}", "--threads", "2"]
+        if admin:
+            argv += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         for w in workers:
             argv += ["--worker", f"{MODEL}={w.address}"]
         for k in keys:

@@ -260,7 +260,7 @@ def test_stream_deadline_after_first_token_is_an_event(fake_worker_factory, gate
 
 def test_metrics_endpoint(gw):
     post(gw, "/v1/chat/completions", chat())
-    body = http_request(gw.base, "GET", "/metrics").text
+    body = http_request(gw.metrics_base, "GET", "/metrics").text
     assert 'sluice_gateway_requests_total{route="/v1/chat/completions",model="%s",status="200"}' \
         % MODEL in body
     assert "sluice_gateway_time_to_first_byte_seconds_bucket" in body
@@ -288,12 +288,12 @@ def test_dead_worker_is_skipped(fake_worker_factory, gateway_factory):
 
 
 def worker_up_count(g):
-    return sum(float(l.split()[-1]) for l in http_request(g.base, "GET", "/metrics").text
+    return sum(float(l.split()[-1]) for l in http_request(g.metrics_base, "GET", "/metrics").text
                .splitlines() if l.startswith("sluice_gateway_worker_up{"))
 
 
 def metric(g, name, having=""):
-    return metric_sum(http_request(g.base, "GET", "/metrics").text, name, having)
+    return metric_sum(http_request(g.metrics_base, "GET", "/metrics").text, name, having)
 
 
 def test_retry_on_other_worker_before_first_token(fake_worker_factory, gateway_factory):

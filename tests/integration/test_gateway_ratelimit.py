@@ -77,7 +77,7 @@ def test_rpm_across_replicas_and_tenant_isolation(two_gateways):
     # Another tenant on the same gateways is unaffected.
     assert complete(a, "other").status_code == 200
     assert complete(b, "other").status_code == 200
-    metrics = http_request(b.base, "GET", "/metrics").text
+    metrics = http_request(b.metrics_base, "GET", "/metrics").text
     assert 'sluice_gateway_ratelimit_rejections_total{tenant="limited",limit="requests"}' \
         in metrics
 
@@ -150,7 +150,7 @@ def test_redis_down_fail_closed_then_recovers(redis, two_gateways):
              what="/ready 503 while Redis is down")
     redis.start()
     wait_for(lambda: complete(a, "t").status_code == 200, what="recovery after Redis is back")
-    metrics = http_request(a.base, "GET", "/metrics").text
+    metrics = http_request(a.metrics_base, "GET", "/metrics").text
     errors = [l for l in metrics.splitlines() if l.startswith("sluice_gateway_redis_errors_total")]
     assert float(errors[0].split()[-1]) >= 1
 

@@ -29,13 +29,13 @@ def register(redis, w, model=MODEL, ttl_ms=60000):
 
 
 def pending(g, model=MODEL):
-    return metric_sum(http_request(g.base, "GET", "/metrics").text,
+    return metric_sum(http_request(g.metrics_base, "GET", "/metrics").text,
                       "sluice_gateway_pending_requests", f'model="{model}"')
 
 
 def has_series(g, model):
     return f'sluice_gateway_pending_requests{{model="{model}"}}' in \
-        http_request(g.base, "GET", "/metrics").text
+        http_request(g.metrics_base, "GET", "/metrics").text
 
 
 def check_503(r):

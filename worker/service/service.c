@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cm_clock.h"
+#include "cm_trace.h"
 #include "cm_log.h"
 #include "constraint.h"
 #include "inbox.h"
@@ -29,6 +30,8 @@ typedef struct req {
     struct req *prev, *next;
     uint64_t engine_id;
     uint32_t conn_id;
+    /* From Submit.traceparent; "-" when none came. */
+    char trace_id[CM_TRACE_ID_HEX + 1];
     uint64_t request_id; /* the gateway's id, unique per connection */
     int64_t received_ns;
     int64_t last_token_ns; /* 0 until the first token */
@@ -329,10 +332,15 @@ static void on_event(const wk_event *ev, void *cb_arg) {
             }
         }
     }
-    cm_logf(CM_LOG_DEBUG, r->log_id[0] ? r->log_id : NULL,
-            "request %llu on connection %u done (%s)", (unsigned long long)r->request_id,
-            r->conn_id,
-            ev->kind == WK_EVENT_ERROR ? (ev->message ? ev->message : "error") : "finished");
+    {
+        char idbuf[24], connbuf[16];
+        snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)r->request_id);
+        snprintf(connbuf, sizeof connbuf, "%u", r->conn_id);
+        cm_log(CM_LOG_INFO, r->log_id[0] ? r->log_id : NULL, "request done", "trace_id",
+               r->trace_id, "request", idbuf, "connection", connbuf, "outcome",
+               ev->kind == WK_EVENT_ERROR ? (ev->message ? ev->message : "error") : "finished",
+               NULL);
+    }
     unlink_req(s, r);
 }
 
@@ -457,6 +465,14 @@ static void handle_submit(wk_service *s, wk_cmd *c) {
     r->engine_id = ++s->next_engine_id;
     r->conn_id = c->conn_id;
     r->request_id = sub->request_id;
+    {
+        /* Only a well-formed traceparent is trusted for logs; anything else logs "-". */
+        cm_trace tr = {0};
+        snprintf(r->trace_id, sizeof r->trace_id, "-");
+        if (sub->traceparent != NULL &&
+            cm_trace_parse_parent(sub->traceparent, strlen(sub->traceparent), &tr) == CM_OK)
+            memcpy(r->trace_id, tr.trace_id, sizeof r->trace_id);
+    }
     r->received_ns = c->received_ns;
     if (sub->gateway_request_id != NULL)
         snprintf(r->log_id, sizeof r->log_id, "%s", sub->gateway_request_id);
@@ -504,6 +520,8 @@ static void start_prepared(wk_service *s, req *r, wk_prepared *p) {
     rq.prompt = p->ids;
     rq.n_prompt = p->n_ids;
     rq.max_tokens = sub->has_max_tokens ? sub->max_tokens : 0;
+    rq.ignore_eos = sub->has_ignore_eos && sub->ignore_eos;
+    rq.min_tokens = sub->has_min_tokens ? sub->min_tokens : 0;
     rq.stop = (const char *const *)sub->stop;
     rq.n_stop = (uint32_t)sub->n_stop;
     rq.cb = on_event;
@@ -636,8 +654,8 @@ static void cancel_congested(wk_service *s) {
         if (r->congested && !r->silent) {
             cm_series_inc(s->d.metrics->send_queue_overflows_total);
             cm_logf(CM_LOG_WARN, r->log_id[0] ? r->log_id : NULL,
-                    "connection %u: send queue full, cancelling request %llu", r->conn_id,
-                    (unsigned long long)r->request_id);
+                    "connection %u: send queue full, cancelling request %llu (trace_id %s)",
+                    r->conn_id, (unsigned long long)r->request_id, r->trace_id);
             wk_engine_cancel(s->d.engine, r->engine_id);
         }
     }
