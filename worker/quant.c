@@ -15,103 +15,11 @@
  */
 #include "quant.h"
 
+#include <ctype.h>
 #include <string.h>
 
 #define QK 32
 #define QK_K 256
-
-bool wk_dtype_supported(uint32_t t) {
-    switch (t) {
-    case WK_DTYPE_F32:
-    case WK_DTYPE_F16:
-    case WK_DTYPE_Q4_0:
-    case WK_DTYPE_Q4_1:
-    case WK_DTYPE_Q8_0:
-    case WK_DTYPE_Q4_K:
-    case WK_DTYPE_Q5_K:
-    case WK_DTYPE_Q6_K:
-    case WK_DTYPE_BF16:
-        return true;
-    default:
-        return false;
-    }
-}
-
-const char *wk_dtype_name(uint32_t t) {
-    switch (t) {
-    case WK_DTYPE_F32:
-        return "F32";
-    case WK_DTYPE_F16:
-        return "F16";
-    case WK_DTYPE_Q4_0:
-        return "Q4_0";
-    case WK_DTYPE_Q4_1:
-        return "Q4_1";
-    case WK_DTYPE_Q8_0:
-        return "Q8_0";
-    case WK_DTYPE_Q4_K:
-        return "Q4_K";
-    case WK_DTYPE_Q5_K:
-        return "Q5_K";
-    case WK_DTYPE_Q6_K:
-        return "Q6_K";
-    case WK_DTYPE_BF16:
-        return "BF16";
-    default:
-        return "unknown";
-    }
-}
-
-uint32_t wk_dtype_block_elems(wk_dtype t) {
-    switch (t) {
-    case WK_DTYPE_F32:
-    case WK_DTYPE_F16:
-    case WK_DTYPE_BF16:
-        return 1;
-    case WK_DTYPE_Q4_0:
-    case WK_DTYPE_Q4_1:
-    case WK_DTYPE_Q8_0:
-        return QK;
-    case WK_DTYPE_Q4_K:
-    case WK_DTYPE_Q5_K:
-    case WK_DTYPE_Q6_K:
-        return QK_K;
-    default:
-        return 0;
-    }
-}
-
-uint32_t wk_dtype_block_bytes(wk_dtype t) {
-    switch (t) {
-    case WK_DTYPE_F32:
-        return 4;
-    case WK_DTYPE_F16:
-    case WK_DTYPE_BF16:
-        return 2;
-    case WK_DTYPE_Q4_0:
-        return 18;
-    case WK_DTYPE_Q4_1:
-        return 20;
-    case WK_DTYPE_Q8_0:
-        return 34;
-    case WK_DTYPE_Q4_K:
-        return 144;
-    case WK_DTYPE_Q5_K:
-        return 176;
-    case WK_DTYPE_Q6_K:
-        return 210;
-    default:
-        return 0;
-    }
-}
-
-size_t wk_dtype_row_bytes(wk_dtype t, int64_t n) {
-    uint32_t be = wk_dtype_block_elems(t);
-    if (be == 0 || n < 0 || n % be != 0) {
-        return 0;
-    }
-    return (size_t)(n / be) * wk_dtype_block_bytes(t);
-}
 
 static uint16_t rd16(const uint8_t *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
@@ -328,54 +236,111 @@ static void deq_q6_k(const uint8_t *b, float *y) {
     }
 }
 
+/* ---- rows of each type to f32 --------------------------------------------------------- */
+
+static void f32_row(const uint8_t *s, float *dst, int64_t n) {
+    memcpy(dst, s, (size_t)n * sizeof(float));
+}
+
+static void f16_row(const uint8_t *s, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        dst[i] = wk_f16_to_f32(rd16(s + 2 * i));
+    }
+}
+
+static void bf16_row(const uint8_t *s, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        dst[i] = wk_bf16_to_f32(rd16(s + 2 * i));
+    }
+}
+
+/* name##_row: a row of whole blocks through the block function deq_##name */
+#define BLOCK_ROW(name, elems, bytes)                                                              \
+    static void name##_row(const uint8_t *s, float *dst, int64_t n) {                              \
+        for (int64_t i = 0; i < n / (elems); i++) {                                                \
+            deq_##name(s + (size_t)i * (bytes), dst + i * (elems));                                \
+        }                                                                                          \
+    }
+
+BLOCK_ROW(q4_0, QK, 18)
+BLOCK_ROW(q4_1, QK, 20)
+BLOCK_ROW(q8_0, QK, 34)
+BLOCK_ROW(q4_k, QK_K, 144)
+BLOCK_ROW(q5_k, QK_K, 176)
+BLOCK_ROW(q6_k, QK_K, 210)
+
+/* ---- the table ----------------------------------------------------------------------------- */
+
+static const wk_dtype_traits TRAITS[] = {
+    [WK_DTYPE_F32] = {"F32", 1, 4, f32_row, WK_PANEL_FROM_NONE, WK_DTYPE_F32, NULL, true},
+    [WK_DTYPE_F16] = {"F16", 1, 2, f16_row, WK_PANEL_FROM_BLOCKS, WK_DTYPE_F16, NULL, true},
+    [WK_DTYPE_BF16] = {"BF16", 1, 2, bf16_row, WK_PANEL_FROM_NONE, WK_DTYPE_F32, NULL, true},
+    /* Q4_0's panels are Q4_1 panels with m = -8 d */
+    [WK_DTYPE_Q4_0] = {"Q4_0", QK, 18, q4_0_row, WK_PANEL_FROM_BLOCKS, WK_DTYPE_Q4_1, NULL, true},
+    [WK_DTYPE_Q4_1] = {"Q4_1", QK, 20, q4_1_row, WK_PANEL_FROM_BLOCKS, WK_DTYPE_Q4_1, NULL, true},
+    [WK_DTYPE_Q8_0] = {"Q8_0", QK, 34, q8_0_row, WK_PANEL_FROM_BLOCKS, WK_DTYPE_Q8_0, NULL, true},
+    [WK_DTYPE_Q4_K] = {"Q4_K", QK_K, 144, q4_k_row, WK_PANEL_FROM_CONVERT, WK_DTYPE_Q4_1,
+                       wk_q4_k_to_q4_1, true},
+    [WK_DTYPE_Q5_K] = {"Q5_K", QK_K, 176, q5_k_row, WK_PANEL_FROM_REQUANT, WK_DTYPE_Q8_0, NULL,
+                       true},
+    [WK_DTYPE_Q6_K] = {"Q6_K", QK_K, 210, q6_k_row, WK_PANEL_FROM_REQUANT, WK_DTYPE_Q8_0, NULL,
+                       true},
+};
+
+#define N_TRAITS (sizeof(TRAITS) / sizeof(TRAITS[0]))
+
+const wk_dtype_traits *wk_dtype_traits_of(uint32_t t) {
+    return t < N_TRAITS && TRAITS[t].name != NULL ? &TRAITS[t] : NULL;
+}
+
+bool wk_dtype_supported(uint32_t t) {
+    return wk_dtype_traits_of(t) != NULL;
+}
+
+const char *wk_dtype_name(uint32_t t) {
+    const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+    return tr != NULL ? tr->name : "unknown";
+}
+
+bool wk_dtype_from_name(const char *s, wk_dtype *out) {
+    for (uint32_t t = 0; s != NULL && t < N_TRAITS; t++) {
+        const char *name = TRAITS[t].name;
+        if (name == NULL) {
+            continue;
+        }
+        size_t i = 0;
+        while (name[i] != '\0' && toupper((unsigned char)s[i]) == name[i]) {
+            i++;
+        }
+        if (name[i] == '\0' && s[i] == '\0') {
+            *out = (wk_dtype)t;
+            return true;
+        }
+    }
+    return false;
+}
+
+uint32_t wk_dtype_block_elems(wk_dtype t) {
+    const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+    return tr != NULL ? tr->block_elems : 0;
+}
+
+uint32_t wk_dtype_block_bytes(wk_dtype t) {
+    const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+    return tr != NULL ? tr->block_bytes : 0;
+}
+
+size_t wk_dtype_row_bytes(wk_dtype t, int64_t n) {
+    const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+    if (tr == NULL || n < 0 || n % tr->block_elems != 0) {
+        return 0;
+    }
+    return (size_t)(n / tr->block_elems) * tr->block_bytes;
+}
+
 void wk_dequantize_row(wk_dtype t, const void *src, float *dst, int64_t n) {
-    const uint8_t *s = src;
-    switch (t) {
-    case WK_DTYPE_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        return;
-    case WK_DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) {
-            dst[i] = wk_f16_to_f32(rd16(s + 2 * i));
-        }
-        return;
-    case WK_DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) {
-            dst[i] = wk_bf16_to_f32(rd16(s + 2 * i));
-        }
-        return;
-    default:
-        break;
-    }
-    uint32_t be = wk_dtype_block_elems(t);
-    uint32_t bb = wk_dtype_block_bytes(t);
-    if (be == 0) {
-        return;
-    }
-    for (int64_t i = 0; i < n / be; i++) {
-        const uint8_t *b = s + (size_t)i * bb;
-        float *y = dst + i * be;
-        switch (t) {
-        case WK_DTYPE_Q4_0:
-            deq_q4_0(b, y);
-            break;
-        case WK_DTYPE_Q4_1:
-            deq_q4_1(b, y);
-            break;
-        case WK_DTYPE_Q8_0:
-            deq_q8_0(b, y);
-            break;
-        case WK_DTYPE_Q4_K:
-            deq_q4_k(b, y);
-            break;
-        case WK_DTYPE_Q5_K:
-            deq_q5_k(b, y);
-            break;
-        case WK_DTYPE_Q6_K:
-            deq_q6_k(b, y);
-            break;
-        default:
-            return;
-        }
+    const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+    if (tr != NULL) {
+        tr->to_f32(src, dst, n);
     }
 }

@@ -25,12 +25,46 @@ typedef enum wk_dtype {
     WK_DTYPE_BF16 = 30,
 } wk_dtype;
 
-/* wk_dtype_supported tells whether t is one of the values above (any other GGUF type id is
- * rejected by the loader with its number in the message). */
+/* How the CPU backend repacks weights of a type into its 16-row panels (cpu_panel.h). */
+typedef enum wk_panel_from {
+    WK_PANEL_FROM_NONE = 0, /* no panels: row kernels or rows dequantized to f32 */
+    WK_PANEL_FROM_BLOCKS,   /* the type's own blocks (F16, Q4_0, Q4_1, Q8_0) */
+    WK_PANEL_FROM_CONVERT,  /* to_panel rewrites each block as panel_kind blocks holding the same
+                             * values (at most a scale rounded to f16) */
+    WK_PANEL_FROM_REQUANT,  /* values dequantized and requantized to 8 bits per 32 inputs, as the
+                             * activations are (panel_kind Q8_0) */
+} wk_panel_from;
+
+/*
+ * One row per supported type, the only place that lists them: layout, conversion to f32 and
+ * how each backend takes weights of the type. Adding a type is a row here plus its kernels.
+ */
+typedef struct wk_dtype_traits {
+    const char *name;     /* "Q4_1" */
+    uint32_t block_elems; /* elements per block (1 for float types) */
+    uint32_t block_bytes; /* bytes per block */
+    /* n elements (whole blocks) at src to f32 at dst; thread-safe, no allocation */
+    void (*to_f32)(const uint8_t *src, float *dst, int64_t n);
+    wk_panel_from panel_from;
+    wk_dtype panel_kind; /* the panel layout (Q4_1, Q8_0 or F16) unless panel_from is NONE */
+    /* CONVERT only: one block at src as block_elems / 32 blocks of panel_kind at dst */
+    void (*to_panel)(const void *src, void *dst);
+    bool cuda; /* the CUDA backend takes matrices of the type (dequantized to f16 at load) */
+} wk_dtype_traits;
+
+/* wk_dtype_traits_of returns the row of GGUF type id t; NULL for a type not supported here
+ * (the loader rejects those with the number in its message). The rows are static. */
+const wk_dtype_traits *wk_dtype_traits_of(uint32_t t);
+
+/* wk_dtype_supported tells whether t has a traits row. */
 bool wk_dtype_supported(uint32_t t);
 
 /* wk_dtype_name returns "F32", "Q4_1", ...; "unknown" for unsupported values. */
 const char *wk_dtype_name(uint32_t t);
+
+/* wk_dtype_from_name: the type whose name is s, case-insensitive ("q4_k" or "Q4_K"); false
+ * when none is. */
+bool wk_dtype_from_name(const char *s, wk_dtype *out);
 
 /* wk_dtype_block_elems: elements per block (1 for float types). 0 for unsupported types. */
 uint32_t wk_dtype_block_elems(wk_dtype t);
@@ -43,7 +77,8 @@ uint32_t wk_dtype_block_bytes(wk_dtype t);
 size_t wk_dtype_row_bytes(wk_dtype t, int64_t n);
 
 /* wk_dequantize_row converts n elements (a multiple of the block size) from src of type t to
- * f32 in dst. src must hold wk_dtype_row_bytes(t, n) bytes. Thread-safe, no allocation. */
+ * f32 in dst. src must hold wk_dtype_row_bytes(t, n) bytes. Thread-safe, no allocation. Does
+ * nothing for an unsupported type. */
 void wk_dequantize_row(wk_dtype t, const void *src, float *dst, int64_t n);
 
 /* wk_q4_k_to_q4_1 rewrites one Q4_K block (256 elements, 144 bytes at src) as 8 Q4_1 blocks

@@ -55,6 +55,43 @@ static void test_type_table(void **state) {
     assert_int_equal(wk_dtype_row_bytes(WK_DTYPE_F32, -1), 0);
 }
 
+/* Every traits row is self-consistent: names round-trip, rows have a converter, panel rows
+ * name a layout the CPU panels have and CONVERT rows a converter. */
+static void test_traits_rows(void **state) {
+    (void)state;
+    int rows = 0;
+    for (uint32_t t = 0; t < 64; t++) {
+        const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+        assert_true((tr != NULL) == wk_dtype_supported(t));
+        if (tr == NULL) {
+            continue;
+        }
+        rows++;
+        wk_dtype back;
+        assert_true(wk_dtype_from_name(tr->name, &back));
+        assert_int_equal(back, t);
+        assert_non_null(tr->to_f32);
+        assert_true(tr->block_elems == 1 || tr->block_elems % 32 == 0);
+        assert_true(tr->block_bytes > 0);
+        if (tr->panel_from != WK_PANEL_FROM_NONE) {
+            assert_true(tr->panel_kind == WK_DTYPE_Q4_1 || tr->panel_kind == WK_DTYPE_Q8_0 ||
+                        tr->panel_kind == WK_DTYPE_F16);
+        }
+        assert_true((tr->panel_from == WK_PANEL_FROM_CONVERT) == (tr->to_panel != NULL));
+        if (tr->panel_from == WK_PANEL_FROM_REQUANT) {
+            assert_int_equal(tr->panel_kind, WK_DTYPE_Q8_0);
+        }
+    }
+    assert_true(rows >= 9);
+    wk_dtype t;
+    assert_true(wk_dtype_from_name("q4_k", &t));
+    assert_int_equal(t, WK_DTYPE_Q4_K);
+    assert_false(wk_dtype_from_name("q4", &t));
+    assert_false(wk_dtype_from_name("q4_k_m", &t));
+    assert_false(wk_dtype_from_name(NULL, &t));
+    assert_null(wk_dtype_traits_of(99));
+}
+
 static void test_f16(void **state) {
     (void)state;
     assert_int_equal(wk_f32_to_f16(1.0f), 0x3C00);
@@ -384,10 +421,15 @@ static void test_python_vectors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_type_table),     cmocka_unit_test(test_f16),
-        cmocka_unit_test(test_bf16),           cmocka_unit_test(test_q4_0_q4_1_q8_0_hand),
-        cmocka_unit_test(test_q4_k_q5_k_hand), cmocka_unit_test(test_q6_k_hand),
-        cmocka_unit_test(test_float_rows),     cmocka_unit_test(test_python_vectors),
+        cmocka_unit_test(test_type_table),
+        cmocka_unit_test(test_traits_rows),
+        cmocka_unit_test(test_f16),
+        cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_q4_0_q4_1_q8_0_hand),
+        cmocka_unit_test(test_q4_k_q5_k_hand),
+        cmocka_unit_test(test_q6_k_hand),
+        cmocka_unit_test(test_float_rows),
+        cmocka_unit_test(test_python_vectors),
         cmocka_unit_test(test_q4_k_to_q4_1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

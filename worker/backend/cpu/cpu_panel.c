@@ -16,17 +16,15 @@
 /* Tokens whose accumulators a kernel keeps in registers at once. */
 #define PANEL_TILE 8
 
-static bool panel_source(wk_dtype t) {
-    return t == WK_DTYPE_Q4_0 || t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q8_0 || t == WK_DTYPE_Q4_K ||
-           t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K || t == WK_DTYPE_F16;
+/* The traits row of t when weights of type t go into panels, else NULL. */
+static const wk_dtype_traits *panel_source(wk_dtype t) {
+    const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+    return tr != NULL && tr->panel_from != WK_PANEL_FROM_NONE ? tr : NULL;
 }
 
 wk_dtype wk_cpu_panel_kind(wk_dtype t) {
-    if (t == WK_DTYPE_F16) {
-        return WK_DTYPE_F16;
-    }
-    return t == WK_DTYPE_Q8_0 || t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K ? WK_DTYPE_Q8_0
-                                                                          : WK_DTYPE_Q4_1;
+    const wk_dtype_traits *tr = panel_source(t);
+    return tr != NULL ? tr->panel_kind : WK_DTYPE_Q4_1;
 }
 
 static size_t block_bytes(wk_dtype t) {
@@ -36,11 +34,11 @@ static size_t block_bytes(wk_dtype t) {
 
 bool wk_cpu_panel_type(wk_dtype t) {
     wk_cpu_isa isa = wk_cpu_kernels_isa();
-    return panel_source(t) && HAVE_X86 && isa >= WK_CPU_ISA_AVX2;
+    return panel_source(t) != NULL && HAVE_X86 && isa >= WK_CPU_ISA_AVX2;
 }
 
 bool wk_cpu_panel_packable(wk_dtype t, int64_t rows, int64_t n) {
-    return panel_source(t) && rows > 0 && n > 0 && n % WK_CPU_QK == 0 &&
+    return panel_source(t) != NULL && rows > 0 && n > 0 && n % WK_CPU_QK == 0 &&
            wk_dtype_row_bytes(t, n) > 0;
 }
 
@@ -101,14 +99,16 @@ static void zero_row(wk_dtype kind, uint8_t *o, int r) {
     }
 }
 
-/* Q5_K / Q6_K block (256 inputs) -> 8 Q8_0 blocks (34 bytes each) of its values requantized
- * (absmax / 127 per 32, as the activations are): the kernels' only lossy step on weights. */
-static void k_to_q8_0(wk_dtype t, const uint8_t *src, uint8_t *dst) {
+/* A block of type t (up to 256 inputs) -> Q8_0 blocks (34 bytes per 32 inputs) of its values
+ * requantized (absmax / 127 per 32, as the activations are): the kernels' only lossy step on
+ * weights. */
+static void requant_q8_0(wk_dtype t, const uint8_t *src, uint8_t *dst) {
     float f[256];
     wk_cpu_q8 q[8];
-    wk_dequantize_row(t, src, f, 256);
-    wk_cpu_quantize_q8(f, q, 256);
-    for (int i = 0; i < 8; i++) {
+    int64_t n = wk_dtype_block_elems(t);
+    wk_dequantize_row(t, src, f, n);
+    wk_cpu_quantize_q8(f, q, n);
+    for (int64_t i = 0; i < n / WK_CPU_QK; i++) {
         uint16_t d = wk_f32_to_f16(q[i].d);
         memcpy(dst + 34 * i, &d, 2);
         memcpy(dst + 34 * i + 2, q[i].qs, 32);
@@ -117,12 +117,15 @@ static void k_to_q8_0(wk_dtype t, const uint8_t *src, uint8_t *dst) {
 
 void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t rows, int64_t n, int64_t p0, int64_t p1,
                        void *dst) {
+    const wk_dtype_traits *tr = panel_source(t);
     int64_t nb = n / WK_CPU_QK;
     size_t rb = wk_dtype_row_bytes(t, n), bb = block_bytes(t);
     /* 32-input blocks per source block (F16: 32 elements taken as one block) */
-    int64_t sub = t == WK_DTYPE_F16 ? 1 : wk_dtype_block_elems(t) / WK_CPU_QK;
-    size_t src_bb = t == WK_DTYPE_F16 ? 2 * WK_CPU_QK : wk_dtype_block_bytes(t);
-    uint8_t conv[8 * 34]; /* one K-quant block as 32-input blocks */
+    int64_t sub = t == WK_DTYPE_F16 ? 1 : tr->block_elems / WK_CPU_QK;
+    size_t src_bb = t == WK_DTYPE_F16 ? 2 * WK_CPU_QK : tr->block_bytes;
+    /* one source block converted to panel_kind blocks (Q4_1: 20 bytes, Q8_0: 34 per 32) */
+    size_t conv_bb = tr->panel_kind == WK_DTYPE_Q8_0 ? 34 : 20;
+    uint8_t conv[8 * 34];
     for (int64_t p = p0; p < p1; p++) {
         for (int64_t sb = 0; sb < nb / sub; sb++) {
             for (int r = 0; r < WK_CPU_PANEL_ROWS; r++) {
@@ -131,7 +134,7 @@ void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t rows, int64_t n, int64
                     for (int64_t i = 0; i < sub; i++) {
                         uint8_t *o =
                             (uint8_t *)dst + ((size_t)p * (size_t)nb + (size_t)(sb * sub + i)) * bb;
-                        zero_row(wk_cpu_panel_kind(t), o, r);
+                        zero_row(tr->panel_kind, o, r);
                     }
                     continue;
                 }
@@ -139,12 +142,12 @@ void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t rows, int64_t n, int64
                                    (size_t)sb * src_bb;
                 wk_dtype st = t;
                 size_t step = 0;
-                if (t == WK_DTYPE_Q4_K) {
-                    wk_q4_k_to_q4_1(s, conv);
-                    s = conv, st = WK_DTYPE_Q4_1, step = 20;
-                } else if (t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K) {
-                    k_to_q8_0(t, s, conv);
-                    s = conv, st = WK_DTYPE_Q8_0, step = 34;
+                if (tr->panel_from == WK_PANEL_FROM_CONVERT) {
+                    tr->to_panel(s, conv);
+                    s = conv, st = tr->panel_kind, step = conv_bb;
+                } else if (tr->panel_from == WK_PANEL_FROM_REQUANT) {
+                    requant_q8_0(t, s, conv);
+                    s = conv, st = WK_DTYPE_Q8_0, step = conv_bb;
                 }
                 for (int64_t i = 0; i < sub; i++) {
                     uint8_t *o =

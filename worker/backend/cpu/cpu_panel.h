@@ -23,7 +23,8 @@
  *
  *   F16 (1024 bytes): f16 w[32][16]: input i of row r at 16 i + r; these panels multiply
  *     f32 activations (wk_cpu_panel_in.xf), as the F16 row path does.
- * K-quant weights are converted while packing: Q4_K into Q4_1 panels (the same 4-bit values;
+ * Which layout a type takes and how is its traits row in quant.c. K-quant weights are converted
+ * while packing: Q4_K into Q4_1 panels (the same 4-bit values;
  * each 32-input sub-block's scale and min rounded to f16), Q5_K and Q6_K into Q8_0 panels
  * (values requantized to 8 bits per 32 inputs, as the activations are; 8.5 bits per weight
  * instead of 5.5 / 6.6).
@@ -41,13 +42,14 @@
 #define WK_CPU_PANEL_ROWS 16
 
 /* wk_cpu_panel_type: true when the kernel level in effect has panel kernels for weights of
- * type t: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K and F16 at WK_CPU_ISA_AVX512 (vpdpbusd, 16 rows
- * per instruction) and at WK_CPU_ISA_AVX2 (vpmaddubsw, two halves of 8 rows). */
+ * type t: the types whose traits row (quant.h) names a panel_from, at WK_CPU_ISA_AVX512
+ * (vpdpbusd, 16 rows per instruction) and at WK_CPU_ISA_AVX2 (vpmaddubsw, two halves of 8
+ * rows). */
 bool wk_cpu_panel_type(wk_dtype t);
 
-/* wk_cpu_panel_kind: the panel layout weights of type t are packed into: WK_DTYPE_Q8_0 (Q8_0,
- * Q5_K, Q6_K: their activations need wk_cpu_q8_corr), WK_DTYPE_F16 (F16: f32 activations)
- * or WK_DTYPE_Q4_1 (the others). */
+/* wk_cpu_panel_kind: the panel layout weights of type t are packed into (its traits row's
+ * panel_kind): WK_DTYPE_Q8_0 (their activations need wk_cpu_q8_corr), WK_DTYPE_F16 (f32
+ * activations) or WK_DTYPE_Q4_1 (also for types without panels). */
 wk_dtype wk_cpu_panel_kind(wk_dtype t);
 
 /* wk_cpu_panel_packable: true when a (rows, n) weight of type t can be repacked (t a panel
