@@ -12,6 +12,19 @@
  *      x = d * sc * q - dmin * mn)
  *   Q6_K (256 elems, 210 B): u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d
  *     (16 sub-blocks of 16; x = d * scale * (q6 - 32))
+ *   Q5_0 (32 elems, 22 B):  f16 d; u32 qh; u8 qs[16]          x = (q5 - 16) * d
+ *   Q5_1 (32 elems, 24 B):  f16 d; f16 m; u32 qh; u8 qs[16]   x = q5 * d + m
+ *     (element j: low 4 bits as in Q4_0, bit 4 is bit j of qh)
+ *   Q2_K (256 elems, 84 B): u8 scales[16]; u8 qs[64]; f16 d; f16 dmin
+ *     (16 sub-blocks of 16; scale byte: low nibble sc, high nibble mn;
+ *      x = d * sc * q2 - dmin * mn)
+ *   Q3_K (256 elems, 110 B): u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d
+ *     (16 sub-blocks of 16, 6-bit scales stored + 32; x = d * (sc - 32) * (q2 - (hbit ? 0 : 4)))
+ *   IQ4_NL (32 elems, 18 B): f16 d; u8 qs[16]                 x = d * IQ4_VALUES[nibble]
+ *   IQ4_XS (256 elems, 136 B): f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]
+ *     (8 sub-blocks of 32 as IQ4_NL's; 6-bit scale ls, x = d * (ls - 32) * IQ4_VALUES[nibble])
+ * In the 2- and 3-bit K-quants, each 128 elements take 32 bytes of qs, four 2-bit fields per
+ * byte: element 128 h + 32 s + l is field s of byte 32 h + l.
  */
 #include "quant.h"
 
@@ -213,6 +226,181 @@ static void deq_q5_k(const uint8_t *b, float *y) {
     }
 }
 
+static uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* The 5-bit values of a Q5_0 / Q5_1 block from qh (32 high bits) and qs (16 bytes). */
+static void q5_values(uint32_t qh, const uint8_t *qs, int q[QK]) {
+    for (int j = 0; j < QK / 2; j++) {
+        q[j] = (qs[j] & 0xF) | (int)(((qh >> j) & 1) << 4);
+        q[j + QK / 2] = (qs[j] >> 4) | (int)(((qh >> (j + QK / 2)) & 1) << 4);
+    }
+}
+
+static void deq_q5_0(const uint8_t *b, float *y) {
+    float d = wk_f16_to_f32(rd16(b));
+    int q[QK];
+    q5_values(rd32(b + 2), b + 6, q);
+    for (int j = 0; j < QK; j++) {
+        y[j] = (float)(q[j] - 16) * d;
+    }
+}
+
+static void deq_q5_1(const uint8_t *b, float *y) {
+    float d = wk_f16_to_f32(rd16(b));
+    float m = wk_f16_to_f32(rd16(b + 2));
+    int q[QK];
+    q5_values(rd32(b + 4), b + 8, q);
+    for (int j = 0; j < QK; j++) {
+        y[j] = (float)q[j] * d + m;
+    }
+}
+
+static void deq_q2_k(const uint8_t *b, float *y) {
+    const uint8_t *scales = b;
+    const uint8_t *qs = b + 16;
+    float d = wk_f16_to_f32(rd16(b + 80));
+    float dmin = wk_f16_to_f32(rd16(b + 82));
+    for (int i = 0; i < QK_K; i++) {
+        int h = i / 128, s = (i / 32) % 4, l = i % 32;
+        uint8_t sc = scales[i / 16];
+        int q = (qs[32 * h + l] >> (2 * s)) & 3;
+        /* two roundings as the format's reference: (d * sc) * q, then - dmin * mn */
+        float dl = d * (float)(sc & 0xF), ml = dmin * (float)(sc >> 4);
+        y[i] = dl * (float)q - ml;
+    }
+}
+
+/* The 16 scales of a Q3_K block, minus 32 (-32 .. 31). */
+static void q3_k_scales(const uint8_t *p, int sc[16]) {
+    for (int j = 0; j < 16; j++) {
+        int low = j < 8 ? p[j] & 0xF : p[j - 8] >> 4;
+        int high = (p[8 + j % 4] >> (2 * (j / 4))) & 3;
+        sc[j] = (low | (high << 4)) - 32;
+    }
+}
+
+/* The signed 3-bit value (-4 .. 3) of element i of a Q3_K block. */
+static int q3_k_value(const uint8_t *b, int i) {
+    const uint8_t *hmask = b, *qs = b + 32;
+    int h = i / 128, s = (i / 32) % 4, l = i % 32;
+    int q = (qs[32 * h + l] >> (2 * s)) & 3;
+    return (hmask[l] >> (4 * h + s)) & 1 ? q : q - 4;
+}
+
+static void deq_q3_k(const uint8_t *b, float *y) {
+    int sc[16];
+    q3_k_scales(b + 96, sc);
+    float d = wk_f16_to_f32(rd16(b + 108));
+    for (int i = 0; i < QK_K; i++) {
+        float dl = d * (float)sc[i / 16];
+        y[i] = dl * (float)q3_k_value(b, i);
+    }
+}
+
+/* The non-linear 4-bit grid of IQ4_NL and IQ4_XS (every value fits int8). */
+static const int8_t IQ4_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                      1,    13,   25,  38,  53,  69,  89,  113};
+
+static void deq_iq4_nl(const uint8_t *b, float *y) {
+    float d = wk_f16_to_f32(rd16(b));
+    const uint8_t *qs = b + 2;
+    for (int j = 0; j < QK / 2; j++) {
+        y[j] = d * (float)IQ4_VALUES[qs[j] & 0xF];
+        y[j + QK / 2] = d * (float)IQ4_VALUES[qs[j] >> 4];
+    }
+}
+
+/* The 6-bit scale of IQ4_XS sub-block j (0..7), minus 32. */
+static int iq4_xs_scale(const uint8_t *b, int j) {
+    uint16_t scales_h = rd16(b + 2);
+    int low = (b[4 + j / 2] >> (4 * (j % 2))) & 0xF;
+    return (low | (((scales_h >> (2 * j)) & 3) << 4)) - 32;
+}
+
+static void deq_iq4_xs(const uint8_t *b, float *y) {
+    float d = wk_f16_to_f32(rd16(b));
+    for (int j = 0; j < QK_K / QK; j++) {
+        float dl = d * (float)iq4_xs_scale(b, j);
+        const uint8_t *qs = b + 8 + 16 * j;
+        for (int i = 0; i < QK / 2; i++) {
+            y[QK * j + i] = dl * (float)IQ4_VALUES[qs[i] & 0xF];
+            y[QK * j + i + QK / 2] = dl * (float)IQ4_VALUES[qs[i] >> 4];
+        }
+    }
+}
+
+/* ---- exact conversions into Q8_0 blocks (for the CPU panels) ------------------------------ */
+
+static void put_q8_0(uint8_t *o, uint16_t d, const int *q) {
+    o[0] = (uint8_t)d;
+    o[1] = (uint8_t)(d >> 8);
+    for (int i = 0; i < QK; i++) {
+        o[2 + i] = (uint8_t)(int8_t)q[i];
+    }
+}
+
+void wk_q5_0_to_q8_0(const void *src, void *dst) {
+    const uint8_t *b = src;
+    int q[QK];
+    q5_values(rd32(b + 2), b + 6, q);
+    for (int i = 0; i < QK; i++) {
+        q[i] -= 16;
+    }
+    put_q8_0(dst, rd16(b), q);
+}
+
+void wk_iq4_nl_to_q8_0(const void *src, void *dst) {
+    const uint8_t *b = src;
+    int q[QK];
+    for (int j = 0; j < QK / 2; j++) {
+        q[j] = IQ4_VALUES[b[2 + j] & 0xF];
+        q[j + QK / 2] = IQ4_VALUES[b[2 + j] >> 4];
+    }
+    put_q8_0(dst, rd16(b), q);
+}
+
+void wk_iq4_xs_to_q8_0(const void *src, void *dst) {
+    const uint8_t *b = src;
+    float d = wk_f16_to_f32(rd16(b));
+    for (int j = 0; j < QK_K / QK; j++) {
+        const uint8_t *qs = b + 8 + 16 * j;
+        int q[QK];
+        for (int i = 0; i < QK / 2; i++) {
+            q[i] = IQ4_VALUES[qs[i] & 0xF];
+            q[i + QK / 2] = IQ4_VALUES[qs[i] >> 4];
+        }
+        put_q8_0((uint8_t *)dst + 34 * j, wk_f32_to_f16(d * (float)iq4_xs_scale(b, j)), q);
+    }
+}
+
+void wk_q3_k_to_q8_0(const void *src, void *dst) {
+    const uint8_t *b = src;
+    uint16_t dh = rd16(b + 108);
+    int sc[16];
+    q3_k_scales(b + 96, sc);
+    for (int j = 0; j < QK_K / QK; j++) {
+        int q[QK], amax = 0;
+        for (int i = 0; i < QK; i++) {
+            q[i] = sc[(QK * j + i) / 16] * q3_k_value(b, QK * j + i);
+            amax = q[i] > amax ? q[i] : -q[i] > amax ? -q[i] : amax;
+        }
+        uint16_t d = dh;
+        if (amax > 127) {
+            /* only (-32) * (-4) = 128 overflows int8: requantize this block to 8 bits over
+             * its range, q' = round(q * 127 / 128), d' = d * 128 / 127 */
+            float dq = wk_f16_to_f32(dh) * 128.0f / 127.0f;
+            for (int i = 0; i < QK; i++) {
+                float v = (float)q[i] * 127.0f / 128.0f;
+                q[i] = (int)(v < 0 ? v - 0.5f : v + 0.5f);
+            }
+            d = wk_f32_to_f16(dq);
+        }
+        put_q8_0((uint8_t *)dst + 34 * j, d, q);
+    }
+}
+
 static void deq_q6_k(const uint8_t *b, float *y) {
     const uint8_t *ql = b;
     const uint8_t *qh = b + 128;
@@ -268,6 +456,12 @@ BLOCK_ROW(q8_0, QK, 34)
 BLOCK_ROW(q4_k, QK_K, 144)
 BLOCK_ROW(q5_k, QK_K, 176)
 BLOCK_ROW(q6_k, QK_K, 210)
+BLOCK_ROW(q5_0, QK, 22)
+BLOCK_ROW(q5_1, QK, 24)
+BLOCK_ROW(q2_k, QK_K, 84)
+BLOCK_ROW(q3_k, QK_K, 110)
+BLOCK_ROW(iq4_nl, QK, 18)
+BLOCK_ROW(iq4_xs, QK_K, 136)
 
 /* ---- the table ----------------------------------------------------------------------------- */
 
@@ -285,6 +479,22 @@ static const wk_dtype_traits TRAITS[] = {
                        true},
     [WK_DTYPE_Q6_K] = {"Q6_K", QK_K, 210, q6_k_row, WK_PANEL_FROM_REQUANT, WK_DTYPE_Q8_0, NULL,
                        true},
+    /* 5-bit values fit the Q8_0 panels exactly; Q5_1's offset m does not, so its values are
+     * requantized */
+    [WK_DTYPE_Q5_0] = {"Q5_0", QK, 22, q5_0_row, WK_PANEL_FROM_CONVERT, WK_DTYPE_Q8_0,
+                       wk_q5_0_to_q8_0, true},
+    [WK_DTYPE_Q5_1] = {"Q5_1", QK, 24, q5_1_row, WK_PANEL_FROM_REQUANT, WK_DTYPE_Q8_0, NULL, true},
+    /* Q2_K has a min per 16 elements: requantized; Q3_K's scale * value products are 8-bit
+     * integers */
+    [WK_DTYPE_Q2_K] = {"Q2_K", QK_K, 84, q2_k_row, WK_PANEL_FROM_REQUANT, WK_DTYPE_Q8_0, NULL,
+                       true},
+    [WK_DTYPE_Q3_K] = {"Q3_K", QK_K, 110, q3_k_row, WK_PANEL_FROM_CONVERT, WK_DTYPE_Q8_0,
+                       wk_q3_k_to_q8_0, true},
+    /* the IQ4 grid values are 8-bit integers */
+    [WK_DTYPE_IQ4_NL] = {"IQ4_NL", QK, 18, iq4_nl_row, WK_PANEL_FROM_CONVERT, WK_DTYPE_Q8_0,
+                         wk_iq4_nl_to_q8_0, true},
+    [WK_DTYPE_IQ4_XS] = {"IQ4_XS", QK_K, 136, iq4_xs_row, WK_PANEL_FROM_CONVERT, WK_DTYPE_Q8_0,
+                         wk_iq4_xs_to_q8_0, true},
 };
 
 #define N_TRAITS (sizeof(TRAITS) / sizeof(TRAITS[0]))

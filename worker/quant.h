@@ -4,7 +4,8 @@
  * dot-product kernels in backend/cpu) and the CUDA backend (which dequantizes at load).
  *
  * A "row" is ne[0] consecutive elements of a tensor. Quantized types pack elements in blocks
- * (32 for Q4_0/Q4_1/Q8_0, 256 for the K-quants); a row length must be a multiple of the block.
+ * (32 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL, 256 for the K-quants and IQ4_XS); a row length must
+ * be a multiple of the block.
  */
 #ifndef WK_QUANT_H
 #define WK_QUANT_H
@@ -18,10 +19,16 @@ typedef enum wk_dtype {
     WK_DTYPE_F16 = 1,
     WK_DTYPE_Q4_0 = 2,
     WK_DTYPE_Q4_1 = 3,
+    WK_DTYPE_Q5_0 = 6,
+    WK_DTYPE_Q5_1 = 7,
     WK_DTYPE_Q8_0 = 8,
+    WK_DTYPE_Q2_K = 10,
+    WK_DTYPE_Q3_K = 11,
     WK_DTYPE_Q4_K = 12,
     WK_DTYPE_Q5_K = 13,
     WK_DTYPE_Q6_K = 14,
+    WK_DTYPE_IQ4_NL = 20,
+    WK_DTYPE_IQ4_XS = 23,
     WK_DTYPE_BF16 = 30,
 } wk_dtype;
 
@@ -86,6 +93,19 @@ void wk_dequantize_row(wk_dtype t, const void *src, float *dst, int64_t n);
  * scale d * sc_j and min -dmin * m_j become the Q4_1 block's d and m, rounded to f16 (the only
  * change: relative error <= 2^-11 on each). */
 void wk_q4_k_to_q4_1(const void *src, void *dst);
+
+/* The exact conversions into Q8_0 blocks (34 bytes per 32 elements: f16 d, int8 q[32]) that
+ * the CPU panels use (traits to_panel), each from one block at src into dst:
+ *   wk_q5_0_to_q8_0:   1 block; the same d, q - 16 (exact)
+ *   wk_iq4_nl_to_q8_0: 1 block; the same d, the table values (exact)
+ *   wk_q3_k_to_q8_0:   8 blocks; d, scale * q per element (exact; a 32-element block where
+ *                      one product is 128 is requantized to 8 bits instead)
+ *   wk_iq4_xs_to_q8_0: 8 blocks; d * sub-block scale rounded to f16 (relative error <=
+ *                      2^-11), the table values */
+void wk_q5_0_to_q8_0(const void *src, void *dst);
+void wk_iq4_nl_to_q8_0(const void *src, void *dst);
+void wk_q3_k_to_q8_0(const void *src, void *dst);
+void wk_iq4_xs_to_q8_0(const void *src, void *dst);
 
 /* Scalar half/bfloat conversions (IEEE binary16 round-to-nearest-even; bf16 by truncation
  * with rounding). Exact inverses on representable values. */

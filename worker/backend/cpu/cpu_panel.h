@@ -23,11 +23,15 @@
  *
  *   F16 (1024 bytes): f16 w[32][16]: input i of row r at 16 i + r; these panels multiply
  *     f32 activations (wk_cpu_panel_in.xf), as the F16 row path does.
- * Which layout a type takes and how is its traits row in quant.c. K-quant weights are converted
- * while packing: Q4_K into Q4_1 panels (the same 4-bit values;
- * each 32-input sub-block's scale and min rounded to f16), Q5_K and Q6_K into Q8_0 panels
- * (values requantized to 8 bits per 32 inputs, as the activations are; 8.5 bits per weight
- * instead of 5.5 / 6.6).
+ * Which layout a type takes and how is its traits row in quant.c. Converted while packing:
+ *   exactly, the same values: Q5_0 (q - 16), IQ4_NL (grid values) and Q3_K (scale * value,
+ *     8-bit integers per 16; a block holding -32 * -4 = 128 is requantized) into Q8_0 panels;
+ *   scales rounded to f16 (relative error <= 2^-11 each), the same 4-bit values: Q4_K into
+ *     Q4_1 panels (per 32-input sub-block scale and min), IQ4_XS into Q8_0 panels;
+ *   requantized to 8 bits per 32 inputs (as the activations are): Q5_K, Q6_K, Q5_1 (its
+ *     offset has no place in Q8_0 panels), Q2_K (a min per 16) into Q8_0 panels.
+ * Q8_0 panels take 8.5 bits per weight (5.5 for Q5_0, 2.6 for Q2_K in GGUF): decode reads more
+ * bytes for these types than their files hold.
  */
 #ifndef WK_CPU_PANEL_H
 #define WK_CPU_PANEL_H
