@@ -20,9 +20,9 @@
  *      x = d * sc * q2 - dmin * mn)
  *   Q3_K (256 elems, 110 B): u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d
  *     (16 sub-blocks of 16, 6-bit scales stored + 32; x = d * (sc - 32) * (q2 - (hbit ? 0 : 4)))
- *   IQ4_NL (32 elems, 18 B): f16 d; u8 qs[16]                 x = d * IQ4_VALUES[nibble]
+ *   IQ4_NL (32 elems, 18 B): f16 d; u8 qs[16]                 x = d * wk_iq4_grid[nibble]
  *   IQ4_XS (256 elems, 136 B): f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]
- *     (8 sub-blocks of 32 as IQ4_NL's; 6-bit scale ls, x = d * (ls - 32) * IQ4_VALUES[nibble])
+ *     (8 sub-blocks of 32 as IQ4_NL's; 6-bit scale ls, x = d * (ls - 32) * wk_iq4_grid[nibble])
  * In the 2- and 3-bit K-quants, each 128 elements take 32 bytes of qs, four 2-bit fields per
  * byte: element 128 h + 32 s + l is field s of byte 32 h + l.
  */
@@ -299,16 +299,15 @@ static void deq_q3_k(const uint8_t *b, float *y) {
     }
 }
 
-/* The non-linear 4-bit grid of IQ4_NL and IQ4_XS (every value fits int8). */
-static const int8_t IQ4_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                      1,    13,   25,  38,  53,  69,  89,  113};
+const int8_t wk_iq4_grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                1,    13,   25,  38,  53,  69,  89,  113};
 
 static void deq_iq4_nl(const uint8_t *b, float *y) {
     float d = wk_f16_to_f32(rd16(b));
     const uint8_t *qs = b + 2;
     for (int j = 0; j < QK / 2; j++) {
-        y[j] = d * (float)IQ4_VALUES[qs[j] & 0xF];
-        y[j + QK / 2] = d * (float)IQ4_VALUES[qs[j] >> 4];
+        y[j] = d * (float)wk_iq4_grid[qs[j] & 0xF];
+        y[j + QK / 2] = d * (float)wk_iq4_grid[qs[j] >> 4];
     }
 }
 
@@ -325,8 +324,8 @@ static void deq_iq4_xs(const uint8_t *b, float *y) {
         float dl = d * (float)iq4_xs_scale(b, j);
         const uint8_t *qs = b + 8 + 16 * j;
         for (int i = 0; i < QK / 2; i++) {
-            y[QK * j + i] = dl * (float)IQ4_VALUES[qs[i] & 0xF];
-            y[QK * j + i + QK / 2] = dl * (float)IQ4_VALUES[qs[i] >> 4];
+            y[QK * j + i] = dl * (float)wk_iq4_grid[qs[i] & 0xF];
+            y[QK * j + i + QK / 2] = dl * (float)wk_iq4_grid[qs[i] >> 4];
         }
     }
 }
@@ -351,27 +350,15 @@ void wk_q5_0_to_q8_0(const void *src, void *dst) {
     put_q8_0(dst, rd16(b), q);
 }
 
-void wk_iq4_nl_to_q8_0(const void *src, void *dst) {
+void wk_iq4_xs_to_iq4_nl(const void *src, void *dst) {
     const uint8_t *b = src;
-    int q[QK];
-    for (int j = 0; j < QK / 2; j++) {
-        q[j] = IQ4_VALUES[b[2 + j] & 0xF];
-        q[j + QK / 2] = IQ4_VALUES[b[2 + j] >> 4];
-    }
-    put_q8_0(dst, rd16(b), q);
-}
-
-void wk_iq4_xs_to_q8_0(const void *src, void *dst) {
-    const uint8_t *b = src;
+    uint8_t *o = dst;
     float d = wk_f16_to_f32(rd16(b));
-    for (int j = 0; j < QK_K / QK; j++) {
-        const uint8_t *qs = b + 8 + 16 * j;
-        int q[QK];
-        for (int i = 0; i < QK / 2; i++) {
-            q[i] = IQ4_VALUES[qs[i] & 0xF];
-            q[i + QK / 2] = IQ4_VALUES[qs[i] >> 4];
-        }
-        put_q8_0((uint8_t *)dst + 34 * j, wk_f32_to_f16(d * (float)iq4_xs_scale(b, j)), q);
+    for (int j = 0; j < QK_K / QK; j++, o += 18) {
+        uint16_t dl = wk_f32_to_f16(d * (float)iq4_xs_scale(b, j));
+        o[0] = (uint8_t)dl;
+        o[1] = (uint8_t)(dl >> 8);
+        memcpy(o + 2, b + 8 + 16 * j, 16);
     }
 }
 
@@ -490,11 +477,11 @@ static const wk_dtype_traits TRAITS[] = {
                        true},
     [WK_DTYPE_Q3_K] = {"Q3_K", QK_K, 110, q3_k_row, WK_PANEL_FROM_CONVERT, WK_DTYPE_Q8_0,
                        wk_q3_k_to_q8_0, true},
-    /* the IQ4 grid values are 8-bit integers */
-    [WK_DTYPE_IQ4_NL] = {"IQ4_NL", QK, 18, iq4_nl_row, WK_PANEL_FROM_CONVERT, WK_DTYPE_Q8_0,
-                         wk_iq4_nl_to_q8_0, true},
-    [WK_DTYPE_IQ4_XS] = {"IQ4_XS", QK_K, 136, iq4_xs_row, WK_PANEL_FROM_CONVERT, WK_DTYPE_Q8_0,
-                         wk_iq4_xs_to_q8_0, true},
+    /* IQ4 panels: the 4-bit indices, looked up in the grid by the kernels */
+    [WK_DTYPE_IQ4_NL] = {"IQ4_NL", QK, 18, iq4_nl_row, WK_PANEL_FROM_BLOCKS, WK_DTYPE_IQ4_NL, NULL,
+                         true},
+    [WK_DTYPE_IQ4_XS] = {"IQ4_XS", QK_K, 136, iq4_xs_row, WK_PANEL_FROM_CONVERT, WK_DTYPE_IQ4_NL,
+                         wk_iq4_xs_to_iq4_nl, true},
 };
 
 #define N_TRAITS (sizeof(TRAITS) / sizeof(TRAITS[0]))

@@ -94,18 +94,20 @@ void wk_dequantize_row(wk_dtype t, const void *src, float *dst, int64_t n);
  * change: relative error <= 2^-11 on each). */
 void wk_q4_k_to_q4_1(const void *src, void *dst);
 
-/* The exact conversions into Q8_0 blocks (34 bytes per 32 elements: f16 d, int8 q[32]) that
- * the CPU panels use (traits to_panel), each from one block at src into dst:
- *   wk_q5_0_to_q8_0:   1 block; the same d, q - 16 (exact)
- *   wk_iq4_nl_to_q8_0: 1 block; the same d, the table values (exact)
- *   wk_q3_k_to_q8_0:   8 blocks; d, scale * q per element (exact; a 32-element block where
- *                      one product is 128 is requantized to 8 bits instead)
- *   wk_iq4_xs_to_q8_0: 8 blocks; d * sub-block scale rounded to f16 (relative error <=
- *                      2^-11), the table values */
+/* The conversions the CPU panels use (traits to_panel), each from one block at src into dst:
+ *   wk_q5_0_to_q8_0:   into 1 Q8_0 block (34 bytes: f16 d, int8 q[32]); the same d, q - 16
+ *                      (exact)
+ *   wk_q3_k_to_q8_0:   into 8 Q8_0 blocks; d, scale * q per element (exact; a 32-element
+ *                      block where one product is 128 is requantized to 8 bits instead)
+ *   wk_iq4_xs_to_iq4_nl: into 8 IQ4_NL blocks (18 bytes: f16 d, u8 qs[16]); the same grid
+ *                      indices, d * sub-block scale rounded to f16 (relative error <= 2^-11) */
 void wk_q5_0_to_q8_0(const void *src, void *dst);
-void wk_iq4_nl_to_q8_0(const void *src, void *dst);
 void wk_q3_k_to_q8_0(const void *src, void *dst);
-void wk_iq4_xs_to_q8_0(const void *src, void *dst);
+void wk_iq4_xs_to_iq4_nl(const void *src, void *dst);
+
+/* The non-linear grid of IQ4_NL and IQ4_XS: a 4-bit index i stands for wk_iq4_grid[i] times
+ * the block's scale. */
+extern const int8_t wk_iq4_grid[16];
 
 /* Scalar half/bfloat conversions (IEEE binary16 round-to-nearest-even; bf16 by truncation
  * with rounding). Exact inverses on representable values. */
