@@ -577,6 +577,31 @@ static void fill_rows(const fill_job *j) {
             memset(blk + 192, 16, 16);
             put16(blk + 208, wk_f32_to_f16(sc / (18.5f * 16.0f)));
             break;
+        case WK_DTYPE_Q5_0: /* (q - 16) * d, q uniform 0..31: std ~9.2 d */
+            put16(blk, wk_f32_to_f16(sc / 9.2f));
+            break;
+        case WK_DTYPE_Q5_1: /* q * d + m with m = -15.5 d */
+            put16(blk, wk_f32_to_f16(sc / 9.2f));
+            put16(blk + 2, wk_f32_to_f16(-15.5f * sc / 9.2f));
+            break;
+        case WK_DTYPE_Q2_K: /* scale and min 1: d * q - dmin, q uniform 0..3, dmin = 1.5 d */
+            memset(blk, 0x11, 16);
+            put16(blk + 80, wk_f32_to_f16(sc / 1.12f));
+            put16(blk + 82, wk_f32_to_f16(1.5f * sc / 1.12f));
+            break;
+        case WK_DTYPE_Q3_K: /* every scale 33 (1): d * (-4 .. 3), std ~2.3 d */
+            memset(blk + 96, 0x11, 8);
+            memset(blk + 104, 0xAA, 4);
+            put16(blk + 108, wk_f32_to_f16(sc / 2.3f));
+            break;
+        case WK_DTYPE_IQ4_XS: /* every sub-block scale 33 (1), then as IQ4_NL */
+            put16(blk + 2, 0xAAAA);
+            memset(blk + 4, 0x11, 4);
+            put16(blk, wk_f32_to_f16(sc / 70.0f));
+            break;
+        case WK_DTYPE_IQ4_NL: /* d * grid value, grid std ~70 */
+            put16(blk, wk_f32_to_f16(sc / 70.0f));
+            break;
         default:
             break;
         }

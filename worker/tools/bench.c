@@ -263,19 +263,7 @@ static bool parse_conc(const char *s, options *o) {
 }
 
 static bool parse_wtype(const char *s, wk_dtype *out) {
-    static const struct {
-        const char *name;
-        wk_dtype t;
-    } names[] = {{"f32", WK_DTYPE_F32},   {"f16", WK_DTYPE_F16},   {"q4_0", WK_DTYPE_Q4_0},
-                 {"q4_1", WK_DTYPE_Q4_1}, {"q8_0", WK_DTYPE_Q8_0}, {"q4_k", WK_DTYPE_Q4_K},
-                 {"q5_k", WK_DTYPE_Q5_K}, {"q6_k", WK_DTYPE_Q6_K}, {"bf16", WK_DTYPE_BF16}};
-    for (size_t i = 0; s != NULL && i < sizeof(names) / sizeof(names[0]); i++) {
-        if (strcmp(s, names[i].name) == 0) {
-            *out = names[i].t;
-            return true;
-        }
-    }
-    return false;
+    return wk_dtype_from_name(s, out);
 }
 
 static int parse_args(int argc, char **argv, options *o) {

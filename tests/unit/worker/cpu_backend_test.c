@@ -469,9 +469,10 @@ static void test_softmax_fast(void **state) {
 
 static void test_synthetic_vs_ref(void **state) {
     (void)state;
-    const wk_dtype types[] = {WK_DTYPE_F32,  WK_DTYPE_F16,  WK_DTYPE_BF16,
-                              WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q8_0,
-                              WK_DTYPE_Q4_K, WK_DTYPE_Q5_K, WK_DTYPE_Q6_K};
+    const wk_dtype types[] = {WK_DTYPE_F32,  WK_DTYPE_F16,    WK_DTYPE_BF16,  WK_DTYPE_Q4_0,
+                              WK_DTYPE_Q4_1, WK_DTYPE_Q8_0,   WK_DTYPE_Q4_K,  WK_DTYPE_Q5_K,
+                              WK_DTYPE_Q6_K, WK_DTYPE_Q5_0,   WK_DTYPE_Q5_1,  WK_DTYPE_Q2_K,
+                              WK_DTYPE_Q3_K, WK_DTYPE_IQ4_NL, WK_DTYPE_IQ4_XS};
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
         for (int variant = 0; variant < 2; variant++) {
             wk_hparams hp = {.n_vocab = 300,

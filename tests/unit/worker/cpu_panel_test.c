@@ -45,12 +45,18 @@ static uint8_t *random_weight(wk_dtype t, int64_t n, uint32_t *rng) {
         uint16_t d = wk_f32_to_f16(0.0005f * (float)(next(rng) % 17 + 1));
         uint16_t m = wk_f32_to_f16(-0.002f * (float)(next(rng) % 9) + 0.001f);
         uint8_t *b = w + bsz * blk;
-        if (t == WK_DTYPE_Q6_K) { /* ql, qh, scales, then d */
-            memcpy(b + 208, &d, 2);
+        if (t == WK_DTYPE_Q6_K || t == WK_DTYPE_Q3_K) { /* d last */
+            memcpy(b + bsz - 2, &d, 2);
+            continue;
+        }
+        if (t == WK_DTYPE_Q2_K) { /* scales, qs, then d, dmin */
+            memcpy(b + 80, &d, 2);
+            memcpy(b + 82, &m, 2);
             continue;
         }
         memcpy(b, &d, 2);
-        if (t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q4_K || t == WK_DTYPE_Q5_K) { /* m or dmin */
+        if (t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q4_K || t == WK_DTYPE_Q5_K ||
+            t == WK_DTYPE_Q5_1) { /* m or dmin */
             memcpy(b + 2, &m, 2);
         }
     }
@@ -92,15 +98,20 @@ static void run(wk_dtype t, const uint8_t *pan, int64_t n, const float *xf, cons
 
 /* Every panel type the level in effect has. */
 static void check_level(void) {
-    const wk_dtype types[] = {WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q8_0, WK_DTYPE_Q4_K,
-                              WK_DTYPE_Q5_K, WK_DTYPE_Q6_K, WK_DTYPE_F16};
+    const wk_dtype types[] = {WK_DTYPE_Q4_0,  WK_DTYPE_Q4_1, WK_DTYPE_Q8_0, WK_DTYPE_Q4_K,
+                              WK_DTYPE_Q5_K,  WK_DTYPE_Q6_K, WK_DTYPE_F16,  WK_DTYPE_Q5_0,
+                              WK_DTYPE_Q5_1,  WK_DTYPE_Q2_K, WK_DTYPE_Q3_K, WK_DTYPE_IQ4_NL,
+                              WK_DTYPE_IQ4_XS};
     const int64_t widths[] = {32, 96, 576, 1536}, k_widths[] = {256, 768, 1536, 2048};
     uint32_t rng = 99;
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
         wk_dtype t = types[ti];
         bool kq = wk_dtype_block_elems(t) == 256;
-        /* requantized to 8 bits (Q5_K, Q6_K) or scales rounded to f16 (Q4_K) */
-        bool requant = wk_cpu_panel_kind(t) == WK_DTYPE_Q8_0 && t != WK_DTYPE_Q8_0;
+        /* requantized to 8 bits (Q5_K, Q6_K, Q5_1, Q2_K; Q3_K blocks with a product of
+         * 128) or scales rounded to f16 (Q4_K, IQ4_XS); the other conversions are exact */
+        const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+        bool requant = tr->panel_from == WK_PANEL_FROM_REQUANT || t == WK_DTYPE_Q3_K;
+        bool f16_scales = t == WK_DTYPE_Q4_K || t == WK_DTYPE_IQ4_XS;
         if (!wk_cpu_panel_type(t)) {
             continue;
         }
@@ -148,7 +159,7 @@ static void check_level(void) {
                         }
                         conv += requant ? amax * (1.0 / 254 + 1.0 / 1024) * xs : 0.0;
                     }
-                    if (t == WK_DTYPE_Q4_K) {
+                    if (f16_scales) {
                         conv = mag / 1024;
                     }
                     double got = y1[k * ROWS + r];

@@ -326,8 +326,23 @@ static void test_tensor_errors(void **state) {
     expect_fail(&b, CM_ERR_FORMAT, "'t.huge': element count overflows");
     one_tensor(&b, "t.bytes", 2, (int64_t[2]){1ll << 40, 1ll << 22}, 0, 0, 256);
     expect_fail(&b, CM_ERR_FORMAT, "'t.bytes'");
-    one_tensor(&b, "t.q5_0", 2, ne, 6, 0, 256);
-    expect_fail(&b, CM_ERR_UNSUPPORTED, "'t.q5_0': unsupported type 6");
+    one_tensor(&b, "t.iq2", 2, ne, 16, 0, 256);
+    expect_fail(&b, CM_ERR_UNSUPPORTED, "'t.iq2': unsupported type 16");
+    /* every type of the traits table loads (Q5_0 with rows of 32, K-quants and IQ4_XS 256) */
+    for (uint32_t t = 0; t < 40; t++) {
+        uint32_t be = wk_dtype_block_elems((wk_dtype)t);
+        if (!wk_dtype_supported(t)) {
+            continue;
+        }
+        int64_t nt[2] = {be > 32 ? be : 32, 3};
+        one_tensor(&b, "t.any", 2, nt, t, 0, wk_dtype_row_bytes((wk_dtype)t, nt[0]) * 3);
+        assert_int_equal(open_buf(&b, &g, NULL, 0), CM_OK);
+        const wk_gguf_tensor *gt = wk_gguf_find_tensor(g, "t.any");
+        assert_non_null(gt);
+        assert_int_equal(gt->type, t);
+        wk_gguf_close(g);
+        gb_free(&b);
+    }
     one_tensor(&b, "t.type", 2, ne, 1000, 0, 256);
     expect_fail(&b, CM_ERR_UNSUPPORTED, "type 1000");
     one_tensor(&b, "t.row", 2, (int64_t[2]){33, 2}, 2, 0, 256);

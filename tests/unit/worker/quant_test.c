@@ -34,14 +34,23 @@ static void test_type_table(void **state) {
     (void)state;
     assert_true(wk_dtype_supported(WK_DTYPE_Q4_1));
     assert_true(wk_dtype_supported(WK_DTYPE_BF16));
-    assert_false(wk_dtype_supported(6));  /* Q5_0: valid GGUF, not supported here */
+    assert_true(wk_dtype_supported(WK_DTYPE_Q5_0));
+    assert_false(wk_dtype_supported(16)); /* IQ2_XXS: valid GGUF, not supported here */
     assert_false(wk_dtype_supported(99)); /* not a type */
     assert_string_equal(wk_dtype_name(WK_DTYPE_Q6_K), "Q6_K");
     assert_string_equal(wk_dtype_name(77), "unknown");
     assert_int_equal(wk_dtype_block_elems(WK_DTYPE_Q8_0), 32);
     assert_int_equal(wk_dtype_block_elems(WK_DTYPE_Q4_K), 256);
     assert_int_equal(wk_dtype_block_elems(WK_DTYPE_F16), 1);
-    assert_int_equal(wk_dtype_block_elems((wk_dtype)6), 0);
+    assert_int_equal(wk_dtype_block_elems((wk_dtype)16), 0);
+    assert_int_equal(wk_dtype_block_bytes(WK_DTYPE_Q5_0), 22);
+    assert_int_equal(wk_dtype_block_bytes(WK_DTYPE_Q5_1), 24);
+    assert_int_equal(wk_dtype_block_bytes(WK_DTYPE_Q2_K), 84);
+    assert_int_equal(wk_dtype_block_bytes(WK_DTYPE_Q3_K), 110);
+    assert_int_equal(wk_dtype_block_bytes(WK_DTYPE_IQ4_NL), 18);
+    assert_int_equal(wk_dtype_block_bytes(WK_DTYPE_IQ4_XS), 136);
+    assert_int_equal(wk_dtype_block_elems(WK_DTYPE_IQ4_XS), 256);
+    assert_string_equal(wk_dtype_name(WK_DTYPE_IQ4_NL), "IQ4_NL");
     assert_int_equal(wk_dtype_block_bytes(WK_DTYPE_Q4_0), 18);
     assert_int_equal(wk_dtype_block_bytes(WK_DTYPE_Q4_1), 20);
     assert_int_equal(wk_dtype_block_bytes(WK_DTYPE_Q8_0), 34);
@@ -53,6 +62,43 @@ static void test_type_table(void **state) {
     assert_int_equal(wk_dtype_row_bytes(WK_DTYPE_Q6_K, 512), 420);
     assert_int_equal(wk_dtype_row_bytes(WK_DTYPE_F32, 3), 12);
     assert_int_equal(wk_dtype_row_bytes(WK_DTYPE_F32, -1), 0);
+}
+
+/* Every traits row is self-consistent: names round-trip, rows have a converter, panel rows
+ * name a layout the CPU panels have and CONVERT rows a converter. */
+static void test_traits_rows(void **state) {
+    (void)state;
+    int rows = 0;
+    for (uint32_t t = 0; t < 64; t++) {
+        const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+        assert_true((tr != NULL) == wk_dtype_supported(t));
+        if (tr == NULL) {
+            continue;
+        }
+        rows++;
+        wk_dtype back;
+        assert_true(wk_dtype_from_name(tr->name, &back));
+        assert_int_equal(back, t);
+        assert_non_null(tr->to_f32);
+        assert_true(tr->block_elems == 1 || tr->block_elems % 32 == 0);
+        assert_true(tr->block_bytes > 0);
+        if (tr->panel_from != WK_PANEL_FROM_NONE) {
+            assert_true(tr->panel_kind == WK_DTYPE_Q4_1 || tr->panel_kind == WK_DTYPE_Q8_0 ||
+                        tr->panel_kind == WK_DTYPE_F16 || tr->panel_kind == WK_DTYPE_IQ4_NL);
+        }
+        assert_true((tr->panel_from == WK_PANEL_FROM_CONVERT) == (tr->to_panel != NULL));
+        if (tr->panel_from == WK_PANEL_FROM_REQUANT) {
+            assert_int_equal(tr->panel_kind, WK_DTYPE_Q8_0);
+        }
+    }
+    assert_true(rows >= 9);
+    wk_dtype t;
+    assert_true(wk_dtype_from_name("q4_k", &t));
+    assert_int_equal(t, WK_DTYPE_Q4_K);
+    assert_false(wk_dtype_from_name("q4", &t));
+    assert_false(wk_dtype_from_name("q4_k_m", &t));
+    assert_false(wk_dtype_from_name(NULL, &t));
+    assert_null(wk_dtype_traits_of(99));
 }
 
 static void test_f16(void **state) {
@@ -259,6 +305,154 @@ static void test_q4_k_to_q4_1(void **state) {
     }
 }
 
+static void put16le(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+/* Known values of the 5-bit types, worked out by hand from the layouts in quant.c. */
+static void test_q5_hand(void **state) {
+    (void)state;
+    uint8_t b[24] = {0};
+    float y[32];
+    /* Q5_0: d = 0.5; qh bits 0 and 31; element 0 low nibble 1, 16 -> 2, 31 -> 15 */
+    put16le(b, 0x3800);
+    b[2] = 0x01, b[5] = 0x80;
+    b[6] = 0x21, b[6 + 15] = 0xF0;
+    wk_dequantize_row(WK_DTYPE_Q5_0, b, y, 32);
+    assert_true(y[0] == 0.5f);   /* (1 + 16 - 16) * 0.5 */
+    assert_true(y[1] == -8.0f);  /* (0 - 16) * 0.5 */
+    assert_true(y[16] == -7.0f); /* (2 - 16) * 0.5 */
+    assert_true(y[31] == 7.5f);  /* (15 + 16 - 16) * 0.5 */
+    /* Q5_1: d = 0.5, m = 1; the same values at offset 4 */
+    memset(b, 0, sizeof(b));
+    put16le(b, 0x3800);
+    put16le(b + 2, 0x3C00);
+    b[4] = 0x01, b[7] = 0x80;
+    b[8] = 0x21, b[8 + 15] = 0xF0;
+    wk_dequantize_row(WK_DTYPE_Q5_1, b, y, 32);
+    assert_true(y[0] == 9.5f); /* 17 * 0.5 + 1 */
+    assert_true(y[1] == 1.0f);
+    assert_true(y[16] == 2.0f);
+    assert_true(y[31] == 16.5f);
+}
+
+static void test_q2_k_q3_k_hand(void **state) {
+    (void)state;
+    uint8_t b[110] = {0};
+    float y[256];
+    /* Q2_K: d = 1, dmin = 0.5; sub-block 0: sc 1 mn 2, 1: sc 3 mn 0, 2: sc 2 mn 1 */
+    b[0] = 0x21, b[1] = 0x03, b[2] = 0x12;
+    b[16 + 0] = 0xE4;  /* byte 0: fields 0, 1, 2, 3 -> elements 0, 32, 64, 96 */
+    b[16 + 16] = 0x03; /* element 16: 3 */
+    put16le(b + 80, 0x3C00);
+    put16le(b + 82, 0x3800);
+    wk_dequantize_row(WK_DTYPE_Q2_K, b, y, 256);
+    assert_true(y[0] == -1.0f); /* 1 * 0 - 0.5 * 2 */
+    assert_true(y[1] == -1.0f);
+    assert_true(y[16] == 9.0f);  /* 3 * 3 - 0 */
+    assert_true(y[32] == 1.5f);  /* sub-block 2: 2 * 1 - 0.5 * 1 */
+    assert_true(y[96] == 0.0f);  /* sub-block 6: scale 0, min 0 */
+    assert_true(y[255] == 0.0f); /* sub-block 15 */
+    /* Q3_K: d = 1; every scale 32 (0) but scale 0 = 33 (1) and scale 8 = 47 (15) */
+    memset(b, 0, sizeof(b));
+    b[96 + 0] = 0xF1;
+    memset(b + 96 + 8, 0xAA, 4);
+    put16le(b + 108, 0x3C00);
+    b[32 + 0] = 0x03;  /* element 0: 3 */
+    b[0] = 0x01;       /* hmask bit 0 of byte 0: element 0 keeps 3 (no -4) */
+    b[32 + 32] = 0x02; /* element 128: 2, hmask bit 4 clear: 2 - 4 */
+    wk_dequantize_row(WK_DTYPE_Q3_K, b, y, 256);
+    assert_true(y[0] == 3.0f);
+    assert_true(y[1] == -4.0f);    /* 1 * (0 - 4) */
+    assert_true(y[128] == -30.0f); /* 15 * (2 - 4) */
+    assert_true(y[16] == 0.0f);    /* scale 1 is 0 */
+}
+
+static void test_iq4_hand(void **state) {
+    (void)state;
+    uint8_t b[136] = {0};
+    float y[256];
+    put16le(b, 0x3800); /* IQ4_NL: d = 0.5 */
+    b[2] = 0xF0;
+    wk_dequantize_row(WK_DTYPE_IQ4_NL, b, y, 32);
+    assert_true(y[0] == -63.5f); /* -127 * 0.5 */
+    assert_true(y[16] == 56.5f); /* 113 * 0.5 */
+    assert_true(y[1] == -63.5f);
+    memset(b, 0, sizeof(b)); /* IQ4_XS: d = 1; sub-block 0 scale 33 (1), 1: 2 (-30) */
+    put16le(b, 0x3C00);
+    put16le(b + 2, 0x0002);
+    b[4] = 0x21;
+    b[8] = 0x98;
+    wk_dequantize_row(WK_DTYPE_IQ4_XS, b, y, 256);
+    assert_true(y[0] == 1.0f);     /* grid[8] = 1 */
+    assert_true(y[16] == 13.0f);   /* grid[9] = 13 */
+    assert_true(y[32] == 3810.0f); /* -30 * -127 */
+    assert_true(y[64] == 4064.0f); /* sub-block 2: scale 0 - 32 = -32, times -127 */
+}
+
+/* The panels' conversions keep every value (Q5_0, Q3_K into Q8_0; IQ4_XS into IQ4_NL within
+ * its f16 scale);
+ * Q3_K's one overflowing product (-32 * -4) is requantized within 8-bit precision. */
+static void test_to_q8_0(void **state) {
+    (void)state;
+    uint32_t rng = 7;
+    static const struct {
+        wk_dtype t;
+        void (*conv)(const void *, void *);
+        int d_off;
+        float tol; /* relative to the block's largest value */
+    } cases[] = {{WK_DTYPE_Q5_0, wk_q5_0_to_q8_0, 0, 0.0f},
+                 {WK_DTYPE_Q3_K, wk_q3_k_to_q8_0, 108, 0.0f},
+                 {WK_DTYPE_IQ4_XS, wk_iq4_xs_to_iq4_nl, 0, 1.0f / 2048.0f}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        wk_dtype t = cases[c].t;
+        uint32_t be = wk_dtype_block_elems(t), bb = wk_dtype_block_bytes(t);
+        for (int iter = 0; iter < 200; iter++) {
+            uint8_t b[256], q8[8 * 34];
+            for (uint32_t i = 0; i < bb; i++) {
+                rng = rng * 1664525u + 1013904223u;
+                b[i] = (uint8_t)(rng >> 24);
+            }
+            put16le(b + cases[c].d_off, wk_f32_to_f16(0.01f * (float)(iter % 13 + 1)));
+            if (t == WK_DTYPE_Q3_K) {
+                /* no scale stored as 0 (-32): the products stay within int8 */
+                for (int j = 0; j < 8; j++) {
+                    b[96 + j] |= 0x11;
+                }
+            }
+            float want[256], got[256];
+            wk_dequantize_row(t, b, want, be);
+            cases[c].conv(b, q8);
+            wk_dequantize_row(t == WK_DTYPE_IQ4_XS ? WK_DTYPE_IQ4_NL : WK_DTYPE_Q8_0, q8, got, be);
+            for (uint32_t i = 0; i < be; i++) {
+                float amax = 0;
+                for (uint32_t k = i / 32 * 32; k < i / 32 * 32 + 32; k++) {
+                    amax = fabsf(want[k]) > amax ? fabsf(want[k]) : amax;
+                }
+                if (!(fabsf(got[i] - want[i]) <= cases[c].tol * amax)) {
+                    fail_msg("%s element %u: got %.9g want %.9g", wk_dtype_name(t), i,
+                             (double)got[i], (double)want[i]);
+                }
+            }
+        }
+    }
+    /* Q3_K with scale 0 stored as 0 (-32) and a value -4: 128 does not fit int8 */
+    uint8_t b[110] = {0}, q8[8 * 34];
+    memset(b + 96 + 8, 0xAA, 4);
+    b[96] = 0xF0; /* scale 0: 0 | 2 << 4 = 32 -> 0; set its high bits to 0: -32 */
+    b[104] = 0xA8;
+    put16le(b + 108, 0x3C00);
+    float want[256], got[256];
+    wk_dequantize_row(WK_DTYPE_Q3_K, b, want, 256);
+    assert_true(want[0] == 128.0f); /* -32 * (0 - 4) */
+    wk_q3_k_to_q8_0(b, q8);
+    wk_dequantize_row(WK_DTYPE_Q8_0, q8, got, 256);
+    for (int i = 0; i < 256; i++) {
+        assert_true(fabsf(got[i] - want[i]) <= 128.0f / 254.0f + 128.0f / 2048.0f);
+    }
+}
+
 static void test_float_rows(void **state) {
     (void)state;
     float src[5] = {1.5f, -2.25f, 0.0f, 1e-3f, 3e4f}, y[5];
@@ -307,9 +501,14 @@ static uint32_t rd32(const uint8_t *p) {
 static void test_python_vectors(void **state) {
     (void)state;
     const char *src = getenv("SLUICE_SOURCE_DIR");
+    /* tests/reference/test_quant_types.py passes fresh random blocks in a file of its own */
+    const char *own = getenv("SLUICE_QUANT_VECTORS");
     char path[1024];
     snprintf(path, sizeof(path), "%s/tests/unit/worker/data/quant_vectors.bin",
              src != NULL ? src : ".");
+    if (own != NULL) {
+        snprintf(path, sizeof(path), "%s", own);
+    }
     size_t n = 0;
     uint8_t *buf = read_file(path, &n);
     assert_non_null(buf);
@@ -333,10 +532,12 @@ static void test_python_vectors(void **state) {
             float *y = malloc(ne * sizeof(float));
             wk_dequantize_row(t, buf + off, y, ne);
             for (uint32_t i = 0; i < ne; i++) {
+                /* bit-exact: the same f32 operations in the same order as the format's
+                 * reference */
                 float want;
                 memcpy(&want, buf + off + rb + 4 * i, 4);
-                if (!(fabsf(y[i] - want) <= 1e-6f * (1.0f + fabsf(want)))) {
-                    fail_msg("%s element %u: got %g want %g", wk_dtype_name(t), i, (double)y[i],
+                if (memcmp(&y[i], &want, 4) != 0 && !(y[i] == 0.0f && want == 0.0f)) {
+                    fail_msg("%s element %u: got %.9g want %.9g", wk_dtype_name(t), i, (double)y[i],
                              (double)want);
                 }
             }
@@ -374,7 +575,7 @@ static void test_python_vectors(void **state) {
             off += 4 * (size_t)ne;
         }
     }
-    assert_int_equal(types_seen, 9);
+    assert_int_equal(types_seen, 15); /* every type of the traits table */
     if (g != NULL) {
         assert_true(rows_seen >= 10);
     }
@@ -384,11 +585,20 @@ static void test_python_vectors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_type_table),     cmocka_unit_test(test_f16),
-        cmocka_unit_test(test_bf16),           cmocka_unit_test(test_q4_0_q4_1_q8_0_hand),
-        cmocka_unit_test(test_q4_k_q5_k_hand), cmocka_unit_test(test_q6_k_hand),
-        cmocka_unit_test(test_float_rows),     cmocka_unit_test(test_python_vectors),
+        cmocka_unit_test(test_type_table),
+        cmocka_unit_test(test_traits_rows),
+        cmocka_unit_test(test_f16),
+        cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_q4_0_q4_1_q8_0_hand),
+        cmocka_unit_test(test_q4_k_q5_k_hand),
+        cmocka_unit_test(test_q6_k_hand),
+        cmocka_unit_test(test_float_rows),
+        cmocka_unit_test(test_python_vectors),
         cmocka_unit_test(test_q4_k_to_q4_1),
+        cmocka_unit_test(test_q5_hand),
+        cmocka_unit_test(test_q2_k_q3_k_hand),
+        cmocka_unit_test(test_iq4_hand),
+        cmocka_unit_test(test_to_q8_0),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

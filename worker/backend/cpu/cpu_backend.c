@@ -61,7 +61,7 @@
 
 /* What a matmul's quantized input needs besides xq (mm_prepare). */
 #define NEED_PACK 1u /* be->xp: a part runs the packed tile kernels */
-#define NEED_CORR 2u /* be->xc: a part runs Q8_0 panels */
+#define NEED_CORR 2u /* be->xc: a part runs Q8_0 or IQ4 panels */
 
 /* A layer's weights repacked into panels (cpu_panel), NULL where not repacked. */
 typedef struct layer_panels {
@@ -95,7 +95,7 @@ struct wk_backend {
     float *up;         /* (T, n_ff) */
     wk_cpu_q8 *xq;     /* (T, max_in / 32) */
     uint8_t *xp;       /* (T, wk_cpu_q8_packed_bytes(max_in)) xq packed for tile kernels */
-    int32_t *xc;       /* (T, max_in / 32) wk_cpu_q8_corr of xq, for Q8_0 panels */
+    int32_t *xc;       /* (T, max_in / 32) wk_cpu_q8_corr of xq, for Q8_0/IQ4 panels */
     float *rope_cos;   /* (T, head_dim / 2) */
     float *rope_sin;   /* (T, head_dim / 2) */
     float *inv_freq;   /* (head_dim / 2) */
@@ -365,7 +365,7 @@ static unsigned mm_prepare(mm_task *t) {
         mm_part *p = &t->parts[i];
         p->use_pan =
             p->pan != NULL && wk_cpu_panel_type(p->w->type) && base % WK_CPU_PANEL_ROWS == 0;
-        if (p->use_pan && wk_cpu_panel_kind(p->w->type) == WK_DTYPE_Q8_0) {
+        if (p->use_pan && wk_cpu_panel_needs_corr(p->w->type)) {
             need |= NEED_CORR;
         } else if (!p->use_pan && wk_cpu_packed_type(p->w->type)) {
             need |= NEED_PACK;
@@ -458,7 +458,7 @@ static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, 
 }
 
 /* Quantizes x: (n) as token t's row of be->xq and prepares it as the next matmul needs
- * (mm_prepare): packed into be->xp (NEED_PACK), Q8_0 panel corrections into be->xc
+ * (mm_prepare): packed into be->xp (NEED_PACK), Q8_0/IQ4 panel corrections into be->xc
  * (NEED_CORR); in the same parallel task, saving a fork-join. */
 static void quant_pack(wk_backend *be, const float *x, int t, int64_t n, unsigned need) {
     wk_cpu_q8 *q = be->xq + (size_t)t * (size_t)(n / WK_CPU_QK);

@@ -13,34 +13,47 @@
 #define Q4P_BYTES 320   /* 16 rows x 16 nibble bytes + 16 d + 16 m (f16) */
 #define Q8P_BYTES 544   /* 16 rows x 32 bytes + 16 d (f16) */
 #define F16P_BYTES 1024 /* 32 inputs x 16 rows (f16) */
+#define IQ4P_BYTES 288  /* 16 rows x 16 nibble bytes + 16 d (f16) */
 /* Tokens whose accumulators a kernel keeps in registers at once. */
 #define PANEL_TILE 8
 
-static bool panel_source(wk_dtype t) {
-    return t == WK_DTYPE_Q4_0 || t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q8_0 || t == WK_DTYPE_Q4_K ||
-           t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K || t == WK_DTYPE_F16;
+/* The traits row of t when weights of type t go into panels, else NULL. */
+static const wk_dtype_traits *panel_source(wk_dtype t) {
+    const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+    return tr != NULL && tr->panel_from != WK_PANEL_FROM_NONE ? tr : NULL;
 }
 
 wk_dtype wk_cpu_panel_kind(wk_dtype t) {
-    if (t == WK_DTYPE_F16) {
-        return WK_DTYPE_F16;
-    }
-    return t == WK_DTYPE_Q8_0 || t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K ? WK_DTYPE_Q8_0
-                                                                          : WK_DTYPE_Q4_1;
+    const wk_dtype_traits *tr = panel_source(t);
+    return tr != NULL ? tr->panel_kind : WK_DTYPE_Q4_1;
+}
+
+bool wk_cpu_panel_needs_corr(wk_dtype t) {
+    wk_dtype kind = wk_cpu_panel_kind(t);
+    return kind == WK_DTYPE_Q8_0 || kind == WK_DTYPE_IQ4_NL;
 }
 
 static size_t block_bytes(wk_dtype t) {
     wk_dtype kind = wk_cpu_panel_kind(t);
-    return kind == WK_DTYPE_F16 ? F16P_BYTES : kind == WK_DTYPE_Q8_0 ? Q8P_BYTES : Q4P_BYTES;
+    switch (kind) {
+    case WK_DTYPE_F16:
+        return F16P_BYTES;
+    case WK_DTYPE_Q8_0:
+        return Q8P_BYTES;
+    case WK_DTYPE_IQ4_NL:
+        return IQ4P_BYTES;
+    default:
+        return Q4P_BYTES;
+    }
 }
 
 bool wk_cpu_panel_type(wk_dtype t) {
     wk_cpu_isa isa = wk_cpu_kernels_isa();
-    return panel_source(t) && HAVE_X86 && isa >= WK_CPU_ISA_AVX2;
+    return panel_source(t) != NULL && HAVE_X86 && isa >= WK_CPU_ISA_AVX2;
 }
 
 bool wk_cpu_panel_packable(wk_dtype t, int64_t rows, int64_t n) {
-    return panel_source(t) && rows > 0 && n > 0 && n % WK_CPU_QK == 0 &&
+    return panel_source(t) != NULL && rows > 0 && n > 0 && n % WK_CPU_QK == 0 &&
            wk_dtype_row_bytes(t, n) > 0;
 }
 
@@ -67,12 +80,15 @@ static void put_row(wk_dtype st, const uint8_t *s, uint8_t *o, int r) {
         memcpy(o + 512 + 2 * r, s, 2);
         return;
     }
-    /* Q4_1: d, m, qs[16]; Q4_0: d, qs[16] */
+    /* Q4_1: d, m, qs[16]; Q4_0 and IQ4_NL: d, qs[16] (IQ4 panels have no m) */
     const uint8_t *qs = s + (st == WK_DTYPE_Q4_1 ? 4 : 2);
     for (int j = 0; j < 4; j++) {
         memcpy(o + 64 * j + 4 * r, qs + 4 * j, 4);
     }
     memcpy(o + 256 + 2 * r, s, 2);
+    if (st == WK_DTYPE_IQ4_NL) {
+        return;
+    }
     if (st == WK_DTYPE_Q4_1) {
         memcpy(o + 288 + 2 * r, s + 2, 2);
     } else { /* (q - 8) d = q d + m with m = -8 d (exact in f16 short of overflow) */
@@ -96,19 +112,21 @@ static void zero_row(wk_dtype kind, uint8_t *o, int r) {
         memset(o + 64 * j + 4 * r, 0, 4);
     }
     memset(o + 64 * vectors + 2 * r, 0, 2); /* d */
-    if (kind != WK_DTYPE_Q8_0) {
+    if (kind == WK_DTYPE_Q4_1) {
         memset(o + 288 + 2 * r, 0, 2); /* m */
     }
 }
 
-/* Q5_K / Q6_K block (256 inputs) -> 8 Q8_0 blocks (34 bytes each) of its values requantized
- * (absmax / 127 per 32, as the activations are): the kernels' only lossy step on weights. */
-static void k_to_q8_0(wk_dtype t, const uint8_t *src, uint8_t *dst) {
+/* A block of type t (up to 256 inputs) -> Q8_0 blocks (34 bytes per 32 inputs) of its values
+ * requantized (absmax / 127 per 32, as the activations are): the kernels' only lossy step on
+ * weights. */
+static void requant_q8_0(wk_dtype t, const uint8_t *src, uint8_t *dst) {
     float f[256];
     wk_cpu_q8 q[8];
-    wk_dequantize_row(t, src, f, 256);
-    wk_cpu_quantize_q8(f, q, 256);
-    for (int i = 0; i < 8; i++) {
+    int64_t n = wk_dtype_block_elems(t);
+    wk_dequantize_row(t, src, f, n);
+    wk_cpu_quantize_q8(f, q, n);
+    for (int64_t i = 0; i < n / WK_CPU_QK; i++) {
         uint16_t d = wk_f32_to_f16(q[i].d);
         memcpy(dst + 34 * i, &d, 2);
         memcpy(dst + 34 * i + 2, q[i].qs, 32);
@@ -117,12 +135,15 @@ static void k_to_q8_0(wk_dtype t, const uint8_t *src, uint8_t *dst) {
 
 void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t rows, int64_t n, int64_t p0, int64_t p1,
                        void *dst) {
+    const wk_dtype_traits *tr = panel_source(t);
     int64_t nb = n / WK_CPU_QK;
     size_t rb = wk_dtype_row_bytes(t, n), bb = block_bytes(t);
     /* 32-input blocks per source block (F16: 32 elements taken as one block) */
-    int64_t sub = t == WK_DTYPE_F16 ? 1 : wk_dtype_block_elems(t) / WK_CPU_QK;
-    size_t src_bb = t == WK_DTYPE_F16 ? 2 * WK_CPU_QK : wk_dtype_block_bytes(t);
-    uint8_t conv[8 * 34]; /* one K-quant block as 32-input blocks */
+    int64_t sub = t == WK_DTYPE_F16 ? 1 : tr->block_elems / WK_CPU_QK;
+    size_t src_bb = t == WK_DTYPE_F16 ? 2 * WK_CPU_QK : tr->block_bytes;
+    /* one source block converted to panel_kind blocks (bytes per 32 inputs) */
+    size_t conv_bb = wk_dtype_block_bytes(tr->panel_kind);
+    uint8_t conv[8 * 34];
     for (int64_t p = p0; p < p1; p++) {
         for (int64_t sb = 0; sb < nb / sub; sb++) {
             for (int r = 0; r < WK_CPU_PANEL_ROWS; r++) {
@@ -131,7 +152,7 @@ void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t rows, int64_t n, int64
                     for (int64_t i = 0; i < sub; i++) {
                         uint8_t *o =
                             (uint8_t *)dst + ((size_t)p * (size_t)nb + (size_t)(sb * sub + i)) * bb;
-                        zero_row(wk_cpu_panel_kind(t), o, r);
+                        zero_row(tr->panel_kind, o, r);
                     }
                     continue;
                 }
@@ -139,12 +160,12 @@ void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t rows, int64_t n, int64
                                    (size_t)sb * src_bb;
                 wk_dtype st = t;
                 size_t step = 0;
-                if (t == WK_DTYPE_Q4_K) {
-                    wk_q4_k_to_q4_1(s, conv);
-                    s = conv, st = WK_DTYPE_Q4_1, step = 20;
-                } else if (t == WK_DTYPE_Q5_K || t == WK_DTYPE_Q6_K) {
-                    k_to_q8_0(t, s, conv);
-                    s = conv, st = WK_DTYPE_Q8_0, step = 34;
+                if (tr->panel_from == WK_PANEL_FROM_CONVERT) {
+                    tr->to_panel(s, conv);
+                    s = conv, st = tr->panel_kind, step = conv_bb;
+                } else if (tr->panel_from == WK_PANEL_FROM_REQUANT) {
+                    requant_q8_0(t, s, conv);
+                    s = conv, st = WK_DTYPE_Q8_0, step = conv_bb;
                 }
                 for (int64_t i = 0; i < sub; i++) {
                     uint8_t *o =
@@ -232,8 +253,26 @@ AVX512 static INLINE void q4p_tile(const uint8_t *p, const wk_cpu_q8 *x, size_t 
     store_tile(acc, nt, o);
 }
 
-/* Q8_0 panel against nt tokens: the dot of (w + 128) with x starts from the token's
- * correction -128 * sum(x), so the integer sum is exactly the dot of w with x. */
+/* One block of a panel with 8-bit weights plus 128 (w: 8 vectors of 4 inputs x 16 rows, dw:
+ * the 16 row scales) against nt tokens, into acc: the dot of (w + 128) with x starts from the
+ * token's correction -128 * sum(x), so the integer sum is exactly the dot of w with x. */
+AVX512 static INLINE void q8_block_tokens(const __m512i *w, __m512 dw, const wk_cpu_q8 *x,
+                                          const int32_t *corr, size_t xs, int64_t b, int nt,
+                                          __m512 *acc) {
+#pragma GCC unroll 8
+    for (int k = 0; k < nt; k++) {
+        const wk_cpu_q8 *xb = x + (size_t)k * xs + b;
+        __m512i i = _mm512_set1_epi32(corr[(size_t)k * xs + (size_t)b]);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            i = _mm512_dpbusd_epi32(i, w[j], _mm512_set1_epi32(act4(xb, j)));
+        }
+        __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb->d));
+        acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, acc[k]);
+    }
+}
+
+/* Q8_0 panel against nt tokens (q8_block_tokens per block). */
 AVX512 static INLINE void q8p_tile(const uint8_t *p, const wk_cpu_q8 *x, const int32_t *corr,
                                    size_t xs, int nt, const wk_cpu_panel_out *o, int64_t nb) {
     __m512 acc[PANEL_TILE];
@@ -248,17 +287,35 @@ AVX512 static INLINE void q8p_tile(const uint8_t *p, const wk_cpu_q8 *x, const i
             w[j] = _mm512_loadu_si512((const void *)(p + 64 * j));
         }
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 512)));
+        q8_block_tokens(w, dw, x, corr, xs, b, nt, acc);
+    }
+    store_tile(acc, nt, o);
+}
+
+/* IQ4 panel against nt tokens: the nibbles are grid indices; one byte shuffle per vector turns
+ * them into the grid values plus 128 (unsigned, as vpdpbusd wants), then as q8p_tile (the
+ * Q8_0 correction removes the 128). */
+AVX512 static INLINE void iq4p_tile(const uint8_t *p, const wk_cpu_q8 *x, const int32_t *corr,
+                                    size_t xs, int nt, const wk_cpu_panel_out *o, int64_t nb) {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i grid =
+        _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)wk_iq4_grid)),
+                         _mm512_set1_epi8((char)0x80));
+    __m512 acc[PANEL_TILE];
 #pragma GCC unroll 8
-        for (int k = 0; k < nt; k++) {
-            const wk_cpu_q8 *xb = x + (size_t)k * xs + b;
-            __m512i i = _mm512_set1_epi32(corr[(size_t)k * xs + (size_t)b]);
+    for (int k = 0; k < nt; k++) {
+        acc[k] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, p += IQ4P_BYTES) {
+        __m512i w[8];
 #pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) {
-                i = _mm512_dpbusd_epi32(i, w[j], _mm512_set1_epi32(act4(xb, j)));
-            }
-            __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb->d));
-            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, acc[k]);
+        for (int j = 0; j < 4; j++) {
+            __m512i v = _mm512_loadu_si512((const void *)(p + 64 * j));
+            w[j] = _mm512_shuffle_epi8(grid, _mm512_and_si512(v, low4));
+            w[j + 4] = _mm512_shuffle_epi8(grid, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
         }
+        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 256)));
+        q8_block_tokens(w, dw, x, corr, xs, b, nt, acc);
     }
     store_tile(acc, nt, o);
 }
@@ -370,6 +427,26 @@ AVX2 static INLINE void q4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size
     store_half_avx2(acc, nt, o, h);
 }
 
+/* One block's half (8 rows) of a panel with signed 8-bit weights ws (wa = |ws|, dw: the 8 row
+ * scales) against nt tokens, into acc (see q8p_half_avx2). */
+AVX2 static INLINE void q8_block_tokens_avx2(const __m256i *ws, const __m256i *wa, __m256 dw,
+                                             const wk_cpu_q8 *x, size_t xs, int64_t b, int nt,
+                                             __m256 *acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+        const wk_cpu_q8 *xb = x + (size_t)k * xs + b;
+        __m256i i = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            __m256i sx = _mm256_sign_epi8(_mm256_set1_epi32(act4(xb, j)), ws[j]);
+            i = _mm256_add_epi32(i, _mm256_madd_epi16(_mm256_maddubs_epi16(wa[j], sx), ones));
+        }
+        __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb->d));
+        acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, acc[k]);
+    }
+}
+
 /*
  * AVX2 Q8_0 panels: vpmaddubsw needs one unsigned operand, and 8-bit weights times 8-bit
  * activations would saturate its 16-bit sums, so each step multiplies |w| by x carrying w's
@@ -378,7 +455,7 @@ AVX2 static INLINE void q4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size
  */
 AVX2 static INLINE void q8p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int nt,
                                       const wk_cpu_panel_out *o, int64_t nb, int h) {
-    const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
     __m256 acc[PANEL_TILE_AVX2];
 #pragma GCC unroll 4
     for (int k = 0; k < nt; k++) {
@@ -393,18 +470,36 @@ AVX2 static INLINE void q8p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size
             wa[j] = _mm256_abs_epi8(ws[j]);
         }
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 512 + 16 * h)));
+        q8_block_tokens_avx2(ws, wa, dw, x, xs, b, nt, acc);
+    }
+    store_half_avx2(acc, nt, o, h);
+}
+
+/* AVX2 IQ4 panels: the grid values by one byte shuffle per vector, then as q8p_half_avx2 (the
+ * same integer sums as the AVX-512 kernel). */
+AVX2 static INLINE void iq4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int nt,
+                                       const wk_cpu_panel_out *o, int64_t nb, int h) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)wk_iq4_grid));
+    __m256 acc[PANEL_TILE_AVX2];
 #pragma GCC unroll 4
-        for (int k = 0; k < nt; k++) {
-            const wk_cpu_q8 *xb = x + (size_t)k * xs + b;
-            __m256i i = _mm256_setzero_si256();
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) {
-                __m256i sx = _mm256_sign_epi8(_mm256_set1_epi32(act4(xb, j)), ws[j]);
-                i = _mm256_add_epi32(i, _mm256_madd_epi16(_mm256_maddubs_epi16(wa[j], sx), ones));
-            }
-            __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb->d));
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, acc[k]);
+    for (int k = 0; k < nt; k++) {
+        acc[k] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, p += IQ4P_BYTES) {
+        __m256i ws[8], wa[8]; /* signed weights and their magnitudes */
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * h));
+            ws[j] = _mm256_shuffle_epi8(grid, _mm256_and_si256(v, low4));
+            ws[j + 4] = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
         }
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            wa[j] = _mm256_abs_epi8(ws[j]);
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 256 + 16 * h)));
+        q8_block_tokens_avx2(ws, wa, dw, x, xs, b, nt, acc);
     }
     store_half_avx2(acc, nt, o, h);
 }
@@ -476,6 +571,7 @@ static INLINE wk_cpu_panel_in in_from(const wk_cpu_panel_in *in, int k0) {
 
 #define Q4_TILE(c) q4p_tile(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK)
 #define Q8_TILE(c) q8p_tile(p, ik.xq, ik.corr, ik.xq_stride, c, &ok, n / WK_CPU_QK)
+#define IQ4_TILE(c) iq4p_tile(p, ik.xq, ik.corr, ik.xq_stride, c, &ok, n / WK_CPU_QK)
 #define F16_TILE_CALL(c) f16p_tile(p, ik.xf, ik.xf_stride, c, &ok, n)
 /* AVX2: both 8-row halves of the tile */
 #define Q4_HALVES(c)                                                                               \
@@ -484,15 +580,20 @@ static INLINE wk_cpu_panel_in in_from(const wk_cpu_panel_in *in, int k0) {
 #define Q8_HALVES(c)                                                                               \
     q8p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 0);                               \
     q8p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 1)
+#define IQ4_HALVES(c)                                                                              \
+    iq4p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 0);                              \
+    iq4p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 1)
 #define F16_HALVES(c)                                                                              \
     f16p_half_avx2(p, ik.xf, ik.xf_stride, c, &ok, n, 0);                                          \
     f16p_half_avx2(p, ik.xf, ik.xf_stride, c, &ok, n, 1)
 
 PANEL_ENTRY(q4_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, Q4_TILE)
 PANEL_ENTRY(q8_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, Q8_TILE)
+PANEL_ENTRY(iq4_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, IQ4_TILE)
 PANEL_ENTRY(f16_avx512, AVX512, F16_TILE, WK_CPU_CASES_4, F16_TILE_CALL)
 PANEL_ENTRY(q4_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, Q4_HALVES)
 PANEL_ENTRY(q8_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, Q8_HALVES)
+PANEL_ENTRY(iq4_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, IQ4_HALVES)
 PANEL_ENTRY(f16_avx2, AVX2, F16_TILE_AVX2, WK_CPU_CASES_2, F16_HALVES)
 #endif /* HAVE_X86 */
 
@@ -507,6 +608,8 @@ wk_cpu_panel_fn wk_cpu_panel_kernel(wk_dtype t) {
         return avx512 ? f16_avx512 : f16_avx2;
     case WK_DTYPE_Q8_0:
         return avx512 ? q8_avx512 : q8_avx2;
+    case WK_DTYPE_IQ4_NL:
+        return avx512 ? iq4_avx512 : iq4_avx2;
     default:
         return avx512 ? q4_avx512 : q4_avx2;
     }

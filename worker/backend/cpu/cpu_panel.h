@@ -19,14 +19,22 @@
  *   Q8_0 (544 bytes): uint8 q[8][16][4]: input 4j + e of row r, plus 128 (vpdpbusd wants
  *     unsigned weights; the activations' correction wk_cpu_q8_corr undoes it exactly);
  *     f16 d[16].
+ *   IQ4_NL (288 bytes): the Q4 panels' uint8 q[4][16][4] of 4-bit grid indices; f16 d[16]
+ *     (the kernels look the indices up in wk_iq4_grid with one byte shuffle per vector and
+ *     then run as the Q8_0 kernels, correction included).
  * Panels take the bytes the rows take in GGUF (Q4_0: 320 vs 288).
  *
  *   F16 (1024 bytes): f16 w[32][16]: input i of row r at 16 i + r; these panels multiply
  *     f32 activations (wk_cpu_panel_in.xf), as the F16 row path does.
- * K-quant weights are converted while packing: Q4_K into Q4_1 panels (the same 4-bit values;
- * each 32-input sub-block's scale and min rounded to f16), Q5_K and Q6_K into Q8_0 panels
- * (values requantized to 8 bits per 32 inputs, as the activations are; 8.5 bits per weight
- * instead of 5.5 / 6.6).
+ * Which layout a type takes and how is its traits row in quant.c. Converted while packing:
+ *   exactly, the same values: Q5_0 (q - 16) and Q3_K (scale * value, 8-bit integers per 16;
+ *     a block holding -32 * -4 = 128 is requantized) into Q8_0 panels;
+ *   scales rounded to f16 (relative error <= 2^-11 each), the same 4-bit values: Q4_K into
+ *     Q4_1 panels (per 32-input sub-block scale and min), IQ4_XS into IQ4 panels (per 32);
+ *   requantized to 8 bits per 32 inputs (as the activations are): Q5_K, Q6_K, Q5_1 (its
+ *     offset has no place in Q8_0 panels), Q2_K (a min per 16) into Q8_0 panels.
+ * Q8_0 panels take 8.5 bits per weight (5.5 for Q5_0, 2.6 for Q2_K, 3.4 for Q3_K in GGUF):
+ * decode reads more bytes for these types than their files hold.
  */
 #ifndef WK_CPU_PANEL_H
 #define WK_CPU_PANEL_H
@@ -41,14 +49,19 @@
 #define WK_CPU_PANEL_ROWS 16
 
 /* wk_cpu_panel_type: true when the kernel level in effect has panel kernels for weights of
- * type t: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K and F16 at WK_CPU_ISA_AVX512 (vpdpbusd, 16 rows
- * per instruction) and at WK_CPU_ISA_AVX2 (vpmaddubsw, two halves of 8 rows). */
+ * type t: the types whose traits row (quant.h) names a panel_from, at WK_CPU_ISA_AVX512
+ * (vpdpbusd, 16 rows per instruction) and at WK_CPU_ISA_AVX2 (vpmaddubsw, two halves of 8
+ * rows). */
 bool wk_cpu_panel_type(wk_dtype t);
 
-/* wk_cpu_panel_kind: the panel layout weights of type t are packed into: WK_DTYPE_Q8_0 (Q8_0,
- * Q5_K, Q6_K: their activations need wk_cpu_q8_corr), WK_DTYPE_F16 (F16: f32 activations)
- * or WK_DTYPE_Q4_1 (the others). */
+/* wk_cpu_panel_kind: the panel layout weights of type t are packed into (its traits row's
+ * panel_kind): WK_DTYPE_Q8_0, WK_DTYPE_IQ4_NL, WK_DTYPE_F16 (f32 activations) or
+ * WK_DTYPE_Q4_1 (also for types without panels). */
 wk_dtype wk_cpu_panel_kind(wk_dtype t);
+
+/* wk_cpu_panel_needs_corr: true when the panels of type t read the activations' Q8_0
+ * correction (wk_cpu_panel_in.corr, from wk_cpu_q8_corr): Q8_0 and IQ4 panels. */
+bool wk_cpu_panel_needs_corr(wk_dtype t);
 
 /* wk_cpu_panel_packable: true when a (rows, n) weight of type t can be repacked (t a panel
  * type at some level, n whole blocks of t and a multiple of 32). Independent of the level in

@@ -301,9 +301,8 @@ static cm_err cuda_free_memory(int device, size_t *free_bytes) {
 /* ---- validation ------------------------------------------------------------------------- */
 
 static int is_matrix_type(wk_dtype t) {
-    return t == WK_DTYPE_F32 || t == WK_DTYPE_F16 || t == WK_DTYPE_BF16 || t == WK_DTYPE_Q4_0 ||
-           t == WK_DTYPE_Q4_1 || t == WK_DTYPE_Q8_0 || t == WK_DTYPE_Q4_K || t == WK_DTYPE_Q5_K ||
-           t == WK_DTYPE_Q6_K;
+    const wk_dtype_traits *tr = wk_dtype_traits_of(t);
+    return tr != NULL && tr->cuda;
 }
 
 static cm_err check_tensor(const wk_tensor *t, const char *name, int layer, int64_t cols,
