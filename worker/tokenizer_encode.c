@@ -6,7 +6,9 @@
  * equivalents of its regex) and merges each word's bytes by rank; SentencePiece-style merges
  * the whole fragment's characters by score and falls back to <0xNN> byte tokens. Both merge
  * loops use a binary heap of candidate pairs over a linked list of symbols, so a word of n
- * bytes costs O(n log n) (a hostile 1 MB "word" is fine).
+ * bytes costs O(n log n) (a hostile 1 MB "word" is fine). A long text's short BPE words are
+ * merged once each and then repeated from a bounded per-call cache. Everything is linear in
+ * the input up to those log factors (worker_tokenizer_test checks 4x the text < 6x the time).
  */
 #include "tokenizer.h"
 #include "tokenizer_impl.h"
@@ -274,6 +276,33 @@ typedef struct cand {
     uint32_t right_len;
 } cand;
 
+/*
+ * BPE words already merged in this call. Natural text repeats its words, so a long prompt
+ * merges each distinct word once. Bounded: short words only, a fixed slot table filled to
+ * half, fixed arenas; once full, later words are merged as usual. Only for long texts, where
+ * it pays for its tables.
+ */
+#define WC_MIN_TEXT_BYTES 4096u
+#define WC_SLOTS 8192u /* power of two */
+#define WC_MAX_WORD_BYTES 48u
+#define WC_ARENA_BYTES (1u << 18)
+#define WC_ARENA_IDS (1u << 16)
+
+typedef struct wc_slot {
+    uint32_t hash;
+    uint32_t word_off; /* in bytes */
+    uint32_t ids_off;  /* in ids */
+    uint16_t word_len; /* 0 = empty */
+    uint16_t n_ids;
+} wc_slot;
+
+typedef struct word_cache {
+    wc_slot *slots; /* (WC_SLOTS) or NULL: no caching */
+    char *bytes;    /* (WC_ARENA_BYTES) */
+    int32_t *ids;   /* (WC_ARENA_IDS) */
+    uint32_t n_bytes, n_ids, used;
+} word_cache;
+
 /* Per-call scratch, grown on demand: words are usually short, so the symbol and heap arrays
  * stay small unless the input really has a long word. */
 typedef struct scratch {
@@ -286,6 +315,7 @@ typedef struct scratch {
     cand *heap; /* binary heap, capacity 2 * sym_cap: n - 1 initial pairs plus at most one net
                    push per merge */
     size_t heap_n;
+    word_cache cache; /* BPE, long texts only */
 } scratch;
 
 typedef struct emitter {
@@ -476,6 +506,60 @@ static cm_err bpe_word(const wk_tokenizer *t, const uint8_t *w, size_t wl, scrat
     return CM_OK;
 }
 
+static uint32_t word_hash(const uint8_t *w, size_t wl) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < wl; i++) {
+        h = (h ^ w[i]) * 16777619u;
+    }
+    return h;
+}
+
+/* The slot holding word w, or the empty slot where it would go. */
+static wc_slot *cache_find(const word_cache *c, const uint8_t *w, size_t wl, uint32_t h) {
+    for (uint32_t i = h & (WC_SLOTS - 1);; i = (i + 1) & (WC_SLOTS - 1)) {
+        wc_slot *sl = &c->slots[i];
+        if (sl->word_len == 0 ||
+            (sl->hash == h && sl->word_len == wl && memcmp(c->bytes + sl->word_off, w, wl) == 0)) {
+            return sl; /* terminates: the table is never more than half full */
+        }
+    }
+}
+
+/* Emits w's cached ids; false when w is not cached (nothing emitted then). */
+static bool cache_emit(const word_cache *c, const uint8_t *w, size_t wl, emitter *e, cm_err *rv) {
+    if (c->slots == NULL || wl == 0 || wl > WC_MAX_WORD_BYTES) {
+        return false;
+    }
+    const wc_slot *sl = cache_find(c, w, wl, word_hash(w, wl));
+    if (sl->word_len == 0) {
+        return false;
+    }
+    *rv = CM_OK;
+    for (uint32_t k = 0; k < sl->n_ids && *rv == CM_OK; k++) {
+        *rv = emit(e, c->ids[sl->ids_off + k]);
+    }
+    return true;
+}
+
+/* Remembers that w merges to ids[0..n), while there is room. */
+static void cache_put(word_cache *c, const uint8_t *w, size_t wl, const int32_t *ids, size_t n) {
+    if (c->slots == NULL || wl == 0 || wl > WC_MAX_WORD_BYTES || c->used >= WC_SLOTS / 2 ||
+        c->n_bytes + wl > WC_ARENA_BYTES || c->n_ids + n > WC_ARENA_IDS) {
+        return;
+    }
+    uint32_t h = word_hash(w, wl);
+    wc_slot *sl = cache_find(c, w, wl, h);
+    if (sl->word_len != 0) {
+        return;
+    }
+    memcpy(c->bytes + c->n_bytes, w, wl);
+    memcpy(c->ids + c->n_ids, ids, n * sizeof *ids);
+    *sl = (wc_slot){h, c->n_bytes, c->n_ids, (uint16_t)wl, (uint16_t)n};
+    c->n_bytes += (uint32_t)wl;
+    c->n_ids += (uint32_t)n;
+    c->used++;
+}
+
 static cm_err bpe_fragment(const wk_tokenizer *t, const char *text, size_t len, scratch *sc,
                            emitter *e) {
     size_t n;
@@ -487,11 +571,20 @@ static cm_err bpe_fragment(const wk_tokenizer *t, const char *text, size_t len, 
     size_t start = 0;
     for (size_t k = 0; k < np; k++) {
         uint32_t b0 = sc->offs[start], b1 = sc->offs[sc->ends[k]];
-        rv = bpe_word(t, (const uint8_t *)text + b0, b1 - b0, sc, e);
+        const uint8_t *w = (const uint8_t *)text + b0;
+        start = sc->ends[k];
+        if (cache_emit(&sc->cache, w, b1 - b0, e, &rv)) {
+            if (rv != CM_OK) {
+                return rv;
+            }
+            continue;
+        }
+        size_t first = e->n;
+        rv = bpe_word(t, w, b1 - b0, sc, e);
         if (rv != CM_OK) {
             return rv;
         }
-        start = sc->ends[k];
+        cache_put(&sc->cache, w, b1 - b0, e->out + first, e->n - first);
     }
     return CM_OK;
 }
@@ -651,6 +744,16 @@ cm_err wk_tokenizer_encode(const wk_tokenizer *t, const char *text, size_t len, 
         sc.offs = malloc(sizeof(uint32_t) * (len + 1));
         sc.ends = malloc(sizeof(uint32_t) * (len + 1));
         sc.buf = malloc(2 * len + 8); /* a byte maps to at most a 2-byte character */
+        if (len >= WC_MIN_TEXT_BYTES) {
+            /* Optional: without it (allocation failed) every word is merged. */
+            sc.cache.slots = calloc(WC_SLOTS, sizeof(wc_slot));
+            sc.cache.bytes = malloc(WC_ARENA_BYTES);
+            sc.cache.ids = malloc(sizeof(int32_t) * WC_ARENA_IDS);
+            if (sc.cache.slots == NULL || sc.cache.bytes == NULL || sc.cache.ids == NULL) {
+                free(sc.cache.slots);
+                sc.cache.slots = NULL;
+            }
+        }
     } else {
         sc.buf = malloc(3 * len + 8); /* ' ' becomes the 3-byte U+2581 */
     }
@@ -711,6 +814,9 @@ done:
     free(sc.buf);
     free(sc.syms);
     free(sc.heap);
+    free(sc.cache.slots);
+    free(sc.cache.bytes);
+    free(sc.cache.ids);
     *n_out = e.n;
     return rv;
 }

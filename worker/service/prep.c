@@ -8,12 +8,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "cm_clock.h"
 #include "constraint.h"
 #include "wire.h"
 
 #define PREP_MAX_THREADS 64
+/* Pool threads run at this nice level (Linux: per thread), so a burst of hostile prompts
+ * that are slow to tokenize yet fit the context (500,000 spaces take ~0.5 s) takes CPU from
+ * the engine's compute threads only when they leave it idle. */
+#define PREP_NICE 10
 
 struct wk_prep {
     const wk_prep_ctx *ctx;
@@ -99,6 +106,8 @@ done:
 
 static void *pool_main(void *arg) {
     wk_prep *pp = arg;
+    /* Best effort: without the permission or on another kernel, it runs at normal priority. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), PREP_NICE);
     for (;;) {
         pthread_mutex_lock(&pp->mtx);
         while (pp->head == NULL && !pp->stopping)

@@ -19,6 +19,9 @@
  * stay ordered per request (Submit before its Cancel, a reused id after its end) is ordered by
  * the engine thread's request table, not by the pool.
  *
+ * Priority: pool threads run at nice 10, below the engine's compute threads: preparing is
+ * background work next to decoding the running streams.
+ *
  * Bounds: at most queue_cap items are in the pool (queued, running or done and not yet
  * popped); beyond, wk_prep_push answers CM_ERR_OVERLOADED at once.
  *

@@ -44,7 +44,10 @@ static void test_defaults_and_flags(void **state) {
     assert_string_equal(c.http, "127.0.0.1:9100");
     assert_string_equal(c.backend, "cpu");
     assert_int_equal(c.drain_timeout_ms, 30000);
+    assert_int_equal(c.prep_threads, 2);
     assert_int_equal(c.registry[0], '\0');
+    assert_int_equal(PARSE(&c, &help, err, "--model", "m.gguf", "--prep-threads", "4"), CM_OK);
+    assert_int_equal(c.prep_threads, 4);
 
     assert_int_equal(PARSE(&c, &help, err, "--model", "m.gguf", "--model-name", "x", "--listen",
                            "tcp://0.0.0.0:7000", "--http", "0.0.0.0:9200", "--backend", "cuda",
@@ -92,6 +95,9 @@ static void test_flag_errors(void **state) {
     assert_int_equal(PARSE(&c, &help, err, "--model", "m", "--max-running", "99999999999"),
                      CM_ERR_CONFIG);
     assert_non_null(strstr(err, "at most"));
+    assert_int_equal(PARSE(&c, &help, err, "--model", "m", "--prep-threads", "0"), CM_ERR_CONFIG);
+    assert_non_null(strstr(err, "--prep-threads"));
+    assert_int_equal(PARSE(&c, &help, err, "--model", "m", "--prep-threads", "65"), CM_ERR_CONFIG);
 }
 
 static void test_yaml_and_override(void **state) {

@@ -769,7 +769,8 @@ static void test_protocol_version_refused(void **state) {
     svc_client_close(&c);
 }
 
-/* SIGTERM: ready goes false, Drain is sent, new work refused, in-flight finishes, exit 0. */
+/* SIGTERM: ready goes false, Drain is sent, new work refused, in-flight finishes (also what
+ * was still in the preparation pool), exit 0. */
 static void test_sigterm_drains(void **state) {
     (void)state;
     worker w;
@@ -788,6 +789,21 @@ static void test_sigterm_drains(void **state) {
         add_event(s, 1, env->event);
         sluice__envelope__free_unpacked(env, NULL);
     }
+    /* Requests still in the preparation pool when the drain starts were accepted: they
+     * finish preparing and end as they would have (3 and 4, 500,000 spaces each, keep both
+     * pool threads busy ~0.5 s and are refused once counted; 5, queued behind them, runs). */
+    static char spaces[500001];
+    memset(spaces, ' ', sizeof spaces - 1);
+    svc_submit_opts slow = {.prompt = spaces, .max_tokens = 1000};
+    for (uint64_t id = 3; id <= 4; id++) {
+        slow.id = id;
+        assert_int_equal(svc_client_submit(&c, &slow), 0);
+    }
+    svc_submit_opts o5 = {.id = 5, .prompt = "Hello", .max_tokens = 3, .no_eos = true};
+    assert_int_equal(svc_client_submit(&c, &o5), 0);
+    usleep(200 * 1000);    /* the Submits reach the engine thread before the signal */
+    int end_kind[6] = {0}; /* per id 3..5: the final event's kind */
+    uint32_t end_code[6] = {0};
     kill(w.pid, SIGTERM);
     /* A Drain message arrives (Stats/Events may interleave). */
     bool drained = false;
@@ -796,10 +812,17 @@ static void test_sigterm_drains(void **state) {
         Sluice__Envelope *env = svc_client_recv(&c, 2000);
         if (env == NULL)
             continue;
-        if (env->msg_case == SLUICE__ENVELOPE__MSG_DRAIN)
+        if (env->msg_case == SLUICE__ENVELOPE__MSG_DRAIN) {
             drained = true;
-        else if (env->msg_case == SLUICE__ENVELOPE__MSG_EVENT)
-            add_event(s, 1, env->event);
+        } else if (env->msg_case == SLUICE__ENVELOPE__MSG_EVENT) {
+            uint64_t id = env->event->request_id;
+            if (id == 1)
+                add_event(s, 1, env->event);
+            else if (id >= 3 && id <= 5 && env->event->kind_case != SLUICE__EVENT__KIND_TOKENS)
+                end_kind[id] = env->event->kind_case;
+            if (id >= 3 && id <= 5 && env->event->kind_case == SLUICE__EVENT__KIND_ERROR)
+                end_code[id] = env->event->error->code;
+        }
         sluice__envelope__free_unpacked(env, NULL);
     }
     assert_true(drained);
@@ -812,16 +835,29 @@ static void test_sigterm_drains(void **state) {
     /* Collect request 1 to its end while waiting for the refusal of 2. */
     stream *s2 = new_stream();
     deadline = svc_now_ms() + 60000;
-    while ((s->finished + s->errors == 0 || s2->errors == 0) && svc_now_ms() < deadline) {
+    while ((s->finished + s->errors == 0 || s2->errors == 0 || !end_kind[3] || !end_kind[4] ||
+            !end_kind[5]) &&
+           svc_now_ms() < deadline) {
         Sluice__Envelope *env = svc_client_next_event(&c, 5000);
         if (env == NULL)
             break;
-        if (env->event->request_id == 1)
+        uint64_t id = env->event->request_id;
+        if (id == 1) {
             add_event(s, 1, env->event);
-        else
+        } else if (id == 2) {
             add_event(s2, 2, env->event);
+        } else if (id >= 3 && id <= 5 && env->event->kind_case != SLUICE__EVENT__KIND_TOKENS) {
+            end_kind[id] = env->event->kind_case;
+            if (env->event->kind_case == SLUICE__EVENT__KIND_ERROR)
+                end_code[id] = env->event->error->code;
+        }
         sluice__envelope__free_unpacked(env, NULL);
     }
+    for (int id = 3; id <= 4; id++) {
+        assert_int_equal(end_kind[id], SLUICE__EVENT__KIND_ERROR);
+        assert_int_equal(end_code[id], CM_ERR_CONTEXT_LENGTH);
+    }
+    assert_int_equal(end_kind[5], SLUICE__EVENT__KIND_FINISHED);
     assert_int_equal(s2->errors, 1);
     assert_int_equal(s2->error_code, CM_ERR_CLOSED);
     assert_int_equal(s->finished, 1);
