@@ -147,6 +147,7 @@ typedef struct wk_engine_stats {
     uint64_t prompt_tokens; /* total prefilled (excluding cache hits) */
     uint64_t generated_tokens;
     uint64_t steps;
+    uint64_t grammar_ns;  /* time spent masking and advancing grammar constraints */
     double tokens_per_s;  /* recent throughput (prefill + decode) */
     int64_t last_step_ms; /* monotonic ms of the last step (health: progress) */
 } wk_engine_stats;

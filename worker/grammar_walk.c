@@ -50,8 +50,8 @@ struct gwalker {
     uint32_t *n_heads; /* (levels) */
     uint8_t *flags;    /* (levels) LV_* */
     uint32_t *mark;    /* (levels) arena size when the level was computed */
-    uint32_t *cursor;  /* (levels) next child index of the level's trie node */
-    uint32_t *tnode;   /* (levels) trie node of the level */
+    uint32_t *cursor;  /* (levels) next child (trie node) of the level's node */
+    uint32_t *tend;    /* (levels) end of the level's node's subtree */
     wnode *nodes;      /* (WALK_NODES) */
     uint32_t n_nodes;
     uint64_t *bits; /* (words) table mode: accepted tokens */
@@ -76,7 +76,7 @@ void gwalker_free(gwalker *w) {
     free(w->flags);
     free(w->mark);
     free(w->cursor);
-    free(w->tnode);
+    free(w->tend);
     free(w->nodes);
     free(w->bits);
     free(w->exits);
@@ -101,11 +101,11 @@ gwalker *gwalker_acquire(const wk_vocab_index *cv) {
     w->flags = calloc(w->levels, 1);
     w->mark = calloc(w->levels, sizeof(uint32_t));
     w->cursor = calloc(w->levels, sizeof(uint32_t));
-    w->tnode = calloc(w->levels, sizeof(uint32_t));
+    w->tend = calloc(w->levels, sizeof(uint32_t));
     w->nodes = malloc(WALK_NODES * sizeof(wnode));
     w->bits = calloc(v->words ? v->words : 1, sizeof(uint64_t));
     if (w->heads == NULL || w->n_heads == NULL || w->flags == NULL || w->mark == NULL ||
-        w->cursor == NULL || w->tnode == NULL || w->nodes == NULL || w->bits == NULL) {
+        w->cursor == NULL || w->tend == NULL || w->nodes == NULL || w->bits == NULL) {
         gwalker_free(w);
         return NULL;
     }
@@ -203,19 +203,19 @@ static void add_exit(gwalker *w, uint32_t node) {
 static void walk(gwalker *w, const wk_vocab_index *v, uint32_t start, uint64_t *bits) {
     const wk_grammar *g = w->g;
     uint32_t sp = 0;
-    w->tnode[0] = start;
-    w->cursor[0] = 0;
+    w->cursor[0] = start + 1;
+    w->tend[0] = v->nodes[start].end;
     w->mark[0] = w->n_nodes;
     for (;;) {
-        const gtrie_node *nd = &v->nodes[w->tnode[sp]];
-        if (w->cursor[sp] >= nd->n_child) {
+        if (w->cursor[sp] >= w->tend[sp]) {
             if (sp == 0)
                 break;
             sp--;
             continue;
         }
-        uint32_t c = v->child[nd->child_off + w->cursor[sp]++];
+        const uint32_t c = w->cursor[sp];
         const gtrie_node *cn = &v->nodes[c];
+        w->cursor[sp] = cn->end; /* the next sibling */
         const uint8_t byte = cn->byte;
         const uint32_t nl = sp + 1;
         w->n_nodes = w->mark[sp];
@@ -231,20 +231,20 @@ static void walk(gwalker *w, const wk_vocab_index *v, uint32_t start, uint64_t *
             continue;
         if (cn->token >= 0)
             mark_tokens(v, cn, bits);
-        if ((w->flags[nl] & LV_EXIT) && cn->n_child > 0)
+        const bool has_children = cn->end > c + 1;
+        if ((w->flags[nl] & LV_EXIT) && has_children)
             add_exit(w, c);
-        if (live && cn->n_child > 0 && nl + 1 < w->levels) {
+        if (live && has_children && nl + 1 < w->levels) {
             sp = nl;
-            w->tnode[sp] = c;
-            w->cursor[sp] = 0;
+            w->cursor[sp] = c + 1;
+            w->tend[sp] = cn->end;
             w->mark[sp] = w->n_nodes;
         }
     }
     w->n_nodes = 0;
 }
 
-static void begin(gwalker *w, const wk_grammar *g, const uint32_t *real_stack,
-                  bool unknown_below) {
+static void begin(gwalker *w, const wk_grammar *g, const uint32_t *real_stack, bool unknown_below) {
     w->g = g;
     w->real_stack = real_stack;
     w->unknown_below = unknown_below;
