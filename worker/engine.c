@@ -422,6 +422,13 @@ cm_err wk_engine_create(const wk_model *model, const wk_tokenizer *tok, const wk
         snprintf(err, errlen, "engine: scheduler: %s", cm_strerror(rv));
         goto fail;
     }
+    if (tok != NULL && e->vocab == NULL) {
+        /* Constrained decoding needs token bytes and a trie: built here, off the step path. */
+        rv = wk_vocab_index_create(tok, &e->own_vocab, err, errlen);
+        if (rv != CM_OK)
+            goto fail;
+        e->vocab = e->own_vocab;
+    }
     rv = wk_sampler_create(e->n_vocab, &e->sampler);
     if (rv != CM_OK) {
         snprintf(err, errlen, "engine: sampler: %s", cm_strerror(rv));
@@ -547,13 +554,6 @@ cm_err wk_engine_submit(wk_engine *e, const wk_request *req, char *err, size_t e
     if (req->grammar != NULL && e->tok == NULL) {
         snprintf(err, errlen, "a grammar constraint needs a tokenizer");
         return CM_ERR_INVALID;
-    }
-    if (req->grammar != NULL && e->vocab == NULL) {
-        /* First constrained request of an engine given no index: build it now (once). */
-        rv = wk_vocab_index_create(e->tok, &e->own_vocab, err, errlen);
-        if (rv != CM_OK)
-            return rv;
-        e->vocab = e->own_vocab;
     }
     if (find_live(e, req->id) != NULL) {
         snprintf(err, errlen, "request id %llu is already live", (unsigned long long)req->id);
