@@ -36,12 +36,15 @@
  * that would exceed WK_GRAMMAR_MAX_STACK is cut (the matcher never allows a token that would
  * need it), more than WK_GRAMMAR_MAX_HEADS parallel stacks fail the state with CM_ERR_LIMIT.
  *
- * Masking (see grammar_mask.c): per compiled position, the tokens accepted from that position
- * whatever the stack below holds are computed once per (grammar, vocabulary) by walking a byte
- * trie of the vocabulary, and shared by every sequence (thread-safe, bounded memory); tokens
- * that leave the position's rule are then checked against the sequence's real stack; the
- * resulting mask is cached per sequence by its exact state. Special/control tokens are never
- * allowed; end-of-generation tokens only when the output is complete.
+ * Masking (grammar_walk.c, grammar_state.c): for each parse context (a position plus the top 4
+ * return positions under it) the tokens accepted whatever the rest of the stack holds are
+ * computed once per (grammar, vocabulary) by a memoized walk of a byte trie of the
+ * vocabulary, and shared by every sequence using the grammar (thread-safe; at most 64 MB per
+ * grammar, beyond which contexts are walked exactly at each step instead); the few tokens
+ * that leave the context are then checked against the sequence's real stack. A context's
+ * first walk costs up to ~2 ms on a 49k vocabulary; afterwards a mask is tens of us.
+ * Special/control tokens are never allowed; end-of-generation tokens only when the output is
+ * complete.
  *
  * Threads: wk_grammar, wk_vocab_index and wk_grammar_cache are safe to share across threads.
  * A wk_grammar_state belongs to one thread at a time.

@@ -84,7 +84,7 @@ typedef struct gtables {
 
 /* Bytes of tables one grammar may keep per vocabulary; beyond, positions are walked exactly
  * at every step instead (slower, same result). */
-#define GRAMMAR_TABLE_BYTES (256u << 20)
+#define GRAMMAR_TABLE_BYTES (64u << 20)
 
 struct wk_grammar {
     atomic_uint refs;
