@@ -4,17 +4,21 @@
  * A walk runs the grammar over the vocabulary trie depth first: at each trie node it holds the
  * parse heads alive after that node's bytes, and a subtree is skipped as soon as no head is
  * left, so the cost is the number of trie nodes that are valid prefixes, not the vocabulary
- * size. Heads here carry a local stack (linked nodes in a per-walk arena, released level by
- * level as the walk backtracks) above the "real" stack of the sequence:
+ * size. Heads carry a local stack (pushed inside the walk) above the "real" stack:
  *
- *  - table mode (the real stack unknown): from one BYTES position, everything a token does
- *    without leaving the position's rule is decided; a token that ends the rule exactly at its
- *    last byte is accepted (any caller can continue: every rule is productive), one that ends
- *    it earlier is recorded as an "exit" trie node, to be finished against the real stack.
- *    These tables are computed once per (grammar, vocabulary, position) and shared.
- *  - exact mode: the real stack is given; popping past the local stack pops it.
+ *  - table mode: the real stack is a context (the top frames of a sequence's stack) with more
+ *    below it unknown; a token that leaves the context exactly at its last byte is accepted
+ *    (any caller can continue: every rule is productive), one that leaves it earlier is
+ *    recorded as an "exit" trie node, to be finished against the sequence's real stack.
+ *    These tables are computed once per (grammar, vocabulary, context) and shared.
+ *  - exact mode: the whole real stack is given; popping past the local stack pops it.
  *
- * Bounds: WALK_HEADS heads per trie level, WALK_NODES local stack nodes per walk, the
+ * The walk is a lazily built DFA: local stack nodes and head sets are interned, so a head set
+ * is a state id and "state + byte -> state" is computed once per walk and then looked up.
+ * Inside a JSON string nearly every byte leads back to the same state, which is what makes a
+ * walk over ~100k trie nodes take ~2 ms.
+ *
+ * Bounds: WALK_HEADS heads per state, WALK_NODES local nodes, WALK_STATES states per walk, the
  * grammar's WK_GRAMMAR_MAX_STACK. A walk that hits one drops the paths concerned and says so
  * (the mask is then conservative: it may forbid a valid token, never allow an invalid one).
  */
