@@ -26,9 +26,10 @@
  *                   (<= 1000, in characters); one of pattern / format / lengths at a time
  *   integer         minimum, maximum, exclusiveMinimum, exclusiveMaximum: enforced exactly
  *                   (digit-range rules) for bounds within +-10^15
- *   number          minimum >= 0 (or exclusiveMinimum >= 0) forbids a minus sign;
- *                   maximum < 0 (or exclusiveMaximum <= 0) requires one; other bounds are
- *                   NOT enforced on numbers (documented; checked by callers if needed)
+ *   number          minimum, maximum, exclusiveMinimum, exclusiveMaximum: enforced exactly
+ *                   for integer bounds; a non-integer bound is rounded inward to an integer
+ *                   (the output stays in range; values between the bound and that integer
+ *                   cannot be written). A bounded number is written without an exponent.
  *   boolean, null
  *   anyOf           alternatives (allOf, oneOf, not: unsupported)
  *   enum, const     of any JSON values (written in compact form)
