@@ -151,9 +151,11 @@ typedef struct wk_grammar_state wk_grammar_state;
 /* wk_grammar_state_create starts g's language from the empty output. The state takes its own
  * reference on g; v is borrowed and must outlive the state (NULL = byte-level use only:
  * wk_grammar_accept_bytes and the queries; mask/accept of tokens then fail with
- * CM_ERR_STATE). Everything the state needs per step is allocated here (tens of KB), so
- * mask and accept allocate nothing, except for the first use of a compiled position shared
- * with other sequences (see above). Free with wk_grammar_state_free (NULL ok). */
+ * CM_ERR_STATE). Everything the state needs per step is allocated here (~200 KB: three sets
+ * of WK_GRAMMAR_MAX_HEADS stacks), so mask and accept allocate nothing, except the first time
+ * a parse context is met by any sequence of the grammar (its shared table, see above) and
+ * the first walk of a vocabulary index (a ~6 MB walk scratch, pooled). Free with
+ * wk_grammar_state_free (NULL ok). */
 cm_err wk_grammar_state_create(wk_grammar *g, const wk_vocab_index *v, wk_grammar_state **out);
 void wk_grammar_state_free(wk_grammar_state *st);
 
