@@ -96,6 +96,7 @@ struct wk_engine {
     uint64_t prompt_tokens;
     uint64_t generated_tokens;
     uint64_t steps;
+    uint64_t grammar_ns;
     int64_t last_step_ms;
     int64_t window_start_ns;
     uint64_t window_tokens;
@@ -423,6 +424,13 @@ cm_err wk_engine_create(const wk_model *model, const wk_tokenizer *tok, const wk
         snprintf(err, errlen, "engine: scheduler: %s", cm_strerror(rv));
         goto fail;
     }
+    if (tok != NULL && e->vocab == NULL) {
+        /* Constrained decoding needs token bytes and a trie: built here, off the step path. */
+        rv = wk_vocab_index_create(tok, &e->own_vocab, err, errlen);
+        if (rv != CM_OK)
+            goto fail;
+        e->vocab = e->own_vocab;
+    }
     rv = wk_sampler_create(e->n_vocab, &e->sampler);
     if (rv != CM_OK) {
         snprintf(err, errlen, "engine: sampler: %s", cm_strerror(rv));
@@ -548,13 +556,6 @@ cm_err wk_engine_submit(wk_engine *e, const wk_request *req, char *err, size_t e
     if (req->grammar != NULL && e->tok == NULL) {
         snprintf(err, errlen, "a grammar constraint needs a tokenizer");
         return CM_ERR_INVALID;
-    }
-    if (req->grammar != NULL && e->vocab == NULL) {
-        /* First constrained request of an engine given no index: build it now (once). */
-        rv = wk_vocab_index_create(e->tok, &e->own_vocab, err, errlen);
-        if (rv != CM_OK)
-            return rv;
-        e->vocab = e->own_vocab;
     }
     if (find_live(e, req->id) != NULL) {
         snprintf(err, errlen, "request id %llu is already live", (unsigned long long)req->id);
@@ -841,9 +842,11 @@ cm_err wk_engine_step(wk_engine *e, bool *did_work) {
             memcpy(q->prompt_logits_out, row, (size_t)e->n_vocab * sizeof(*row));
             q->prompt_logits_out = NULL;
         }
+        int64_t g0 = q->grammar != NULL ? cm_clock_mono_ns() : 0;
         if (q->grammar != NULL) {
             /* Constrained: forbidden tokens get -inf before bias, penalties and sampling. */
             rv = wk_grammar_mask(q->grammar, row, e->n_vocab);
+            e->grammar_ns += (uint64_t)(cm_clock_mono_ns() - g0);
             if (rv != CM_OK) {
                 wk_sched_remove(e->sched, &q->super);
                 emit_error(e, q, rv, wk_grammar_state_error(q->grammar));
@@ -856,7 +859,9 @@ cm_err wk_engine_step(wk_engine *e, bool *did_work) {
         rv = wk_sampler_sample(e->sampler, &q->sampling, row, q->super.tokens, q->super.n_tokens,
                                q->super.n_prompt, &q->rng, &res);
         if (rv == CM_OK && q->grammar != NULL) {
+            int64_t a0 = cm_clock_mono_ns();
             rv = wk_grammar_accept(q->grammar, res.token_id);
+            e->grammar_ns += (uint64_t)(cm_clock_mono_ns() - a0);
             if (rv != CM_OK) {
                 /* Cannot happen for a token the mask allowed; fail loudly if it does. */
                 wk_sched_remove(e->sched, &q->super);
@@ -911,6 +916,7 @@ void wk_engine_get_stats(const wk_engine *e, wk_engine_stats *out) {
     out->prompt_tokens = e->prompt_tokens;
     out->generated_tokens = e->generated_tokens;
     out->steps = e->steps;
+    out->grammar_ns = e->grammar_ns;
     /* The rate covers the last window of about a second; after two idle seconds it is 0, not
      * the last busy figure. */
     out->tokens_per_s = cm_clock_mono_ms() - e->last_step_ms > 2000 ? 0.0 : e->tokens_per_s;

@@ -36,12 +36,15 @@
  * that would exceed WK_GRAMMAR_MAX_STACK is cut (the matcher never allows a token that would
  * need it), more than WK_GRAMMAR_MAX_HEADS parallel stacks fail the state with CM_ERR_LIMIT.
  *
- * Masking (see grammar_mask.c): per compiled position, the tokens accepted from that position
- * whatever the stack below holds are computed once per (grammar, vocabulary) by walking a byte
- * trie of the vocabulary, and shared by every sequence (thread-safe, bounded memory); tokens
- * that leave the position's rule are then checked against the sequence's real stack; the
- * resulting mask is cached per sequence by its exact state. Special/control tokens are never
- * allowed; end-of-generation tokens only when the output is complete.
+ * Masking (grammar_walk.c, grammar_state.c): for each parse context (a position plus the top 4
+ * return positions under it) the tokens accepted whatever the rest of the stack holds are
+ * computed once per (grammar, vocabulary) by a memoized walk of a byte trie of the
+ * vocabulary, and shared by every sequence using the grammar (thread-safe; at most 64 MB per
+ * grammar, beyond which contexts are walked exactly at each step instead); the few tokens
+ * that leave the context are then checked against the sequence's real stack. A context's
+ * first walk costs up to ~2 ms on a 49k vocabulary; afterwards a mask is tens of us.
+ * Special/control tokens are never allowed; end-of-generation tokens only when the output is
+ * complete.
  *
  * Threads: wk_grammar, wk_vocab_index and wk_grammar_cache are safe to share across threads.
  * A wk_grammar_state belongs to one thread at a time.
@@ -148,9 +151,11 @@ typedef struct wk_grammar_state wk_grammar_state;
 /* wk_grammar_state_create starts g's language from the empty output. The state takes its own
  * reference on g; v is borrowed and must outlive the state (NULL = byte-level use only:
  * wk_grammar_accept_bytes and the queries; mask/accept of tokens then fail with
- * CM_ERR_STATE). Everything the state needs per step is allocated here (tens of KB), so
- * mask and accept allocate nothing, except for the first use of a compiled position shared
- * with other sequences (see above). Free with wk_grammar_state_free (NULL ok). */
+ * CM_ERR_STATE). Everything the state needs per step is allocated here (~200 KB: three sets
+ * of WK_GRAMMAR_MAX_HEADS stacks), so mask and accept allocate nothing, except the first time
+ * a parse context is met by any sequence of the grammar (its shared table, see above) and
+ * the first walk of a vocabulary index (a ~6 MB walk scratch, pooled). Free with
+ * wk_grammar_state_free (NULL ok). */
 cm_err wk_grammar_state_create(wk_grammar *g, const wk_vocab_index *v, wk_grammar_state **out);
 void wk_grammar_state_free(wk_grammar_state *st);
 

@@ -84,7 +84,7 @@ typedef struct gtables {
 
 /* Bytes of tables one grammar may keep per vocabulary; beyond, positions are walked exactly
  * at every step instead (slower, same result). */
-#define GRAMMAR_TABLE_BYTES (256u << 20)
+#define GRAMMAR_TABLE_BYTES (64u << 20)
 
 struct wk_grammar {
     atomic_uint refs;
@@ -102,12 +102,13 @@ struct wk_grammar {
 
 /* ---- vocabulary ---- */
 
+/* Trie nodes in depth-first preorder: a node's first child is the next node, a subtree is the
+ * range [node, end), the next sibling of c is c's end; children come in byte order. A walk
+ * therefore reads the array forward. */
 typedef struct gtrie_node {
-    uint32_t child_off; /* into child ids */
-    uint16_t n_child;
-    uint8_t byte;     /* the edge byte leading here */
-    uint8_t depth_lo; /* unused */
-    int32_t token;    /* a token ending here (first of a chain through tok_next), -1 */
+    uint32_t end;  /* one past the last node of this subtree */
+    int32_t token; /* a token ending here (first of a chain through tok_next), -1 */
+    uint8_t byte;  /* the edge byte leading here */
 } gtrie_node;
 
 typedef struct gwalker gwalker;
@@ -123,9 +124,8 @@ struct wk_vocab_index {
     int32_t *eog_ids;  /* (n_eog) */
     int32_t *tok_next; /* (n_vocab) next token with the same bytes, -1 */
     uint32_t n_nodes;  /* node 0 is the root */
-    gtrie_node *nodes;
-    uint32_t *child;  /* children of each node, sorted by byte */
-    uint32_t max_len; /* longest token in the trie */
+    gtrie_node *nodes; /* (n_nodes) preorder */
+    uint32_t max_len;  /* longest token in the trie */
     pthread_mutex_t walkers_mu;
     gwalker *free_walkers;
 };

@@ -5,10 +5,11 @@
  * positions, advanced byte by byte (three fixed sets: the current one and two to ping-pong
  * through a token's bytes, so a rejected token leaves the state untouched).
  *
- * Masking ORs, for every head, the shared table of its position (tokens accepted whatever the
- * stack below) and, for each trie node where the position's rule ends with bytes still to go,
- * an exact walk of that subtree against the head's real stack. A head whose stack is so deep
- * that a table's pushes could cross WK_GRAMMAR_MAX_STACK is walked exactly from the root.
+ * Masking ORs, for every head, the shared table of its context (its position and top stack
+ * frames: tokens accepted whatever the stack below holds) and, for each trie node where a token
+ * leaves the context with bytes still to go, an exact walk of that subtree against the head's
+ * real stack. A head whose stack is so deep that a table's pushes could cross
+ * WK_GRAMMAR_MAX_STACK is walked exactly from the root.
  */
 #include "grammar.h"
 #include "grammar_impl.h"

@@ -98,7 +98,6 @@ void wk_vocab_index_free(wk_vocab_index *v) {
     free(v->eog_ids);
     free(v->tok_next);
     free(v->nodes);
-    free(v->child);
     free(v);
 }
 
@@ -181,25 +180,40 @@ cm_err wk_vocab_index_create(const wk_tokenizer *tok, wk_vocab_index **out, char
     for (uint32_t id = 0, k = 0; id < n; id++)
         if (v->eog[id])
             v->eog_ids[k++] = (int32_t)id;
-    /* Flatten: children of each node contiguous and sorted by byte. */
+    /* Flatten into preorder (iterative DFS; a node's end is known when its subtree is done). */
     v->n_nodes = t.n;
     v->nodes = malloc((size_t)t.n * sizeof(gtrie_node));
-    v->child = malloc((size_t)(t.n ? t.n : 1) * sizeof(uint32_t));
-    if (v->nodes == NULL || v->child == NULL)
+    uint32_t *path = malloc(((size_t)v->max_len + 2) * sizeof(uint32_t)); /* new ids */
+    uint32_t *next = malloc(((size_t)v->max_len + 2) * sizeof(uint32_t)); /* old child ids */
+    if (v->nodes == NULL || path == NULL || next == NULL) {
+        free(path);
+        free(next);
         goto fail;
-    uint32_t co = 0;
-    for (uint32_t k = 0; k < t.n; k++) {
-        gtrie_node *nd = &v->nodes[k];
-        nd->byte = t.byte[k];
-        nd->token = t.token[k];
-        nd->depth_lo = 0;
-        nd->child_off = co;
-        uint32_t cnt = 0;
-        for (uint32_t c = t.first_child[k]; c != UINT32_MAX; c = t.next_sibling[c])
-            v->child[co + cnt++] = c;
-        nd->n_child = (uint16_t)cnt;
-        co += cnt;
     }
+    uint32_t n_out = 0, sp = 0;
+    v->nodes[0].byte = 0;
+    v->nodes[0].token = t.token[0];
+    path[0] = n_out++;
+    next[0] = t.first_child[0];
+    for (;;) {
+        uint32_t c = next[sp];
+        if (c == UINT32_MAX) {
+            v->nodes[path[sp]].end = n_out;
+            if (sp == 0)
+                break;
+            sp--;
+            continue;
+        }
+        next[sp] = t.next_sibling[c];
+        uint32_t id = n_out++;
+        v->nodes[id].byte = t.byte[c];
+        v->nodes[id].token = t.token[c];
+        sp++;
+        path[sp] = id;
+        next[sp] = t.first_child[c];
+    }
+    free(path);
+    free(next);
     tb_free(&t);
     *out = v;
     return CM_OK;

@@ -4,17 +4,21 @@
  * A walk runs the grammar over the vocabulary trie depth first: at each trie node it holds the
  * parse heads alive after that node's bytes, and a subtree is skipped as soon as no head is
  * left, so the cost is the number of trie nodes that are valid prefixes, not the vocabulary
- * size. Heads here carry a local stack (linked nodes in a per-walk arena, released level by
- * level as the walk backtracks) above the "real" stack of the sequence:
+ * size. Heads carry a local stack (pushed inside the walk) above the "real" stack:
  *
- *  - table mode (the real stack unknown): from one BYTES position, everything a token does
- *    without leaving the position's rule is decided; a token that ends the rule exactly at its
- *    last byte is accepted (any caller can continue: every rule is productive), one that ends
- *    it earlier is recorded as an "exit" trie node, to be finished against the real stack.
- *    These tables are computed once per (grammar, vocabulary, position) and shared.
- *  - exact mode: the real stack is given; popping past the local stack pops it.
+ *  - table mode: the real stack is a context (the top frames of a sequence's stack) with more
+ *    below it unknown; a token that leaves the context exactly at its last byte is accepted
+ *    (any caller can continue: every rule is productive), one that leaves it earlier is
+ *    recorded as an "exit" trie node, to be finished against the sequence's real stack.
+ *    These tables are computed once per (grammar, vocabulary, context) and shared.
+ *  - exact mode: the whole real stack is given; popping past the local stack pops it.
  *
- * Bounds: WALK_HEADS heads per trie level, WALK_NODES local stack nodes per walk, the
+ * The walk is a lazily built DFA: local stack nodes and head sets are interned, so a head set
+ * is a state id and "state + byte -> state" is computed once per walk and then looked up.
+ * Inside a JSON string nearly every byte leads back to the same state, which is what makes a
+ * walk over ~100k trie nodes take ~2 ms.
+ *
+ * Bounds: WALK_HEADS heads per state, WALK_NODES local nodes, WALK_STATES states per walk, the
  * grammar's WK_GRAMMAR_MAX_STACK. A walk that hits one drops the paths concerned and says so
  * (the mask is then conservative: it may forbid a valid token, never allow an invalid one).
  */
@@ -24,16 +28,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WALK_HEADS 64u
-#define WALK_NODES (1u << 16)
+#define WALK_HEADS 64u        /* heads in one state */
+#define WALK_NODES (1u << 16) /* distinct local stack nodes per walk */
+#define WALK_STATES 8192u     /* distinct head sets per walk */
+#define WALK_POOL (1u << 17)  /* heads of all states of a walk */
+#define WALK_TRANS (1u << 16) /* memoized transitions (slots, a power of two) */
+#define NODE_SLOTS (2 * WALK_NODES)
+#define STATE_SLOTS (2 * WALK_STATES)
 #define NO_NODE UINT32_MAX
+#define NO_STATE UINT32_MAX
 #define SPARSE_MAX_DIV 32u /* a table is sparse when n_accepted < n_vocab / SPARSE_MAX_DIV */
 
 enum { LV_ACCEPT = 1, LV_EXIT = 2 };
 
 typedef struct whead {
     uint32_t pos;
-    uint32_t local; /* local stack top (arena node) or NO_NODE */
+    uint32_t local; /* local stack top (interned node) or NO_NODE */
     uint32_t real;  /* real stack depth below the local stack */
 } whead;
 
@@ -43,17 +53,46 @@ typedef struct wnode {
     uint32_t depth; /* local depth including this node */
 } wnode;
 
+/* Hash slots are valid when their gen equals the walker's: a new walk just bumps gen. */
+typedef struct nslot {
+    uint32_t gen, ret, parent, node;
+} nslot;
+
+typedef struct wstate {
+    uint32_t off, n; /* heads in pool[off..off+n), sorted */
+    uint64_t hash;
+} wstate;
+
+typedef struct sslot {
+    uint32_t gen, state;
+} sslot;
+
+typedef struct tslot {
+    uint32_t gen, state;
+    uint32_t next; /* NO_STATE = no head survives */
+    uint16_t byte;
+    uint8_t flags; /* LV_* */
+} tslot;
+
 struct gwalker {
     gwalker *next; /* first member: the pool's free list */
     uint32_t levels;
-    whead *heads;      /* (levels, WALK_HEADS) */
-    uint32_t *n_heads; /* (levels) */
-    uint8_t *flags;    /* (levels) LV_* */
-    uint32_t *mark;    /* (levels) arena size when the level was computed */
-    uint32_t *cursor;  /* (levels) next child index of the level's trie node */
-    uint32_t *tnode;   /* (levels) trie node of the level */
-    wnode *nodes;      /* (WALK_NODES) */
+    uint32_t *lstate; /* (levels) state of each trie level */
+    uint32_t *cursor; /* (levels) next child (trie node) of the level's node */
+    uint32_t *tend;   /* (levels) end of the level's node's subtree */
+    wnode *nodes;     /* (WALK_NODES) interned local stack nodes */
+    nslot *nslots;    /* (NODE_SLOTS) */
     uint32_t n_nodes;
+    wstate *states; /* (WALK_STATES) interned head sets */
+    sslot *sslots;  /* (STATE_SLOTS) */
+    whead *pool;    /* (WALK_POOL) */
+    uint32_t n_states, n_pool;
+    tslot *tslots; /* (WALK_TRANS) */
+    uint32_t n_trans;
+    whead tmp[WALK_HEADS]; /* the set being computed */
+    uint32_t n_tmp;
+    uint8_t tmp_flags;
+    uint32_t gen;
     uint64_t *bits; /* (words) table mode: accepted tokens */
     uint32_t *exits;
     uint32_t n_exits, cap_exits;
@@ -71,13 +110,15 @@ struct gwalker {
 void gwalker_free(gwalker *w) {
     if (w == NULL)
         return;
-    free(w->heads);
-    free(w->n_heads);
-    free(w->flags);
-    free(w->mark);
+    free(w->lstate);
     free(w->cursor);
-    free(w->tnode);
+    free(w->tend);
     free(w->nodes);
+    free(w->nslots);
+    free(w->states);
+    free(w->sslots);
+    free(w->pool);
+    free(w->tslots);
     free(w->bits);
     free(w->exits);
     free(w);
@@ -96,16 +137,19 @@ gwalker *gwalker_acquire(const wk_vocab_index *cv) {
     if (w == NULL)
         return NULL;
     w->levels = v->max_len + 2;
-    w->heads = malloc((size_t)w->levels * WALK_HEADS * sizeof(whead));
-    w->n_heads = calloc(w->levels, sizeof(uint32_t));
-    w->flags = calloc(w->levels, 1);
-    w->mark = calloc(w->levels, sizeof(uint32_t));
+    w->lstate = calloc(w->levels, sizeof(uint32_t));
     w->cursor = calloc(w->levels, sizeof(uint32_t));
-    w->tnode = calloc(w->levels, sizeof(uint32_t));
+    w->tend = calloc(w->levels, sizeof(uint32_t));
     w->nodes = malloc(WALK_NODES * sizeof(wnode));
+    w->nslots = calloc(NODE_SLOTS, sizeof(nslot));
+    w->states = malloc(WALK_STATES * sizeof(wstate));
+    w->sslots = calloc(STATE_SLOTS, sizeof(sslot));
+    w->pool = malloc(WALK_POOL * sizeof(whead));
+    w->tslots = calloc(WALK_TRANS, sizeof(tslot));
     w->bits = calloc(v->words ? v->words : 1, sizeof(uint64_t));
-    if (w->heads == NULL || w->n_heads == NULL || w->flags == NULL || w->mark == NULL ||
-        w->cursor == NULL || w->tnode == NULL || w->nodes == NULL || w->bits == NULL) {
+    if (w->lstate == NULL || w->cursor == NULL || w->tend == NULL || w->nodes == NULL ||
+        w->nslots == NULL || w->states == NULL || w->sslots == NULL || w->pool == NULL ||
+        w->tslots == NULL || w->bits == NULL) {
         gwalker_free(w);
         return NULL;
     }
@@ -122,31 +166,121 @@ void gwalker_release(const wk_vocab_index *cv, gwalker *w) {
     pthread_mutex_unlock(&v->walkers_mu);
 }
 
+/* ---- interning ---------------------------------------------------------------------------- */
+
+static uint32_t mix32(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return (uint32_t)(x >> 32);
+}
+
+/* push_node returns the interned node (ret, parent), NO_NODE when the walk's bound is hit. */
+static uint32_t push_node(gwalker *w, uint32_t ret, uint32_t parent) {
+    uint32_t i = mix32(((uint64_t)ret << 32) | parent) & (NODE_SLOTS - 1);
+    for (;; i = (i + 1) & (NODE_SLOTS - 1)) {
+        nslot *sl = &w->nslots[i];
+        if (sl->gen != w->gen)
+            break;
+        if (sl->ret == ret && sl->parent == parent)
+            return sl->node;
+    }
+    if (w->n_nodes >= WALK_NODES) {
+        w->truncated = true;
+        return NO_NODE;
+    }
+    uint32_t id = w->n_nodes++;
+    w->nodes[id].ret = ret;
+    w->nodes[id].parent = parent;
+    w->nodes[id].depth = parent == NO_NODE ? 1 : w->nodes[parent].depth + 1;
+    if (w->nodes[id].depth > w->max_local)
+        w->max_local = w->nodes[id].depth;
+    nslot *sl = &w->nslots[i];
+    sl->gen = w->gen;
+    sl->ret = ret;
+    sl->parent = parent;
+    sl->node = id;
+    return id;
+}
+
+static bool head_less(const whead *a, const whead *b) {
+    if (a->pos != b->pos)
+        return a->pos < b->pos;
+    if (a->local != b->local)
+        return a->local < b->local;
+    return a->real < b->real;
+}
+
+/* intern_tmp returns the state holding the heads in tmp (sorted first), NO_STATE when empty
+ * or a bound is hit. */
+static uint32_t intern_tmp(gwalker *w) {
+    uint32_t n = w->n_tmp;
+    if (n == 0)
+        return NO_STATE;
+    whead *h = w->tmp;
+    for (uint32_t i = 1; i < n; i++) {
+        whead x = h[i];
+        uint32_t j = i;
+        while (j > 0 && head_less(&x, &h[j - 1])) {
+            h[j] = h[j - 1];
+            j--;
+        }
+        h[j] = x;
+    }
+    uint64_t hash = 0x9e3779b97f4a7c15ull ^ n;
+    for (uint32_t k = 0; k < n; k++) {
+        hash ^= ((uint64_t)h[k].pos << 40) ^ ((uint64_t)h[k].local << 20) ^ h[k].real;
+        hash *= 0xff51afd7ed558ccdull;
+        hash ^= hash >> 31;
+    }
+    uint32_t i = mix32(hash) & (STATE_SLOTS - 1);
+    for (;; i = (i + 1) & (STATE_SLOTS - 1)) {
+        sslot *sl = &w->sslots[i];
+        if (sl->gen != w->gen)
+            break;
+        const wstate *st = &w->states[sl->state];
+        if (st->hash == hash && st->n == n && memcmp(&w->pool[st->off], h, n * sizeof(whead)) == 0)
+            return sl->state;
+    }
+    if (w->n_states >= WALK_STATES || w->n_pool + n > WALK_POOL) {
+        w->truncated = true;
+        return NO_STATE;
+    }
+    uint32_t id = w->n_states++;
+    w->states[id].off = w->n_pool;
+    w->states[id].n = n;
+    w->states[id].hash = hash;
+    memcpy(&w->pool[w->n_pool], h, n * sizeof(whead));
+    w->n_pool += n;
+    w->sslots[i].gen = w->gen;
+    w->sslots[i].state = id;
+    return id;
+}
+
 /* ---- closure ---------------------------------------------------------------------------- */
 
-static void add_head(gwalker *w, uint32_t lv, uint32_t pos, uint32_t local, uint32_t real) {
-    whead *h = &w->heads[(size_t)lv * WALK_HEADS];
-    uint32_t n = w->n_heads[lv];
-    for (uint32_t k = 0; k < n; k++)
-        if (h[k].pos == pos && h[k].local == local && h[k].real == real)
+static void add_head(gwalker *w, uint32_t pos, uint32_t local, uint32_t real) {
+    for (uint32_t k = 0; k < w->n_tmp; k++)
+        if (w->tmp[k].pos == pos && w->tmp[k].local == local && w->tmp[k].real == real)
             return;
-    if (n >= WALK_HEADS) {
+    if (w->n_tmp >= WALK_HEADS) {
         w->truncated = true;
         return;
     }
-    h[n].pos = pos;
-    h[n].local = local;
-    h[n].real = real;
-    w->n_heads[lv] = n + 1;
+    w->tmp[w->n_tmp].pos = pos;
+    w->tmp[w->n_tmp].local = local;
+    w->tmp[w->n_tmp].real = real;
+    w->n_tmp++;
 }
 
-/* closure expands position pos (with its stacks) into level lv's heads: calls push (or not:
- * tail calls), END pops the local stack, then the real one. */
-static void closure(gwalker *w, uint32_t lv, uint32_t pos, uint32_t local, uint32_t real) {
+/* closure expands position pos (with its stacks) into tmp: calls push (or not: tail calls),
+ * END pops the local stack, then the real one. */
+static void closure(gwalker *w, uint32_t pos, uint32_t local, uint32_t real) {
     const wk_grammar *g = w->g;
     const gel *e = &g->el[pos];
     if (e->kind == GEL_BYTES) {
-        add_head(w, lv, pos, local, real);
+        add_head(w, pos, local, real);
         return;
     }
     if (e->kind == GEL_CALL) {
@@ -154,30 +288,63 @@ static void closure(gwalker *w, uint32_t lv, uint32_t pos, uint32_t local, uint3
         uint32_t inner = local;
         if (g->el[pos + 1].kind != GEL_END) {
             uint32_t d = local == NO_NODE ? 1 : w->nodes[local].depth + 1;
-            if (d + real > WK_GRAMMAR_MAX_STACK || w->n_nodes >= WALK_NODES) {
+            if (d + real > WK_GRAMMAR_MAX_STACK) {
                 w->truncated = true;
                 return;
             }
-            inner = w->n_nodes++;
-            w->nodes[inner].ret = pos + 1;
-            w->nodes[inner].parent = local;
-            w->nodes[inner].depth = d;
-            if (d > w->max_local)
-                w->max_local = d;
+            inner = push_node(w, pos + 1, local);
+            if (inner == NO_NODE)
+                return;
         }
         for (uint32_t a = g->alt_off[r]; a < g->alt_off[r + 1]; a++)
-            closure(w, lv, g->alt_first[a], inner, real);
+            closure(w, g->alt_first[a], inner, real);
         return;
     }
     /* END */
     if (local != NO_NODE) {
         const wnode *nd = &w->nodes[local];
-        closure(w, lv, nd->ret, nd->parent, real);
+        closure(w, nd->ret, nd->parent, real);
     } else if (real == 0) {
-        w->flags[lv] |= w->unknown_below ? LV_EXIT : LV_ACCEPT;
+        w->tmp_flags |= w->unknown_below ? LV_EXIT : LV_ACCEPT;
     } else {
-        closure(w, lv, w->real_stack[real - 1], NO_NODE, real - 1);
+        closure(w, w->real_stack[real - 1], NO_NODE, real - 1);
     }
+}
+
+/* transition: the state after byte from state s (memoized), with its LV_* flags. */
+static uint32_t transition(gwalker *w, uint32_t s, uint8_t byte, uint8_t *flags) {
+    uint32_t i = mix32(((uint64_t)s << 8) | byte) & (WALK_TRANS - 1);
+    for (;; i = (i + 1) & (WALK_TRANS - 1)) {
+        tslot *sl = &w->tslots[i];
+        if (sl->gen != w->gen)
+            break;
+        if (sl->state == s && sl->byte == byte) {
+            *flags = sl->flags;
+            return sl->next;
+        }
+    }
+    const wk_grammar *g = w->g;
+    w->n_tmp = 0;
+    w->tmp_flags = 0;
+    const wstate *st = &w->states[s];
+    for (uint32_t k = 0; k < st->n; k++) {
+        const whead h = w->pool[st->off + k]; /* a copy: closure may grow the pool */
+        if (gbytes_has(&g->sets[g->el[h.pos].arg], byte))
+            closure(w, h.pos + 1, h.local, h.real);
+    }
+    uint8_t f = w->tmp_flags;
+    uint32_t next = intern_tmp(w);
+    *flags = f;
+    if (w->n_trans * 4 < WALK_TRANS * 3) {
+        tslot *sl = &w->tslots[i];
+        sl->gen = w->gen;
+        sl->state = s;
+        sl->byte = byte;
+        sl->next = next;
+        sl->flags = f;
+        w->n_trans++;
+    }
+    return next;
 }
 
 static void mark_tokens(const wk_vocab_index *v, const gtrie_node *nd, uint64_t *bits) {
@@ -199,58 +366,57 @@ static void add_exit(gwalker *w, uint32_t node) {
     w->exits[w->n_exits++] = node;
 }
 
-/* walk runs the DFS below trie node start, level 0 already holding its heads. */
-static void walk(gwalker *w, const wk_vocab_index *v, uint32_t start, uint64_t *bits) {
-    const wk_grammar *g = w->g;
+/* walk runs the DFS below trie node start from state s0. */
+static void walk(gwalker *w, const wk_vocab_index *v, uint32_t start, uint32_t s0, uint64_t *bits) {
     uint32_t sp = 0;
-    w->tnode[0] = start;
-    w->cursor[0] = 0;
-    w->mark[0] = w->n_nodes;
+    w->lstate[0] = s0;
+    w->cursor[0] = start + 1;
+    w->tend[0] = v->nodes[start].end;
     for (;;) {
-        const gtrie_node *nd = &v->nodes[w->tnode[sp]];
-        if (w->cursor[sp] >= nd->n_child) {
+        if (w->cursor[sp] >= w->tend[sp]) {
             if (sp == 0)
                 break;
             sp--;
             continue;
         }
-        uint32_t c = v->child[nd->child_off + w->cursor[sp]++];
+        const uint32_t c = w->cursor[sp];
         const gtrie_node *cn = &v->nodes[c];
-        const uint8_t byte = cn->byte;
-        const uint32_t nl = sp + 1;
-        w->n_nodes = w->mark[sp];
-        w->mark[nl] = w->n_nodes;
-        w->n_heads[nl] = 0;
-        w->flags[nl] = 0;
-        const whead *h = &w->heads[(size_t)sp * WALK_HEADS];
-        for (uint32_t k = 0; k < w->n_heads[sp]; k++)
-            if (gbytes_has(&g->sets[g->el[h[k].pos].arg], byte))
-                closure(w, nl, h[k].pos + 1, h[k].local, h[k].real);
-        bool live = w->n_heads[nl] > 0;
-        if (!live && w->flags[nl] == 0)
+        w->cursor[sp] = cn->end; /* the next sibling */
+        uint8_t flags;
+        uint32_t next = transition(w, w->lstate[sp], cn->byte, &flags);
+        if (next == NO_STATE && flags == 0)
             continue;
         if (cn->token >= 0)
             mark_tokens(v, cn, bits);
-        if ((w->flags[nl] & LV_EXIT) && cn->n_child > 0)
+        const bool has_children = cn->end > c + 1;
+        if ((flags & LV_EXIT) && has_children)
             add_exit(w, c);
-        if (live && cn->n_child > 0 && nl + 1 < w->levels) {
-            sp = nl;
-            w->tnode[sp] = c;
-            w->cursor[sp] = 0;
-            w->mark[sp] = w->n_nodes;
+        if (next != NO_STATE && has_children && sp + 2 < w->levels) {
+            sp++;
+            w->lstate[sp] = next;
+            w->cursor[sp] = c + 1;
+            w->tend[sp] = cn->end;
         }
     }
-    w->n_nodes = 0;
 }
 
-static void begin(gwalker *w, const wk_grammar *g, const uint32_t *real_stack,
-                  bool unknown_below) {
+static void begin(gwalker *w, const wk_grammar *g, const uint32_t *real_stack, bool unknown_below) {
     w->g = g;
     w->real_stack = real_stack;
     w->unknown_below = unknown_below;
+    if (++w->gen == 0) {
+        /* 2^32 walks: clear the slots once rather than mistake old entries for new. */
+        memset(w->nslots, 0, NODE_SLOTS * sizeof(nslot));
+        memset(w->sslots, 0, STATE_SLOTS * sizeof(sslot));
+        memset(w->tslots, 0, WALK_TRANS * sizeof(tslot));
+        w->gen = 1;
+    }
     w->n_nodes = 0;
-    w->n_heads[0] = 0;
-    w->flags[0] = 0;
+    w->n_states = 0;
+    w->n_pool = 0;
+    w->n_trans = 0;
+    w->n_tmp = 0;
+    w->tmp_flags = 0;
     w->max_local = 0;
     w->truncated = false;
     w->nomem = false;
@@ -273,8 +439,10 @@ cm_err gwalk_table(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, con
     *out = NULL;
     begin(w, g, key->frames, !key->complete);
     memset(w->bits, 0, (size_t)v->words * sizeof(uint64_t));
-    add_head(w, 0, key->pos, NO_NODE, key->n_frames);
-    walk(w, v, 0, w->bits);
+    add_head(w, key->pos, NO_NODE, key->n_frames);
+    uint32_t s0 = intern_tmp(w);
+    if (s0 != NO_STATE)
+        walk(w, v, 0, s0, w->bits);
     if (w->nomem)
         return CM_ERR_NOMEM;
     gptab *t = calloc(1, sizeof(*t));
@@ -322,12 +490,13 @@ bool gwalk_exact(const wk_grammar *g, const wk_vocab_index *v, gwalker *w, uint3
     if (pop_first) {
         if (depth == 0)
             return false; /* the sentence is complete: nothing may follow */
-        closure(w, 0, stack[depth - 1], NO_NODE, depth - 1);
+        closure(w, stack[depth - 1], NO_NODE, depth - 1);
     } else {
-        add_head(w, 0, pos, NO_NODE, depth);
+        add_head(w, pos, NO_NODE, depth);
     }
-    if (w->n_heads[0] > 0)
-        walk(w, v, start_node, allowed);
+    uint32_t s0 = intern_tmp(w);
+    if (s0 != NO_STATE)
+        walk(w, v, start_node, s0, allowed);
     return w->truncated;
 }
 

@@ -621,19 +621,42 @@ static void gen_number(js_gen *g, const json_t *s, const char *ptr, js_buf *expr
     bounds b;
     if (!read_bounds(g, s, ptr, &b))
         return;
-    bool nonneg = (b.h1 && b.mn >= 0) || (b.h3 && b.emn >= 0);
-    bool neg = (b.h2 && b.mx < 0) || (b.h4 && b.emx <= 0);
-    if (nonneg && neg) {
-        js_fail(g, CM_ERR_INVALID, "JSON Schema: no number within the bounds at %s",
+    if (!b.h1 && !b.h2 && !b.h3 && !b.h4) {
+        js_buf_fmt(expr, "%snumber", g->prefix);
+        return;
+    }
+    /* The tighter of inclusive and exclusive bounds; a non-integer bound is rounded inward to
+     * an integer (inclusive): the output then stays within the schema's range, a sliver of
+     * it may be unreachable. Beyond 16 digits a bound is no constraint on what we write. */
+    js_bound lo = {false, false, 0}, hi = {false, false, 0};
+    const double lim = (double)INT_ABS_MAX;
+    if (b.h1 && b.mn > -lim) {
+        lo.has = true;
+        lo.v = (long long)ceil(b.mn);
+    }
+    if (b.h3 && b.emn > -lim && (!lo.has || b.emn >= (double)lo.v)) {
+        lo.has = true;
+        lo.exclusive = b.emn == floor(b.emn);
+        lo.v = (long long)ceil(b.emn);
+    }
+    if (b.h2 && b.mx < lim) {
+        hi.has = true;
+        hi.v = (long long)floor(b.mx);
+    }
+    if (b.h4 && b.emx < lim && (!hi.has || b.emx <= (double)hi.v)) {
+        hi.has = true;
+        hi.exclusive = b.emx == floor(b.emx);
+        hi.v = (long long)floor(b.emx);
+    }
+    if ((lo.has && lo.v > INT_ABS_MAX) || (hi.has && hi.v < -INT_ABS_MAX) ||
+        (lo.has && hi.has && (lo.v > hi.v || (lo.v == hi.v && (lo.exclusive || hi.exclusive))))) {
+        js_fail(g, CM_ERR_INVALID,
+                "JSON Schema: no number within the bounds at %s (integer bounds are rounded "
+                "inward; numbers are limited to 16 integer digits)",
                 ptr_or_root(ptr));
         return;
     }
-    if (nonneg)
-        js_buf_fmt(expr, "%snumber-abs", g->prefix);
-    else if (neg)
-        js_buf_fmt(expr, "( \"-\" %snumber-abs-nz )", g->prefix);
-    else
-        js_buf_fmt(expr, "%snumber", g->prefix);
+    js_number_range(lo, hi, expr);
 }
 
 /* ---- strings ---------------------------------------------------------------------------- */
@@ -857,11 +880,6 @@ static void primitives(js_buf *b, const char *p) {
     js_buf_fmt(b,
                "%snumber-abs ::= ( \"0\" | [1-9] [0-9]{0,15} ) ( \".\" [0-9]{1,16} )? "
                "( [eE] [-+]? [0-9]{1,3} )?\n",
-               p);
-    /* A negative number that is not zero (maximum < 0): some non-zero digit. */
-    js_buf_fmt(b,
-               "%snumber-abs-nz ::= ( [1-9] [0-9]{0,15} ( \".\" [0-9]{1,16} )? | \"0.\" "
-               "\"0\"{0,15} [1-9] [0-9]{0,15} ) ( [eE] \"-\"? [0-9]{1,2} )?\n",
                p);
     js_buf_fmt(b,
                "%sfmt-date ::= [0-9]{4} \"-\" ( \"0\" [1-9] | \"1\" [0-2] ) \"-\" ( \"0\" [1-9] | "

@@ -16,17 +16,20 @@
  *   type            a name or a list of names (["string","null"] = nullable);
  *                   no type and no other constraint = any JSON value
  *   object          properties (declared order), required (the others may be omitted),
- *                   additionalProperties: false or absent (both: only the declared
- *                   properties); an object with no "properties" = any JSON object
- *   array           items (absent = any values), minItems, maxItems (<= 1024 when
- *                   maxItems is given; minItems <= 1024)
+ *                   additionalProperties (false, true, absent or a schema: the output has
+ *                   only the declared properties, which satisfies all of them); an object
+ *                   with no "properties" = any JSON object ({} only with
+ *                   additionalProperties: false)
+ *   array           items (absent = any values), minItems, maxItems (each <= 1000)
  *   string          enum, const, pattern (subset below), format: date, time, date-time,
- *                   uuid, email (a simple local@domain form), ipv4
+ *                   uuid, email (a simple local@domain form), ipv4; minLength, maxLength
+ *                   (<= 1000, in characters); one of pattern / format / lengths at a time
  *   integer         minimum, maximum, exclusiveMinimum, exclusiveMaximum: enforced exactly
  *                   (digit-range rules) for bounds within +-10^15
- *   number          minimum >= 0 (or exclusiveMinimum >= 0) forbids a minus sign;
- *                   maximum < 0 (or exclusiveMaximum <= 0) requires one; other bounds are
- *                   NOT enforced on numbers (documented; checked by callers if needed)
+ *   number          minimum, maximum, exclusiveMinimum, exclusiveMaximum: enforced exactly
+ *                   for integer bounds; a non-integer bound is rounded inward to an integer
+ *                   (the output stays in range; values between the bound and that integer
+ *                   cannot be written). A bounded number is written without an exponent.
  *   boolean, null
  *   anyOf           alternatives (allOf, oneOf, not: unsupported)
  *   enum, const     of any JSON values (written in compact form)

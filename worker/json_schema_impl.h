@@ -60,4 +60,15 @@ void js_regex_to_grammar(js_gen *g, const char *pattern, const char *ptr, js_buf
  * without leading zeros, "-" for negatives, never "-0"); |lo|, |hi| < 10^17. */
 void js_integer_range(js_gen *g, long long lo, long long hi, js_buf *expr);
 
+/* A bound of a number range: present, value (an integer within +-(10^16 - 1)), exclusive. */
+typedef struct js_bound {
+    bool has;
+    bool exclusive;
+    long long v;
+} js_bound;
+
+/* js_number_range appends an expression matching exactly the decimal numbers (no exponent,
+ * at most 16 integer and 16 fraction digits, never "-0...") between lo and hi. */
+void js_number_range(js_bound lo, js_bound hi, js_buf *expr);
+
 #endif /* WK_JSON_SCHEMA_IMPL_H */

@@ -647,3 +647,82 @@ void js_integer_range(js_gen *g, long long lo, long long hi, js_buf *expr) {
     }
     js_buf_str(expr, " )");
 }
+
+/* ---- number ranges ---------------------------------------------------------------------- */
+
+#define FRAC_ANY "( \".\" [0-9]{1,16} )?"
+#define FRAC_NONZERO "\".\" [0-9]{0,15} [1-9]"
+#define FRAC_ZERO "( \".\" \"0\"{1,16} )?"
+#define MAGNITUDE_MAX 9999999999999999LL
+
+/* magnitude appends alternatives (each prefixed by " | " after the first, *first tracks it)
+ * for the decimal strings i(.f) whose value m lies between lo and hi (hi_inf: no upper
+ * bound); zero_ok false excludes m == 0. */
+static void magnitude(js_buf *b, long long lo, bool lo_ex, long long hi, bool hi_ex, bool hi_inf,
+                      bool zero_ok, bool *first) {
+#define ALT()                                                                                      \
+    do {                                                                                           \
+        if (!*first)                                                                               \
+            js_buf_str(b, " | ");                                                                  \
+        *first = false;                                                                            \
+    } while (0)
+    if (!hi_inf && (hi < lo || (hi == lo && (lo_ex || hi_ex || (lo == 0 && !zero_ok)))))
+        return;
+    if (!hi_inf && lo == hi) {
+        ALT();
+        js_buf_fmt(b, "\"%lld\" " FRAC_ZERO, lo);
+        return;
+    }
+    /* Integer part lo: the fraction must be non-zero when lo itself is excluded. */
+    ALT();
+    if (lo_ex || (lo == 0 && !zero_ok))
+        js_buf_fmt(b, "\"%lld\" " FRAC_NONZERO, lo);
+    else
+        js_buf_fmt(b, "\"%lld\" " FRAC_ANY, lo);
+    /* Integer parts strictly inside: any fraction. */
+    long long top = hi_inf ? MAGNITUDE_MAX : hi - 1;
+    if (lo + 1 <= top) {
+        ALT();
+        nonneg_range(b, lo + 1, top);
+        js_buf_str(b, " " FRAC_ANY);
+    }
+    /* Integer part hi: only hi itself (a zero fraction). */
+    if (!hi_inf && !hi_ex) {
+        ALT();
+        js_buf_fmt(b, "\"%lld\" " FRAC_ZERO, hi);
+    }
+#undef ALT
+}
+
+void js_number_range(js_bound lo, js_bound hi, js_buf *expr) {
+    bool first = true;
+    js_buf_str(expr, "( ");
+    /* x >= 0 part. */
+    if (!hi.has || hi.v > 0 || (hi.v == 0 && !hi.exclusive)) {
+        long long l = lo.has && lo.v > 0 ? lo.v : 0;
+        bool l_ex = lo.has && lo.v >= 0 && lo.exclusive;
+        magnitude(expr, l, l_ex, hi.has ? hi.v : 0, hi.exclusive, !hi.has, true, &first);
+    }
+    /* x < 0 part, as "-" and the magnitude (never -0). */
+    if (!lo.has || lo.v < 0) {
+        long long mlo = hi.has && hi.v < 0 ? -hi.v : 0;
+        bool mlo_ex = hi.has && hi.v <= 0 && hi.exclusive;
+        js_buf neg = {0};
+        bool nfirst = true;
+        magnitude(&neg, mlo, mlo_ex, lo.has ? -lo.v : 0, lo.exclusive, !lo.has, false, &nfirst);
+        if (!nfirst) {
+            if (!first)
+                js_buf_str(expr, " | ");
+            first = false;
+            js_buf_str(expr, "\"-\" ( ");
+            js_buf_add(expr, neg.p, neg.n);
+            js_buf_str(expr, " )");
+        }
+        if (neg.failed)
+            expr->failed = true;
+        free(neg.p);
+    }
+    if (first)
+        js_buf_str(expr, "[^\\x00-\\U0010FFFF]"); /* empty: the caller checked for this */
+    js_buf_str(expr, " )");
+}

@@ -17,6 +17,9 @@
 
 #include "grammar.h"
 #include "gguf.h"
+#ifdef SLUICE_HAVE_JANSSON
+#include "json_schema.h"
+#endif
 #include "tokenizer.h"
 #include "tokenizer_impl.h"
 #include "../../../common/cm_rng.h"
@@ -518,9 +521,28 @@ static void test_mask_real_vocab(void **state) {
     assert_true(len >= 1 && b[0] == ' ');
 
     wk_grammar *g = compile_ok(JSON_GBNF);
-    for (uint64_t seed = 1; seed <= 3; seed++)
-        check_mask_walk(g, v, seed, 25, seed != 2);
+    for (uint64_t seed = 1; seed <= 6; seed++)
+        check_mask_walk(g, v, seed, 25, seed % 3 != 2);
     wk_grammar_unref(g);
+#ifdef SLUICE_HAVE_JANSSON
+    /* A schema grammar: integer ranges, enums, patterns, nested and optional members, nullable,
+     * recursion: deep contexts and many exits. */
+    const char *schema =
+        "{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"id\":{\"type\":"
+        "\"integer\",\"minimum\":-40,\"maximum\":1234},\"tag\":{\"enum\":[\"red\","
+        "\"green\",null,3]},\"code\":{\"type\":\"string\",\"pattern\":\"^[A-Z]{2}[0-9]+$\"},"
+        "\"note\":{\"type\":[\"string\",\"null\"]},\"kids\":{\"type\":\"array\","
+        "\"items\":{\"$ref\":\"#/$defs/n\"},\"maxItems\":3}},\"required\":[\"id\","
+        "\"kids\"]}},\"$ref\":\"#/$defs/n\"}";
+    char *rules = NULL;
+    assert_int_equal(
+        wk_json_schema_to_grammar(schema, strlen(schema), "", &rules, err, sizeof(err)), CM_OK);
+    g = compile_ok(rules);
+    free(rules);
+    for (uint64_t seed = 1; seed <= 4; seed++)
+        check_mask_walk(g, v, seed, 30, seed % 2 == 1);
+    wk_grammar_unref(g);
+#endif
     /* A grammar with non-ASCII classes and alternatives sharing prefixes. */
     g = compile_ok("root ::= (\"Hello\" | \"Help\" | \"hé\" [à-ÿ]+ | [0-9]{2,4} \" \")+ \".\"");
     for (uint64_t seed = 1; seed <= 3; seed++)

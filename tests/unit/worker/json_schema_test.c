@@ -181,6 +181,65 @@ static void test_numbers(void **state) {
           L("2", "false"));
 }
 
+/* Number ranges: on a grid of quarter steps around the bounds, a canonical decimal (no
+ * trailing fraction zeros) is accepted iff it is within the bounds. */
+static void fmt_quarter(long long q, char *out, size_t cap) {
+    long long a = q < 0 ? -q : q;
+    static const char *const frac[] = {"", ".25", ".5", ".75"};
+    snprintf(out, cap, "%s%lld%s", q < 0 ? "-" : "", a / 4, frac[a % 4]);
+}
+
+static void test_number_ranges(void **state) {
+    (void)state;
+    static const struct {
+        const char *bounds;
+        double lo, hi;
+        bool lo_ex, hi_ex, has_lo, has_hi;
+    } cases[] = {
+        {"\"minimum\":0,\"maximum\":1", 0, 1, false, false, true, true},
+        {"\"exclusiveMinimum\":0,\"exclusiveMaximum\":1", 0, 1, true, true, true, true},
+        {"\"minimum\":-5,\"maximum\":5", -5, 5, false, false, true, true},
+        {"\"exclusiveMinimum\":-3,\"maximum\":-1", -3, -1, true, false, true, true},
+        {"\"minimum\":2", 2, 0, false, false, true, false},
+        {"\"exclusiveMaximum\":-2", 0, -2, false, true, false, true},
+        {"\"minimum\":10,\"exclusiveMaximum\":12", 10, 12, false, true, true, true},
+        {"\"minimum\":-1,\"maximum\":0", -1, 0, false, false, true, true},
+        {"\"exclusiveMinimum\":7,\"maximum\":7.5", 7, 7, true, false, true, true},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        char schema[200];
+        snprintf(schema, sizeof(schema), "{\"type\":\"number\",%s}", cases[c].bounds);
+        if (c == 8) {
+            /* (7, 7.5] rounds inward to (7, 7]: nothing left. */
+            char err[256], *rules = NULL;
+            assert_int_equal(
+                wk_json_schema_to_grammar(schema, strlen(schema), "", &rules, err, sizeof(err)),
+                CM_ERR_INVALID);
+            continue;
+        }
+        wk_grammar *g = schema_grammar(schema);
+        double lo = cases[c].has_lo ? cases[c].lo : cases[c].hi - 20;
+        double hi = cases[c].has_hi ? cases[c].hi : cases[c].lo + 20;
+        for (long long q = (long long)(lo * 4) - 12; q <= (long long)(hi * 4) + 12; q++) {
+            double x = (double)q / 4;
+            char txt[32];
+            fmt_quarter(q, txt, sizeof(txt));
+            bool in = (!cases[c].has_lo || (cases[c].lo_ex ? x > cases[c].lo : x >= cases[c].lo)) &&
+                      (!cases[c].has_hi || (cases[c].hi_ex ? x < cases[c].hi : x <= cases[c].hi));
+            int m = match(g, txt);
+            if ((m == 1) != in)
+                fail_msg("%s: %s -> %d (want %d)", schema, txt, m, in);
+        }
+        assert_int_not_equal(match(g, "-0"), 1); /* at most a prefix of -0.5 */
+        assert_int_equal(match(g, "1e2"), -1);
+        wk_grammar_unref(g);
+    }
+    /* Exact upper bound with zeros, and a non-integer bound rounded inward. */
+    check("{\"type\":\"number\",\"maximum\":3}", L("3", "3.000", "2.999", "-7.5"), L("3.001", "4"));
+    check("{\"type\":\"number\",\"minimum\":0.5,\"maximum\":2}", L("1", "1.5", "2"),
+          L("0.75", "0.5", "2.5"));
+}
+
 /* Integer ranges: for many (lo, hi) pairs every integer near the edges is accepted iff it is
  * in range. */
 static void test_integer_ranges(void **state) {
@@ -343,15 +402,11 @@ static void test_prefix_and_json_object(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_objects),
-        cmocka_unit_test(test_arrays),
-        cmocka_unit_test(test_strings),
-        cmocka_unit_test(test_patterns),
-        cmocka_unit_test(test_numbers),
-        cmocka_unit_test(test_integer_ranges),
-        cmocka_unit_test(test_anyof_refs),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_prefix_and_json_object),
+        cmocka_unit_test(test_objects),       cmocka_unit_test(test_arrays),
+        cmocka_unit_test(test_strings),       cmocka_unit_test(test_patterns),
+        cmocka_unit_test(test_numbers),       cmocka_unit_test(test_integer_ranges),
+        cmocka_unit_test(test_number_ranges), cmocka_unit_test(test_anyof_refs),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_prefix_and_json_object),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
