@@ -186,7 +186,6 @@ typedef struct yaml_cfg {
     uint32_t max_batch_tokens, max_running, max_waiting, threads, drain_timeout_ms;
     uint32_t stall_timeout_ms, warmup_tokens, send_queue_messages, max_connections;
     uint32_t max_message_bytes, max_prompt_bytes, prep_threads;
-    uint32_t max_message_bytes, max_prompt_bytes;
     uint32_t handshake_timeout_ms, send_stall_timeout_ms, frame_timeout_ms;
     uint32_t max_partial_frame_bytes;
 } yaml_cfg;
