@@ -56,7 +56,7 @@ def test_registry_restart_keeps_connected_workers(redis, fake_worker_factory, ga
     for t in streams:
         t.start()
     try:
-        wait_for(lambda: http_request(g.base, "GET", "/metrics").text.count("\n") > 0 and
+        wait_for(lambda: http_request(g.metrics_base, "GET", "/metrics").text.count("\n") > 0 and
                  _inflight(g) >= 4, what="4 streams running")
         probe.start()
         redis.restart_empty()  # the registry is empty now, and stays so for 1.5 s
@@ -80,7 +80,7 @@ def test_registry_restart_keeps_connected_workers(redis, fake_worker_factory, ga
 
 def _inflight(g):
     from conftest import metric_sum
-    return metric_sum(http_request(g.base, "GET", "/metrics").text, "sluice_gateway_inflight")
+    return metric_sum(http_request(g.metrics_base, "GET", "/metrics").text, "sluice_gateway_inflight")
 
 
 def test_unlisted_worker_dropped_when_its_connection_fails(redis, fake_worker_factory,
