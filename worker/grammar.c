@@ -432,6 +432,10 @@ static void bseq_emit(bseqs *out, uint32_t lo, uint32_t hi) {
         return;
     }
     bseq *s = &out->v[out->n++];
+    /* wk_utf8_encode writes at most 4 bytes; the bound also tells gcc -O3, whose
+     * stringop-overflow check cannot see it and fails a Release -Werror build. */
+    if (n > sizeof s->lo)
+        n = sizeof s->lo;
     s->n = (uint8_t)n;
     for (size_t k = 0; k < n; k++) {
         s->lo[k] = (uint8_t)a[k];
