@@ -1,5 +1,8 @@
 #include "cm_err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 static const char *const messages[CM_ERR__COUNT] = {
     [CM_OK] = "ok",
     [CM_ERR_NOMEM] = "out of memory",
@@ -29,4 +32,14 @@ const char *cm_strerror(cm_err err) {
         return "unknown error";
     }
     return messages[err];
+}
+
+cm_err cm_errf(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rv;
 }

@@ -8,6 +8,8 @@
 #ifndef CM_ERR_H
 #define CM_ERR_H
 
+#include <stddef.h>
+
 typedef enum cm_err {
     CM_OK = 0,
     CM_ERR_NOMEM = 1,           /* allocation failed */
@@ -35,5 +37,10 @@ typedef enum cm_err {
 
 /* cm_strerror returns a static string for err; never NULL (unknown values give "unknown error"). */
 const char *cm_strerror(cm_err err);
+
+/* cm_errf formats a client-safe message into err (errlen bytes; err may be NULL or errlen 0)
+ * and returns rv, so a failure reads `return cm_errf(CM_ERR_INVALID, err, errlen, ...)`. */
+cm_err cm_errf(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif /* CM_ERR_H */

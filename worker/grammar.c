@@ -310,16 +310,6 @@ static bool at_definition(const gbuild *b) {
     return k + 3 <= b->len && memcmp(b->s + k, "::=", 3) == 0;
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* read_char reads one (possibly escaped) character as a code point at b->i; in_class allows
  * the class escapes. Returns false on error (recorded). */
 static bool read_char(gbuild *b, bool in_class, uint32_t *cp) {
@@ -381,7 +371,7 @@ static bool read_char(gbuild *b, bool in_class, uint32_t *cp) {
         }
         uint32_t v = 0;
         for (int k = 0; k < ndig; k++) {
-            int h = b->i < b->len ? hexval(b->s[b->i]) : -1;
+            int h = b->i < b->len ? wk_hex_digit(b->s[b->i]) : -1;
             if (h < 0) {
                 fail_at(b, CM_ERR_INVALID, at, "escape \\%c needs %d hex digits", e, ndig);
                 return false;

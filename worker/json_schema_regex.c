@@ -133,16 +133,6 @@ static bool add_class_escape(rx *x, rx_set *s, char e) {
     return true;
 }
 
-static int hexv(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* read_cp reads one literal character (escape or UTF-8) into *cp; *cls is set instead (and
  * *cp untouched) for \d \w \s \D \W \S. */
 static bool read_cp(rx *x, uint32_t *cp, char *cls) {
@@ -195,7 +185,7 @@ static bool read_cp(rx *x, uint32_t *cp, char *cls) {
         int nd = e == 'x' ? 2 : 4;
         uint32_t v = 0;
         for (int k = 0; k < nd; k++) {
-            int h = x->i < x->len ? hexv(x->s[x->i]) : -1;
+            int h = x->i < x->len ? wk_hex_digit(x->s[x->i]) : -1;
             if (h < 0)
                 return rx_fail(x, CM_ERR_INVALID, "bad \\x or \\u escape");
             v = v * 16 + (uint32_t)h;

@@ -81,6 +81,17 @@ bool wk_ucp_is_space(uint32_t cp);  /* White_Space */
  * length, or 0 when the bytes there are not a complete well-formed character. */
 size_t wk_utf8_decode(const uint8_t *s, size_t len, uint32_t *cp);
 
+/* wk_hex_digit: the value of one hex digit (either case), or -1 (grammar and regex escapes). */
+static inline int wk_hex_digit(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /* ---- the tokenizer's representation, shared by tokenizer.c (construction, lookups),
  * tokenizer_encode.c (pre-tokenizers, BPE/SPM merging) and tokenizer_detok.c (UTF-8,
  * streaming detokenizer) ---- */

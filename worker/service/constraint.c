@@ -3,7 +3,6 @@
  */
 #include "constraint.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,18 +12,6 @@
 #include "json_schema.h"
 
 #define GRAMMAR_TEXT_MAX_BYTES WK_GRAMMAR_MAX_TEXT_BYTES
-
-static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rv;
-}
 
 bool wk_constraint_tools_active(const Sluice__Submit *s) {
     return s->n_tools > 0 && !(s->tool_choice != NULL && s->tool_choice->has_mode &&
@@ -45,17 +32,17 @@ static cm_err format_rules(const Sluice__Submit *s, cm_buf *g, bool *have, char 
         rv = wk_json_object_grammar("rf-", &rules);
     } else if (f->type == SLUICE__RESPONSE_FORMAT__TYPE__TYPE_JSON_SCHEMA) {
         if (f->schema_json == NULL)
-            return fail(CM_ERR_INVALID, err, errlen,
-                        "response_format.json_schema.schema: a schema is required");
+            return cm_errf(CM_ERR_INVALID, err, errlen,
+                           "response_format.json_schema.schema: a schema is required");
         rv = wk_json_schema_to_grammar(f->schema_json, strlen(f->schema_json), "rf-", &rules, e,
                                        sizeof e);
     } else {
-        return fail(CM_ERR_INVALID, err, errlen, "response_format.type: unknown type %d",
-                    (int)f->type);
+        return cm_errf(CM_ERR_INVALID, err, errlen, "response_format.type: unknown type %d",
+                       (int)f->type);
     }
     if (rv != CM_OK)
-        return fail(rv, err, errlen, "response_format.json_schema.schema: %s",
-                    e[0] ? e : cm_strerror(rv));
+        return cm_errf(rv, err, errlen, "response_format.json_schema.schema: %s",
+                       e[0] ? e : cm_strerror(rv));
     rv = cm_buf_append_str(g, rules);
     if (rv == CM_OK)
         rv = cm_buf_append_byte(g, '\n');
@@ -75,16 +62,16 @@ static cm_err tool_alternative(const Sluice__Tool *t, size_t i, cm_buf *alts, cm
     for (const char *p = t->name; *p != '\0'; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
               *p == '_' || *p == '-'))
-            return fail(CM_ERR_INVALID, err, errlen,
-                        "tools[%zu].function.name: must match ^[a-zA-Z0-9_-]{1,64}$", i);
+            return cm_errf(CM_ERR_INVALID, err, errlen,
+                           "tools[%zu].function.name: must match ^[a-zA-Z0-9_-]{1,64}$", i);
     if (t->parameters_json != NULL)
         rv = wk_json_schema_to_grammar(t->parameters_json, strlen(t->parameters_json), prefix,
                                        &rules, e, sizeof e);
     else
         rv = wk_json_object_grammar(prefix, &rules);
     if (rv != CM_OK)
-        return fail(rv, err, errlen, "tools[%zu].function.parameters: %s", i,
-                    e[0] ? e : cm_strerror(rv));
+        return cm_errf(rv, err, errlen, "tools[%zu].function.parameters: %s", i,
+                       e[0] ? e : cm_strerror(rv));
     rv = cm_buf_printf(alts,
                        "%s\"<tool_call>\\n{\\\"name\\\": \\\"%s\\\", \\\"arguments\\\": \" %sroot "
                        "\"}\\n</tool_call>\"",
@@ -130,9 +117,9 @@ cm_err wk_constraint_grammar_text(const Sluice__Submit *s, char **text_out, char
         if (rv != CM_OK)
             goto done;
         if (!found) {
-            rv = fail(CM_ERR_INVALID, err, errlen,
-                      "tool_choice.function.name: '%.64s' is not one of the tools",
-                      tc != NULL && tc->name ? tc->name : "");
+            rv = cm_errf(CM_ERR_INVALID, err, errlen,
+                         "tool_choice.function.name: '%.64s' is not one of the tools",
+                         tc != NULL && tc->name ? tc->name : "");
             goto done;
         }
         rv = cm_buf_append_str(&g, parallel ? "tool-calls ::= tool-call (\"\\n\" tool-call)*\n"
@@ -160,8 +147,8 @@ assemble:
             rv = CM_ERR_NOMEM;
     }
     if (rv == CM_ERR_LIMIT && (err == NULL || errlen == 0 || err[0] == '\0'))
-        fail(rv, err, errlen, "tools: the tool schemas make a grammar larger than %u bytes",
-             GRAMMAR_TEXT_MAX_BYTES);
+        cm_errf(rv, err, errlen, "tools: the tool schemas make a grammar larger than %u bytes",
+                GRAMMAR_TEXT_MAX_BYTES);
 done:
     cm_buf_fini(&g);
     cm_buf_fini(&alts);
@@ -189,8 +176,8 @@ cm_err wk_constraint_build(wk_grammar_cache *cache, const Sluice__Submit *s, wk_
     free(text);
     if (rv != CM_OK) {
         memset(out, 0, sizeof *out);
-        return fail(rv, err, errlen, "%s: cannot compile the constraint: %s",
-                    s->n_tools > 0 ? "tools" : "response_format", e[0] ? e : cm_strerror(rv));
+        return cm_errf(rv, err, errlen, "%s: cannot compile the constraint: %s",
+                       s->n_tools > 0 ? "tools" : "response_format", e[0] ? e : cm_strerror(rv));
     }
     return CM_OK;
 }
