@@ -1,4 +1,5 @@
 #include "gw_protoerror.h"
+#include "gw_http.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -60,18 +61,12 @@ static void pe_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, s
     h2o_ostream_send_next(self, req, &o->body, 1, state);
 }
 
-static int is_json(h2o_req_t *req) {
-    ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
-    return i >= 0 &&
-           h2o_memis(req->res.headers.entries[i].value.base, req->res.headers.entries[i].value.len,
-                     H2O_STRLIT("application/json"));
-}
-
 static void pe_on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot) {
     pe_filter *f = (pe_filter *)self;
     pe_ostream *o;
     /* Only h2o's own plain-text 4xx (413 is gw_bodylimit's; ours are JSON already). */
-    if (req->res.status < 400 || req->res.status >= 500 || req->res.status == 413 || is_json(req)) {
+    if (req->res.status < 400 || req->res.status >= 500 || req->res.status == 413 ||
+        gw_http_res_is_json(req)) {
         h2o_setup_next_ostream(req, slot);
         return;
     }

@@ -119,6 +119,13 @@ void gw_http_add_header(h2o_req_t *req, const char *name, const char *value) {
     h2o_add_header_by_str(&req->pool, &req->res.headers, n.base, n.len, 0, NULL, v.base, v.len);
 }
 
+int gw_http_res_is_json(h2o_req_t *req) {
+    ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    return i >= 0 &&
+           h2o_memis(req->res.headers.entries[i].value.base, req->res.headers.entries[i].value.len,
+                     H2O_STRLIT("application/json"));
+}
+
 void gw_http_send_json(h2o_req_t *req, int status, const char *request_id, const char *body,
                        size_t len) {
     static h2o_generator_t gen = {NULL, NULL};
