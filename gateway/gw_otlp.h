@@ -41,6 +41,8 @@ typedef struct gw_span {
     char route[32];      /* attribute http.route */
     char model[64];      /* attribute sluice.model */
     char request_id[72]; /* attribute sluice.request_id */
+    char served_model[64]; /* attribute sluice.served_model (routing and worker spans) */
+    char worker[96];       /* attribute sluice.worker.address (routing and worker spans) */
 } gw_span;
 
 typedef struct gw_otlp gw_otlp;
