@@ -102,8 +102,8 @@ static int name_ok(const char *s) {
     return s != NULL && s[0] != '\0' && strlen(s) < GW_ALIAS_NAME_MAX;
 }
 
-cm_err gw_alias_check(const gw_alias_cfg *aliases, unsigned n, char *key, size_t keycap,
-                      char *msg, size_t msgcap) {
+cm_err gw_alias_check(const gw_alias_cfg *aliases, unsigned n, char *key, size_t keycap, char *msg,
+                      size_t msgcap) {
     char k[96], m[512];
     if (n > GW_ALIAS_MAX) {
         snprintf(m, sizeof m, "at most %d aliases, got %u", GW_ALIAS_MAX, n);

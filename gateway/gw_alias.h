@@ -63,8 +63,8 @@ void gw_alias_cfg_fini(gw_alias_cfg *a);
  * entry ("aliases.1.targets.0.weight", for cm_config_reject) and msg a sentence naming the
  * alias and target.
  */
-cm_err gw_alias_check(const gw_alias_cfg *aliases, unsigned n, char *key, size_t keycap,
-                      char *msg, size_t msgcap);
+cm_err gw_alias_check(const gw_alias_cfg *aliases, unsigned n, char *key, size_t keycap, char *msg,
+                      size_t msgcap);
 
 typedef struct gw_alias_target {
     char model[GW_ALIAS_NAME_MAX];
@@ -76,7 +76,7 @@ typedef struct gw_alias {
     gw_alias_target targets[GW_ALIAS_MAX_TARGETS];
     unsigned n_targets;
     int64_t total_weight;
-    int64_t current[GW_ALIAS_MAX_TARGETS]; /* smooth WRR state; guarded by the table's mu */
+    int64_t current[GW_ALIAS_MAX_TARGETS];   /* smooth WRR state; guarded by the table's mu */
     unsigned fallback[GW_ALIAS_MAX_TARGETS]; /* target indexes by weight, largest first */
 } gw_alias;
 

@@ -279,8 +279,8 @@ static void call_finish(gw_call *c, int status) {
                c->rq.model ? c->rq.model : "-", "status", st, "stream",
                c->rq.stream ? "true" : "false", "prompt_tokens", pt, "completion_tokens", ctok,
                "ttfb_ms", ttfb_ms, "duration_ms", dur_ms, "worker",
-               c->worker ? c->worker->address : "-", "served_model",
-               c->worker ? c->served : "-", "prompt", prompt, NULL);
+               c->worker ? c->worker->address : "-", "served_model", c->worker ? c->served : "-",
+               "prompt", prompt, NULL);
         return;
     }
     cm_log(CM_LOG_INFO, c->rid, "request", "trace_id", trace_id_of(&c->trace), "route",

@@ -45,14 +45,13 @@ static const cyaml_schema_value_t model_name_schema = {
 
 static const cyaml_schema_field_t alias_target_fields[] = {
     CYAML_FIELD_STRING_PTR("model", CYAML_FLAG_POINTER, gw_alias_target_cfg, model, 1, 127),
-    CYAML_FIELD_UINT("weight", CYAML_FLAG_DEFAULT, gw_alias_target_cfg, weight),
-    CYAML_FIELD_END};
+    CYAML_FIELD_UINT("weight", CYAML_FLAG_DEFAULT, gw_alias_target_cfg, weight), CYAML_FIELD_END};
 static const cyaml_schema_value_t alias_target_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, gw_alias_target_cfg, alias_target_fields)};
 static const cyaml_schema_field_t alias_fields[] = {
     CYAML_FIELD_STRING_PTR("name", CYAML_FLAG_POINTER, gw_alias_cfg, name, 1, 127),
-    CYAML_FIELD_SEQUENCE("targets", CYAML_FLAG_POINTER, gw_alias_cfg, targets,
-                         &alias_target_schema, 1, GW_ALIAS_MAX_TARGETS),
+    CYAML_FIELD_SEQUENCE("targets", CYAML_FLAG_POINTER, gw_alias_cfg, targets, &alias_target_schema,
+                         1, GW_ALIAS_MAX_TARGETS),
     CYAML_FIELD_END};
 static const cyaml_schema_value_t alias_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, gw_alias_cfg, alias_fields)};

@@ -145,9 +145,9 @@ cm_err gw_pool_set_aliases(gw_pool *p, const gw_alias_cfg *aliases, unsigned n);
 cm_err gw_pool_route(gw_pool *p, const char *model, uint64_t affinity, const gw_worker *exclude,
                      gw_worker **out, char *served, char *target);
 
-/* gw_pool_has_model: 1 when `model` is an alias or is known: declared with gw_pool_add_known, routed by at
- * least one non-gone worker (usable or not), or routed by a worker that left the registry less
- * than model_memory_ms ago. */
+/* gw_pool_has_model: 1 when `model` is an alias or is known: declared with gw_pool_add_known,
+ * routed by at least one non-gone worker (usable or not), or routed by a worker that left the
+ * registry less than model_memory_ms ago. */
 int gw_pool_has_model(gw_pool *p, const char *model);
 
 /* gw_pool_known_models writes every known model name (as gw_pool_has_model) into names (max

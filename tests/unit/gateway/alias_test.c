@@ -34,8 +34,8 @@ static void test_parse_flag(void **state) {
     assert_int_equal(a.targets[0].weight, 1);
     gw_alias_cfg_fini(&a);
     /* Bad shapes: the message names the part. */
-    static const char *bad[] = {"noequals", "=m:1", "x=", "x=m:", "x=m:ten", "x=m:1,", "x=:5",
-                                "x=m:-1", "x=m:1,,n:2"};
+    static const char *bad[] = {"noequals", "=m:1", "x=",     "x=m:",      "x=m:ten",
+                                "x=m:1,",   "x=:5", "x=m:-1", "x=m:1,,n:2"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
         assert_int_equal(gw_alias_parse_flag(bad[i], &a, err, sizeof err), CM_ERR_CONFIG);
@@ -178,8 +178,7 @@ static void test_pool_route_without_workers(void **state) {
     /* A target with a worker that is not connected: closed, for either pick. */
     assert_int_equal(gw_pool_add(&p, "m2", "tcp://127.0.0.1:1", 1, &w), CM_OK);
     for (int i = 0; i < 10; i++)
-        assert_int_equal(gw_pool_route(&p, "chat", 0, NULL, &got, served, target),
-                         CM_ERR_CLOSED);
+        assert_int_equal(gw_pool_route(&p, "chat", 0, NULL, &got, served, target), CM_ERR_CLOSED);
     /* A plain name routes as itself. */
     assert_int_equal(gw_pool_route(&p, "m2", 0, NULL, &got, served, target), CM_ERR_CLOSED);
     assert_int_equal(gw_pool_route(&p, "other", 0, NULL, &got, served, NULL), CM_ERR_NOT_FOUND);
