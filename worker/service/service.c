@@ -428,9 +428,9 @@ static void reject_id(wk_service *s, uint32_t conn_id, uint64_t request_id, cm_e
     send_error(s, conn_id, request_id, code, msg);
     snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)request_id);
     snprintf(connbuf, sizeof connbuf, "%u", conn_id);
-    cm_log(CM_LOG_INFO, log_id != NULL && log_id[0] ? log_id : NULL, "request refused",
-           "trace_id", trace_id, "request", idbuf, "connection", connbuf, "code",
-           cm_strerror(code), "reason", msg, NULL);
+    cm_log(CM_LOG_INFO, log_id != NULL && log_id[0] ? log_id : NULL, "request refused", "trace_id",
+           trace_id, "request", idbuf, "connection", connbuf, "code", cm_strerror(code), "reason",
+           msg, NULL);
 }
 
 static void reject_req(wk_service *s, const req *r, cm_err code, const char *msg) {
