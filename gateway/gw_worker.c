@@ -160,6 +160,16 @@ static cm_err start_dial(gw_worker *w) {
     return CM_OK;
 }
 
+/* 1 when an alias called `model` routes elsewhere: clients asking for `model` never reach a
+ * worker routed by that name (only aliases listing it as a target do). */
+static int alias_shadows(gw_pool *p, const char *model) {
+    const gw_alias *a = gw_alias_find(&p->aliases, model);
+    for (unsigned i = 0; a != NULL && i < a->n_targets; i++)
+        if (strcmp(a->targets[i].model, model) == 0)
+            return 0;
+    return a != NULL;
+}
+
 cm_err gw_pool_add(gw_pool *p, const char *model, const char *address, int is_static,
                    gw_worker **out) {
     gw_worker *w = NULL;
@@ -226,6 +236,11 @@ cm_err gw_pool_add(gw_pool *p, const char *model, const char *address, int is_st
     p->workers[n] = w;
     atomic_store(&p->n_workers, n + 1);
     cm_log(CM_LOG_INFO, NULL, "worker added", "model", model, "address", address, NULL);
+    if (alias_shadows(p, model))
+        cm_log(CM_LOG_WARN, NULL,
+               "an alias has this worker's model name and does not list it as a target: "
+               "requests for the name go to the alias's targets",
+               "model", model, "address", address, NULL);
     goto done;
 fail_aio:
     nng_aio_stop(w->rx_aio);
