@@ -249,11 +249,63 @@ static void test_known_models(void **state) {
     gw_pool_fini(&pool);
 }
 
+/* An alias over two greeted workers: picks follow the weights, a busy pick falls back to the
+ * other target, a target that left the registry takes nothing, and /v1/models lists the alias
+ * while one target is live. */
+static void test_alias_route_and_fallback(void **state) {
+    gw_pool pool;
+    gw_worker *w1 = NULL, *w2 = NULL, *got = NULL;
+    char served[GW_NAME_MAX], target[GW_NAME_MAX], names[8][GW_NAME_MAX];
+    gw_alias_cfg cfg;
+    char err[128];
+    nng_socket f1 = listen_at("inproc://gw-alias-test-1"),
+               f2 = listen_at("inproc://gw-alias-test-2");
+    int n1 = 0, n2 = 0;
+    (void)state;
+    assert_int_equal(gw_pool_init(&pool, "gw-test", NULL, NULL, NULL), CM_OK);
+    assert_int_equal(gw_alias_parse_flag("chat=m1:3,m2:1", &cfg, err, sizeof err), CM_OK);
+    assert_int_equal(gw_pool_set_aliases(&pool, &cfg, 1), CM_OK);
+    gw_alias_cfg_fini(&cfg);
+    assert_int_equal(gw_pool_add(&pool, "m1", "inproc://gw-alias-test-1", 1, &w1), CM_OK);
+    assert_int_equal(gw_pool_add(&pool, "m2", "inproc://gw-alias-test-2", 0, &w2), CM_OK);
+    send_hello(f1, "served-1", 1);
+    send_hello(f2, "served-2", 1);
+    assert_true(wait_until(&w1->hello_ok, 1, 2000));
+    assert_true(wait_until(&w2->hello_ok, 1, 2000));
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(gw_pool_route(&pool, "chat", 0, NULL, &got, served, target), CM_OK);
+        assert_true((got == w1 && strcmp(served, "served-1") == 0 && strcmp(target, "m1") == 0) ||
+                    (got == w2 && strcmp(served, "served-2") == 0 && strcmp(target, "m2") == 0));
+        n1 += got == w1;
+        n2 += got == w2;
+    }
+    assert_int_equal(n1, 30);
+    assert_int_equal(n2, 10);
+    assert_int_equal(gw_pool_models(&pool, names, 8), 3);
+    assert_string_equal(names[2], "chat");
+    /* w1 just refused the request: every pick lands on m2, whatever the weights say. */
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(gw_pool_route(&pool, "chat", 0, w1, &got, served, target), CM_OK);
+        assert_ptr_equal(got, w2);
+    }
+    /* m2 left the registry: everything goes to m1; with m1 busy too, the alias is busy. */
+    gw_pool_mark_gone(&pool, w2);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(gw_pool_route(&pool, "chat", 0, NULL, &got, served, target), CM_OK);
+        assert_ptr_equal(got, w1);
+    }
+    assert_int_equal(gw_pool_route(&pool, "chat", 0, w1, &got, served, target), CM_ERR_OVERLOADED);
+    gw_pool_fini(&pool);
+    nng_close(f1);
+    nng_close(f2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_models),
         cmocka_unit_test(test_handshake_route_events_loss),
         cmocka_unit_test(test_least_loaded_and_affinity),
+        cmocka_unit_test(test_alias_route_and_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
