@@ -52,7 +52,12 @@ struct gw_call {
     char traceparent[CM_TRACEPARENT_LEN + 1]; /* ours, sent to the worker and the client */
     int64_t t_admitted_ns;                    /* rate limiter answered (spans); 0 = no check */
     char resp_id[64];
-    char served[GW_NAME_MAX];
+    char served[GW_NAME_MAX]; /* the served name put in the Submit (the worker's Hello) */
+    int64_t t_route_ns;       /* last routing began (spans) */
+    int64_t t_routed_ns;      /* its Submits were sent; 0 = never routed */
+    int64_t t_fin_ns;         /* choice 0's Finished arrived; 0 = not yet */
+    double queue_ms, prefill_ms, decode_ms; /* choice 0's Finished.timing, when t_fin_ns */
+    int has_timing;
     gw_worker *worker;
     uint32_t epoch;
     int retried;
@@ -145,8 +150,39 @@ static void maybe_free(gw_call *c) {
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
+/* emit_child sends sp (a child of the server span) with a fresh span id over [start, end]. */
+static void emit_child(gw_otlp *x, gw_span *sp, int64_t start_unix_ns, int64_t end_unix_ns) {
+    if (cm_id_random_hex(CM_TRACE_SPAN_HEX / 2, sp->span_id, sizeof sp->span_id) != CM_OK)
+        return;
+    sp->start_unix_ns = start_unix_ns;
+    sp->end_unix_ns = end_unix_ns > start_unix_ns ? end_unix_ns : start_unix_ns;
+    gw_otlp_emit(x, sp);
+}
+
+/* export_worker_spans rebuilds the worker's queue, prefill and decode spans of choice 0 from
+ * the durations in its Finished.timing (measured on the worker's clock), laid end to end and
+ * ending when the Finished arrived here. Only durations cross the wire, never clock readings,
+ * so no clock skew between hosts shows; each span is clamped to start no earlier than the
+ * Submit was sent (the network time is then inside the queue span). */
+static void export_worker_spans(gw_call *c, gw_otlp *x, gw_span *sp, int64_t mono_to_unix) {
+    static const char *const names[3] = {"worker.queue", "worker.prefill", "worker.decode"};
+    double ms[3] = {c->queue_ms, c->prefill_ms, c->decode_ms};
+    int64_t end = c->t_fin_ns, bounds[4];
+    bounds[3] = end;
+    for (int i = 2; i >= 0; i--) {
+        double d = ms[i] > 0 && ms[i] < 1e9 ? ms[i] * 1e6 : 0;
+        end -= (int64_t)d;
+        bounds[i] = end > c->t_routed_ns ? end : c->t_routed_ns;
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(sp->name, sizeof sp->name, "%s", names[i]);
+        emit_child(x, sp, bounds[i] + mono_to_unix, bounds[i + 1] + mono_to_unix);
+    }
+}
+
 /* export_spans hands the request's spans to the OTLP exporter: the gateway's server span (the
- * parent the worker was given) and, when the rate limiter ran, its check as a child. */
+ * parent the worker was given) and as its children the rate-limit check (when it ran), the
+ * routing (worker choice up to the Submits sent) and the worker's queue/prefill/decode. */
 static void export_spans(gw_call *c, int status, int64_t now_mono_ns) {
     gw_otlp *x = c->t->srv->otlp;
     struct timespec ts;
@@ -170,15 +206,21 @@ static void export_spans(gw_call *c, int status, int64_t now_mono_ns) {
     snprintf(sp.model, sizeof sp.model, "%s", c->rq.model != NULL ? c->rq.model : "");
     snprintf(sp.request_id, sizeof sp.request_id, "%s", c->rid);
     gw_otlp_emit(x, &sp);
-    if (c->t_admitted_ns != 0 &&
-        cm_id_random_hex(CM_TRACE_SPAN_HEX / 2, sp.span_id, sizeof sp.span_id) == CM_OK) {
-        memcpy(sp.parent_id, c->trace.span_id, sizeof sp.parent_id);
+    memcpy(sp.parent_id, c->trace.span_id, sizeof sp.parent_id);
+    sp.kind = GW_SPAN_INTERNAL;
+    sp.http_status = 0;
+    if (c->t_admitted_ns != 0) {
         snprintf(sp.name, sizeof sp.name, "ratelimit");
-        sp.kind = GW_SPAN_INTERNAL;
-        sp.end_unix_ns = c->t_admitted_ns + mono_to_unix;
-        sp.http_status = 0;
-        gw_otlp_emit(x, &sp);
+        emit_child(x, &sp, c->t0_ns + mono_to_unix, c->t_admitted_ns + mono_to_unix);
     }
+    if (c->t_routed_ns == 0)
+        return;
+    snprintf(sp.served_model, sizeof sp.served_model, "%.63s", c->served);
+    snprintf(sp.worker, sizeof sp.worker, "%.95s", c->worker != NULL ? c->worker->address : "");
+    snprintf(sp.name, sizeof sp.name, "route");
+    emit_child(x, &sp, c->t_route_ns + mono_to_unix, c->t_routed_ns + mono_to_unix);
+    if (c->t_fin_ns != 0 && c->has_timing)
+        export_worker_spans(c, x, &sp, mono_to_unix);
 }
 
 /* End-of-request bookkeeping, exactly once: lease + usage reconcile, metrics, log line. */
@@ -217,6 +259,8 @@ static void call_finish(gw_call *c, int status) {
     cm_series_add(s->metrics.tokens_completion, completion);
     gw_metrics_request(&s->metrics, route_name(c->api), c->rq.model, status, ttfb,
                        (now - c->t0_ns) / 1e9);
+    if (c->worker != NULL)
+        gw_metrics_routed(&s->metrics, c->rq.model, c->served, status);
     snprintf(st, sizeof st, "%d", status);
     snprintf(pt, sizeof pt, "%u", prompt);
     snprintf(ctok, sizeof ctok, "%u", completion);
@@ -235,14 +279,16 @@ static void call_finish(gw_call *c, int status) {
                c->rq.model ? c->rq.model : "-", "status", st, "stream",
                c->rq.stream ? "true" : "false", "prompt_tokens", pt, "completion_tokens", ctok,
                "ttfb_ms", ttfb_ms, "duration_ms", dur_ms, "worker",
-               c->worker ? c->worker->address : "-", "prompt", prompt, NULL);
+               c->worker ? c->worker->address : "-", "served_model", c->worker ? c->served : "-",
+               "prompt", prompt, NULL);
         return;
     }
     cm_log(CM_LOG_INFO, c->rid, "request", "trace_id", trace_id_of(&c->trace), "route",
            route_name(c->api), "tenant", c->has_tenant ? c->tenant.name : "-", "model",
            c->rq.model ? c->rq.model : "-", "status", st, "stream", c->rq.stream ? "true" : "false",
            "prompt_tokens", pt, "completion_tokens", ctok, "ttfb_ms", ttfb_ms, "duration_ms",
-           dur_ms, "worker", c->worker ? c->worker->address : "-", NULL);
+           dur_ms, "worker", c->worker ? c->worker->address : "-", "served_model",
+           c->worker ? c->served : "-", NULL);
 }
 
 /* The h2o request is being freed (response done or client gone). */
@@ -256,8 +302,12 @@ static void on_req_dispose(void *p) {
     maybe_free(c);
 }
 
-static void add_rl_headers(gw_call *c) {
+/* add_call_headers adds the served name routed to (it differs from the requested `model`
+ * behind an alias) and the rate-limit headers to the response. */
+static void add_call_headers(gw_call *c) {
     char v[32];
+    if (c->req != NULL && c->worker != NULL && c->served[0] != '\0')
+        gw_http_add_header(c->req, "x-sluice-served-model", c->served);
     if (!c->have_verdict || c->req == NULL)
         return;
     if (c->verdict.limit_requests >= 0) {
@@ -334,7 +384,7 @@ static void stream_start(gw_call *c) {
     h2o_add_header(&c->req->pool, &c->req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                    H2O_STRLIT("no-cache"));
     gw_http_add_header(c->req, "x-request-id", c->rid);
-    add_rl_headers(c);
+    add_call_headers(c);
     c->gen.proceed = on_proceed;
     c->gen.stop = on_stop;
     h2o_start_response(c->req, &c->gen);
@@ -417,7 +467,7 @@ static void call_complete(gw_call *c) {
             return;
         }
         c->t_first_ns = cm_clock_mono_ns();
-        add_rl_headers(c);
+        add_call_headers(c);
         call_finish(c, 200);
         gw_http_send_json(c->req, 200, c->rid, body.data, body.len);
         cm_buf_fini(&body);
@@ -434,7 +484,7 @@ static void call_fail(gw_call *c, const gw_error *e) {
     if (c->stream_started) {
         stream_append_error(c, e);
     } else {
-        add_rl_headers(c);
+        add_call_headers(c);
         gw_http_send_error(c->req, c->rid, e);
     }
 }
@@ -468,7 +518,9 @@ static void route_and_submit(gw_call *c, const gw_worker *exclude) {
     gw_worker *w = NULL;
     gw_pool *pool = &c->t->srv->pool;
     uint32_t cold_ms = c->t->srv->cfg->cold_start_wait_ms;
-    cm_err rv = gw_pool_pick(pool, c->rq.model, affinity_of(&c->rq), exclude, &w, c->served);
+    cm_err rv;
+    c->t_route_ns = cm_clock_mono_ns();
+    rv = gw_pool_route(pool, c->rq.model, affinity_of(&c->rq), exclude, &w, c->served, NULL);
     if (rv == CM_ERR_NOT_FOUND && !gw_pool_has_model(pool, c->rq.model)) {
         gw_error_set(&e, 404, GW_ERRT_INVALID, "model_not_found", "model",
                      "The model '%s' does not exist or has no worker", c->rq.model);
@@ -556,6 +608,7 @@ static void route_and_submit(gw_call *c, const gw_worker *exclude) {
         c->n_active++;
         atomic_fetch_add(&w->inflight, 1);
     }
+    c->t_routed_ns = cm_clock_mono_ns();
 }
 
 static void on_admitted(void *arg, const gw_rl_verdict *v) {
@@ -875,6 +928,15 @@ void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env) {
         }
         ch->done = 1;
         ch->finish = finish_name(f->reason);
+        if (idx == 0) {
+            c->t_fin_ns = cm_clock_mono_ns();
+            c->has_timing = f->timing != NULL;
+            if (f->timing != NULL) {
+                c->queue_ms = f->timing->has_queue_ms ? f->timing->queue_ms : 0;
+                c->prefill_ms = f->timing->has_prefill_ms ? f->timing->prefill_ms : 0;
+                c->decode_ms = f->timing->has_decode_ms ? f->timing->decode_ms : 0;
+            }
+        }
         if (f->usage != NULL) {
             ch->prompt_tokens = f->usage->prompt_tokens;
             ch->completion_tokens = f->usage->completion_tokens;

@@ -43,6 +43,19 @@ static const cyaml_schema_value_t worker_schema = {
 static const cyaml_schema_value_t model_name_schema = {
     CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 1, 127)};
 
+static const cyaml_schema_field_t alias_target_fields[] = {
+    CYAML_FIELD_STRING_PTR("model", CYAML_FLAG_POINTER, gw_alias_target_cfg, model, 1, 127),
+    CYAML_FIELD_UINT("weight", CYAML_FLAG_DEFAULT, gw_alias_target_cfg, weight), CYAML_FIELD_END};
+static const cyaml_schema_value_t alias_target_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, gw_alias_target_cfg, alias_target_fields)};
+static const cyaml_schema_field_t alias_fields[] = {
+    CYAML_FIELD_STRING_PTR("name", CYAML_FLAG_POINTER, gw_alias_cfg, name, 1, 127),
+    CYAML_FIELD_SEQUENCE("targets", CYAML_FLAG_POINTER, gw_alias_cfg, targets, &alias_target_schema,
+                         1, GW_ALIAS_MAX_TARGETS),
+    CYAML_FIELD_END};
+static const cyaml_schema_value_t alias_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, gw_alias_cfg, alias_fields)};
+
 static const cyaml_schema_field_t top_fields[] = {
     CYAML_FIELD_STRING_PTR("listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, listen, 1,
                            255),
@@ -79,6 +92,8 @@ static const cyaml_schema_field_t top_fields[] = {
                          &worker_schema, 0, 256),
     CYAML_FIELD_SEQUENCE("models", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, models,
                          &model_name_schema, 0, 64),
+    CYAML_FIELD_SEQUENCE("aliases", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, aliases,
+                         &alias_schema, 0, GW_ALIAS_MAX),
     CYAML_FIELD_UINT("cold_start_wait_ms", CYAML_FLAG_OPTIONAL, gw_config, cold_start_wait_ms),
     CYAML_FIELD_UINT("model_memory_ms", CYAML_FLAG_OPTIONAL, gw_config, model_memory_ms),
     CYAML_FIELD_STRING_PTR("otlp_endpoint", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
@@ -132,7 +147,10 @@ static void fill_defaults(gw_config *c) {
 
 static cm_err validate(void *data, cm_config_check *chk, void *arg) {
     gw_config *c = data;
+    char key[96], msg[512];
     (void)arg;
+    if (gw_alias_check(c->aliases, c->aliases_count, key, sizeof key, msg, sizeof msg) != CM_OK)
+        return cm_config_reject(chk, key, "%s", msg);
     if ((c->tls_cert == NULL) != (c->tls_key == NULL))
         return cm_config_reject(chk, "tls_cert", "and tls_key must be given together");
     if (c->limits.max_n > 64)
@@ -160,6 +178,7 @@ static void usage(FILE *f) {
                "                      [--default-rpm N] [--default-tpm N] "
                "[--default-concurrency N]\n"
                "                      [--model NAME]... [--cold-start-wait-ms N]\n"
+               "                      [--alias NAME=MODEL:WEIGHT[,MODEL:WEIGHT...]]...\n"
                "                      [--metrics-listen HOST:PORT]   (admin port: /metrics)\n"
                "                      [--otlp-endpoint http://HOST:PORT]   (span export)\n");
 }
@@ -196,7 +215,8 @@ enum {
     OPT_REDIS_KEYS,
     OPT_MODEL,
     OPT_COLD_WAIT,
-    OPT_OTLP
+    OPT_OTLP,
+    OPT_ALIAS
 };
 
 cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t errlen) {
@@ -219,6 +239,7 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         {"metrics-listen", required_argument, NULL, OPT_METRICS},
         {"otlp-endpoint", required_argument, NULL, OPT_OTLP},
         {"model", required_argument, NULL, OPT_MODEL},
+        {"alias", required_argument, NULL, OPT_ALIAS},
         {"cold-start-wait-ms", required_argument, NULL, OPT_COLD_WAIT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -315,6 +336,20 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
             c->models_count++;
             break;
         }
+        case OPT_ALIAS: {
+            gw_alias_cfg a, *na;
+            if ((rv = gw_alias_parse_flag(optarg, &a, err, errlen)) != CM_OK)
+                goto fail;
+            na = realloc(c->aliases, (c->aliases_count + 1) * sizeof *na);
+            if (na == NULL) {
+                gw_alias_cfg_fini(&a);
+                rv = CM_ERR_NOMEM;
+                goto fail;
+            }
+            c->aliases = na;
+            c->aliases[c->aliases_count++] = a;
+            break;
+        }
         case 'k': {
             char **nk = realloc(c->cli_keys, (c->cli_keys_count + 1) * sizeof *nk);
             if (nk == NULL || optarg[0] == '\0') {
@@ -380,6 +415,16 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
         snprintf(err, errlen, "--metrics-listen must differ from --listen (%s)", c->listen);
         rv = CM_ERR_CONFIG;
         goto fail;
+    }
+    {
+        /* Again over YAML and flags together (duplicates across both, the count). */
+        char key[96], msg[512];
+        if (gw_alias_check(c->aliases, c->aliases_count, key, sizeof key, msg, sizeof msg) !=
+            CM_OK) {
+            snprintf(err, errlen, "%s", msg);
+            rv = CM_ERR_CONFIG;
+            goto fail;
+        }
     }
     if (!c->no_auth && c->tenants_count == 0 && c->cli_keys_count == 0 && !c->redis_keys) {
         snprintf(err, errlen,

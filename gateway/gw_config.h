@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "cm_err.h"
+#include "gw_alias.h"
 #include "gw_request.h"
 
 typedef struct gw_tenant_cfg {
@@ -57,6 +58,8 @@ typedef struct gw_config {
     unsigned workers_count;
     char **models; /* known with zero live workers (scale from zero); also --model NAME */
     unsigned models_count;
+    gw_alias_cfg *aliases; /* public names -> weighted served names; also --alias (gw_alias.h) */
+    unsigned aliases_count;
     uint32_t cold_start_wait_ms; /* known model, no live worker: wait this long (0 = 503 now) */
     uint32_t model_memory_ms;    /* a registry model stays known this long after its last
                                     worker left */

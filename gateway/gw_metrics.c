@@ -50,6 +50,11 @@ cm_err gw_metrics_init(gw_metrics *m) {
                            "Requests for the model admitted and not yet answered, including "
                            "those waiting for a worker to appear (scale from zero).",
                            (const char *const[]){"model", NULL}, &m->pending));
+    CHECK(cm_metrics_counter(m->reg, "sluice_gateway_routed_requests_total",
+                             "Requests answered after reaching a worker, by the model asked for "
+                             "(an alias or a served name) and the served name routed to.",
+                             (const char *const[]){"model", "served_model", "status", NULL},
+                             &m->routed));
     CHECK(cm_metrics_gauge(m->reg, "sluice_gateway_inflight", "Requests in flight.", NULL, &f));
     CHECK(cm_metric_series(f, NULL, &m->inflight));
     CHECK(cm_metrics_counter(m->reg, "sluice_gateway_redis_errors_total",
@@ -97,6 +102,14 @@ void gw_metrics_request(gw_metrics *m, const char *route, const char *model, int
         cm_series_observe(s, ttfb_s);
     if (cm_metric_series(m->duration, (const char *const[]){route}, &s) == CM_OK)
         cm_series_observe(s, duration_s);
+}
+
+void gw_metrics_routed(gw_metrics *m, const char *model, const char *served_model, int status) {
+    char st[12];
+    cm_series *s;
+    snprintf(st, sizeof st, "%d", status);
+    if (cm_metric_series(m->routed, (const char *const[]){model, served_model, st}, &s) == CM_OK)
+        cm_series_inc(s);
 }
 
 void gw_metrics_ratelimited(gw_metrics *m, const char *tenant, const char *limit) {

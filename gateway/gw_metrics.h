@@ -23,6 +23,7 @@ typedef struct gw_metrics {
     cm_metric *worker_waiting;    /* gauge {model, address} */
     cm_metric *worker_running;    /* gauge {model, address} */
     cm_metric *pending;           /* gauge {model}: admitted, not yet answered */
+    cm_metric *routed;            /* counter {model, served_model, status} */
     cm_series *inflight;          /* gauge */
     cm_series *redis_errors;      /* counter */
     cm_series *retries;           /* counter */
@@ -37,6 +38,9 @@ void gw_metrics_fini(gw_metrics *m);
 /* gw_metrics_request counts one finished request. model may be NULL ("" label). */
 void gw_metrics_request(gw_metrics *m, const char *route, const char *model, int status,
                         double ttfb_s, double duration_s);
+/* gw_metrics_routed counts one finished request that reached a worker, by the name asked for
+ * (an alias or a served name) and the served name it was routed to. */
+void gw_metrics_routed(gw_metrics *m, const char *model, const char *served_model, int status);
 void gw_metrics_ratelimited(gw_metrics *m, const char *tenant, const char *limit);
 
 /* gw_metrics_render refreshes per-worker gauges from pool and renders everything. */

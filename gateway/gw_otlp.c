@@ -58,6 +58,8 @@ static json_t *span_json(const gw_span *sp) {
     add_attr_str(attrs, "http.route", sp->route);
     add_attr_str(attrs, "sluice.model", sp->model);
     add_attr_str(attrs, "sluice.request_id", sp->request_id);
+    add_attr_str(attrs, "sluice.served_model", sp->served_model);
+    add_attr_str(attrs, "sluice.worker.address", sp->worker);
     if (sp->http_status > 0) {
         snprintf(status, sizeof status, "%d", sp->http_status);
         json_array_append_new(attrs, json_pack("{s:s, s:{s:s}}", "key", "http.response.status_code",

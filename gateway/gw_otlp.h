@@ -37,10 +37,12 @@ typedef struct gw_span {
     char name[48];
     gw_span_kind kind;
     int64_t start_unix_ns, end_unix_ns;
-    int http_status;     /* 0 = none; >= 500 marks the span as an error */
-    char route[32];      /* attribute http.route */
-    char model[64];      /* attribute sluice.model */
-    char request_id[72]; /* attribute sluice.request_id */
+    int http_status;       /* 0 = none; >= 500 marks the span as an error */
+    char route[32];        /* attribute http.route */
+    char model[64];        /* attribute sluice.model */
+    char request_id[72];   /* attribute sluice.request_id */
+    char served_model[64]; /* attribute sluice.served_model (routing and worker spans) */
+    char worker[96];       /* attribute sluice.worker.address (routing and worker spans) */
 } gw_span;
 
 typedef struct gw_otlp gw_otlp;

@@ -723,6 +723,10 @@ cm_err gw_server_create(const gw_config *cfg, gw_server **out, char *err, size_t
     if ((rv = gw_pool_init(&s->pool, s->instance_id, on_worker_event, on_worker_lost, s)) != CM_OK)
         goto fail;
     s->pool.model_memory_ms = cfg->model_memory_ms;
+    if ((rv = gw_pool_set_aliases(&s->pool, cfg->aliases, cfg->aliases_count)) != CM_OK) {
+        snprintf(err, errlen, "aliases: %s", cm_strerror(rv));
+        goto fail;
+    }
     for (unsigned i = 0; i < cfg->models_count; i++) {
         cm_series *ps;
         if ((rv = gw_pool_add_known(&s->pool, cfg->models[i])) != CM_OK) {

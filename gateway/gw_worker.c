@@ -132,11 +132,12 @@ cm_err gw_pool_init(gw_pool *p, const char *instance_id, gw_event_fn on_event, g
     p->cb_arg = cb_arg;
     p->model_memory_ms = 600000;
     snprintf(p->instance_id, sizeof p->instance_id, "%s", instance_id ? instance_id : "");
-    return CM_OK;
+    return CM_OK; /* p->aliases: zeroed, an empty table until gw_pool_set_aliases */
 }
 
 void gw_pool_fini(gw_pool *p) {
     int n = atomic_load(&p->n_workers);
+    gw_alias_table_fini(&p->aliases);
     for (int i = 0; i < n; i++) {
         gw_worker *w = p->workers[i];
         nng_aio_stop(w->rx_aio);
@@ -339,6 +340,38 @@ cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_w
     return CM_OK;
 }
 
+cm_err gw_pool_set_aliases(gw_pool *p, const gw_alias_cfg *aliases, unsigned n) {
+    gw_alias_table_fini(&p->aliases);
+    return gw_alias_table_init(&p->aliases, aliases, n);
+}
+
+cm_err gw_pool_route(gw_pool *p, const char *model, uint64_t affinity, const gw_worker *exclude,
+                     gw_worker **out, char *served, char *target) {
+    gw_alias *a = gw_alias_find(&p->aliases, model);
+    unsigned order[GW_ALIAS_MAX_TARGETS], n;
+    int busy = 0, closed = 0;
+    if (a == NULL) {
+        if (target != NULL)
+            snprintf(target, GW_NAME_MAX, "%s", model);
+        return gw_pool_pick(p, model, affinity, exclude, out, served);
+    }
+    n = gw_alias_order(&p->aliases, a, order);
+    for (unsigned i = 0; i < n; i++) {
+        const char *t = a->targets[order[i]].model;
+        cm_err rv = gw_pool_pick(p, t, affinity, exclude, out, served);
+        if (rv == CM_OK) {
+            if (target != NULL)
+                snprintf(target, GW_NAME_MAX, "%s", t);
+            return CM_OK;
+        }
+        busy |= rv == CM_ERR_OVERLOADED;
+        closed |= rv == CM_ERR_CLOSED;
+    }
+    if (target != NULL)
+        target[0] = '\0';
+    return busy ? CM_ERR_OVERLOADED : closed ? CM_ERR_CLOSED : CM_ERR_NOT_FOUND;
+}
+
 cm_err gw_pool_add_known(gw_pool *p, const char *model) {
     cm_err rv = CM_OK;
     if (model == NULL || model[0] == '\0' || strlen(model) >= GW_NAME_MAX)
@@ -367,6 +400,8 @@ static int worker_knows(const gw_pool *p, const gw_worker *w, int64_t now_ms) {
 int gw_pool_has_model(gw_pool *p, const char *model) {
     int n = atomic_load(&p->n_workers), found = 0;
     int64_t now = cm_clock_mono_ms();
+    if (gw_alias_find(&p->aliases, model) != NULL)
+        return 1; /* configured: known with or without a live target (503, not 404) */
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < p->n_known && !found; i++)
         found = strcmp(p->known[i], model) == 0;
@@ -401,7 +436,7 @@ size_t gw_pool_known_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max) 
 
 size_t gw_pool_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max) {
     int n = atomic_load(&p->n_workers);
-    size_t count = 0;
+    size_t count = 0, served;
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < n && count < max; i++) {
         gw_worker *w = p->workers[i];
@@ -415,6 +450,18 @@ size_t gw_pool_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max) {
             snprintf(names[count++], GW_NAME_MAX, "%s", w->model);
     }
     pthread_mutex_unlock(&p->mu);
+    /* Aliases after the served names, listed while one of their targets is live (the
+     * served names are what the list holds so far, so this is a lookup in it). */
+    served = count;
+    for (unsigned i = 0; i < p->aliases.n && count < max; i++) {
+        const gw_alias *a = &p->aliases.aliases[i];
+        int live = 0;
+        for (unsigned k = 0; k < a->n_targets && !live; k++)
+            for (size_t j = 0; j < served && !live; j++)
+                live = strcmp(names[j], a->targets[k].model) == 0;
+        if (live)
+            count = add_name(names, count, max, a->name);
+    }
     return count;
 }
 

@@ -23,6 +23,7 @@
 #include <nng/nng.h>
 
 #include "cm_err.h"
+#include "gw_alias.h"
 #include "sluice.pb-c.h"
 
 #define GW_POOL_MAX_WORKERS 256
@@ -76,7 +77,10 @@ struct gw_pool {
     char known[GW_POOL_MAX_KNOWN][GW_NAME_MAX];
     int n_known;
     int64_t model_memory_ms; /* a model stays known this long after its last worker left */
+    gw_alias_table aliases;  /* public names routed to weighted targets; fixed after start */
 };
+
+_Static_assert(GW_ALIAS_NAME_MAX == GW_NAME_MAX, "alias targets are pool routing names");
 
 /* gw_pool_init prepares an empty pool. Callbacks may be NULL (events are dropped). */
 cm_err gw_pool_init(gw_pool *p, const char *instance_id, gw_event_fn on_event, gw_lost_fn on_lost,
@@ -124,9 +128,26 @@ cm_err gw_pool_pick(gw_pool *p, const char *model, uint64_t affinity, const gw_w
  */
 cm_err gw_pool_add_known(gw_pool *p, const char *model);
 
-/* gw_pool_has_model: 1 when `model` is known: declared with gw_pool_add_known, routed by at
- * least one non-gone worker (usable or not), or routed by a worker that left the registry less
- * than model_memory_ms ago. */
+/*
+ * gw_pool_set_aliases installs n aliases that passed gw_alias_check (copied). Call once,
+ * before the loop threads start. CM_ERR_INVALID for unchecked ones, CM_ERR_NOMEM.
+ */
+cm_err gw_pool_set_aliases(gw_pool *p, const gw_alias_cfg *aliases, unsigned n);
+
+/*
+ * gw_pool_route is gw_pool_pick for a public name: an alias picks a target by weight
+ * (gw_alias_order) and falls back to its other targets, in order, when the pick has no usable
+ * worker other than `exclude`; any other name is routed as itself. target (GW_NAME_MAX bytes,
+ * or NULL) receives the routing name chosen (the model itself when it is no alias). Results as
+ * gw_pool_pick: for an alias, CM_ERR_OVERLOADED when some target's only usable worker is
+ * `exclude`, else CM_ERR_CLOSED when some target has workers, else CM_ERR_NOT_FOUND.
+ */
+cm_err gw_pool_route(gw_pool *p, const char *model, uint64_t affinity, const gw_worker *exclude,
+                     gw_worker **out, char *served, char *target);
+
+/* gw_pool_has_model: 1 when `model` is an alias or is known: declared with gw_pool_add_known,
+ * routed by at least one non-gone worker (usable or not), or routed by a worker that left the
+ * registry less than model_memory_ms ago. */
 int gw_pool_has_model(gw_pool *p, const char *model);
 
 /* gw_pool_known_models writes every known model name (as gw_pool_has_model) into names (max
@@ -134,8 +155,9 @@ int gw_pool_has_model(gw_pool *p, const char *model);
 size_t gw_pool_known_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max);
 
 /*
- * gw_pool_models writes the distinct model names that have a usable worker into names
- * (max entries of GW_NAME_MAX bytes) and returns how many.
+ * gw_pool_models writes the distinct model names that have a usable worker, then the aliases
+ * with at least one such target, into names (max entries of GW_NAME_MAX bytes) and returns
+ * how many.
  */
 size_t gw_pool_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max);
 

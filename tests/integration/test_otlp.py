@@ -126,3 +126,49 @@ def test_bad_endpoint_refused():
                             "--listen", f"127.0.0.1:{free_port()}", "--otlp-endpoint", ep],
                            capture_output=True, text=True, timeout=30)
         assert p.returncode != 0 and "otlp endpoint" in p.stderr, (ep, p.stderr)
+
+
+def test_route_and_worker_spans(procs, logdir, worker):
+    """The routing span (worker choice) and the worker's queue, prefill and decode spans, built
+    from the Finished.timing the real worker sends, are children of the server span, in order
+    and inside it."""
+    col = Collector()
+    trace = "5bf92f3577b34da6a3ce929d0e0e4737"
+    try:
+        g = Gateway(procs, logdir, workers=[worker], keys=("sk-test",),
+                    extra=("--otlp-endpoint", f"http://127.0.0.1:{col.port}"))
+        g.wait_ready()
+        r = http_request(g.base, "POST", "/v1/chat/completions",
+                         json.dumps({"model": MODEL, "max_tokens": 8, "ignore_eos": True,
+                                     "messages": [{"role": "user", "content": "Count to ten."}]}),
+                         {"Authorization": "Bearer sk-test", "Content-Type": "application/json",
+                          "traceparent": f"00-{trace}-{PARENT}-01"})
+        assert r.status_code == 200, r.text
+        names = ("route", "worker.queue", "worker.prefill", "worker.decode")
+
+        def mine():
+            return {s["name"]: s for s in col.spans() if s["traceId"] == trace}
+        wait_for(lambda: set(names) | {"POST /v1/chat/completions"} <= set(mine()),
+                 what="the route and worker spans")
+        spans = mine()
+        server = spans["POST /v1/chat/completions"]
+        assert server["parentSpanId"] == PARENT
+        ids = {server["spanId"]}
+        t = [int(server["startTimeUnixNano"])]
+        for n in names:
+            s = spans[n]
+            assert s["parentSpanId"] == server["spanId"], n
+            assert s["kind"] == 1, n  # internal
+            assert s["spanId"] not in ids, n
+            ids.add(s["spanId"])
+            a = attrs(s)
+            assert a["sluice.served_model"] == MODEL, (n, a)
+            assert a["sluice.worker.address"] == worker.address, (n, a)
+            t += [int(s["startTimeUnixNano"]), int(s["endTimeUnixNano"])]
+        t.append(int(server["endTimeUnixNano"]))
+        # server start <= route <= queue <= prefill <= decode <= server end, each start <= end.
+        assert t == sorted(t), t
+        # Eight tokens were decoded and a prompt prefilled: neither span is empty.
+        assert t[8] > t[7] and t[6] > t[5], t
+    finally:
+        col.close()

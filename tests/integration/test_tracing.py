@@ -100,3 +100,21 @@ def test_streamed_response_header(procs, logdir, worker):
     assert TP_RE.match(resp.getheader("traceparent")).group(1) == TRACE
     resp.read()
     conn.close()
+
+
+def test_refused_request_logs_trace_id_on_worker(procs, logdir, worker):
+    """A request the worker refuses (here an unsupported JSON Schema keyword, found when it
+    prepares the request) is logged there at info level with its trace id too."""
+    trace = "6cf92f3577b34da6a3ce929d0e0e4738"
+    g = Gateway(procs, logdir, workers=[worker])
+    g.wait_ready()
+    schema = {"type": "object", "patternProperties": {"^a": {"type": "string"}}}
+    r = http_request(g.base, "POST", "/v1/chat/completions",
+                     chat_body(response_format={"type": "json_schema", "json_schema": {
+                         "name": "x", "schema": schema}}),
+                     headers(traceparent=f"00-{trace}-{PARENT}-01"))
+    assert r.status_code == 400, r.text
+    wait_for(lambda: log_lines_with(worker.proc, f"trace_id={trace}"),
+             what="the worker's refusal line with the trace id")
+    line = log_lines_with(worker.proc, f"trace_id={trace}")[-1]
+    assert "level=info" in line and "request refused" in line, line

@@ -409,14 +409,40 @@ static void handle_close(wk_service *s, uint32_t conn_id) {
     }
 }
 
+/* trace_id_of writes sub's trace id (CM_TRACE_ID_HEX + 1 bytes): only a well-formed
+ * traceparent is trusted for logs; anything else logs "-". */
+static void trace_id_of(const Sluice__Submit *sub, char *out) {
+    cm_trace tr = {0};
+    snprintf(out, CM_TRACE_ID_HEX + 1, "-");
+    if (sub != NULL && sub->traceparent != NULL &&
+        cm_trace_parse_parent(sub->traceparent, strlen(sub->traceparent), &tr) == CM_OK)
+        memcpy(out, tr.trace_id, CM_TRACE_ID_HEX + 1);
+}
+
+/* reject_id answers a Submit with an Error and logs it at info level with the request's ids,
+ * like "request done" for the requests that ran (trace_id may be "-", log_id NULL). */
 static void reject_id(wk_service *s, uint32_t conn_id, uint64_t request_id, cm_err code,
-                      const char *msg) {
+                      const char *msg, const char *trace_id, const char *log_id) {
+    char idbuf[24], connbuf[16];
     cm_series_inc(s->d.metrics->rejected_total);
     send_error(s, conn_id, request_id, code, msg);
+    snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)request_id);
+    snprintf(connbuf, sizeof connbuf, "%u", conn_id);
+    cm_log(CM_LOG_INFO, log_id != NULL && log_id[0] ? log_id : NULL, "request refused", "trace_id",
+           trace_id, "request", idbuf, "connection", connbuf, "code", cm_strerror(code), "reason",
+           msg, NULL);
+}
+
+static void reject_req(wk_service *s, const req *r, cm_err code, const char *msg) {
+    reject_id(s, r->conn_id, r->request_id, code, msg, r->trace_id, r->log_id);
 }
 
 static void reject(wk_service *s, const wk_cmd *c, cm_err code, const char *msg) {
-    reject_id(s, c->conn_id, c->request_id, code, msg);
+    const Sluice__Submit *sub = c->env != NULL ? c->env->submit : NULL;
+    char trace_id[CM_TRACE_ID_HEX + 1];
+    trace_id_of(sub, trace_id);
+    reject_id(s, c->conn_id, c->request_id, code, msg, trace_id,
+              sub != NULL ? sub->gateway_request_id : NULL);
 }
 
 /* Checks what needs no prompt, then hands the request to the preparation pool. Takes c->env
@@ -465,14 +491,7 @@ static void handle_submit(wk_service *s, wk_cmd *c) {
     r->engine_id = ++s->next_engine_id;
     r->conn_id = c->conn_id;
     r->request_id = sub->request_id;
-    {
-        /* Only a well-formed traceparent is trusted for logs; anything else logs "-". */
-        cm_trace tr = {0};
-        snprintf(r->trace_id, sizeof r->trace_id, "-");
-        if (sub->traceparent != NULL &&
-            cm_trace_parse_parent(sub->traceparent, strlen(sub->traceparent), &tr) == CM_OK)
-            memcpy(r->trace_id, tr.trace_id, sizeof r->trace_id);
-    }
+    trace_id_of(sub, r->trace_id);
     r->received_ns = c->received_ns;
     if (sub->gateway_request_id != NULL)
         snprintf(r->log_id, sizeof r->log_id, "%s", sub->gateway_request_id);
@@ -531,7 +550,7 @@ static void start_prepared(wk_service *s, req *r, wk_prepared *p) {
     if (wk_constraint_tools_active(sub)) {
         r->tools = malloc(sizeof *r->tools);
         if (r->tools == NULL) {
-            reject_id(s, r->conn_id, r->request_id, CM_ERR_NOMEM, "out of memory");
+            reject_req(s, r, CM_ERR_NOMEM, "out of memory");
             unlink_req(s, r);
             wk_prepared_free(p);
             return;
@@ -545,7 +564,7 @@ static void start_prepared(wk_service *s, req *r, wk_prepared *p) {
         if (rv == CM_ERR_CONTEXT_LENGTH && err[0] == '\0')
             wk_prompt_context_message(s->prompt.max_context, p->n_ids, rq.max_tokens, err,
                                       sizeof err);
-        reject_id(s, r->conn_id, r->request_id, rv, err[0] ? err : cm_strerror(rv));
+        reject_req(s, r, rv, err[0] ? err : cm_strerror(rv));
         unlink_req(s, r);
     }
     wk_prepared_free(p);
@@ -577,7 +596,7 @@ static void handle_prepared(wk_service *s) {
             cm_logf(CM_LOG_DEBUG, r->log_id[0] ? r->log_id : NULL,
                     "request %llu refused in preparation (%.1f ms): %s",
                     (unsigned long long)r->request_id, (double)p->prep_ns / 1e6, p->err);
-            reject_id(s, r->conn_id, r->request_id, p->rv, p->err);
+            reject_req(s, r, p->rv, p->err);
             unlink_req(s, r);
             wk_prepared_free(p);
             continue;
