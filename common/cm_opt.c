@@ -160,9 +160,34 @@ cm_err cm_opt_set(const cm_opt *o, void *cfg, const char *name, const char *text
     return CM_OK;
 }
 
+/* row_shape_ok: the row's type fits the field it names (a table mistake, not user input). */
+static bool row_shape_ok(const cm_opt *o) {
+    switch (o->type) {
+    case CM_OPT_STR:
+        return o->size > 1;
+    case CM_OPT_STRP:
+        return o->size == sizeof(char *);
+    case CM_OPT_U32:
+        return o->size == sizeof(uint32_t);
+    case CM_OPT_U64:
+        return o->size == sizeof(uint64_t);
+    case CM_OPT_INT:
+        return o->size == sizeof(int);
+    case CM_OPT_BOOL:
+        return o->size == sizeof(bool);
+    case CM_OPT_CUSTOM:
+        return (o->flag == NULL || o->flag_fn != NULL) &&
+               (o->key == NULL || (o->yaml_fn != NULL && o->yaml != NULL));
+    }
+    return false;
+}
+
 cm_err cm_opt_defaults(const cm_opt_table *t, void *cfg, char *err, size_t errlen) {
     for (size_t i = 0; i < t->count; i++) {
         const cm_opt *o = &t->opts[i];
+        if (!row_shape_ok(o))
+            return cm_errf(CM_ERR_INTERNAL, err, errlen, "option row '%s' does not fit its field",
+                           o->flag != NULL ? o->flag : o->key);
         if (o->def == NULL || o->type == CM_OPT_CUSTOM)
             continue;
         cm_err rv = cm_opt_set(o, cfg, o->flag != NULL ? o->flag : o->key, o->def, err, errlen);

@@ -14,60 +14,30 @@
 
 #include <cmocka.h>
 
-#include "cm_opt.h"
+#include "options_test_util.h"
 #include "worker_config.h"
-
-static char g_yaml[128];
 
 static cm_err parse_yaml(const char *yaml, const char *flag, const char *value, wk_worker_config *c,
                          char *err, size_t errlen) {
     bool help;
-    FILE *f = fopen(g_yaml, "w");
-    assert_non_null(f);
-    fputs(yaml, f);
-    fclose(f);
+    write_yaml(yaml);
     char *argv[] = {"sluice-worker", "--config", g_yaml, (char *)flag, (char *)value, NULL};
     return wk_worker_config_parse(flag != NULL ? 5 : 3, argv, c, &help, err, errlen);
 }
 
-static int setup(void **state) {
-    (void)state;
-    snprintf(g_yaml, sizeof g_yaml, "/tmp/worker-options-test-%d.yaml", (int)getpid());
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    unlink(g_yaml);
-    return 0;
-}
-
 static void test_docs_match_table(void **state) {
-    const char *src = getenv("SLUICE_SOURCE_DIR");
-    const char *update = getenv("SLUICE_DOCS_UPDATE");
-    char path[1024];
-    char err[512];
     (void)state;
-    snprintf(path, sizeof path, "%s/docs/worker.md", src != NULL ? src : ".");
-    cm_err rv = cm_opt_check_docs(wk_worker_config_table(), path,
-                                  update != NULL && strcmp(update, "1") == 0, err, sizeof err);
-    if (rv != CM_OK)
-        fail_msg("%s (SLUICE_DOCS_UPDATE=1 regenerates it)", err);
+    check_docs_section(wk_worker_config_table(), "docs/worker.md");
 }
 
 static void test_help_lists_every_flag(void **state) {
     const cm_opt_table *t = wk_worker_config_table();
-    const char *usage = wk_worker_config_usage();
     (void)state;
-    assert_true(t->count >= 27);
-    for (size_t i = 0; i < t->count; i++) {
-        char want[80];
-        assert_non_null(t->opts[i].flag); /* every worker setting is a flag and a key */
+    /* every worker setting is a flag and a key */
+    assert_int_equal(check_help_lists_flags(t, wk_worker_config_usage()), t->count);
+    for (size_t i = 0; i < t->count; i++)
         assert_non_null(t->opts[i].key);
-        snprintf(want, sizeof want, "  --%s ", t->opts[i].flag);
-        if (strstr(usage, want) == NULL)
-            fail_msg("--help lacks '%s'", want);
-    }
+    assert_true(t->count >= 27);
 }
 
 /* Every row's default parses under its own bounds, and wk_worker_config_defaults gives them. */
@@ -157,10 +127,10 @@ int main(void) {
         cmocka_unit_test(test_docs_match_table),
         cmocka_unit_test(test_help_lists_every_flag),
         cmocka_unit_test(test_defaults_in_range),
-        cmocka_unit_test_setup_teardown(test_yaml_zero_applies, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_yaml_has_flag_bounds, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_flag_beats_yaml, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unknown_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_yaml_zero_applies, yaml_setup, yaml_teardown),
+        cmocka_unit_test_setup_teardown(test_yaml_has_flag_bounds, yaml_setup, yaml_teardown),
+        cmocka_unit_test_setup_teardown(test_flag_beats_yaml, yaml_setup, yaml_teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_key, yaml_setup, yaml_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
