@@ -412,8 +412,11 @@ cm_err cm_opt_parse(const cm_opt_table *t, int argc, char **argv, void *cfg, cm_
         rv = cm_errf(CM_ERR_CONFIG, err, errlen, "unexpected argument '%.64s'", argv[optind]);
         goto done;
     }
-    if (res->config_path != NULL && (rv = load_yaml(t, res->config_path, cfg, err, errlen)) != 0)
-        goto done;
+    if (res->config_path != NULL) {
+        rv = load_yaml(t, res->config_path, cfg, err, errlen);
+        if (rv != CM_OK)
+            goto done;
+    }
     /* Pass 2: the flags, over the file's values. */
     optind = 0;
     while ((ch = getopt_long(argc, argv, "", lopts, NULL)) != -1) {

@@ -361,6 +361,20 @@ static void test_markdown_and_docs_check(void **state) {
     free(text);
 }
 
+/* A row whose type does not fit its field is a table mistake, caught before any value. */
+static void test_row_shape_checked(void **state) {
+    static const cm_opt bad_rows[] = {
+        {"workers", "workers", CM_OPT_U64, T(workers), 0, 64, .def = "4", .help = "u32 as u64"},
+    };
+    static const cm_opt_table bad = {"t-prog", "", bad_rows, 1};
+    t_cfg c;
+    (void)state;
+    memset(&c, 0, sizeof c);
+    assert_int_equal(cm_opt_defaults(&bad, &c, g_err, sizeof g_err), CM_ERR_INTERNAL);
+    assert_non_null(strstr(g_err, "'workers'"));
+    assert_int_equal(c.workers, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
@@ -371,6 +385,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_custom_rows, setup, teardown),
         cmocka_unit_test(test_help_lists_every_flag),
         cmocka_unit_test(test_markdown_and_docs_check),
+        cmocka_unit_test(test_row_shape_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
