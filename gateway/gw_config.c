@@ -280,7 +280,8 @@ static const cm_opt opts[] = {
      .def = "0", .arg = "N", .help = "known model, no live worker: wait this long (0 = 503 now)"},
     {NULL, "model_memory_ms", CM_OPT_U32, G(model_memory_ms), 1, UINT32_MAX, .def = "600000",
      .help = "a registry model stays known this long after its last worker left"},
-    {"otlp-endpoint", "otlp_endpoint", CM_OPT_STRP, G(otlp_endpoint), 8, 255, .arg = "URL",
+    /* Its form (http://, host, port) is checked where it is used: one message for both. */
+    {"otlp-endpoint", "otlp_endpoint", CM_OPT_STRP, G(otlp_endpoint), 1, 255, .arg = "URL",
      .help = "OTLP/HTTP collector for spans, http://HOST[:PORT][/PATH] (none: no spans)"},
     {NULL, "log_level", CM_OPT_STRP, G(log_level), 1, 15, .def = "info", .help = "log level",
      .choices = "debug|info|warn|error"},
