@@ -1,27 +1,21 @@
+/*
+ * gw_config: defaults -> YAML file (--config) -> flags, then the checks between settings. Every
+ * setting is one row of opts[] (cm_opt): its flag and/or YAML key, bounds (the same for both),
+ * default and help; --help and the options table in docs/gateway.md come from it
+ * (tests/unit/config/gateway_options_test.c keeps the docs in step). Lists (tenants, workers,
+ * models, aliases, API keys) are custom rows: their flags append to what the file gave.
+ */
 #include "gw_config.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cm_config.h"
 #include "cm_log.h"
+#include "cm_opt.h"
 
-/* ---- YAML schema (every key is in sluice-gateway.example.yaml) ---- */
-
-static const cyaml_schema_field_t limits_fields[] = {
-    CYAML_FIELD_UINT("max_body_bytes", CYAML_FLAG_OPTIONAL, gw_limits, max_body_bytes),
-    CYAML_FIELD_UINT("max_messages", CYAML_FLAG_OPTIONAL, gw_limits, max_messages),
-    CYAML_FIELD_UINT("max_prompt_chars", CYAML_FLAG_OPTIONAL, gw_limits, max_prompt_chars),
-    CYAML_FIELD_UINT("max_tokens", CYAML_FLAG_OPTIONAL, gw_limits, max_tokens),
-    CYAML_FIELD_UINT("default_max_tokens", CYAML_FLAG_OPTIONAL, gw_limits, default_max_tokens),
-    CYAML_FIELD_UINT("max_n", CYAML_FLAG_OPTIONAL, gw_limits, max_n),
-    CYAML_FIELD_UINT("max_stop", CYAML_FLAG_OPTIONAL, gw_limits, max_stop),
-    CYAML_FIELD_UINT("max_stop_chars", CYAML_FLAG_OPTIONAL, gw_limits, max_stop_chars),
-    CYAML_FIELD_UINT("max_logit_bias", CYAML_FLAG_OPTIONAL, gw_limits, max_logit_bias),
-    CYAML_FIELD_UINT("max_prompt_token_ids", CYAML_FLAG_OPTIONAL, gw_limits, max_prompt_token_ids),
-    CYAML_FIELD_END};
+/* ---- YAML schemas of the list settings ---- */
 
 static const cyaml_schema_field_t tenant_fields[] = {
     CYAML_FIELD_STRING_PTR("name", CYAML_FLAG_POINTER, gw_tenant_cfg, name, 1, 63),
@@ -32,6 +26,8 @@ static const cyaml_schema_field_t tenant_fields[] = {
     CYAML_FIELD_END};
 static const cyaml_schema_value_t tenant_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, gw_tenant_cfg, tenant_fields)};
+static const cyaml_schema_value_t tenants_value = {
+    CYAML_VALUE_SEQUENCE(CYAML_FLAG_POINTER, gw_tenant_cfg, &tenant_schema, 0, 10000)};
 
 static const cyaml_schema_field_t worker_fields[] = {
     CYAML_FIELD_STRING_PTR("model", CYAML_FLAG_POINTER, gw_worker_cfg, model, 1, 127),
@@ -39,9 +35,13 @@ static const cyaml_schema_field_t worker_fields[] = {
     CYAML_FIELD_END};
 static const cyaml_schema_value_t worker_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, gw_worker_cfg, worker_fields)};
+static const cyaml_schema_value_t workers_value = {
+    CYAML_VALUE_SEQUENCE(CYAML_FLAG_POINTER, gw_worker_cfg, &worker_schema, 0, 256)};
 
 static const cyaml_schema_value_t model_name_schema = {
     CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 1, 127)};
+static const cyaml_schema_value_t models_value = {
+    CYAML_VALUE_SEQUENCE(CYAML_FLAG_POINTER, char *, &model_name_schema, 0, 64)};
 
 static const cyaml_schema_field_t alias_target_fields[] = {
     CYAML_FIELD_STRING_PTR("model", CYAML_FLAG_POINTER, gw_alias_target_cfg, model, 1, 127),
@@ -55,58 +55,11 @@ static const cyaml_schema_field_t alias_fields[] = {
     CYAML_FIELD_END};
 static const cyaml_schema_value_t alias_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, gw_alias_cfg, alias_fields)};
+static const cyaml_schema_value_t aliases_value = {
+    CYAML_VALUE_SEQUENCE(CYAML_FLAG_POINTER, gw_alias_cfg, &alias_schema, 0, GW_ALIAS_MAX)};
 
-static const cyaml_schema_field_t top_fields[] = {
-    CYAML_FIELD_STRING_PTR("listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, listen, 1,
-                           255),
-    CYAML_FIELD_STRING_PTR("metrics_listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
-                           metrics_listen, 1, 255),
-    CYAML_FIELD_UINT("threads", CYAML_FLAG_OPTIONAL, gw_config, threads),
-    CYAML_FIELD_STRING_PTR("tls_cert", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
-                           tls_cert, 1, 4095),
-    CYAML_FIELD_STRING_PTR("tls_key", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, tls_key,
-                           1, 4095),
-    CYAML_FIELD_BOOL("no_auth", CYAML_FLAG_OPTIONAL, gw_config, no_auth),
-    CYAML_FIELD_UINT("max_inflight", CYAML_FLAG_OPTIONAL, gw_config, max_inflight),
-    CYAML_FIELD_UINT("deadline_ms", CYAML_FLAG_OPTIONAL, gw_config, deadline_ms),
-    CYAML_FIELD_UINT("max_deadline_ms", CYAML_FLAG_OPTIONAL, gw_config, max_deadline_ms),
-    CYAML_FIELD_UINT("drain_timeout_ms", CYAML_FLAG_OPTIONAL, gw_config, drain_timeout_ms),
-    CYAML_FIELD_UINT("max_header_bytes", CYAML_FLAG_OPTIONAL, gw_config, max_header_bytes),
-    CYAML_FIELD_MAPPING("limits", CYAML_FLAG_OPTIONAL, gw_config, limits, limits_fields),
-    CYAML_FIELD_STRING_PTR("redis", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, redis_url,
-                           1, 255),
-    CYAML_FIELD_UINT("redis_timeout_ms", CYAML_FLAG_OPTIONAL, gw_config, redis_timeout_ms),
-    CYAML_FIELD_BOOL("ratelimit_fail_open", CYAML_FLAG_OPTIONAL, gw_config, ratelimit_fail_open),
-    CYAML_FIELD_UINT("lease_ttl_ms", CYAML_FLAG_OPTIONAL, gw_config, lease_ttl_ms),
-    CYAML_FIELD_BOOL("redis_keys", CYAML_FLAG_OPTIONAL, gw_config, redis_keys),
-    CYAML_FIELD_BOOL("discovery", CYAML_FLAG_OPTIONAL, gw_config, discovery),
-    CYAML_FIELD_UINT("discovery_interval_ms", CYAML_FLAG_OPTIONAL, gw_config,
-                     discovery_interval_ms),
-    CYAML_FIELD_UINT("default_rpm", CYAML_FLAG_OPTIONAL, gw_config, default_rpm),
-    CYAML_FIELD_UINT("default_tpm", CYAML_FLAG_OPTIONAL, gw_config, default_tpm),
-    CYAML_FIELD_UINT("default_max_concurrency", CYAML_FLAG_OPTIONAL, gw_config,
-                     default_max_concurrency),
-    CYAML_FIELD_SEQUENCE("tenants", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, tenants,
-                         &tenant_schema, 0, 10000),
-    CYAML_FIELD_SEQUENCE("workers", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, workers,
-                         &worker_schema, 0, 256),
-    CYAML_FIELD_SEQUENCE("models", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, models,
-                         &model_name_schema, 0, 64),
-    CYAML_FIELD_SEQUENCE("aliases", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config, aliases,
-                         &alias_schema, 0, GW_ALIAS_MAX),
-    CYAML_FIELD_UINT("cold_start_wait_ms", CYAML_FLAG_OPTIONAL, gw_config, cold_start_wait_ms),
-    CYAML_FIELD_UINT("model_memory_ms", CYAML_FLAG_OPTIONAL, gw_config, model_memory_ms),
-    CYAML_FIELD_STRING_PTR("otlp_endpoint", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
-                           otlp_endpoint, 8, 255),
-    CYAML_FIELD_STRING_PTR("log_level", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, gw_config,
-                           log_level, 1, 15),
-    CYAML_FIELD_BOOL("log_json", CYAML_FLAG_OPTIONAL, gw_config, log_json),
-    CYAML_FIELD_BOOL("log_prompts", CYAML_FLAG_OPTIONAL, gw_config, log_prompts),
-    CYAML_FIELD_END};
-static const cyaml_schema_value_t top_schema = {
-    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, gw_config, top_fields)};
+/* ---- the list rows' callbacks ---- */
 
-/* Runtime-only fields (cli keys) are freed by hand; the rest by cm_config_free. */
 static char *dup_str(const char *s) {
     size_t n = strlen(s) + 1;
     char *d = malloc(n);
@@ -115,339 +68,300 @@ static char *dup_str(const char *s) {
     return d;
 }
 
-static void fill_defaults(gw_config *c) {
-    gw_limits def;
-    gw_limits_default(&def);
-#define DEF(field, v)                                                                              \
-    do {                                                                                           \
-        if (c->field == 0)                                                                         \
-            c->field = v;                                                                          \
-    } while (0)
-    DEF(limits.max_body_bytes, def.max_body_bytes);
-    DEF(limits.max_messages, def.max_messages);
-    DEF(limits.max_prompt_chars, def.max_prompt_chars);
-    DEF(limits.max_tokens, def.max_tokens);
-    DEF(limits.default_max_tokens, def.default_max_tokens);
-    DEF(limits.max_n, def.max_n);
-    DEF(limits.max_stop, def.max_stop);
-    DEF(limits.max_stop_chars, def.max_stop_chars);
-    DEF(limits.max_logit_bias, def.max_logit_bias);
-    DEF(limits.max_prompt_token_ids, def.max_prompt_token_ids);
-    DEF(max_inflight, 4096);
-    DEF(deadline_ms, 120000);
-    DEF(max_deadline_ms, 600000);
-    DEF(drain_timeout_ms, 10000);
-    DEF(redis_timeout_ms, 200);
-    DEF(lease_ttl_ms, 15000);
-    DEF(max_header_bytes, 32768);
-    DEF(discovery_interval_ms, 1000);
-    DEF(model_memory_ms, 600000);
-#undef DEF
+/* Grows *arr (count entries of size bytes) by one zeroed entry; NULL when out of memory. */
+static void *append(void *arr_ptr, unsigned *count, size_t size) {
+    void **arr = arr_ptr;
+    char *grown = realloc(*arr, (*count + 1) * size);
+    if (grown == NULL)
+        return NULL;
+    *arr = grown;
+    memset(grown + *count * size, 0, size);
+    return grown + (*count)++ * size;
 }
 
-static cm_err validate(void *data, cm_config_check *chk, void *arg) {
-    gw_config *c = data;
-    char key[96], msg[512];
-    (void)arg;
-    if (gw_alias_check(c->aliases, c->aliases_count, key, sizeof key, msg, sizeof msg) != CM_OK)
-        return cm_config_reject(chk, key, "%s", msg);
-    if ((c->tls_cert == NULL) != (c->tls_key == NULL))
-        return cm_config_reject(chk, "tls_cert", "and tls_key must be given together");
-    if (c->limits.max_n > 64)
-        return cm_config_reject(chk, "limits.max_n", "must be at most 64");
-    if (c->threads > 64)
-        return cm_config_reject(chk, "threads", "must be at most 64");
-    if (c->lease_ttl_ms != 0 && c->lease_ttl_ms < 3000)
-        return cm_config_reject(chk, "lease_ttl_ms", "must be at least 3000 (renewed every third)");
-    if (c->max_header_bytes != 0 && (c->max_header_bytes < 1024 || c->max_header_bytes > 262144))
-        return cm_config_reject(chk, "max_header_bytes", "must be between 1024 and 262144");
-    if (c->cold_start_wait_ms > 600000)
-        return cm_config_reject(chk, "cold_start_wait_ms", "must be at most 600000");
-    if (c->log_level != NULL && cm_log_parse_level(c->log_level) < 0)
-        return cm_config_reject(chk, "log_level", "must be debug, info, warn or error");
+/* The file is read before the flags, so the lists are empty when YAML hands them over. */
+static cm_err take_tenants(void *cfg, const cm_opt *o, void **value, unsigned count,
+                           cm_config_check *chk) {
+    gw_config *c = cfg;
+    (void)o, (void)chk;
+    c->tenants = *value;
+    c->tenants_count = count;
+    *value = NULL;
     return CM_OK;
 }
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: sluice-gateway [--config FILE] [--listen HOST:PORT] "
-               "[--redis redis://HOST:PORT]\n"
-               "                      [--worker MODEL=NNG_ADDR]... [--api-key KEY]... "
-               "[--threads N] [--no-auth]\n"
-               "                      [--fail-open | --fail-closed] [--discovery] "
-               "[--max-inflight N]\n"
-               "                      [--default-rpm N] [--default-tpm N] "
-               "[--default-concurrency N]\n"
-               "                      [--model NAME]... [--cold-start-wait-ms N]\n"
-               "                      [--alias NAME=MODEL:WEIGHT[,MODEL:WEIGHT...]]...\n"
-               "                      [--metrics-listen HOST:PORT]   (admin port: /metrics)\n"
-               "                      [--otlp-endpoint http://HOST:PORT]   (span export)\n");
+static cm_err take_workers(void *cfg, const cm_opt *o, void **value, unsigned count,
+                           cm_config_check *chk) {
+    gw_config *c = cfg;
+    (void)o, (void)chk;
+    c->workers = *value;
+    c->workers_count = count;
+    *value = NULL;
+    return CM_OK;
 }
 
-static int parse_u32(const char *s, uint32_t *out) {
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v > UINT32_MAX)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
+static cm_err take_models(void *cfg, const cm_opt *o, void **value, unsigned count,
+                          cm_config_check *chk) {
+    gw_config *c = cfg;
+    (void)o, (void)chk;
+    c->models = *value;
+    c->models_count = count;
+    *value = NULL;
+    return CM_OK;
+}
+
+static cm_err take_aliases(void *cfg, const cm_opt *o, void **value, unsigned count,
+                           cm_config_check *chk) {
+    gw_config *c = cfg;
+    char key[96], msg[512];
+    (void)o;
+    if (gw_alias_check(*value, count, key, sizeof key, msg, sizeof msg) != CM_OK)
+        return cm_config_reject(chk, key, "%s", msg);
+    c->aliases = *value;
+    c->aliases_count = count;
+    *value = NULL;
+    return CM_OK;
+}
+
+static cm_err add_worker(void *cfg, const cm_opt *o, const char *name, const char *value, char *err,
+                         size_t errlen) {
+    gw_config *c = cfg;
+    const char *eq = strchr(value, '=');
+    (void)o;
+    if (eq == NULL || eq == value || eq[1] == '\0' || eq - value > 127 || strlen(eq + 1) > 255)
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "%s '%.64s' must be MODEL=NNG_ADDR", name,
+                       value);
+    gw_worker_cfg *w = append(&c->workers, &c->workers_count, sizeof *w);
+    if (w == NULL || (w->model = strndup(value, (size_t)(eq - value))) == NULL ||
+        (w->address = dup_str(eq + 1)) == NULL)
+        return CM_ERR_NOMEM;
+    return CM_OK;
+}
+
+static cm_err add_model(void *cfg, const cm_opt *o, const char *name, const char *value, char *err,
+                        size_t errlen) {
+    gw_config *c = cfg;
+    size_t len = strlen(value);
+    (void)o;
+    if (len == 0 || len >= 128 || c->models_count >= 64)
+        return cm_errf(CM_ERR_CONFIG, err, errlen,
+                       "%s '%.64s': names are 1..127 bytes, at most 64 models", name, value);
+    char **m = append(&c->models, &c->models_count, sizeof *m);
+    if (m == NULL || (*m = dup_str(value)) == NULL)
+        return CM_ERR_NOMEM;
+    return CM_OK;
+}
+
+static cm_err add_alias(void *cfg, const cm_opt *o, const char *name, const char *value, char *err,
+                        size_t errlen) {
+    gw_config *c = cfg;
+    gw_alias_cfg a;
+    (void)o, (void)name;
+    cm_err rv = gw_alias_parse_flag(value, &a, err, errlen);
+    if (rv != CM_OK)
+        return rv;
+    gw_alias_cfg *slot = append(&c->aliases, &c->aliases_count, sizeof *slot);
+    if (slot == NULL) {
+        gw_alias_cfg_fini(&a);
+        return CM_ERR_NOMEM;
+    }
+    *slot = a;
+    return CM_OK;
+}
+
+static cm_err add_key(void *cfg, const cm_opt *o, const char *name, const char *value, char *err,
+                      size_t errlen) {
+    gw_config *c = cfg;
+    (void)o;
+    if (value[0] == '\0')
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "%s must not be empty", name);
+    char **k = append(&c->cli_keys, &c->cli_keys_count, sizeof *k);
+    if (k == NULL || (*k = dup_str(value)) == NULL)
+        return CM_ERR_NOMEM;
+    return CM_OK;
+}
+
+/* ---- the table ---- */
+
+#define G(m) offsetof(gw_config, m), sizeof(((gw_config *)0)->m)
+#define LIM(m) offsetof(gw_config, limits.m), sizeof(((gw_config *)0)->limits.m)
+#define LIST(m) CM_OPT_CUSTOM, G(m), 0, 0 /* offset: the list field (for reading) */
+#define MAX_MS (24u * 3600u * 1000u)      /* a day: beyond it a timeout is a mistake */
+/* gw_limits' byte bounds are size_t, read as CM_OPT_U64 rows. */
+_Static_assert(sizeof(size_t) == sizeof(uint64_t), "size_t limits are CM_OPT_U64 rows");
+
+/*
+ * Rows in --help order. Where 0 used to mean "use the default" (and so never reached the
+ * runtime) the range starts at 1: an explicit 0 is refused instead of silently replaced.
+ */
+static const cm_opt opts[] = {
+    {"listen", "listen", CM_OPT_STRP, G(listen), 1, 255, .def = "127.0.0.1:8000",
+     .arg = "HOST:PORT", .help = "public HTTP listener (OpenAI API)"},
+    {"metrics-listen", "metrics_listen", CM_OPT_STRP, G(metrics_listen), 1, 255, .arg = "HOST:PORT",
+     .help = "admin listener for /metrics, /health, /ready; never the public port (metrics "
+             "name tenants and worker addresses)",
+     .def_doc = "none: /metrics served nowhere"},
+    {"threads", "threads", CM_OPT_U32, G(threads), 0, 64, .def = "0", .arg = "N",
+     .help = "event-loop threads (0 = number of CPUs)"},
+    {NULL, "tls_cert", CM_OPT_STRP, G(tls_cert), 1, 4095,
+     .help = "TLS certificate chain, PEM file (with tls_key)"},
+    {NULL, "tls_key", CM_OPT_STRP, G(tls_key), 1, 4095,
+     .help = "TLS private key, PEM file (with tls_cert)"},
+    {"no-auth", "no_auth", CM_OPT_BOOL, G(no_auth), 0, 1, .def = "false", .set_to = "true",
+     .help = "accept requests without an API key (local use)"},
+    {"api-key", NULL, LIST(cli_keys), .arg = "KEY", .flag_fn = add_key,
+     .help = "a plain API key of the default tenant (repeatable)"},
+    {"max-inflight", "max_inflight", CM_OPT_U32, G(max_inflight), 1, UINT32_MAX, .def = "4096",
+     .arg = "N", .help = "requests in flight per gateway; beyond: 503"},
+    {NULL, "deadline_ms", CM_OPT_U32, G(deadline_ms), 1, MAX_MS, .def = "120000",
+     .help = "default per-request deadline"},
+    {NULL, "max_deadline_ms", CM_OPT_U32, G(max_deadline_ms), 1, MAX_MS, .def = "600000",
+     .help = "largest x-sluice-timeout-ms accepted"},
+    {NULL, "drain_timeout_ms", CM_OPT_U32, G(drain_timeout_ms), 1, MAX_MS, .def = "10000",
+     .help = "on SIGTERM: time given to requests in flight"},
+    {NULL, "max_header_bytes", CM_OPT_U32, G(max_header_bytes), 1024, 262144, .def = "32768",
+     .help = "request line + headers; larger: 431"},
+    {NULL, "limits.max_body_bytes", CM_OPT_U64, LIM(max_body_bytes), 1, UINT32_MAX,
+     .def = "1048576", .help = "request body size; larger: 413"},
+    {NULL, "limits.max_messages", CM_OPT_U32, LIM(max_messages), 1, UINT32_MAX, .def = "256",
+     .help = "chat messages per request"},
+    {NULL, "limits.max_prompt_chars", CM_OPT_U64, LIM(max_prompt_chars), 1, UINT32_MAX,
+     .def = "262144", .help = "bytes of prompt text (sum of message contents, or prompt)"},
+    {NULL, "limits.max_tokens", CM_OPT_U32, LIM(max_tokens), 1, UINT32_MAX, .def = "4096",
+     .help = "largest max_tokens / max_completion_tokens accepted"},
+    {NULL, "limits.default_max_tokens", CM_OPT_U32, LIM(default_max_tokens), 0, UINT32_MAX,
+     .def = "0", .help = "chat requests without max_tokens (0 = up to the remaining context)"},
+    {NULL, "limits.max_n", CM_OPT_U32, LIM(max_n), 1, 64, .def = "8",
+     .help = "choices per request (n)"},
+    {NULL, "limits.max_stop", CM_OPT_U32, LIM(max_stop), 1, UINT32_MAX, .def = "4",
+     .help = "stop strings per request"},
+    {NULL, "limits.max_stop_chars", CM_OPT_U32, LIM(max_stop_chars), 1, UINT32_MAX, .def = "256",
+     .help = "bytes per stop string"},
+    {NULL, "limits.max_logit_bias", CM_OPT_U32, LIM(max_logit_bias), 1, UINT32_MAX, .def = "300",
+     .help = "logit_bias entries"},
+    {NULL, "limits.max_prompt_token_ids", CM_OPT_U32, LIM(max_prompt_token_ids), 1, UINT32_MAX,
+     .def = "32768", .help = "length of a pre-tokenized completions prompt"},
+    {"redis", "redis", CM_OPT_STRP, G(redis_url), 1, 255, .arg = "redis://HOST:PORT",
+     .help = "Redis for rate limits, API keys and discovery"},
+    {NULL, "redis_timeout_ms", CM_OPT_U32, G(redis_timeout_ms), 1, MAX_MS, .def = "200",
+     .help = "Redis connect and command timeout"},
+    {"fail-open", "ratelimit_fail_open", CM_OPT_BOOL, G(ratelimit_fail_open), 0, 1, .def = "false",
+     .set_to = "true", .help = "Redis down: admit requests"},
+    {"fail-closed", NULL, CM_OPT_BOOL, G(ratelimit_fail_open), 0, 1, .set_to = "false",
+     .help = "Redis down: answer 503 (the default)"},
+    {NULL, "lease_ttl_ms", CM_OPT_U32, G(lease_ttl_ms), 3000, MAX_MS, .def = "15000",
+     .help = "a concurrency lease expires unless renewed (every third of it)"},
+    {"redis-keys", "redis_keys", CM_OPT_BOOL, G(redis_keys), 0, 1, .def = "false", .set_to = "true",
+     .help = "look API keys up in Redis too"},
+    {"discovery", "discovery", CM_OPT_BOOL, G(discovery), 0, 1, .def = "false", .set_to = "true",
+     .help = "SCAN the Redis worker registry for workers"},
+    {NULL, "discovery_interval_ms", CM_OPT_U32, G(discovery_interval_ms), 1, MAX_MS, .def = "1000",
+     .help = "time between registry scans"},
+    {"default-rpm", "default_rpm", CM_OPT_U32, G(default_rpm), 0, UINT32_MAX, .def = "0",
+     .arg = "N", .help = "requests per minute of the --api-key tenant (0 = unlimited)"},
+    {"default-tpm", "default_tpm", CM_OPT_U32, G(default_tpm), 0, UINT32_MAX, .def = "0",
+     .arg = "N", .help = "tokens per minute of the --api-key tenant (0 = unlimited)"},
+    {"default-concurrency", "default_max_concurrency", CM_OPT_U32, G(default_max_concurrency), 0,
+     UINT32_MAX, .def = "0", .arg = "N",
+     .help = "concurrent requests of the --api-key tenant (0 = unlimited)"},
+    {NULL, "tenants", LIST(tenants), .yaml_fn = take_tenants, .yaml = &tenants_value,
+     .help = "tenants: name, key_sha256 (of the API key), rpm, tpm, max_concurrency"},
+    {"worker", "workers", LIST(workers), .arg = "MODEL=NNG_ADDR", .flag_fn = add_worker,
+     .yaml_fn = take_workers, .yaml = &workers_value,
+     .help = "static workers (YAML: model, address); the flag repeats and adds to the file's"},
+    {"model", "models", LIST(models), .arg = "NAME", .flag_fn = add_model, .yaml_fn = take_models,
+     .yaml = &models_value,
+     .help = "models known with no live worker (scale from zero); the flag repeats"},
+    {"alias", "aliases", LIST(aliases), .arg = "NAME=MODEL:WEIGHT[,MODEL:WEIGHT...]",
+     .flag_fn = add_alias, .yaml_fn = take_aliases, .yaml = &aliases_value,
+     .help = "public names served by weighted served names (YAML: name, targets: model, "
+             "weight); the flag repeats"},
+    {"cold-start-wait-ms", "cold_start_wait_ms", CM_OPT_U32, G(cold_start_wait_ms), 0, 600000,
+     .def = "0", .arg = "N", .help = "known model, no live worker: wait this long (0 = 503 now)"},
+    {NULL, "model_memory_ms", CM_OPT_U32, G(model_memory_ms), 1, UINT32_MAX, .def = "600000",
+     .help = "a registry model stays known this long after its last worker left"},
+    /* Its form (http://, host, port) is checked where it is used: one message for both. */
+    {"otlp-endpoint", "otlp_endpoint", CM_OPT_STRP, G(otlp_endpoint), 1, 255, .arg = "URL",
+     .help = "OTLP/HTTP collector for spans, http://HOST[:PORT][/PATH] (none: no spans)"},
+    {NULL, "log_level", CM_OPT_STRP, G(log_level), 1, 15, .def = "info", .help = "log level",
+     .choices = "debug|info|warn|error"},
+    {NULL, "log_json", CM_OPT_BOOL, G(log_json), 0, 1, .def = "false",
+     .help = "JSON lines instead of logfmt"},
+    {NULL, "log_prompts", CM_OPT_BOOL, G(log_prompts), 0, 1, .def = "false",
+     .help = "add the first 256 bytes of the (last) prompt to the request log line"},
+};
+
+static const cm_opt_table table = {"sluice-gateway", "[--config FILE] [options]", opts,
+                                   sizeof opts / sizeof opts[0]};
+
+const struct cm_opt_table *gw_config_table(void) {
+    return &table;
 }
 
 cm_err gw_config_defaults(gw_config **out) {
     gw_config *c = calloc(1, sizeof *c);
+    *out = NULL;
     if (c == NULL)
         return CM_ERR_NOMEM;
-    fill_defaults(c);
-    c->listen = dup_str("127.0.0.1:8000");
+    cm_err rv = cm_opt_defaults(&table, c, NULL, 0);
+    if (rv != CM_OK) {
+        gw_config_free(c);
+        return rv;
+    }
     *out = c;
     return CM_OK;
 }
 
-enum {
-    OPT_NO_AUTH = 256,
-    OPT_FAIL_OPEN,
-    OPT_FAIL_CLOSED,
-    OPT_DISCOVERY,
-    OPT_MAX_INFLIGHT,
-    OPT_RPM,
-    OPT_TPM,
-    OPT_CONC,
-    OPT_METRICS,
-    OPT_REDIS_KEYS,
-    OPT_MODEL,
-    OPT_COLD_WAIT,
-    OPT_OTLP,
-    OPT_ALIAS
-};
+/* The checks between settings (each one alone is bounded by its row). */
+static cm_err validate(const gw_config *c, char *err, size_t errlen) {
+    char key[96], msg[512];
+    if ((c->tls_cert == NULL) != (c->tls_key == NULL))
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "tls_cert and tls_key must be given together");
+    if (c->metrics_listen != NULL && strcmp(c->metrics_listen, c->listen) == 0)
+        /* Both would bind with SO_REUSEPORT and split connections between them. */
+        return cm_errf(CM_ERR_CONFIG, err, errlen,
+                       "--metrics-listen must differ from --listen (%s)", c->listen);
+    /* Again over YAML and flags together (duplicates across both, the count). */
+    if (gw_alias_check(c->aliases, c->aliases_count, key, sizeof key, msg, sizeof msg) != CM_OK)
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "%s", msg);
+    if (!c->no_auth && c->tenants_count == 0 && c->cli_keys_count == 0 && !c->redis_keys)
+        return cm_errf(CM_ERR_CONFIG, err, errlen,
+                       "no API keys configured: give --api-key KEY, tenants in the "
+                       "config, redis_keys: true, or --no-auth for local use");
+    if ((c->redis_keys || c->discovery) && c->redis_url == NULL)
+        return cm_errf(CM_ERR_CONFIG, err, errlen,
+                       "redis_keys and discovery need a Redis: give --redis or 'redis:'");
+    if (c->workers_count == 0 && !(c->discovery && c->redis_url != NULL))
+        return cm_errf(CM_ERR_CONFIG, err, errlen,
+                       "no workers: give --worker MODEL=ADDR, workers in the config, "
+                       "or --redis with --discovery");
+    return CM_OK;
+}
 
 cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t errlen) {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"listen", required_argument, NULL, 'l'},
-        {"redis", required_argument, NULL, 'r'},
-        {"worker", required_argument, NULL, 'w'},
-        {"api-key", required_argument, NULL, 'k'},
-        {"threads", required_argument, NULL, 't'},
-        {"no-auth", no_argument, NULL, OPT_NO_AUTH},
-        {"fail-open", no_argument, NULL, OPT_FAIL_OPEN},
-        {"fail-closed", no_argument, NULL, OPT_FAIL_CLOSED},
-        {"discovery", no_argument, NULL, OPT_DISCOVERY},
-        {"redis-keys", no_argument, NULL, OPT_REDIS_KEYS},
-        {"max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT},
-        {"default-rpm", required_argument, NULL, OPT_RPM},
-        {"default-tpm", required_argument, NULL, OPT_TPM},
-        {"default-concurrency", required_argument, NULL, OPT_CONC},
-        {"metrics-listen", required_argument, NULL, OPT_METRICS},
-        {"otlp-endpoint", required_argument, NULL, OPT_OTLP},
-        {"model", required_argument, NULL, OPT_MODEL},
-        {"alias", required_argument, NULL, OPT_ALIAS},
-        {"cold-start-wait-ms", required_argument, NULL, OPT_COLD_WAIT},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    gw_config *c = NULL;
-    const char *path = NULL;
-    int o;
+    cm_opt_result res;
     cm_err rv;
     *out = NULL;
     err[0] = '\0';
-    /* First pass: find --config. */
-    optind = 0; /* 0: glibc fully re-initializes getopt (the function may run twice) */
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (o == 'c')
-            path = optarg;
-        if (o == 'h') {
-            usage(stdout);
-            return CM_ERR_CANCELLED;
-        }
-        if (o == '?') {
-            snprintf(err, errlen, "unknown or incomplete option '%s' (see --help)",
-                     argv[optind - 1]);
-            return CM_ERR_CONFIG;
-        }
-    }
-    if (path != NULL) {
-        cm_config_opts copts = {.validate = validate};
-        rv = cm_config_load(path, &top_schema, &copts, (void **)&c, err, errlen);
-        if (rv != CM_OK)
-            return rv;
-    } else {
-        c = calloc(1, sizeof *c);
-        if (c == NULL)
-            return CM_ERR_NOMEM;
-    }
-    optind = 0; /* 0: glibc fully re-initializes getopt (the function may run twice) */
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        uint32_t v;
-        switch (o) {
-        case 'l':
-            free(c->listen);
-            c->listen = dup_str(optarg);
-            break;
-        case OPT_METRICS:
-            free(c->metrics_listen);
-            c->metrics_listen = dup_str(optarg);
-            break;
-        case OPT_OTLP:
-            free(c->otlp_endpoint);
-            c->otlp_endpoint = dup_str(optarg);
-            break;
-        case 'r':
-            free(c->redis_url);
-            c->redis_url = dup_str(optarg);
-            break;
-        case 'w': {
-            const char *eq = strchr(optarg, '=');
-            gw_worker_cfg *nw;
-            if (eq == NULL || eq == optarg || eq[1] == '\0') {
-                snprintf(err, errlen, "--worker '%s' must be MODEL=NNG_ADDR", optarg);
-                rv = CM_ERR_CONFIG;
-                goto fail;
-            }
-            nw = realloc(c->workers, (c->workers_count + 1) * sizeof *nw);
-            if (nw == NULL) {
-                rv = CM_ERR_NOMEM;
-                goto fail;
-            }
-            c->workers = nw;
-            nw[c->workers_count].model = strndup(optarg, (size_t)(eq - optarg));
-            nw[c->workers_count].address = dup_str(eq + 1);
-            c->workers_count++;
-            break;
-        }
-        case OPT_MODEL: {
-            char **nm;
-            size_t len = strlen(optarg);
-            if (len == 0 || len >= 128 || c->models_count >= 64) {
-                snprintf(err, errlen, "--model '%.64s': names are 1..127 bytes, at most 64 models",
-                         optarg);
-                rv = CM_ERR_CONFIG;
-                goto fail;
-            }
-            nm = realloc(c->models, (c->models_count + 1) * sizeof *nm);
-            if (nm == NULL) {
-                rv = CM_ERR_NOMEM;
-                goto fail;
-            }
-            c->models = nm;
-            if ((c->models[c->models_count] = dup_str(optarg)) == NULL) {
-                rv = CM_ERR_NOMEM;
-                goto fail;
-            }
-            c->models_count++;
-            break;
-        }
-        case OPT_ALIAS: {
-            gw_alias_cfg a, *na;
-            if ((rv = gw_alias_parse_flag(optarg, &a, err, errlen)) != CM_OK)
-                goto fail;
-            na = realloc(c->aliases, (c->aliases_count + 1) * sizeof *na);
-            if (na == NULL) {
-                gw_alias_cfg_fini(&a);
-                rv = CM_ERR_NOMEM;
-                goto fail;
-            }
-            c->aliases = na;
-            c->aliases[c->aliases_count++] = a;
-            break;
-        }
-        case 'k': {
-            char **nk = realloc(c->cli_keys, (c->cli_keys_count + 1) * sizeof *nk);
-            if (nk == NULL || optarg[0] == '\0') {
-                snprintf(err, errlen, "--api-key must not be empty");
-                if (nk != NULL)
-                    c->cli_keys = nk;
-                rv = CM_ERR_CONFIG;
-                goto fail;
-            }
-            c->cli_keys = nk;
-            c->cli_keys[c->cli_keys_count++] = dup_str(optarg);
-            break;
-        }
-        case 't':
-        case OPT_MAX_INFLIGHT:
-        case OPT_RPM:
-        case OPT_TPM:
-        case OPT_CONC:
-        case OPT_COLD_WAIT:
-            if (parse_u32(optarg, &v) != 0) {
-                snprintf(err, errlen, "option '%s' needs a non-negative integer, got '%s'",
-                         argv[optind - 2 >= 0 ? optind - 2 : 0], optarg);
-                rv = CM_ERR_CONFIG;
-                goto fail;
-            }
-            if (o == 't')
-                c->threads = v > 64 ? 64 : v;
-            else if (o == OPT_MAX_INFLIGHT)
-                c->max_inflight = v;
-            else if (o == OPT_RPM)
-                c->default_rpm = v;
-            else if (o == OPT_TPM)
-                c->default_tpm = v;
-            else if (o == OPT_COLD_WAIT)
-                c->cold_start_wait_ms = v > 600000 ? 600000 : v;
-            else
-                c->default_max_concurrency = v;
-            break;
-        case OPT_NO_AUTH:
-            c->no_auth = true;
-            break;
-        case OPT_FAIL_OPEN:
-            c->ratelimit_fail_open = true;
-            break;
-        case OPT_FAIL_CLOSED:
-            c->ratelimit_fail_open = false;
-            break;
-        case OPT_DISCOVERY:
-            c->discovery = true;
-            break;
-        case OPT_REDIS_KEYS:
-            c->redis_keys = true;
-            break;
-        default:
-            break;
-        }
-    }
-    if (c->listen == NULL)
-        c->listen = dup_str("127.0.0.1:8000");
-    fill_defaults(c);
-    if (c->metrics_listen != NULL && strcmp(c->metrics_listen, c->listen) == 0) {
-        /* Both would bind with SO_REUSEPORT and split connections between them. */
-        snprintf(err, errlen, "--metrics-listen must differ from --listen (%s)", c->listen);
-        rv = CM_ERR_CONFIG;
+    gw_config *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return CM_ERR_NOMEM;
+    rv = cm_opt_parse(&table, argc, argv, c, &res, err, errlen);
+    if (rv != CM_OK)
+        goto fail;
+    if (res.help) {
+        cm_opt_print_help(&table, stdout);
+        rv = CM_ERR_CANCELLED;
         goto fail;
     }
-    {
-        /* Again over YAML and flags together (duplicates across both, the count). */
-        char key[96], msg[512];
-        if (gw_alias_check(c->aliases, c->aliases_count, key, sizeof key, msg, sizeof msg) !=
-            CM_OK) {
-            snprintf(err, errlen, "%s", msg);
-            rv = CM_ERR_CONFIG;
-            goto fail;
-        }
-    }
-    if (!c->no_auth && c->tenants_count == 0 && c->cli_keys_count == 0 && !c->redis_keys) {
-        snprintf(err, errlen,
-                 "no API keys configured: give --api-key KEY, tenants in the "
-                 "config, redis_keys: true, or --no-auth for local use");
-        rv = CM_ERR_CONFIG;
+    rv = validate(c, err, errlen);
+    if (rv != CM_OK)
         goto fail;
-    }
-    if ((c->redis_keys || c->discovery) && c->redis_url == NULL) {
-        snprintf(err, errlen, "redis_keys and discovery need a Redis: give --redis or 'redis:'");
-        rv = CM_ERR_CONFIG;
-        goto fail;
-    }
-    if (c->workers_count == 0 && !(c->discovery && c->redis_url != NULL)) {
-        snprintf(err, errlen,
-                 "no workers: give --worker MODEL=ADDR, workers in the config, "
-                 "or --redis with --discovery");
-        rv = CM_ERR_CONFIG;
-        goto fail;
-    }
     *out = c;
     return CM_OK;
 fail:
+    if (rv == CM_ERR_NOMEM && err[0] == '\0')
+        cm_errf(rv, err, errlen, "out of memory");
     gw_config_free(c);
     return rv;
 }
@@ -455,11 +369,25 @@ fail:
 void gw_config_free(gw_config *c) {
     if (c == NULL)
         return;
+    cm_opt_free(&table, c);
+    for (unsigned i = 0; i < c->tenants_count; i++) {
+        free(c->tenants[i].name);
+        free(c->tenants[i].key_sha256);
+    }
+    free(c->tenants);
+    for (unsigned i = 0; i < c->workers_count; i++) {
+        free(c->workers[i].model);
+        free(c->workers[i].address);
+    }
+    free(c->workers);
+    for (unsigned i = 0; i < c->models_count; i++)
+        free(c->models[i]);
+    free(c->models);
+    for (unsigned i = 0; i < c->aliases_count; i++)
+        gw_alias_cfg_fini(&c->aliases[i]);
+    free(c->aliases);
     for (unsigned i = 0; i < c->cli_keys_count; i++)
         free(c->cli_keys[i]);
     free(c->cli_keys);
-    c->cli_keys = NULL;
-    c->cli_keys_count = 0;
-    /* Everything else was allocated with malloc in the shapes cyaml frees. */
-    cm_config_free(&top_schema, c);
+    free(c);
 }

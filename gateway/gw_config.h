@@ -1,8 +1,10 @@
 /*
  * gw_config: the gateway's configuration: YAML file (optional) + command-line flags, flags
- * winning. Loading and validation live in gw_config.c; the runtime reads the plain,
+ * winning. Every setting is one row of a cm_opt table in gw_config.c (flag and/or YAML key,
+ * bounds shared by both, default, help); --help and the options table in docs/gateway.md come
+ * from it. Loading and validation live in gw_config.c; the runtime reads the plain,
  * already-validated gw_config and never changes it after start (read-only across threads).
- * Every key is documented in gateway/sluice-gateway.example.yaml.
+ * Every key is also shown in gateway/sluice-gateway.example.yaml.
  */
 #ifndef GW_CONFIG_H
 #define GW_CONFIG_H
@@ -86,6 +88,11 @@ cm_err gw_config_load(int argc, char **argv, gw_config **out, char *err, size_t 
 /* gw_config_defaults returns a config with every default and nothing else (tests). */
 cm_err gw_config_defaults(gw_config **out);
 
+/* gw_config_free frees cfg and everything it holds; cfg may be NULL. */
 void gw_config_free(gw_config *cfg);
+
+/* gw_config_table: the option descriptors (for the docs test and tools); static. */
+struct cm_opt_table;
+const struct cm_opt_table *gw_config_table(void);
 
 #endif /* GW_CONFIG_H */

@@ -1,12 +1,10 @@
 /*
  * wk_worker_config: sluice-worker's settings from flags and an optional YAML file (the same
- * keys as the flags, with '_' for '-': model, model_name, listen, advertise, http, backend,
- * kv_cache_bytes, max_batch_tokens, max_running, max_waiting, registry, threads,
- * drain_timeout_ms, chat_template, stall_timeout_ms, warmup_tokens, send_queue_messages,
- * max_connections, prep_threads, max_message_bytes, max_prompt_bytes, handshake_timeout_ms,
- * send_stall_timeout_ms, frame_timeout_ms, max_partial_frame_bytes, log_level, log_json).
- * Flags win over the file. Parsing and validation live here; the runtime gets a plain,
- * validated struct and never changes it (read-only from every thread after start).
+ * keys as the flags, with '_' for '-'). Every setting is one row of a cm_opt table in
+ * worker_config.c, which gives its flag, YAML key, bounds (the same for both), default and help;
+ * the options table in docs/worker.md is generated from it. Defaults, then the file's keys (an
+ * explicit 0 applies), then the flags: flags win. Parsing and validation live here; the runtime
+ * gets a plain, validated struct and never changes it (read-only from every thread after start).
  */
 #ifndef WK_WORKER_CONFIG_H
 #define WK_WORKER_CONFIG_H
@@ -64,7 +62,12 @@ void wk_worker_config_defaults(wk_worker_config *c);
 cm_err wk_worker_config_parse(int argc, char **argv, wk_worker_config *out, bool *help_out,
                               char *err, size_t errlen);
 
-/* wk_worker_config_usage: the --help text (static). */
+/* wk_worker_config_usage: the --help text (a static buffer filled on the first call; call it
+ * from one thread, before others start). */
 const char *wk_worker_config_usage(void);
+
+/* wk_worker_config_table: the option descriptors (for the docs test and tools); static. */
+struct cm_opt_table;
+const struct cm_opt_table *wk_worker_config_table(void);
 
 #endif /* WK_WORKER_CONFIG_H */
