@@ -15,6 +15,7 @@
 #include "gw_format.h"
 #include "gw_http.h"
 #include "gw_ratelimit.h"
+#include "gw_route.h"
 
 #define TEXT_MAX_BYTES (16u << 20)   /* per choice, non-streaming */
 #define STREAM_MAX_BYTES (16u << 20) /* pending SSE bytes while the client is slow */
@@ -91,7 +92,7 @@ static const char *trace_id_of(const cm_trace *tr) {
 }
 
 static const char *route_name(gw_api api) {
-    return api == GW_API_CHAT ? "/v1/chat/completions" : "/v1/completions";
+    return gw_route_label(api);
 }
 
 static void dec_inflight(gw_worker *w) {

@@ -19,9 +19,11 @@
 #include "gw_error.h"
 #include "sluice.pb-c.h"
 
+/* The API kind of a request (gw_route's table maps paths to kinds). */
 typedef enum gw_api {
-    GW_API_CHAT = 0,        /* /v1/chat/completions */
-    GW_API_COMPLETIONS = 1, /* /v1/completions */
+    GW_API_NONE = -1,       /* not a model request (probes, /v1/models, /metrics) */
+    GW_API_CHAT = 0,        /* chat completions */
+    GW_API_COMPLETIONS = 1, /* completions */
 } gw_api;
 
 /* Bounds on a request, from the config (limits:). Zero fields are not allowed: use defaults. */

@@ -115,6 +115,18 @@ void gw_server_destroy(gw_server *s);
 /* gw_server_request_id writes req's x-request-id when it is valid, else a new id. */
 void gw_server_request_id(gw_server *s, h2o_req_t *req, char *out, size_t cap);
 
+/* The server's handlers in gw_route's table (gw_route_fn; loop thread t only): the probes,
+ * /metrics and /v1/models. */
+struct gw_route;
+void gw_server_on_health(gw_thread *t, h2o_req_t *req, const struct gw_route *route,
+                         const char *rid, const gw_tenant *tenant);
+void gw_server_on_ready(gw_thread *t, h2o_req_t *req, const struct gw_route *route, const char *rid,
+                        const gw_tenant *tenant);
+void gw_server_on_metrics(gw_thread *t, h2o_req_t *req, const struct gw_route *route,
+                          const char *rid, const gw_tenant *tenant);
+void gw_server_on_models(gw_thread *t, h2o_req_t *req, const struct gw_route *route,
+                         const char *rid, const gw_tenant *tenant);
+
 /* Internal, for gw_call.c and gw_http.c (loop thread only). */
 int gw_thread_slot_alloc(gw_thread *t, gw_call *call, uint32_t choice, uint64_t *id_out);
 void gw_thread_slot_free(gw_thread *t, uint64_t id);
