@@ -579,23 +579,9 @@ static void on_admitted(void *arg, const gw_rl_verdict *v) {
     }
     if (!v->allowed) {
         gw_error e;
-        if (v->redis_failed) {
-            gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "ratelimit_unavailable", NULL,
-                         "rate limiting is unavailable; retry later");
-            e.retry_after_s = 1;
-        } else {
-            gw_error_set(&e, 429, GW_ERRT_RATE, "rate_limit_exceeded", NULL,
-                         "Rate limit reached for %s per minute%s on tenant '%s'; retry after "
-                         "%d s",
-                         v->limit, strcmp(v->limit, "concurrency") == 0 ? " (concurrent)" : "",
-                         c->tenant.name, v->retry_after_s);
-            if (strcmp(v->limit, "concurrency") == 0)
-                snprintf(e.message, sizeof e.message,
-                         "Too many concurrent requests for tenant '%s'; retry after %d s",
-                         c->tenant.name, v->retry_after_s);
-            e.retry_after_s = v->retry_after_s > 0 ? v->retry_after_s : 1;
+        gw_ratelimit_refusal(v, c->tenant.name, &e);
+        if (!v->redis_failed)
             gw_metrics_ratelimited(&c->t->srv->metrics, c->tenant.name, v->limit);
-        }
         call_fail(c, &e);
         maybe_free(c);
         return;
@@ -973,7 +959,7 @@ void gw_call_on_lost(gw_thread *t, gw_worker *w, uint32_t epoch) {
     for (uint32_t i = 0; i < t->n_slots; i++) {
         gw_slot *s = &t->slots[i];
         gw_call *c;
-        if (s->id == 0 || s->call->worker != w || s->call->epoch > epoch)
+        if (s->id == 0 || s->call == NULL || s->call->worker != w || s->call->epoch > epoch)
             continue;
         c = s->call;
         call_worker_lost(c);
@@ -1003,7 +989,7 @@ void gw_call_probe_disconnects(gw_thread *t) {
         gw_slot *s = &t->slots[i];
         gw_call *c;
         gw_error e;
-        if (s->id == 0)
+        if (s->id == 0 || s->call == NULL) /* free, or a gw_tokenize op's */
             continue;
         c = s->call;
         if (c->req == NULL || c->finished || c->stream_started || !http1_peer_gone(c->req))

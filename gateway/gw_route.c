@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gw_call.h"
+#include "gw_tokenize.h"
 
 /* Chat and completions go to gw_call with the row's API kind. */
 static void start_call(gw_thread *t, h2o_req_t *req, const gw_route *route, const char *rid,
@@ -28,6 +29,9 @@ static const gw_route routes[] = {
     {"/v1/models", NULL, 1, GET, PUBLIC, 1, 0, GW_API_NONE, gw_server_on_models},
     {"/v1/chat/completions", NULL, 0, POST, PUBLIC, 1, 1, GW_API_CHAT, start_call},
     {"/v1/completions", NULL, 0, POST, PUBLIC, 1, 1, GW_API_COMPLETIONS, start_call},
+    /* vLLM's tooling endpoints; vLLM serves them without the /v1 prefix. */
+    {"/v1/tokenize", "/tokenize", 0, POST, PUBLIC, 1, 1, GW_API_TOKENIZE, gw_tokenize_start},
+    {"/v1/detokenize", "/detokenize", 0, POST, PUBLIC, 1, 1, GW_API_DETOKENIZE, gw_tokenize_start},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

@@ -22,6 +22,7 @@
 #include "gw_http.h"
 #include "gw_ratelimit.h"
 #include "gw_route.h"
+#include "gw_tokenize.h"
 
 #define SLOTS_PER_CALL_FACTOR 2
 
@@ -47,6 +48,7 @@ int gw_thread_slot_alloc(gw_thread *t, gw_call *call, uint32_t choice, uint64_t 
         t->seq = 1;
     s->id = ((uint64_t)t->index << 56) | ((uint64_t)t->seq << 20) | i;
     s->call = call;
+    s->tok = NULL;
     s->choice = choice;
     *id_out = s->id;
     return 0;
@@ -65,6 +67,7 @@ void gw_thread_slot_free(gw_thread *t, uint64_t id) {
         return;
     s->id = 0;
     s->call = NULL;
+    s->tok = NULL;
     s->next_free = t->free_head;
     t->free_head = (uint32_t)(s - t->slots);
 }
@@ -104,10 +107,16 @@ static void on_thread_messages(h2o_multithread_receiver_t *recv, h2o_linklist_t 
     while (!h2o_linklist_is_empty(messages)) {
         tmsg *m = H2O_STRUCT_FROM_MEMBER(tmsg, super.link, messages->next);
         h2o_linklist_unlink(&m->super.link);
-        if (m->env != NULL)
-            gw_call_on_event(t, m->w, m->env);
-        else
+        if (m->env != NULL) {
+            gw_slot *slot = gw_thread_slot_find(t, m->env->event->request_id);
+            if (slot != NULL && slot->tok != NULL)
+                gw_tokenize_on_event(t, m->w, m->env);
+            else
+                gw_call_on_event(t, m->w, m->env);
+        } else {
             gw_call_on_lost(t, m->w, m->epoch);
+            gw_tokenize_on_lost(t, m->w, m->epoch);
+        }
         free(m);
     }
 }
@@ -617,6 +626,7 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
     uv_timer_init(&t->loop, &t->cold_timer);
     t->cold_timer.data = t;
     h2o_linklist_init_anchor(&t->cold_waiters);
+    h2o_linklist_init_anchor(&t->tokenize_ops);
     if (s->cfg->redis_url != NULL) {
         cm_err rv = gw_ratelimit_create(&t->loop, s->cfg, &s->metrics, &s->redis_ok, &t->rl);
         if (rv != CM_OK) {

@@ -36,6 +36,7 @@ typedef struct gw_ratelimit gw_ratelimit;
 typedef struct gw_slot {
     uint64_t id; /* 0 = free */
     gw_call *call;
+    struct gw_tok_op *tok; /* a /tokenize or /detokenize op (gw_tokenize.c) instead; else NULL */
     uint32_t choice;
     uint32_t next_free;
 } gw_slot;
@@ -52,6 +53,7 @@ typedef struct gw_thread {
     uv_timer_t drain_timer; /* while stopping: ends the loop when calls == 0 or at the deadline */
     uv_timer_t cold_timer;  /* gw_call_cold_tick every 50 ms while cold_waiters is not empty */
     h2o_linklist_t cold_waiters; /* calls waiting for a worker of a known model to appear */
+    h2o_linklist_t tokenize_ops; /* gw_tokenize ops waiting for their worker's answer */
     int draining;
     int64_t drain_deadline_ms;
     h2o_accept_ctx_t accept_ctx;

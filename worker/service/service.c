@@ -156,6 +156,28 @@ static void on_prep_ready(void *arg) {
 
 /* ---- transport callbacks (nng threads) ---- */
 
+/* A Tokenize goes straight to the preparation pool (nothing of it needs the engine thread's
+ * bookkeeping: no Cancel, no engine); the engine thread sends the answer (handle_prepared).
+ * Takes in->env. */
+static void push_tokenize(wk_service *s, uint32_t conn_id, wk_wire_in *in) {
+    wk_prepared *p = wk_prepared_new();
+    if (p != NULL) {
+        p->conn_id = conn_id;
+        p->request_id = in->request_id;
+        p->env = in->env;
+        if (wk_prep_push(s->prep, p) == CM_OK) {
+            in->env = NULL;
+            return;
+        }
+        p->env = NULL; /* still in's */
+        wk_prepared_free(p);
+    }
+    send_error(s, conn_id, in->request_id, CM_ERR_OVERLOADED,
+               "worker preparation queue is full; retry later or on another worker");
+    cm_series_inc(s->d.metrics->rejected_total);
+    wk_wire_in_free(in);
+}
+
 static void on_open(void *arg, uint32_t conn_id) {
     wk_service *s = arg;
     wk_cmd c = {.kind = WK_CMD_OPEN, .conn_id = conn_id, .received_ns = cm_clock_mono_ns()};
@@ -203,6 +225,9 @@ static void on_message(void *arg, uint32_t conn_id, const uint8_t *data, size_t 
         c.request_id = in.request_id;
         wk_wire_in_free(&in);
         break;
+    case WK_WIRE_TOKENIZE:
+        push_tokenize(s, conn_id, &in);
+        return;
     default:
         wk_wire_in_free(&in);
         return;
@@ -558,14 +583,39 @@ static req *find_req_by_engine_id(wk_service *s, uint64_t engine_id) {
     return NULL;
 }
 
-/* Takes what the pool finished: starts the ready ones, answers the refused ones, and frees
- * those whose request was cancelled or whose connection closed meanwhile. */
+/* Sends a Tokenize's answer (or its error) on its connection, unless that closed. Takes p. */
+static void answer_tokenize(wk_service *s, wk_prepared *p) {
+    conn_state *cs = find_conn(s, p->conn_id);
+    if (cs == NULL) {
+        /* closed meanwhile: nobody to answer */
+    } else if (cs->refused) {
+        char err[128];
+        snprintf(err, sizeof err, "incompatible protocol version (this worker speaks %u)",
+                 WK_WIRE_PROTOCOL_VERSION);
+        reject_id(s, p->conn_id, p->request_id, CM_ERR_PROTOCOL, err);
+    } else if (p->rv != CM_OK) {
+        cm_logf(CM_LOG_DEBUG, NULL, "tokenize %llu refused (%.1f ms): %s",
+                (unsigned long long)p->request_id, (double)p->prep_ns / 1e6, p->err);
+        reject_id(s, p->conn_id, p->request_id, p->rv, p->err);
+    } else {
+        wk_transport_send(s->transport, p->conn_id, p->reply.data, p->reply.len, WK_SEND_FINAL);
+    }
+    wk_prepared_free(p);
+}
+
+/* Takes what the pool finished: starts the ready ones, answers the refused ones and the
+ * Tokenize ones, and frees those whose request was cancelled or whose connection closed
+ * meanwhile. */
 static void handle_prepared(wk_service *s) {
     wk_prepared *list = wk_prep_pop_done(s->prep);
     while (list != NULL) {
         wk_prepared *p = list;
         list = p->next;
         p->next = NULL;
+        if (p->env->msg_case == SLUICE__ENVELOPE__MSG_TOKENIZE) {
+            answer_tokenize(s, p);
+            continue;
+        }
         req *r = find_req_by_engine_id(s, p->engine_id);
         if (r == NULL || r->prep != p) {
             wk_prepared_free(p); /* cancelled, closed or shut down: already answered */
