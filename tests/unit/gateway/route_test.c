@@ -32,6 +32,18 @@ static void test_find(void **state) {
     assert_non_null(find("/metrics", GW_LISTENER_ADMIN));
     assert_null(find("/v1/models", GW_LISTENER_ADMIN));
     assert_null(find("/metrics/", GW_LISTENER_ADMIN));
+    /* vLLM's tooling endpoints, with and without /v1; one row (one metrics label) each. */
+    r = find("/tokenize", GW_LISTENER_PUBLIC);
+    assert_non_null(r);
+    assert_ptr_equal(r, find("/v1/tokenize", GW_LISTENER_PUBLIC));
+    assert_string_equal(r->path, "/v1/tokenize");
+    assert_int_equal(r->api, GW_API_TOKENIZE);
+    assert_true(r->needs_key);
+    r = find("/detokenize", GW_LISTENER_PUBLIC);
+    assert_non_null(r);
+    assert_int_equal(r->api, GW_API_DETOKENIZE);
+    assert_null(find("/tokenize", GW_LISTENER_ADMIN));
+    assert_null(find("/tokenize/x", GW_LISTENER_PUBLIC));
 }
 
 static void test_ids(void **state) {
@@ -62,6 +74,7 @@ static void test_methods_and_labels(void **state) {
     assert_true(gw_route_allows(r, "DELETE", 6)); /* probes take any method */
     assert_string_equal(gw_route_label(GW_API_CHAT), "/v1/chat/completions");
     assert_string_equal(gw_route_label(GW_API_COMPLETIONS), "/v1/completions");
+    assert_string_equal(gw_route_label(GW_API_DETOKENIZE), "/v1/detokenize");
     assert_string_equal(gw_route_label(GW_API_NONE), GW_ROUTE_LABEL_OTHER);
     assert_string_equal(gw_route_label((gw_api)99), GW_ROUTE_LABEL_OTHER);
 }
