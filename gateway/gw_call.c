@@ -607,9 +607,7 @@ static uint32_t parse_timeout_header(h2o_req_t *req, uint32_t def, uint32_t max)
     return v > max ? max : (uint32_t)v;
 }
 
-/* trace_begin takes the client's W3C traceparent/tracestate (or starts a trace when absent or
- * invalid), opens this gateway's span and returns it in the response's traceparent header. */
-static void trace_begin(h2o_req_t *req, cm_trace *tr, char *tp, size_t cap) {
+void gw_call_trace_begin(h2o_req_t *req, cm_trace *tr, char *tp, size_t cap) {
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("traceparent"), -1);
     memset(tr, 0, sizeof *tr);
     tp[0] = '\0';
@@ -643,7 +641,7 @@ void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request
     cm_trace tr;
     char tp[CM_TRACEPARENT_LEN + 1];
 
-    trace_begin(req, &tr, tp, sizeof tp);
+    gw_call_trace_begin(req, &tr, tp, sizeof tp);
     rv = gw_request_parse(req->entity.base, req->entity.len, api, &cfg->limits, &rq, &e);
     if (rv != CM_OK) {
         gw_metrics_request(&s->metrics, route_name(api), NULL, e.status, -1,

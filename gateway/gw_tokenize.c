@@ -11,6 +11,7 @@
 #include "cm_buf.h"
 #include "cm_clock.h"
 #include "cm_log.h"
+#include "gw_call.h"
 #include "gw_format.h"
 #include "gw_http.h"
 #include "gw_ratelimit.h"
@@ -23,6 +24,8 @@ typedef struct gw_tok_op {
     const gw_route *route;
     gw_tokenize_request tr;
     char rid[CM_ID_EXTERNAL_MAX + 1];
+    cm_trace trace;                           /* the client's trace (or ours) and our span */
+    char traceparent[CM_TRACEPARENT_LEN + 1]; /* ours, sent to the worker and the client */
     char served[GW_NAME_MAX];
     gw_tenant tenant;
     int has_tenant;
@@ -81,7 +84,8 @@ static void finish(tok_op *op, int status) {
                        (now - op->t0_ns) / 1e9);
     snprintf(st, sizeof st, "%d", status);
     snprintf(dur_ms, sizeof dur_ms, "%.2f", (now - op->t0_ns) / 1e6);
-    cm_log(CM_LOG_INFO, op->rid, "request", "route", op->route->path, "tenant",
+    cm_log(CM_LOG_INFO, op->rid, "request", "trace_id",
+           op->trace.trace_id[0] ? op->trace.trace_id : "-", "route", op->route->path, "tenant",
            op->has_tenant ? op->tenant.name : "-", "model", op->tr.model ? op->tr.model : "-",
            "status", st, "duration_ms", dur_ms, "worker", op->worker ? op->worker->address : "-",
            NULL);
@@ -150,6 +154,7 @@ static void route_and_send(tok_op *op) {
     op->tr.msg.request_id = op->wire_id;
     op->tr.msg.model = op->served;
     op->tr.msg.gateway_request_id = op->rid;
+    op->tr.msg.traceparent = op->traceparent[0] ? op->traceparent : NULL;
     env.msg_case = SLUICE__ENVELOPE__MSG_TOKENIZE;
     env.tokenize = &op->tr.msg;
     len = sluice__envelope__get_packed_size(&env);
@@ -244,6 +249,7 @@ void gw_tokenize_start(gw_thread *t, h2o_req_t *req, const gw_route *route, cons
     op->t0_ns = t0;
     op->timeout_ms = s->cfg->deadline_ms;
     snprintf(op->rid, sizeof op->rid, "%s", rid);
+    gw_call_trace_begin(req, &op->trace, op->traceparent, sizeof op->traceparent);
     if (tenant != NULL) {
         op->tenant = *tenant;
         op->has_tenant = 1;

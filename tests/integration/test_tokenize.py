@@ -4,7 +4,7 @@ requests report through the official client, auth, and precise errors."""
 import json
 import time
 
-from conftest import MODEL, Gateway, http_request
+from conftest import MODEL, Gateway, http_request, wait_for
 
 KEY = "sk-test"
 HDRS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -155,3 +155,19 @@ def test_old_worker_gets_a_bounded_wait(procs, logdir, fake_worker_factory):
     # Chat still works on it.
     assert g.client().chat.completions.create(
         model=MODEL, messages=MSGS, max_tokens=2).choices[0].message.content is not None
+
+
+def test_trace_reaches_the_worker(procs, logdir, worker):
+    g = Gateway(procs, logdir, workers=[worker])
+    g.wait_ready()
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = post(g, "/tokenize", {"model": MODEL, "prompt": "trace me"},
+             headers={**HDRS, "traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+    ok(r)
+    assert r.headers["traceparent"].split("-")[1] == trace
+    assert r.headers["x-request-id"]
+    # Both sides log the request with the client's trace id.
+    wait_for(lambda: f"trace_id={trace}" in worker.proc.output(), what="worker log line")
+    line = [ln for ln in worker.proc.output().splitlines() if f"trace_id={trace}" in ln]
+    assert line and "tokenize done" in line[-1], line
+    assert f"trace_id={trace}" in g.proc.output()
