@@ -118,15 +118,6 @@ static req *find_req(wk_service *s, uint32_t conn_id, uint64_t request_id) {
     return NULL;
 }
 
-/* The trace id of a traceparent for logs: only a well-formed one is trusted; else "-". */
-static void trace_id_of(const char *traceparent, char out[CM_TRACE_ID_HEX + 1]) {
-    cm_trace tr = {0};
-    snprintf(out, CM_TRACE_ID_HEX + 1, "-");
-    if (traceparent != NULL &&
-        cm_trace_parse_parent(traceparent, strlen(traceparent), &tr) == CM_OK)
-        memcpy(out, tr.trace_id, CM_TRACE_ID_HEX + 1);
-}
-
 static void unlink_req(wk_service *s, req *r) {
     if (r->prep != NULL) {
         /* The pool still holds the item: it is freed when it comes back (no req then). */
@@ -499,7 +490,14 @@ static void handle_submit(wk_service *s, wk_cmd *c) {
     r->engine_id = ++s->next_engine_id;
     r->conn_id = c->conn_id;
     r->request_id = sub->request_id;
-    trace_id_of(sub->traceparent, r->trace_id);
+    {
+        /* Only a well-formed traceparent is trusted for logs; anything else logs "-". */
+        cm_trace tr = {0};
+        snprintf(r->trace_id, sizeof r->trace_id, "-");
+        if (sub->traceparent != NULL &&
+            cm_trace_parse_parent(sub->traceparent, strlen(sub->traceparent), &tr) == CM_OK)
+            memcpy(r->trace_id, tr.trace_id, sizeof r->trace_id);
+    }
     r->received_ns = c->received_ns;
     if (sub->gateway_request_id != NULL)
         snprintf(r->log_id, sizeof r->log_id, "%s", sub->gateway_request_id);
@@ -585,33 +583,36 @@ static req *find_req_by_engine_id(wk_service *s, uint64_t engine_id) {
     return NULL;
 }
 
-/* Sends a Tokenize's answer (or its error) on its connection, unless that closed. Takes p. */
+/* Sends a Tokenize's answer (or its error) on its connection, unless that closed, and logs
+ * it like "request done" (with the trace id of a well-formed traceparent, else "-"). Takes p. */
 static void answer_tokenize(wk_service *s, wk_prepared *p) {
     const Sluice__Tokenize *t = p->env->tokenize;
     conn_state *cs = find_conn(s, p->conn_id);
-    char trace_id[CM_TRACE_ID_HEX + 1], idbuf[24], ms[24];
-    trace_id_of(t->traceparent, trace_id);
-    snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)p->request_id);
-    snprintf(ms, sizeof ms, "%.2f", (double)p->prep_ns / 1e6);
-    cm_log(CM_LOG_INFO, t->gateway_request_id,
-           t->n_token_ids > 0 ? "detokenize done" : "tokenize done", "trace_id", trace_id,
-           "request", idbuf, "outcome",
-           cs == NULL       ? "connection closed"
-           : p->rv == CM_OK ? "answered"
-                            : p->err,
-           "prep_ms", ms, NULL);
+    cm_trace tr = {0};
+    char idbuf[24], ms[24], err[128];
+    const char *outcome = p->rv == CM_OK ? "answered" : p->err;
     if (cs == NULL) {
-        /* closed meanwhile: nobody to answer */
+        outcome = "connection closed"; /* nobody to answer */
     } else if (cs->refused) {
-        char err[128];
         snprintf(err, sizeof err, "incompatible protocol version (this worker speaks %u)",
                  WK_WIRE_PROTOCOL_VERSION);
-        reject_id(s, p->conn_id, p->request_id, CM_ERR_PROTOCOL, err);
+        send_error(s, p->conn_id, p->request_id, CM_ERR_PROTOCOL, err);
+        outcome = err;
     } else if (p->rv != CM_OK) {
-        reject_id(s, p->conn_id, p->request_id, p->rv, p->err);
+        send_error(s, p->conn_id, p->request_id, p->rv, p->err);
     } else {
         wk_transport_send(s->transport, p->conn_id, p->reply.data, p->reply.len, WK_SEND_FINAL);
     }
+    if (cs != NULL && (p->rv != CM_OK || cs->refused))
+        cm_series_inc(s->d.metrics->rejected_total);
+    if (t->traceparent == NULL ||
+        cm_trace_parse_parent(t->traceparent, strlen(t->traceparent), &tr) != CM_OK)
+        snprintf(tr.trace_id, sizeof tr.trace_id, "-");
+    snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)p->request_id);
+    snprintf(ms, sizeof ms, "%.2f", (double)p->prep_ns / 1e6);
+    cm_log(CM_LOG_INFO, t->gateway_request_id,
+           t->n_token_ids > 0 ? "detokenize done" : "tokenize done", "trace_id", tr.trace_id,
+           "request", idbuf, "outcome", outcome, "prep_ms", ms, NULL);
     wk_prepared_free(p);
 }
 
