@@ -4,7 +4,7 @@ requests report through the official client, auth, and precise errors."""
 import json
 import time
 
-from conftest import MODEL, Gateway, http_request, wait_for
+from conftest import MODEL, Gateway, http_request, metric_sum, wait_for
 
 KEY = "sk-test"
 HDRS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -80,6 +80,13 @@ def test_round_trip_and_counts(procs, logdir, worker):
     same = ok(post(g, "/tokenize", {"model": MODEL, "prompt": ascii_text,
                                     "add_special_tokens": False}))
     assert same["tokens"] == s["tokens"]
+
+    # Both spellings are one route: one metrics label, the /v1 path.
+    text_m = http_request(g.metrics_base, "GET", "/metrics").text
+    assert metric_sum(text_m, "sluice_gateway_requests_total",
+                      'route="/v1/tokenize"') >= 7, text_m
+    assert metric_sum(text_m, "sluice_gateway_requests_total", 'route="/v1/detokenize"') >= 3
+    assert 'route="/tokenize"' not in text_m
 
 
 def test_auth_and_errors(procs, logdir, worker):
