@@ -15,6 +15,7 @@
 #include "gw_format.h"
 #include "gw_http.h"
 #include "gw_ratelimit.h"
+#include "gw_route.h"
 
 #define TEXT_MAX_BYTES (16u << 20)   /* per choice, non-streaming */
 #define STREAM_MAX_BYTES (16u << 20) /* pending SSE bytes while the client is slow */
@@ -96,7 +97,7 @@ static const char *trace_id_of(const cm_trace *tr) {
 }
 
 static const char *route_name(gw_api api) {
-    return api == GW_API_CHAT ? "/v1/chat/completions" : "/v1/completions";
+    return gw_route_label(api);
 }
 
 static void dec_inflight(gw_worker *w) {
@@ -631,23 +632,9 @@ static void on_admitted(void *arg, const gw_rl_verdict *v) {
     }
     if (!v->allowed) {
         gw_error e;
-        if (v->redis_failed) {
-            gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "ratelimit_unavailable", NULL,
-                         "rate limiting is unavailable; retry later");
-            e.retry_after_s = 1;
-        } else {
-            gw_error_set(&e, 429, GW_ERRT_RATE, "rate_limit_exceeded", NULL,
-                         "Rate limit reached for %s per minute%s on tenant '%s'; retry after "
-                         "%d s",
-                         v->limit, strcmp(v->limit, "concurrency") == 0 ? " (concurrent)" : "",
-                         c->tenant.name, v->retry_after_s);
-            if (strcmp(v->limit, "concurrency") == 0)
-                snprintf(e.message, sizeof e.message,
-                         "Too many concurrent requests for tenant '%s'; retry after %d s",
-                         c->tenant.name, v->retry_after_s);
-            e.retry_after_s = v->retry_after_s > 0 ? v->retry_after_s : 1;
+        gw_ratelimit_refusal(v, c->tenant.name, &e);
+        if (!v->redis_failed)
             gw_metrics_ratelimited(&c->t->srv->metrics, c->tenant.name, v->limit);
-        }
         call_fail(c, &e);
         maybe_free(c);
         return;
@@ -673,9 +660,7 @@ static uint32_t parse_timeout_header(h2o_req_t *req, uint32_t def, uint32_t max)
     return v > max ? max : (uint32_t)v;
 }
 
-/* trace_begin takes the client's W3C traceparent/tracestate (or starts a trace when absent or
- * invalid), opens this gateway's span and returns it in the response's traceparent header. */
-static void trace_begin(h2o_req_t *req, cm_trace *tr, char *tp, size_t cap) {
+void gw_call_trace_begin(h2o_req_t *req, cm_trace *tr, char *tp, size_t cap) {
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("traceparent"), -1);
     memset(tr, 0, sizeof *tr);
     tp[0] = '\0';
@@ -709,7 +694,7 @@ void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request
     cm_trace tr;
     char tp[CM_TRACEPARENT_LEN + 1];
 
-    trace_begin(req, &tr, tp, sizeof tp);
+    gw_call_trace_begin(req, &tr, tp, sizeof tp);
     rv = gw_request_parse(req->entity.base, req->entity.len, api, &cfg->limits, &rq, &e);
     if (rv != CM_OK) {
         gw_metrics_request(&s->metrics, route_name(api), NULL, e.status, -1,
@@ -1034,7 +1019,7 @@ void gw_call_on_lost(gw_thread *t, gw_worker *w, uint32_t epoch) {
     for (uint32_t i = 0; i < t->n_slots; i++) {
         gw_slot *s = &t->slots[i];
         gw_call *c;
-        if (s->id == 0 || s->call->worker != w || s->call->epoch > epoch)
+        if (s->id == 0 || s->call == NULL || s->call->worker != w || s->call->epoch > epoch)
             continue;
         c = s->call;
         call_worker_lost(c);
@@ -1064,7 +1049,7 @@ void gw_call_probe_disconnects(gw_thread *t) {
         gw_slot *s = &t->slots[i];
         gw_call *c;
         gw_error e;
-        if (s->id == 0)
+        if (s->id == 0 || s->call == NULL) /* free, or a gw_tokenize op's */
             continue;
         c = s->call;
         if (c->req == NULL || c->finished || c->stream_started || !http1_peer_gone(c->req))

@@ -12,6 +12,7 @@
 
 #include <h2o.h>
 
+#include "cm_trace.h"
 #include "gw_auth.h"
 #include "gw_request.h"
 #include "gw_server.h"
@@ -22,6 +23,12 @@
  */
 void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request_id,
                    const gw_tenant *tenant);
+
+/* gw_call_trace_begin takes the client's W3C traceparent/tracestate (or starts a trace when
+ * absent or invalid), opens this gateway's span in *tr, writes its traceparent into tp (cap
+ * bytes, >= CM_TRACEPARENT_LEN + 1; "" when no randomness) and returns it in the response's
+ * traceparent header. Also used by gw_tokenize. */
+void gw_call_trace_begin(h2o_req_t *req, cm_trace *tr, char *tp, size_t cap);
 
 /* gw_call_on_event delivers one Event envelope (owned: freed here). */
 void gw_call_on_event(gw_thread *t, gw_worker *w, Sluice__Envelope *env);

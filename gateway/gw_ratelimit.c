@@ -670,3 +670,21 @@ void gw_ratelimit_lookup_key(gw_ratelimit *rl, const uint8_t digest[CM_SHA256_LE
         keyq_answer(q, -1, NULL);
     }
 }
+
+void gw_ratelimit_refusal(const gw_rl_verdict *v, const char *tenant, gw_error *e) {
+    if (v->redis_failed) {
+        gw_error_set(e, 503, GW_ERRT_UNAVAILABLE, "ratelimit_unavailable", NULL,
+                     "rate limiting is unavailable; retry later");
+        e->retry_after_s = 1;
+        return;
+    }
+    if (strcmp(v->limit, "concurrency") == 0)
+        gw_error_set(e, 429, GW_ERRT_RATE, "rate_limit_exceeded", NULL,
+                     "Too many concurrent requests for tenant '%s'; retry after %d s", tenant,
+                     v->retry_after_s);
+    else
+        gw_error_set(e, 429, GW_ERRT_RATE, "rate_limit_exceeded", NULL,
+                     "Rate limit reached for %s per minute on tenant '%s'; retry after %d s",
+                     v->limit, tenant, v->retry_after_s);
+    e->retry_after_s = v->retry_after_s > 0 ? v->retry_after_s : 1;
+}

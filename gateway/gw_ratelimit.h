@@ -34,6 +34,7 @@
 #include "cm_err.h"
 #include "gw_auth.h"
 #include "gw_config.h"
+#include "gw_error.h"
 #include "gw_metrics.h"
 
 typedef struct gw_ratelimit gw_ratelimit;
@@ -96,6 +97,11 @@ void gw_ratelimit_release(gw_ratelimit *rl, gw_rl_lease *lease, int64_t token_co
  */
 void gw_ratelimit_lookup_key(gw_ratelimit *rl, const uint8_t digest[CM_SHA256_LEN], gw_rl_key_cb cb,
                              void *arg);
+
+/* gw_ratelimit_refusal fills e with the answer to a refused verdict v (allowed == 0) for the
+ * tenant named tenant: 503 when Redis failed (fail-closed), else 429 naming the limit, both
+ * with Retry-After. */
+void gw_ratelimit_refusal(const gw_rl_verdict *v, const char *tenant, gw_error *e);
 
 /* gw_ratelimit_connected: 1 while the connection is up. */
 int gw_ratelimit_connected(const gw_ratelimit *rl);

@@ -73,6 +73,16 @@ static const char *const completion_keys[] = {"model",
                                               "best_of",
                                               "suffix",
                                               NULL};
+/* vLLM's /tokenize (both forms) and /detokenize. */
+static const char *const tokenize_keys[] = {"model",
+                                            "prompt",
+                                            "messages",
+                                            "add_generation_prompt",
+                                            "add_special_tokens",
+                                            "return_token_strs",
+                                            "tools",
+                                            NULL};
+static const char *const detokenize_keys[] = {"model", "tokens", NULL};
 static const char *const unsupported_keys[] = {
     "functions",          "function_call", "audio",         "modalities",     "prediction",
     "web_search_options", "store",         "metadata",      "service_tier",   "reasoning_effort",
@@ -1011,18 +1021,13 @@ static cm_err parse_tools(json_t *root, const gw_limits *lim, gw_request *r, gw_
     return CM_OK;
 }
 
-cm_err gw_request_parse(const char *body, size_t len, gw_api api, const gw_limits *lim,
-                        gw_request *r, gw_error *err) {
+/* parse_head: the part every body shares: size bound, JSON object, keys among allowed (the
+ * unsupported ones named as such), and a model name. r->root owns the parsed body. */
+static cm_err parse_head(const char *body, size_t len, const char *const *allowed,
+                         const gw_limits *lim, gw_request *r, gw_error *err) {
     json_error_t jerr;
     const char *key;
     json_t *v;
-    cm_err rv;
-    const char *const *allowed = api == GW_API_CHAT ? chat_keys : completion_keys;
-
-    memset(r, 0, sizeof *r);
-    r->api = api;
-    sluice__submit__init(&r->submit);
-    sluice__sampling_params__init(&r->sampling);
     if (len > lim->max_body_bytes) {
         gw_error_set(err, 413, GW_ERRT_INVALID, "request_too_large", NULL,
                      "request body is %zu bytes; the limit is %zu", len, lim->max_body_bytes);
@@ -1031,41 +1036,43 @@ cm_err gw_request_parse(const char *body, size_t len, gw_api api, const gw_limit
     /* Depth and size are bounded by max_body_bytes; jansson parses iteratively enough for
      * 1 MiB bodies (its nesting limit is 2048). */
     r->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (r->root == NULL) {
-        rv = gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_json", NULL,
-                          "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
-                          jerr.line, jerr.column);
-        goto fail;
-    }
-    if (!json_is_object(r->root)) {
-        rv = gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_json", NULL,
-                          "request body must be a JSON object");
-        goto fail;
-    }
+    if (r->root == NULL)
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_json", NULL,
+                            "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                            jerr.line, jerr.column);
+    if (!json_is_object(r->root))
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_json", NULL,
+                            "request body must be a JSON object");
     json_object_foreach(r->root, key, v) {
-        if (in_list(unsupported_keys, key) && !json_is_null(v)) {
-            rv = gw_error_set(err, 400, GW_ERRT_INVALID, "unsupported_parameter", key,
-                              "'%s' is not supported by this server", key);
-            goto fail;
-        }
-        if (!in_list(allowed, key) && !in_list(unsupported_keys, key)) {
-            rv = gw_error_set(err, 400, GW_ERRT_INVALID, "unrecognized_parameter", key,
-                              "Unrecognized request argument supplied: %s", key);
-            goto fail;
-        }
+        if (in_list(unsupported_keys, key) && !json_is_null(v))
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "unsupported_parameter", key,
+                                "'%s' is not supported by this server", key);
+        if (!in_list(allowed, key) && !in_list(unsupported_keys, key))
+            return gw_error_set(err, 400, GW_ERRT_INVALID, "unrecognized_parameter", key,
+                                "Unrecognized request argument supplied: %s", key);
     }
     v = json_object_get(r->root, "model");
-    if (v == NULL || json_is_null(v)) {
-        rv = gw_error_set(err, 400, GW_ERRT_INVALID, "missing_required_parameter", "model",
-                          "'model' is a required property");
-        goto fail;
-    }
-    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 256) {
-        rv = wrong_type(err, "model", "a non-empty string of at most 256 bytes");
-        goto fail;
-    }
+    if (v == NULL || json_is_null(v))
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "missing_required_parameter", "model",
+                            "'model' is a required property");
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 256)
+        return wrong_type(err, "model", "a non-empty string of at most 256 bytes");
     r->model = json_string_value(v);
     r->submit.model = (char *)r->model;
+    return CM_OK;
+}
+
+cm_err gw_request_parse(const char *body, size_t len, gw_api api, const gw_limits *lim,
+                        gw_request *r, gw_error *err) {
+    cm_err rv;
+    const char *const *allowed = api == GW_API_CHAT ? chat_keys : completion_keys;
+
+    memset(r, 0, sizeof *r);
+    r->api = api;
+    sluice__submit__init(&r->submit);
+    sluice__sampling_params__init(&r->sampling);
+    if ((rv = parse_head(body, len, allowed, lim, r, err)) != CM_OK)
+        goto fail;
 
     rv = api == GW_API_CHAT ? parse_messages(r->root, lim, r, err)
                             : parse_prompt(r->root, lim, r, err);
@@ -1143,4 +1150,109 @@ size_t gw_request_pack(gw_request *r, const gw_submit_ids *ids, uint8_t *out) {
     Sluice__Envelope env;
     set_ids(r, ids, &env);
     return sluice__envelope__pack(&env, out);
+}
+
+/* The ids of a /detokenize body: 1..max_prompt_token_ids integers in 0..INT32_MAX. */
+static cm_err parse_token_ids(json_t *root, const gw_limits *lim, gw_tokenize_request *t,
+                              gw_error *err) {
+    json_t *a = json_object_get(root, "tokens"), *v;
+    size_t n, i;
+    if (a == NULL || json_is_null(a))
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "missing_required_parameter", "tokens",
+                            "'tokens' is a required property");
+    if (!json_is_array(a))
+        return wrong_type(err, "tokens", "an array of token ids");
+    n = json_array_size(a);
+    if (n == 0)
+        return bad(err, "tokens", "'%s' must not be empty%s", "");
+    if (n > lim->max_prompt_token_ids)
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "too_many_tokens", "tokens",
+                            "'tokens' has %zu token ids; the limit is %u", n,
+                            lim->max_prompt_token_ids);
+    t->token_ids = calloc(n, sizeof *t->token_ids);
+    if (t->token_ids == NULL)
+        return gw_error_set(err, 500, GW_ERRT_SERVER, NULL, NULL, "out of memory"), CM_ERR_NOMEM;
+    json_array_foreach(a, i, v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX) {
+            char param[32];
+            snprintf(param, sizeof param, "tokens[%zu]", i);
+            return wrong_type(err, param, "a token id (an integer from 0 to 2147483647)");
+        }
+        t->token_ids[i] = (int32_t)json_integer_value(v);
+    }
+    t->msg.n_token_ids = n;
+    t->msg.token_ids = t->token_ids;
+    return CM_OK;
+}
+
+/* A /tokenize body: one of prompt (a string) or messages (+ tools), and the three flags. */
+static cm_err parse_tokenize(json_t *root, const gw_limits *lim, gw_tokenize_request *t,
+                             gw_error *err) {
+    gw_request *r = &t->rq;
+    json_t *p = json_object_get(root, "prompt"), *m = json_object_get(root, "messages");
+    int has_p = p != NULL && !json_is_null(p), has_m = m != NULL && !json_is_null(m);
+    int gen = 1, special = 0, strs = 0, special_set = 0;
+    cm_err rv;
+    if (has_p == has_m)
+        return gw_error_set(err, 400, GW_ERRT_INVALID, "invalid_value",
+                            has_p ? "prompt" : "messages",
+                            "exactly one of 'prompt' or 'messages' must be given");
+    if (has_p && !json_is_string(p))
+        return wrong_type(err, "prompt", "a string");
+    if (json_object_get(root, "add_generation_prompt") != NULL && has_p)
+        return bad(err, "add_generation_prompt", "'%s' is only taken with 'messages'%s", "");
+    if (json_object_get(root, "tools") != NULL && has_p)
+        return bad(err, "tools", "'%s' is only taken with 'messages'%s", "");
+    if ((rv = get_bool(root, "add_generation_prompt", &gen, err)) != CM_OK ||
+        (rv = get_bool(root, "return_token_strs", &strs, err)) != CM_OK ||
+        (rv = get_bool(root, "add_special_tokens", &special, err)) != CM_OK)
+        return rv;
+    special_set = json_is_boolean(json_object_get(root, "add_special_tokens"));
+    r->api = has_m ? GW_API_CHAT : GW_API_COMPLETIONS;
+    rv = has_m ? parse_messages(root, lim, r, err) : parse_prompt(root, lim, r, err);
+    if (rv == CM_OK && has_m)
+        rv = parse_tools(root, lim, r, err);
+    if (rv != CM_OK)
+        return rv;
+    t->msg.n_messages = r->submit.n_messages;
+    t->msg.messages = r->submit.messages;
+    t->msg.prompt = r->submit.prompt;
+    t->msg.n_tools = r->submit.n_tools;
+    t->msg.tools = r->submit.tools;
+    t->msg.has_add_generation_prompt = has_m;
+    t->msg.add_generation_prompt = gen;
+    t->msg.has_add_special_tokens = special_set;
+    t->msg.add_special_tokens = special;
+    t->msg.has_return_token_strs = strs;
+    t->msg.return_token_strs = strs;
+    return CM_OK;
+}
+
+cm_err gw_tokenize_parse(const char *body, size_t len, gw_api api, const gw_limits *lim,
+                         gw_tokenize_request *t, gw_error *err) {
+    cm_err rv;
+    memset(t, 0, sizeof *t);
+    t->api = api;
+    t->rq.api = api;
+    sluice__submit__init(&t->rq.submit);
+    sluice__sampling_params__init(&t->rq.sampling);
+    sluice__tokenize__init(&t->msg);
+    rv = parse_head(body, len, api == GW_API_DETOKENIZE ? detokenize_keys : tokenize_keys, lim,
+                    &t->rq, err);
+    if (rv == CM_OK)
+        rv = api == GW_API_DETOKENIZE ? parse_token_ids(t->rq.root, lim, t, err)
+                                      : parse_tokenize(t->rq.root, lim, t, err);
+    if (rv != CM_OK) {
+        gw_tokenize_request_fini(t);
+        return rv;
+    }
+    t->model = t->rq.model;
+    t->msg.model = (char *)t->model;
+    return CM_OK;
+}
+
+void gw_tokenize_request_fini(gw_tokenize_request *t) {
+    gw_request_fini(&t->rq);
+    free(t->token_ids);
+    memset(t, 0, sizeof *t);
 }

@@ -19,9 +19,13 @@
 #include "gw_error.h"
 #include "sluice.pb-c.h"
 
+/* The API kind of a request (gw_route's table maps paths to kinds). */
 typedef enum gw_api {
-    GW_API_CHAT = 0,        /* /v1/chat/completions */
-    GW_API_COMPLETIONS = 1, /* /v1/completions */
+    GW_API_NONE = -1,       /* not a model request (probes, /v1/models, /metrics) */
+    GW_API_CHAT = 0,        /* chat completions */
+    GW_API_COMPLETIONS = 1, /* completions */
+    GW_API_TOKENIZE = 2,    /* vLLM's /tokenize: text or chat messages -> token ids */
+    GW_API_DETOKENIZE = 3,  /* vLLM's /detokenize: token ids -> text */
 } gw_api;
 
 /* Bounds on a request, from the config (limits:). Zero fields are not allowed: use defaults. */
@@ -125,5 +129,34 @@ typedef struct gw_submit_ids {
  */
 size_t gw_request_packed_size(gw_request *req, const gw_submit_ids *ids);
 size_t gw_request_pack(gw_request *req, const gw_submit_ids *ids, uint8_t *out);
+
+/*
+ * A validated /tokenize or /detokenize body (vLLM's shapes):
+ *   tokenize   {model, prompt, add_special_tokens?, return_token_strs?} or
+ *              {model, messages, add_generation_prompt?, add_special_tokens?, tools?,
+ *               return_token_strs?}; messages, prompt and tools are checked exactly as a chat
+ *              or completion request's (same limits, same error params);
+ *   detokenize {model, tokens: [ids]} (1..max_prompt_token_ids ids, each 0..2^31-1; the
+ *              vocabulary range is the worker's check).
+ * `msg` is the wire form, its strings pointing into `rq`: set msg.request_id, then pack.
+ */
+typedef struct gw_tokenize_request {
+    gw_api api;           /* GW_API_TOKENIZE or GW_API_DETOKENIZE */
+    const char *model;    /* points into rq.root */
+    gw_request rq;        /* the body and what its messages/prompt/tools parsed into */
+    int32_t *token_ids;   /* (msg.n_token_ids) detokenize; owned */
+    Sluice__Tokenize msg; /* wire form */
+} gw_tokenize_request;
+
+/*
+ * gw_tokenize_parse validates body (len bytes) for api (GW_API_TOKENIZE/DETOKENIZE) under
+ * lim, as gw_request_parse does: on CM_OK *out owns memory (gw_tokenize_request_fini); on
+ * failure err is filled (400, or 413 past max_body_bytes) and *out holds nothing.
+ */
+cm_err gw_tokenize_parse(const char *body, size_t len, gw_api api, const gw_limits *lim,
+                         gw_tokenize_request *out, gw_error *err);
+
+/* gw_tokenize_request_fini frees what t owns and zeroes it; safe on a zeroed or failed one. */
+void gw_tokenize_request_fini(gw_tokenize_request *t);
 
 #endif /* GW_REQUEST_H */

@@ -21,6 +21,8 @@
 #include "gw_format.h"
 #include "gw_http.h"
 #include "gw_ratelimit.h"
+#include "gw_route.h"
+#include "gw_tokenize.h"
 
 #define SLOTS_PER_CALL_FACTOR 2
 
@@ -46,6 +48,7 @@ int gw_thread_slot_alloc(gw_thread *t, gw_call *call, uint32_t choice, uint64_t 
         t->seq = 1;
     s->id = ((uint64_t)t->index << 56) | ((uint64_t)t->seq << 20) | i;
     s->call = call;
+    s->tok = NULL;
     s->choice = choice;
     *id_out = s->id;
     return 0;
@@ -64,6 +67,7 @@ void gw_thread_slot_free(gw_thread *t, uint64_t id) {
         return;
     s->id = 0;
     s->call = NULL;
+    s->tok = NULL;
     s->next_free = t->free_head;
     t->free_head = (uint32_t)(s - t->slots);
 }
@@ -103,10 +107,16 @@ static void on_thread_messages(h2o_multithread_receiver_t *recv, h2o_linklist_t 
     while (!h2o_linklist_is_empty(messages)) {
         tmsg *m = H2O_STRUCT_FROM_MEMBER(tmsg, super.link, messages->next);
         h2o_linklist_unlink(&m->super.link);
-        if (m->env != NULL)
-            gw_call_on_event(t, m->w, m->env);
-        else
+        if (m->env != NULL) {
+            gw_slot *slot = gw_thread_slot_find(t, m->env->event->request_id);
+            if (slot != NULL && slot->tok != NULL)
+                gw_tokenize_on_event(t, m->w, m->env);
+            else
+                gw_call_on_event(t, m->w, m->env);
+        } else {
             gw_call_on_lost(t, m->w, m->epoch);
+            gw_tokenize_on_lost(t, m->w, m->epoch);
+        }
         free(m);
     }
 }
@@ -152,12 +162,7 @@ void gw_http_send_error(h2o_req_t *req, const char *request_id, const gw_error *
     gw_http_send_json(req, e->status, request_id, body, len);
 }
 
-/* ---- routes ---- */
-
-static int path_is(h2o_req_t *req, const char *path) {
-    size_t n = strlen(path), plen = req->path_normalized.len;
-    return plen == n && memcmp(req->path_normalized.base, path, n) == 0;
-}
+/* ---- routes (the table is gw_route.c; these are its server-side handlers) ---- */
 
 void gw_server_request_id(gw_server *s, h2o_req_t *req, char *out, size_t cap) {
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
@@ -180,34 +185,32 @@ static void send_simple(gw_server *s, h2o_req_t *req, const char *rid, const cha
     gw_metrics_request(&s->metrics, route, NULL, status, -1, 0);
 }
 
-#define MODELS_PREFIX "/v1/models/"
-
-static int is_models_path(h2o_req_t *req) {
-    return path_is(req, "/v1/models") ||
-           (req->path_normalized.len > strlen(MODELS_PREFIX) &&
-            memcmp(req->path_normalized.base, MODELS_PREFIX, strlen(MODELS_PREFIX)) == 0);
+static void model_json(cm_buf *b, const char *name, size_t len, int64_t now_s) {
+    cm_buf_append_str(b, "{\"id\":");
+    gw_buf_json_str(b, name, len);
+    cm_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"sluice\"}",
+                  (long long)now_s);
 }
 
 /* GET /v1/models (live models) or GET /v1/models/{id} (one of them, else 404). */
-static void handle_models(gw_server *s, h2o_req_t *req, const char *rid) {
+void gw_server_on_models(gw_thread *t, h2o_req_t *req, const gw_route *route, const char *rid,
+                         const gw_tenant *tenant) {
+    gw_server *s = t->srv;
     char names[64][GW_NAME_MAX];
-    size_t n = gw_pool_models(&s->pool, names, 64);
-    size_t plen = strlen(MODELS_PREFIX);
+    size_t n = gw_pool_models(&s->pool, names, 64), id_len;
+    const char *id =
+        gw_route_id_of(route, req->path_normalized.base, req->path_normalized.len, &id_len);
     cm_buf b;
     int64_t now = cm_clock_unix_ms() / 1000;
-    if (req->path_normalized.len > plen) {
-        const char *id = req->path_normalized.base + plen;
-        size_t id_len = req->path_normalized.len - plen;
+    (void)tenant;
+    if (id != NULL) {
         gw_error e;
         for (size_t i = 0; i < n; i++) {
             if (strlen(names[i]) == id_len && memcmp(names[i], id, id_len) == 0) {
                 cm_buf_init(&b, 4096);
-                cm_buf_append_str(&b, "{\"id\":");
-                gw_buf_json_str(&b, names[i], id_len);
-                cm_buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"sluice\"}",
-                              (long long)now);
+                model_json(&b, names[i], id_len, now);
                 gw_http_send_json(req, 200, rid, b.data, b.len);
-                gw_metrics_request(&s->metrics, "/v1/models", NULL, 200, -1, 0);
+                gw_metrics_request(&s->metrics, route->path, NULL, 200, -1, 0);
                 cm_buf_fini(&b);
                 return;
             }
@@ -215,28 +218,31 @@ static void handle_models(gw_server *s, h2o_req_t *req, const char *rid) {
         gw_error_set(&e, 404, GW_ERRT_INVALID, "model_not_found", "model",
                      "The model '%.*s' does not exist or has no worker",
                      (int)(id_len > 200 ? 200 : id_len), id);
-        gw_metrics_request(&s->metrics, "/v1/models", NULL, 404, -1, 0);
+        gw_metrics_request(&s->metrics, route->path, NULL, 404, -1, 0);
         gw_http_send_error(req, rid, &e);
         return;
     }
     cm_buf_init(&b, 1u << 20);
     cm_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
     for (size_t i = 0; i < n; i++) {
-        cm_buf_printf(&b, "%s{\"id\":", i ? "," : "");
-        gw_buf_json_str(&b, names[i], strlen(names[i]));
-        cm_buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"sluice\"}",
-                      (long long)now);
+        if (i > 0)
+            cm_buf_append_str(&b, ",");
+        model_json(&b, names[i], strlen(names[i]), now);
     }
     cm_buf_append_str(&b, "]}");
     gw_http_send_json(req, 200, rid, b.data, b.len);
-    gw_metrics_request(&s->metrics, "/v1/models", NULL, 200, -1, 0);
+    gw_metrics_request(&s->metrics, route->path, NULL, 200, -1, 0);
     cm_buf_fini(&b);
 }
 
-static void handle_metrics(gw_server *s, h2o_req_t *req, const char *rid) {
+void gw_server_on_metrics(gw_thread *t, h2o_req_t *req, const gw_route *route, const char *rid,
+                          const gw_tenant *tenant) {
+    gw_server *s = t->srv;
     cm_buf b;
     static h2o_generator_t gen = {NULL, NULL};
     h2o_iovec_t body;
+    (void)route;
+    (void)tenant;
     cm_buf_init(&b, 16u << 20);
     gw_metrics_render(&s->metrics, &s->pool, &b);
     body = h2o_strdup(&req->pool, b.data ? b.data : "", b.len);
@@ -251,8 +257,27 @@ static void handle_metrics(gw_server *s, h2o_req_t *req, const char *rid) {
     h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
 }
 
+void gw_server_on_health(gw_thread *t, h2o_req_t *req, const gw_route *route, const char *rid,
+                         const gw_tenant *tenant) {
+    (void)tenant;
+    send_simple(t->srv, req, rid, route->path, 200, "{\"status\":\"ok\"}");
+}
+
 static int redis_usable(gw_server *s) {
     return s->cfg->redis_url == NULL || atomic_load(&s->redis_ok) || s->cfg->ratelimit_fail_open;
+}
+
+void gw_server_on_ready(gw_thread *t, h2o_req_t *req, const gw_route *route, const char *rid,
+                        const gw_tenant *tenant) {
+    gw_server *s = t->srv;
+    /* With cold_start_wait_ms, requests for a known model wait for a worker, so the gateway
+     * takes traffic with zero workers (scale from zero). */
+    int ok = redis_usable(s) &&
+             (gw_pool_usable_count(&s->pool) > 0 || s->cfg->cold_start_wait_ms > 0) &&
+             !atomic_load(&s->stopping);
+    (void)tenant;
+    send_simple(s, req, rid, route->path, ok ? 200 : 503,
+                ok ? "{\"status\":\"ready\"}" : "{\"status\":\"not ready\"}");
 }
 
 static void send_401(gw_server *s, h2o_req_t *req, const char *rid, const char *route,
@@ -277,12 +302,12 @@ typedef struct key_wait {
     gw_thread *t;
     h2o_req_t *req; /* NULL once h2o freed it */
     char rid[CM_ID_EXTERNAL_MAX + 1];
-    int route; /* 0 models, 1 chat, 2 completions */
+    const gw_route *route;
     uint8_t digest[CM_SHA256_LEN];
     int done;
 } key_wait;
 
-static void dispatch(gw_thread *t, h2o_req_t *req, const char *rid, int route,
+static void dispatch(gw_thread *t, h2o_req_t *req, const char *rid, const gw_route *route,
                      const gw_tenant *tenant);
 
 static void on_key_wait_dispose(void *p) {
@@ -290,10 +315,6 @@ static void on_key_wait_dispose(void *p) {
     kw->req = NULL;
     if (kw->done)
         free(kw);
-}
-
-static const char *route_of(int route) {
-    return route == 0 ? "/v1/models" : route == 1 ? "/v1/chat/completions" : "/v1/completions";
 }
 
 static void on_key_found(void *arg, int found, const gw_tenant *tenant) {
@@ -316,13 +337,13 @@ static void on_key_found(void *arg, int found, const gw_tenant *tenant) {
     if (found > 0) {
         dispatch(t, kw->req, kw->rid, kw->route, tenant);
     } else if (found == 0) {
-        send_401(t->srv, kw->req, kw->rid, route_of(kw->route), 0);
+        send_401(t->srv, kw->req, kw->rid, kw->route->path, 0);
     } else {
         gw_error e;
         gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "auth_unavailable", NULL,
                      "API keys cannot be checked right now; retry later");
         e.retry_after_s = 1;
-        gw_metrics_request(&t->srv->metrics, route_of(kw->route), NULL, 503, -1, 0);
+        gw_metrics_request(&t->srv->metrics, kw->route->path, NULL, 503, -1, 0);
         gw_http_send_error(kw->req, kw->rid, &e);
     }
     /* kw is freed by the request pool's dispose (it still points at kw). */
@@ -330,8 +351,8 @@ static void on_key_found(void *arg, int found, const gw_tenant *tenant) {
 
 /* Authenticates req: AUTH_OK with *tenant, AUTH_FAILED after sending 401, or AUTH_PENDING
  * when the key is being looked up in Redis (the request continues in on_key_found). */
-static auth_result authenticate(gw_thread *t, h2o_req_t *req, const char *rid, int route,
-                                const gw_tenant **tenant) {
+static auth_result authenticate(gw_thread *t, h2o_req_t *req, const char *rid,
+                                const gw_route *route, const gw_tenant **tenant) {
     gw_server *s = t->srv;
     ssize_t i;
     const char *key;
@@ -346,14 +367,14 @@ static auth_result authenticate(gw_thread *t, h2o_req_t *req, const char *rid, i
     i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     if (i < 0 || gw_auth_bearer(req->headers.entries[i].value.base,
                                 req->headers.entries[i].value.len, &key, &key_len) != 0) {
-        send_401(s, req, rid, route_of(route), 1);
+        send_401(s, req, rid, route->path, 1);
         return AUTH_FAILED;
     }
     *tenant = gw_auth_lookup(&s->auth, key, key_len, digest);
     if (*tenant != NULL)
         return AUTH_OK;
     if (!s->cfg->redis_keys || t->rl == NULL) {
-        send_401(s, req, rid, route_of(route), 0);
+        send_401(s, req, rid, route->path, 0);
         return AUTH_FAILED;
     }
     ce = &t->key_cache[digest[0]];
@@ -362,14 +383,14 @@ static auth_result authenticate(gw_thread *t, h2o_req_t *req, const char *rid, i
             *tenant = &ce->tenant;
             return AUTH_OK;
         }
-        send_401(s, req, rid, route_of(route), 0);
+        send_401(s, req, rid, route->path, 0);
         return AUTH_FAILED;
     }
     kw = calloc(1, sizeof *kw);
     ref = kw != NULL ? h2o_mem_alloc_shared(&req->pool, sizeof *ref, on_key_wait_dispose) : NULL;
     if (ref == NULL) {
         free(kw);
-        send_401(s, req, rid, route_of(route), 0);
+        send_401(s, req, rid, route->path, 0);
         return AUTH_FAILED;
     }
     *ref = kw;
@@ -382,107 +403,77 @@ static auth_result authenticate(gw_thread *t, h2o_req_t *req, const char *rid, i
     return AUTH_PENDING;
 }
 
-static void dispatch(gw_thread *t, h2o_req_t *req, const char *rid, int route,
+/* Runs route's handler once the key (if any) is known; bodies are bounded first. */
+static void dispatch(gw_thread *t, h2o_req_t *req, const char *rid, const gw_route *route,
                      const gw_tenant *tenant) {
     gw_server *s = t->srv;
     gw_error e;
-    if (route == 0) {
-        handle_models(s, req, rid);
-        return;
-    }
-    if (req->entity.len > s->cfg->limits.max_body_bytes) {
+    if (route->bounded_body && req->entity.len > s->cfg->limits.max_body_bytes) {
         gw_error_set(&e, 413, GW_ERRT_INVALID, "request_too_large", NULL,
                      "request body is %zu bytes; the limit is %zu", req->entity.len,
                      s->cfg->limits.max_body_bytes);
-        gw_metrics_request(&s->metrics, route_of(route), NULL, 413, -1, 0);
+        gw_metrics_request(&s->metrics, route->path, NULL, 413, -1, 0);
         gw_http_send_error(req, rid, &e);
         return;
     }
-    gw_call_start(t, req, route == 1 ? GW_API_CHAT : GW_API_COMPLETIONS, rid, tenant);
+    route->handler(t, req, route, rid, tenant);
 }
 
-static int on_req(h2o_handler_t *self, h2o_req_t *req) {
+/* One request on listener (a GW_LISTENER_* bit): header bound, then the route table decides
+ * 404 / 405 / auth and runs the row's handler. The admin listener serves its rows only and
+ * answers anything else, wrong methods included, with 404 (it serves nothing else). */
+static int serve(h2o_req_t *req, unsigned listener) {
     gw_thread *t = (gw_thread *)req->conn->ctx;
     gw_server *s = t->srv;
     char rid[CM_ID_EXTERNAL_MAX + 1];
-    int is_post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
-    int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+    const gw_route *route;
+    const gw_tenant *tenant = NULL;
+    int admin = listener == GW_LISTENER_ADMIN;
     gw_error e;
-    (void)self;
     gw_server_request_id(s, req, rid, sizeof rid);
     if (gw_protoerror_header_bytes(req) > s->cfg->max_header_bytes) {
         gw_error_set(&e, 431, GW_ERRT_INVALID, "request_header_fields_too_large", NULL,
                      "request line and headers are %zu bytes; the limit is %u",
                      gw_protoerror_header_bytes(req), s->cfg->max_header_bytes);
-        gw_metrics_request(&s->metrics, "other", NULL, 431, -1, 0);
+        gw_metrics_request(&s->metrics, GW_ROUTE_LABEL_OTHER, NULL, 431, -1, 0);
         req->http1_is_persistent = 0;
         gw_http_send_error(req, rid, &e);
         return 0;
     }
-    if (path_is(req, "/health")) {
-        send_simple(s, req, rid, "/health", 200, "{\"status\":\"ok\"}");
+    route = gw_route_find(req->path_normalized.base, req->path_normalized.len, listener);
+    if (route != NULL && !gw_route_allows(route, req->method.base, req->method.len) && !admin) {
+        gw_error_set(&e, 405, GW_ERRT_INVALID, "method_not_allowed", NULL,
+                     "Method %.*s is not allowed on %s", (int)req->method.len, req->method.base,
+                     route->path);
+        gw_metrics_request(&s->metrics, route->path, NULL, 405, -1, 0);
+        gw_http_send_error(req, rid, &e);
         return 0;
     }
-    if (path_is(req, "/ready")) {
-        /* With cold_start_wait_ms, requests for a known model wait for a worker, so the
-         * gateway takes traffic with zero workers (scale from zero). */
-        int ok = redis_usable(s) &&
-                 (gw_pool_usable_count(&s->pool) > 0 || s->cfg->cold_start_wait_ms > 0) &&
-                 !atomic_load(&s->stopping);
-        send_simple(s, req, rid, "/ready", ok ? 200 : 503,
-                    ok ? "{\"status\":\"ready\"}" : "{\"status\":\"not ready\"}");
+    if (route == NULL || !gw_route_allows(route, req->method.base, req->method.len)) {
+        gw_error_set(&e, 404, GW_ERRT_INVALID, "unknown_url", NULL,
+                     "Unknown request URL%s: %.*s %.*s", admin ? " on the admin port" : "",
+                     (int)req->method.len, req->method.base, (int)req->path.len, req->path.base);
+        if (!admin)
+            gw_metrics_request(&s->metrics, GW_ROUTE_LABEL_OTHER, NULL, 404, -1, 0);
+        gw_http_send_error(req, rid, &e);
         return 0;
     }
-    if (is_models_path(req) || path_is(req, "/v1/chat/completions") ||
-        path_is(req, "/v1/completions")) {
-        int chat = path_is(req, "/v1/chat/completions");
-        int models = is_models_path(req);
-        const char *route = models ? "/v1/models"
-                            : chat ? "/v1/chat/completions"
-                                   : "/v1/completions";
-        const gw_tenant *tenant = NULL;
-        if ((models && !is_get) || (!models && !is_post)) {
-            gw_error_set(&e, 405, GW_ERRT_INVALID, "method_not_allowed", NULL,
-                         "Method %.*s is not allowed on %s", (int)req->method.len, req->method.base,
-                         route);
-            gw_metrics_request(&s->metrics, route, NULL, 405, -1, 0);
-            gw_http_send_error(req, rid, &e);
-            return 0;
-        }
-        if (authenticate(t, req, rid, models ? 0 : chat ? 1 : 2, &tenant) == AUTH_OK)
-            dispatch(t, req, rid, models ? 0 : chat ? 1 : 2, tenant);
-        return 0;
-    }
-    gw_error_set(&e, 404, GW_ERRT_INVALID, "unknown_url", NULL, "Unknown request URL: %.*s %.*s",
-                 (int)req->method.len, req->method.base, (int)req->path.len, req->path.base);
-    gw_metrics_request(&s->metrics, "other", NULL, 404, -1, 0);
-    gw_http_send_error(req, rid, &e);
+    if (route->needs_key && authenticate(t, req, rid, route, &tenant) != AUTH_OK)
+        return 0; /* answered (401) or continues in on_key_found */
+    dispatch(t, req, rid, route, tenant);
     return 0;
 }
 
-/* The admin listener's only handler: /metrics, /health, /ready; no API key (the listener's
+static int on_req(h2o_handler_t *self, h2o_req_t *req) {
+    (void)self;
+    return serve(req, GW_LISTENER_PUBLIC);
+}
+
+/* The admin listener: its rows of the table (/metrics, probes); no API key (the listener's
  * address is what keeps it private). */
 static int on_admin_req(h2o_handler_t *self, h2o_req_t *req) {
-    gw_thread *t = (gw_thread *)req->conn->ctx;
-    gw_server *s = t->srv;
-    char rid[CM_ID_EXTERNAL_MAX + 1];
-    gw_error e;
     (void)self;
-    gw_server_request_id(s, req, rid, sizeof rid);
-    if (path_is(req, "/metrics") &&
-        h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
-        handle_metrics(s, req, rid);
-        return 0;
-    }
-    if (path_is(req, "/health") || path_is(req, "/ready")) {
-        /* Same answers as on the public port, so probes may use either. */
-        return on_req(self, req);
-    }
-    gw_error_set(&e, 404, GW_ERRT_INVALID, "unknown_url", NULL,
-                 "Unknown request URL on the admin port: %.*s %.*s", (int)req->method.len,
-                 req->method.base, (int)req->path.len, req->path.base);
-    gw_http_send_error(req, rid, &e);
-    return 0;
+    return serve(req, GW_LISTENER_ADMIN);
 }
 
 /* ---- threads ---- */
@@ -635,6 +626,7 @@ static cm_err thread_init(gw_server *s, int i, h2o_hostconf_t *host, char *err, 
     uv_timer_init(&t->loop, &t->cold_timer);
     t->cold_timer.data = t;
     h2o_linklist_init_anchor(&t->cold_waiters);
+    h2o_linklist_init_anchor(&t->tokenize_ops);
     if (s->cfg->redis_url != NULL) {
         cm_err rv = gw_ratelimit_create(&t->loop, s->cfg, &s->metrics, &s->redis_ok, &t->rl);
         if (rv != CM_OK) {

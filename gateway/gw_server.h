@@ -36,6 +36,7 @@ typedef struct gw_ratelimit gw_ratelimit;
 typedef struct gw_slot {
     uint64_t id; /* 0 = free */
     gw_call *call;
+    struct gw_tok_op *tok; /* a /tokenize or /detokenize op (gw_tokenize.c) instead; else NULL */
     uint32_t choice;
     uint32_t next_free;
 } gw_slot;
@@ -52,6 +53,7 @@ typedef struct gw_thread {
     uv_timer_t drain_timer; /* while stopping: ends the loop when calls == 0 or at the deadline */
     uv_timer_t cold_timer;  /* gw_call_cold_tick every 50 ms while cold_waiters is not empty */
     h2o_linklist_t cold_waiters; /* calls waiting for a worker of a known model to appear */
+    h2o_linklist_t tokenize_ops; /* gw_tokenize ops waiting for their worker's answer */
     int draining;
     int64_t drain_deadline_ms;
     h2o_accept_ctx_t accept_ctx;
@@ -114,6 +116,18 @@ void gw_server_destroy(gw_server *s);
 
 /* gw_server_request_id writes req's x-request-id when it is valid, else a new id. */
 void gw_server_request_id(gw_server *s, h2o_req_t *req, char *out, size_t cap);
+
+/* The server's handlers in gw_route's table (gw_route_fn; loop thread t only): the probes,
+ * /metrics and /v1/models. */
+struct gw_route;
+void gw_server_on_health(gw_thread *t, h2o_req_t *req, const struct gw_route *route,
+                         const char *rid, const gw_tenant *tenant);
+void gw_server_on_ready(gw_thread *t, h2o_req_t *req, const struct gw_route *route, const char *rid,
+                        const gw_tenant *tenant);
+void gw_server_on_metrics(gw_thread *t, h2o_req_t *req, const struct gw_route *route,
+                          const char *rid, const gw_tenant *tenant);
+void gw_server_on_models(gw_thread *t, h2o_req_t *req, const struct gw_route *route,
+                         const char *rid, const gw_tenant *tenant);
 
 /* Internal, for gw_call.c and gw_http.c (loop thread only). */
 int gw_thread_slot_alloc(gw_thread *t, gw_call *call, uint32_t choice, uint64_t *id_out);

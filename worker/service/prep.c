@@ -14,6 +14,7 @@
 
 #include "cm_clock.h"
 #include "constraint.h"
+#include "tokenize.h"
 #include "wire.h"
 
 #define PREP_MAX_THREADS 64
@@ -51,6 +52,7 @@ void wk_prepared_free(wk_prepared *p) {
         sluice__envelope__free_unpacked(p->env, NULL);
     free(p->ids);
     wk_grammar_unref(p->grammar);
+    wk_wire_buf_free(&p->reply);
     free(p);
 }
 
@@ -65,6 +67,11 @@ cm_err wk_prep_run(const wk_prep_ctx *ctx, wk_prepared *p) {
     if (atomic_load(&p->cancelled)) {
         p->rv = CM_ERR_CANCELLED;
         snprintf(p->err, sizeof p->err, "cancelled before it was prepared");
+        goto done;
+    }
+    /* 0. /tokenize, /detokenize: the answer is the whole job (nothing reaches the engine). */
+    if (p->env->msg_case == SLUICE__ENVELOPE__MSG_TOKENIZE) {
+        p->rv = wk_tokenize_run(&ctx->prompt, p->env->tokenize, &p->reply, p->err, sizeof p->err);
         goto done;
     }
     /* 1. The prompt: template, tokenization, context length (refused from the bytes when

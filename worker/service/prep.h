@@ -40,6 +40,7 @@
 #include "prompt.h"
 #include "sampler.h"
 #include "sluice.pb-c.h"
+#include "wire.h"
 
 struct wk_grammar;
 struct wk_grammar_cache;
@@ -60,7 +61,8 @@ typedef struct wk_prepared {
     uint32_t conn_id;
     uint64_t request_id;
     uint64_t random_seed;  /* used when the Submit carries no seed */
-    Sluice__Envelope *env; /* owned; env->submit is the request */
+    Sluice__Envelope *env; /* owned; env->submit is the request, or env->tokenize (an answer
+                              only: /tokenize, /detokenize; engine_id 0, never the engine's) */
     atomic_bool cancelled; /* set by wk_prepared_cancel: skip the work */
     /* result (set by wk_prep_run) */
     cm_err rv; /* CM_OK: ready for the engine; else the error for the gateway */
@@ -72,7 +74,8 @@ typedef struct wk_prepared {
      * wk_prepared_free), NULL when the request has none. Compiled in wk_prep_run right after
      * the prompt is built (see there); the engine takes its own reference at submit. */
     struct wk_grammar *grammar;
-    int64_t prep_ns; /* time wk_prep_run took */
+    int64_t prep_ns;   /* time wk_prep_run took */
+    wk_wire_buf reply; /* env->tokenize: the packed answer (CM_OK); owned */
 } wk_prepared;
 
 typedef struct wk_prep wk_prep;
@@ -92,7 +95,8 @@ void wk_prepared_free(wk_prepared *p);
 void wk_prepared_cancel(wk_prepared *p);
 
 /*
- * wk_prep_run prepares one request (pool threads; also callable directly, e.g. in tests):
+ * wk_prep_run prepares one request (pool threads; also callable directly, e.g. in tests);
+ * for a Tokenize it builds the answer instead (wk_tokenize_run into p->reply) and stops:
  * builds the prompt ids (template, tokenization, context check: a prompt that cannot fit is
  * refused from its bytes before tokenizing, see prompt.h) and the sampling parameters. All
  * per-request preparation lives here, in this order; a step added later (the structured-

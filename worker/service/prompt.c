@@ -91,8 +91,8 @@ static cm_err encode(const wk_prompt_ctx *ctx, const Sluice__Submit *s, const ch
     return CM_OK;
 }
 
-static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int32_t **ids_out,
-                         uint32_t *n_out, char *err, size_t errlen) {
+static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, const wk_prompt_opts *o,
+                         int32_t **ids_out, uint32_t *n_out, char *err, size_t errlen) {
     if (ctx->tmpl == NULL)
         return fail(CM_ERR_UNSUPPORTED, err, errlen,
                     "this worker has no chat template; send a raw prompt");
@@ -168,8 +168,8 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int3
     }
     size_t len = 0;
     char rerr[256] = "";
-    rv = wk_chat_render_tools(ctx->tmpl, msgs, s->n_messages, tools, n_tools, 1, rendered, cap,
-                              &len, rerr, sizeof rerr);
+    rv = wk_chat_render_tools(ctx->tmpl, msgs, s->n_messages, tools, n_tools,
+                              o->add_generation_prompt, rendered, cap, &len, rerr, sizeof rerr);
     if (rv != CM_OK) {
         fail(rv, err, errlen, "%s", rerr[0] ? rerr : "cannot render the chat template");
         free(rendered);
@@ -191,11 +191,18 @@ done:
 
 cm_err wk_prompt_build(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int32_t **ids_out,
                        uint32_t *n_out, char *err, size_t errlen) {
+    const wk_prompt_opts o = {.add_generation_prompt = true, .no_bos = false};
+    return wk_prompt_build_opts(ctx, s, &o, ids_out, n_out, err, errlen);
+}
+
+cm_err wk_prompt_build_opts(const wk_prompt_ctx *ctx, const Sluice__Submit *s,
+                            const wk_prompt_opts *o, int32_t **ids_out, uint32_t *n_out, char *err,
+                            size_t errlen) {
     *ids_out = NULL;
     *n_out = 0;
     cm_err rv;
     if (s->n_messages > 0) {
-        rv = build_chat(ctx, s, ids_out, n_out, err, errlen);
+        rv = build_chat(ctx, s, o, ids_out, n_out, err, errlen);
     } else if (s->prompt != NULL) {
         size_t len = strlen(s->prompt);
         if (len > ctx->max_prompt_bytes)
@@ -203,8 +210,8 @@ cm_err wk_prompt_build(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int32_
                         ctx->max_prompt_bytes);
         if (!wk_utf8_valid(s->prompt, len))
             return fail(CM_ERR_UTF8, err, errlen, "prompt is not valid UTF-8");
-        rv = encode(ctx, s, s->prompt, len, wk_tokenizer_add_bos(ctx->tok), false, ids_out, n_out,
-                    err, errlen);
+        rv = encode(ctx, s, s->prompt, len, wk_tokenizer_add_bos(ctx->tok) && !o->no_bos, false,
+                    ids_out, n_out, err, errlen);
     } else {
         uint32_t n_vocab = wk_tokenizer_n_vocab(ctx->tok);
         for (size_t i = 0; i < s->n_prompt_token_ids; i++) {

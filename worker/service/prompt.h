@@ -19,6 +19,7 @@
 #ifndef WK_PROMPT_H
 #define WK_PROMPT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,19 @@ typedef struct wk_prompt_ctx {
  */
 cm_err wk_prompt_build(const wk_prompt_ctx *ctx, const Sluice__Submit *s, int32_t **ids_out,
                        uint32_t *n_out, char *err, size_t errlen);
+
+/* Options of wk_prompt_build_opts (wk_prompt_build: add_generation_prompt, BOS as the model
+ * wants). */
+typedef struct wk_prompt_opts {
+    bool add_generation_prompt; /* chat: end with the assistant turn's opener */
+    bool no_bos;                /* raw prompt: no BOS even when the model adds one */
+} wk_prompt_opts;
+
+/* wk_prompt_build_opts is wk_prompt_build with options (/tokenize's add_generation_prompt and
+ * add_special_tokens); same errors and ownership. */
+cm_err wk_prompt_build_opts(const wk_prompt_ctx *ctx, const Sluice__Submit *s,
+                            const wk_prompt_opts *o, int32_t **ids_out, uint32_t *n_out, char *err,
+                            size_t errlen);
 
 /* wk_prompt_context_message writes the context-length error text. */
 void wk_prompt_context_message(uint32_t max_context, uint32_t prompt_tokens,

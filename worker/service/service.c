@@ -156,6 +156,28 @@ static void on_prep_ready(void *arg) {
 
 /* ---- transport callbacks (nng threads) ---- */
 
+/* A Tokenize goes straight to the preparation pool (nothing of it needs the engine thread's
+ * bookkeeping: no Cancel, no engine); the engine thread sends the answer (handle_prepared).
+ * Takes in->env. */
+static void push_tokenize(wk_service *s, uint32_t conn_id, wk_wire_in *in) {
+    wk_prepared *p = wk_prepared_new();
+    if (p != NULL) {
+        p->conn_id = conn_id;
+        p->request_id = in->request_id;
+        p->env = in->env;
+        if (wk_prep_push(s->prep, p) == CM_OK) {
+            in->env = NULL;
+            return;
+        }
+        p->env = NULL; /* still in's */
+        wk_prepared_free(p);
+    }
+    send_error(s, conn_id, in->request_id, CM_ERR_OVERLOADED,
+               "worker preparation queue is full; retry later or on another worker");
+    cm_series_inc(s->d.metrics->rejected_total);
+    wk_wire_in_free(in);
+}
+
 static void on_open(void *arg, uint32_t conn_id) {
     wk_service *s = arg;
     wk_cmd c = {.kind = WK_CMD_OPEN, .conn_id = conn_id, .received_ns = cm_clock_mono_ns()};
@@ -203,6 +225,9 @@ static void on_message(void *arg, uint32_t conn_id, const uint8_t *data, size_t 
         c.request_id = in.request_id;
         wk_wire_in_free(&in);
         break;
+    case WK_WIRE_TOKENIZE:
+        push_tokenize(s, conn_id, &in);
+        return;
     default:
         wk_wire_in_free(&in);
         return;
@@ -577,14 +602,52 @@ static req *find_req_by_engine_id(wk_service *s, uint64_t engine_id) {
     return NULL;
 }
 
-/* Takes what the pool finished: starts the ready ones, answers the refused ones, and frees
- * those whose request was cancelled or whose connection closed meanwhile. */
+/* Sends a Tokenize's answer (or its error) on its connection, unless that closed, and logs
+ * it like "request done" (with the trace id of a well-formed traceparent, else "-"). Takes p. */
+static void answer_tokenize(wk_service *s, wk_prepared *p) {
+    const Sluice__Tokenize *t = p->env->tokenize;
+    conn_state *cs = find_conn(s, p->conn_id);
+    cm_trace tr = {0};
+    char idbuf[24], ms[24], err[128];
+    const char *outcome = p->rv == CM_OK ? "answered" : p->err;
+    if (cs == NULL) {
+        outcome = "connection closed"; /* nobody to answer */
+    } else if (cs->refused) {
+        snprintf(err, sizeof err, "incompatible protocol version (this worker speaks %u)",
+                 WK_WIRE_PROTOCOL_VERSION);
+        send_error(s, p->conn_id, p->request_id, CM_ERR_PROTOCOL, err);
+        outcome = err;
+    } else if (p->rv != CM_OK) {
+        send_error(s, p->conn_id, p->request_id, p->rv, p->err);
+    } else {
+        wk_transport_send(s->transport, p->conn_id, p->reply.data, p->reply.len, WK_SEND_FINAL);
+    }
+    if (cs != NULL && (p->rv != CM_OK || cs->refused))
+        cm_series_inc(s->d.metrics->rejected_total);
+    if (t->traceparent == NULL ||
+        cm_trace_parse_parent(t->traceparent, strlen(t->traceparent), &tr) != CM_OK)
+        snprintf(tr.trace_id, sizeof tr.trace_id, "-");
+    snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)p->request_id);
+    snprintf(ms, sizeof ms, "%.2f", (double)p->prep_ns / 1e6);
+    cm_log(CM_LOG_INFO, t->gateway_request_id,
+           t->n_token_ids > 0 ? "detokenize done" : "tokenize done", "trace_id", tr.trace_id,
+           "request", idbuf, "outcome", outcome, "prep_ms", ms, NULL);
+    wk_prepared_free(p);
+}
+
+/* Takes what the pool finished: starts the ready ones, answers the refused ones and the
+ * Tokenize ones, and frees those whose request was cancelled or whose connection closed
+ * meanwhile. */
 static void handle_prepared(wk_service *s) {
     wk_prepared *list = wk_prep_pop_done(s->prep);
     while (list != NULL) {
         wk_prepared *p = list;
         list = p->next;
         p->next = NULL;
+        if (p->env->msg_case == SLUICE__ENVELOPE__MSG_TOKENIZE) {
+            answer_tokenize(s, p);
+            continue;
+        }
         req *r = find_req_by_engine_id(s, p->engine_id);
         if (r == NULL || r->prep != p) {
             wk_prepared_free(p); /* cancelled, closed or shut down: already answered */

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenize.h"
+
 void wk_wire_limits_init(wk_wire_limits *lim) {
     lim->max_message_bytes = 4u << 20;
     lim->max_prompt_bytes = 1u << 20;
@@ -115,8 +117,8 @@ static cm_err check_tools(const Sluice__Submit *s, const wk_wire_limits *lim, ch
     return CM_OK;
 }
 
-static cm_err check_submit(const Sluice__Submit *s, const wk_wire_limits *lim, char *err,
-                           size_t errlen) {
+cm_err wk_wire_check_submit(const Sluice__Submit *s, const wk_wire_limits *lim, char *err,
+                            size_t errlen) {
     int forms = (s->n_messages > 0) + (s->prompt != NULL) + (s->n_prompt_token_ids > 0);
     if (forms != 1)
         return fail(CM_ERR_INVALID, err, errlen,
@@ -198,7 +200,7 @@ cm_err wk_wire_decode(const void *data, size_t len, const wk_wire_limits *limits
             goto bad_oneof;
         out->has_request_id = true;
         out->request_id = env->submit->request_id;
-        rv = check_submit(env->submit, &lim, err, errlen);
+        rv = wk_wire_check_submit(env->submit, &lim, err, errlen);
         if (rv != CM_OK)
             goto fail;
         out->kind = WK_WIRE_SUBMIT;
@@ -209,6 +211,16 @@ cm_err wk_wire_decode(const void *data, size_t len, const wk_wire_limits *limits
         out->has_request_id = true;
         out->request_id = env->cancel->request_id;
         out->kind = WK_WIRE_CANCEL;
+        break;
+    case SLUICE__ENVELOPE__MSG_TOKENIZE:
+        if (env->tokenize == NULL)
+            goto bad_oneof;
+        out->has_request_id = true;
+        out->request_id = env->tokenize->request_id;
+        rv = wk_tokenize_check(env->tokenize, &lim, err, errlen);
+        if (rv != CM_OK)
+            goto fail;
+        out->kind = WK_WIRE_TOKENIZE;
         break;
     case SLUICE__ENVELOPE__MSG_EVENT:
     case SLUICE__ENVELOPE__MSG_STATS:

@@ -49,7 +49,8 @@ typedef enum wk_wire_kind {
     WK_WIRE_HELLO = 1,
     WK_WIRE_SUBMIT = 2,
     WK_WIRE_CANCEL = 3,
-    WK_WIRE_IGNORED = 4, /* a valid envelope a worker does not act on (Event, Stats, Drain) */
+    WK_WIRE_IGNORED = 4,  /* a valid envelope a worker does not act on (Event, Stats, Drain) */
+    WK_WIRE_TOKENIZE = 5, /* env->tokenize, checked by wk_tokenize_check */
 } wk_wire_kind;
 
 /* One decoded inbound message. env is owned: free with wk_wire_in_free. */
@@ -70,6 +71,11 @@ typedef struct wk_wire_in {
  */
 cm_err wk_wire_decode(const void *data, size_t len, const wk_wire_limits *lim, wk_wire_in *out,
                       char *err, size_t errlen);
+
+/* wk_wire_check_submit: the structural checks of a Submit (one prompt form, every size under
+ * lim) that wk_wire_decode runs; also used for a Tokenize's view as a Submit. */
+cm_err wk_wire_check_submit(const Sluice__Submit *s, const wk_wire_limits *lim, char *err,
+                            size_t errlen);
 
 /* wk_wire_in_free frees out->env (if any) and resets *in. */
 void wk_wire_in_free(wk_wire_in *in);
