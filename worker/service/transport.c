@@ -86,10 +86,10 @@ typedef struct conn {
     uint32_t tx_count; /* frames in fill and out */
     size_t tx_bytes;   /* bytes in fill and out */
     size_t tx_off;     /* bytes of out already written */
-    bool tx_busy;  /* a send is outstanding */
-    bool rx_busy;  /* a receive is outstanding */
-    bool opened;   /* on_open called */
-    bool active;   /* a complete message arrived: no longer silent */
+    bool tx_busy;      /* a send is outstanding */
+    bool rx_busy;      /* a receive is outstanding */
+    bool opened;       /* on_open called */
+    bool active;       /* a complete message arrived: no longer silent */
     bool closing;
     bool retired; /* handed to the reaper (exactly once) */
 } conn;
