@@ -36,8 +36,10 @@
 #define RX_FIRST_BYTES (64u << 10)
 /* A send buffer starts this big and doubles when a message does not fit; one that grew past
  * TX_KEEP_BYTES (a burst to a slow peer) is given back once it has drained, so an idle
- * connection holds at most 2 * TX_KEEP_BYTES. */
-#define TX_FIRST_BYTES (4u << 10)
+ * connection holds at most 2 * TX_KEEP_BYTES. 16 KiB holds what one write cycle usually
+ * gathers (a batch step's events for a few hundred streams, ~40 bytes each without
+ * logprobs), so a steady stream never grows it. */
+#define TX_FIRST_BYTES (16u << 10)
 #define TX_KEEP_BYTES (256u << 10)
 
 /* Framed messages back to back, [ipc type][8-byte length][hop count][payload] each. */
