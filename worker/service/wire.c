@@ -592,16 +592,8 @@ void wk_wire_enc_write(const void *enc, uint8_t *dst) {
 }
 
 /* The one-shot encoders: an encoder on the stack, its bytes in a malloc'd buffer. */
-static cm_err enc_to_buf(wk_wire_enc *enc, wk_wire_buf *out) {
-    /* +1 so an empty message still gets a non-NULL buffer. */
-    out->data = malloc(enc->len + 1);
-    if (out->data == NULL) {
-        out->len = 0;
-        return CM_ERR_NOMEM;
-    }
-    wk_wire_enc_write(enc, out->data);
-    out->len = enc->len;
-    return CM_OK;
+static cm_err enc_to_buf(const wk_wire_enc *enc, wk_wire_buf *out) {
+    return pack_envelope(&enc->env, out);
 }
 
 cm_err wk_wire_encode_error(uint64_t request_id, cm_err code, const char *message,
