@@ -32,11 +32,6 @@ typedef struct wk_backend_config {
     uint32_t max_blocks_per_seq; /* block table row length (>= ceil(n_ctx / block_tokens)) */
     int n_threads;               /* CPU: worker threads (0 = all cores) */
     int device;                  /* CUDA: device ordinal */
-    /* CPU: batches of at least this many tokens use OpenBLAS sgemm on dequantized weights
-     * (faster prefill, f32 activations) when built with OpenBLAS; a token's results then
-     * depend on the size of the batch it ran in. 0 (default) = never: every token takes the
-     * int8 path and its results are bit-identical whatever the batching or chunking. */
-    uint32_t cpu_blas_min_tokens;
 } wk_backend_config;
 
 /*

@@ -11,9 +11,8 @@
  * shares the step, whether its prefix came from the cache, and whether it was preempted and
  * recomputed (the RNG state and the generated tokens are kept). Outputs are therefore
  * bit-identical across those cases when the backend computes a token the same way whatever the
- * size of the batch. The CPU backend switches to f32 sgemm for steps of 48 tokens or more, so
- * there exactness holds for max_batch_tokens < 48, and otherwise up to rounding (a near tie in
- * greedy decoding can flip).
+ * size of the batch, as the CPU backend does (every token takes its int8 kernels, whatever the
+ * step size).
  */
 #include "engine.h"
 

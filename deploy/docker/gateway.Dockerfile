@@ -8,7 +8,7 @@ FROM ${DEBIAN_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config \
       libnng-dev libprotobuf-c-dev protobuf-c-compiler libh2o-dev libh2o-evloop-dev libuv1-dev \
-      libhiredis-dev libyaml-dev libcyaml-dev libjansson-dev libssl-dev libopenblas-dev \
+      libhiredis-dev libyaml-dev libcyaml-dev libjansson-dev libssl-dev \
       libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

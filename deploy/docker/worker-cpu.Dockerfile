@@ -8,7 +8,7 @@ FROM ${DEBIAN_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config \
       libnng-dev libprotobuf-c-dev protobuf-c-compiler libh2o-dev libh2o-evloop-dev libuv1-dev \
-      libhiredis-dev libyaml-dev libcyaml-dev libjansson-dev libssl-dev libopenblas-dev \
+      libhiredis-dev libyaml-dev libcyaml-dev libjansson-dev libssl-dev \
       libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -20,7 +20,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DSLUICE_CUDA=OFF -DBUILD_TE
 FROM ${DEBIAN_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libnng1 libprotobuf-c1 libhiredis0.14 \
-      libyaml-0-2 libcyaml1 libjansson4 libopenblas0-pthread curl ca-certificates tini \
+      libyaml-0-2 libcyaml1 libjansson4 curl ca-certificates tini \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sluice \
  && mkdir -p /models && chown 10001:10001 /models

@@ -21,7 +21,7 @@ ARG CUDA_ARCHITECTURES
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config \
       libnng-dev libprotobuf-c-dev protobuf-c-compiler libh2o-dev libh2o-evloop-dev libuv1-dev \
-      libhiredis-dev libyaml-dev libcyaml-dev libjansson-dev libssl-dev libopenblas-dev \
+      libhiredis-dev libyaml-dev libcyaml-dev libjansson-dev libssl-dev \
       libcurl4-openssl-dev \
       cuda-nvcc-${CUDA_APT} cuda-cudart-dev-${CUDA_APT} libcublas-dev-${CUDA_APT} \
  && rm -rf /var/lib/apt/lists/*
@@ -37,7 +37,7 @@ FROM cuda-repo AS runtime
 ARG CUDA_APT
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libnng1 libprotobuf-c1 libhiredis0.14 \
-      libyaml-0-2 libcyaml1 libjansson4 libopenblas0-pthread tini \
+      libyaml-0-2 libcyaml1 libjansson4 tini \
       cuda-cudart-${CUDA_APT} libcublas-${CUDA_APT} \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sluice \

@@ -74,6 +74,7 @@ struct wk_service {
     uint64_t next_engine_id;
     uint64_t rng;
     bool have_congested;
+    wk_wire_enc enc; /* events are built here and packed into the connection's buffer */
     int64_t last_stats_ms;
     wk_engine_stats last_es;
 
@@ -97,11 +98,15 @@ static uint64_t next_rand(wk_service *s) {
 
 static void send_error(wk_service *s, uint32_t conn_id, uint64_t request_id, cm_err code,
                        const char *msg) {
-    wk_wire_buf b;
-    if (wk_wire_encode_error(request_id, code, msg, &b) != CM_OK)
-        return;
-    wk_transport_send(s->transport, conn_id, b.data, b.len, WK_SEND_FINAL);
-    wk_wire_buf_free(&b);
+    /* Any thread: an encoder of its own on the stack (an Error needs no scratch). */
+    wk_wire_enc enc;
+    wk_wire_enc_init(&enc);
+    if (wk_wire_enc_error(&enc, request_id, code, msg) == CM_OK) {
+        wk_transport_payload p = {
+            .len = wk_wire_enc_len(&enc), .write = wk_wire_enc_write, .arg = &enc};
+        wk_transport_send_payload(s->transport, conn_id, &p, WK_SEND_FINAL);
+    }
+    wk_wire_enc_fini(&enc);
 }
 
 static conn_state *find_conn(wk_service *s, uint32_t id) {
@@ -248,26 +253,31 @@ static void on_message(void *arg, uint32_t conn_id, const uint8_t *data, size_t 
 
 /* ---- engine events (engine thread, inside wk_engine_step) ---- */
 
+/* Queues the event built last in s->enc for conn_id (engine thread). */
+static cm_err send_enc(wk_service *s, uint32_t conn_id, wk_send_class cls) {
+    wk_transport_payload p = {
+        .len = wk_wire_enc_len(&s->enc), .write = wk_wire_enc_write, .arg = &s->enc};
+    return wk_transport_send_payload(s->transport, conn_id, &p, cls);
+}
+
 /* A Tokens event of a request with tools: text goes through the tool-call parser, the wire
- * event carries the plain content left and the tool-call deltas. */
-static cm_err encode_parsed(req *r, const wk_event *ev, const char *text, size_t len,
-                            const wk_tokenizer *tok, wk_wire_buf *out) {
-    cm_err rv = wk_tool_parser_feed(r->tools, text != NULL ? text : "", len);
+ * event carries the plain content left and the tool-call deltas (built in s->enc). */
+static cm_err encode_parsed(wk_service *s, req *r, const wk_event *ev) {
+    cm_err rv = wk_tool_parser_feed(r->tools, ev->text != NULL ? ev->text : "", ev->text_len);
     if (rv != CM_OK)
         cm_logf(CM_LOG_WARN, r->log_id[0] ? r->log_id : NULL, "tool-call parser: %s",
                 cm_strerror(rv));
     wk_event pe = *ev;
     pe.text = cm_buf_cstr(&r->tools->content);
     pe.text_len = r->tools->content.len;
-    return wk_wire_encode_event_tools(&pe, r->request_id, tok, r->tools->deltas, r->tools->n_deltas,
-                                      false, out);
+    return wk_wire_enc_event(&s->enc, &pe, r->request_id, s->d.tok, r->tools->deltas,
+                             r->tools->n_deltas, false);
 }
 
 /* The last events of a request with tools: what the final text and the parser still hold go
  * out as a Tokens event, then Finished (TOOL_CALLS when calls were made and nothing cut them). */
 static void finish_parsed(wk_service *s, req *r, const wk_event *ev) {
     wk_event te = {.kind = WK_EVENT_TOKENS, .request_id = ev->request_id, .user = ev->user};
-    wk_wire_buf b;
     for (int pass = 0; pass < 2; pass++) {
         cm_err rv = pass == 0 ? wk_tool_parser_feed(r->tools, ev->text ? ev->text : "",
                                                     ev->text != NULL ? ev->text_len : 0)
@@ -276,20 +286,16 @@ static void finish_parsed(wk_service *s, req *r, const wk_event *ev) {
             continue;
         te.text = cm_buf_cstr(&r->tools->content);
         te.text_len = r->tools->content.len;
-        if (wk_wire_encode_event_tools(&te, r->request_id, s->d.tok, r->tools->deltas,
-                                       r->tools->n_deltas, false, &b) == CM_OK) {
-            wk_transport_send(s->transport, r->conn_id, b.data, b.len, WK_SEND_NORMAL);
-            wk_wire_buf_free(&b);
-        }
+        if (wk_wire_enc_event(&s->enc, &te, r->request_id, s->d.tok, r->tools->deltas,
+                              r->tools->n_deltas, false) == CM_OK)
+            send_enc(s, r->conn_id, WK_SEND_NORMAL);
     }
     wk_event fe = *ev;
     fe.text = NULL;
     fe.text_len = 0;
     bool calls = wk_tool_parser_n_calls(r->tools) > 0 && ev->finish_reason == WK_FINISH_STOP;
-    if (wk_wire_encode_event_tools(&fe, r->request_id, s->d.tok, NULL, 0, calls, &b) == CM_OK) {
-        wk_transport_send(s->transport, r->conn_id, b.data, b.len, WK_SEND_FINAL);
-        wk_wire_buf_free(&b);
-    }
+    if (wk_wire_enc_event(&s->enc, &fe, r->request_id, s->d.tok, NULL, 0, calls) == CM_OK)
+        send_enc(s, r->conn_id, WK_SEND_FINAL);
 }
 
 static void on_event(const wk_event *ev, void *cb_arg) {
@@ -305,13 +311,12 @@ static void on_event(const wk_event *ev, void *cb_arg) {
         r->last_token_ns = now;
         if (r->silent || r->congested)
             return;
-        wk_wire_buf b;
-        cm_err rv = r->tools != NULL ? encode_parsed(r, ev, ev->text, ev->text_len, s->d.tok, &b)
-                                     : wk_wire_encode_event(ev, r->request_id, s->d.tok, &b);
+        cm_err rv = r->tools != NULL
+                        ? encode_parsed(s, r, ev)
+                        : wk_wire_enc_event(&s->enc, ev, r->request_id, s->d.tok, NULL, 0, false);
         if (rv != CM_OK)
             return;
-        rv = wk_transport_send(s->transport, r->conn_id, b.data, b.len, WK_SEND_NORMAL);
-        wk_wire_buf_free(&b);
+        rv = send_enc(s, r->conn_id, WK_SEND_NORMAL);
         if (rv == CM_ERR_OVERLOADED) {
             /* The gateway does not read fast enough; cancelling is the only bounded answer.
              * The cancel itself must wait until the step returns (no engine calls here). */
@@ -350,11 +355,8 @@ static void on_event(const wk_event *ev, void *cb_arg) {
         } else if (r->tools != NULL && ev->kind == WK_EVENT_FINISHED) {
             finish_parsed(s, r, ev);
         } else {
-            wk_wire_buf b;
-            if (wk_wire_encode_event(ev, r->request_id, s->d.tok, &b) == CM_OK) {
-                wk_transport_send(s->transport, r->conn_id, b.data, b.len, WK_SEND_FINAL);
-                wk_wire_buf_free(&b);
-            }
+            if (wk_wire_enc_event(&s->enc, ev, r->request_id, s->d.tok, NULL, 0, false) == CM_OK)
+                send_enc(s, r->conn_id, WK_SEND_FINAL);
         }
     }
     {
@@ -874,6 +876,7 @@ cm_err wk_service_create(const wk_service_deps *deps, wk_service **out, char *er
     wk_service *s = calloc(1, sizeof *s);
     if (s == NULL)
         return CM_ERR_NOMEM;
+    wk_wire_enc_init(&s->enc);
     s->d = *deps;
     const wk_worker_config *cfg = deps->cfg;
     pthread_mutex_init(&s->status_mtx, NULL);
@@ -1032,6 +1035,7 @@ void wk_service_destroy(wk_service *s) {
         s->conns = c->next;
         free(c);
     }
+    wk_wire_enc_fini(&s->enc);
     pthread_cond_destroy(&s->status_cond);
     pthread_mutex_destroy(&s->status_mtx);
     free(s);

@@ -34,12 +34,21 @@
 /* A body buffer starts at most this big and doubles as bytes arrive, so a frame's announced
  * length costs memory only once the bytes are there. */
 #define RX_FIRST_BYTES (64u << 10)
+/* A send buffer starts this big and doubles when a message does not fit; one that grew past
+ * TX_KEEP_BYTES (a burst to a slow peer) is given back once it has drained, so an idle
+ * connection holds at most 2 * TX_KEEP_BYTES. 16 KiB holds what one write cycle usually
+ * gathers (a batch step's events for a few hundred streams, ~40 bytes each without
+ * logprobs), so a steady stream never grows it. */
+#define TX_FIRST_BYTES (16u << 10)
+#define TX_KEEP_BYTES (256u << 10)
 
-typedef struct frame {
-    struct frame *next;
-    size_t len;
-    uint8_t data[];
-} frame;
+/* Framed messages back to back, [ipc type][8-byte length][hop count][payload] each. */
+typedef struct txbuf {
+    uint8_t *data;
+    size_t len; /* bytes of whole frames */
+    size_t cap;
+    uint32_t msgs; /* frames in data */
+} txbuf;
 
 typedef enum rx_state {
     RX_HANDSHAKE = 0,
@@ -70,15 +79,19 @@ typedef struct conn {
     int64_t frame_start_ms; /* first byte of the frame being received; 0 between frames */
     int64_t tx_since_ms;    /* the outstanding send started or last made progress */
     size_t rx_charged;      /* bytes charged to t->partial_bytes */
-    frame *tx_head;
-    frame *tx_tail;
-    uint32_t tx_count;
-    size_t tx_bytes;
-    size_t tx_off; /* bytes of tx_head already written */
-    bool tx_busy;  /* a send is outstanding */
-    bool rx_busy;  /* a receive is outstanding */
-    bool opened;   /* on_open called */
-    bool active;   /* a complete message arrived: no longer silent */
+    /* Two buffers, swapped: senders append frames to fill while nng writes out, which
+     * holds a pointer into it, so only fill may move (realloc). When out has gone to the
+     * kernel entirely and fill is not empty, they swap: a write carries every frame queued
+     * meanwhile, and neither buffer is allocated again once it has grown to the traffic. */
+    txbuf fill;
+    txbuf out;
+    uint32_t tx_count; /* frames in fill and out */
+    size_t tx_bytes;   /* bytes in fill and out */
+    size_t tx_off;     /* bytes of out already written */
+    bool tx_busy;      /* a send is outstanding */
+    bool rx_busy;      /* a receive is outstanding */
+    bool opened;       /* on_open called */
+    bool active;       /* a complete message arrived: no longer silent */
     bool closing;
     bool retired; /* handed to the reaper (exactly once) */
 } conn;
@@ -207,12 +220,8 @@ static void conn_free(conn *c) {
         nng_aio_free(c->tx_aio);
     if (c->stream != NULL)
         nng_stream_free(c->stream);
-    frame *f = c->tx_head;
-    while (f != NULL) {
-        frame *n = f->next;
-        free(f);
-        f = n;
-    }
+    free(c->fill.data);
+    free(c->out.data);
     free(c->body);
     free(c);
 }
@@ -313,18 +322,47 @@ static void *reaper_main(void *arg) {
 
 /* ---- sending ---- */
 
-/* Starts writing the head frame if idle. t->mtx held. */
+/* Starts writing if idle: what is left of out, else fill (swapped in). t->mtx held. */
 static void tx_kick_locked(conn *c) {
-    if (c->tx_busy || c->closing || c->tx_head == NULL)
+    if (c->tx_busy || c->closing)
         return;
-    frame *f = c->tx_head;
-    nng_iov iov = {.iov_buf = f->data + c->tx_off, .iov_len = f->len - c->tx_off};
+    if (c->tx_off == c->out.len) {
+        if (c->fill.len == 0)
+            return;
+        txbuf drained = c->out;
+        c->out = c->fill;
+        c->fill = drained;
+        c->fill.len = 0;
+        c->fill.msgs = 0;
+        c->tx_off = 0;
+    }
+    nng_iov iov = {.iov_buf = c->out.data + c->tx_off, .iov_len = c->out.len - c->tx_off};
     nng_aio_set_iov(c->tx_aio, 1, &iov);
     c->tx_busy = true;
     c->tx_since_ms = cm_clock_mono_ms();
     /* nng completes aios through its task queue, never inside this call, so holding the
      * mutex here cannot deadlock with tx_cb. */
     nng_stream_send(c->stream, c->tx_aio);
+}
+
+/* out has gone to the kernel: account for its frames and empty it (giving back a buffer a
+ * burst made big). t->mtx held. */
+static void tx_out_done_locked(conn *c) {
+    wk_transport *t = c->t;
+    c->tx_count -= c->out.msgs;
+    c->tx_bytes -= c->out.len;
+    t->stats.queued_messages -= c->out.msgs;
+    t->stats.messages_out_total += c->out.msgs;
+    c->out.len = 0;
+    c->out.msgs = 0;
+    c->tx_off = 0;
+    if (c->out.cap > TX_KEEP_BYTES) {
+        free(c->out.data);
+        c->out.data = NULL;
+        c->out.cap = 0;
+    }
+    if (c->fill.len == 0)
+        pthread_cond_broadcast(&t->cond);
 }
 
 static void tx_cb(void *arg) {
@@ -341,56 +379,51 @@ static void tx_cb(void *arg) {
         return;
     }
     c->tx_off += n;
-    frame *f = c->tx_head;
-    if (f != NULL && c->tx_off >= f->len) {
-        c->tx_head = f->next;
-        if (c->tx_head == NULL)
-            c->tx_tail = NULL;
-        c->tx_count--;
-        c->tx_bytes -= f->len;
-        c->tx_off = 0;
-        t->stats.queued_messages--;
-        t->stats.messages_out_total++;
-        free(f);
-        if (c->tx_head == NULL)
-            pthread_cond_broadcast(&t->cond);
-    }
+    if (c->tx_off >= c->out.len)
+        tx_out_done_locked(c);
     tx_kick_locked(c);
     pthread_mutex_unlock(&t->mtx);
 }
 
-/* Appends f to c's queue and kicks the writer. t->mtx held. */
-static void enqueue_locked(conn *c, frame *f) {
-    f->next = NULL;
-    if (c->tx_tail != NULL)
-        c->tx_tail->next = f;
-    else
-        c->tx_head = f;
-    c->tx_tail = f;
-    c->tx_count++;
-    c->tx_bytes += f->len;
-    c->t->stats.queued_messages++;
-    tx_kick_locked(c);
+static size_t frame_header_bytes(const wk_transport *t) {
+    return (t->ipc ? 1u : 0u) + 8u + HOP_BYTES;
 }
 
-static frame *make_frame(const wk_transport *t, const void *data, size_t len) {
-    size_t hdr = (t->ipc ? 1u : 0u) + 8u;
-    frame *f = malloc(sizeof *f + hdr + HOP_BYTES + len);
-    if (f == NULL)
-        return NULL;
-    uint8_t *p = f->data;
+/* Appends one frame of len payload bytes, written by p, to c's fill buffer (growing it when
+ * needed) and kicks the writer. false when the buffer cannot grow (nothing queued). t->mtx
+ * held. */
+static bool enqueue_locked(conn *c, const wk_transport_payload *p) {
+    wk_transport *t = c->t;
+    size_t flen = frame_header_bytes(t) + p->len;
+    txbuf *b = &c->fill;
+    if (b->cap - b->len < flen) {
+        size_t cap = b->cap > 0 ? b->cap : TX_FIRST_BYTES;
+        while (cap - b->len < flen)
+            cap *= 2;
+        uint8_t *d = realloc(b->data, cap);
+        if (d == NULL)
+            return false;
+        b->data = d;
+        b->cap = cap;
+    }
+    uint8_t *w = b->data + b->len;
     if (t->ipc)
-        *p++ = 1; /* message type: data */
-    put_be64(p, HOP_BYTES + len);
-    p += 8;
+        *w++ = 1; /* message type: data */
+    put_be64(w, HOP_BYTES + p->len);
+    w += 8;
     /* pair1 header: hop count 1 (we are the first hop). */
-    p[0] = p[1] = p[2] = 0;
-    p[3] = 1;
-    p += HOP_BYTES;
-    if (len > 0)
-        memcpy(p, data, len);
-    f->len = hdr + HOP_BYTES + len;
-    return f;
+    w[0] = w[1] = w[2] = 0;
+    w[3] = 1;
+    w += HOP_BYTES;
+    if (p->len > 0)
+        p->write(p->arg, w);
+    b->len += flen;
+    b->msgs++;
+    c->tx_count++;
+    c->tx_bytes += flen;
+    t->stats.queued_messages++;
+    tx_kick_locked(c);
+    return true;
 }
 
 static bool queue_admits(const wk_transport *t, const conn *c, size_t flen, wk_send_class cls) {
@@ -414,43 +447,56 @@ static conn *find_locked(wk_transport *t, uint32_t id) {
     return NULL;
 }
 
-cm_err wk_transport_send(wk_transport *t, uint32_t conn_id, const void *data, size_t len,
-                         wk_send_class cls) {
-    frame *f = make_frame(t, data, len);
-    if (f == NULL)
-        return CM_ERR_NOMEM;
+cm_err wk_transport_send_payload(wk_transport *t, uint32_t conn_id, const wk_transport_payload *p,
+                                 wk_send_class cls) {
     pthread_mutex_lock(&t->mtx);
     conn *c = find_locked(t, conn_id);
     cm_err rv = CM_OK;
     if (c == NULL || c->closing || !c->opened) {
         rv = CM_ERR_NOT_FOUND;
-    } else if (!queue_admits(t, c, f->len, cls)) {
+    } else if (!queue_admits(t, c, frame_header_bytes(t) + p->len, cls)) {
         t->stats.send_refused_total++;
         rv = CM_ERR_OVERLOADED;
-    } else {
-        enqueue_locked(c, f);
-        f = NULL;
+    } else if (!enqueue_locked(c, p)) {
+        rv = CM_ERR_NOMEM;
     }
     pthread_mutex_unlock(&t->mtx);
-    free(f);
     return rv;
 }
 
+/* The payload writer for plain bytes: arg is a bytes_arg. */
+typedef struct bytes_arg {
+    const void *data;
+    size_t len;
+} bytes_arg;
+
+static void write_bytes(const void *arg, uint8_t *dst) {
+    const bytes_arg *b = arg;
+    memcpy(dst, b->data, b->len);
+}
+
+cm_err wk_transport_send(wk_transport *t, uint32_t conn_id, const void *data, size_t len,
+                         wk_send_class cls) {
+    bytes_arg b = {.data = data, .len = len};
+    wk_transport_payload p = {.len = len, .write = write_bytes, .arg = &b};
+    return wk_transport_send_payload(t, conn_id, &p, cls);
+}
+
 uint32_t wk_transport_broadcast(wk_transport *t, const void *data, size_t len, wk_send_class cls) {
+    bytes_arg b = {.data = data, .len = len};
+    wk_transport_payload p = {.len = len, .write = write_bytes, .arg = &b};
+    size_t flen = frame_header_bytes(t) + len;
     uint32_t sent = 0;
     pthread_mutex_lock(&t->mtx);
     for (conn *c = t->conns; c != NULL; c = c->next) {
         if (c->closing || !c->opened)
             continue;
-        frame *f = make_frame(t, data, len);
-        if (f == NULL)
-            break;
-        if (!queue_admits(t, c, f->len, cls)) {
+        if (!queue_admits(t, c, flen, cls)) {
             t->stats.send_refused_total++;
-            free(f);
             continue;
         }
-        enqueue_locked(c, f);
+        if (!enqueue_locked(c, &p))
+            break;
         sent++;
     }
     pthread_mutex_unlock(&t->mtx);
@@ -673,7 +719,8 @@ static void accept_cb(void *arg) {
     }
     nng_stream *s = nng_aio_get_output(t->accept_aio, 0);
     conn *c = calloc(1, sizeof *c);
-    frame *hs = malloc(sizeof *hs + 8);
+    /* The send buffer starts with the handshake in it. */
+    uint8_t *hs = malloc(TX_FIRST_BYTES);
     pthread_mutex_lock(&t->mtx);
     bool refuse = t->stopping || c == NULL || hs == NULL;
     if (!refuse && t->n_conns - t->n_closing >= t->cfg.max_connections) {
@@ -713,9 +760,8 @@ static void accept_cb(void *arg) {
     } else {
         c->t = t;
         c->stream = s;
-        hs->len = 8;
         const uint8_t hello[8] = {0, 'S', 'P', 0, 0, SP_PROTO_PAIR1, 0, 0};
-        memcpy(hs->data, hello, 8);
+        memcpy(hs, hello, 8);
         pthread_mutex_lock(&t->mtx);
         c->id = ++t->next_id;
         c->accepted_ms = cm_clock_mono_ms();
@@ -725,11 +771,10 @@ static void accept_cb(void *arg) {
         t->n_conns++;
         c->rx_busy = true;
         c->rx = RX_HANDSHAKE;
-        /* The handshake goes out at once; it is not counted as a queued message. */
-        hs->next = NULL;
-        c->tx_head = c->tx_tail = hs;
+        /* The handshake goes out at once, counted as one queued message. */
+        c->fill = (txbuf){.data = hs, .len = 8, .cap = TX_FIRST_BYTES, .msgs = 1};
         c->tx_count = 1;
-        c->tx_bytes = hs->len;
+        c->tx_bytes = 8;
         t->stats.queued_messages++;
         tx_kick_locked(c);
         pthread_mutex_unlock(&t->mtx);
@@ -838,7 +883,7 @@ bool wk_transport_flush(wk_transport *t, int timeout_ms) {
     for (;;) {
         empty = true;
         for (conn *c = t->conns; c != NULL; c = c->next)
-            if (!c->closing && c->tx_head != NULL)
+            if (!c->closing && c->tx_count > 0)
                 empty = false;
         int64_t now = cm_clock_mono_ms();
         if (empty || now >= deadline)

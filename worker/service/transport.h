@@ -117,9 +117,27 @@ cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
 /* wk_transport_bound_port: the TCP port actually bound (useful with port 0); 0 for ipc. */
 int wk_transport_bound_port(const wk_transport *t);
 
-/* wk_transport_send queues a copy of len payload bytes for conn_id. CM_ERR_NOT_FOUND: no such
- * connection (closed); CM_ERR_OVERLOADED: refused by the queue bound (see wk_send_class);
- * CM_ERR_NOMEM. Messages to one connection go out in the order they were queued. */
+/*
+ * A message written straight into a connection's send buffer: exactly len bytes, produced by
+ * write(arg, dst) at dst. Each connection appends frames to one reused buffer (swapped with
+ * the one being written out), so queueing a message copies nothing else and allocates only
+ * while the buffer grows to the connection's traffic. write runs under the transport's lock:
+ * it must be quick, must not block and must not call wk_transport.
+ */
+typedef struct wk_transport_payload {
+    size_t len;
+    void (*write)(const void *arg, uint8_t *dst);
+    const void *arg;
+} wk_transport_payload;
+
+/* wk_transport_send_payload queues p's message for conn_id (p->write is called once, before
+ * this returns, or not at all on failure). CM_ERR_NOT_FOUND: no such connection (closed);
+ * CM_ERR_OVERLOADED: refused by the queue bound (see wk_send_class); CM_ERR_NOMEM. Messages
+ * to one connection go out in the order they were queued. */
+cm_err wk_transport_send_payload(wk_transport *t, uint32_t conn_id, const wk_transport_payload *p,
+                                 wk_send_class cls);
+
+/* wk_transport_send is wk_transport_send_payload for len bytes at data (copied). */
 cm_err wk_transport_send(wk_transport *t, uint32_t conn_id, const void *data, size_t len,
                          wk_send_class cls);
 

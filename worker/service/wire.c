@@ -353,21 +353,6 @@ cm_err wk_wire_encode_drain(uint32_t timeout_ms, wk_wire_buf *out) {
     return pack_envelope(&env, out);
 }
 
-cm_err wk_wire_encode_error(uint64_t request_id, cm_err code, const char *message,
-                            wk_wire_buf *out) {
-    Sluice__Error e = SLUICE__ERROR__INIT;
-    e.code = (uint32_t)code;
-    e.message = (char *)(message != NULL ? message : cm_strerror(code));
-    Sluice__Event ev = SLUICE__EVENT__INIT;
-    ev.request_id = request_id;
-    ev.kind_case = SLUICE__EVENT__KIND_ERROR;
-    ev.error = &e;
-    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
-    env.msg_case = SLUICE__ENVELOPE__MSG_EVENT;
-    env.event = &ev;
-    return pack_envelope(&env, out);
-}
-
 static Sluice__FinishReason map_reason(wk_finish_reason r) {
     switch (r) {
     case WK_FINISH_STOP:
@@ -396,66 +381,113 @@ static void set_piece(const wk_tokenizer *tok, int32_t id, protobuf_c_boolean *h
     text->len = n;
 }
 
-/* Tokens with logprobs: one TokenLogprob per token, each with its alternatives. All the
- * sub-messages live in one scratch allocation freed after packing. */
-static cm_err encode_tokens(const wk_event *ev, uint64_t request_id, const wk_tokenizer *tok,
-                            const wk_wire_tool_delta *deltas, size_t n_deltas, wk_wire_buf *out) {
+void wk_wire_enc_init(wk_wire_enc *enc) {
+    memset(enc, 0, sizeof *enc);
+}
+
+void wk_wire_enc_fini(wk_wire_enc *enc) {
+    free(enc->scratch);
+    memset(enc, 0, sizeof *enc);
+}
+
+/* Scratch layout of a Tokens event, each part aligned: text, deltas, delta pointers,
+ * argument strings, logprobs, logprob pointers, alternatives, alternative pointers. */
+#define SCRATCH_ALIGN 16u
+
+static size_t align_up(size_t n) {
+    return (n + SCRATCH_ALIGN - 1) & ~(size_t)(SCRATCH_ALIGN - 1);
+}
+
+/* Takes n bytes of the scratch (sized beforehand by need_scratch). */
+static void *take(wk_wire_enc *enc, size_t *used, size_t n) {
+    void *p = enc->scratch + *used;
+    *used += align_up(n);
+    return p;
+}
+
+/* Makes the scratch hold at least n bytes. Grows only (to the largest event seen), so in a
+ * steady stream of events it allocates nothing. */
+static cm_err need_scratch(wk_wire_enc *enc, size_t n) {
+    if (n <= enc->scratch_cap)
+        return CM_OK;
+    size_t cap = enc->scratch_cap > 0 ? enc->scratch_cap : 1024;
+    while (cap < n)
+        cap *= 2;
+    /* Nothing in the scratch is in use between events: no realloc copy needed. */
+    uint8_t *p = malloc(cap);
+    if (p == NULL)
+        return CM_ERR_NOMEM;
+    free(enc->scratch);
+    enc->scratch = p;
+    enc->scratch_cap = cap;
+    return CM_OK;
+}
+
+/* The generated struct wants NUL-terminated strings; engine text is a (pointer, length). */
+static char *copy_str(wk_wire_enc *enc, size_t *used, const char *s, size_t len) {
+    char *p = take(enc, used, len + 1);
+    if (len > 0)
+        memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+/* Points the envelope at enc->event and measures it. */
+static void seal(wk_wire_enc *enc) {
+    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+    env.msg_case = SLUICE__ENVELOPE__MSG_EVENT;
+    env.event = &enc->event;
+    enc->env = env;
+    enc->len = sluice__envelope__get_packed_size(&enc->env);
+}
+
+/* Tokens: text, tool-call deltas and logprobs (one TokenLogprob per token, each with its
+ * alternatives), every sub-message and string copy in the scratch. */
+static cm_err build_tokens(wk_wire_enc *enc, const wk_event *ev, const wk_tokenizer *tok,
+                           const wk_wire_tool_delta *deltas, size_t n_deltas) {
+    size_t n_lp = ev->logprobs != NULL ? ev->n_tokens : 0;
+    size_t need = align_up(ev->text_len + 1);
+    if (n_deltas > 0) {
+        need += align_up(n_deltas * sizeof(Sluice__ToolCallDelta)) +
+                align_up(n_deltas * sizeof(Sluice__ToolCallDelta *));
+        for (size_t i = 0; i < n_deltas; i++)
+            need += align_up(deltas[i].arguments_len + 1);
+    }
+    if (n_lp > 0)
+        need += align_up(n_lp * sizeof(Sluice__TokenLogprob)) +
+                align_up(n_lp * sizeof(Sluice__TokenLogprob *)) +
+                align_up(n_lp * WK_MAX_TOP_LOGPROBS * sizeof(Sluice__TopLogprob)) +
+                align_up(n_lp * WK_MAX_TOP_LOGPROBS * sizeof(Sluice__TopLogprob *));
+    cm_err rv = need_scratch(enc, need);
+    if (rv != CM_OK)
+        return rv;
+    size_t used = 0;
     Sluice__Tokens t = SLUICE__TOKENS__INIT;
-    Sluice__ToolCallDelta *tds = NULL;
-    Sluice__ToolCallDelta **td_ptrs = NULL;
-    char *args = NULL;
     t.n_token_ids = ev->n_tokens;
     t.token_ids = (int32_t *)ev->token_ids;
-    /* The generated struct wants a mutable char*; text is NUL-terminated by us below. */
-    char *text = malloc(ev->text_len + 1);
-    if (text == NULL)
-        return CM_ERR_NOMEM;
-    if (ev->text_len > 0)
-        memcpy(text, ev->text, ev->text_len);
-    text[ev->text_len] = '\0';
-    t.text = text;
-
-    Sluice__TokenLogprob *lps = NULL;
-    Sluice__TokenLogprob **lp_ptrs = NULL;
-    Sluice__TopLogprob *tops = NULL;
-    Sluice__TopLogprob **top_ptrs = NULL;
-    cm_err rv = CM_ERR_NOMEM;
+    t.text = copy_str(enc, &used, ev->text, ev->text_len);
     if (n_deltas > 0) {
-        /* Argument fragments are not NUL-terminated: copied into one block, each ended. */
-        size_t total = 0;
-        for (size_t i = 0; i < n_deltas; i++)
-            total += deltas[i].arguments_len + 1;
-        tds = calloc(n_deltas, sizeof *tds);
-        td_ptrs = calloc(n_deltas, sizeof *td_ptrs);
-        args = malloc(total);
-        if (tds == NULL || td_ptrs == NULL || args == NULL)
-            goto done;
-        char *p = args;
+        Sluice__ToolCallDelta *tds = take(enc, &used, n_deltas * sizeof *tds);
+        Sluice__ToolCallDelta **td_ptrs = take(enc, &used, n_deltas * sizeof *td_ptrs);
         for (size_t i = 0; i < n_deltas; i++) {
             Sluice__ToolCallDelta init = SLUICE__TOOL_CALL_DELTA__INIT;
             tds[i] = init;
             tds[i].index = deltas[i].index;
             tds[i].id = (char *)deltas[i].id;
             tds[i].name = (char *)deltas[i].name;
-            if (deltas[i].arguments_len > 0)
-                memcpy(p, deltas[i].arguments, deltas[i].arguments_len);
-            p[deltas[i].arguments_len] = '\0';
-            tds[i].arguments = p;
-            p += deltas[i].arguments_len + 1;
+            tds[i].arguments = copy_str(enc, &used, deltas[i].arguments, deltas[i].arguments_len);
             td_ptrs[i] = &tds[i];
         }
         t.n_tool_calls = n_deltas;
         t.tool_calls = td_ptrs;
     }
-    if (ev->logprobs != NULL && ev->n_tokens > 0) {
-        size_t n = ev->n_tokens;
-        lps = calloc(n, sizeof *lps);
-        lp_ptrs = calloc(n, sizeof *lp_ptrs);
-        tops = calloc(n * WK_MAX_TOP_LOGPROBS, sizeof *tops);
-        top_ptrs = calloc(n * WK_MAX_TOP_LOGPROBS, sizeof *top_ptrs);
-        if (lps == NULL || lp_ptrs == NULL || tops == NULL || top_ptrs == NULL)
-            goto done;
-        for (size_t i = 0; i < n; i++) {
+    if (n_lp > 0) {
+        Sluice__TokenLogprob *lps = take(enc, &used, n_lp * sizeof *lps);
+        Sluice__TokenLogprob **lp_ptrs = take(enc, &used, n_lp * sizeof *lp_ptrs);
+        Sluice__TopLogprob *tops = take(enc, &used, n_lp * WK_MAX_TOP_LOGPROBS * sizeof *tops);
+        Sluice__TopLogprob **top_ptrs =
+            take(enc, &used, n_lp * WK_MAX_TOP_LOGPROBS * sizeof *top_ptrs);
+        for (size_t i = 0; i < n_lp; i++) {
             const wk_sample_result *r = &ev->logprobs[i];
             Sluice__TokenLogprob init = SLUICE__TOKEN_LOGPROB__INIT;
             lps[i] = init;
@@ -477,26 +509,113 @@ static cm_err encode_tokens(const wk_event *ev, uint64_t request_id, const wk_to
             lps[i].top = row;
             lp_ptrs[i] = &lps[i];
         }
-        t.n_logprobs = n;
+        t.n_logprobs = n_lp;
         t.logprobs = lp_ptrs;
     }
+    enc->tokens = t;
+    enc->event.kind_case = SLUICE__EVENT__KIND_TOKENS;
+    enc->event.tokens = &enc->tokens;
+    return CM_OK;
+}
+
+static cm_err build_finished(wk_wire_enc *enc, const wk_event *ev, bool tool_calls_finish) {
+    Sluice__Usage u = SLUICE__USAGE__INIT;
+    u.prompt_tokens = ev->usage.prompt_tokens;
+    u.completion_tokens = ev->usage.completion_tokens;
+    u.has_cached_prompt_tokens = true;
+    u.cached_prompt_tokens = ev->usage.cached_prompt_tokens;
+    enc->usage = u;
+    Sluice__Timing tm = SLUICE__TIMING__INIT;
+    tm.has_queue_ms = tm.has_prefill_ms = tm.has_decode_ms = true;
+    tm.queue_ms = ev->timing.queue_ms;
+    tm.prefill_ms = ev->timing.prefill_ms;
+    tm.decode_ms = ev->timing.decode_ms;
+    enc->timing = tm;
+    Sluice__Finished f = SLUICE__FINISHED__INIT;
+    f.reason = tool_calls_finish ? SLUICE__FINISH_REASON__FINISH_REASON_TOOL_CALLS
+                                 : map_reason(ev->finish_reason);
+    f.usage = &enc->usage;
+    f.timing = &enc->timing;
+    if (ev->text != NULL && ev->text_len > 0) {
+        cm_err rv = need_scratch(enc, align_up(ev->text_len + 1));
+        if (rv != CM_OK)
+            return rv;
+        size_t used = 0;
+        f.text = copy_str(enc, &used, ev->text, ev->text_len);
+    }
+    enc->finished = f;
+    enc->event.kind_case = SLUICE__EVENT__KIND_FINISHED;
+    enc->event.finished = &enc->finished;
+    return CM_OK;
+}
+
+static void build_error(wk_wire_enc *enc, cm_err code, const char *message) {
+    Sluice__Error e = SLUICE__ERROR__INIT;
+    e.code = (uint32_t)code;
+    e.message = (char *)(message != NULL ? message : cm_strerror(code));
+    enc->error = e;
+    enc->event.kind_case = SLUICE__EVENT__KIND_ERROR;
+    enc->event.error = &enc->error;
+}
+
+cm_err wk_wire_enc_event(wk_wire_enc *enc, const wk_event *ev, uint64_t request_id,
+                         const wk_tokenizer *tok, const wk_wire_tool_delta *deltas, size_t n_deltas,
+                         bool tool_calls_finish) {
     Sluice__Event e = SLUICE__EVENT__INIT;
     e.request_id = request_id;
-    e.kind_case = SLUICE__EVENT__KIND_TOKENS;
-    e.tokens = &t;
-    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
-    env.msg_case = SLUICE__ENVELOPE__MSG_EVENT;
-    env.event = &e;
-    rv = pack_envelope(&env, out);
-done:
-    free(top_ptrs);
-    free(tops);
-    free(lp_ptrs);
-    free(lps);
-    free(text);
-    free(tds);
-    free(td_ptrs);
-    free(args);
+    enc->event = e;
+    enc->len = 0;
+    cm_err rv = CM_OK;
+    switch (ev->kind) {
+    case WK_EVENT_TOKENS:
+        rv = build_tokens(enc, ev, tok, deltas, n_deltas);
+        break;
+    case WK_EVENT_FINISHED:
+        rv = build_finished(enc, ev, tool_calls_finish);
+        break;
+    case WK_EVENT_ERROR:
+    default:
+        build_error(enc, ev->err != CM_OK ? ev->err : CM_ERR_INTERNAL, ev->message);
+        break;
+    }
+    if (rv != CM_OK)
+        return rv;
+    seal(enc);
+    return CM_OK;
+}
+
+cm_err wk_wire_enc_error(wk_wire_enc *enc, uint64_t request_id, cm_err code, const char *message) {
+    Sluice__Event e = SLUICE__EVENT__INIT;
+    e.request_id = request_id;
+    enc->event = e;
+    build_error(enc, code, message);
+    seal(enc);
+    return CM_OK;
+}
+
+size_t wk_wire_enc_len(const wk_wire_enc *enc) {
+    return enc->len;
+}
+
+void wk_wire_enc_write(const void *enc, uint8_t *dst) {
+    const wk_wire_enc *e = enc;
+    /* Packs exactly e->len bytes: get_packed_size measured this very tree. */
+    (void)sluice__envelope__pack(&e->env, dst);
+}
+
+/* The one-shot encoders: an encoder on the stack, its bytes in a malloc'd buffer. */
+static cm_err enc_to_buf(const wk_wire_enc *enc, wk_wire_buf *out) {
+    return pack_envelope(&enc->env, out);
+}
+
+cm_err wk_wire_encode_error(uint64_t request_id, cm_err code, const char *message,
+                            wk_wire_buf *out) {
+    wk_wire_enc enc;
+    wk_wire_enc_init(&enc);
+    cm_err rv = wk_wire_enc_error(&enc, request_id, code, message);
+    if (rv == CM_OK)
+        rv = enc_to_buf(&enc, out);
+    wk_wire_enc_fini(&enc);
     return rv;
 }
 
@@ -510,48 +629,11 @@ cm_err wk_wire_encode_event_tools(const wk_event *ev, uint64_t request_id, const
                                   bool tool_calls_finish, wk_wire_buf *out) {
     out->data = NULL;
     out->len = 0;
-    switch (ev->kind) {
-    case WK_EVENT_TOKENS:
-        return encode_tokens(ev, request_id, tok, deltas, n_deltas, out);
-    case WK_EVENT_FINISHED: {
-        Sluice__Usage u = SLUICE__USAGE__INIT;
-        u.prompt_tokens = ev->usage.prompt_tokens;
-        u.completion_tokens = ev->usage.completion_tokens;
-        u.has_cached_prompt_tokens = true;
-        u.cached_prompt_tokens = ev->usage.cached_prompt_tokens;
-        Sluice__Timing tm = SLUICE__TIMING__INIT;
-        tm.has_queue_ms = tm.has_prefill_ms = tm.has_decode_ms = true;
-        tm.queue_ms = ev->timing.queue_ms;
-        tm.prefill_ms = ev->timing.prefill_ms;
-        tm.decode_ms = ev->timing.decode_ms;
-        Sluice__Finished f = SLUICE__FINISHED__INIT;
-        f.reason = tool_calls_finish ? SLUICE__FINISH_REASON__FINISH_REASON_TOOL_CALLS
-                                     : map_reason(ev->finish_reason);
-        f.usage = &u;
-        f.timing = &tm;
-        char *text = NULL;
-        if (ev->text != NULL && ev->text_len > 0) {
-            text = malloc(ev->text_len + 1);
-            if (text == NULL)
-                return CM_ERR_NOMEM;
-            memcpy(text, ev->text, ev->text_len);
-            text[ev->text_len] = '\0';
-            f.text = text;
-        }
-        Sluice__Event e = SLUICE__EVENT__INIT;
-        e.request_id = request_id;
-        e.kind_case = SLUICE__EVENT__KIND_FINISHED;
-        e.finished = &f;
-        Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
-        env.msg_case = SLUICE__ENVELOPE__MSG_EVENT;
-        env.event = &e;
-        cm_err rv = pack_envelope(&env, out);
-        free(text);
-        return rv;
-    }
-    case WK_EVENT_ERROR:
-    default:
-        return wk_wire_encode_error(request_id, ev->err != CM_OK ? ev->err : CM_ERR_INTERNAL,
-                                    ev->message, out);
-    }
+    wk_wire_enc enc;
+    wk_wire_enc_init(&enc);
+    cm_err rv = wk_wire_enc_event(&enc, ev, request_id, tok, deltas, n_deltas, tool_calls_finish);
+    if (rv == CM_OK)
+        rv = enc_to_buf(&enc, out);
+    wk_wire_enc_fini(&enc);
+    return rv;
 }

@@ -8,8 +8,12 @@
  * logit biases, tools, schemas, tool calls) are checked against wk_wire_limits here. Meaning
  * (UTF-8, chat template, vocabulary, context length) is checked later by wk_prompt.
  *
- * Encoders allocate the packed bytes (malloc); the caller frees them (free) or hands them to
- * wk_transport_send, which copies.
+ * Events (the per-token path) go through a wk_wire_enc: the message tree is built inside the
+ * encoder, borrowing the event's arrays and copying strings into a scratch buffer the encoder
+ * keeps, then packed by wk_wire_enc_write straight into wherever the bytes go (the
+ * connection's send buffer: wk_transport_send_payload). Once the scratch has grown to the
+ * largest event, encoding allocates nothing. The one-shot encoders (wk_wire_encode_*) return
+ * malloc'd bytes instead; the caller frees them (wk_wire_buf_free).
  *
  * Threads: every function is reentrant; no shared state.
  */
@@ -152,5 +156,45 @@ typedef struct wk_wire_tool_delta {
 cm_err wk_wire_encode_event_tools(const wk_event *ev, uint64_t request_id, const wk_tokenizer *tok,
                                   const wk_wire_tool_delta *deltas, size_t n,
                                   bool tool_calls_finish, wk_wire_buf *out);
+
+/*
+ * wk_wire_enc: a reusable encoder for events. One owner thread; zero it with wk_wire_enc_init,
+ * free its scratch with wk_wire_enc_fini. Between wk_wire_enc_event (or _error) and the last
+ * wk_wire_enc_write the encoder must not move and what the event borrows (token ids,
+ * tokenizer pieces, tool-delta id and name, the error message) must stay valid.
+ */
+typedef struct wk_wire_enc {
+    uint8_t *scratch; /* string copies and sub-messages; grows to the largest event */
+    size_t scratch_cap;
+    Sluice__Envelope env;
+    Sluice__Event event;
+    Sluice__Tokens tokens;
+    Sluice__Finished finished;
+    Sluice__Usage usage;
+    Sluice__Timing timing;
+    Sluice__Error error;
+    size_t len; /* packed bytes of the message built last */
+} wk_wire_enc;
+
+void wk_wire_enc_init(wk_wire_enc *enc);
+void wk_wire_enc_fini(wk_wire_enc *enc);
+
+/* wk_wire_enc_event builds what wk_wire_encode_event_tools would encode (deltas may be NULL
+ * when n_deltas is 0) and measures it (wk_wire_enc_len). CM_ERR_NOMEM when the scratch cannot
+ * grow (nothing built). */
+cm_err wk_wire_enc_event(wk_wire_enc *enc, const wk_event *ev, uint64_t request_id,
+                         const wk_tokenizer *tok, const wk_wire_tool_delta *deltas, size_t n_deltas,
+                         bool tool_calls_finish);
+
+/* wk_wire_enc_error builds Event{request_id, Error{code, message}} (message NULL =
+ * cm_strerror(code), borrowed otherwise). Always CM_OK (nothing to allocate). */
+cm_err wk_wire_enc_error(wk_wire_enc *enc, uint64_t request_id, cm_err code, const char *message);
+
+/* wk_wire_enc_len: the packed bytes of the message built last. */
+size_t wk_wire_enc_len(const wk_wire_enc *enc);
+
+/* wk_wire_enc_write packs the message built last into dst (wk_wire_enc_len bytes). enc is a
+ * const wk_wire_enc *; the signature is wk_transport_payload's write. Allocates nothing. */
+void wk_wire_enc_write(const void *enc, uint8_t *dst);
 
 #endif /* WK_WIRE_H */

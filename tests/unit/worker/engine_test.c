@@ -920,14 +920,11 @@ static int real_teardown(void **state) {
 }
 
 /*
- * Every real-model engine here runs steps of at most REAL_BUDGET tokens. The CPU backend
- * computes batches of 48 tokens or more with f32 sgemm on dequantized weights and smaller ones
- * with its quantized dot kernels; the two round differently, so a token's logits depend on
- * the size of the step that computed it, and a near tie can flip (it does here: a preempted
- * sequence recomputed in a 64-token step picks another token than its original decode).
- * Below the threshold every token goes through the same kernels whatever the batch, which is
- * what "batched == single" and "preempted == unpreempted" need to compare exactly. The mock
- * backend above checks the engine's side of these properties with any step size.
+ * Every real-model engine here runs steps of at most REAL_BUDGET tokens (small steps keep
+ * the tests quick). The CPU backend computes every token with the same kernels whatever the
+ * step, which is what "batched == single" and "preempted == unpreempted" need to compare
+ * exactly. The mock backend above checks the engine's side of these properties with any step
+ * size.
  */
 #define REAL_BUDGET 32
 

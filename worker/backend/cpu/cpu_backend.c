@@ -12,9 +12,7 @@
  * row at a time. Attention reads the paged KV cache a block at a time for a whole GQA group
  * (cpu_attn). Every op applies the same operations in the same order to a token whatever else
  * shares its step (tiles included), so a token's results are bit-identical whatever batch or
- * chunk it runs in and however many threads run it. Optionally (cfg.cpu_blas_min_tokens,
- * OpenBLAS builds) large batches go through sgemm on dequantized row panels instead: faster
- * prefill, at the price of that invariance.
+ * chunk it runs in and however many threads run it.
  *
  * KV cache layout, per layer, for K and for V separately, in kv_dtype (f16 or f32):
  *   K: (n_blocks, n_head_kv, head_dim, block_tokens): a head's keys in a block transposed,
@@ -35,10 +33,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef SLUICE_HAVE_OPENBLAS
-#include <cblas.h>
-#endif
-
 #include "cpu_attn.h"
 #include "cpu_kernels.h"
 #include "cpu_ops.h"
@@ -56,8 +50,6 @@
 #define MM_CHUNK_ROWS 16
 /* Tokens per tile in batched matmuls: keeps the quantized activations of a tile in L2. */
 #define MM_TOKEN_TILE 32
-/* Rows per sgemm panel (cfg.cpu_blas_min_tokens enables the OpenBLAS path). */
-#define BLAS_PANEL_ROWS 64
 
 /* What a matmul's quantized input needs besides xq (mm_prepare). */
 #define NEED_PACK 1u /* be->xp: a part runs the packed tile kernels */
@@ -164,7 +156,6 @@ typedef struct mm_task {
     unsigned need;
     const uint32_t *out_row; /* optional: token k writes row out_row[k] of the output */
     bool accumulate;         /* out += W x instead of out = W x */
-    bool use_blas;
     int64_t total_rows;
     int64_t chunk;
     atomic_llong next;
@@ -204,28 +195,6 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
     const uint8_t *wdata = w->data;
     bool fused = wk_cpu_fused_type(w->type);
     size_t xq_stride = (size_t)(in / WK_CPU_QK);
-#ifdef SLUICE_HAVE_OPENBLAS
-    if (t->use_blas) {
-        /* dequantize the panel, then out(n_tok, rows) = x(n_tok, in) * panel(rows, in)^T */
-        for (int64_t r = r0; r < r1; r++) {
-            wk_dequantize_row(w->type, wdata + (size_t)r * rb, scratch + (r - r0) * in, in);
-        }
-        if (t->out_row == NULL) {
-            float *o = p->out + r0;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t->n_tok, (int)(r1 - r0), (int)in,
-                        1.0f, t->x, (int)in, scratch, (int)in, t->accumulate ? 1.0f : 0.0f, o,
-                        (int)p->out_stride);
-            if (p->bias != NULL) {
-                for (int k = 0; k < t->n_tok; k++) {
-                    for (int64_t r = r0; r < r1; r++) {
-                        o[(size_t)k * p->out_stride + (size_t)(r - r0)] += p->bias[r];
-                    }
-                }
-            }
-            return;
-        }
-    }
-#endif
     if (p->use_pan) {
         /* 16-row panels against tiles of tokens; one token (decode) takes the same path */
         wk_cpu_panel_fn kernel = wk_cpu_panel_kernel(w->type);
@@ -381,41 +350,20 @@ static unsigned mm_prepare(mm_task *t) {
 static void matmul(wk_backend *be, mm_task *t) {
     t->be = be;
     t->total_rows = 0;
-    bool all_blas_ok = true;
     unsigned need = t->need;
     bool packed = (need & NEED_PACK) != 0;
     for (int i = 0; i < t->n_parts; i++) {
         t->total_rows += t->parts[i].w->ne[1];
-        /* a panel of one part must not straddle two parts: chunk sizes divide the row counts
-         * of every real model (multiples of 64); otherwise fall back to the int8 path */
-        if (t->parts[i].w->ne[1] % BLAS_PANEL_ROWS != 0) {
-            all_blas_ok = false;
-        }
     }
-    t->use_blas = false;
-#ifdef SLUICE_HAVE_OPENBLAS
-    t->use_blas = all_blas_ok && t->out_row == NULL && be->cfg.cpu_blas_min_tokens > 0 &&
-                  (uint32_t)t->n_tok >= be->cfg.cpu_blas_min_tokens;
-#else
-    (void)all_blas_ok;
-#endif
-    if (t->use_blas) {
-        t->chunk = BLAS_PANEL_ROWS;
-    } else {
-        /* About 4 work items per thread: enough to balance uneven progress, few enough that
-         * the shared counter (one contended cache line per item) stays cheap. Multiples of
-         * 16 rows keep each item's outputs on cache lines of their own. */
-        int64_t per = t->total_rows / ((int64_t)be->n_threads * 4);
-        per = (per + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS * MM_CHUNK_ROWS;
-        t->chunk = per > MM_CHUNK_ROWS ? per : MM_CHUNK_ROWS;
-    }
-    t->xp = NULL;
-    t->xc = NULL;
-    if (!t->use_blas) {
-        t->xp = packed ? be->xp : NULL;
-        t->xp_stride = wk_cpu_q8_packed_bytes(t->in);
-        t->xc = (need & NEED_CORR) != 0 ? be->xc : NULL;
-    }
+    /* About 4 work items per thread: enough to balance uneven progress, few enough that the
+     * shared counter (one contended cache line per item) stays cheap. Multiples of 16 rows
+     * keep each item's outputs on cache lines of their own. */
+    int64_t per = t->total_rows / ((int64_t)be->n_threads * 4);
+    per = (per + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS * MM_CHUNK_ROWS;
+    t->chunk = per > MM_CHUNK_ROWS ? per : MM_CHUNK_ROWS;
+    t->xp = packed ? be->xp : NULL;
+    t->xp_stride = wk_cpu_q8_packed_bytes(t->in);
+    t->xc = (need & NEED_CORR) != 0 ? be->xc : NULL;
     atomic_store(&t->next, 0);
     wk_cpu_pool_run(be->pool, mm_worker, t);
 }
@@ -857,10 +805,6 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
         const char *env = getenv("SLUICE_CPU_ADAPT_THREADS");
         be->adapt = be->n_threads > 1 && !(env != NULL && strcmp(env, "0") == 0);
     }
-#ifdef SLUICE_HAVE_OPENBLAS
-    /* our pool already parallelizes across panels: OpenBLAS must not add its own threads */
-    openblas_set_num_threads(1);
-#endif
 
     size_t T = cfg->max_batch_tokens;
     size_t embd = hp->n_embd, kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
@@ -880,9 +824,6 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     size_t group = hp->n_head / hp->n_head_kv;
     size_t att_floats = group * (size_t)max_ctx;
     size_t mm_floats = (size_t)max_in;
-#ifdef SLUICE_HAVE_OPENBLAS
-    mm_floats = (size_t)BLAS_PANEL_ROWS * (size_t)max_in;
-#endif
     be->thr_floats = (att_floats > mm_floats ? att_floats : mm_floats) + 16;
     be->thr_floats = (be->thr_floats + 15) & ~(size_t)15; /* keep each slice 64-byte aligned */
 
