@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,18 +58,6 @@ static const opt_desc opts[] = {
     {"max-partial-frame-bytes", OPT_U32, F(max_partial_frame_bytes), 0xffffffffu},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
-
-static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rv;
-}
 
 void wk_worker_config_defaults(wk_worker_config *c) {
     memset(c, 0, sizeof *c);
@@ -138,8 +125,8 @@ static cm_err set_opt(wk_worker_config *c, const opt_desc *o, const char *val, c
     switch (o->type) {
     case OPT_STR:
         if (strlen(val) >= o->size)
-            return fail(CM_ERR_CONFIG, err, errlen, "%s: '%s' is longer than %zu bytes", where,
-                        o->flag, o->size - 1);
+            return cm_errf(CM_ERR_CONFIG, err, errlen, "%s: '%s' is longer than %zu bytes", where,
+                           o->flag, o->size - 1);
         memcpy(dst, val, strlen(val) + 1);
         return CM_OK;
     case OPT_BOOL:
@@ -148,22 +135,24 @@ static cm_err set_opt(wk_worker_config *c, const opt_desc *o, const char *val, c
         else if (strcmp(val, "false") == 0 || strcmp(val, "0") == 0)
             *(bool *)dst = false;
         else
-            return fail(CM_ERR_CONFIG, err, errlen, "%s: '%s' must be true or false, got '%s'",
-                        where, o->flag, val);
+            return cm_errf(CM_ERR_CONFIG, err, errlen, "%s: '%s' must be true or false, got '%s'",
+                           where, o->flag, val);
         return CM_OK;
     default: {
         errno = 0;
         char *end = NULL;
         if (val[0] == '-' || val[0] == '\0')
-            return fail(CM_ERR_CONFIG, err, errlen,
-                        "%s: '%s' must be a non-negative integer, got '%s'", where, o->flag, val);
+            return cm_errf(CM_ERR_CONFIG, err, errlen,
+                           "%s: '%s' must be a non-negative integer, got '%s'", where, o->flag,
+                           val);
         unsigned long long v = strtoull(val, &end, 10);
         if (errno != 0 || end == val || *end != '\0')
-            return fail(CM_ERR_CONFIG, err, errlen,
-                        "%s: '%s' must be a non-negative integer, got '%s'", where, o->flag, val);
+            return cm_errf(CM_ERR_CONFIG, err, errlen,
+                           "%s: '%s' must be a non-negative integer, got '%s'", where, o->flag,
+                           val);
         if (v > o->max)
-            return fail(CM_ERR_CONFIG, err, errlen, "%s: '%s' must be at most %" PRIu64, where,
-                        o->flag, o->max);
+            return cm_errf(CM_ERR_CONFIG, err, errlen, "%s: '%s' must be at most %" PRIu64, where,
+                           o->flag, o->max);
         if (o->type == OPT_U32)
             *(uint32_t *)dst = (uint32_t)v;
         else if (o->type == OPT_U64)
@@ -311,38 +300,40 @@ static void derive(wk_worker_config *c) {
 
 static cm_err validate(const wk_worker_config *c, char *err, size_t errlen) {
     if (c->model_path[0] == '\0')
-        return fail(CM_ERR_CONFIG, err, errlen, "--model PATH is required");
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "--model PATH is required");
     if (strcmp(c->backend, "cpu") != 0 && strcmp(c->backend, "cuda") != 0)
-        return fail(CM_ERR_CONFIG, err, errlen, "--backend must be cpu or cuda, got '%s'",
-                    c->backend);
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "--backend must be cpu or cuda, got '%s'",
+                       c->backend);
     if (strncmp(c->listen, "tcp://", 6) != 0 && strncmp(c->listen, "ipc://", 6) != 0)
-        return fail(CM_ERR_CONFIG, err, errlen, "--listen must be tcp://HOST:PORT or ipc://PATH");
+        return cm_errf(CM_ERR_CONFIG, err, errlen,
+                       "--listen must be tcp://HOST:PORT or ipc://PATH");
     if (c->registry[0] != '\0' && strncmp(c->registry, "redis://", 8) != 0)
-        return fail(CM_ERR_CONFIG, err, errlen, "--registry must be redis://HOST:PORT");
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "--registry must be redis://HOST:PORT");
     if (strchr(c->http, ':') == NULL)
-        return fail(CM_ERR_CONFIG, err, errlen, "--http must be HOST:PORT, got '%s'", c->http);
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "--http must be HOST:PORT, got '%s'", c->http);
     if (c->model_name[0] == '\0')
-        return fail(CM_ERR_CONFIG, err, errlen, "--model-name must not be empty");
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "--model-name must not be empty");
     if (c->prep_threads == 0)
-        return fail(CM_ERR_CONFIG, err, errlen, "--prep-threads must be 1..64");
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "--prep-threads must be 1..64");
     if (c->send_queue_messages < 16)
-        return fail(CM_ERR_CONFIG, err, errlen, "--send-queue-messages must be at least 16");
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "--send-queue-messages must be at least 16");
     if (c->max_connections == 0 || c->max_message_bytes < 1024 || c->max_prompt_bytes == 0)
-        return fail(CM_ERR_CONFIG, err, errlen,
-                    "--max-connections, --max-message-bytes (>= 1024) and --max-prompt-bytes "
-                    "must be positive");
+        return cm_errf(CM_ERR_CONFIG, err, errlen,
+                       "--max-connections, --max-message-bytes (>= 1024) and --max-prompt-bytes "
+                       "must be positive");
     if (c->handshake_timeout_ms == 0 || c->send_stall_timeout_ms == 0 || c->frame_timeout_ms == 0)
-        return fail(CM_ERR_CONFIG, err, errlen,
-                    "--handshake-timeout-ms, --send-stall-timeout-ms and --frame-timeout-ms must "
-                    "be positive");
+        return cm_errf(
+            CM_ERR_CONFIG, err, errlen,
+            "--handshake-timeout-ms, --send-stall-timeout-ms and --frame-timeout-ms must "
+            "be positive");
     if ((uint64_t)c->max_partial_frame_bytes < (uint64_t)c->max_message_bytes + 4)
-        return fail(CM_ERR_CONFIG, err, errlen,
-                    "--max-partial-frame-bytes (%u) must hold at least one largest message "
-                    "(--max-message-bytes %u + 4)",
-                    c->max_partial_frame_bytes, c->max_message_bytes);
+        return cm_errf(CM_ERR_CONFIG, err, errlen,
+                       "--max-partial-frame-bytes (%u) must hold at least one largest message "
+                       "(--max-message-bytes %u + 4)",
+                       c->max_partial_frame_bytes, c->max_message_bytes);
     if (strcmp(c->log_level, "debug") != 0 && strcmp(c->log_level, "info") != 0 &&
         strcmp(c->log_level, "warn") != 0 && strcmp(c->log_level, "error") != 0)
-        return fail(CM_ERR_CONFIG, err, errlen, "--log-level must be debug|info|warn|error");
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "--log-level must be debug|info|warn|error");
     return CM_OK;
 }
 
@@ -367,21 +358,21 @@ cm_err wk_worker_config_parse(int argc, char **argv, wk_worker_config *out, bool
             return CM_OK;
         }
         if (ch == '?' || ch == ':')
-            return fail(CM_ERR_CONFIG, err, errlen,
-                        "unknown or incomplete option '%s' (see --help)",
-                        argv[optind - 1 < argc ? optind - 1 : argc - 1]);
+            return cm_errf(CM_ERR_CONFIG, err, errlen,
+                           "unknown or incomplete option '%s' (see --help)",
+                           argv[optind - 1 < argc ? optind - 1 : argc - 1]);
         if (ch == 'c')
             snprintf(out->config_path, sizeof out->config_path, "%s", optarg);
     }
     if (optind < argc)
-        return fail(CM_ERR_CONFIG, err, errlen, "unexpected argument '%s'", argv[optind]);
+        return cm_errf(CM_ERR_CONFIG, err, errlen, "unexpected argument '%s'", argv[optind]);
     if (out->config_path[0] != '\0') {
 #ifdef SLUICE_HAVE_CM_CONFIG
         cm_err rv = load_yaml(out->config_path, out, err, errlen);
         if (rv != CM_OK)
             return rv;
 #else
-        return fail(CM_ERR_UNSUPPORTED, err, errlen, "built without YAML support");
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "built without YAML support");
 #endif
     }
     optind = 0;
