@@ -36,8 +36,8 @@
 #include <stdint.h>
 
 #include "../common/cm_err.h"
-#include "engine.h"
 #include "kv_cache.h"
+#include "priority.h"
 
 typedef enum wk_seq_state {
     WK_SEQ_NEW = 0,     /* not handed to the scheduler yet */
