@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../common/cm_err.h"
+#include "cm_err.h"
 #include "model.h"
 
 typedef struct wk_backend wk_backend;

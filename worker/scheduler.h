@@ -35,7 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../common/cm_err.h"
+#include "cm_err.h"
 #include "kv_cache.h"
 #include "priority.h"
 

@@ -25,7 +25,7 @@
 #include <immintrin.h>
 #endif
 
-#include "../../common/cm_clock.h"
+#include "cm_clock.h"
 #include "backend.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_panel.h"

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../common/cm_clock.h"
+#include "cm_clock.h"
 #include "backend.h"
 #include "chat_template.h"
 #include "engine.h"

@@ -21,8 +21,8 @@
  *   V: (n_blocks, n_head_kv, block_tokens, head_dim),
  * the layouts the attention kernels (cpu_attn) read a block at a time.
  */
-#include "../../backend.h"
-#include "../../gguf.h"
+#include "backend.h"
+#include "gguf.h"
 
 #include <inttypes.h>
 #include <math.h>

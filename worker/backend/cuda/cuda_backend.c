@@ -22,8 +22,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
-#include "../../../common/cm_log.h"
-#include "../../quant.h"
+#include "cm_log.h"
+#include "quant.h"
 #include "../cpu/cpu_ops.h"
 #include "cuda_ops.h"
 
