@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "cm_err.h"
-#include "gw_request.h"
+#include "gw_limits.h"
 
 typedef struct gw_tenant_cfg {
     char *name;
