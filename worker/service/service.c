@@ -119,6 +119,32 @@ static req *find_req(wk_service *s, uint32_t conn_id, uint64_t request_id) {
     return NULL;
 }
 
+/*
+ * A request's lifecycle on the engine thread:
+ *   handle_submit: linked, prep != NULL (the preparation pool holds it; counted in
+ *     n_preparing) -> handle_prepared: prep = NULL, then start_prepared hands it to the engine
+ *     (or refuses it: unlinked) -> the engine's events through on_event; its last event
+ *     (Finished or Error) unlinks it.
+ *   A request still preparing is unlinked at once when its connection closes or the worker
+ *   shuts down (the pool frees the item), or ends through on_event when cancelled.
+ *   silent: nothing more is sent (connection gone, or already answered by cancel_all); the
+ *   engine's last event still comes and unlinks it. congested: the gateway did not read fast
+ *   enough; cancel_congested cancels it after the step.
+ * check_req asserts the legal states of r at every transition (linked, prepared, each event);
+ * O(1) apart from the connection lookup, so it runs on the token path too.
+ */
+static void check_req(const wk_service *s, const req *r) {
+    CM_ASSERT(r->engine_id != 0 && r->engine_id <= s->next_engine_id);
+    CM_ASSERT(r->prev != NULL ? r->prev->next == r : s->reqs == r);
+    CM_ASSERT(r->next == NULL || r->next->prev == r);
+    CM_ASSERT(s->n_reqs > 0 && s->n_preparing <= s->n_reqs);
+    /* Not at the engine yet: no event came, no tool parser, nothing silenced it. */
+    CM_ASSERT(r->prep == NULL ||
+              (!r->silent && !r->congested && r->last_token_ns == 0 && r->tools == NULL));
+    /* A closed connection's requests are silenced or unlinked in handle_close. */
+    CM_ASSERT(r->silent || find_conn(s, r->conn_id) != NULL);
+}
+
 static void unlink_req(wk_service *s, req *r) {
     if (r->prep != NULL) {
         /* The pool still holds the item: it is freed when it comes back (no req then). */
@@ -137,37 +163,6 @@ static void unlink_req(wk_service *s, req *r) {
         free(r->tools);
     }
     free(r);
-}
-
-/*
- * A request's lifecycle on the engine thread:
- *   handle_submit: linked, prep != NULL (the preparation pool holds it; counted in
- *     n_preparing) -> handle_prepared: prep = NULL, then start_prepared hands it to the engine
- *     (or refuses it: unlinked) -> the engine's events through on_event; its last event
- *     (Finished or Error) unlinks it.
- *   A request still preparing is unlinked at once when its connection closes or the worker
- *   shuts down (the pool frees the item), or ends through on_event when cancelled.
- *   silent: nothing more is sent (connection gone, or already answered by cancel_all); the
- *   engine's last event still comes and unlinks it. congested: the gateway did not read fast
- *   enough; cancel_congested cancels it after the step.
- * check_requests asserts the legal states once per turn of the engine loop.
- */
-static void check_requests(const wk_service *s) {
-    uint32_t n = 0, n_prep = 0;
-    for (const req *r = s->reqs; r != NULL; r = r->next) {
-        CM_ASSERT(r->prev != NULL || r == s->reqs);
-        CM_ASSERT(r->next == NULL || r->next->prev == r);
-        CM_ASSERT(r->engine_id != 0 && r->engine_id <= s->next_engine_id);
-        if (r->prep != NULL) {
-            /* Not at the engine yet: no event came, no tool parser, nothing cancelled it. */
-            CM_ASSERT(!r->silent && !r->congested && r->last_token_ns == 0 && r->tools == NULL);
-            n_prep++;
-        }
-        /* A closed connection's requests are silenced or unlinked in handle_close. */
-        CM_ASSERT(r->silent || find_conn(s, r->conn_id) != NULL);
-        n++;
-    }
-    CM_ASSERT(n == s->n_reqs && n_prep == s->n_preparing);
 }
 
 static void link_req(wk_service *s, req *r) {
@@ -304,6 +299,7 @@ static void on_event(const wk_event *ev, void *cb_arg) {
     req *r = ev->user;
     wk_svc_metrics *m = s->d.metrics;
     int64_t now = cm_clock_mono_ns();
+    check_req(s, r);
     if (ev->kind == WK_EVENT_TOKENS) {
         CM_ASSERT(r->prep == NULL); /* only the engine sends tokens */
         if (r->last_token_ns == 0)
@@ -527,6 +523,7 @@ static void handle_submit(wk_service *s, wk_cmd *c) {
     r->prep = p;
     s->n_preparing++;
     link_req(s, r);
+    check_req(s, r);
 }
 
 /* A prepared request goes to the engine (engine thread). Takes p. */
@@ -615,6 +612,7 @@ static void handle_prepared(wk_service *s) {
             wk_prepared_free(p);
             continue;
         }
+        check_req(s, r);
         start_prepared(s, r, p);
     }
 }
@@ -803,7 +801,6 @@ static void *engine_main(void *arg) {
             cancel_congested(s);
         }
         publish(s, cm_clock_mono_ms());
-        check_requests(s);
         if (drain_seen && s->n_reqs == 0 && !wk_engine_has_work(s->d.engine))
             break;
         if (atomic_load(&s->stop_thread))
