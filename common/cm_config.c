@@ -47,25 +47,6 @@ typedef struct walker {
     size_t values_seen; /* bounded by WALK_MAX_VALUES */
 } walker;
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    /* One line, always: a newline from libcyaml or a value must not split the message. */
-    for (char *p = err; *p; p++) {
-        if (*p == '\n' || *p == '\r') {
-            *p = ' ';
-        }
-    }
-}
-
 /* fail_at writes "name:line:col: message" (1-based) and returns CM_ERR_CONFIG. */
 static cm_err fail_at(const walker *w, yaml_mark_t mark, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -76,8 +57,8 @@ static cm_err fail_at(const walker *w, yaml_mark_t mark, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    set_err(w->err, w->errlen, "%s:%zu:%zu: %s", w->name, mark.line + 1, mark.column + 1, msg);
-    return CM_ERR_CONFIG;
+    return cm_errf(CM_ERR_CONFIG, w->err, w->errlen, "%s:%zu:%zu: %s", w->name, mark.line + 1,
+                   mark.column + 1, msg);
 }
 
 /* Values are quoted back to the user; cut long ones and hide control bytes. */
@@ -538,9 +519,9 @@ static void cyaml_message(const walker *w, const cyaml_capture *c, cyaml_err_t r
     const char *pos = strstr(text, "(line: ");
     unsigned long line = 0, col = 0;
     if (pos != NULL && sscanf(pos, "(line: %lu, column: %lu)", &line, &col) == 2) {
-        set_err(w->err, w->errlen, "%s:%lu:%lu: %s", w->name, line, col, msg);
+        cm_errf(CM_ERR_CONFIG, w->err, w->errlen, "%s:%lu:%lu: %s", w->name, line, col, msg);
     } else {
-        set_err(w->err, w->errlen, "%s: %s", w->name, msg);
+        cm_errf(CM_ERR_CONFIG, w->err, w->errlen, "%s: %s", w->name, msg);
     }
 }
 
@@ -571,26 +552,24 @@ cm_err cm_config_load_string(const char *name, const char *yaml, size_t len,
         err[0] = '\0';
     }
     if (out == NULL) {
-        set_err(err, errlen, "cm_config_load: out is NULL");
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "cm_config_load: out is NULL");
     }
     *out = NULL;
     if (name == NULL) {
         name = "config";
     }
     if (yaml == NULL || schema == NULL) {
-        set_err(err, errlen, "%s: no document or schema given", name);
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "%s: no document or schema given", name);
     }
     if (schema->type != CYAML_MAPPING || !(schema->flags & CYAML_FLAG_POINTER)) {
-        set_err(err, errlen, "%s: schema must be a top-level CYAML_MAPPING with CYAML_FLAG_POINTER",
-                name);
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen,
+                       "%s: schema must be a top-level CYAML_MAPPING with CYAML_FLAG_POINTER",
+                       name);
     }
     if (len > CM_CONFIG_MAX_BYTES) {
-        set_err(err, errlen, "%s: file is %zu bytes, more than the %u allowed for a config", name,
-                len, CM_CONFIG_MAX_BYTES);
-        return CM_ERR_LIMIT;
+        return cm_errf(CM_ERR_LIMIT, err, errlen,
+                       "%s: file is %zu bytes, more than the %u allowed for a config", name, len,
+                       CM_CONFIG_MAX_BYTES);
     }
 
     walker w = {.name = name, .doc = NULL, .err = err, .errlen = errlen, .values_seen = 0};
@@ -601,26 +580,24 @@ cm_err cm_config_load_string(const char *name, const char *yaml, size_t len,
     cm_err rv;
 
     if (!yaml_parser_initialize(&parser)) {
-        set_err(err, errlen, "%s: out of memory", name);
-        return CM_ERR_NOMEM;
+        return cm_errf(CM_ERR_NOMEM, err, errlen, "%s: out of memory", name);
     }
     have_parser = 1;
     yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
     if (!yaml_parser_load(&parser, &doc)) {
         if (parser.error == YAML_MEMORY_ERROR) {
-            set_err(err, errlen, "%s: out of memory", name);
-            rv = CM_ERR_NOMEM;
+            rv = cm_errf(CM_ERR_NOMEM, err, errlen, "%s: out of memory", name);
         } else {
             yaml_mark_t mark = parser.problem_mark;
             if (parser.context != NULL) {
-                set_err(err, errlen, "%s:%zu:%zu: invalid YAML: %s %s", name, mark.line + 1,
-                        mark.column + 1, parser.problem ? parser.problem : "syntax error",
-                        parser.context);
+                rv = cm_errf(CM_ERR_FORMAT, err, errlen, "%s:%zu:%zu: invalid YAML: %s %s", name,
+                             mark.line + 1, mark.column + 1,
+                             parser.problem ? parser.problem : "syntax error", parser.context);
             } else {
-                set_err(err, errlen, "%s:%zu:%zu: invalid YAML: %s", name, mark.line + 1,
-                        mark.column + 1, parser.problem ? parser.problem : "syntax error");
+                rv = cm_errf(CM_ERR_FORMAT, err, errlen, "%s:%zu:%zu: invalid YAML: %s", name,
+                             mark.line + 1, mark.column + 1,
+                             parser.problem ? parser.problem : "syntax error");
             }
-            rv = CM_ERR_FORMAT;
         }
         goto fail;
     }
@@ -628,8 +605,8 @@ cm_err cm_config_load_string(const char *name, const char *yaml, size_t len,
     w.doc = &doc;
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root == NULL) {
-        set_err(err, errlen, "%s: file is empty; expected a mapping of settings", name);
-        rv = CM_ERR_CONFIG;
+        rv = cm_errf(CM_ERR_CONFIG, err, errlen,
+                     "%s: file is empty; expected a mapping of settings", name);
         goto fail;
     }
     rv = walk_value(&w, root, schema, "");
@@ -652,8 +629,7 @@ cm_err cm_config_load_string(const char *name, const char *yaml, size_t len,
     if (crc != CYAML_OK) {
         data = NULL;
         if (crc == CYAML_ERR_OOM) {
-            set_err(err, errlen, "%s: out of memory", name);
-            rv = CM_ERR_NOMEM;
+            rv = cm_errf(CM_ERR_NOMEM, err, errlen, "%s: out of memory", name);
         } else {
             cyaml_message(&w, &cap, crc);
             rv = CM_ERR_CONFIG;
@@ -666,7 +642,7 @@ cm_err cm_config_load_string(const char *name, const char *yaml, size_t len,
         rv = opts->validate(data, &chk, opts->validate_arg);
         if (rv != CM_OK) {
             if (err != NULL && errlen > 0 && err[0] == '\0') {
-                set_err(err, errlen, "%s: %s", name, cm_strerror(rv));
+                cm_errf(rv, err, errlen, "%s: %s", name, cm_strerror(rv));
             }
             goto fail;
         }
@@ -697,21 +673,19 @@ cm_err cm_config_load(const char *path, const cyaml_schema_value_t *schema,
         *out = NULL;
     }
     if (path == NULL || out == NULL) {
-        set_err(err, errlen, "cm_config_load: no path given");
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "cm_config_load: no path given");
     }
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        set_err(err, errlen, "%s: cannot open config file: %s", path, strerror(errno));
-        return CM_ERR_IO;
+        return cm_errf(CM_ERR_IO, err, errlen, "%s: cannot open config file: %s", path,
+                       strerror(errno));
     }
     /* Read at most one byte past the limit, so an oversized file is detected without reading
      * all of it (and a FIFO or /dev/zero cannot make us read forever). */
     char *buf = malloc(CM_CONFIG_MAX_BYTES + 1);
     if (buf == NULL) {
         fclose(f);
-        set_err(err, errlen, "%s: out of memory", path);
-        return CM_ERR_NOMEM;
+        return cm_errf(CM_ERR_NOMEM, err, errlen, "%s: out of memory", path);
     }
     size_t n = fread(buf, 1, CM_CONFIG_MAX_BYTES + 1, f);
     int read_err = ferror(f);
@@ -719,12 +693,12 @@ cm_err cm_config_load(const char *path, const cyaml_schema_value_t *schema,
     fclose(f);
     cm_err rv;
     if (read_err) {
-        set_err(err, errlen, "%s: cannot read config file: %s", path, strerror(saved_errno));
-        rv = CM_ERR_IO;
+        rv = cm_errf(CM_ERR_IO, err, errlen, "%s: cannot read config file: %s", path,
+                     strerror(saved_errno));
     } else if (n > CM_CONFIG_MAX_BYTES) {
-        set_err(err, errlen, "%s: file is larger than the %u bytes allowed for a config", path,
-                CM_CONFIG_MAX_BYTES);
-        rv = CM_ERR_LIMIT;
+        rv = cm_errf(CM_ERR_LIMIT, err, errlen,
+                     "%s: file is larger than the %u bytes allowed for a config", path,
+                     CM_CONFIG_MAX_BYTES);
     } else {
         rv = cm_config_load_string(path, buf, n, schema, opts, out, err, errlen);
     }
@@ -794,15 +768,15 @@ cm_err cm_config_reject(cm_config_check *chk, const char *key_path, const char *
     int exact = 0;
     const yaml_node_t *n = locate(chk->doc, key_path, &exact);
     if (n == NULL) {
-        set_err(chk->err, chk->errlen, "%s: '%s' %s", chk->name, key_path, msg);
-    } else if (key_path[0] == '\0') {
-        set_err(chk->err, chk->errlen, "%s:%zu:%zu: %s", chk->name, n->start_mark.line + 1,
-                n->start_mark.column + 1, msg);
-    } else {
-        set_err(chk->err, chk->errlen, "%s:%zu:%zu: '%s' %s", chk->name, n->start_mark.line + 1,
-                n->start_mark.column + 1, key_path, msg);
+        return cm_errf(CM_ERR_CONFIG, chk->err, chk->errlen, "%s: '%s' %s", chk->name, key_path,
+                       msg);
     }
-    return CM_ERR_CONFIG;
+    if (key_path[0] == '\0') {
+        return cm_errf(CM_ERR_CONFIG, chk->err, chk->errlen, "%s:%zu:%zu: %s", chk->name,
+                       n->start_mark.line + 1, n->start_mark.column + 1, msg);
+    }
+    return cm_errf(CM_ERR_CONFIG, chk->err, chk->errlen, "%s:%zu:%zu: '%s' %s", chk->name,
+                   n->start_mark.line + 1, n->start_mark.column + 1, key_path, msg);
 }
 
 cm_err cm_config_parse_bool(const char *s, int *out) {

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static const char *const messages[CM_ERR__COUNT] = {
     [CM_OK] = "ok",
@@ -42,4 +43,10 @@ cm_err cm_errf(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
         va_end(ap);
     }
     return rv;
+}
+
+void cm_assert_fail(const char *cond, const char *file, int line) {
+    /* stderr is unbuffered: the line is out before abort() raises SIGABRT. */
+    fprintf(stderr, "%s:%d: invariant failed: %s\n", file, line, cond);
+    abort();
 }

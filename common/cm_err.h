@@ -1,9 +1,12 @@
 /*
- * cm_err: the one error type of Sluice.
+ * cm_err: the one error type of Sluice, its message helper, and the invariant check.
  *
  * Every fallible function returns a cm_err (0 = CM_OK) and passes results through
  * out-parameters. Values are explicit and append-only: never renumber, never reuse.
  * cm_strerror() gives a short, stable English description of each value.
+ *
+ * Bad input is always an error value; CM_ASSERT is only for invariants that a bug in Sluice
+ * itself breaks (a queue link, a reference count, a call's lifecycle flags).
  */
 #ifndef CM_ERR_H
 #define CM_ERR_H
@@ -42,5 +45,16 @@ const char *cm_strerror(cm_err err);
  * and returns rv, so a failure reads `return cm_errf(CM_ERR_INVALID, err, errlen, ...)`. */
 cm_err cm_errf(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/*
+ * CM_ASSERT(cond) checks an invariant: when cond is false it writes
+ * "file:line: invariant failed: cond" to stderr and aborts. Always compiled in (NDEBUG does
+ * not remove it), so cond must be cheap and free of side effects. Never use it on input from
+ * outside the process (that is an error value, see above).
+ */
+#define CM_ASSERT(cond) ((cond) ? (void)0 : cm_assert_fail(#cond, __FILE__, __LINE__))
+
+/* cm_assert_fail is CM_ASSERT's failure path: reports and aborts; never returns. */
+void cm_assert_fail(const char *cond, const char *file, int line) __attribute__((noreturn, cold));
 
 #endif /* CM_ERR_H */

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "cm_clock.h"
+#include "cm_err.h"
 #include "cm_id.h"
 #include "cm_log.h"
 #include "cm_trace.h"
@@ -124,8 +125,47 @@ static void drop_submits(gw_call *c, int send_cancel) {
     }
 }
 
+/*
+ * The lifecycle of a call. Three holds keep it alive:
+ *   - the HTTP request: req != NULL until h2o disposes it (response sent, or client gone);
+ *   - the worker: n_active Submits in flight (ch[i].id != 0), each ended by its Finished or
+ *     Error event, by drop_submits, or by the loss of the worker's pipe;
+ *   - Redis: rl_pending until the rate limiter answers (once; have_verdict from then on);
+ * and one milestone, finished: call_finish chose the status and did the end-of-request
+ * bookkeeping (exactly once), after which no Submit is sent and nothing is answered again.
+ *
+ *   admitting (rl_pending) -> routing: cold-waiting (in t->cold_waiters) or submitted
+ *   (n_active > 0; retried at most once) -> finished -> closing (all three holds gone:
+ *   uv_close of the timer) -> freed in on_timer_closed.
+ *
+ * call_check asserts the legal states after every transition (event, callback, timer).
+ * Streaming adds: stopped (h2o's stop: the client left) only after stream_started; at most
+ * one h2o_send in flight; the final send only once queued, and only after finished.
+ */
+static void call_check(gw_call *c) {
+    int n_ids = 0;
+    for (uint32_t i = 0; i < c->rq.n; i++)
+        n_ids += c->ch[i].id != 0;
+    CM_ASSERT(c->n_active == n_ids);
+    CM_ASSERT(c->n_done <= c->rq.n);
+    CM_ASSERT(!c->rl_pending || !c->have_verdict);
+    /* h2o disposes the request only through on_req_dispose, which finishes the call. */
+    CM_ASSERT(c->req != NULL || c->finished);
+    CM_ASSERT(!c->finished ||
+              (c->n_active == 0 && c->pending_gauge == NULL && !h2o_linklist_is_linked(&c->cold)));
+    /* The lease goes back in call_finish, or in on_admitted when Redis answers after it. */
+    CM_ASSERT(!c->finished || c->rl_pending || c->lease == NULL);
+    CM_ASSERT(!h2o_linklist_is_linked(&c->cold) || c->n_active == 0);
+    CM_ASSERT(!c->stopped || (c->stream_started && c->finished));
+    CM_ASSERT(!c->send_inflight || c->stream_started);
+    CM_ASSERT(!c->final_sent || c->final_queued);
+    CM_ASSERT(!c->final_queued || c->finished);
+    CM_ASSERT(!c->closing || (c->req == NULL && c->n_active == 0 && !c->rl_pending));
+}
+
 static void on_timer_closed(uv_handle_t *h) {
     gw_call *c = h->data;
+    CM_ASSERT(c->closing);
     for (uint32_t i = 0; i < c->rq.n; i++) {
         cm_buf_fini(&c->ch[i].text);
         gw_logprobs_fini(&c->ch[i].lp);
@@ -141,6 +181,7 @@ static void on_timer_closed(uv_handle_t *h) {
 }
 
 static void maybe_free(gw_call *c) {
+    call_check(c);
     if (c->req != NULL || c->n_active > 0 || c->rl_pending || c->closing)
         return;
     if (h2o_linklist_is_linked(&c->cold))
@@ -361,6 +402,7 @@ static void on_proceed(h2o_generator_t *gen, h2o_req_t *req) {
     c->send_inflight = 0;
     cm_buf_reset(&c->sending);
     stream_flush(c);
+    call_check(c);
 }
 
 static void on_stop(h2o_generator_t *gen, h2o_req_t *req) {
@@ -371,6 +413,7 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req) {
         drop_submits(c, 1);
         call_finish(c, 499);
     }
+    call_check(c);
 }
 
 static void stream_start(gw_call *c) {

@@ -15,7 +15,7 @@
 
 #include "cm_err.h"
 #include "gw_alias.h"
-#include "gw_request.h"
+#include "gw_limits.h"
 
 typedef struct gw_tenant_cfg {
     char *name;

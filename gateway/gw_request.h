@@ -17,6 +17,7 @@
 
 #include "cm_err.h"
 #include "gw_error.h"
+#include "gw_limits.h"
 #include "sluice.pb-c.h"
 
 /* The API kind of a request (gw_route's table maps paths to kinds). */
@@ -28,21 +29,6 @@ typedef enum gw_api {
     GW_API_DETOKENIZE = 3,  /* vLLM's /detokenize: token ids -> text */
 } gw_api;
 
-/* Bounds on a request, from the config (limits:). Zero fields are not allowed: use defaults. */
-typedef struct gw_limits {
-    size_t max_body_bytes;         /* 413 past it (checked by the HTTP layer too) */
-    uint32_t max_messages;         /* chat messages per request */
-    size_t max_prompt_chars;       /* sum of message contents / prompt length, in bytes */
-    uint32_t max_tokens;           /* largest max_tokens accepted */
-    uint32_t default_max_tokens;   /* used when a chat request gives none; 0 = none: up to the
-                                      remaining context, as OpenAI (the default) */
-    uint32_t max_n;                /* largest n */
-    uint32_t max_stop;             /* stop strings per request */
-    uint32_t max_stop_chars;       /* bytes per stop string */
-    uint32_t max_logit_bias;       /* logit_bias entries */
-    uint32_t max_prompt_token_ids; /* pre-tokenized prompt length */
-} gw_limits;
-
 /* Bounds on structured outputs and tools (OpenAI's own: 128 tools, names of 64 bytes). */
 #define GW_MAX_TOOLS 128
 #define GW_MAX_TOOL_NAME_BYTES 64
@@ -50,9 +36,6 @@ typedef struct gw_limits {
 #define GW_MAX_SCHEMA_BYTES (64u * 1024) /* one schema (parameters or response_format), as JSON */
 #define GW_MAX_TOOL_CALLS 64             /* tool_calls per history message and per choice */
 #define GW_MAX_TOOL_ARGUMENTS_BYTES (64u * 1024)
-
-/* gw_limits_default fills the defaults documented in sluice-gateway.example.yaml. */
-void gw_limits_default(gw_limits *l);
 
 /*
  * A validated request. Strings inside `submit` point into `root` (or into arrays owned by the

@@ -5,10 +5,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
 
 #include "cm_clock.h"
 #include "cm_log.h"
+#include "sluice.pb-c.h"
+
+/* A worker and its connection: the public part first (what gw_worker_* hand out), the nng
+ * handles only in this file. Allocated and freed here as a whole. */
+typedef struct worker_conn {
+    gw_worker super;
+    nng_socket sock;
+    nng_dialer dialer;
+    nng_aio *rx_aio;
+} worker_conn;
+
+static worker_conn *conn_of(gw_worker *w) {
+    return (worker_conn *)w;
+}
 
 static void send_hello(gw_worker *w) {
     Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
@@ -24,7 +39,7 @@ static void send_hello(gw_worker *w) {
     if (nng_msg_alloc(&msg, len) != 0)
         return;
     sluice__envelope__pack(&env, nng_msg_body(msg));
-    if (nng_sendmsg(w->sock, msg, NNG_FLAG_NONBLOCK) != 0)
+    if (nng_sendmsg(conn_of(w)->sock, msg, NNG_FLAG_NONBLOCK) != 0)
         nng_msg_free(msg);
 }
 
@@ -70,16 +85,17 @@ static void handle_hello(gw_worker *w, const Sluice__Hello *h) {
 
 static void on_recv(void *arg) {
     gw_worker *w = arg;
+    worker_conn *wc = conn_of(w);
     nng_msg *msg;
     Sluice__Envelope *env;
-    int rv = nng_aio_result(w->rx_aio);
+    int rv = nng_aio_result(wc->rx_aio);
     if (rv != 0) {
         if (rv == NNG_ECLOSED)
             return;
-        nng_recv_aio(w->sock, w->rx_aio);
+        nng_recv_aio(wc->sock, wc->rx_aio);
         return;
     }
-    msg = nng_aio_get_msg(w->rx_aio);
+    msg = nng_aio_get_msg(wc->rx_aio);
     env = sluice__envelope__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
     nng_msg_free(msg);
     if (env == NULL) {
@@ -119,7 +135,7 @@ static void on_recv(void *arg) {
         if (env != NULL)
             sluice__envelope__free_unpacked(env, NULL);
     }
-    nng_recv_aio(w->sock, w->rx_aio);
+    nng_recv_aio(wc->sock, wc->rx_aio);
 }
 
 cm_err gw_pool_init(gw_pool *p, const char *instance_id, gw_event_fn on_event, gw_lost_fn on_lost,
@@ -140,17 +156,18 @@ void gw_pool_fini(gw_pool *p) {
     gw_alias_table_fini(&p->aliases);
     for (int i = 0; i < n; i++) {
         gw_worker *w = p->workers[i];
-        nng_aio_stop(w->rx_aio);
-        nng_close(w->sock);
-        nng_aio_free(w->rx_aio);
-        free(w);
+        worker_conn *wc = conn_of(w);
+        nng_aio_stop(wc->rx_aio);
+        nng_close(wc->sock);
+        nng_aio_free(wc->rx_aio);
+        free(wc);
     }
     atomic_store(&p->n_workers, 0);
     pthread_mutex_destroy(&p->mu);
 }
 
 static cm_err start_dial(gw_worker *w) {
-    int rv = nng_dial(w->sock, w->address, &w->dialer, NNG_FLAG_NONBLOCK);
+    int rv = nng_dial(conn_of(w)->sock, w->address, &conn_of(w)->dialer, NNG_FLAG_NONBLOCK);
     if (rv != 0) {
         cm_log(CM_LOG_ERROR, NULL, "cannot dial worker", "address", w->address, "error",
                nng_strerror(rv), NULL);
@@ -173,6 +190,7 @@ static int alias_shadows(gw_pool *p, const char *model) {
 cm_err gw_pool_add(gw_pool *p, const char *model, const char *address, int is_static,
                    gw_worker **out) {
     gw_worker *w = NULL;
+    worker_conn *wc;
     cm_err rv = CM_OK;
     int n, nrv;
     if (model == NULL || address == NULL || model[0] == '\0' || strlen(model) >= GW_NAME_MAX ||
@@ -200,37 +218,38 @@ cm_err gw_pool_add(gw_pool *p, const char *model, const char *address, int is_st
         rv = CM_ERR_LIMIT;
         goto done;
     }
-    w = calloc(1, sizeof *w);
-    if (w == NULL) {
+    wc = calloc(1, sizeof *wc);
+    if (wc == NULL) {
         rv = CM_ERR_NOMEM;
         goto done;
     }
+    w = &wc->super;
     w->pool = p;
     w->index = n;
     w->is_static = is_static;
     snprintf(w->model, sizeof w->model, "%s", model);
     snprintf(w->served_model, sizeof w->served_model, "%s", model);
     snprintf(w->address, sizeof w->address, "%s", address);
-    if ((nrv = nng_pair1_open(&w->sock)) != 0) {
+    if ((nrv = nng_pair1_open(&wc->sock)) != 0) {
         rv = CM_ERR_IO;
         goto fail_free;
     }
     /* Small buffers: a full one means the worker is not keeping up (503, try another). */
-    nng_socket_set_int(w->sock, NNG_OPT_SENDBUF, 512);
-    nng_socket_set_int(w->sock, NNG_OPT_RECVBUF, 1024);
-    nng_socket_set_size(w->sock, NNG_OPT_RECVMAXSZ, GW_MAX_MSG_BYTES);
+    nng_socket_set_int(wc->sock, NNG_OPT_SENDBUF, 512);
+    nng_socket_set_int(wc->sock, NNG_OPT_RECVBUF, 1024);
+    nng_socket_set_size(wc->sock, NNG_OPT_RECVMAXSZ, GW_MAX_MSG_BYTES);
     /* Small messages both ways (Submit, one Event per token): Nagle would hold them back
      * behind delayed ACKs (~40 ms per request on loopback). */
-    nng_socket_set_bool(w->sock, NNG_OPT_TCP_NODELAY, true);
-    nng_socket_set_ms(w->sock, NNG_OPT_RECONNMINT, 100);
-    nng_socket_set_ms(w->sock, NNG_OPT_RECONNMAXT, 2000);
-    nng_pipe_notify(w->sock, NNG_PIPE_EV_ADD_POST, on_pipe, w);
-    nng_pipe_notify(w->sock, NNG_PIPE_EV_REM_POST, on_pipe, w);
-    if ((nrv = nng_aio_alloc(&w->rx_aio, on_recv, w)) != 0) {
+    nng_socket_set_bool(wc->sock, NNG_OPT_TCP_NODELAY, true);
+    nng_socket_set_ms(wc->sock, NNG_OPT_RECONNMINT, 100);
+    nng_socket_set_ms(wc->sock, NNG_OPT_RECONNMAXT, 2000);
+    nng_pipe_notify(wc->sock, NNG_PIPE_EV_ADD_POST, on_pipe, w);
+    nng_pipe_notify(wc->sock, NNG_PIPE_EV_REM_POST, on_pipe, w);
+    if ((nrv = nng_aio_alloc(&wc->rx_aio, on_recv, w)) != 0) {
         rv = CM_ERR_NOMEM;
         goto fail_close;
     }
-    nng_recv_aio(w->sock, w->rx_aio);
+    nng_recv_aio(wc->sock, wc->rx_aio);
     if ((rv = start_dial(w)) != CM_OK)
         goto fail_aio;
     p->workers[n] = w;
@@ -243,13 +262,13 @@ cm_err gw_pool_add(gw_pool *p, const char *model, const char *address, int is_st
                "model", model, "address", address, NULL);
     goto done;
 fail_aio:
-    nng_aio_stop(w->rx_aio);
+    nng_aio_stop(wc->rx_aio);
 fail_close:
-    nng_close(w->sock);
-    if (w->rx_aio != NULL)
-        nng_aio_free(w->rx_aio);
+    nng_close(wc->sock);
+    if (wc->rx_aio != NULL)
+        nng_aio_free(wc->rx_aio);
 fail_free:
-    free(w);
+    free(wc);
     w = NULL;
 done:
     pthread_mutex_unlock(&p->mu);
@@ -264,7 +283,7 @@ void gw_pool_mark_gone(gw_pool *p, gw_worker *w) {
         atomic_store(&w->gone_ms, cm_clock_mono_ms());
         atomic_store(&w->gone, 1);
         if (w->dialing) {
-            nng_dialer_close(w->dialer);
+            nng_dialer_close(conn_of(w)->dialer);
             w->dialing = 0;
         }
         cm_log(CM_LOG_INFO, NULL, "worker left the registry", "address", w->address, NULL);
@@ -495,7 +514,7 @@ cm_err gw_worker_send(gw_worker *w, const uint8_t *buf, size_t len) {
     if (nng_msg_alloc(&msg, len) != 0)
         return CM_ERR_NOMEM;
     memcpy(nng_msg_body(msg), buf, len);
-    rv = nng_sendmsg(w->sock, msg, NNG_FLAG_NONBLOCK);
+    rv = nng_sendmsg(conn_of(w)->sock, msg, NNG_FLAG_NONBLOCK);
     if (rv != 0) {
         nng_msg_free(msg);
         return CM_ERR_OVERLOADED;

@@ -1,11 +1,11 @@
 /*
  * gw_worker: the gateway's connections to workers, and the pool that routes among them.
  *
- * Each worker is one nng pair1 socket dialed non-blocking (so nng keeps reconnecting after a
- * worker restarts). Received envelopes are unpacked on nng's threads: Hello, Stats and Drain
- * update the worker's load figures (atomics); the router reads them under the pool's
- * mutex, held only for a scan of the list, never across I/O; Events and pipe losses go to the
- * callbacks given to gw_pool_init, which must hand them to the owning loop thread and return at
+ * Each worker is one nng pair1 socket (private to gw_worker.c) dialed non-blocking (so nng keeps
+ * reconnecting after a worker restarts). Received envelopes are unpacked on nng's threads: Hello,
+ * Stats and Drain update the worker's load figures (atomics); the router reads them under the
+ * pool's mutex, held only for a scan of the list, never across I/O; Events and pipe losses go to
+ * the callbacks given to gw_pool_init, which must hand them to the owning loop thread and return at
  * once (they run on nng threads: never block).
  *
  * Workers are never freed while the pool lives: a worker that leaves the registry is marked
@@ -20,11 +20,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <nng/nng.h>
-
 #include "cm_err.h"
 #include "gw_alias.h"
-#include "sluice.pb-c.h"
+
+struct Sluice__Envelope; /* sluice.pb-c.h: only gw_worker.c and the event handler read it */
 
 #define GW_POOL_MAX_WORKERS 256
 #define GW_NAME_MAX 128
@@ -42,12 +41,9 @@ typedef struct gw_worker {
     char served_model[GW_NAME_MAX]; /* name from the worker's Hello; guarded by pool->mu */
     char address[GW_ADDR_MAX];      /* nng address */
     int is_static;                  /* from config/flags: never marked gone by discovery */
-    nng_socket sock;
-    nng_dialer dialer;
-    int dialing; /* dialer open; guarded by pool->mu */
-    nng_aio *rx_aio;
-    _Atomic int connected; /* a pipe is up */
-    _Atomic int hello_ok;  /* the worker's Hello arrived with a compatible version */
+    int dialing;                    /* dialer open; guarded by pool->mu */
+    _Atomic int connected;          /* a pipe is up */
+    _Atomic int hello_ok;           /* the worker's Hello arrived with a compatible version */
     _Atomic int draining;
     _Atomic int gone;       /* left the registry */
     _Atomic uint32_t epoch; /* bumped on every new pipe */
@@ -61,7 +57,7 @@ typedef struct gw_worker {
 
 /* Called on an nng thread for each Event envelope; takes ownership of env (free with
  * sluice__envelope__free_unpacked(env, NULL)). Must not block. */
-typedef void (*gw_event_fn)(void *arg, gw_worker *w, Sluice__Envelope *env);
+typedef void (*gw_event_fn)(void *arg, gw_worker *w, struct Sluice__Envelope *env);
 /* Called on an nng thread when w's pipe of epoch `epoch` is lost. Must not block. */
 typedef void (*gw_lost_fn)(void *arg, gw_worker *w, uint32_t epoch);
 

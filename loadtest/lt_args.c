@@ -4,7 +4,6 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,16 +45,6 @@ static const char usage_text[] =
 
 const char *lt_args_usage(void) {
     return usage_text;
-}
-
-static cm_err fail_msg(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static cm_err fail_msg(char *err, size_t err_len, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-    return CM_ERR_INVALID;
 }
 
 /* parse_u32 accepts a whole decimal string in [lo, hi]. */
@@ -329,7 +318,7 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
             break;
         case OPT_MODEL:
             if (*v == '\0' || strlen(v) > 256) {
-                return fail_msg(err, err_len, "--model must be 1..256 characters");
+                return cm_errf(CM_ERR_INVALID, err, err_len, "--model must be 1..256 characters");
             }
             a.model = v;
             break;
@@ -339,7 +328,8 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
             } else if (strcmp(v, "completions") == 0) {
                 a.api = LT_API_COMPLETIONS;
             } else {
-                return fail_msg(err, err_len, "--endpoint must be chat or completions");
+                return cm_errf(CM_ERR_INVALID, err, err_len,
+                               "--endpoint must be chat or completions");
             }
             break;
         case OPT_CONCURRENCY:
@@ -347,47 +337,50 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
             break;
         case OPT_RATE:
             if (lt_args_parse_rates(v, a.rates, LT_MAX_LEVELS, &a.n_rates) != CM_OK) {
-                return fail_msg(err, err_len,
-                                "--rate must be a comma list of at most %d rates in (0, %g]",
-                                LT_MAX_LEVELS, LT_MAX_RATE);
+                return cm_errf(CM_ERR_INVALID, err, err_len,
+                               "--rate must be a comma list of at most %d rates in (0, %g]",
+                               LT_MAX_LEVELS, LT_MAX_RATE);
             }
             break;
         case OPT_MAX_INFLIGHT:
             if (parse_u32(v, 1, LT_MAX_CONCURRENCY, &a.max_inflight) != CM_OK) {
-                return fail_msg(err, err_len, "--max-inflight must be 1..%d", LT_MAX_CONCURRENCY);
+                return cm_errf(CM_ERR_INVALID, err, err_len, "--max-inflight must be 1..%d",
+                               LT_MAX_CONCURRENCY);
             }
             break;
         case OPT_REQUESTS:
             if (parse_u32(v, 1, LT_MAX_REQUESTS, &a.requests) != CM_OK) {
-                return fail_msg(err, err_len, "--requests must be 1..%u", LT_MAX_REQUESTS);
+                return cm_errf(CM_ERR_INVALID, err, err_len, "--requests must be 1..%u",
+                               LT_MAX_REQUESTS);
             }
             break;
         case OPT_DURATION:
             if (parse_double(v, 0.001, LT_MAX_DURATION_S, &a.duration_s) != CM_OK) {
-                return fail_msg(err, err_len, "--duration must be seconds in (0, %g]",
-                                LT_MAX_DURATION_S);
+                return cm_errf(CM_ERR_INVALID, err, err_len,
+                               "--duration must be seconds in (0, %g]", LT_MAX_DURATION_S);
             }
             break;
         case OPT_WARMUP:
             if (parse_u32(v, 0, 100000, &a.warmup) != CM_OK) {
-                return fail_msg(err, err_len, "--warmup must be 0..100000");
+                return cm_errf(CM_ERR_INVALID, err, err_len, "--warmup must be 0..100000");
             }
             break;
         case OPT_TIMEOUT:
             if (parse_double(v, 0.001, 86400, &a.timeout_s) != CM_OK) {
-                return fail_msg(err, err_len, "--timeout must be seconds in (0, 86400]");
+                return cm_errf(CM_ERR_INVALID, err, err_len,
+                               "--timeout must be seconds in (0, 86400]");
             }
             break;
         case OPT_INPUT:
             if (lt_args_parse_range(v, 1, LT_MAX_TOKENS, &a.input_min, &a.input_max) != CM_OK) {
-                return fail_msg(err, err_len, "--input-tokens must be N or MIN:MAX within 1..%u",
-                                LT_MAX_TOKENS);
+                return cm_errf(CM_ERR_INVALID, err, err_len,
+                               "--input-tokens must be N or MIN:MAX within 1..%u", LT_MAX_TOKENS);
             }
             break;
         case OPT_OUTPUT:
             if (lt_args_parse_range(v, 1, LT_MAX_TOKENS, &a.output_min, &a.output_max) != CM_OK) {
-                return fail_msg(err, err_len, "--output-tokens must be N or MIN:MAX within 1..%u",
-                                LT_MAX_TOKENS);
+                return cm_errf(CM_ERR_INVALID, err, err_len,
+                               "--output-tokens must be N or MIN:MAX within 1..%u", LT_MAX_TOKENS);
             }
             break;
         case OPT_PROMPTS:
@@ -395,7 +388,8 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
             break;
         case OPT_SHARED:
             if (parse_double(v, 0, 1, &a.shared_prefix) != CM_OK) {
-                return fail_msg(err, err_len, "--shared-prefix must be a ratio in [0, 1]");
+                return cm_errf(CM_ERR_INVALID, err, err_len,
+                               "--shared-prefix must be a ratio in [0, 1]");
             }
             break;
         case OPT_NO_STREAM:
@@ -406,19 +400,19 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
             break;
         case OPT_TEMPERATURE:
             if (parse_double(v, 0, 2, &a.temperature) != CM_OK) {
-                return fail_msg(err, err_len, "--temperature must be in [0, 2]");
+                return cm_errf(CM_ERR_INVALID, err, err_len, "--temperature must be in [0, 2]");
             }
             break;
         case OPT_SEED:
             if (parse_u32(v, 0, UINT32_MAX, &u) != CM_OK) {
-                return fail_msg(err, err_len, "--seed must be 0..%u", UINT32_MAX);
+                return cm_errf(CM_ERR_INVALID, err, err_len, "--seed must be 0..%u", UINT32_MAX);
             }
             a.seed = u;
             break;
         case OPT_SLO:
             if (lt_args_parse_slo(v, &a.slo) != CM_OK) {
-                return fail_msg(err, err_len,
-                                "--slo must look like ttft=MS,tpot=MS,e2e=MS (positive numbers)");
+                return cm_errf(CM_ERR_INVALID, err, err_len,
+                               "--slo must look like ttft=MS,tpot=MS,e2e=MS (positive numbers)");
             }
             break;
         case OPT_JSON:
@@ -435,13 +429,14 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
             break;
         case OPT_COLD:
             if (*v == '\0') {
-                return fail_msg(err, err_len, "--cold-start needs a command");
+                return cm_errf(CM_ERR_INVALID, err, err_len, "--cold-start needs a command");
             }
             a.cold_start_cmd = v;
             break;
         case OPT_COLD_TIMEOUT:
             if (parse_double(v, 1, 86400, &a.cold_start_timeout_s) != CM_OK) {
-                return fail_msg(err, err_len, "--cold-start-timeout must be seconds in [1, 86400]");
+                return cm_errf(CM_ERR_INVALID, err, err_len,
+                               "--cold-start-timeout must be seconds in [1, 86400]");
             }
             break;
         case OPT_HELP:
@@ -449,15 +444,15 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
             *help_out = 1;
             return CM_OK;
         default:
-            return fail_msg(err, err_len, "unknown or incomplete option '%s' (see --help)",
-                            argv[optind - 1]);
+            return cm_errf(CM_ERR_INVALID, err, err_len,
+                           "unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
         }
     }
     if (optind < argc) {
-        return fail_msg(err, err_len, "unexpected argument '%s'", argv[optind]);
+        return cm_errf(CM_ERR_INVALID, err, err_len, "unexpected argument '%s'", argv[optind]);
     }
     if (a.url == NULL) {
-        return fail_msg(err, err_len, "--url is required");
+        return cm_errf(CM_ERR_INVALID, err, err_len, "--url is required");
     }
     if (a.api_key != NULL) {
         /* it goes into a header line: printable ASCII only, no spaces, bounded */
@@ -467,23 +462,24 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
             ok = a.api_key[i] > 0x20 && a.api_key[i] < 0x7f;
         }
         if (!ok) {
-            return fail_msg(err, err_len,
-                            "the API key must be 1..512 printable ASCII characters, no spaces");
+            return cm_errf(CM_ERR_INVALID, err, err_len,
+                           "the API key must be 1..512 printable ASCII characters, no spaces");
         }
     }
     if (a.model == NULL) {
-        return fail_msg(err, err_len, "--model is required");
+        return cm_errf(CM_ERR_INVALID, err, err_len, "--model is required");
     }
     cm_err rv = lt_args_endpoint(a.url, a.api, a.endpoint_url, sizeof(a.endpoint_url));
     if (rv != CM_OK) {
-        return fail_msg(err, err_len, "--url must be an http:// or https:// URL under %d bytes",
-                        LT_MAX_URL_BYTES);
+        return cm_errf(CM_ERR_INVALID, err, err_len,
+                       "--url must be an http:// or https:// URL under %d bytes", LT_MAX_URL_BYTES);
     }
     if (levels_arg != NULL && a.n_rates > 0) {
-        return fail_msg(err, err_len, "--concurrency and --rate are exclusive");
+        return cm_errf(CM_ERR_INVALID, err, err_len, "--concurrency and --rate are exclusive");
     }
     if (a.cold_start_cmd != NULL && (levels_arg != NULL || a.n_rates > 0)) {
-        return fail_msg(err, err_len, "--cold-start runs alone (no --concurrency/--rate)");
+        return cm_errf(CM_ERR_INVALID, err, err_len,
+                       "--cold-start runs alone (no --concurrency/--rate)");
     }
     if (a.cold_start_cmd != NULL) {
         a.mode = LT_MODE_COLD_START;
@@ -495,17 +491,17 @@ cm_err lt_args_parse(lt_args *out, int argc, char **argv, int *help_out, char *e
             levels_arg = "1";
         }
         if (lt_args_parse_levels(levels_arg, a.concurrency, LT_MAX_LEVELS, &a.n_levels) != CM_OK) {
-            return fail_msg(err, err_len,
-                            "--concurrency must be a comma list of at most %d levels in 1..%d",
-                            LT_MAX_LEVELS, LT_MAX_CONCURRENCY);
+            return cm_errf(CM_ERR_INVALID, err, err_len,
+                           "--concurrency must be a comma list of at most %d levels in 1..%d",
+                           LT_MAX_LEVELS, LT_MAX_CONCURRENCY);
         }
     }
     if (a.requests == 0 && a.duration_s == 0) {
         a.requests = 100; /* bounded always: the default run is 100 requests */
     }
     if (a.prompts_path != NULL && a.shared_prefix > 0) {
-        return fail_msg(err, err_len,
-                        "--shared-prefix applies to generated prompts, not --prompts");
+        return cm_errf(CM_ERR_INVALID, err, err_len,
+                       "--shared-prefix applies to generated prompts, not --prompts");
     }
     *out = a;
     return CM_OK;

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../common/cm_err.h"
+#include "cm_err.h"
 #include "model.h"
 
 typedef struct wk_backend wk_backend;
@@ -79,7 +79,35 @@ typedef struct wk_backend_ops {
 /* The CPU backend; always present. */
 extern const wk_backend_ops wk_backend_cpu;
 
-/* wk_backend_find returns the table named name ("cpu" or "cuda") or NULL when not built in. */
+#define WK_BACKEND_MAX 8 /* backends in the registry, the CPU one included */
+
+/*
+ * wk_backend_register adds ops (borrowed: static storage) to the registry that wk_backend_find
+ * searches; the CPU backend is in it from the start. Call at program start, before any other
+ * thread uses the registry (not thread-safe). CM_ERR_INVALID for NULL ops or a NULL name,
+ * CM_ERR_EXISTS when a backend of that name is there, CM_ERR_LIMIT past WK_BACKEND_MAX.
+ */
+cm_err wk_backend_register(const wk_backend_ops *ops);
+
+/* wk_backend_find returns the registered table named name ("cpu", "cuda") or NULL. */
 const wk_backend_ops *wk_backend_find(const char *name);
+
+#ifdef SLUICE_HAVE_CUDA
+extern const wk_backend_ops wk_backend_cuda; /* backend/cuda, in wk_cuda */
+#endif
+
+/*
+ * wk_backend_register_linked registers the backends this program links besides the CPU one:
+ * the CUDA backend where it links wk_cuda (which defines SLUICE_HAVE_CUDA for its users).
+ * Inline, so that the reference is the program's and wk_core depends on no backend library.
+ * Call once at program start (same limits as wk_backend_register).
+ */
+static inline cm_err wk_backend_register_linked(void) {
+#ifdef SLUICE_HAVE_CUDA
+    return wk_backend_register(&wk_backend_cuda);
+#else
+    return CM_OK;
+#endif
+}
 
 #endif /* WK_BACKEND_H */

@@ -9,24 +9,10 @@
  */
 #include "chat_template.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 const char *wk_chat_family_name(wk_chat_family f) {
     switch (f) {
@@ -111,11 +97,10 @@ cm_err wk_chat_template_detect(const char *template_text, const char *override,
     if (override != NULL && override[0] != '\0') {
         f = family_from_name(override);
         if (f == WK_CHAT_UNKNOWN) {
-            set_err(err, errlen,
-                    "unknown chat template override \"%.40s\" (use chatml, llama3, llama2, "
-                    "mistral or gemma)",
-                    override);
-            return CM_ERR_CONFIG;
+            return cm_errf(CM_ERR_CONFIG, err, errlen,
+                           "unknown chat template override \"%.40s\" (use chatml, llama3, llama2, "
+                           "mistral or gemma)",
+                           override);
         }
     } else if (template_text != NULL) {
         /* Most specific markers first: Llama 3 templates may also mention other tokens. */
@@ -131,9 +116,9 @@ cm_err wk_chat_template_detect(const char *template_text, const char *override,
     }
     if (f == WK_CHAT_UNKNOWN) {
         if (template_text == NULL) {
-            set_err(err, errlen,
-                    "the model has no chat template (tokenizer.chat_template); configure one "
-                    "of chatml, llama3, llama2, mistral, gemma");
+            return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                           "the model has no chat template (tokenizer.chat_template); configure "
+                           "one of chatml, llama3, llama2, mistral, gemma");
         } else {
             char quoted[64];
             size_t n = 0;
@@ -141,12 +126,11 @@ cm_err wk_chat_template_detect(const char *template_text, const char *override,
                 quoted[n++] = (*c == '\n' || *c == '"') ? ' ' : *c;
             }
             quoted[n] = '\0';
-            set_err(err, errlen,
-                    "chat template not recognized: \"%s%s\"; configure one of chatml, llama3, "
-                    "llama2, mistral, gemma",
-                    quoted, strlen(template_text) > 60 ? "..." : "");
+            return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                           "chat template not recognized: \"%s%s\"; configure one of chatml, "
+                           "llama3, llama2, mistral, gemma",
+                           quoted, strlen(template_text) > 60 ? "..." : "");
         }
-        return CM_ERR_UNSUPPORTED;
     }
     out->family = f;
     switch (f) {
@@ -279,23 +263,21 @@ static cm_err check_alternating(const wk_chat_template *t, const role *roles, si
     const char *name = wk_chat_family_name(t->family);
     for (size_t i = 0; i < n; i++) {
         if (roles[i] == ROLE_TOOL) {
-            set_err(err, errlen, "role \"tool\" is not supported by the %s chat template", name);
-            return CM_ERR_INVALID;
+            return cm_errf(CM_ERR_INVALID, err, errlen,
+                           "role \"tool\" is not supported by the %s chat template", name);
         }
         if (roles[i] == ROLE_SYSTEM && i != 0) {
-            set_err(err, errlen,
-                    "the %s chat template accepts a system message only as the first message",
-                    name);
-            return CM_ERR_INVALID;
+            return cm_errf(
+                CM_ERR_INVALID, err, errlen,
+                "the %s chat template accepts a system message only as the first message", name);
         }
         if (i >= first) {
             role want = ((i - first) % 2 == 0) ? ROLE_USER : ROLE_ASSISTANT;
             if (roles[i] != want) {
-                set_err(err, errlen,
-                        "the %s chat template needs alternating user/assistant messages "
-                        "starting with user (message %zu is \"%s\")",
-                        name, i, role_text(roles[i]));
-                return CM_ERR_INVALID;
+                return cm_errf(CM_ERR_INVALID, err, errlen,
+                               "the %s chat template needs alternating user/assistant messages "
+                               "starting with user (message %zu is \"%s\")",
+                               name, i, role_text(roles[i]));
             }
         }
     }
@@ -354,8 +336,8 @@ cm_err wk_chat_render(const wk_chat_template *t, const wk_chat_message *msgs, si
     }
     out[0] = '\0';
     if (n > MAX_RENDER_MESSAGES) {
-        set_err(err, errlen, "too many messages (%zu, limit %d)", n, MAX_RENDER_MESSAGES);
-        return CM_ERR_LIMIT;
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "too many messages (%zu, limit %d)", n,
+                       MAX_RENDER_MESSAGES);
     }
     /* Roles of short conversations live on the stack; long ones get one allocation. */
     role small[64] = {ROLE_BAD};
@@ -372,14 +354,12 @@ cm_err wk_chat_render(const wk_chat_template *t, const wk_chat_message *msgs, si
     for (size_t i = 0; i < n; i++) {
         r[i] = parse_role(msgs[i].role);
         if (r[i] == ROLE_BAD) {
-            set_err(err, errlen, "message %zu has unknown role \"%.32s\"", i,
-                    msgs[i].role != NULL ? msgs[i].role : "(null)");
-            rv = CM_ERR_INVALID;
+            rv = cm_errf(CM_ERR_INVALID, err, errlen, "message %zu has unknown role \"%.32s\"", i,
+                         msgs[i].role != NULL ? msgs[i].role : "(null)");
             goto done;
         }
         if (msgs[i].content == NULL) {
-            set_err(err, errlen, "message %zu has no content", i);
-            rv = CM_ERR_INVALID;
+            rv = cm_errf(CM_ERR_INVALID, err, errlen, "message %zu has no content", i);
             goto done;
         }
     }
@@ -406,8 +386,7 @@ cm_err wk_chat_render(const wk_chat_template *t, const wk_chat_message *msgs, si
         }
         break;
     default:
-        set_err(err, errlen, "no chat template family set");
-        rv = CM_ERR_STATE;
+        rv = cm_errf(CM_ERR_STATE, err, errlen, "no chat template family set");
         break;
     }
     if (rv != CM_OK) {
@@ -415,9 +394,8 @@ cm_err wk_chat_render(const wk_chat_template *t, const wk_chat_message *msgs, si
         goto done;
     }
     if (w.overflow) {
-        set_err(err, errlen, "rendered prompt exceeds %zu bytes", cap - 1);
+        rv = cm_errf(CM_ERR_LIMIT, err, errlen, "rendered prompt exceeds %zu bytes", cap - 1);
         out[0] = '\0';
-        rv = CM_ERR_LIMIT;
         goto done;
     }
     *n_written = w.n;
@@ -491,8 +469,8 @@ cm_err wk_chat_render_tools(const wk_chat_template *t, const wk_chat_message *ms
     if (plain)
         return wk_chat_render(t, msgs, n, add_generation_prompt, out, cap, n_written, err, errlen);
     if (n > MAX_RENDER_MESSAGES) {
-        set_err(err, errlen, "too many messages (%zu, limit %d)", n, MAX_RENDER_MESSAGES);
-        return CM_ERR_LIMIT;
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "too many messages (%zu, limit %d)", n,
+                       MAX_RENDER_MESSAGES);
     }
     /* The rewritten contents live in one scratch block; its size bounds the worst case
      * (escaping at most doubles descriptions, \u00XX at most sextuples control bytes). */
@@ -561,8 +539,7 @@ cm_err wk_chat_render_tools(const wk_chat_template *t, const wk_chat_message *ms
         }
     }
     if (w.overflow) {
-        set_err(err, errlen, "tool definitions too large to render");
-        rv = CM_ERR_LIMIT;
+        rv = cm_errf(CM_ERR_LIMIT, err, errlen, "tool definitions too large to render");
         goto done;
     }
     rv = wk_chat_render(t, aug, m, add_generation_prompt, out, cap, n_written, err, errlen);

@@ -11,7 +11,7 @@
 #define WK_CHAT_TEMPLATE_H
 
 #include <stddef.h>
-#include "../common/cm_err.h"
+#include "cm_err.h"
 
 typedef enum wk_chat_family {
     WK_CHAT_UNKNOWN = 0,

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/cm_clock.h"
+#include "cm_clock.h"
 #include "kv_cache.h"
 #include "scheduler.h"
 

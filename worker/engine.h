@@ -18,9 +18,10 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#include "../common/cm_err.h"
+#include "cm_err.h"
 #include "backend.h"
 #include "model.h"
+#include "priority.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "grammar.h"
@@ -97,11 +98,6 @@ typedef struct wk_event {
 } wk_event;
 
 typedef void (*wk_event_cb)(const wk_event *ev, void *cb_arg);
-
-typedef enum wk_priority {
-    WK_PRIORITY_INTERACTIVE = 0,
-    WK_PRIORITY_BATCH = 1,
-} wk_priority;
 
 typedef struct wk_request {
     uint64_t id;     /* unique among live requests of this engine */

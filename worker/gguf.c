@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,19 +54,6 @@ typedef struct cursor {
     const uint8_t *p;
     size_t left;
 } cursor;
-
-static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...) {
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rv;
-}
 
 static int take(cursor *c, size_t n, const uint8_t **out) {
     if (n > c->left) {
@@ -193,11 +179,11 @@ static cm_err parse_value(cursor *c, kv *e, char *err, size_t errlen, const char
     size_t sz = scalar_size(e->type);
     if (sz > 0) {
         if (take(c, sz, &e->val) != 0) {
-            return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s': value truncated", key);
+            return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s': value truncated", key);
         }
         if (e->type == WK_GGUF_BOOL && e->val[0] > 1) {
-            return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s': bool value %u is not 0/1", key,
-                         e->val[0]);
+            return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s': bool value %u is not 0/1",
+                           key, e->val[0]);
         }
         return CM_OK;
     }
@@ -205,8 +191,8 @@ static cm_err parse_value(cursor *c, kv *e, char *err, size_t errlen, const char
         wk_gguf_str s;
         e->val = c->p;
         if (rd_str(c, UINT64_MAX, &s) != 0) {
-            return failf(err, errlen, CM_ERR_FORMAT,
-                         "metadata '%s': string length exceeds remaining bytes", key);
+            return cm_errf(CM_ERR_FORMAT, err, errlen,
+                           "metadata '%s': string length exceeds remaining bytes", key);
         }
         return CM_OK;
     }
@@ -214,11 +200,12 @@ static cm_err parse_value(cursor *c, kv *e, char *err, size_t errlen, const char
         uint32_t et;
         uint64_t n;
         if (rd_u32(c, &et) != 0 || rd_u64(c, &n) != 0) {
-            return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s': array header truncated", key);
+            return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s': array header truncated",
+                           key);
         }
         if (et == WK_GGUF_ARRAY) {
-            return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s': nested arrays not supported",
-                         key);
+            return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s': nested arrays not supported",
+                           key);
         }
         e->arr.elem_type = (wk_gguf_type)et;
         e->arr.n = n;
@@ -226,42 +213,42 @@ static cm_err parse_value(cursor *c, kv *e, char *err, size_t errlen, const char
         size_t esz = scalar_size(et);
         if (esz > 0) {
             if (n > c->left / esz) {
-                return failf(err, errlen, CM_ERR_FORMAT,
-                             "metadata '%s': array of %" PRIu64 " elements exceeds remaining bytes",
-                             key, n);
+                return cm_errf(
+                    CM_ERR_FORMAT, err, errlen,
+                    "metadata '%s': array of %" PRIu64 " elements exceeds remaining bytes", key, n);
             }
             const uint8_t *p;
             take(c, (size_t)n * esz, &p);
             return CM_OK;
         }
         if (et != WK_GGUF_STRING) {
-            return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s': unknown array type %u", key,
-                         et);
+            return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s': unknown array type %u", key,
+                           et);
         }
         /* every string takes at least 8 bytes: a cheap bound before walking them */
         if (n > c->left / 8) {
-            return failf(err, errlen, CM_ERR_FORMAT,
-                         "metadata '%s': string array of %" PRIu64
-                         " elements exceeds remaining bytes",
-                         key, n);
+            return cm_errf(CM_ERR_FORMAT, err, errlen,
+                           "metadata '%s': string array of %" PRIu64
+                           " elements exceeds remaining bytes",
+                           key, n);
         }
         uint64_t *offs = malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
         if (offs == NULL) {
-            return failf(err, errlen, CM_ERR_NOMEM, "metadata '%s': out of memory", key);
+            return cm_errf(CM_ERR_NOMEM, err, errlen, "metadata '%s': out of memory", key);
         }
         e->arr.str_offsets = offs;
         for (uint64_t i = 0; i < n; i++) {
             wk_gguf_str s;
             offs[i] = (uint64_t)(c->p - (const uint8_t *)e->arr.data);
             if (rd_str(c, UINT64_MAX, &s) != 0) {
-                return failf(err, errlen, CM_ERR_FORMAT,
-                             "metadata '%s': string %" PRIu64 " exceeds remaining bytes", key, i);
+                return cm_errf(CM_ERR_FORMAT, err, errlen,
+                               "metadata '%s': string %" PRIu64 " exceeds remaining bytes", key, i);
             }
         }
         return CM_OK;
     }
-    return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s': unknown value type %u", key,
-                 (unsigned)e->type);
+    return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s': unknown value type %u", key,
+                   (unsigned)e->type);
 }
 
 static cm_err parse(wk_gguf *g, char *err, size_t errlen) {
@@ -269,38 +256,38 @@ static cm_err parse(wk_gguf *g, char *err, size_t errlen) {
     uint32_t magic;
     char name[96];
     if (rd_u32(&c, &magic) != 0 || magic != GGUF_MAGIC) {
-        return failf(err, errlen, CM_ERR_FORMAT, "not a GGUF file (bad magic)");
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "not a GGUF file (bad magic)");
     }
     if (rd_u32(&c, &g->version) != 0) {
-        return failf(err, errlen, CM_ERR_FORMAT, "file truncated in header");
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "file truncated in header");
     }
     if (g->version != 2 && g->version != 3) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED, "unsupported GGUF version %u (need 2 or 3)",
-                     g->version);
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "unsupported GGUF version %u (need 2 or 3)",
+                       g->version);
     }
     if (rd_u64(&c, &g->n_tensors) != 0 || rd_u64(&c, &g->n_kv) != 0) {
-        return failf(err, errlen, CM_ERR_FORMAT, "file truncated in header");
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "file truncated in header");
     }
     if (g->n_tensors > MAX_TENSORS) {
-        return failf(err, errlen, CM_ERR_FORMAT, "tensor count %" PRIu64 " exceeds limit %u",
-                     g->n_tensors, MAX_TENSORS);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "tensor count %" PRIu64 " exceeds limit %u",
+                       g->n_tensors, MAX_TENSORS);
     }
     if (g->n_kv > MAX_KV) {
-        return failf(err, errlen, CM_ERR_FORMAT, "metadata count %" PRIu64 " exceeds limit %u",
-                     g->n_kv, MAX_KV);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata count %" PRIu64 " exceeds limit %u",
+                       g->n_kv, MAX_KV);
     }
     /* Each kv needs >= 12 bytes and each tensor info >= 24: reject counts the file cannot hold
      * before allocating for them. */
     if (g->n_kv > c.left / 12 || g->n_tensors > c.left / 24) {
-        return failf(err, errlen, CM_ERR_FORMAT,
-                     "counts (%" PRIu64 " metadata, %" PRIu64
-                     " tensors) exceed what the file size allows",
-                     g->n_kv, g->n_tensors);
+        return cm_errf(CM_ERR_FORMAT, err, errlen,
+                       "counts (%" PRIu64 " metadata, %" PRIu64
+                       " tensors) exceed what the file size allows",
+                       g->n_kv, g->n_tensors);
     }
     g->kvs = calloc(g->n_kv ? (size_t)g->n_kv : 1, sizeof(kv));
     g->tensors = calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(wk_gguf_tensor));
     if (g->kvs == NULL || g->tensors == NULL) {
-        return failf(err, errlen, CM_ERR_NOMEM, "out of memory for GGUF index");
+        return cm_errf(CM_ERR_NOMEM, err, errlen, "out of memory for GGUF index");
     }
 
     g->alignment = DEFAULT_ALIGNMENT;
@@ -308,16 +295,16 @@ static cm_err parse(wk_gguf *g, char *err, size_t errlen) {
         kv *e = &g->kvs[i];
         uint32_t t;
         if (rd_str(&c, MAX_KEY_LEN, &e->key) != 0) {
-            return failf(err, errlen, CM_ERR_FORMAT,
-                         "metadata %" PRIu64 ": key truncated or longer than %u bytes", i,
-                         MAX_KEY_LEN);
+            return cm_errf(CM_ERR_FORMAT, err, errlen,
+                           "metadata %" PRIu64 ": key truncated or longer than %u bytes", i,
+                           MAX_KEY_LEN);
         }
         str_to_buf(e->key, name, sizeof(name));
         if (e->key.len == 0) {
-            return failf(err, errlen, CM_ERR_FORMAT, "metadata %" PRIu64 ": empty key", i);
+            return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata %" PRIu64 ": empty key", i);
         }
         if (rd_u32(&c, &t) != 0) {
-            return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s': type truncated", name);
+            return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s': type truncated", name);
         }
         e->type = (wk_gguf_type)t;
         cm_err rv = parse_value(&c, e, err, errlen, name);
@@ -327,12 +314,13 @@ static cm_err parse(wk_gguf *g, char *err, size_t errlen) {
         if (str_eq(e->key, "general.alignment")) {
             uint32_t a;
             if (e->type != WK_GGUF_UINT32) {
-                return failf(err, errlen, CM_ERR_FORMAT, "general.alignment must be uint32");
+                return cm_errf(CM_ERR_FORMAT, err, errlen, "general.alignment must be uint32");
             }
             memcpy(&a, e->val, 4);
             if (a == 0 || (a & (a - 1)) != 0 || a > MAX_ALIGNMENT) {
-                return failf(err, errlen, CM_ERR_FORMAT,
-                             "general.alignment %u is not a power of two <= %u", a, MAX_ALIGNMENT);
+                return cm_errf(CM_ERR_FORMAT, err, errlen,
+                               "general.alignment %u is not a power of two <= %u", a,
+                               MAX_ALIGNMENT);
             }
             g->alignment = a;
         }
@@ -340,40 +328,40 @@ static cm_err parse(wk_gguf *g, char *err, size_t errlen) {
     uint64_t dup;
     int d = find_duplicate(g->n_kv, cmp_str_idx_kv, g->kvs, &dup, &g->kv_sorted);
     if (d < 0) {
-        return failf(err, errlen, CM_ERR_NOMEM, "out of memory checking keys");
+        return cm_errf(CM_ERR_NOMEM, err, errlen, "out of memory checking keys");
     }
     if (d > 0) {
         str_to_buf(g->kvs[dup].key, name, sizeof(name));
-        return failf(err, errlen, CM_ERR_FORMAT, "duplicate metadata key '%s'", name);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "duplicate metadata key '%s'", name);
     }
 
     uint64_t offsets_end_max = 0;
     uint64_t *offs = calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(uint64_t));
     if (offs == NULL) {
-        return failf(err, errlen, CM_ERR_NOMEM, "out of memory for tensor offsets");
+        return cm_errf(CM_ERR_NOMEM, err, errlen, "out of memory for tensor offsets");
     }
     cm_err rv = CM_OK;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         wk_gguf_tensor *t = &g->tensors[i];
         uint32_t nd, type;
         if (rd_str(&c, MAX_NAME_LEN, &t->name) != 0) {
-            rv = failf(err, errlen, CM_ERR_FORMAT,
-                       "tensor %" PRIu64 ": name truncated or longer than %u bytes", i,
-                       MAX_NAME_LEN);
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                         "tensor %" PRIu64 ": name truncated or longer than %u bytes", i,
+                         MAX_NAME_LEN);
             goto out;
         }
         str_to_buf(t->name, name, sizeof(name));
         if (t->name.len == 0) {
-            rv = failf(err, errlen, CM_ERR_FORMAT, "tensor %" PRIu64 ": empty name", i);
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen, "tensor %" PRIu64 ": empty name", i);
             goto out;
         }
         if (rd_u32(&c, &nd) != 0) {
-            rv = failf(err, errlen, CM_ERR_FORMAT, "tensor '%s': info truncated", name);
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen, "tensor '%s': info truncated", name);
             goto out;
         }
         if (nd == 0 || nd > WK_GGUF_MAX_DIMS) {
-            rv = failf(err, errlen, CM_ERR_FORMAT, "tensor '%s': %u dims (need 1..%d)", name, nd,
-                       WK_GGUF_MAX_DIMS);
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen, "tensor '%s': %u dims (need 1..%d)", name, nd,
+                         WK_GGUF_MAX_DIMS);
             goto out;
         }
         t->n_dims = nd;
@@ -384,53 +372,53 @@ static cm_err parse(wk_gguf *g, char *err, size_t errlen) {
         for (uint32_t k = 0; k < nd; k++) {
             uint64_t v;
             if (rd_u64(&c, &v) != 0) {
-                rv = failf(err, errlen, CM_ERR_FORMAT, "tensor '%s': info truncated", name);
+                rv = cm_errf(CM_ERR_FORMAT, err, errlen, "tensor '%s': info truncated", name);
                 goto out;
             }
             if (v == 0 || v > (uint64_t)INT64_MAX) {
-                rv = failf(err, errlen, CM_ERR_FORMAT, "tensor '%s': dim %u is %" PRIu64, name, k,
-                           v);
+                rv = cm_errf(CM_ERR_FORMAT, err, errlen, "tensor '%s': dim %u is %" PRIu64, name, k,
+                             v);
                 goto out;
             }
             if (nel > (uint64_t)INT64_MAX / v) {
-                rv =
-                    failf(err, errlen, CM_ERR_FORMAT, "tensor '%s': element count overflows", name);
+                rv = cm_errf(CM_ERR_FORMAT, err, errlen, "tensor '%s': element count overflows",
+                             name);
                 goto out;
             }
             nel *= v;
             t->ne[k] = (int64_t)v;
         }
         if (rd_u32(&c, &type) != 0 || rd_u64(&c, &offs[i]) != 0) {
-            rv = failf(err, errlen, CM_ERR_FORMAT, "tensor '%s': info truncated", name);
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen, "tensor '%s': info truncated", name);
             goto out;
         }
         if (!wk_dtype_supported(type)) {
-            rv = failf(err, errlen, CM_ERR_UNSUPPORTED, "tensor '%s': unsupported type %u", name,
-                       type);
+            rv = cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "tensor '%s': unsupported type %u", name,
+                         type);
             goto out;
         }
         t->type = (wk_dtype)type;
         size_t row = wk_dtype_row_bytes(t->type, t->ne[0]);
         if (row == 0) {
-            rv = failf(err, errlen, CM_ERR_FORMAT,
-                       "tensor '%s': row length %" PRId64 " not a multiple of %s block size %u",
-                       name, t->ne[0], wk_dtype_name(type), wk_dtype_block_elems(t->type));
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                         "tensor '%s': row length %" PRId64 " not a multiple of %s block size %u",
+                         name, t->ne[0], wk_dtype_name(type), wk_dtype_block_elems(t->type));
             goto out;
         }
         uint64_t rows = nel / (uint64_t)t->ne[0];
         if (rows > (uint64_t)SIZE_MAX / row) {
-            rv = failf(err, errlen, CM_ERR_FORMAT, "tensor '%s': byte size overflows", name);
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen, "tensor '%s': byte size overflows", name);
             goto out;
         }
         t->nbytes = (size_t)(rows * row);
         if (offs[i] % g->alignment != 0) {
-            rv = failf(err, errlen, CM_ERR_FORMAT,
-                       "tensor '%s': offset %" PRIu64 " not aligned to %u", name, offs[i],
-                       g->alignment);
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                         "tensor '%s': offset %" PRIu64 " not aligned to %u", name, offs[i],
+                         g->alignment);
             goto out;
         }
         if (offs[i] > UINT64_MAX - t->nbytes) {
-            rv = failf(err, errlen, CM_ERR_FORMAT, "tensor '%s': offset overflows", name);
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen, "tensor '%s': offset overflows", name);
             goto out;
         }
         if (offs[i] + t->nbytes > offsets_end_max) {
@@ -439,12 +427,12 @@ static cm_err parse(wk_gguf *g, char *err, size_t errlen) {
     }
     d = find_duplicate(g->n_tensors, cmp_str_idx_t, g->tensors, &dup, &g->tensor_sorted);
     if (d < 0) {
-        rv = failf(err, errlen, CM_ERR_NOMEM, "out of memory checking tensor names");
+        rv = cm_errf(CM_ERR_NOMEM, err, errlen, "out of memory checking tensor names");
         goto out;
     }
     if (d > 0) {
         str_to_buf(g->tensors[dup].name, name, sizeof(name));
-        rv = failf(err, errlen, CM_ERR_FORMAT, "duplicate tensor name '%s'", name);
+        rv = cm_errf(CM_ERR_FORMAT, err, errlen, "duplicate tensor name '%s'", name);
         goto out;
     }
 
@@ -452,9 +440,9 @@ static cm_err parse(wk_gguf *g, char *err, size_t errlen) {
     uint64_t hdr = (uint64_t)(c.p - g->base);
     uint64_t data_start = (hdr + g->alignment - 1) / g->alignment * g->alignment;
     if (g->n_tensors > 0 && data_start > g->size) {
-        rv = failf(err, errlen, CM_ERR_FORMAT,
-                   "data section start %" PRIu64 " past end of file (%zu bytes)", data_start,
-                   g->size);
+        rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                     "data section start %" PRIu64 " past end of file (%zu bytes)", data_start,
+                     g->size);
         goto out;
     }
     for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -462,10 +450,10 @@ static cm_err parse(wk_gguf *g, char *err, size_t errlen) {
         uint64_t avail = g->size - data_start;
         if (offs[i] > avail || t->nbytes > avail - offs[i]) {
             str_to_buf(t->name, name, sizeof(name));
-            rv = failf(err, errlen, CM_ERR_FORMAT,
-                       "tensor '%s' data ends past end of file (offset %" PRIu64
-                       ", %zu bytes, %" PRIu64 " available)",
-                       name, data_start + offs[i], t->nbytes, avail);
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                         "tensor '%s' data ends past end of file (offset %" PRIu64
+                         ", %zu bytes, %" PRIu64 " available)",
+                         name, data_start + offs[i], t->nbytes, avail);
             goto out;
         }
         t->data = g->base + data_start + offs[i];
@@ -480,7 +468,7 @@ static cm_err open_image(const uint8_t *base, size_t size, int mapped, wk_gguf *
                          size_t errlen) {
     wk_gguf *g = calloc(1, sizeof(*g));
     if (g == NULL) {
-        return failf(err, errlen, CM_ERR_NOMEM, "out of memory");
+        return cm_errf(CM_ERR_NOMEM, err, errlen, "out of memory");
     }
     g->base = base;
     g->size = size;
@@ -501,7 +489,7 @@ cm_err wk_gguf_open_memory(const void *data, size_t size, wk_gguf **out, char *e
     }
     *out = NULL;
     if (data == NULL && size > 0) {
-        return failf(err, errlen, CM_ERR_INVALID, "NULL buffer");
+        return cm_errf(CM_ERR_INVALID, err, errlen, "NULL buffer");
     }
     return open_image(data, size, 0, out, err, errlen);
 }
@@ -513,29 +501,29 @@ cm_err wk_gguf_open(const char *path, wk_gguf **out, char *err, size_t errlen) {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        return failf(err, errlen, CM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+        return cm_errf(CM_ERR_IO, err, errlen, "cannot open '%s': %s", path, strerror(errno));
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return failf(err, errlen, CM_ERR_IO, "cannot stat '%s': %s", path, strerror(e));
+        return cm_errf(CM_ERR_IO, err, errlen, "cannot stat '%s': %s", path, strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return failf(err, errlen, CM_ERR_IO, "'%s' is not a regular file", path);
+        return cm_errf(CM_ERR_IO, err, errlen, "'%s' is not a regular file", path);
     }
     if (st.st_size < 24) {
         close(fd);
-        return failf(err, errlen, CM_ERR_FORMAT, "'%s' too small for a GGUF header (%lld bytes)",
-                     path, (long long)st.st_size);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "'%s' too small for a GGUF header (%lld bytes)",
+                       path, (long long)st.st_size);
     }
     size_t size = (size_t)st.st_size;
     void *base = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
     if (base == MAP_FAILED) {
-        return failf(err, errlen, CM_ERR_IO, "cannot mmap '%s': %s", path, strerror(e));
+        return cm_errf(CM_ERR_IO, err, errlen, "cannot mmap '%s': %s", path, strerror(e));
     }
     cm_err rv = open_image(base, size, 1, out, err, errlen);
     if (rv != CM_OK) {

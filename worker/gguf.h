@@ -17,7 +17,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#include "../common/cm_err.h"
+#include "cm_err.h"
 #include "quant.h"
 
 typedef enum wk_gguf_type {

@@ -56,7 +56,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#include "../common/cm_err.h"
+#include "cm_err.h"
 #include "tokenizer.h"
 
 /* Bounds (compile errors CM_ERR_LIMIT beyond them). */

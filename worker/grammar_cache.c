@@ -8,7 +8,7 @@
 #include "grammar.h"
 #include "grammar_impl.h"
 
-#include "../common/cm_sha256.h"
+#include "cm_sha256.h"
 
 #include <stdlib.h>
 #include <string.h>

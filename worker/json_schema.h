@@ -55,7 +55,7 @@
 
 #include <stddef.h>
 
-#include "../common/cm_err.h"
+#include "cm_err.h"
 
 #define WK_JSON_SCHEMA_MAX_BYTES (1u << 20)
 #define WK_JSON_SCHEMA_MAX_DEPTH 64u

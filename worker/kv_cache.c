@@ -6,7 +6,6 @@
  */
 #include "kv_cache.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,15 +35,6 @@ struct wk_kv_cache {
     int32_t *buckets;      /* (n_buckets) chain heads */
     uint32_t bucket_mask;  /* n_buckets - 1 */
 };
-
-/* A broken invariant inside the engine: there is no sane way to continue. */
-#define KV_ASSERT(cond)                                                                            \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: kv_cache invariant failed: %s\n", __FILE__, __LINE__, #cond);  \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 cm_err wk_kv_cache_create(uint32_t n_blocks, uint32_t block_tokens, wk_kv_cache **out) {
     if (n_blocks == 0 || n_blocks > WK_KV_MAX_BLOCKS || block_tokens == 0 ||
@@ -164,7 +154,7 @@ static void index_remove(wk_kv_cache *kv, int32_t b) {
     int32_t *link = &kv->buckets[bucket];
     while (*link >= 0 && *link != b)
         link = &kv->bucket_next[*link];
-    KV_ASSERT(*link == b);
+    CM_ASSERT(*link == b);
     *link = kv->bucket_next[b];
     kv->bucket_next[b] = -1;
     kv->published[b] = 0;
@@ -202,7 +192,7 @@ cm_err wk_kv_cache_alloc(wk_kv_cache *kv, int32_t *block) {
     } else {
         return CM_ERR_LIMIT;
     }
-    KV_ASSERT(kv->refs[b] == 0 && !kv->published[b]);
+    CM_ASSERT(kv->refs[b] == 0 && !kv->published[b]);
     kv->state[b] = BLOCK_USED;
     kv->refs[b] = 1;
     *block = b;
@@ -210,14 +200,14 @@ cm_err wk_kv_cache_alloc(wk_kv_cache *kv, int32_t *block) {
 }
 
 void wk_kv_cache_ref(wk_kv_cache *kv, int32_t block) {
-    KV_ASSERT(block >= 0 && (uint32_t)block < kv->n_blocks);
-    KV_ASSERT(kv->state[block] == BLOCK_USED && kv->refs[block] > 0);
+    CM_ASSERT(block >= 0 && (uint32_t)block < kv->n_blocks);
+    CM_ASSERT(kv->state[block] == BLOCK_USED && kv->refs[block] > 0);
     kv->refs[block]++;
 }
 
 void wk_kv_cache_release(wk_kv_cache *kv, int32_t block) {
-    KV_ASSERT(block >= 0 && (uint32_t)block < kv->n_blocks);
-    KV_ASSERT(kv->state[block] == BLOCK_USED && kv->refs[block] > 0);
+    CM_ASSERT(block >= 0 && (uint32_t)block < kv->n_blocks);
+    CM_ASSERT(kv->state[block] == BLOCK_USED && kv->refs[block] > 0);
     if (--kv->refs[block] > 0)
         return;
     if (kv->published[block]) {
@@ -244,7 +234,7 @@ int32_t wk_kv_cache_lookup(wk_kv_cache *kv, uint64_t hash, uint64_t parent_hash,
         kv->state[b] = BLOCK_USED;
         kv->refs[b] = 1;
     } else {
-        KV_ASSERT(kv->state[b] == BLOCK_USED);
+        CM_ASSERT(kv->state[b] == BLOCK_USED);
         kv->refs[b]++;
     }
     return b;
@@ -252,8 +242,8 @@ int32_t wk_kv_cache_lookup(wk_kv_cache *kv, uint64_t hash, uint64_t parent_hash,
 
 bool wk_kv_cache_publish(wk_kv_cache *kv, int32_t block, uint64_t hash, uint64_t parent_hash,
                          const int32_t *tokens) {
-    KV_ASSERT(block >= 0 && (uint32_t)block < kv->n_blocks);
-    KV_ASSERT(kv->state[block] == BLOCK_USED);
+    CM_ASSERT(block >= 0 && (uint32_t)block < kv->n_blocks);
+    CM_ASSERT(kv->state[block] == BLOCK_USED);
     if (kv->published[block] || index_find(kv, hash, parent_hash, tokens) >= 0)
         return false;
     kv->hash[block] = hash;

@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../common/cm_err.h"
+#include "cm_err.h"
 
 typedef struct wk_kv_cache wk_kv_cache;
 

@@ -7,7 +7,6 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,19 +23,6 @@
 #define MAX_FF (1u << 20)
 #define MAX_VOCAB (1u << 22)
 #define MAX_CTX (1u << 24)
-
-static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...) {
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rv;
-}
 
 typedef enum family_rope { FAM_NORM, FAM_NEOX } family_rope;
 
@@ -69,15 +55,15 @@ static cm_err req_u32(const wk_gguf *g, const char *arch, const char *suffix, ui
                       uint32_t hi, uint32_t *out, char *err, size_t errlen) {
     cm_err rv = arch_u32(g, arch, suffix, out);
     if (rv == CM_ERR_NOT_FOUND) {
-        return failf(err, errlen, CM_ERR_FORMAT, "missing metadata key '%s.%s'", arch, suffix);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "missing metadata key '%s.%s'", arch, suffix);
     }
     if (rv != CM_OK) {
-        return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s.%s' is not an unsigned integer",
-                     arch, suffix);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s.%s' is not an unsigned integer",
+                       arch, suffix);
     }
     if (*out < lo || *out > hi) {
-        return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s.%s' = %u out of range [%u, %u]",
-                     arch, suffix, *out, lo, hi);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s.%s' = %u out of range [%u, %u]",
+                       arch, suffix, *out, lo, hi);
     }
     return CM_OK;
 }
@@ -90,12 +76,12 @@ static cm_err opt_u32(const wk_gguf *g, const char *arch, const char *suffix, ui
         return CM_OK;
     }
     if (rv != CM_OK) {
-        return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s.%s' is not an unsigned integer",
-                     arch, suffix);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s.%s' is not an unsigned integer",
+                       arch, suffix);
     }
     if (*out < lo || *out > hi) {
-        return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s.%s' = %u out of range [%u, %u]",
-                     arch, suffix, *out, lo, hi);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s.%s' = %u out of range [%u, %u]",
+                       arch, suffix, *out, lo, hi);
     }
     return CM_OK;
 }
@@ -108,11 +94,11 @@ static cm_err opt_f32(const wk_gguf *g, const char *arch, const char *suffix, fl
         return CM_OK;
     }
     if (rv != CM_OK) {
-        return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s.%s' is not a float", arch, suffix);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s.%s' is not a float", arch, suffix);
     }
     if (!(*out >= lo && *out <= hi)) { /* also rejects NaN */
-        return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s.%s' = %g out of range [%g, %g]",
-                     arch, suffix, (double)*out, (double)lo, (double)hi);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s.%s' = %g out of range [%g, %g]",
+                       arch, suffix, (double)*out, (double)lo, (double)hi);
     }
     return CM_OK;
 }
@@ -127,18 +113,18 @@ static cm_err bind(const wk_gguf *g, const char *name, int64_t ne0, int64_t ne1,
         if (optional) {
             return CM_OK;
         }
-        return failf(err, errlen, CM_ERR_FORMAT, "missing tensor '%s'", name);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "missing tensor '%s'", name);
     }
     int64_t want1 = ne1 == 0 ? 1 : ne1;
     if (gt->ne[0] != ne0 || gt->ne[1] != want1 || gt->ne[2] != 1 || gt->ne[3] != 1) {
-        return failf(err, errlen, CM_ERR_FORMAT,
-                     "tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
-                     "], expected [%" PRId64 ", %" PRId64 "]",
-                     name, gt->ne[0], gt->ne[1], gt->ne[2], gt->ne[3], ne0, want1);
+        return cm_errf(CM_ERR_FORMAT, err, errlen,
+                       "tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
+                       "], expected [%" PRId64 ", %" PRId64 "]",
+                       name, gt->ne[0], gt->ne[1], gt->ne[2], gt->ne[3], ne0, want1);
     }
     if (f32_only && gt->type != WK_DTYPE_F32) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED, "tensor '%s' has type %s, expected F32", name,
-                     wk_dtype_name(gt->type));
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "tensor '%s' has type %s, expected F32",
+                       name, wk_dtype_name(gt->type));
     }
     t->data = gt->data;
     t->type = gt->type;
@@ -160,8 +146,8 @@ static cm_err check_rope_freqs(const wk_gguf *g, wk_hparams *hp, char *err, size
     }
     uint32_t half = hp->n_rot / 2;
     if (t->type != WK_DTYPE_F32 || t->ne[0] != half || t->ne[1] != 1) {
-        return failf(err, errlen, CM_ERR_FORMAT, "tensor 'rope_freqs.weight' must be F32 [%u]",
-                     half);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "tensor 'rope_freqs.weight' must be F32 [%u]",
+                       half);
     }
     wk_hparams cand = *hp;
     if (cand.rope_scaling == WK_ROPE_SCALING_NONE) {
@@ -172,8 +158,8 @@ static cm_err check_rope_freqs(const wk_gguf *g, wk_hparams *hp, char *err, size
         cand.rope_llama3_orig_ctx = 8192;
     }
     if (cand.rope_scaling != WK_ROPE_SCALING_LLAMA3) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED,
-                     "tensor 'rope_freqs.weight' with non-llama3 rope scaling");
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "tensor 'rope_freqs.weight' with non-llama3 rope scaling");
     }
     const float *f = t->data;
     for (uint32_t i = 0; i < half; i++) {
@@ -195,10 +181,10 @@ static cm_err check_rope_freqs(const wk_gguf *g, wk_hparams *hp, char *err, size
         float v;
         memcpy(&v, f + i, 4);
         if (!(fabsf(v - div) <= 1e-3f * div)) {
-            return failf(err, errlen, CM_ERR_UNSUPPORTED,
-                         "tensor 'rope_freqs.weight'[%u] = %g does not match llama3 scaling "
-                         "(expected %g)",
-                         i, (double)v, (double)div);
+            return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                           "tensor 'rope_freqs.weight'[%u] = %g does not match llama3 scaling "
+                           "(expected %g)",
+                           i, (double)v, (double)div);
         }
     }
     *hp = cand;
@@ -221,9 +207,9 @@ static cm_err load_hparams(const wk_gguf *g, const char *arch, const family *fam
         return rv;
     }
     if (hp->n_head % hp->n_head_kv != 0) {
-        return failf(err, errlen, CM_ERR_FORMAT,
-                     "attention.head_count %u not a multiple of head_count_kv %u", hp->n_head,
-                     hp->n_head_kv);
+        return cm_errf(CM_ERR_FORMAT, err, errlen,
+                       "attention.head_count %u not a multiple of head_count_kv %u", hp->n_head,
+                       hp->n_head_kv);
     }
     uint32_t dflt_hd = hp->n_embd / hp->n_head;
     if ((rv = opt_u32(g, arch, "attention.key_length", 2, MAX_HEAD_DIM, dflt_hd, &hp->head_dim, err,
@@ -236,18 +222,18 @@ static cm_err load_hparams(const wk_gguf *g, const char *arch, const family *fam
         return rv;
     }
     if (vlen != hp->head_dim || hp->head_dim % 2 != 0 || hp->head_dim < 2) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED,
-                     "head dims key %u / value %u unsupported (must be equal and even)",
-                     hp->head_dim, vlen);
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "head dims key %u / value %u unsupported (must be equal and even)",
+                       hp->head_dim, vlen);
     }
     if ((rv = opt_u32(g, arch, "rope.dimension_count", 2, MAX_HEAD_DIM, hp->head_dim, &hp->n_rot,
                       err, errlen))) {
         return rv;
     }
     if (hp->n_rot != hp->head_dim) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED,
-                     "partial rotary (rope.dimension_count %u != head dim %u) unsupported",
-                     hp->n_rot, hp->head_dim);
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "partial rotary (rope.dimension_count %u != head dim %u) unsupported",
+                       hp->n_rot, hp->head_dim);
     }
     if ((rv = opt_f32(g, arch, "attention.layer_norm_rms_epsilon", 0.0f, 1.0f, 1e-5f, &hp->rms_eps,
                       err, errlen)) ||
@@ -286,8 +272,8 @@ static cm_err load_hparams(const wk_gguf *g, const char *arch, const family *fam
                 return rv;
             }
             if (!(hp->rope_llama3_high_freq_factor > hp->rope_llama3_low_freq_factor)) {
-                return failf(err, errlen, CM_ERR_FORMAT,
-                             "llama3 rope scaling: high_freq_factor must exceed low_freq_factor");
+                return cm_errf(CM_ERR_FORMAT, err, errlen,
+                               "llama3 rope scaling: high_freq_factor must exceed low_freq_factor");
             }
         } else {
             char name[32];
@@ -296,17 +282,17 @@ static cm_err load_hparams(const wk_gguf *g, const char *arch, const family *fam
                 name[i] = (st.ptr[i] >= 32 && st.ptr[i] < 127) ? st.ptr[i] : '?';
             }
             name[n] = '\0';
-            return failf(err, errlen, CM_ERR_UNSUPPORTED, "rope scaling type '%s' unsupported",
-                         name);
+            return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "rope scaling type '%s' unsupported",
+                           name);
         }
     } else if (rv != CM_ERR_NOT_FOUND) {
-        return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s' is not a string", key);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s' is not a string", key);
     }
 
     /* Vocabulary size: explicit key, else the tokenizer's token list, else token_embd. */
     const wk_gguf_tensor *te = wk_gguf_find_tensor(g, "token_embd.weight");
     if (te == NULL) {
-        return failf(err, errlen, CM_ERR_FORMAT, "missing tensor 'token_embd.weight'");
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "missing tensor 'token_embd.weight'");
     }
     uint32_t nv = 0;
     rv = arch_u32(g, arch, "vocab_size", &nv);
@@ -318,12 +304,12 @@ static cm_err load_hparams(const wk_gguf *g, const char *arch, const family *fam
             nv = te->ne[1] > (int64_t)MAX_VOCAB ? MAX_VOCAB + 1 : (uint32_t)te->ne[1];
         }
     } else if (rv != CM_OK) {
-        return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s.vocab_size' is not an integer",
-                     arch);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s.vocab_size' is not an integer",
+                       arch);
     }
     if (nv < 1 || nv > MAX_VOCAB) {
-        return failf(err, errlen, CM_ERR_FORMAT, "vocabulary size %u out of range [1, %u]", nv,
-                     MAX_VOCAB);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "vocabulary size %u out of range [1, %u]", nv,
+                       MAX_VOCAB);
     }
     hp->n_vocab = nv;
     return CM_OK;
@@ -331,14 +317,14 @@ static cm_err load_hparams(const wk_gguf *g, const char *arch, const family *fam
 
 cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen) {
     if (g == NULL || out == NULL) {
-        return failf(err, errlen, CM_ERR_INVALID, "NULL argument");
+        return cm_errf(CM_ERR_INVALID, err, errlen, "NULL argument");
     }
     wk_model m;
     memset(&m, 0, sizeof(m));
     cm_err rv;
     wk_gguf_str arch;
     if (wk_gguf_get_str(g, "general.architecture", &arch) != CM_OK) {
-        return failf(err, errlen, CM_ERR_FORMAT, "missing string 'general.architecture'");
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "missing string 'general.architecture'");
     }
     const family *fam = NULL;
     for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
@@ -354,8 +340,8 @@ cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen)
             name[i] = (arch.ptr[i] >= 32 && arch.ptr[i] < 127) ? arch.ptr[i] : '?';
         }
         name[n] = '\0';
-        return failf(err, errlen, CM_ERR_UNSUPPORTED,
-                     "architecture '%s' unsupported (llama, mistral, qwen2)", name);
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "architecture '%s' unsupported (llama, mistral, qwen2)", name);
     }
     snprintf(m.arch, sizeof(m.arch), "%s", fam->arch);
     wk_gguf_str nm;
@@ -395,7 +381,7 @@ cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen)
 
     m.layers = calloc(hp->n_layer, sizeof(wk_layer));
     if (m.layers == NULL) {
-        return failf(err, errlen, CM_ERR_NOMEM, "out of memory for %u layers", hp->n_layer);
+        return cm_errf(CM_ERR_NOMEM, err, errlen, "out of memory for %u layers", hp->n_layer);
     }
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         wk_layer *L = &m.layers[l];

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#include "../common/cm_err.h"
+#include "cm_err.h"
 #include "quant.h"
 
 struct wk_gguf;

@@ -9,7 +9,6 @@
 #include "sampler.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,19 +29,6 @@ struct wk_sampler {
     int32_t *touched; /* (n_vocab) ids whose count is non-zero, to reset them */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 void wk_sampling_defaults(wk_sampling_params *p) {
     memset(p, 0, sizeof *p);
     p->temperature = 1.0f;
@@ -55,48 +41,41 @@ void wk_sampling_defaults(wk_sampling_params *p) {
 cm_err wk_sampling_validate(const wk_sampling_params *p, uint32_t n_vocab, char *err,
                             size_t errlen) {
     if (!isfinite(p->temperature) || p->temperature < 0.0f || p->temperature > 100.0f) {
-        set_err(err, errlen, "temperature must be in [0, 100]");
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "temperature must be in [0, 100]");
     }
     if (!(p->top_p > 0.0f && p->top_p <= 1.0f)) {
-        set_err(err, errlen, "top_p must be in (0, 1]");
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "top_p must be in (0, 1]");
     }
     if (!(p->min_p >= 0.0f && p->min_p <= 1.0f)) {
-        set_err(err, errlen, "min_p must be in [0, 1]");
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "min_p must be in [0, 1]");
     }
     if (!(p->repetition_penalty > 0.0f && p->repetition_penalty <= 10.0f)) {
-        set_err(err, errlen, "repetition_penalty must be in (0, 10]");
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "repetition_penalty must be in (0, 10]");
     }
     if (!(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f)) {
-        set_err(err, errlen, "presence_penalty must be in [-2, 2]");
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "presence_penalty must be in [-2, 2]");
     }
     if (!(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f)) {
-        set_err(err, errlen, "frequency_penalty must be in [-2, 2]");
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "frequency_penalty must be in [-2, 2]");
     }
     if (p->n_logit_bias > WK_MAX_LOGIT_BIAS) {
-        set_err(err, errlen, "logit_bias has %u entries (limit %d)", p->n_logit_bias,
-                WK_MAX_LOGIT_BIAS);
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "logit_bias has %u entries (limit %d)",
+                       p->n_logit_bias, WK_MAX_LOGIT_BIAS);
     }
     for (uint32_t i = 0; i < p->n_logit_bias; i++) {
         const wk_logit_bias *b = &p->logit_bias[i];
         if (b->token_id < 0 || (uint32_t)b->token_id >= n_vocab) {
-            set_err(err, errlen, "logit_bias token %d is not in the vocabulary", b->token_id);
-            return CM_ERR_INVALID;
+            return cm_errf(CM_ERR_INVALID, err, errlen,
+                           "logit_bias token %d is not in the vocabulary", b->token_id);
         }
         if (!(b->bias >= -100.0f && b->bias <= 100.0f)) {
-            set_err(err, errlen, "logit_bias for token %d must be in [-100, 100]", b->token_id);
-            return CM_ERR_INVALID;
+            return cm_errf(CM_ERR_INVALID, err, errlen,
+                           "logit_bias for token %d must be in [-100, 100]", b->token_id);
         }
     }
     if (p->top_logprobs > WK_MAX_TOP_LOGPROBS) {
-        set_err(err, errlen, "top_logprobs must be at most %d", WK_MAX_TOP_LOGPROBS);
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "top_logprobs must be at most %d",
+                       WK_MAX_TOP_LOGPROBS);
     }
     return CM_OK;
 }

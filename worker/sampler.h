@@ -20,8 +20,8 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#include "../common/cm_err.h"
-#include "../common/cm_rng.h"
+#include "cm_err.h"
+#include "cm_rng.h"
 
 #define WK_MAX_LOGIT_BIAS 300
 #define WK_MAX_TOP_LOGPROBS 20

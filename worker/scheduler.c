@@ -58,14 +58,6 @@ struct wk_sched {
     uint64_t preemptions;
 };
 
-#define SCHED_ASSERT(cond)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: scheduler invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
 static int class_of(const wk_seq *seq) {
     return seq->priority == WK_PRIORITY_INTERACTIVE ? 0 : 1;
 }
@@ -174,7 +166,7 @@ static cm_err waiting_push_new(wk_sched *s, wk_seq *seq) {
     wk_tenant_q *t = tenant_find(c, seq->tenant);
     if (t == NULL) {
         t = s->tenant_free;
-        SCHED_ASSERT(t != NULL);
+        CM_ASSERT(t != NULL);
         s->tenant_free = t->t_next;
         memset(t, 0, sizeof(*t));
         snprintf(t->name, sizeof(t->name), "%s", seq->tenant);
@@ -261,7 +253,7 @@ static void running_remove(wk_sched *s, wk_seq *seq) {
             return;
         }
     }
-    SCHED_ASSERT(!"running sequence not in the running set");
+    CM_ASSERT(!"running sequence not in the running set");
 }
 
 static int running_cmp(const void *a, const void *b) {
@@ -283,7 +275,7 @@ static void preempt(wk_sched *s, wk_seq *seq) {
 }
 
 static void drop(wk_sched *s, wk_seq *seq, cm_err reason) {
-    SCHED_ASSERT(s->plan.n_dropped < s->cap_dropped);
+    CM_ASSERT(s->plan.n_dropped < s->cap_dropped);
     s->dropped[s->plan.n_dropped].seq = seq;
     s->dropped[s->plan.n_dropped].reason = reason;
     s->plan.n_dropped++;
@@ -372,7 +364,7 @@ static uint32_t schedule_running(wk_sched *s, uint32_t budget, uint32_t reserve)
      * taken from the end, so a planned sequence is never preempted. */
     for (uint32_t i = 0; i < s->n_running && budget > 0;) {
         wk_seq *seq = s->running[i];
-        SCHED_ASSERT(seq->n_tokens > seq->n_computed);
+        CM_ASSERT(seq->n_tokens > seq->n_computed);
         if (seq->n_tokens - seq->n_computed != 1) {
             i++;
             continue;
@@ -455,7 +447,7 @@ static void admit_waiting(wk_sched *s, uint32_t budget) {
         seq->n_hashed = matched;
         seq->n_computed = matched * bt;
         bool grown = grow_blocks(s, seq, total); /* cannot fail: availability checked above */
-        SCHED_ASSERT(grown);
+        CM_ASSERT(grown);
         if (!seq->started) {
             seq->started = true;
             seq->n_cached_prompt =
@@ -493,7 +485,7 @@ void wk_sched_commit(wk_sched *s) {
         if (seq->state != WK_SEQ_RUNNING)
             continue; /* removed between plan and commit (cancelled) */
         seq->n_computed += s->plan.entries[i].n_new;
-        SCHED_ASSERT(seq->n_computed <= seq->n_tokens);
+        CM_ASSERT(seq->n_computed <= seq->n_tokens);
         if (!s->cfg.prefix_cache)
             continue;
         while ((seq->n_hashed + 1) * bt <= seq->n_computed) {

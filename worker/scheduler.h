@@ -35,9 +35,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../common/cm_err.h"
-#include "engine.h"
+#include "cm_err.h"
 #include "kv_cache.h"
+#include "priority.h"
 
 typedef enum wk_seq_state {
     WK_SEQ_NEW = 0,     /* not handed to the scheduler yet */

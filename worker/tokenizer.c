@@ -13,22 +13,9 @@
 #include "tokenizer_impl.h"
 #include "gguf.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 /* ---------------------------------------------------------------------------------------- */
 /* GPT-2 byte <-> unicode mapping: printable bytes map to themselves, the other 68 bytes to
  * U+0100.. in byte order, so every byte string becomes printable text. */
@@ -262,9 +249,8 @@ static bool is_eog_text(const char *s, size_t len) {
 
 static cm_err check_id(int32_t id, uint32_t n_vocab, const char *what, char *err, size_t errlen) {
     if (id < -1 || (id >= 0 && (uint32_t)id >= n_vocab)) {
-        set_err(err, errlen, "tokenizer: %s %d is not in the vocabulary (%u tokens)", what, id,
-                n_vocab);
-        return CM_ERR_FORMAT;
+        return cm_errf(CM_ERR_FORMAT, err, errlen,
+                       "tokenizer: %s %d is not in the vocabulary (%u tokens)", what, id, n_vocab);
     }
     return CM_OK;
 }
@@ -276,24 +262,23 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
     bool *len_seen = NULL; /* (WK_TOK_MAX_TOKEN_BYTES + 1) special-token lengths present */
     *out = NULL;
     if (spec->model != WK_TOK_MODEL_BPE && spec->model != WK_TOK_MODEL_SPM) {
-        set_err(err, errlen, "tokenizer: unknown model kind %d", (int)spec->model);
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "tokenizer: unknown model kind %d",
+                       (int)spec->model);
     }
     if (spec->n_vocab == 0 || spec->n_vocab > WK_TOK_MAX_VOCAB) {
-        set_err(err, errlen, "tokenizer: vocabulary size %u out of range (1..%u)", spec->n_vocab,
-                WK_TOK_MAX_VOCAB);
-        return spec->n_vocab == 0 ? CM_ERR_FORMAT : CM_ERR_LIMIT;
+        return cm_errf(spec->n_vocab == 0 ? CM_ERR_FORMAT : CM_ERR_LIMIT, err, errlen,
+                       "tokenizer: vocabulary size %u out of range (1..%u)", spec->n_vocab,
+                       WK_TOK_MAX_VOCAB);
     }
     if (spec->model == WK_TOK_MODEL_BPE && spec->pre != WK_TOK_PRE_GPT2 &&
         spec->pre != WK_TOK_PRE_SMOLLM && spec->pre != WK_TOK_PRE_LLAMA3 &&
         spec->pre != WK_TOK_PRE_QWEN2) {
-        set_err(err, errlen, "tokenizer: unknown pre-tokenizer %d", (int)spec->pre);
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "tokenizer: unknown pre-tokenizer %d",
+                       (int)spec->pre);
     }
     if (spec->n_merges > WK_TOK_MAX_MERGES) {
-        set_err(err, errlen, "tokenizer: %u merges exceed the limit %u", spec->n_merges,
-                WK_TOK_MAX_MERGES);
-        return CM_ERR_LIMIT;
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "tokenizer: %u merges exceed the limit %u",
+                       spec->n_merges, WK_TOK_MAX_MERGES);
     }
     const int32_t ids[5] = {spec->bos, spec->eos, spec->eot, spec->eom, spec->unk};
     const char *id_names[5] = {"bos_token_id", "eos_token_id", "eot_token_id", "eom_token_id",
@@ -309,15 +294,14 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
     uint64_t text_bytes = 0;
     for (uint32_t i = 0; i < n; i++) {
         if (spec->token_lens[i] > WK_TOK_MAX_TOKEN_BYTES) {
-            set_err(err, errlen, "tokenizer: token %u is %u bytes long (limit %u)", i,
-                    spec->token_lens[i], WK_TOK_MAX_TOKEN_BYTES);
-            return CM_ERR_LIMIT;
+            return cm_errf(CM_ERR_LIMIT, err, errlen,
+                           "tokenizer: token %u is %u bytes long (limit %u)", i,
+                           spec->token_lens[i], WK_TOK_MAX_TOKEN_BYTES);
         }
         if (spec->token_types != NULL &&
             (spec->token_types[i] < WK_TOKTYPE_NORMAL || spec->token_types[i] > WK_TOKTYPE_BYTE)) {
-            set_err(err, errlen, "tokenizer: token %u has unknown type %d", i,
-                    spec->token_types[i]);
-            return CM_ERR_FORMAT;
+            return cm_errf(CM_ERR_FORMAT, err, errlen, "tokenizer: token %u has unknown type %d", i,
+                           spec->token_types[i]);
         }
         text_bytes += spec->token_lens[i] + 1;
     }
@@ -447,8 +431,8 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
 
     if (t->model == WK_TOK_MODEL_BPE) {
         if (spec->n_merges == 0) {
-            set_err(err, errlen, "tokenizer: byte-level BPE model without merges");
-            rv = CM_ERR_FORMAT;
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                         "tokenizer: byte-level BPE model without merges");
             goto fail;
         }
         t->merge_mask = table_size_for(spec->n_merges) - 1;
@@ -468,8 +452,8 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
             /* Split at the first space after position 0 (parts never contain a space). */
             const char *sp = ml > 1 ? memchr(m + 1, ' ', ml - 1) : NULL;
             if (sp == NULL || ml > sizeof buf) {
-                set_err(err, errlen, "tokenizer: merge %u is not \"left right\"", r);
-                rv = CM_ERR_FORMAT;
+                rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                             "tokenizer: merge %u is not \"left right\"", r);
                 goto fail;
             }
             size_t ll = (size_t)(sp - m), rl = ml - ll - 1;
@@ -524,8 +508,7 @@ static cm_err gguf_opt_i32(const struct wk_gguf *g, const char *key, int32_t *v,
         }
     }
     if (rv != CM_OK) {
-        set_err(err, errlen, "tokenizer: %s has a bad type", key);
-        return CM_ERR_FORMAT;
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "tokenizer: %s has a bad type", key);
     }
     if (u > INT32_MAX) {
         *v = -1;
@@ -548,18 +531,17 @@ cm_err wk_tokenizer_load(const struct wk_gguf *g, wk_tokenizer **out, char *err,
     wk_gguf_str model;
     rv = wk_gguf_get_str(g, "tokenizer.ggml.model", &model);
     if (rv != CM_OK) {
-        set_err(err, errlen, "tokenizer: tokenizer.ggml.model is %s",
-                rv == CM_ERR_NOT_FOUND ? "missing" : "not a string");
-        return CM_ERR_FORMAT;
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "tokenizer: tokenizer.ggml.model is %s",
+                       rv == CM_ERR_NOT_FOUND ? "missing" : "not a string");
     }
     if (model.len == 4 && memcmp(model.ptr, "gpt2", 4) == 0) {
         spec.model = WK_TOK_MODEL_BPE;
     } else if (model.len == 5 && memcmp(model.ptr, "llama", 5) == 0) {
         spec.model = WK_TOK_MODEL_SPM;
     } else {
-        set_err(err, errlen, "tokenizer: model \"%.*s\" is not supported (gpt2, llama)",
-                (int)(model.len > 40 ? 40 : model.len), model.ptr);
-        return CM_ERR_UNSUPPORTED;
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "tokenizer: model \"%.*s\" is not supported (gpt2, llama)",
+                       (int)(model.len > 40 ? 40 : model.len), model.ptr);
     }
     if (spec.model == WK_TOK_MODEL_BPE) {
         wk_gguf_str pre;
@@ -567,12 +549,11 @@ cm_err wk_tokenizer_load(const struct wk_gguf *g, wk_tokenizer **out, char *err,
         int p = rv == CM_OK ? wk_tokenizer_pre_from_name(pre.ptr, (size_t)pre.len)
                             : (rv == CM_ERR_NOT_FOUND ? WK_TOK_PRE_GPT2 : 0);
         if (p == 0) {
-            set_err(err, errlen,
-                    "tokenizer: pre-tokenizer \"%.*s\" is not supported (smollm, gpt2, "
-                    "llama-bpe, qwen2)",
-                    rv == CM_OK ? (int)(pre.len > 40 ? 40 : pre.len) : 0,
-                    rv == CM_OK ? pre.ptr : "");
-            return CM_ERR_UNSUPPORTED;
+            return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                           "tokenizer: pre-tokenizer \"%.*s\" is not supported (smollm, gpt2, "
+                           "llama-bpe, qwen2)",
+                           rv == CM_OK ? (int)(pre.len > 40 ? 40 : pre.len) : 0,
+                           rv == CM_OK ? pre.ptr : "");
         }
         spec.pre = (wk_tok_pre)p;
     }
@@ -580,13 +561,12 @@ cm_err wk_tokenizer_load(const struct wk_gguf *g, wk_tokenizer **out, char *err,
     wk_gguf_arr toks;
     rv = wk_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks);
     if (rv != CM_OK || toks.elem_type != WK_GGUF_STRING) {
-        set_err(err, errlen, "tokenizer: tokenizer.ggml.tokens is missing or not strings");
-        return CM_ERR_FORMAT;
+        return cm_errf(CM_ERR_FORMAT, err, errlen,
+                       "tokenizer: tokenizer.ggml.tokens is missing or not strings");
     }
     if (toks.n == 0 || toks.n > WK_TOK_MAX_VOCAB) {
-        set_err(err, errlen, "tokenizer: %llu tokens out of range (1..%u)",
-                (unsigned long long)toks.n, WK_TOK_MAX_VOCAB);
-        return CM_ERR_LIMIT;
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "tokenizer: %llu tokens out of range (1..%u)",
+                       (unsigned long long)toks.n, WK_TOK_MAX_VOCAB);
     }
     spec.n_vocab = (uint32_t)toks.n;
     tokens = malloc(sizeof(char *) * spec.n_vocab);
@@ -599,8 +579,8 @@ cm_err wk_tokenizer_load(const struct wk_gguf *g, wk_tokenizer **out, char *err,
         wk_gguf_str s;
         rv = wk_gguf_arr_str(&toks, i, &s);
         if (rv != CM_OK || s.len > WK_TOK_MAX_TOKEN_BYTES) {
-            set_err(err, errlen, "tokenizer: token %u is unreadable or too long", i);
-            rv = CM_ERR_FORMAT;
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                         "tokenizer: token %u is unreadable or too long", i);
             goto fail;
         }
         tokens[i] = s.ptr;
@@ -614,8 +594,8 @@ cm_err wk_tokenizer_load(const struct wk_gguf *g, wk_tokenizer **out, char *err,
     if (rv == CM_OK) {
         if ((arr.elem_type != WK_GGUF_INT32 && arr.elem_type != WK_GGUF_UINT32) ||
             arr.n != spec.n_vocab) {
-            set_err(err, errlen, "tokenizer: token_type must be %u int32 values", spec.n_vocab);
-            rv = CM_ERR_FORMAT;
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                         "tokenizer: token_type must be %u int32 values", spec.n_vocab);
             goto fail;
         }
         types = malloc(sizeof(int32_t) * spec.n_vocab);
@@ -629,8 +609,8 @@ cm_err wk_tokenizer_load(const struct wk_gguf *g, wk_tokenizer **out, char *err,
     rv = wk_gguf_get_arr(g, "tokenizer.ggml.scores", &arr);
     if (rv == CM_OK) {
         if (arr.elem_type != WK_GGUF_FLOAT32 || arr.n != spec.n_vocab) {
-            set_err(err, errlen, "tokenizer: scores must be %u float32 values", spec.n_vocab);
-            rv = CM_ERR_FORMAT;
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen, "tokenizer: scores must be %u float32 values",
+                         spec.n_vocab);
             goto fail;
         }
         scores = malloc(sizeof(float) * spec.n_vocab);
@@ -641,21 +621,20 @@ cm_err wk_tokenizer_load(const struct wk_gguf *g, wk_tokenizer **out, char *err,
         memcpy(scores, arr.data, sizeof(float) * spec.n_vocab);
         spec.scores = scores;
     } else if (spec.model == WK_TOK_MODEL_SPM) {
-        set_err(err, errlen, "tokenizer: SentencePiece model without tokenizer.ggml.scores");
-        rv = CM_ERR_FORMAT;
+        rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                     "tokenizer: SentencePiece model without tokenizer.ggml.scores");
         goto fail;
     }
     if (spec.model == WK_TOK_MODEL_BPE) {
         rv = wk_gguf_get_arr(g, "tokenizer.ggml.merges", &arr);
         if (rv != CM_OK || arr.elem_type != WK_GGUF_STRING) {
-            set_err(err, errlen, "tokenizer: tokenizer.ggml.merges is missing or not strings");
-            rv = CM_ERR_FORMAT;
+            rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                         "tokenizer: tokenizer.ggml.merges is missing or not strings");
             goto fail;
         }
         if (arr.n > WK_TOK_MAX_MERGES) {
-            set_err(err, errlen, "tokenizer: %llu merges exceed the limit %u",
-                    (unsigned long long)arr.n, WK_TOK_MAX_MERGES);
-            rv = CM_ERR_LIMIT;
+            rv = cm_errf(CM_ERR_LIMIT, err, errlen, "tokenizer: %llu merges exceed the limit %u",
+                         (unsigned long long)arr.n, WK_TOK_MAX_MERGES);
             goto fail;
         }
         spec.n_merges = (uint32_t)arr.n;
@@ -669,8 +648,8 @@ cm_err wk_tokenizer_load(const struct wk_gguf *g, wk_tokenizer **out, char *err,
             wk_gguf_str s;
             rv = wk_gguf_arr_str(&arr, i, &s);
             if (rv != CM_OK || s.len > 2 * WK_TOK_MAX_TOKEN_BYTES + 1) {
-                set_err(err, errlen, "tokenizer: merge %u is unreadable or too long", i);
-                rv = CM_ERR_FORMAT;
+                rv = cm_errf(CM_ERR_FORMAT, err, errlen,
+                             "tokenizer: merge %u is unreadable or too long", i);
                 goto fail;
             }
             merges[i] = s.ptr;

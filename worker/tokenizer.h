@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#include "../common/cm_err.h"
+#include "cm_err.h"
 
 struct wk_gguf;
 typedef struct wk_tokenizer wk_tokenizer;

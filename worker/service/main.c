@@ -193,7 +193,8 @@ int main(int argc, char **argv) {
 
     /* ---- load ---- */
     int64_t t0 = cm_clock_mono_ns();
-    const wk_backend_ops *be = wk_backend_find(cfg.backend);
+    const wk_backend_ops *be =
+        wk_backend_register_linked() == CM_OK ? wk_backend_find(cfg.backend) : NULL;
     if (be == NULL) {
         cm_logf(CM_LOG_ERROR, NULL, "backend '%s' is not built into this binary", cfg.backend);
         goto done;

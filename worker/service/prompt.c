@@ -3,24 +3,11 @@
  */
 #include "prompt.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "constraint.h"
-
-static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rv;
-}
 
 /* The context-length text; at_least when only a lower bound of the prompt is known. */
 static void context_message(uint32_t max_context, uint64_t prompt_tokens,
@@ -83,8 +70,8 @@ static cm_err encode(const wk_prompt_ctx *ctx, const Sluice__Submit *s, const ch
     if (rv != CM_OK) {
         free(ids);
         if (rv == CM_ERR_UTF8)
-            return fail(rv, err, errlen, "prompt is not valid UTF-8");
-        return fail(rv, err, errlen, "cannot tokenize the prompt: %s", cm_strerror(rv));
+            return cm_errf(rv, err, errlen, "prompt is not valid UTF-8");
+        return cm_errf(rv, err, errlen, "cannot tokenize the prompt: %s", cm_strerror(rv));
     }
     *ids_out = ids;
     *n_out = (uint32_t)n;
@@ -94,8 +81,8 @@ static cm_err encode(const wk_prompt_ctx *ctx, const Sluice__Submit *s, const ch
 static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, const wk_prompt_opts *o,
                          int32_t **ids_out, uint32_t *n_out, char *err, size_t errlen) {
     if (ctx->tmpl == NULL)
-        return fail(CM_ERR_UNSUPPORTED, err, errlen,
-                    "this worker has no chat template; send a raw prompt");
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "this worker has no chat template; send a raw prompt");
     size_t n_calls = 0;
     for (size_t i = 0; i < s->n_messages; i++)
         n_calls += s->messages[i]->n_tool_calls;
@@ -114,7 +101,7 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, cons
         const Sluice__ChatMessage *m = s->messages[i];
         size_t n = strlen(m->content);
         if (!wk_utf8_valid(m->content, n) || !wk_utf8_valid(m->role, strlen(m->role))) {
-            rv = fail(CM_ERR_UTF8, err, errlen, "messages[%zu] is not valid UTF-8", i);
+            rv = cm_errf(CM_ERR_UTF8, err, errlen, "messages[%zu] is not valid UTF-8", i);
             goto done;
         }
         text_bytes += n;
@@ -126,10 +113,10 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, cons
             const Sluice__ToolCall *c = m->tool_calls[k];
             size_t an = strlen(c->arguments_json);
             if (!wk_utf8_valid(c->arguments_json, an) || !wk_utf8_valid(c->name, strlen(c->name))) {
-                rv = fail(CM_ERR_UTF8, err, errlen,
-                          "messages[%zu].tool_calls[%zu] is not valid "
-                          "UTF-8",
-                          i, k);
+                rv = cm_errf(CM_ERR_UTF8, err, errlen,
+                             "messages[%zu].tool_calls[%zu] is not valid "
+                             "UTF-8",
+                             i, k);
                 goto done;
             }
             calls[n_calls].name = c->name;
@@ -143,7 +130,7 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, cons
         if (!wk_utf8_valid(t->name, strlen(t->name)) ||
             (d != NULL && !wk_utf8_valid(d, strlen(d))) ||
             (p != NULL && !wk_utf8_valid(p, strlen(p)))) {
-            rv = fail(CM_ERR_UTF8, err, errlen, "tools[%zu] is not valid UTF-8", i);
+            rv = cm_errf(CM_ERR_UTF8, err, errlen, "tools[%zu] is not valid UTF-8", i);
             goto done;
         }
         tools[i].name = t->name;
@@ -155,8 +142,8 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, cons
     if (n_tools > 0)
         text_bytes += 1024; /* the tools section's own text */
     if (text_bytes > ctx->max_prompt_bytes) {
-        rv = fail(CM_ERR_LIMIT, err, errlen, "messages are longer than %zu bytes",
-                  ctx->max_prompt_bytes);
+        rv = cm_errf(CM_ERR_LIMIT, err, errlen, "messages are longer than %zu bytes",
+                     ctx->max_prompt_bytes);
         goto done;
     }
     /* Room for the text plus per-message markers and the template's default system prompt. */
@@ -171,7 +158,7 @@ static cm_err build_chat(const wk_prompt_ctx *ctx, const Sluice__Submit *s, cons
     rv = wk_chat_render_tools(ctx->tmpl, msgs, s->n_messages, tools, n_tools,
                               o->add_generation_prompt, rendered, cap, &len, rerr, sizeof rerr);
     if (rv != CM_OK) {
-        fail(rv, err, errlen, "%s", rerr[0] ? rerr : "cannot render the chat template");
+        cm_errf(rv, err, errlen, "%s", rerr[0] ? rerr : "cannot render the chat template");
         free(rendered);
         goto done;
     }
@@ -206,10 +193,10 @@ cm_err wk_prompt_build_opts(const wk_prompt_ctx *ctx, const Sluice__Submit *s,
     } else if (s->prompt != NULL) {
         size_t len = strlen(s->prompt);
         if (len > ctx->max_prompt_bytes)
-            return fail(CM_ERR_LIMIT, err, errlen, "prompt is longer than %zu bytes",
-                        ctx->max_prompt_bytes);
+            return cm_errf(CM_ERR_LIMIT, err, errlen, "prompt is longer than %zu bytes",
+                           ctx->max_prompt_bytes);
         if (!wk_utf8_valid(s->prompt, len))
-            return fail(CM_ERR_UTF8, err, errlen, "prompt is not valid UTF-8");
+            return cm_errf(CM_ERR_UTF8, err, errlen, "prompt is not valid UTF-8");
         rv = encode(ctx, s, s->prompt, len, wk_tokenizer_add_bos(ctx->tok) && !o->no_bos, false,
                     ids_out, n_out, err, errlen);
     } else {
@@ -217,9 +204,9 @@ cm_err wk_prompt_build_opts(const wk_prompt_ctx *ctx, const Sluice__Submit *s,
         for (size_t i = 0; i < s->n_prompt_token_ids; i++) {
             int32_t id = s->prompt_token_ids[i];
             if (id < 0 || (uint32_t)id >= n_vocab)
-                return fail(CM_ERR_INVALID, err, errlen,
-                            "prompt_token_ids[%zu] = %d is not in the vocabulary (0..%u)", i, id,
-                            n_vocab - 1);
+                return cm_errf(CM_ERR_INVALID, err, errlen,
+                               "prompt_token_ids[%zu] = %d is not in the vocabulary (0..%u)", i, id,
+                               n_vocab - 1);
         }
         size_t n = s->n_prompt_token_ids;
         int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
@@ -236,7 +223,7 @@ cm_err wk_prompt_build_opts(const wk_prompt_ctx *ctx, const Sluice__Submit *s,
     if (*n_out == 0) {
         free(*ids_out);
         *ids_out = NULL;
-        return fail(CM_ERR_INVALID, err, errlen, "the prompt is empty");
+        return cm_errf(CM_ERR_INVALID, err, errlen, "the prompt is empty");
     }
     uint32_t completion = s->has_max_tokens ? s->max_tokens : 0;
     /* At least one token must fit after the prompt. */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cm_clock.h"
+#include "cm_err.h"
 #include "cm_trace.h"
 #include "cm_log.h"
 #include "constraint.h"
@@ -109,7 +110,7 @@ static void send_error(wk_service *s, uint32_t conn_id, uint64_t request_id, cm_
     wk_wire_enc_fini(&enc);
 }
 
-static conn_state *find_conn(wk_service *s, uint32_t id) {
+static conn_state *find_conn(const wk_service *s, uint32_t id) {
     for (conn_state *c = s->conns; c != NULL; c = c->next)
         if (c->id == id)
             return c;
@@ -121,6 +122,32 @@ static req *find_req(wk_service *s, uint32_t conn_id, uint64_t request_id) {
         if (r->conn_id == conn_id && r->request_id == request_id)
             return r;
     return NULL;
+}
+
+/*
+ * A request's lifecycle on the engine thread:
+ *   handle_submit: linked, prep != NULL (the preparation pool holds it; counted in
+ *     n_preparing) -> handle_prepared: prep = NULL, then start_prepared hands it to the engine
+ *     (or refuses it: unlinked) -> the engine's events through on_event; its last event
+ *     (Finished or Error) unlinks it.
+ *   A request still preparing is unlinked at once when its connection closes or the worker
+ *   shuts down (the pool frees the item), or ends through on_event when cancelled.
+ *   silent: nothing more is sent (connection gone, or already answered by cancel_all); the
+ *   engine's last event still comes and unlinks it. congested: the gateway did not read fast
+ *   enough; cancel_congested cancels it after the step.
+ * check_req asserts the legal states of r at every transition (linked, prepared, each event);
+ * O(1) apart from the connection lookup, so it runs on the token path too.
+ */
+static void check_req(const wk_service *s, const req *r) {
+    CM_ASSERT(r->engine_id != 0 && r->engine_id <= s->next_engine_id);
+    CM_ASSERT(r->prev != NULL ? r->prev->next == r : s->reqs == r);
+    CM_ASSERT(r->next == NULL || r->next->prev == r);
+    CM_ASSERT(s->n_reqs > 0 && s->n_preparing <= s->n_reqs);
+    /* Not at the engine yet: no event came, no tool parser, nothing silenced it. */
+    CM_ASSERT(r->prep == NULL ||
+              (!r->silent && !r->congested && r->last_token_ns == 0 && r->tools == NULL));
+    /* A closed connection's requests are silenced or unlinked in handle_close. */
+    CM_ASSERT(r->silent || find_conn(s, r->conn_id) != NULL);
 }
 
 static void unlink_req(wk_service *s, req *r) {
@@ -303,7 +330,9 @@ static void on_event(const wk_event *ev, void *cb_arg) {
     req *r = ev->user;
     wk_svc_metrics *m = s->d.metrics;
     int64_t now = cm_clock_mono_ns();
+    check_req(s, r);
     if (ev->kind == WK_EVENT_TOKENS) {
+        CM_ASSERT(r->prep == NULL); /* only the engine sends tokens */
         if (r->last_token_ns == 0)
             cm_series_observe(m->ttft, (double)(now - r->received_ns) / 1e9);
         else
@@ -540,6 +569,7 @@ static void handle_submit(wk_service *s, wk_cmd *c) {
     r->prep = p;
     s->n_preparing++;
     link_req(s, r);
+    check_req(s, r);
 }
 
 /* A prepared request goes to the engine (engine thread). Takes p. */
@@ -666,6 +696,7 @@ static void handle_prepared(wk_service *s) {
             wk_prepared_free(p);
             continue;
         }
+        check_req(s, r);
         start_prepared(s, r, p);
     }
 }

@@ -21,7 +21,6 @@
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,18 +120,6 @@ struct wk_transport {
     bool reaper_started;
     wk_transport_stats stats;
 };
-
-static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rv;
-}
 
 void wk_transport_config_defaults(wk_transport_config *c) {
     c->max_connections = 256;
@@ -789,12 +776,12 @@ cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
                            char *err, size_t errlen) {
     *out = NULL;
     if (url == NULL || cb == NULL)
-        return fail(CM_ERR_INVALID, err, errlen, "transport: no address");
+        return cm_errf(CM_ERR_INVALID, err, errlen, "transport: no address");
     bool ipc = strncmp(url, "ipc://", 6) == 0;
     if (!ipc && strncmp(url, "tcp://", 6) != 0 && strncmp(url, "tcp4://", 7) != 0 &&
         strncmp(url, "tcp6://", 7) != 0)
-        return fail(CM_ERR_CONFIG, err, errlen,
-                    "listen address '%s' must start with tcp:// or ipc://", url);
+        return cm_errf(CM_ERR_CONFIG, err, errlen,
+                       "listen address '%s' must start with tcp:// or ipc://", url);
     wk_transport *t = calloc(1, sizeof *t);
     if (t == NULL)
         return CM_ERR_NOMEM;
@@ -808,10 +795,10 @@ cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
     const wk_transport_config *k = &t->cfg;
     if (k->max_connections == 0 || k->handshake_timeout_ms <= 0 || k->send_stall_timeout_ms <= 0 ||
         k->frame_timeout_ms <= 0 || k->max_partial_frame_bytes < k->max_message_bytes + HOP_BYTES) {
-        cm_err rv = fail(CM_ERR_CONFIG, err, errlen,
-                         "transport: connections and timeouts must be positive and the "
-                         "partial-frame budget (%zu) at least one largest message (%zu)",
-                         k->max_partial_frame_bytes, k->max_message_bytes + HOP_BYTES);
+        cm_err rv = cm_errf(CM_ERR_CONFIG, err, errlen,
+                            "transport: connections and timeouts must be positive and the "
+                            "partial-frame budget (%zu) at least one largest message (%zu)",
+                            k->max_partial_frame_bytes, k->max_message_bytes + HOP_BYTES);
         free(t);
         return rv;
     }
@@ -831,7 +818,7 @@ cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
     cm_err rv = CM_OK;
     int nrv = nng_stream_listener_alloc(&t->listener, url);
     if (nrv != 0) {
-        rv = fail(CM_ERR_CONFIG, err, errlen, "listen address '%s': %s", url, nng_strerror(nrv));
+        rv = cm_errf(CM_ERR_CONFIG, err, errlen, "listen address '%s': %s", url, nng_strerror(nrv));
         goto fail;
     }
     if (!ipc) {
@@ -842,18 +829,18 @@ cm_err wk_transport_create(const char *url, const wk_transport_config *cfg,
     }
     nrv = nng_stream_listener_listen(t->listener);
     if (nrv != 0) {
-        rv = fail(CM_ERR_IO, err, errlen, "cannot listen on '%s': %s", url, nng_strerror(nrv));
+        rv = cm_errf(CM_ERR_IO, err, errlen, "cannot listen on '%s': %s", url, nng_strerror(nrv));
         goto fail;
     }
     if (!ipc)
         nng_stream_listener_get_int(t->listener, NNG_OPT_TCP_BOUND_PORT, &t->bound_port);
     if (pthread_create(&t->reaper, NULL, reaper_main, t) != 0) {
-        rv = fail(CM_ERR_NOMEM, err, errlen, "transport: cannot start thread");
+        rv = cm_errf(CM_ERR_NOMEM, err, errlen, "transport: cannot start thread");
         goto fail;
     }
     t->reaper_started = true;
     if (nng_aio_alloc(&t->accept_aio, accept_cb, t) != 0) {
-        rv = fail(CM_ERR_NOMEM, err, errlen, "transport: out of memory");
+        rv = cm_errf(CM_ERR_NOMEM, err, errlen, "transport: out of memory");
         goto fail;
     }
     /* *out before the first accept: on_open may run at once on an nng thread and use it

@@ -4,7 +4,6 @@
  */
 #include "wire.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,19 +43,6 @@ static void fill_limits(const wk_wire_limits *in, wk_wire_limits *out) {
         out->max_tool_calls = in->max_tool_calls;
 }
 
-static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static cm_err fail(cm_err rv, char *err, size_t errlen, const char *fmt, ...) {
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rv;
-}
-
 /* Optional strings are NULL when absent; a present one must fit max bytes. */
 static bool str_fits(const char *s, size_t max) {
     return s == NULL || strnlen(s, max + 1) <= max;
@@ -66,10 +52,11 @@ static cm_err check_sampling(const Sluice__SamplingParams *sp, char *err, size_t
     if (sp == NULL)
         return CM_OK;
     if (sp->n_logit_bias > WK_MAX_LOGIT_BIAS)
-        return fail(CM_ERR_LIMIT, err, errlen, "too many logit_bias entries: %zu (at most %d)",
-                    sp->n_logit_bias, WK_MAX_LOGIT_BIAS);
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "too many logit_bias entries: %zu (at most %d)",
+                       sp->n_logit_bias, WK_MAX_LOGIT_BIAS);
     if (sp->has_logprobs && sp->logprobs > WK_MAX_TOP_LOGPROBS + 1)
-        return fail(CM_ERR_LIMIT, err, errlen, "logprobs must be at most %d", WK_MAX_TOP_LOGPROBS);
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "logprobs must be at most %d",
+                       WK_MAX_TOP_LOGPROBS);
     return CM_OK;
 }
 
@@ -78,40 +65,42 @@ static cm_err check_sampling(const Sluice__SamplingParams *sp, char *err, size_t
 static cm_err check_tools(const Sluice__Submit *s, const wk_wire_limits *lim, char *err,
                           size_t errlen) {
     if (s->n_tools > lim->max_tools)
-        return fail(CM_ERR_LIMIT, err, errlen, "too many tools: %zu (at most %u)", s->n_tools,
-                    lim->max_tools);
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "too many tools: %zu (at most %u)", s->n_tools,
+                       lim->max_tools);
     for (size_t i = 0; i < s->n_tools; i++) {
         const Sluice__Tool *t = s->tools[i];
         if (!str_fits(t->name, 64) || t->name[0] == '\0')
-            return fail(CM_ERR_LIMIT, err, errlen, "tools[%zu].function.name must be 1 to 64 bytes",
-                        i);
+            return cm_errf(CM_ERR_LIMIT, err, errlen,
+                           "tools[%zu].function.name must be 1 to 64 bytes", i);
         if (!str_fits(t->description, lim->max_schema_bytes) ||
             !str_fits(t->parameters_json, lim->max_schema_bytes))
-            return fail(CM_ERR_LIMIT, err, errlen,
-                        "tools[%zu]: description or parameters longer than %zu bytes", i,
-                        lim->max_schema_bytes);
+            return cm_errf(CM_ERR_LIMIT, err, errlen,
+                           "tools[%zu]: description or parameters longer than %zu bytes", i,
+                           lim->max_schema_bytes);
     }
     if (s->tool_choice != NULL && !str_fits(s->tool_choice->name, 64))
-        return fail(CM_ERR_LIMIT, err, errlen, "tool_choice name longer than 64 bytes");
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "tool_choice name longer than 64 bytes");
     if (s->response_format != NULL &&
         (!str_fits(s->response_format->schema_json, lim->max_schema_bytes) ||
          !str_fits(s->response_format->name, 64)))
-        return fail(CM_ERR_LIMIT, err, errlen,
-                    "response_format schema longer than %zu bytes or name longer than 64",
-                    lim->max_schema_bytes);
+        return cm_errf(CM_ERR_LIMIT, err, errlen,
+                       "response_format schema longer than %zu bytes or name longer than 64",
+                       lim->max_schema_bytes);
     for (size_t i = 0; i < s->n_messages; i++) {
         const Sluice__ChatMessage *m = s->messages[i];
         if (m->n_tool_calls > lim->max_tool_calls)
-            return fail(CM_ERR_LIMIT, err, errlen,
-                        "messages[%zu]: too many tool_calls (at most %u)", i, lim->max_tool_calls);
+            return cm_errf(CM_ERR_LIMIT, err, errlen,
+                           "messages[%zu]: too many tool_calls (at most %u)", i,
+                           lim->max_tool_calls);
         if (!str_fits(m->tool_call_id, lim->max_string_bytes))
-            return fail(CM_ERR_LIMIT, err, errlen, "messages[%zu].tool_call_id too long", i);
+            return cm_errf(CM_ERR_LIMIT, err, errlen, "messages[%zu].tool_call_id too long", i);
         for (size_t k = 0; k < m->n_tool_calls; k++) {
             const Sluice__ToolCall *c = m->tool_calls[k];
             if (!str_fits(c->id, lim->max_string_bytes) || !str_fits(c->name, 64) ||
                 !str_fits(c->arguments_json, lim->max_schema_bytes))
-                return fail(CM_ERR_LIMIT, err, errlen,
-                            "messages[%zu].tool_calls[%zu]: id, name or arguments too long", i, k);
+                return cm_errf(CM_ERR_LIMIT, err, errlen,
+                               "messages[%zu].tool_calls[%zu]: id, name or arguments too long", i,
+                               k);
         }
     }
     return CM_OK;
@@ -121,46 +110,46 @@ cm_err wk_wire_check_submit(const Sluice__Submit *s, const wk_wire_limits *lim, 
                             size_t errlen) {
     int forms = (s->n_messages > 0) + (s->prompt != NULL) + (s->n_prompt_token_ids > 0);
     if (forms != 1)
-        return fail(CM_ERR_INVALID, err, errlen,
-                    "exactly one of messages, prompt or prompt_token_ids must be given (got %d)",
-                    forms);
+        return cm_errf(CM_ERR_INVALID, err, errlen,
+                       "exactly one of messages, prompt or prompt_token_ids must be given (got %d)",
+                       forms);
     if (!str_fits(s->model, lim->max_string_bytes) || !str_fits(s->tenant, 63) ||
         !str_fits(s->gateway_request_id, lim->max_string_bytes))
-        return fail(CM_ERR_LIMIT, err, errlen, "model, tenant or gateway_request_id too long");
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "model, tenant or gateway_request_id too long");
     if (s->n_messages > lim->max_messages)
-        return fail(CM_ERR_LIMIT, err, errlen, "too many messages: %zu (at most %u)", s->n_messages,
-                    lim->max_messages);
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "too many messages: %zu (at most %u)",
+                       s->n_messages, lim->max_messages);
     size_t total = 0;
     for (size_t i = 0; i < s->n_messages; i++) {
         const Sluice__ChatMessage *m = s->messages[i];
         if (!str_fits(m->role, lim->max_string_bytes) || !str_fits(m->name, lim->max_string_bytes))
-            return fail(CM_ERR_LIMIT, err, errlen, "messages[%zu]: role or name too long", i);
+            return cm_errf(CM_ERR_LIMIT, err, errlen, "messages[%zu]: role or name too long", i);
         size_t n = strnlen(m->content, lim->max_prompt_bytes + 1);
         total += n;
         if (total > lim->max_prompt_bytes)
-            return fail(CM_ERR_LIMIT, err, errlen, "messages are longer than %zu bytes",
-                        lim->max_prompt_bytes);
+            return cm_errf(CM_ERR_LIMIT, err, errlen, "messages are longer than %zu bytes",
+                           lim->max_prompt_bytes);
     }
     if (s->prompt != NULL && strnlen(s->prompt, lim->max_prompt_bytes + 1) > lim->max_prompt_bytes)
-        return fail(CM_ERR_LIMIT, err, errlen, "prompt is longer than %zu bytes",
-                    lim->max_prompt_bytes);
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "prompt is longer than %zu bytes",
+                       lim->max_prompt_bytes);
     if (s->n_prompt_token_ids > lim->max_prompt_ids)
-        return fail(CM_ERR_LIMIT, err, errlen, "too many prompt_token_ids: %zu (at most %u)",
-                    s->n_prompt_token_ids, lim->max_prompt_ids);
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "too many prompt_token_ids: %zu (at most %u)",
+                       s->n_prompt_token_ids, lim->max_prompt_ids);
     if (s->n_stop > WK_MAX_STOP_STRINGS)
-        return fail(CM_ERR_LIMIT, err, errlen, "too many stop strings: %zu (at most %d)", s->n_stop,
-                    WK_MAX_STOP_STRINGS);
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "too many stop strings: %zu (at most %d)",
+                       s->n_stop, WK_MAX_STOP_STRINGS);
     for (size_t i = 0; i < s->n_stop; i++) {
         size_t n = strnlen(s->stop[i], WK_MAX_STOP_BYTES);
         if (n == 0)
-            return fail(CM_ERR_INVALID, err, errlen, "stop[%zu] is empty", i);
+            return cm_errf(CM_ERR_INVALID, err, errlen, "stop[%zu] is empty", i);
         if (n >= WK_MAX_STOP_BYTES)
-            return fail(CM_ERR_LIMIT, err, errlen, "stop[%zu] is longer than %d bytes", i,
-                        WK_MAX_STOP_BYTES - 1);
+            return cm_errf(CM_ERR_LIMIT, err, errlen, "stop[%zu] is longer than %d bytes", i,
+                           WK_MAX_STOP_BYTES - 1);
     }
     if (s->has_priority && s->priority != SLUICE__PRIORITY__PRIORITY_INTERACTIVE &&
         s->priority != SLUICE__PRIORITY__PRIORITY_BATCH)
-        return fail(CM_ERR_INVALID, err, errlen, "unknown priority %d", (int)s->priority);
+        return cm_errf(CM_ERR_INVALID, err, errlen, "unknown priority %d", (int)s->priority);
     cm_err rv = check_tools(s, lim, err, errlen);
     if (rv != CM_OK)
         return rv;
@@ -175,12 +164,12 @@ cm_err wk_wire_decode(const void *data, size_t len, const wk_wire_limits *limits
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     if (len > lim.max_message_bytes)
-        return fail(CM_ERR_LIMIT, err, errlen, "message of %zu bytes exceeds %zu", len,
-                    lim.max_message_bytes);
+        return cm_errf(CM_ERR_LIMIT, err, errlen, "message of %zu bytes exceeds %zu", len,
+                       lim.max_message_bytes);
     /* An empty buffer unpacks to an empty Envelope; the oneof check below rejects it. */
     Sluice__Envelope *env = sluice__envelope__unpack(NULL, len, data);
     if (env == NULL)
-        return fail(CM_ERR_FORMAT, err, errlen, "not a sluice.Envelope");
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "not a sluice.Envelope");
     cm_err rv = CM_OK;
     switch (env->msg_case) {
     case SLUICE__ENVELOPE__MSG_HELLO:
@@ -190,7 +179,7 @@ cm_err wk_wire_decode(const void *data, size_t len, const wk_wire_limits *limits
             !str_fits(env->hello->model, lim.max_string_bytes) ||
             !str_fits(env->hello->backend, lim.max_string_bytes) ||
             !str_fits(env->hello->instance_id, lim.max_string_bytes)) {
-            rv = fail(CM_ERR_LIMIT, err, errlen, "hello: a string field is too long");
+            rv = cm_errf(CM_ERR_LIMIT, err, errlen, "hello: a string field is too long");
             goto fail;
         }
         out->kind = WK_WIRE_HELLO;
@@ -234,8 +223,8 @@ cm_err wk_wire_decode(const void *data, size_t len, const wk_wire_limits *limits
     return CM_OK;
 
 bad_oneof:
-    rv = fail(CM_ERR_FORMAT, err, errlen, "envelope carries no known message (case %d)",
-              (int)env->msg_case);
+    rv = cm_errf(CM_ERR_FORMAT, err, errlen, "envelope carries no known message (case %d)",
+                 (int)env->msg_case);
 fail:
     sluice__envelope__free_unpacked(env, NULL);
     out->kind = WK_WIRE_NONE;

@@ -25,7 +25,7 @@
 #include <immintrin.h>
 #endif
 
-#include "../../common/cm_clock.h"
+#include "cm_clock.h"
 #include "backend.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_panel.h"
@@ -513,7 +513,8 @@ int main(int argc, char **argv) {
     b.rng = 0x2545f4914f6cdd1dull;
     rc = 1;
 
-    const wk_backend_ops *ops = wk_backend_find(o.backend);
+    const wk_backend_ops *ops =
+        wk_backend_register_linked() == CM_OK ? wk_backend_find(o.backend) : NULL;
     if (ops == NULL) {
         fprintf(stderr, PROG ": error: backend '%s' is not built into this binary\n", o.backend);
         goto out;

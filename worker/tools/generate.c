@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../common/cm_clock.h"
+#include "cm_clock.h"
 #include "backend.h"
 #include "chat_template.h"
 #include "engine.h"
@@ -435,7 +435,8 @@ int main(int argc, char **argv) {
     memset(&st, 0, sizeof(st));
     rc = 1;
 
-    const wk_backend_ops *ops = wk_backend_find(o.backend);
+    const wk_backend_ops *ops =
+        wk_backend_register_linked() == CM_OK ? wk_backend_find(o.backend) : NULL;
     if (ops == NULL) {
         rc = fail("backend '%s' is not built into this binary%s", o.backend, "");
         goto out;

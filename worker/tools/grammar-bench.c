@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../common/cm_clock.h"
+#include "cm_clock.h"
 #include "engine.h"
 #include "gguf.h"
 #include "grammar.h"

@@ -13,6 +13,7 @@
 
 #include "cm_clock.h"
 #include "gw_worker.h"
+#include "sluice.pb-c.h" /* the test plays the worker: it speaks the wire format itself */
 
 typedef struct seen {
     _Atomic int events;

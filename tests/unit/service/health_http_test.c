@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "../../service/svc_http.h"
+#include "svc_http.h"
 #include "health_http.h"
 
 static void test_loading_phase(void **state) {

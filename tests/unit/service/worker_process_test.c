@@ -26,8 +26,8 @@
 
 #include <cmocka.h>
 
-#include "../../service/svc_client.h"
-#include "../../service/svc_http.h"
+#include "svc_client.h"
+#include "svc_http.h"
 #include "cm_err.h"
 
 #define MODEL_NAME "smollm2-test"

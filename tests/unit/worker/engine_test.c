@@ -20,7 +20,7 @@
 
 #include <cmocka.h>
 
-#include "../../../common/cm_clock.h"
+#include "cm_clock.h"
 #include "backend.h"
 #include "engine.h"
 #include "grammar.h"

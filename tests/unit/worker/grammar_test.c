@@ -22,7 +22,7 @@
 #endif
 #include "tokenizer.h"
 #include "tokenizer_impl.h"
-#include "../../../common/cm_rng.h"
+#include "cm_rng.h"
 
 /* A JSON grammar written for these tests (the schema compiler has its own tests). */
 static const char *JSON_GBNF =

@@ -6,7 +6,7 @@
  */
 #include "cpu_attn.h"
 
-#include "../../quant.h"
+#include "quant.h"
 #include "cpu_kernels.h"
 #include "cpu_simd_impl.h"
 

@@ -19,12 +19,11 @@
  *   V: (n_blocks, n_head_kv, block_tokens, head_dim),
  * the layouts the attention kernels (cpu_attn) read a block at a time.
  */
-#include "../../backend.h"
-#include "../../gguf.h"
+#include "backend.h"
+#include "gguf.h"
 
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -113,19 +112,6 @@ struct wk_backend {
     const wk_batch *batch;
     int cur_layer;
 };
-
-static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...) {
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rv;
-}
 
 /* ---- matmul ------------------------------------------------------------------------------ */
 
@@ -730,40 +716,40 @@ static cm_err repack_panels(wk_backend *be) {
 static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk_backend **out,
                          char *err, size_t errlen) {
     if (out == NULL) {
-        return failf(err, errlen, CM_ERR_INVALID, "NULL out");
+        return cm_errf(CM_ERR_INVALID, err, errlen, "NULL out");
     }
     *out = NULL;
     if (model == NULL || cfg == NULL) {
-        return failf(err, errlen, CM_ERR_INVALID, "NULL model or config");
+        return cm_errf(CM_ERR_INVALID, err, errlen, "NULL model or config");
     }
     const wk_hparams *hp = &model->hp;
     if (cfg->block_tokens == 0 || cfg->block_tokens > 4096 || cfg->n_blocks == 0 ||
         cfg->n_blocks > (1u << 24) || cfg->max_batch_tokens == 0 ||
         cfg->max_batch_tokens > (1u << 20) || cfg->max_seqs == 0 || cfg->max_seqs > (1u << 16) ||
         cfg->max_blocks_per_seq == 0 || cfg->max_blocks_per_seq > (1u << 24)) {
-        return failf(err, errlen, CM_ERR_INVALID,
-                     "invalid backend config (block_tokens %u, n_blocks %u, max_batch_tokens %u, "
-                     "max_seqs %u, max_blocks_per_seq %u)",
-                     cfg->block_tokens, cfg->n_blocks, cfg->max_batch_tokens, cfg->max_seqs,
-                     cfg->max_blocks_per_seq);
+        return cm_errf(CM_ERR_INVALID, err, errlen,
+                       "invalid backend config (block_tokens %u, n_blocks %u, max_batch_tokens %u, "
+                       "max_seqs %u, max_blocks_per_seq %u)",
+                       cfg->block_tokens, cfg->n_blocks, cfg->max_batch_tokens, cfg->max_seqs,
+                       cfg->max_blocks_per_seq);
     }
     if (cfg->kv_dtype != WK_DTYPE_F16 && cfg->kv_dtype != WK_DTYPE_F32) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED, "KV cache type %s unsupported (F16, F32)",
-                     wk_dtype_name(cfg->kv_dtype));
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "KV cache type %s unsupported (F16, F32)",
+                       wk_dtype_name(cfg->kv_dtype));
     }
     uint64_t max_ctx = (uint64_t)cfg->max_blocks_per_seq * cfg->block_tokens;
     if (max_ctx > (1u << 24)) {
-        return failf(err, errlen, CM_ERR_INVALID, "max context %" PRIu64 " too large", max_ctx);
+        return cm_errf(CM_ERR_INVALID, err, errlen, "max context %" PRIu64 " too large", max_ctx);
     }
     /* every matmul input width must be a multiple of the 8-bit activation block */
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
     if (hp->n_embd % WK_CPU_QK != 0 || q_dim % WK_CPU_QK != 0 || hp->n_ff % WK_CPU_QK != 0 ||
         hp->head_dim > 1024 || hp->head_dim % 2 != 0 || hp->n_head_kv == 0 ||
         hp->n_head % hp->n_head_kv != 0) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED,
-                     "model shape unsupported by the CPU backend (n_embd %u, q_dim %" PRId64
-                     ", n_ff %u must be multiples of 32)",
-                     hp->n_embd, q_dim, hp->n_ff);
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "model shape unsupported by the CPU backend (n_embd %u, q_dim %" PRId64
+                       ", n_ff %u must be multiples of 32)",
+                       hp->n_embd, q_dim, hp->n_ff);
     }
 
     /* The KV cache must fit in physical memory: refuse before trying to allocate it. */
@@ -773,15 +759,15 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
                           (double)kv_dim * (cfg->kv_dtype == WK_DTYPE_F16 ? 2 : 4);
         long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
         if (pages > 0 && psz > 0 && kv_bytes > (double)pages * (double)psz) {
-            return failf(err, errlen, CM_ERR_NOMEM,
-                         "KV cache of %.0f bytes (%u blocks x %u tokens) exceeds physical memory",
-                         kv_bytes, cfg->n_blocks, cfg->block_tokens);
+            return cm_errf(CM_ERR_NOMEM, err, errlen,
+                           "KV cache of %.0f bytes (%u blocks x %u tokens) exceeds physical memory",
+                           kv_bytes, cfg->n_blocks, cfg->block_tokens);
         }
     }
     wk_cpu_kernels_init();
     wk_backend *be = calloc(1, sizeof(*be));
     if (be == NULL) {
-        return failf(err, errlen, CM_ERR_NOMEM, "out of memory");
+        return cm_errf(CM_ERR_NOMEM, err, errlen, "out of memory");
     }
     be->model = model;
     be->hp = *hp;
@@ -798,7 +784,7 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     cm_err rv = wk_cpu_pool_create(nth, &be->pool);
     if (rv != CM_OK) {
         free(be);
-        return failf(err, errlen, rv, "cannot start %d threads", nth);
+        return cm_errf(rv, err, errlen, "cannot start %d threads", nth);
     }
     be->n_threads = wk_cpu_pool_size(be->pool);
     {
@@ -850,15 +836,15 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
         be->rope_sin == NULL || be->inv_freq == NULL || be->tok_seq == NULL ||
         be->final_x == NULL || be->out_row == NULL || be->thr == NULL) {
         cpu_destroy(be);
-        return failf(err, errlen, CM_ERR_NOMEM,
-                     "out of memory for KV cache (%u blocks x %u tokens, %zu bytes/token) or "
-                     "scratch (%u tokens)",
-                     cfg->n_blocks, cfg->block_tokens, wk_kv_bytes_per_token(hp, cfg->kv_dtype),
-                     cfg->max_batch_tokens);
+        return cm_errf(CM_ERR_NOMEM, err, errlen,
+                       "out of memory for KV cache (%u blocks x %u tokens, %zu bytes/token) or "
+                       "scratch (%u tokens)",
+                       cfg->n_blocks, cfg->block_tokens, wk_kv_bytes_per_token(hp, cfg->kv_dtype),
+                       cfg->max_batch_tokens);
     }
     if (repack_panels(be) != CM_OK) {
         cpu_destroy(be);
-        return failf(err, errlen, CM_ERR_NOMEM, "out of memory for the repacked weights");
+        return cm_errf(CM_ERR_NOMEM, err, errlen, "out of memory for the repacked weights");
     }
     wk_cpu_rope_inv_freq(hp, (int)hd, be->inv_freq);
     *out = be;

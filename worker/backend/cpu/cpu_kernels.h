@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../../quant.h"
+#include "quant.h"
 
 #define WK_CPU_QK 32
 

@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#include "../../model.h"
+#include "model.h"
 
 /* out = x / sqrt(mean(x^2) + eps) * w. x, w, out: (n). out may alias x. */
 void wk_cpu_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);

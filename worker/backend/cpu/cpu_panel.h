@@ -43,7 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../../quant.h"
+#include "quant.h"
 #include "cpu_kernels.h"
 
 #define WK_CPU_PANEL_ROWS 16

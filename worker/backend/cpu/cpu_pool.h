@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#include "../../../common/cm_err.h"
+#include "cm_err.h"
 
 typedef struct wk_cpu_pool wk_cpu_pool;
 

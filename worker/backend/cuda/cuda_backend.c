@@ -22,8 +22,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
-#include "../../../common/cm_log.h"
-#include "../../quant.h"
+#include "cm_log.h"
+#include "quant.h"
 #include "../cpu/cpu_ops.h"
 #include "cuda_ops.h"
 
@@ -128,18 +128,6 @@ struct wk_backend {
 #define META_TILES(be) ((size_t)(be)->rows_cap * 4) /* 2 ints per tile, <= rows_cap tiles */
 #define META_BT(be) ((size_t)(be)->rows_cap * 6)
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* Records a forward failure: message into be->last_err and the log. */
 static void be_fail(wk_backend *be, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void be_fail(wk_backend *be, const char *fmt, ...) {
@@ -180,8 +168,8 @@ static const char *cublas_str(cublasStatus_t s) {
     do {                                                                                           \
         cudaError_t e_ = (call);                                                                   \
         if (e_ != cudaSuccess) {                                                                   \
-            seterr(err, errlen, "cuda: %s failed: %s", #call, cudaGetErrorString(e_));             \
-            rv = (code);                                                                           \
+            rv = cm_errf((code), err, errlen, "cuda: %s failed: %s", #call,                        \
+                         cudaGetErrorString(e_));                                                  \
             goto fail;                                                                             \
         }                                                                                          \
     } while (0)
@@ -257,21 +245,19 @@ static cm_err pick_device(int device, char *err, size_t errlen) {
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        seterr(err, errlen, "no CUDA device: %s", cudaGetErrorString(e));
-        return CM_ERR_NO_DEVICE;
+        return cm_errf(CM_ERR_NO_DEVICE, err, errlen, "no CUDA device: %s", cudaGetErrorString(e));
     }
     if (count <= 0) {
-        seterr(err, errlen, "no CUDA device: driver reports 0 devices");
-        return CM_ERR_NO_DEVICE;
+        return cm_errf(CM_ERR_NO_DEVICE, err, errlen, "no CUDA device: driver reports 0 devices");
     }
     if (device < 0 || device >= count) {
-        seterr(err, errlen, "no CUDA device: ordinal %d out of range (%d present)", device, count);
-        return CM_ERR_NO_DEVICE;
+        return cm_errf(CM_ERR_NO_DEVICE, err, errlen,
+                       "no CUDA device: ordinal %d out of range (%d present)", device, count);
     }
     e = cudaSetDevice(device);
     if (e != cudaSuccess) {
-        seterr(err, errlen, "no CUDA device: cudaSetDevice(%d): %s", device, cudaGetErrorString(e));
-        return CM_ERR_NO_DEVICE;
+        return cm_errf(CM_ERR_NO_DEVICE, err, errlen, "no CUDA device: cudaSetDevice(%d): %s",
+                       device, cudaGetErrorString(e));
     }
     return CM_OK;
 }
@@ -311,32 +297,32 @@ static cm_err check_tensor(const wk_tensor *t, const char *name, int layer, int6
         if (optional) {
             return CM_OK;
         }
-        seterr(err, errlen, "tensor %s (layer %d) has no data", name, layer);
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "tensor %s (layer %d) has no data", name,
+                       layer);
     }
     if (t->data == NULL && optional && t->ne[0] == 0) {
         return CM_OK; /* absent optional tensor in a synthetic model */
     }
     if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1) {
-        seterr(err, errlen,
-               "tensor %s (layer %d) has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
-               name, layer, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
-               (long long)t->ne[3], (long long)cols, (long long)rows);
-        return CM_ERR_INVALID;
+        return cm_errf(
+            CM_ERR_INVALID, err, errlen,
+            "tensor %s (layer %d) has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name,
+            layer, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+            (long long)t->ne[3], (long long)cols, (long long)rows);
     }
     if (!is_matrix_type(t->type)) {
-        seterr(err, errlen, "tensor %s (layer %d) has unsupported type %s", name, layer,
-               wk_dtype_name(t->type));
-        return CM_ERR_UNSUPPORTED;
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "tensor %s (layer %d) has unsupported type %s", name, layer,
+                       wk_dtype_name(t->type));
     }
     if (t->data == NULL && t->type != WK_DTYPE_F16 && t->type != WK_DTYPE_F32) {
-        seterr(err, errlen, "synthetic tensor %s (layer %d) must be F16 or F32", name, layer);
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen,
+                       "synthetic tensor %s (layer %d) must be F16 or F32", name, layer);
     }
     if (t->data != NULL && wk_dtype_row_bytes(t->type, cols) == 0) {
-        seterr(err, errlen, "tensor %s (layer %d): row of %lld elements does not fit type %s", name,
-               layer, (long long)cols, wk_dtype_name(t->type));
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen,
+                       "tensor %s (layer %d): row of %lld elements does not fit type %s", name,
+                       layer, (long long)cols, wk_dtype_name(t->type));
     }
     return CM_OK;
 }
@@ -346,40 +332,38 @@ static cm_err check_model(const wk_model *m, const wk_backend_config *cfg, int s
     const wk_hparams *hp = &m->hp;
     if (hp->n_layer == 0 || hp->n_embd == 0 || hp->n_head == 0 || hp->n_head_kv == 0 ||
         hp->n_vocab == 0 || hp->n_ff == 0 || m->layers == NULL) {
-        seterr(err, errlen, "model has a zero dimension or no layers");
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "model has a zero dimension or no layers");
     }
     if (hp->n_head % hp->n_head_kv != 0) {
-        seterr(err, errlen, "n_head %u is not a multiple of n_head_kv %u", hp->n_head,
-               hp->n_head_kv);
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "n_head %u is not a multiple of n_head_kv %u",
+                       hp->n_head, hp->n_head_kv);
     }
     if (!wk_cuda_head_dim_supported((int)hp->head_dim)) {
-        seterr(err, errlen, "head_dim %u not supported by the CUDA backend (64, 128, 256)",
-               hp->head_dim);
-        return CM_ERR_UNSUPPORTED;
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "head_dim %u not supported by the CUDA backend (64, 128, 256)",
+                       hp->head_dim);
     }
     if (hp->n_rot != hp->head_dim) {
         /* like the CPU reference: every dimension of a head is rotated */
-        seterr(err, errlen, "n_rot %u != head_dim %u is not supported", hp->n_rot, hp->head_dim);
-        return CM_ERR_UNSUPPORTED;
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "n_rot %u != head_dim %u is not supported",
+                       hp->n_rot, hp->head_dim);
     }
     if (hp->n_embd % 8 != 0 || hp->n_ff % 8 != 0 || hp->n_embd > (1u << 16) ||
         hp->n_ff > (1u << 18) || hp->n_layer > 1024 || hp->n_vocab > (1u << 22) ||
         (uint64_t)hp->n_head * hp->head_dim > (1u << 16)) {
-        seterr(err, errlen, "model dimensions out of the CUDA backend's range");
-        return CM_ERR_UNSUPPORTED;
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "model dimensions out of the CUDA backend's range");
     }
     if (cfg->block_tokens == 0 || cfg->block_tokens > 4096 || cfg->n_blocks == 0 ||
         cfg->n_blocks >= (1u << 30) || cfg->max_batch_tokens == 0 ||
         cfg->max_batch_tokens > (1u << 20) || cfg->max_seqs == 0 || cfg->max_seqs > 65536 ||
         cfg->max_blocks_per_seq == 0 || cfg->max_blocks_per_seq > (1u << 20)) {
-        seterr(err, errlen,
-               "backend config out of range (block_tokens %u, n_blocks %u, max_batch_tokens %u, "
-               "max_seqs %u, max_blocks_per_seq %u)",
-               cfg->block_tokens, cfg->n_blocks, cfg->max_batch_tokens, cfg->max_seqs,
-               cfg->max_blocks_per_seq);
-        return CM_ERR_INVALID;
+        return cm_errf(
+            CM_ERR_INVALID, err, errlen,
+            "backend config out of range (block_tokens %u, n_blocks %u, max_batch_tokens %u, "
+            "max_seqs %u, max_blocks_per_seq %u)",
+            cfg->block_tokens, cfg->n_blocks, cfg->max_batch_tokens, cfg->max_seqs,
+            cfg->max_blocks_per_seq);
     }
     const int64_t e = hp->n_embd;
     const int64_t qd = (int64_t)hp->n_head * hp->head_dim;
@@ -416,8 +400,8 @@ static cm_err check_model(const wk_model *m, const wk_backend_config *cfg, int s
         /* Biases come as a set (qwen2) or not at all. */
         const int nb = (L->bq.data != NULL) + (L->bk.data != NULL) + (L->bv.data != NULL);
         if (nb != 0 && nb != 3) {
-            seterr(err, errlen, "layer %d has only some of the q/k/v biases", li);
-            return CM_ERR_UNSUPPORTED;
+            return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                           "layer %d has only some of the q/k/v biases", li);
         }
         if (nb == 3 &&
             ((rv = check_tensor(&L->bq, "attn_q.bias", li, qd, 1, 0, 0, err, errlen)) != CM_OK ||
@@ -480,8 +464,8 @@ static cm_err upload_matrix(uploader *up, const wk_tensor *t, int64_t rows, int6
     default: {
         /* F32 and quantized: rows to f32 on the host (pinned stage), convert on the device */
         if (cols > (int64_t)STAGE_ELEMS) {
-            seterr(err, errlen, "row of %lld elements exceeds the upload stage", (long long)cols);
-            return CM_ERR_UNSUPPORTED;
+            return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                           "row of %lld elements exceeds the upload stage", (long long)cols);
         }
         const size_t row_bytes = wk_dtype_row_bytes(t->type, cols);
         const int64_t rows_per_chunk = (int64_t)STAGE_ELEMS / cols;
@@ -517,8 +501,8 @@ static cm_err upload_vector(uploader *up, const wk_tensor *t, int64_t n, float *
         return CM_OK;
     }
     if (n > (int64_t)STAGE_ELEMS || wk_dtype_row_bytes(t->type, n) == 0) {
-        seterr(err, errlen, "vector of %lld elements cannot be uploaded", (long long)n);
-        return CM_ERR_UNSUPPORTED;
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "vector of %lld elements cannot be uploaded", (long long)n);
     }
     CK_CREATE(cudaStreamSynchronize(up->stream), CM_ERR_BACKEND);
     wk_dequantize_row(t->type, t->data, up->h_stage, n);
@@ -723,8 +707,7 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
     }
     *out = NULL;
     if (model == NULL || cfg == NULL) {
-        seterr(err, errlen, "cuda backend: model and config are required");
-        return CM_ERR_INVALID;
+        return cm_errf(CM_ERR_INVALID, err, errlen, "cuda backend: model and config are required");
     }
     wk_cuda_options defaults;
     wk_cuda_options_default(&defaults);
@@ -740,8 +723,7 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
 
     be = calloc(1, sizeof(*be));
     if (be == NULL) {
-        seterr(err, errlen, "cuda backend: out of host memory");
-        return CM_ERR_NOMEM;
+        return cm_errf(CM_ERR_NOMEM, err, errlen, "cuda backend: out of host memory");
     }
     be->model = model;
     be->cfg = *cfg;
@@ -795,9 +777,9 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
     struct cudaDeviceProp prop;
     CK_CREATE(cudaGetDeviceProperties(&prop, be->device), CM_ERR_NO_DEVICE);
     if (prop.major < 8) {
-        seterr(err, errlen, "no CUDA device: %s has compute capability %d.%d, need >= 8.0",
-               prop.name, prop.major, prop.minor);
-        rv = CM_ERR_NO_DEVICE;
+        rv = cm_errf(CM_ERR_NO_DEVICE, err, errlen,
+                     "no CUDA device: %s has compute capability %d.%d, need >= 8.0", prop.name,
+                     prop.major, prop.minor);
         goto fail;
     }
     be->cc_major = prop.major;
@@ -807,16 +789,14 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         cublasStatus_t s = cublasCreate(&be->cublas);
         if (s != CUBLAS_STATUS_SUCCESS) {
             be->cublas = NULL;
-            seterr(err, errlen, "cublasCreate: %s", cublas_str(s));
-            rv = CM_ERR_BACKEND;
+            rv = cm_errf(CM_ERR_BACKEND, err, errlen, "cublasCreate: %s", cublas_str(s));
             goto fail;
         }
         CK_CREATE(cudaMalloc(&be->cublas_ws, CUBLAS_WS_BYTES), CM_ERR_NOMEM);
         if ((s = cublasSetStream(be->cublas, be->stream)) != CUBLAS_STATUS_SUCCESS ||
             (s = cublasSetWorkspace(be->cublas, be->cublas_ws, CUBLAS_WS_BYTES)) !=
                 CUBLAS_STATUS_SUCCESS) {
-            seterr(err, errlen, "cublas setup: %s", cublas_str(s));
-            rv = CM_ERR_BACKEND;
+            rv = cm_errf(CM_ERR_BACKEND, err, errlen, "cublas setup: %s", cublas_str(s));
             goto fail;
         }
     }
@@ -824,8 +804,7 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
     /* weights */
     be->layers = calloc((size_t)be->n_layer, sizeof(*be->layers));
     if (be->layers == NULL) {
-        seterr(err, errlen, "cuda backend: out of host memory");
-        rv = CM_ERR_NOMEM;
+        rv = cm_errf(CM_ERR_NOMEM, err, errlen, "cuda backend: out of host memory");
         goto fail;
     }
     {
@@ -836,9 +815,9 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         if (e != cudaSuccess) {
             be->warena = NULL;
             (void)cudaGetLastError();
-            seterr(err, errlen, "cuda: cannot allocate %.2f GiB for weights: %s",
-                   (double)total / (1 << 30), cudaGetErrorString(e));
-            rv = CM_ERR_NOMEM;
+            rv =
+                cm_errf(CM_ERR_NOMEM, err, errlen, "cuda: cannot allocate %.2f GiB for weights: %s",
+                        (double)total / (1 << 30), cudaGetErrorString(e));
             goto fail;
         }
         be->warena_bytes = total;
@@ -863,9 +842,9 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         if (e != cudaSuccess) {
             be->kv = NULL;
             (void)cudaGetLastError();
-            seterr(err, errlen, "cuda: cannot allocate %.2f GiB for the KV cache (%u blocks): %s",
-                   (double)be->kv_bytes / (1 << 30), cfg->n_blocks, cudaGetErrorString(e));
-            rv = CM_ERR_NOMEM;
+            rv = cm_errf(CM_ERR_NOMEM, err, errlen,
+                         "cuda: cannot allocate %.2f GiB for the KV cache (%u blocks): %s",
+                         (double)be->kv_bytes / (1 << 30), cfg->n_blocks, cudaGetErrorString(e));
             goto fail;
         }
         CK_CREATE(cudaMemsetAsync(be->kv, 0, be->kv_bytes, be->stream), CM_ERR_BACKEND);
@@ -897,9 +876,8 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         if (ce != cudaSuccess) {
             be->scratch_arena = NULL;
             (void)cudaGetLastError();
-            seterr(err, errlen, "cuda: cannot allocate %.2f GiB of scratch: %s",
-                   (double)off / (1 << 30), cudaGetErrorString(ce));
-            rv = CM_ERR_NOMEM;
+            rv = cm_errf(CM_ERR_NOMEM, err, errlen, "cuda: cannot allocate %.2f GiB of scratch: %s",
+                         (double)off / (1 << 30), cudaGetErrorString(ce));
             goto fail;
         }
         be->scratch_bytes = off;

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../../backend.h"
+#include "backend.h"
 
 #ifdef __cplusplus
 extern "C" {
