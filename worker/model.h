@@ -1,11 +1,11 @@
 /*
  * wk_model: a llama-family decoder described by its hyperparameters and weight tensors.
  *
- * Built from GGUF metadata (wk_model_load: SmolLM2, Llama 2/3, Mistral, Qwen2-style files,
- * chosen by metadata, never by name) or synthetically (wk_model_synthetic: random weights of a
- * given shape, for tests and GPU benchmarks at big-model shapes). Tensors are views: into the
- * GGUF mapping for loaded models, into buffers owned by the model for synthetic ones. Backends
- * read them at create time and build their own representation.
+ * Built from GGUF metadata (wk_model_load: SmolLM2, Llama 2/3, Mistral, Qwen2, Qwen3, Phi-3,
+ * Gemma 2 and Gemma 3 files, chosen by metadata, never by name) or synthetically
+ * (wk_model_synthetic: random weights of a given shape, for tests and GPU benchmarks at big-model
+ * shapes). Tensors are views: into the GGUF mapping for loaded models, into buffers owned by the
+ * model for synthetic ones. Backends read them at create time and build their own representation.
  *
  * Weight layout follows GGUF/ggml: a 2-D weight W has ne[0] = in_features (contiguous) and
  * ne[1] = out_features, so row r of W is output feature r and y = W x is one dot product
@@ -34,6 +34,11 @@ typedef enum wk_rope_scaling {
     WK_ROPE_SCALING_LLAMA3 = 2, /* Llama 3.1 frequency-dependent scaling */
 } wk_rope_scaling;
 
+typedef enum wk_ffn_act {
+    WK_FFN_SILU = 0,      /* silu(gate) * up: llama, qwen, phi3 */
+    WK_FFN_GELU_TANH = 1, /* gelu_tanh(gate) * up: gemma */
+} wk_ffn_act;
+
 typedef struct wk_hparams {
     uint32_t n_vocab;
     uint32_t n_ctx_train; /* context length the model was trained for */
@@ -53,7 +58,30 @@ typedef struct wk_hparams {
     float rope_llama3_high_freq_factor; /* llama3 scaling only */
     uint32_t rope_llama3_orig_ctx;      /* llama3 scaling only */
     bool tied_embeddings;               /* output head shares tok_embd */
+
+    /* Family features beyond the llama graph; all zero/false = plain llama (synthetic models,
+     * llama, mistral, qwen2). */
+    bool qk_norm;             /* per-head RMSNorm of q and k (attn_q_norm/attn_k_norm) before
+                                 RoPE: qwen3, gemma3 */
+    bool post_norms;          /* RMSNorm of the attention and FFN outputs before the residual
+                                 add (post_attention_norm, post_ffw_norm): gemma2/3 */
+    wk_ffn_act ffn_act;       /* gated FFN activation */
+    float embd_scale;         /* embeddings multiplied by this; 0 = 1 (gemma: sqrt(n_embd)) */
+    float attn_scale;         /* q.k multiplier; 0 = 1/sqrt(head_dim) */
+    float attn_softcap;       /* scores = c * tanh(scores / c); 0 = none (gemma2) */
+    float final_softcap;      /* logits = c * tanh(logits / c); 0 = none (gemma2) */
+    uint32_t swa_window;      /* sliding-window layers see the last swa_window positions; 0 =
+                                 every layer global */
+    uint32_t swa_pattern;     /* with swa_window: layer l slides when l % swa_pattern !=
+                                 swa_pattern - 1 (gemma2: 2, gemma3: 6); 1 = every layer */
+    float rope_freq_base_swa; /* sliding layers' RoPE base, unscaled; 0 = as global layers */
 } wk_hparams;
+
+/* wk_hparams_layer_swa: true when layer l of hp attends over a sliding window. */
+static inline bool wk_hparams_layer_swa(const wk_hparams *hp, uint32_t l) {
+    return hp->swa_window > 0 &&
+           (hp->swa_pattern <= 1 || l % hp->swa_pattern != hp->swa_pattern - 1);
+}
 
 /* A weight view. data == NULL means "absent" (only allowed for optional tensors: biases). */
 typedef struct wk_tensor {
@@ -64,18 +92,22 @@ typedef struct wk_tensor {
 } wk_tensor;
 
 typedef struct wk_layer {
-    wk_tensor attn_norm; /* (n_embd) f32 */
-    wk_tensor wq;        /* (n_head*head_dim rows, n_embd cols) */
-    wk_tensor wk;        /* (n_head_kv*head_dim rows, n_embd cols) */
-    wk_tensor wv;        /* (n_head_kv*head_dim rows, n_embd cols) */
-    wk_tensor wo;        /* (n_embd rows, n_head*head_dim cols) */
-    wk_tensor bq;        /* optional (n_head*head_dim) f32: qwen2 */
-    wk_tensor bk;        /* optional (n_head_kv*head_dim) f32 */
-    wk_tensor bv;        /* optional (n_head_kv*head_dim) f32 */
-    wk_tensor ffn_norm;  /* (n_embd) f32 */
-    wk_tensor w_gate;    /* (n_ff rows, n_embd cols) */
-    wk_tensor w_up;      /* (n_ff rows, n_embd cols) */
-    wk_tensor w_down;    /* (n_embd rows, n_ff cols) */
+    wk_tensor attn_norm;      /* (n_embd) f32 */
+    wk_tensor wq;             /* (n_head*head_dim rows, n_embd cols) */
+    wk_tensor wk;             /* (n_head_kv*head_dim rows, n_embd cols) */
+    wk_tensor wv;             /* (n_head_kv*head_dim rows, n_embd cols) */
+    wk_tensor wo;             /* (n_embd rows, n_head*head_dim cols) */
+    wk_tensor bq;             /* optional (n_head*head_dim) f32: qwen2 */
+    wk_tensor bk;             /* optional (n_head_kv*head_dim) f32 */
+    wk_tensor bv;             /* optional (n_head_kv*head_dim) f32 */
+    wk_tensor q_norm;         /* qk_norm only: (head_dim) f32, shared by every q head */
+    wk_tensor k_norm;         /* qk_norm only: (head_dim) f32 */
+    wk_tensor attn_post_norm; /* post_norms only: (n_embd) f32 */
+    wk_tensor ffn_norm;       /* (n_embd) f32 */
+    wk_tensor ffn_post_norm;  /* post_norms only: (n_embd) f32 */
+    wk_tensor w_gate;         /* (n_ff rows, n_embd cols) */
+    wk_tensor w_up;           /* (n_ff rows, n_embd cols) */
+    wk_tensor w_down;         /* (n_embd rows, n_ff cols) */
 } wk_layer;
 
 typedef struct wk_model {
@@ -101,6 +133,11 @@ cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen)
  * quantized type) filled with deterministic pseudo-random values from seed, scaled so that
  * activations stay O(1) through the layers; norms are 1. Memory owned by the model. */
 cm_err wk_model_synthetic(const wk_hparams *hp, wk_dtype wtype, uint64_t seed, wk_model *out);
+
+/* wk_model_extra_feature names the first feature of m beyond the plain llama graph (q/k norm,
+ * post-norms, GELU FFN, embedding scale, attention scale, soft-capping, sliding window), as a
+ * short phrase for a backend's refusal ("q/k norm (qwen3)"), or NULL when m has none. */
+const char *wk_model_extra_feature(const wk_model *m);
 
 /* wk_model_fini frees what the model owns (not the GGUF); safe on a zeroed model. */
 void wk_model_fini(wk_model *m);

@@ -85,20 +85,24 @@ struct wk_backend {
     int64_t max_ctx;       /* max_blocks_per_seq * block_tokens */
 
     /* scratch, sized at create for T = max_batch_tokens */
-    int64_t max_in;    /* widest matmul input: max(n_embd, q_dim, n_ff) */
-    float *x;          /* (T, n_embd) residual stream */
-    float *xn;         /* (T, max_in) normed input / attention output / mlp hidden */
-    float *q;          /* (T, q_dim) */
-    float *k;          /* (T, kv_dim) */
-    float *v;          /* (T, kv_dim) */
-    float *gate;       /* (T, n_ff) */
-    float *up;         /* (T, n_ff) */
-    wk_cpu_q8 *xq;     /* (T, max_in / 32) */
-    uint8_t *xp;       /* (T, wk_cpu_q8_packed_bytes(max_in)) xq packed for tile kernels */
-    int32_t *xc;       /* (T, max_in / 32) wk_cpu_q8_corr of xq, for Q8_0/IQ4 panels */
-    float *rope_cos;   /* (T, head_dim / 2) */
-    float *rope_sin;   /* (T, head_dim / 2) */
-    float *inv_freq;   /* (head_dim / 2) */
+    int64_t max_in;  /* widest matmul input: max(n_embd, q_dim, n_ff) */
+    float *x;        /* (T, n_embd) residual stream */
+    float *xn;       /* (T, max_in) normed input / attention output / mlp hidden */
+    float *q;        /* (T, q_dim) */
+    float *k;        /* (T, kv_dim) */
+    float *v;        /* (T, kv_dim) */
+    float *gate;     /* (T, n_ff) */
+    float *up;       /* (T, n_ff) */
+    wk_cpu_q8 *xq;   /* (T, max_in / 32) */
+    uint8_t *xp;     /* (T, wk_cpu_q8_packed_bytes(max_in)) xq packed for tile kernels */
+    int32_t *xc;     /* (T, max_in / 32) wk_cpu_q8_corr of xq, for Q8_0/IQ4 panels */
+    float *rope_cos; /* (T, head_dim / 2) */
+    float *rope_sin; /* (T, head_dim / 2) */
+    float *inv_freq; /* (head_dim / 2) */
+    /* sliding-window layers' RoPE when it differs from the global layers' (gemma3), else
+     * NULL: the same shapes as rope_cos, rope_sin, inv_freq */
+    float *rope_cos_swa, *rope_sin_swa, *inv_freq_swa;
+    float *tmp;        /* (T, n_embd) attention / FFN output before its post-norm (gemma) */
     int32_t *tok_seq;  /* (T) sequence of each token */
     float *final_x;    /* (max_seqs, n_embd) hidden of the tokens that want logits */
     uint32_t *out_row; /* (max_seqs) logits row of each of those */
@@ -490,8 +494,23 @@ static void swiglu_tok(wk_backend *be, int t, void *arg) {
     unsigned need = *(const unsigned *)arg;
     int64_t n = be->hp.n_ff;
     float *g = be->gate + (size_t)t * (size_t)n;
-    wk_cpu_silu_mul(g, g, be->up + (size_t)t * (size_t)n, n);
+    if (be->hp.ffn_act == WK_FFN_GELU_TANH) {
+        wk_cpu_gelu_tanh_mul(g, g, be->up + (size_t)t * (size_t)n, n);
+    } else {
+        wk_cpu_silu_mul(g, g, be->up + (size_t)t * (size_t)n, n);
+    }
     quant_pack(be, g, t, n, need);
+}
+
+/* Post-norm (gemma): x += rmsnorm(tmp) * w for token t; arg is w: (n_embd). */
+static void post_norm_add_tok(wk_backend *be, int t, void *arg) {
+    int64_t n = be->hp.n_embd;
+    float *o = be->tmp + (size_t)t * (size_t)n;
+    float *x = be->x + (size_t)t * (size_t)n;
+    wk_cpu_rmsnorm(o, o, arg, n, be->hp.rms_eps);
+    for (int64_t i = 0; i < n; i++) {
+        x[i] += o[i];
+    }
 }
 
 typedef struct quant_arg {
@@ -514,8 +533,9 @@ static inline uint8_t *kv_block_ptr(const wk_backend *be, uint8_t *cache, int la
 
 static void rope_rows(wk_backend *be, float *x, int n_heads, int t) {
     int hd = (int)be->hp.head_dim, half = hd / 2;
-    const float *c = be->rope_cos + (size_t)t * (size_t)half;
-    const float *s = be->rope_sin + (size_t)t * (size_t)half;
+    bool own = be->rope_cos_swa != NULL && wk_hparams_layer_swa(&be->hp, (uint32_t)be->cur_layer);
+    const float *c = (own ? be->rope_cos_swa : be->rope_cos) + (size_t)t * (size_t)half;
+    const float *s = (own ? be->rope_sin_swa : be->rope_sin) + (size_t)t * (size_t)half;
     bool neox = be->hp.rope_style == WK_ROPE_NEOX;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * (size_t)hd;
@@ -536,6 +556,17 @@ static void rope_store_tok(wk_backend *be, int t, void *arg) {
     float *q = be->q + (size_t)t * q_dim;
     float *k = be->k + (size_t)t * kv_dim;
     const float *v = be->v + (size_t)t * kv_dim;
+    if (hp->qk_norm) {
+        /* per-head RMSNorm with one weight vector shared by the heads, before RoPE */
+        const wk_layer *L = &be->model->layers[be->cur_layer];
+        size_t hd = hp->head_dim;
+        for (uint32_t h = 0; h < hp->n_head; h++) {
+            wk_cpu_rmsnorm(q + h * hd, q + h * hd, L->q_norm.data, (int64_t)hd, hp->rms_eps);
+        }
+        for (uint32_t h = 0; h < hp->n_head_kv; h++) {
+            wk_cpu_rmsnorm(k + h * hd, k + h * hd, L->k_norm.data, (int64_t)hd, hp->rms_eps);
+        }
+    }
     rope_rows(be, q, (int)hp->n_head, t);
     rope_rows(be, k, (int)hp->n_head_kv, t);
     const wk_batch *b = be->batch;
@@ -593,24 +624,38 @@ static void attn_item(wk_backend *be, int item, int per_item, float *scores) {
     const int32_t *bt = b->block_table + (size_t)s * be->cfg.max_blocks_per_seq;
     uint32_t bsz = be->cfg.block_tokens;
     size_t q_dim = (size_t)hp->n_head * (size_t)hd;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = hp->attn_scale > 0.0f ? hp->attn_scale : 1.0f / sqrtf((float)hd);
+    /* A sliding-window layer sees positions [lo, pos]; whole blocks before lo's are skipped
+     * and the rest of lo's block gets zero weight. */
+    int64_t lo = 0;
+    if (wk_hparams_layer_swa(hp, (uint32_t)be->cur_layer) && n_ctx > (int64_t)hp->swa_window) {
+        lo = n_ctx - (int64_t)hp->swa_window;
+    }
+    int64_t jb = lo / bsz * bsz;
 
     /* the item's heads share one KV head: each block is read once for all of them */
     int g = h0 / group;
     const float *q = be->q + (size_t)t * q_dim + (size_t)h0 * (size_t)hd;
     size_t ss = (size_t)be->max_ctx;
-    for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
+    for (int64_t j0 = jb; j0 < n_ctx; j0 += bsz) {
         int32_t blk = bt[j0 / bsz];
         int n = n_ctx - j0 < bsz ? (int)(n_ctx - j0) : (int)bsz;
         const uint8_t *kb = kv_block_ptr(be, be->k_cache, be->cur_layer, blk, g);
         wk_cpu_attn_scores(be->kv_f16, q, per_item, hd, kb, (int)bsz, n, scale, scores + j0, ss);
     }
     for (int gh = 0; gh < per_item; gh++) {
-        wk_cpu_softmax_fast(scores + (size_t)gh * ss, n_ctx);
+        float *sc = scores + (size_t)gh * ss;
+        if (hp->attn_softcap > 0.0f) {
+            wk_cpu_softcap(sc + lo, n_ctx - lo, hp->attn_softcap);
+        }
+        wk_cpu_softmax_fast(sc + lo, n_ctx - lo);
+        for (int64_t j = jb; j < lo; j++) {
+            sc[j] = 0.0f;
+        }
     }
     float *out = be->xn + (size_t)t * q_dim + (size_t)h0 * (size_t)hd;
     memset(out, 0, (size_t)per_item * (size_t)hd * sizeof(float));
-    for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
+    for (int64_t j0 = jb; j0 < n_ctx; j0 += bsz) {
         int32_t blk = bt[j0 / bsz];
         int n = n_ctx - j0 < bsz ? (int)(n_ctx - j0) : (int)bsz;
         const uint8_t *vb = kv_block_ptr(be, be->v_cache, be->cur_layer, blk, g);
@@ -655,6 +700,10 @@ static void cpu_destroy(wk_backend *be) {
     free(be->rope_cos);
     free(be->rope_sin);
     free(be->inv_freq);
+    free(be->rope_cos_swa);
+    free(be->rope_sin_swa);
+    free(be->inv_freq_swa);
+    free(be->tmp);
     free(be->tok_seq);
     free(be->final_x);
     free(be->out_row);
@@ -899,6 +948,15 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     be->rope_cos = alloc3(T, hd / 2, 1, sizeof(float));
     be->rope_sin = alloc3(T, hd / 2, 1, sizeof(float));
     be->inv_freq = alloc3(hd / 2, 1, 1, sizeof(float));
+    be->tmp = alloc3(hp->post_norms ? T : 1, embd, 1, sizeof(float));
+    bool rope_swa =
+        hp->swa_window > 0 && hp->rope_freq_base_swa > 0.0f &&
+        (hp->rope_freq_base_swa != hp->rope_freq_base || hp->rope_scaling != WK_ROPE_SCALING_NONE);
+    if (rope_swa) {
+        be->rope_cos_swa = alloc3(T, hd / 2, 1, sizeof(float));
+        be->rope_sin_swa = alloc3(T, hd / 2, 1, sizeof(float));
+        be->inv_freq_swa = alloc3(hd / 2, 1, 1, sizeof(float));
+    }
     be->tok_seq = alloc3(T, 1, 1, sizeof(int32_t));
     be->final_x = alloc3(cfg->max_seqs, embd, 1, sizeof(float));
     be->out_row = alloc3(cfg->max_seqs, 1, 1, sizeof(uint32_t));
@@ -907,7 +965,9 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
         be->q == NULL || be->k == NULL || be->v == NULL || be->gate == NULL || be->up == NULL ||
         be->xq == NULL || be->xp == NULL || be->xc == NULL || be->rope_cos == NULL ||
         be->rope_sin == NULL || be->inv_freq == NULL || be->tok_seq == NULL ||
-        be->final_x == NULL || be->out_row == NULL || be->thr == NULL) {
+        be->final_x == NULL || be->out_row == NULL || be->thr == NULL || be->tmp == NULL ||
+        (rope_swa &&
+         (be->rope_cos_swa == NULL || be->rope_sin_swa == NULL || be->inv_freq_swa == NULL))) {
         cpu_destroy(be);
         return failf(err, errlen, CM_ERR_NOMEM,
                      "out of memory for KV cache (%u blocks x %u tokens, %zu bytes/token) or "
@@ -920,6 +980,14 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
         return failf(err, errlen, CM_ERR_NOMEM, "out of memory for the repacked weights");
     }
     wk_cpu_rope_inv_freq(hp, (int)hd, be->inv_freq);
+    if (rope_swa) {
+        /* local layers: their own base, no scaling */
+        wk_hparams local = *hp;
+        local.rope_freq_base = hp->rope_freq_base_swa;
+        local.rope_scaling = WK_ROPE_SCALING_NONE;
+        local.rope_scaling_factor = 1.0f;
+        wk_cpu_rope_inv_freq(&local, (int)hd, be->inv_freq_swa);
+    }
     *out = be;
     return CM_OK;
 }
@@ -1023,9 +1091,19 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
             double ang = (double)b->positions[t] * be->inv_freq[i];
             be->rope_cos[(size_t)t * half + i] = (float)cos(ang);
             be->rope_sin[(size_t)t * half + i] = (float)sin(ang);
+            if (be->rope_cos_swa != NULL) {
+                double a = (double)b->positions[t] * be->inv_freq_swa[i];
+                be->rope_cos_swa[(size_t)t * half + i] = (float)cos(a);
+                be->rope_sin_swa[(size_t)t * half + i] = (float)sin(a);
+            }
         }
     }
     wk_cpu_embed(&m->tok_embd, b->tokens, n_tok, be->x);
+    if (hp->embd_scale != 0.0f) {
+        for (size_t i = 0; i < (size_t)n_tok * (size_t)embd; i++) {
+            be->x[i] *= hp->embd_scale;
+        }
+    }
 
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const wk_layer *L = &m->layers[l];
@@ -1048,15 +1126,20 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         atomic_init(&at.next, 0);
         wk_cpu_pool_run(be->pool, attn_worker, &at);
 
+        /* with post-norms the branch output goes to tmp, is normed and added there */
+        bool post = hp->post_norms;
         mm_task o = {.n_parts = 1,
                      .in = q_dim,
                      .n_tok = n_tok,
                      .x = be->xn,
                      .xq = be->xq,
-                     .accumulate = true};
-        o.parts[0] = (mm_part){&L->wo, be->x, (size_t)embd, NULL, lp->wo, false};
+                     .accumulate = !post};
+        o.parts[0] = (mm_part){&L->wo, post ? be->tmp : be->x, (size_t)embd, NULL, lp->wo, false};
         quantize_rows(be, n_tok, q_dim, mm_prepare(&o));
         matmul(be, &o);
+        if (post) {
+            for_tokens(be, n_tok, post_norm_add_tok, (void *)L->attn_post_norm.data);
+        }
 
         mm_task gu = {.n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
         gu.parts[0] = (mm_part){&L->w_gate, be->gate, (size_t)ff, NULL, lp->gate, false};
@@ -1069,11 +1152,15 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
                       .n_tok = n_tok,
                       .x = be->gate,
                       .xq = be->xq,
-                      .accumulate = true};
-        dn.parts[0] = (mm_part){&L->w_down, be->x, (size_t)embd, NULL, lp->down, false};
+                      .accumulate = !post};
+        dn.parts[0] =
+            (mm_part){&L->w_down, post ? be->tmp : be->x, (size_t)embd, NULL, lp->down, false};
         unsigned need_dn = mm_prepare(&dn);
         for_tokens(be, n_tok, swiglu_tok, &need_dn);
         matmul(be, &dn);
+        if (post) {
+            for_tokens(be, n_tok, post_norm_add_tok, (void *)L->ffn_post_norm.data);
+        }
     }
 
     /* Output head only for the last token of each sequence that wants logits. */
@@ -1096,6 +1183,12 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
     if (n_out > 0) {
         head.n_tok = n_out;
         matmul(be, &head);
+        if (hp->final_softcap > 0.0f) {
+            for (int k = 0; k < n_out; k++) {
+                wk_cpu_softcap(logits + (size_t)be->out_row[k] * hp->n_vocab, hp->n_vocab,
+                               hp->final_softcap);
+            }
+        }
     }
     be->batch = NULL;
     if (be->adapt) {
