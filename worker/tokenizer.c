@@ -251,7 +251,7 @@ static size_t decode_piece(const wk_tokenizer *t, const char *s, size_t len, int
 static bool is_eog_text(const char *s, size_t len) {
     static const char *const eog[] = {"<|im_end|>",    "<|eot_id|>",    "<|end_of_text|>",
                                       "<end_of_turn>", "<|endoftext|>", "</s>",
-                                      "<|eom_id|>"};
+                                      "<|eom_id|>",    "<|end|>"};
     for (size_t i = 0; i < sizeof eog / sizeof eog[0]; i++) {
         if (strlen(eog[i]) == len && memcmp(eog[i], s, len) == 0) {
             return true;
