@@ -199,6 +199,16 @@ static void test_ref_ops(void **state) {
     float g[2] = {0, 2}, u[2] = {5, 3}, o[2];
     wk_cpu_swiglu(o, g, u, 2);
     assert_true(o[0] == 0.0f && fabsf(o[1] - 2.0f / (1.0f + expf(-2.0f)) * 3.0f) < 1e-6f);
+    /* gelu_tanh: 0 at 0, ~identity far right, ~0 far left, 0.8412 at 1 (the tanh form) */
+    float gg[4] = {0, 1, 10, -10}, gu[4] = {1, 2, 1, 1}, go[4];
+    wk_cpu_gelu_tanh_mul(go, gg, gu, 4);
+    assert_true(go[0] == 0.0f && fabsf(go[1] - 2.0f * 0.841192f) < 1e-5f);
+    assert_true(fabsf(go[2] - 10.0f) < 1e-5f && fabsf(go[3]) < 1e-5f);
+    /* soft-cap: ~identity well inside the cap, bounded by it, odd */
+    float sc[4] = {0.01f, 1000.0f, -1000.0f, 5.0f};
+    wk_cpu_softcap(sc, 4, 5.0f);
+    assert_true(fabsf(sc[0] - 0.01f) < 1e-6f && sc[1] <= 5.0f && sc[1] > 4.999f);
+    assert_true(sc[2] == -sc[1] && fabsf(sc[3] - 5.0f * tanhf(1.0f)) < 1e-6f);
 
     wk_hparams hp = {
         .rope_freq_base = 10000.0f, .rope_style = WK_ROPE_NORM, .rope_scaling_factor = 1.0f};
