@@ -45,6 +45,9 @@ typedef enum family_rope { FAM_NORM, FAM_NEOX } family_rope;
 #define FAM_FUSED 2u       /* attn_qkv and ffn_up = gate||up (phi3) */
 #define FAM_GEMMA 4u       /* embedding scale, GELU FFN, post-norms, soft-capping, sliding window */
 #define FAM_NO_LONGROPE 8u /* refuse rope_factors_long/short (phi3 LongRoPE) */
+#define FAM_MOE_OK 16u     /* may have experts (expert_count) */
+#define FAM_MOE 32u        /* must have experts */
+#define FAM_SHEXP 64u      /* experts plus a gated shared expert; top-k weights not renormed */
 
 typedef struct family {
     const char *arch;
@@ -56,15 +59,19 @@ typedef struct family {
 /* Rope styles as llama.cpp assigns them per architecture (the GGUF files are converted for
  * it: q/k rows of "llama" files are permuted for the adjacent-pair style). */
 static const family families[] = {
-    {"llama", FAM_NORM, 0, 0},
-    {"mistral", FAM_NORM, 0, 0},
+    {"llama", FAM_NORM, FAM_MOE_OK, 0}, /* with experts: Mixtral */
+    {"mistral", FAM_NORM, FAM_MOE_OK, 0},
     {"qwen2", FAM_NEOX, 0, 0},
     {"qwen3", FAM_NEOX, FAM_QK_NORM, 0},
     {"phi3", FAM_NEOX, FAM_FUSED | FAM_NO_LONGROPE, 0},
     {"gemma2", FAM_NEOX, FAM_GEMMA, 2},
     {"gemma3", FAM_NEOX, FAM_GEMMA | FAM_QK_NORM, 6},
+    {"qwen2moe", FAM_NEOX, FAM_MOE_OK | FAM_MOE | FAM_SHEXP, 0},
+    {"qwen3moe", FAM_NEOX, FAM_MOE_OK | FAM_MOE | FAM_QK_NORM, 0},
 };
-#define FAMILY_NAMES "llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3"
+#define FAMILY_NAMES "llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3, qwen2moe, qwen3moe"
+#define MAX_EXPERTS 512u
+#define MAX_EXPERTS_USED 32u
 
 /* Reads "<arch>.<suffix>" as u32; missing is CM_ERR_NOT_FOUND (callers decide defaults). */
 static cm_err arch_u32(const wk_gguf *g, const char *arch, const char *suffix, uint32_t *out) {
@@ -159,6 +166,34 @@ static cm_err bind(const wk_gguf *g, const char *name, int64_t ne0, int64_t ne1,
     t->ne[0] = gt->ne[0];
     t->ne[1] = gt->ne[1];
     t->ne[2] = 1;
+    t->ne[3] = 1;
+    t->nbytes = gt->nbytes;
+    return CM_OK;
+}
+
+/* Binds a 3-D expert tensor (ne0, ne1, n_expert): one (ne1 rows, ne0 cols) matrix per
+ * expert, back to back. */
+static cm_err bind_experts(const wk_gguf *g, const char *name, int64_t ne0, int64_t ne1,
+                           int64_t n_expert, wk_tensor *t, char *err, size_t errlen) {
+    const wk_gguf_tensor *gt = wk_gguf_find_tensor(g, name);
+    memset(t, 0, sizeof(*t));
+    if (gt == NULL) {
+        return failf(err, errlen, CM_ERR_FORMAT,
+                     "missing tensor '%s' (files with one tensor per expert must be "
+                     "re-converted)",
+                     name);
+    }
+    if (gt->ne[0] != ne0 || gt->ne[1] != ne1 || gt->ne[2] != n_expert || gt->ne[3] != 1) {
+        return failf(err, errlen, CM_ERR_FORMAT,
+                     "tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
+                     "], expected [%" PRId64 ", %" PRId64 ", %" PRId64 "]",
+                     name, gt->ne[0], gt->ne[1], gt->ne[2], gt->ne[3], ne0, ne1, n_expert);
+    }
+    t->data = gt->data;
+    t->type = gt->type;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->ne[2] = n_expert;
     t->ne[3] = 1;
     t->nbytes = gt->nbytes;
     return CM_OK;
@@ -353,6 +388,58 @@ static cm_err load_hparams(const wk_gguf *g, const char *arch, const family *fam
     return CM_OK;
 }
 
+/* The mixture-of-experts part of hp (n_expert == 0 for a dense model). */
+static cm_err load_expert_hparams(const wk_gguf *g, const char *arch, const family *fam,
+                                  wk_hparams *hp, char *err, size_t errlen) {
+    cm_err rv;
+    if ((fam->features & FAM_MOE) != 0) {
+        rv = req_u32(g, arch, "expert_count", 1, MAX_EXPERTS, &hp->n_expert, err, errlen);
+    } else {
+        rv = opt_u32(g, arch, "expert_count", 0, MAX_EXPERTS, 0, &hp->n_expert, err, errlen);
+    }
+    if (rv != CM_OK || hp->n_expert == 0) {
+        return rv;
+    }
+    if ((fam->features & FAM_MOE_OK) == 0) {
+        return failf(err, errlen, CM_ERR_UNSUPPORTED, "mixture of experts unsupported for %s",
+                     arch);
+    }
+    uint32_t hi = hp->n_expert < MAX_EXPERTS_USED ? hp->n_expert : MAX_EXPERTS_USED;
+    uint32_t gating;
+    float wscale;
+    if ((rv = req_u32(g, arch, "expert_used_count", 1, hi, &hp->n_expert_used, err, errlen)) ||
+        (rv = opt_u32(g, arch, "expert_feed_forward_length", 1, MAX_FF, hp->n_ff, &hp->n_ff_exp,
+                      err, errlen)) ||
+        (rv = opt_u32(g, arch, "expert_gating_func", 0, 1000, 1, &gating, err, errlen)) ||
+        (rv = opt_f32(g, arch, "expert_weights_scale", 0.0f, 1e6f, 1.0f, &wscale, err, errlen))) {
+        return rv;
+    }
+    if (gating != 1) { /* llama.cpp's enum: 1 softmax, 2 sigmoid */
+        return failf(err, errlen, CM_ERR_UNSUPPORTED,
+                     "expert gating function %u unsupported (softmax only)", gating);
+    }
+    if (wscale != 1.0f) {
+        return failf(err, errlen, CM_ERR_UNSUPPORTED, "expert_weights_scale %g unsupported",
+                     (double)wscale);
+    }
+    hp->expert_norm = (fam->features & FAM_SHEXP) == 0;
+    char key[128];
+    snprintf(key, sizeof(key), "%s.expert_weights_norm", arch);
+    bool norm;
+    rv = wk_gguf_get_bool(g, key, &norm);
+    if (rv == CM_OK) {
+        hp->expert_norm = norm;
+    } else if (rv != CM_ERR_NOT_FOUND) {
+        return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s' is not a bool", key);
+    }
+    if ((fam->features & FAM_SHEXP) != 0 &&
+        (rv = opt_u32(g, arch, "expert_shared_feed_forward_length", 1, MAX_FF, hp->n_ff,
+                      &hp->n_ff_shexp, err, errlen))) {
+        return rv;
+    }
+    return CM_OK;
+}
+
 /* The family features of hp (wk_hparams' family fields) from fam and the file's metadata. */
 static cm_err load_family_hparams(const wk_gguf *g, const char *arch, const family *fam,
                                   wk_hparams *hp, char *err, size_t errlen) {
@@ -363,6 +450,9 @@ static cm_err load_family_hparams(const wk_gguf *g, const char *arch, const fami
          wk_gguf_find_tensor(g, "rope_factors_short.weight") != NULL)) {
         return failf(err, errlen, CM_ERR_UNSUPPORTED,
                      "%s LongRoPE (rope_factors_long/short tensors) unsupported", arch);
+    }
+    if ((rv = load_expert_hparams(g, arch, fam, hp, err, errlen)) != CM_OK) {
+        return rv;
     }
     if ((fam->features & FAM_GEMMA) == 0) {
         /* phi3 files may carry attention.sliding_window: llama.cpp ignores it for phi3 (its
@@ -485,6 +575,14 @@ cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen)
             goto fail;                                                                             \
         m.weight_bytes += L->field.nbytes;                                                         \
     } while (0)
+#define BIND_EXPS(field, suffix, ne0, ne1)                                                         \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "blk.%u.%s", l, suffix);                                      \
+        rv = bind_experts(g, name, ne0, ne1, hp->n_expert, &L->field, err, errlen);                \
+        if (rv != CM_OK)                                                                           \
+            goto fail;                                                                             \
+        m.weight_bytes += L->field.nbytes;                                                         \
+    } while (0)
 #define BIND_INTO(var, suffix, ne0, ne1)                                                           \
     do {                                                                                           \
         snprintf(name, sizeof(name), "blk.%u.%s", l, suffix);                                      \
@@ -519,7 +617,19 @@ cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen)
             BIND(ffn_post_norm, "post_ffw_norm.weight", embd, 0, true, false);
         }
         BIND(ffn_norm, "ffn_norm.weight", embd, 0, true, false);
-        if ((fam->features & FAM_FUSED) != 0) {
+        if (hp->n_expert > 0) {
+            int64_t ne = hp->n_expert, fe = hp->n_ff_exp, fs = hp->n_ff_shexp;
+            BIND(gate_inp, "ffn_gate_inp.weight", embd, ne, false, false);
+            BIND_EXPS(gate_exps, "ffn_gate_exps.weight", embd, fe);
+            BIND_EXPS(up_exps, "ffn_up_exps.weight", embd, fe);
+            BIND_EXPS(down_exps, "ffn_down_exps.weight", fe, embd);
+            if (fs > 0) {
+                BIND(gate_inp_shexp, "ffn_gate_inp_shexp.weight", embd, 0, true, false);
+                BIND(gate_shexp, "ffn_gate_shexp.weight", embd, fs, false, false);
+                BIND(up_shexp, "ffn_up_shexp.weight", embd, fs, false, false);
+                BIND(down_shexp, "ffn_down_shexp.weight", fs, embd, false, false);
+            }
+        } else if ((fam->features & FAM_FUSED) != 0) {
             /* ffn_up holds gate rows then up rows (the two halves of the SwiGLU input) */
             wk_tensor gu;
             BIND_INTO(gu, "ffn_up.weight", embd, 2 * (int64_t)hp->n_ff);
@@ -529,9 +639,12 @@ cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen)
             BIND(w_gate, "ffn_gate.weight", embd, hp->n_ff, false, false);
             BIND(w_up, "ffn_up.weight", embd, hp->n_ff, false, false);
         }
-        BIND(w_down, "ffn_down.weight", hp->n_ff, embd, false, false);
+        if (hp->n_expert == 0) {
+            BIND(w_down, "ffn_down.weight", hp->n_ff, embd, false, false);
+        }
 #undef BIND
 #undef BIND_INTO
+#undef BIND_EXPS
     }
     m.gguf = g;
     *out = m;
@@ -563,6 +676,9 @@ const char *wk_model_extra_feature(const wk_model *m) {
     }
     if (hp->swa_window != 0) {
         return "sliding-window attention (gemma)";
+    }
+    if (hp->n_expert != 0) {
+        return "mixture of experts (mixtral, qwen2moe, qwen3moe)";
     }
     return NULL;
 }

@@ -75,6 +75,17 @@ typedef struct wk_hparams {
     uint32_t swa_pattern;     /* with swa_window: layer l slides when l % swa_pattern !=
                                  swa_pattern - 1 (gemma2: 2, gemma3: 6); 1 = every layer */
     float rope_freq_base_swa; /* sliding layers' RoPE base, unscaled; 0 = as global layers */
+
+    /* Mixture of experts (Mixtral = llama with experts, qwen2moe, qwen3moe): every layer's
+     * FFN is n_expert SwiGLU experts of width n_ff_exp, of which each token runs the
+     * n_expert_used with the largest router softmax probabilities, weighted by those
+     * (renormalized to sum 1 when expert_norm); plus, with n_ff_shexp, a shared expert
+     * scaled by sigmoid(gate_inp_shexp . x). n_expert == 0: dense FFN (n_ff). */
+    uint32_t n_expert;
+    uint32_t n_expert_used;
+    uint32_t n_ff_exp;
+    uint32_t n_ff_shexp;
+    bool expert_norm;
 } wk_hparams;
 
 /* wk_hparams_layer_swa: true when layer l of hp attends over a sliding window. */
@@ -108,7 +119,26 @@ typedef struct wk_layer {
     wk_tensor w_gate;         /* (n_ff rows, n_embd cols) */
     wk_tensor w_up;           /* (n_ff rows, n_embd cols) */
     wk_tensor w_down;         /* (n_embd rows, n_ff cols) */
+    /* n_expert > 0: these replace w_gate/w_up/w_down (then absent) */
+    wk_tensor gate_inp;       /* (n_expert rows, n_embd cols): router logits */
+    wk_tensor gate_exps;      /* (n_expert, n_ff_exp rows, n_embd cols) */
+    wk_tensor up_exps;        /* (n_expert, n_ff_exp rows, n_embd cols) */
+    wk_tensor down_exps;      /* (n_expert, n_embd rows, n_ff_exp cols) */
+    wk_tensor gate_inp_shexp; /* n_ff_shexp only: (n_embd) f32, the shared expert's gate */
+    wk_tensor gate_shexp;     /* n_ff_shexp only: (n_ff_shexp rows, n_embd cols) */
+    wk_tensor up_shexp;       /* n_ff_shexp only: (n_ff_shexp rows, n_embd cols) */
+    wk_tensor down_shexp;     /* n_ff_shexp only: (n_embd rows, n_ff_shexp cols) */
 } wk_layer;
+
+/* wk_expert_view: expert e's 2-D matrix within a 3-D expert tensor (a view, no copy). */
+static inline wk_tensor wk_expert_view(const wk_tensor *exps, uint32_t e) {
+    wk_tensor v = *exps;
+    size_t bytes = exps->nbytes / (size_t)exps->ne[2];
+    v.data = (const uint8_t *)exps->data + (size_t)e * bytes;
+    v.ne[2] = 1;
+    v.nbytes = bytes;
+    return v;
+}
 
 typedef struct wk_model {
     wk_hparams hp;

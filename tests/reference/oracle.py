@@ -14,7 +14,12 @@ Families beyond llama/mistral/qwen2, each feature taken from the file as llama.c
     n_head) for the 27B layer counts); attention and final logit soft-capping; sliding-window
     attention on the layers the pattern marks (gemma2: even layers, gemma3: 5 of every 6),
     gemma3's local layers rotating with rope.freq_base_swa (default 10000). Norm weights are
-    used as stored: llama.cpp's converter already added Gemma's +1.
+    used as stored: llama.cpp's converter already added Gemma's +1;
+  * mixture of experts (llama files with expert_count = Mixtral, qwen2moe, qwen3moe): the
+    router's softmax over ffn_gate_inp, each token's expert_used_count most probable experts
+    (ffn_{gate,up,down}_exps, 3-D) weighted by their probabilities, renormalized to sum 1
+    except for qwen2moe (expert_weights_norm overrides), plus qwen2moe's shared expert
+    (ffn_*_shexp) scaled by sigmoid(ffn_gate_inp_shexp . x).
 
 Usage as a tool:
     python oracle.py MODEL.gguf --ids 1,2,3 [--generate 32]
@@ -67,12 +72,15 @@ class HParams:
     swa_window: int = 0
     swa_pattern: int = 1
     rope_base_swa: float = 0.0
+    n_expert: int = 0
+    n_expert_used: int = 0
+    expert_norm: bool = True
 
     def layer_swa(self, l: int) -> bool:
         return self.swa_window > 0 and (self.swa_pattern <= 1 or l % self.swa_pattern != self.swa_pattern - 1)
 
 
-FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "phi3", "gemma2", "gemma3")
+FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "phi3", "gemma2", "gemma3", "qwen2moe", "qwen3moe")
 
 
 class Oracle:
@@ -109,6 +117,10 @@ class Oracle:
             neox=arch not in ("llama", "mistral"),
         )
         hp = self.hp
+        hp.n_expert = int(_field_scalar(r, p + "expert_count", 0))
+        if hp.n_expert:
+            hp.n_expert_used = int(_field_scalar(r, p + "expert_used_count"))
+            hp.expert_norm = bool(_field_scalar(r, p + "expert_weights_norm", arch != "qwen2moe"))
         if arch == "phi3":
             q_dim, kv_dim = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
             for l in range(hp.n_layer):
@@ -169,6 +181,36 @@ class Oracle:
         b = self.tensors.get(name + ".bias")
         return y + b if b is not None else y
 
+    def _ffn(self, h: np.ndarray, wg: np.ndarray, wu: np.ndarray, wd: np.ndarray) -> np.ndarray:
+        g = h @ wg.T
+        u = h @ wu.T
+        if self.hp.gemma:
+            act = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)))
+        else:
+            act = g / (1.0 + np.exp(-g))
+        return (act * u) @ wd.T
+
+    def _moe(self, h: np.ndarray, p: str) -> np.ndarray:
+        hp = self.hp
+        z = h @ self.tensors[p + "ffn_gate_inp.weight"].T  # (T, n_expert)
+        z = np.exp(z - z.max(axis=-1, keepdims=True))
+        probs = z / z.sum(axis=-1, keepdims=True)
+        wg, wu, wd = (self.tensors[p + f"ffn_{n}_exps.weight"] for n in ("gate", "up", "down"))
+        out = np.zeros_like(h)
+        for t in range(h.shape[0]):
+            top = np.argsort(-probs[t], kind="stable")[:hp.n_expert_used]
+            w = probs[t, top]
+            if hp.expert_norm:
+                w = w / w.sum()
+            for e, we in zip(top, w):
+                out[t] += we * self._ffn(h[t:t + 1], wg[e], wu[e], wd[e])[0]
+        if p + "ffn_gate_inp_shexp.weight" in self.tensors:
+            s = self._ffn(h, self.tensors[p + "ffn_gate_shexp.weight"], self.tensors[p + "ffn_up_shexp.weight"],
+                          self.tensors[p + "ffn_down_shexp.weight"])
+            gate = 1.0 / (1.0 + np.exp(-(h @ self.tensors[p + "ffn_gate_inp_shexp.weight"].reshape(-1))))
+            out += gate[:, None] * s
+        return out
+
     # -- forward ----------------------------------------------------------------------------
     def new_cache(self) -> list:
         return [[None, None] for _ in range(self.hp.n_layer)]
@@ -225,13 +267,11 @@ class Oracle:
                 o = self._rms(o, self.tensors[p + "post_attention_norm.weight"])
             x = x + o
             h = self._rms(x, self.tensors[p + "ffn_norm.weight"])
-            g = self._lin(h, p + "ffn_gate")
-            u = self._lin(h, p + "ffn_up")
-            if hp.gemma:
-                act = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)))
+            if hp.n_expert:
+                f = self._moe(h, p)
             else:
-                act = g / (1.0 + np.exp(-g))
-            f = self._lin(act * u, p + "ffn_down")
+                f = self._ffn(h, self.tensors[p + "ffn_gate.weight"], self.tensors[p + "ffn_up.weight"],
+                              self.tensors[p + "ffn_down.weight"])
             if p + "post_ffw_norm.weight" in self.tensors:
                 f = self._rms(f, self.tensors[p + "post_ffw_norm.weight"])
             x = x + f

@@ -35,6 +35,18 @@ FAMILIES = {
     # gemma3: 5 local layers (window 7, base 10000) to 1 global (base 1e6), q/k norms
     "gemma3": dict(head_dim=64, n_layer=6, gemma=True, qk_norm=True,
                    kv={"attention.sliding_window": 7, "rope.freq_base": 1000000.0}),
+    # mixture of experts: Mixtral is a llama file with experts (top-2 of 4, renormalized)
+    "mixtral": dict(arch="llama", head_dim=32, n_layer=2, experts=(4, 2, N_FF, 0),
+                    kv={"expert_count": 4, "expert_used_count": 2}),
+    # qwen2moe: top-2 of 4 narrower experts (weights not renormalized), a shared expert, biases
+    "qwen2moe": dict(head_dim=32, n_layer=2, experts=(4, 2, 64, 128), biases=True,
+                     kv={"expert_count": 4, "expert_used_count": 2,
+                         "expert_feed_forward_length": 64,
+                         "expert_shared_feed_forward_length": 128}),
+    # qwen3moe: top-2 of 8, renormalized, q/k norms
+    "qwen3moe": dict(head_dim=64, n_layer=2, experts=(8, 2, 96, 0), qk_norm=True,
+                     kv={"expert_count": 8, "expert_used_count": 2,
+                         "expert_feed_forward_length": 96}),
 }
 
 
@@ -62,7 +74,8 @@ def write(family: str, out: str, donor_path: str, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
     hd, n_layer = spec["head_dim"], spec["n_layer"]
     q_dim, kv_dim = N_HEAD * hd, N_HEAD_KV * hd
-    w = gguf.GGUFWriter(out, family)
+    arch = spec.get("arch", family)
+    w = gguf.GGUFWriter(out, arch)
     w.add_name(f"synthetic-{family}")
     w.add_context_length(4096)
     w.add_embedding_length(N_EMBD)
@@ -75,7 +88,7 @@ def write(family: str, out: str, donor_path: str, seed: int = 1) -> None:
     w.add_rope_dimension_count(hd)
     w.add_layer_norm_rms_eps(1e-6)
     for k, v in spec.get("kv", {}).items():
-        key = f"{family}.{k}"
+        key = f"{arch}.{k}"
         if isinstance(v, float):
             w.add_float32(key, v)
         else:
@@ -110,6 +123,10 @@ def write(family: str, out: str, donor_path: str, seed: int = 1) -> None:
             w.add_tensor(name(M.ATTN_Q, l), mat(q_dim, N_EMBD))
             w.add_tensor(name(M.ATTN_K, l), mat(kv_dim, N_EMBD))
             w.add_tensor(name(M.ATTN_V, l), mat(kv_dim, N_EMBD))
+        if spec.get("biases"):
+            w.add_tensor(T[M.ATTN_Q].format(bid=l) + ".bias", rng.standard_normal(q_dim).astype(np.float32) * 0.1)
+            w.add_tensor(T[M.ATTN_K].format(bid=l) + ".bias", rng.standard_normal(kv_dim).astype(np.float32) * 0.1)
+            w.add_tensor(T[M.ATTN_V].format(bid=l) + ".bias", rng.standard_normal(kv_dim).astype(np.float32) * 0.1)
         if spec.get("qk_norm"):
             w.add_tensor(name(M.ATTN_Q_NORM, l), norm(hd))
             w.add_tensor(name(M.ATTN_K_NORM, l), norm(hd))
@@ -118,6 +135,18 @@ def write(family: str, out: str, donor_path: str, seed: int = 1) -> None:
         if spec.get("gemma"):
             w.add_tensor(name(M.ATTN_POST_NORM, l), norm(N_EMBD))
             w.add_tensor(name(M.FFN_POST_NORM, l), norm(N_EMBD))
+        if spec.get("experts"):
+            n_exp, _, ff_exp, ff_sh = spec["experts"]
+            w.add_tensor(name(M.FFN_GATE_INP, l), mat(n_exp, N_EMBD))
+            w.add_tensor(name(M.FFN_GATE_EXP, l), np.stack([mat(ff_exp, N_EMBD) for _ in range(n_exp)]))
+            w.add_tensor(name(M.FFN_UP_EXP, l), np.stack([mat(ff_exp, N_EMBD) for _ in range(n_exp)]))
+            w.add_tensor(name(M.FFN_DOWN_EXP, l), np.stack([mat(N_EMBD, ff_exp) for _ in range(n_exp)]))
+            if ff_sh:
+                w.add_tensor(name(M.FFN_GATE_INP_SHEXP, l), mat(1, N_EMBD)[0])
+                w.add_tensor(name(M.FFN_GATE_SHEXP, l), mat(ff_sh, N_EMBD))
+                w.add_tensor(name(M.FFN_UP_SHEXP, l), mat(ff_sh, N_EMBD))
+                w.add_tensor(name(M.FFN_DOWN_SHEXP, l), mat(N_EMBD, ff_sh))
+            continue
         if spec.get("fused"):
             w.add_tensor(name(M.FFN_UP, l), mat(2 * N_FF, N_EMBD))
         else:

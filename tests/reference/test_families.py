@@ -1,4 +1,5 @@
-"""Every model family beyond llama/mistral/qwen2 (qwen3, phi3, gemma2, gemma3) on a synthetic
+"""Every model family beyond llama/mistral/qwen2 (qwen3, phi3, gemma2, gemma3, and the
+mixture-of-experts files: Mixtral, qwen2moe, qwen3moe) on a synthetic
 GGUF of its own (synth_families.py: the family's metadata, tensor names and shapes, random
 float32 weights) through sluice-generate, against the numpy oracle on the same file.
 
@@ -101,6 +102,12 @@ MUTATIONS = {
                "local rope base": dict(hp_changes={"rope_base_swa": 1000000.0}),
                "q/k norm": dict(drop=("attn_q_norm", "attn_k_norm")),
                "gemma graph (scale, gelu)": dict(hp_changes={"gemma": False})},
+    "mixtral": {"top-2 routing": dict(hp_changes={"n_expert_used": 1}),
+                "renormalized weights": dict(hp_changes={"expert_norm": False})},
+    "qwen2moe": {"shared expert": dict(drop=("shexp",)),
+                 "unnormalized weights": dict(hp_changes={"expert_norm": True})},
+    "qwen3moe": {"top-2 routing": dict(hp_changes={"n_expert_used": 3}),
+                 "q/k norm": dict(drop=("attn_q_norm", "attn_k_norm"))},
 }
 
 

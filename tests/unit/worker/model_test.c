@@ -41,11 +41,15 @@ typedef struct tiny_opts {
     float rope_freqs_bias; /* added to its values (to make it mismatch) */
     bool longrope;         /* add phi3 rope_factors_long/short tensors */
     float attn_softcap;    /* gemma2's attn_logit_softcapping (default 50) */
+    uint32_t n_expert;     /* expert_count key and 3-D expert tensors instead of the FFN */
+    uint32_t n_expert_used;
+    uint32_t gating; /* expert_gating_func key when nonzero */
 } tiny_opts;
 
 typedef struct tdesc {
     char name[64];
     int64_t ne0, ne1; /* ne1 = 0: 1-D */
+    int64_t ne2;      /* 0: at most 2-D */
     uint32_t type;
     float val; /* fill value for F32 tensors (norms 1, weights small) */
 } tdesc;
@@ -73,7 +77,7 @@ static void build_tiny(gb *b, const tiny_opts *o) {
     /* family tensors as llama.cpp's converter names them */
     bool fused = strcmp(arch, "phi3") == 0;
     bool gemma = strncmp(arch, "gemma", 5) == 0;
-    bool qk_norm = strcmp(arch, "qwen3") == 0 || strcmp(arch, "gemma3") == 0;
+    bool qk_norm = strncmp(arch, "qwen3", 5) == 0 || strcmp(arch, "gemma3") == 0;
     tdesc t[64];
     int nt = 0;
 #define T(nm, a, c, v)                                                                             \
@@ -81,6 +85,7 @@ static void build_tiny(gb *b, const tiny_opts *o) {
         snprintf(t[nt].name, sizeof(t[nt].name), "%s", nm);                                        \
         t[nt].ne0 = (a);                                                                           \
         t[nt].ne1 = (c);                                                                           \
+        t[nt].ne2 = 0;                                                                             \
         t[nt].type = 0;                                                                            \
         t[nt].val = (v);                                                                           \
         nt++;                                                                                      \
@@ -128,6 +133,16 @@ static void build_tiny(gb *b, const tiny_opts *o) {
             L("attn_v.bias", KV_HEADS * HEAD_DIM, 0, 0.1f);
         }
         L("ffn_norm.weight", EMBD, 0, 1.0f);
+        if (o->n_expert > 0) {
+            L("ffn_gate_inp.weight", EMBD, o->n_expert, 0.01f);
+            L("ffn_gate_exps.weight", EMBD, FF, 0.01f);
+            t[nt - 1].ne2 = o->n_expert;
+            L("ffn_up_exps.weight", EMBD, FF, 0.01f);
+            t[nt - 1].ne2 = o->n_expert;
+            L("ffn_down_exps.weight", FF, EMBD, 0.01f);
+            t[nt - 1].ne2 = o->n_expert;
+            continue;
+        }
         if (fused) {
             L("ffn_up.weight", EMBD, 2 * FF, 0.01f);
         } else {
@@ -163,7 +178,11 @@ static void build_tiny(gb *b, const tiny_opts *o) {
         nk += !(o->skip_key && strcmp(o->skip_key, keys[i].suffix) == 0);
     }
     bool gemma2 = strcmp(arch, "gemma2") == 0;
-    int n_kv = 2 + nk + 2 + (o->rope_scaling ? 2 : 0) + (gemma2 ? 3 : gemma ? 1 : 0);
+    int n_kv = 2 + nk + 2 + (o->rope_scaling ? 2 : 0) +
+               (gemma2  ? 3
+                : gemma ? 1
+                        : 0) +
+               (o->n_expert ? 1 : 0) + (o->n_expert_used ? 1 : 0) + (o->gating ? 1 : 0);
     gb_begin(b, 3, (uint64_t)nt, (uint64_t)n_kv);
     gb_kv_str(b, "general.architecture", arch);
     gb_kv_str(b, "general.name", "tiny test model");
@@ -185,6 +204,18 @@ static void build_tiny(gb *b, const tiny_opts *o) {
         snprintf(key, sizeof(key), "%s.rope.scaling.factor", arch);
         gb_kv_f32(b, key, o->rope_factor);
     }
+    if (o->n_expert) {
+        snprintf(key, sizeof(key), "%s.expert_count", arch);
+        gb_kv_u32(b, key, o->n_expert);
+    }
+    if (o->n_expert_used) {
+        snprintf(key, sizeof(key), "%s.expert_used_count", arch);
+        gb_kv_u32(b, key, o->n_expert_used);
+    }
+    if (o->gating) {
+        snprintf(key, sizeof(key), "%s.expert_gating_func", arch);
+        gb_kv_u32(b, key, o->gating);
+    }
     if (gemma) {
         snprintf(key, sizeof(key), "%s.attention.sliding_window", arch);
         gb_kv_u32(b, key, gemma2 ? 4096 : 512);
@@ -197,14 +228,16 @@ static void build_tiny(gb *b, const tiny_opts *o) {
     }
     uint64_t off = 0;
     for (int i = 0; i < nt; i++) {
-        int64_t ne[2] = {t[i].ne0, t[i].ne1};
-        size_t bytes = (size_t)t[i].ne0 * (size_t)(t[i].ne1 ? t[i].ne1 : 1) * (t[i].type ? 2 : 4);
-        gb_tensor(b, t[i].name, t[i].ne1 ? 2 : 1, ne, t[i].type, off);
+        int64_t ne[3] = {t[i].ne0, t[i].ne1, t[i].ne2};
+        size_t bytes = (size_t)t[i].ne0 * (size_t)(t[i].ne1 ? t[i].ne1 : 1) *
+                       (size_t)(t[i].ne2 ? t[i].ne2 : 1) * (t[i].type ? 2 : 4);
+        gb_tensor(b, t[i].name, t[i].ne2 ? 3 : t[i].ne1 ? 2 : 1, ne, t[i].type, off);
         off += (bytes + 31) / 32 * 32;
     }
     gb_data_start(b, 32);
     for (int i = 0; i < nt; i++) {
-        size_t n = (size_t)t[i].ne0 * (size_t)(t[i].ne1 ? t[i].ne1 : 1);
+        size_t n = (size_t)t[i].ne0 * (size_t)(t[i].ne1 ? t[i].ne1 : 1) *
+                   (size_t)(t[i].ne2 ? t[i].ne2 : 1);
         size_t bytes = n * (t[i].type ? 2 : 4);
         float div[HEAD_DIM / 2];
         if (t[i].val < 0) {
@@ -415,6 +448,50 @@ static void test_more_families(void **state) {
     unload(&m, &b, g);
 }
 
+static void test_experts(void **state) {
+    (void)state;
+    gb b;
+    wk_gguf *g = NULL;
+    wk_model m;
+
+    /* Mixtral: a llama file with experts */
+    tiny_opts mx = {.n_expert = 4, .n_expert_used = 2};
+    load_ok(&mx, &m, &b, &g);
+    assert_int_equal(m.hp.n_expert, 4);
+    assert_int_equal(m.hp.n_expert_used, 2);
+    assert_int_equal(m.hp.n_ff_exp, FF);
+    assert_int_equal(m.hp.n_ff_shexp, 0);
+    assert_true(m.hp.expert_norm);
+    assert_null(m.layers[0].w_gate.data);
+    assert_int_equal(m.layers[1].down_exps.ne[2], 4);
+    wk_tensor e3 = wk_expert_view(&m.layers[1].up_exps, 3);
+    assert_int_equal(e3.ne[1], FF);
+    assert_int_equal(e3.nbytes, 4 * EMBD * FF);
+    assert_ptr_equal(e3.data, (const uint8_t *)m.layers[1].up_exps.data + 3 * 4 * EMBD * FF);
+    assert_string_equal(wk_model_extra_feature(&m),
+                        "mixture of experts (mixtral, qwen2moe, qwen3moe)");
+    unload(&m, &b, g);
+
+    tiny_opts q3 = {.arch = "qwen3moe", .n_expert = 8, .n_expert_used = 2};
+    load_ok(&q3, &m, &b, &g);
+    assert_true(m.hp.qk_norm && m.hp.expert_norm);
+    unload(&m, &b, g);
+
+    tiny_opts none = {.arch = "qwen3moe"};
+    expect_load_fail(&none, CM_ERR_FORMAT, "missing metadata key 'qwen3moe.expert_count'");
+    tiny_opts too_many = {.n_expert = 4, .n_expert_used = 5};
+    expect_load_fail(&too_many, CM_ERR_FORMAT, "'llama.expert_used_count' = 5 out of range");
+    tiny_opts unused = {.n_expert = 4};
+    expect_load_fail(&unused, CM_ERR_FORMAT, "missing metadata key 'llama.expert_used_count'");
+    tiny_opts sigmoid = {.n_expert = 4, .n_expert_used = 2, .gating = 2};
+    expect_load_fail(&sigmoid, CM_ERR_UNSUPPORTED, "expert gating function 2");
+    tiny_opts missing = {
+        .n_expert = 4, .n_expert_used = 2, .skip_tensor = "blk.1.ffn_down_exps.weight"};
+    expect_load_fail(&missing, CM_ERR_FORMAT, "missing tensor 'blk.1.ffn_down_exps.weight'");
+    tiny_opts phi = {.arch = "phi3", .n_expert = 4, .n_expert_used = 2};
+    expect_load_fail(&phi, CM_ERR_UNSUPPORTED, "mixture of experts unsupported for phi3");
+}
+
 static void test_rope_scaling(void **state) {
     (void)state;
     gb b;
@@ -584,9 +661,9 @@ static void test_synthetic(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny_llama),    cmocka_unit_test(test_families),
-        cmocka_unit_test(test_more_families), cmocka_unit_test(test_rope_scaling),
-        cmocka_unit_test(test_rejections),    cmocka_unit_test(test_bundled),
-        cmocka_unit_test(test_synthetic),
+        cmocka_unit_test(test_more_families), cmocka_unit_test(test_experts),
+        cmocka_unit_test(test_rope_scaling),  cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_bundled),       cmocka_unit_test(test_synthetic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -102,7 +102,14 @@ struct wk_backend {
     /* sliding-window layers' RoPE when it differs from the global layers' (gemma3), else
      * NULL: the same shapes as rope_cos, rope_sin, inv_freq */
     float *rope_cos_swa, *rope_sin_swa, *inv_freq_swa;
-    float *tmp;        /* (T, n_embd) attention / FFN output before its post-norm (gemma) */
+    float *tmp; /* (T, n_embd) attention / FFN output before its post-norm (gemma) */
+    /* mixture of experts (n_expert > 0), else NULL */
+    float *router;     /* (T, n_expert) router logits */
+    int32_t *sel;      /* (T, n_expert_used) experts each token runs */
+    float *sel_w;      /* (T, n_expert_used) their weights */
+    int32_t *moe_tok;  /* (T) tokens routed to the expert being run */
+    float *moe_w;      /* (T) their weights */
+    float *moe_x;      /* (T, n_embd) normed inputs of those tokens, gathered */
     int32_t *tok_seq;  /* (T) sequence of each token */
     float *final_x;    /* (max_seqs, n_embd) hidden of the tokens that want logits */
     uint32_t *out_row; /* (max_seqs) logits row of each of those */
@@ -142,6 +149,7 @@ static cm_err failf(char *err, size_t errlen, cm_err rv, const char *fmt, ...) {
 /* ---- matmul ------------------------------------------------------------------------------ */
 
 static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, void *), void *arg);
+static void quantize_rows(wk_backend *be, int n_tok, int64_t n, unsigned need);
 
 typedef struct mm_part {
     const wk_tensor *w; /* (rows = ne[1], in = ne[0]) */
@@ -490,16 +498,22 @@ static void norm_tok(wk_backend *be, int t, void *arg) {
     quant_pack(be, d, t, a->n, a->need);
 }
 
-static void swiglu_tok(wk_backend *be, int t, void *arg) {
-    unsigned need = *(const unsigned *)arg;
-    int64_t n = be->hp.n_ff;
-    float *g = be->gate + (size_t)t * (size_t)n;
+typedef struct act_arg {
+    int64_t n; /* FFN width: the row stride of be->gate and be->up */
+    unsigned need;
+} act_arg;
+
+/* gate = act(gate) * up for token t's row, quantized for the down matmul. */
+static void act_tok(wk_backend *be, int t, void *arg) {
+    const act_arg *a = arg;
+    float *g = be->gate + (size_t)t * (size_t)a->n;
+    const float *u = be->up + (size_t)t * (size_t)a->n;
     if (be->hp.ffn_act == WK_FFN_GELU_TANH) {
-        wk_cpu_gelu_tanh_mul(g, g, be->up + (size_t)t * (size_t)n, n);
+        wk_cpu_gelu_tanh_mul(g, g, u, a->n);
     } else {
-        wk_cpu_silu_mul(g, g, be->up + (size_t)t * (size_t)n, n);
+        wk_cpu_silu_mul(g, g, u, a->n);
     }
-    quant_pack(be, g, t, n, need);
+    quant_pack(be, g, t, a->n, a->need);
 }
 
 /* Post-norm (gemma): x += rmsnorm(tmp) * w for token t; arg is w: (n_embd). */
@@ -594,6 +608,126 @@ static void rope_store_tok(wk_backend *be, int t, void *arg) {
                 ((float *)kd)[d * bt + (size_t)slot] = ks[d];
             }
             memcpy(vd, vs, hd * sizeof(float));
+        }
+    }
+}
+
+/* ---- mixture of experts ---------------------------------------------------------------------- */
+
+/* Top-k routing of token t: softmax over the router logits, the n_expert_used most probable
+ * experts (ties to the lower index), their probabilities renormalized when expert_norm. */
+static void route_tok(wk_backend *be, int t, void *arg) {
+    (void)arg;
+    const wk_hparams *hp = &be->hp;
+    int ne = (int)hp->n_expert, k = (int)hp->n_expert_used;
+    float *p = be->router + (size_t)t * (size_t)ne;
+    wk_cpu_softmax(p, ne);
+    int32_t *sel = be->sel + (size_t)t * (size_t)k;
+    float *w = be->sel_w + (size_t)t * (size_t)k;
+    float sum = 0.0f;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < ne; e++) {
+            bool taken = false;
+            for (int i = 0; i < j; i++) {
+                taken = taken || sel[i] == e;
+            }
+            if (!taken && (best < 0 || p[e] > p[best])) {
+                best = e;
+            }
+        }
+        sel[j] = best;
+        w[j] = p[best];
+        sum += p[best];
+    }
+    if (hp->expert_norm) {
+        for (int j = 0; j < k; j++) {
+            w[j] /= sum;
+        }
+    }
+}
+
+typedef struct gather_arg {
+    int64_t n;
+    unsigned need;
+} gather_arg;
+
+/* Row t of the expert's batch: the normed input of token moe_tok[t], copied and quantized. */
+static void gather_tok(wk_backend *be, int t, void *arg) {
+    const gather_arg *a = arg;
+    float *dst = be->moe_x + (size_t)t * (size_t)a->n;
+    memcpy(dst, be->xn + (size_t)be->moe_tok[t] * (size_t)a->n, (size_t)a->n * sizeof(float));
+    quant_pack(be, dst, t, a->n, a->need);
+}
+
+/* FFN of one expert, y = down(act(gate x) * up x), over n rows into out (row stride n_embd):
+ * the tokens listed in moe_tok (gathered), or every token of xn (the shared expert). Expert
+ * weights are not repacked into panels: they run the row kernels. */
+static void expert_ffn(wk_backend *be, const wk_tensor *gate, const wk_tensor *up,
+                       const wk_tensor *down, int n, bool gathered, float *out) {
+    int64_t embd = be->hp.n_embd, ff = gate->ne[1];
+    mm_task gu = {
+        .n_parts = 2, .in = embd, .n_tok = n, .x = gathered ? be->moe_x : be->xn, .xq = be->xq};
+    gu.parts[0] = (mm_part){gate, be->gate, (size_t)ff, NULL, NULL, false};
+    gu.parts[1] = (mm_part){up, be->up, (size_t)ff, NULL, NULL, false};
+    gather_arg ga = {embd, mm_prepare(&gu)};
+    if (gathered) {
+        for_tokens(be, n, gather_tok, &ga);
+    } else {
+        quantize_rows(be, n, embd, ga.need);
+    }
+    matmul(be, &gu);
+    mm_task dn = {.n_parts = 1, .in = ff, .n_tok = n, .x = be->gate, .xq = be->xq};
+    dn.parts[0] = (mm_part){down, out, (size_t)embd, NULL, NULL, false};
+    act_arg aa = {ff, mm_prepare(&dn)};
+    for_tokens(be, n, act_tok, &aa);
+    matmul(be, &dn);
+}
+
+/* The MoE FFN of layer L on every token: xn holds the normed inputs; adds to x. Experts run
+ * one after another over the tokens routed to them (gathered), so a token's result does not
+ * depend on the other tokens of the batch. */
+static void moe_ffn(wk_backend *be, const wk_layer *L, int n_tok) {
+    const wk_hparams *hp = &be->hp;
+    int64_t embd = hp->n_embd;
+    int ne = (int)hp->n_expert, k = (int)hp->n_expert_used;
+    mm_task rt = {.n_parts = 1, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
+    rt.parts[0] = (mm_part){&L->gate_inp, be->router, (size_t)ne, NULL, NULL, false};
+    quantize_rows(be, n_tok, embd, mm_prepare(&rt));
+    matmul(be, &rt);
+    for_tokens(be, n_tok, route_tok, NULL);
+
+    for (int e = 0; e < ne; e++) {
+        int n = 0;
+        for (int t = 0; t < n_tok; t++) {
+            for (int j = 0; j < k; j++) {
+                if (be->sel[(size_t)t * (size_t)k + (size_t)j] == e) {
+                    be->moe_tok[n] = t;
+                    be->moe_w[n] = be->sel_w[(size_t)t * (size_t)k + (size_t)j];
+                    n++;
+                }
+            }
+        }
+        if (n == 0) {
+            continue;
+        }
+        wk_tensor g = wk_expert_view(&L->gate_exps, (uint32_t)e);
+        wk_tensor u = wk_expert_view(&L->up_exps, (uint32_t)e);
+        wk_tensor d = wk_expert_view(&L->down_exps, (uint32_t)e);
+        expert_ffn(be, &g, &u, &d, n, true, be->tmp);
+        for (int i = 0; i < n; i++) {
+            wk_cpu_axpy_f32(be->x + (size_t)be->moe_tok[i] * (size_t)embd, be->moe_w[i],
+                            be->tmp + (size_t)i * (size_t)embd, embd);
+        }
+    }
+    if (hp->n_ff_shexp > 0) {
+        /* shared expert on every token, scaled by sigmoid(gate_inp_shexp . x) */
+        expert_ffn(be, &L->gate_shexp, &L->up_shexp, &L->down_shexp, n_tok, false, be->tmp);
+        for (int t = 0; t < n_tok; t++) {
+            const float *xt = be->xn + (size_t)t * (size_t)embd;
+            float z = wk_cpu_dot_f32(L->gate_inp_shexp.data, xt, embd);
+            wk_cpu_axpy_f32(be->x + (size_t)t * (size_t)embd, 1.0f / (1.0f + expf(-z)),
+                            be->tmp + (size_t)t * (size_t)embd, embd);
         }
     }
 }
@@ -704,6 +838,12 @@ static void cpu_destroy(wk_backend *be) {
     free(be->rope_sin_swa);
     free(be->inv_freq_swa);
     free(be->tmp);
+    free(be->router);
+    free(be->sel);
+    free(be->sel_w);
+    free(be->moe_tok);
+    free(be->moe_w);
+    free(be->moe_x);
     free(be->tok_seq);
     free(be->final_x);
     free(be->out_row);
@@ -859,12 +999,12 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     /* every matmul input width must be a multiple of the 8-bit activation block */
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
     if (hp->n_embd % WK_CPU_QK != 0 || q_dim % WK_CPU_QK != 0 || hp->n_ff % WK_CPU_QK != 0 ||
-        hp->head_dim > 1024 || hp->head_dim % 2 != 0 || hp->n_head_kv == 0 ||
-        hp->n_head % hp->n_head_kv != 0) {
+        hp->n_ff_exp % WK_CPU_QK != 0 || hp->n_ff_shexp % WK_CPU_QK != 0 || hp->head_dim > 1024 ||
+        hp->head_dim % 2 != 0 || hp->n_head_kv == 0 || hp->n_head % hp->n_head_kv != 0) {
         return failf(err, errlen, CM_ERR_UNSUPPORTED,
                      "model shape unsupported by the CPU backend (n_embd %u, q_dim %" PRId64
-                     ", n_ff %u must be multiples of 32)",
-                     hp->n_embd, q_dim, hp->n_ff);
+                     ", n_ff %u, expert n_ff %u and %u must be multiples of 32)",
+                     hp->n_embd, q_dim, hp->n_ff, hp->n_ff_exp, hp->n_ff_shexp);
     }
 
     /* The KV cache must fit in physical memory: refuse before trying to allocate it. */
@@ -913,7 +1053,9 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
 
     size_t T = cfg->max_batch_tokens;
     size_t embd = hp->n_embd, kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
-    size_t ff = hp->n_ff, hd = hp->head_dim;
+    /* the widest FFN: dense, expert or shared expert */
+    size_t ff = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp, hd = hp->head_dim;
+    ff = ff > hp->n_ff_shexp ? ff : hp->n_ff_shexp;
     int64_t max_in = (int64_t)embd;
     max_in = q_dim > max_in ? q_dim : max_in;
     max_in = (int64_t)ff > max_in ? (int64_t)ff : max_in;
@@ -948,7 +1090,16 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     be->rope_cos = alloc3(T, hd / 2, 1, sizeof(float));
     be->rope_sin = alloc3(T, hd / 2, 1, sizeof(float));
     be->inv_freq = alloc3(hd / 2, 1, 1, sizeof(float));
-    be->tmp = alloc3(hp->post_norms ? T : 1, embd, 1, sizeof(float));
+    bool moe = hp->n_expert > 0;
+    be->tmp = alloc3(hp->post_norms || moe ? T : 1, embd, 1, sizeof(float));
+    if (moe) {
+        be->router = alloc3(T, hp->n_expert, 1, sizeof(float));
+        be->sel = alloc3(T, hp->n_expert_used, 1, sizeof(int32_t));
+        be->sel_w = alloc3(T, hp->n_expert_used, 1, sizeof(float));
+        be->moe_tok = alloc3(T, 1, 1, sizeof(int32_t));
+        be->moe_w = alloc3(T, 1, 1, sizeof(float));
+        be->moe_x = alloc3(T, embd, 1, sizeof(float));
+    }
     bool rope_swa =
         hp->swa_window > 0 && hp->rope_freq_base_swa > 0.0f &&
         (hp->rope_freq_base_swa != hp->rope_freq_base || hp->rope_scaling != WK_ROPE_SCALING_NONE);
@@ -966,6 +1117,8 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
         be->xq == NULL || be->xp == NULL || be->xc == NULL || be->rope_cos == NULL ||
         be->rope_sin == NULL || be->inv_freq == NULL || be->tok_seq == NULL ||
         be->final_x == NULL || be->out_row == NULL || be->thr == NULL || be->tmp == NULL ||
+        (moe && (be->router == NULL || be->sel == NULL || be->sel_w == NULL ||
+                 be->moe_tok == NULL || be->moe_w == NULL || be->moe_x == NULL)) ||
         (rope_swa &&
          (be->rope_cos_swa == NULL || be->rope_sin_swa == NULL || be->inv_freq_swa == NULL))) {
         cpu_destroy(be);
@@ -1141,6 +1294,12 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
             for_tokens(be, n_tok, post_norm_add_tok, (void *)L->attn_post_norm.data);
         }
 
+        if (hp->n_expert > 0) {
+            norm_arg nm = {be->x, be->xn, L->ffn_norm.data, embd, 0};
+            for_tokens(be, n_tok, norm_tok, &nm);
+            moe_ffn(be, L, n_tok);
+            continue;
+        }
         mm_task gu = {.n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
         gu.parts[0] = (mm_part){&L->w_gate, be->gate, (size_t)ff, NULL, lp->gate, false};
         gu.parts[1] = (mm_part){&L->w_up, be->up, (size_t)ff, NULL, lp->up, false};
@@ -1155,8 +1314,8 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
                       .accumulate = !post};
         dn.parts[0] =
             (mm_part){&L->w_down, post ? be->tmp : be->x, (size_t)embd, NULL, lp->down, false};
-        unsigned need_dn = mm_prepare(&dn);
-        for_tokens(be, n_tok, swiglu_tok, &need_dn);
+        act_arg aa = {ff, mm_prepare(&dn)};
+        for_tokens(be, n_tok, act_tok, &aa);
         matmul(be, &dn);
         if (post) {
             for_tokens(be, n_tok, post_norm_add_tok, (void *)L->ffn_post_norm.data);
