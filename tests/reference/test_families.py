@@ -20,7 +20,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import Generate, LogitDiff, generate_bin, model_path
+from conftest import Generate, LogitDiff, generate_bin
 from oracle import Oracle
 import synth_families
 
@@ -34,14 +34,11 @@ PROMPTS = ["Once upon a time, in a small village, there lived an old baker who",
 
 @pytest.fixture(scope="module", params=sorted(synth_families.FAMILIES))
 def family(request, tmp_path_factory):
-    donor = model_path()
-    if not donor.exists():
-        pytest.skip(f"donor model {donor} (its tokenizer) not present")
     b = generate_bin()
     if not b.exists():
         pytest.skip(f"{b} not built (set SLUICE_BUILD_DIR)")
     path = tmp_path_factory.mktemp("fam") / f"{request.param}.gguf"
-    synth_families.write(request.param, str(path), str(donor))
+    synth_families.write(request.param, str(path))
     return request.param, Generate(b, path), Oracle(str(path))
 
 
@@ -131,3 +128,30 @@ def test_family_features_matter(family, tmp_path):
         print(f"{name} without {label}: {d.info()}")
         assert d.cos < COS_MIN or d.maxabs > REL_MAX * d.range, (
             f"{name}: the file does not exercise {label}")
+
+
+# Quantized matrices (the gguf package's Q8_0 and Q4_0; the router stays f32) take the 8-bit
+# activation kernels, panels included (phi3's fused tensors as row views, the experts through
+# the row kernels): the noise is test_forward.py's kind at a smaller depth. Measured on
+# 2026-12-03 (AVX-512 level): cos >= 0.99965, max |C - oracle| <= 1.6% of the logit range.
+COS_MIN_Q = 0.999
+REL_MAX_Q = 0.03
+FLIP_TOL_Q = 0.3
+
+
+@pytest.mark.parametrize("wtype", ["Q8_0", "Q4_0"])
+@pytest.mark.parametrize("name", sorted(synth_families.FAMILIES))
+def test_family_quantized_logits(name, wtype, tmp_path):
+    b = generate_bin()
+    if not b.exists():
+        pytest.skip(f"{b} not built (set SLUICE_BUILD_DIR)")
+    path = tmp_path / f"{name}.{wtype}.gguf"
+    synth_families.write(name, str(path), wtype=wtype)
+    gen, oracle = Generate(b, path), Oracle(str(path))
+    prompt = PROMPTS[0]
+    d = LogitDiff(gen.prompt_logits(prompt, tmp_path), oracle.forward(gen.tokenize(prompt)))
+    info = f"{name} {wtype}: {d.info()}"
+    print(info)
+    assert d.cos >= COS_MIN_Q, info
+    assert d.maxabs <= REL_MAX_Q * d.range, info
+    assert d.r.max() - d.r[d.c_top] <= FLIP_TOL_Q, info
