@@ -402,7 +402,9 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
             t->special_first[(uint8_t)spec->tokens[i][0]] = true;
             len_seen[len] = true;
         }
-        if (type == WK_TOKTYPE_CONTROL && is_eog_text(spec->tokens[i], len)) {
+        /* Gemma files mark <end_of_turn> user-defined, not control (llama.cpp overrides that
+         * type too): a turn end of either kind ends generation. */
+        if (special && is_eog_text(spec->tokens[i], len)) {
             t->flags[i] |= WK_TOKFLAG_EOG;
         }
     }
