@@ -149,6 +149,11 @@ class Oracle:
         self.inv_freq = (1.0 / (self.hp.rope_base ** (np.arange(0, hd, 2, dtype=np.float64) / hd))).astype(
             np.float64
         )
+        scaling = _field_scalar(r, p + "rope.scaling.type", "none")
+        if scaling == "linear":  # positions divided by the factor (gemma3's global layers)
+            self.inv_freq /= float(_field_scalar(r, p + "rope.scaling.factor"))
+        elif scaling != "none":
+            raise ValueError(f"rope scaling {scaling!r} not supported by the oracle")
         base_swa = hp.rope_base_swa or hp.rope_base
         self.inv_freq_swa = 1.0 / (base_swa ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
         self.load_s = time.time() - t0

@@ -34,9 +34,11 @@ FAMILIES = {
     "gemma2": dict(head_dim=64, n_layer=4, gemma=True,
                    kv={"attention.sliding_window": 5, "attn_logit_softcapping": 2.0,
                        "final_logit_softcapping": 8.0}),
-    # gemma3: 5 local layers (window 7, base 10000) to 1 global (base 1e6), q/k norms
+    # gemma3: 5 local layers (window 7, base 10000, unscaled) to 1 global (base 1e6, linear
+    # scaling by 8 as in the 4B and larger files), q/k norms
     "gemma3": dict(head_dim=64, n_layer=6, gemma=True, qk_norm=True,
-                   kv={"attention.sliding_window": 7, "rope.freq_base": 1000000.0}),
+                   kv={"attention.sliding_window": 7, "rope.freq_base": 1000000.0,
+                       "rope.scaling.type": "linear", "rope.scaling.factor": 8.0}),
     # mixture of experts: Mixtral is a llama file with experts (top-2 of 4, renormalized)
     "mixtral": dict(arch="llama", head_dim=32, n_layer=2, experts=(4, 2, N_FF, 0),
                     kv={"expert_count": 4, "expert_used_count": 2}),
@@ -117,7 +119,9 @@ def write(family: str, out: str, seed: int = 1, wtype: str = "F32") -> None:
     w.add_layer_norm_rms_eps(1e-6)
     for k, v in spec.get("kv", {}).items():
         key = f"{arch}.{k}"
-        if isinstance(v, float):
+        if isinstance(v, str):
+            w.add_string(key, v)
+        elif isinstance(v, float):
             w.add_float32(key, v)
         else:
             w.add_uint32(key, v)

@@ -96,7 +96,8 @@ MUTATIONS = {
                "final soft-cap": dict(hp_changes={"final_softcap": 0.0}),
                "post-norms": dict(drop=("post_attention_norm", "post_ffw_norm"))},
     "gemma3": {"sliding window": dict(hp_changes={"swa_window": 0}),
-               "local rope base": dict(hp_changes={"rope_base_swa": 1000000.0}),
+               "local layers' own rope": dict(hp_changes={"rope_base_swa": 1000000.0}),
+               "global rope scaling": "unscale",
                "q/k norm": dict(drop=("attn_q_norm", "attn_k_norm")),
                "gemma graph (scale, gelu)": dict(hp_changes={"gemma": False})},
     "mixtral": {"top-2 routing": dict(hp_changes={"n_expert_used": 1}),
@@ -114,7 +115,10 @@ def test_family_features_matter(family, tmp_path):
     ids = gen.tokenize(prompt)
     c = gen.prompt_logits(prompt, tmp_path)
     for label, how in MUTATIONS[name].items():
-        if how == "swap":
+        if how == "unscale":
+            m = _without(oracle)
+            m.inv_freq = oracle.inv_freq * 8.0
+        elif how == "swap":
             m = _without(oracle)
             for l in range(m.hp.n_layer):
                 p = f"blk.{l}."
@@ -122,7 +126,7 @@ def test_family_features_matter(family, tmp_path):
                     oracle.tensors[p + "ffn_up.weight"], oracle.tensors[p + "ffn_gate.weight"])
         else:
             m = _without(oracle, **how)
-        if label == "local rope base":
+        if label == "local layers' own rope":
             m.inv_freq_swa = m.inv_freq
         d = LogitDiff(c, m.forward(ids))
         print(f"{name} without {label}: {d.info()}")
