@@ -354,8 +354,8 @@ static cm_err render_phi3(const wk_chat_message *msgs, size_t n, const role *rol
                           int add_generation_prompt, writer *w, char *err, size_t errlen) {
     for (size_t i = 0; i < n; i++) {
         if (roles[i] == ROLE_TOOL) {
-            set_err(err, errlen, "role \"tool\" is not supported by the phi3 chat template");
-            return CM_ERR_INVALID;
+            return cm_errf(CM_ERR_INVALID, err, errlen,
+                           "role \"tool\" is not supported by the phi3 chat template");
         }
         put(w, "<|");
         put(w, role_text(roles[i]));

@@ -178,16 +178,16 @@ static cm_err bind_experts(const wk_gguf *g, const char *name, int64_t ne0, int6
     const wk_gguf_tensor *gt = wk_gguf_find_tensor(g, name);
     memset(t, 0, sizeof(*t));
     if (gt == NULL) {
-        return failf(err, errlen, CM_ERR_FORMAT,
-                     "missing tensor '%s' (files with one tensor per expert must be "
-                     "re-converted)",
-                     name);
+        return cm_errf(CM_ERR_FORMAT, err, errlen,
+                       "missing tensor '%s' (files with one tensor per expert must be "
+                       "re-converted)",
+                       name);
     }
     if (gt->ne[0] != ne0 || gt->ne[1] != ne1 || gt->ne[2] != n_expert || gt->ne[3] != 1) {
-        return failf(err, errlen, CM_ERR_FORMAT,
-                     "tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
-                     "], expected [%" PRId64 ", %" PRId64 ", %" PRId64 "]",
-                     name, gt->ne[0], gt->ne[1], gt->ne[2], gt->ne[3], ne0, ne1, n_expert);
+        return cm_errf(CM_ERR_FORMAT, err, errlen,
+                       "tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
+                       "], expected [%" PRId64 ", %" PRId64 ", %" PRId64 "]",
+                       name, gt->ne[0], gt->ne[1], gt->ne[2], gt->ne[3], ne0, ne1, n_expert);
     }
     t->data = gt->data;
     t->type = gt->type;
@@ -401,8 +401,8 @@ static cm_err load_expert_hparams(const wk_gguf *g, const char *arch, const fami
         return rv;
     }
     if ((fam->features & FAM_MOE_OK) == 0) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED, "mixture of experts unsupported for %s",
-                     arch);
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "mixture of experts unsupported for %s",
+                       arch);
     }
     uint32_t hi = hp->n_expert < MAX_EXPERTS_USED ? hp->n_expert : MAX_EXPERTS_USED;
     uint32_t gating;
@@ -415,12 +415,12 @@ static cm_err load_expert_hparams(const wk_gguf *g, const char *arch, const fami
         return rv;
     }
     if (gating != 1) { /* llama.cpp's enum: 1 softmax, 2 sigmoid */
-        return failf(err, errlen, CM_ERR_UNSUPPORTED,
-                     "expert gating function %u unsupported (softmax only)", gating);
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "expert gating function %u unsupported (softmax only)", gating);
     }
     if (wscale != 1.0f) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED, "expert_weights_scale %g unsupported",
-                     (double)wscale);
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "expert_weights_scale %g unsupported",
+                       (double)wscale);
     }
     hp->expert_norm = (fam->features & FAM_SHEXP) == 0;
     char key[128];
@@ -430,7 +430,7 @@ static cm_err load_expert_hparams(const wk_gguf *g, const char *arch, const fami
     if (rv == CM_OK) {
         hp->expert_norm = norm;
     } else if (rv != CM_ERR_NOT_FOUND) {
-        return failf(err, errlen, CM_ERR_FORMAT, "metadata '%s' is not a bool", key);
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s' is not a bool", key);
     }
     if ((fam->features & FAM_SHEXP) != 0 &&
         (rv = opt_u32(g, arch, "expert_shared_feed_forward_length", 1, MAX_FF, hp->n_ff,
@@ -448,8 +448,8 @@ static cm_err load_family_hparams(const wk_gguf *g, const char *arch, const fami
     if ((fam->features & FAM_NO_LONGROPE) != 0 &&
         (wk_gguf_find_tensor(g, "rope_factors_long.weight") != NULL ||
          wk_gguf_find_tensor(g, "rope_factors_short.weight") != NULL)) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED,
-                     "%s LongRoPE (rope_factors_long/short tensors) unsupported", arch);
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "%s LongRoPE (rope_factors_long/short tensors) unsupported", arch);
     }
     if ((rv = load_expert_hparams(g, arch, fam, hp, err, errlen)) != CM_OK) {
         return rv;

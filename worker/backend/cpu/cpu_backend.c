@@ -1001,10 +1001,10 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     if (hp->n_embd % WK_CPU_QK != 0 || q_dim % WK_CPU_QK != 0 || hp->n_ff % WK_CPU_QK != 0 ||
         hp->n_ff_exp % WK_CPU_QK != 0 || hp->n_ff_shexp % WK_CPU_QK != 0 || hp->head_dim > 1024 ||
         hp->head_dim % 2 != 0 || hp->n_head_kv == 0 || hp->n_head % hp->n_head_kv != 0) {
-        return failf(err, errlen, CM_ERR_UNSUPPORTED,
-                     "model shape unsupported by the CPU backend (n_embd %u, q_dim %" PRId64
-                     ", n_ff %u, expert n_ff %u and %u must be multiples of 32)",
-                     hp->n_embd, q_dim, hp->n_ff, hp->n_ff_exp, hp->n_ff_shexp);
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "model shape unsupported by the CPU backend (n_embd %u, q_dim %" PRId64
+                       ", n_ff %u, expert n_ff %u and %u must be multiples of 32)",
+                       hp->n_embd, q_dim, hp->n_ff, hp->n_ff_exp, hp->n_ff_shexp);
     }
 
     /* The KV cache must fit in physical memory: refuse before trying to allocate it. */

@@ -366,8 +366,8 @@ static cm_err check_model(const wk_model *m, const wk_backend_config *cfg, int s
     }
     const char *extra = wk_model_extra_feature(m); /* qwen3/gemma graph parts */
     if (extra != NULL) {
-        seterr(err, errlen, "%s not supported by the CUDA backend (use the cpu backend)", extra);
-        return CM_ERR_UNSUPPORTED;
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "%s not supported by the CUDA backend (use the cpu backend)", extra);
     }
     if (hp->n_embd % 8 != 0 || hp->n_ff % 8 != 0 || hp->n_embd > (1u << 16) ||
         hp->n_ff > (1u << 18) || hp->n_layer > 1024 || hp->n_vocab > (1u << 22) ||
