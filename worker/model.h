@@ -1,11 +1,12 @@
 /*
  * wk_model: a llama-family decoder described by its hyperparameters and weight tensors.
  *
- * Built from GGUF metadata (wk_model_load: SmolLM2, Llama 2/3, Mistral, Qwen2, Qwen3, Phi-3,
- * Gemma 2 and Gemma 3 files, chosen by metadata, never by name) or synthetically
- * (wk_model_synthetic: random weights of a given shape, for tests and GPU benchmarks at big-model
- * shapes). Tensors are views: into the GGUF mapping for loaded models, into buffers owned by the
- * model for synthetic ones. Backends read them at create time and build their own representation.
+ * Built from GGUF metadata (wk_model_load: SmolLM2, Llama 2/3, Mistral, Mixtral, Qwen2, Qwen3,
+ * Qwen2-MoE, Qwen3-MoE, Phi-3, Gemma 2 and Gemma 3 files, chosen by metadata, never by name) or
+ * synthetically (wk_model_synthetic: random weights of a given shape, for tests and GPU benchmarks
+ * at big-model shapes). Tensors are views: into the GGUF mapping for loaded models, into buffers
+ * owned by the model for synthetic ones. Backends read them at create time and build their own
+ * representation.
  *
  * Weight layout follows GGUF/ggml: a 2-D weight W has ne[0] = in_features (contiguous) and
  * ne[1] = out_features, so row r of W is output feature r and y = W x is one dot product
@@ -94,7 +95,8 @@ static inline bool wk_hparams_layer_swa(const wk_hparams *hp, uint32_t l) {
            (hp->swa_pattern <= 1 || l % hp->swa_pattern != hp->swa_pattern - 1);
 }
 
-/* A weight view. data == NULL means "absent" (only allowed for optional tensors: biases). */
+/* A weight view. data == NULL means "absent" (optional tensors: biases, and the family tensors
+ * a model's hparams do not call for). */
 typedef struct wk_tensor {
     const void *data;
     wk_dtype type;
@@ -103,31 +105,32 @@ typedef struct wk_tensor {
 } wk_tensor;
 
 typedef struct wk_layer {
-    wk_tensor attn_norm;      /* (n_embd) f32 */
-    wk_tensor wq;             /* (n_head*head_dim rows, n_embd cols) */
-    wk_tensor wk;             /* (n_head_kv*head_dim rows, n_embd cols) */
-    wk_tensor wv;             /* (n_head_kv*head_dim rows, n_embd cols) */
-    wk_tensor wo;             /* (n_embd rows, n_head*head_dim cols) */
-    wk_tensor bq;             /* optional (n_head*head_dim) f32: qwen2 */
-    wk_tensor bk;             /* optional (n_head_kv*head_dim) f32 */
-    wk_tensor bv;             /* optional (n_head_kv*head_dim) f32 */
-    wk_tensor q_norm;         /* qk_norm only: (head_dim) f32, shared by every q head */
-    wk_tensor k_norm;         /* qk_norm only: (head_dim) f32 */
-    wk_tensor attn_post_norm; /* post_norms only: (n_embd) f32 */
-    wk_tensor ffn_norm;       /* (n_embd) f32 */
-    wk_tensor ffn_post_norm;  /* post_norms only: (n_embd) f32 */
-    wk_tensor w_gate;         /* (n_ff rows, n_embd cols) */
-    wk_tensor w_up;           /* (n_ff rows, n_embd cols) */
-    wk_tensor w_down;         /* (n_embd rows, n_ff cols) */
-    /* n_expert > 0: these replace w_gate/w_up/w_down (then absent) */
-    wk_tensor gate_inp;       /* (n_expert rows, n_embd cols): router logits */
-    wk_tensor gate_exps;      /* (n_expert, n_ff_exp rows, n_embd cols) */
-    wk_tensor up_exps;        /* (n_expert, n_ff_exp rows, n_embd cols) */
-    wk_tensor down_exps;      /* (n_expert, n_embd rows, n_ff_exp cols) */
-    wk_tensor gate_inp_shexp; /* n_ff_shexp only: (n_embd) f32, the shared expert's gate */
-    wk_tensor gate_shexp;     /* n_ff_shexp only: (n_ff_shexp rows, n_embd cols) */
-    wk_tensor up_shexp;       /* n_ff_shexp only: (n_ff_shexp rows, n_embd cols) */
-    wk_tensor down_shexp;     /* n_ff_shexp only: (n_embd rows, n_ff_shexp cols) */
+    wk_tensor attn_norm; /* (n_embd) f32 */
+    wk_tensor wq;        /* (n_head*head_dim rows, n_embd cols) */
+    wk_tensor wk;        /* (n_head_kv*head_dim rows, n_embd cols) */
+    wk_tensor wv;        /* (n_head_kv*head_dim rows, n_embd cols) */
+    wk_tensor wo;        /* (n_embd rows, n_head*head_dim cols) */
+    wk_tensor bq;        /* optional (n_head*head_dim) f32: qwen2 */
+    wk_tensor bk;        /* optional (n_head_kv*head_dim) f32 */
+    wk_tensor bv;        /* optional (n_head_kv*head_dim) f32 */
+    wk_tensor ffn_norm;  /* (n_embd) f32 */
+    wk_tensor w_gate;    /* (n_ff rows, n_embd cols); absent with experts */
+    wk_tensor w_up;      /* (n_ff rows, n_embd cols); absent with experts */
+    wk_tensor w_down;    /* (n_embd rows, n_ff cols); absent with experts */
+
+    /* family tensors (wk_hparams' family fields say which are present) */
+    wk_tensor q_norm;         /* qk_norm: (head_dim) f32, shared by every q head */
+    wk_tensor k_norm;         /* qk_norm: (head_dim) f32 */
+    wk_tensor attn_post_norm; /* post_norms: (n_embd) f32 */
+    wk_tensor ffn_post_norm;  /* post_norms: (n_embd) f32 */
+    wk_tensor gate_inp;       /* n_expert > 0: (n_expert rows, n_embd cols), router logits */
+    wk_tensor gate_exps;      /* n_expert > 0: (n_expert, n_ff_exp rows, n_embd cols) */
+    wk_tensor up_exps;        /* n_expert > 0: (n_expert, n_ff_exp rows, n_embd cols) */
+    wk_tensor down_exps;      /* n_expert > 0: (n_expert, n_embd rows, n_ff_exp cols) */
+    wk_tensor gate_inp_shexp; /* n_ff_shexp > 0: (n_embd) f32, the shared expert's gate */
+    wk_tensor gate_shexp;     /* n_ff_shexp > 0: (n_ff_shexp rows, n_embd cols) */
+    wk_tensor up_shexp;       /* n_ff_shexp > 0: (n_ff_shexp rows, n_embd cols) */
+    wk_tensor down_shexp;     /* n_ff_shexp > 0: (n_embd rows, n_ff_shexp cols) */
 } wk_layer;
 
 /* wk_expert_view: expert e's 2-D matrix within a 3-D expert tensor (a view, no copy). */
@@ -165,8 +168,9 @@ cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen)
 cm_err wk_model_synthetic(const wk_hparams *hp, wk_dtype wtype, uint64_t seed, wk_model *out);
 
 /* wk_model_extra_feature names the first feature of m beyond the plain llama graph (q/k norm,
- * post-norms, GELU FFN, embedding scale, attention scale, soft-capping, sliding window), as a
- * short phrase for a backend's refusal ("q/k norm (qwen3)"), or NULL when m has none. */
+ * post-norms, GELU FFN, embedding scale, attention scale, soft-capping, sliding window, experts)
+ * as a short phrase for a backend's refusal ("q/k norm (qwen3, gemma3)"), or NULL when m has
+ * none (phi3's fused tensors are plain once split into views). The string is static. */
 const char *wk_model_extra_feature(const wk_model *m);
 
 /* wk_model_fini frees what the model owns (not the GGUF); safe on a zeroed model. */

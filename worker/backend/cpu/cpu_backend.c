@@ -85,36 +85,38 @@ struct wk_backend {
     int64_t max_ctx;       /* max_blocks_per_seq * block_tokens */
 
     /* scratch, sized at create for T = max_batch_tokens */
-    int64_t max_in;  /* widest matmul input: max(n_embd, q_dim, n_ff) */
-    float *x;        /* (T, n_embd) residual stream */
-    float *xn;       /* (T, max_in) normed input / attention output / mlp hidden */
-    float *q;        /* (T, q_dim) */
-    float *k;        /* (T, kv_dim) */
-    float *v;        /* (T, kv_dim) */
-    float *gate;     /* (T, n_ff) */
-    float *up;       /* (T, n_ff) */
-    wk_cpu_q8 *xq;   /* (T, max_in / 32) */
-    uint8_t *xp;     /* (T, wk_cpu_q8_packed_bytes(max_in)) xq packed for tile kernels */
-    int32_t *xc;     /* (T, max_in / 32) wk_cpu_q8_corr of xq, for Q8_0/IQ4 panels */
-    float *rope_cos; /* (T, head_dim / 2) */
-    float *rope_sin; /* (T, head_dim / 2) */
-    float *inv_freq; /* (head_dim / 2) */
-    /* sliding-window layers' RoPE when it differs from the global layers' (gemma3), else
-     * NULL: the same shapes as rope_cos, rope_sin, inv_freq */
-    float *rope_cos_swa, *rope_sin_swa, *inv_freq_swa;
-    float *tmp; /* (T, n_embd) attention / FFN output before its post-norm (gemma) */
-    /* mixture of experts (n_expert > 0), else NULL */
-    float *router;     /* (T, n_expert) router logits */
-    int32_t *sel;      /* (T, n_expert_used) experts each token runs */
-    float *sel_w;      /* (T, n_expert_used) their weights */
-    int32_t *moe_tok;  /* (T) tokens routed to the expert being run */
-    float *moe_w;      /* (T) their weights */
-    float *moe_x;      /* (T, n_embd) normed inputs of those tokens, gathered */
+    int64_t max_in;    /* widest matmul input: max(n_embd, q_dim, n_ff) */
+    float *x;          /* (T, n_embd) residual stream */
+    float *xn;         /* (T, max_in) normed input / attention output / mlp hidden */
+    float *q;          /* (T, q_dim) */
+    float *k;          /* (T, kv_dim) */
+    float *v;          /* (T, kv_dim) */
+    float *gate;       /* (T, n_ff) */
+    float *up;         /* (T, n_ff) */
+    wk_cpu_q8 *xq;     /* (T, max_in / 32) */
+    uint8_t *xp;       /* (T, wk_cpu_q8_packed_bytes(max_in)) xq packed for tile kernels */
+    int32_t *xc;       /* (T, max_in / 32) wk_cpu_q8_corr of xq, for Q8_0/IQ4 panels */
+    float *rope_cos;   /* (T, head_dim / 2) */
+    float *rope_sin;   /* (T, head_dim / 2) */
+    float *inv_freq;   /* (head_dim / 2) */
     int32_t *tok_seq;  /* (T) sequence of each token */
     float *final_x;    /* (max_seqs, n_embd) hidden of the tokens that want logits */
     uint32_t *out_row; /* (max_seqs) logits row of each of those */
     float *thr;        /* (n_threads, thr_floats) per-thread scratch */
     size_t thr_floats;
+
+    /* family scratch, sized at create for T = max_batch_tokens; NULL where unused */
+    float *rope_cos_swa; /* (T, head_dim / 2) sliding-window layers' RoPE when it differs */
+    float *rope_sin_swa; /* (T, head_dim / 2)   from the global layers' (gemma3) */
+    float *inv_freq_swa; /* (head_dim / 2) */
+    float *tmp;          /* (T, n_embd) attention / FFN output before its post-norm (gemma),
+                            an expert's output (MoE) */
+    float *router;       /* (T, n_expert) router logits */
+    int32_t *sel;        /* (T, n_expert_used) experts each token runs */
+    float *sel_w;        /* (T, n_expert_used) their weights */
+    int32_t *moe_tok;    /* (T) tokens routed to the expert being run */
+    float *moe_w;        /* (T) their weights */
+    float *moe_x;        /* (T, n_embd) normed inputs of those tokens, gathered */
 
     /* weights repacked at create for the panel kernels (one allocation) */
     uint8_t *pan_buf;
