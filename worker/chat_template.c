@@ -24,6 +24,8 @@ const char *wk_chat_family_name(wk_chat_family f) {
         return "llama2";
     case WK_CHAT_GEMMA:
         return "gemma";
+    case WK_CHAT_PHI3:
+        return "phi3";
     default:
         return "unknown";
     }
@@ -35,7 +37,7 @@ static wk_chat_family family_from_name(const char *name) {
         wk_chat_family f;
     } names[] = {
         {"chatml", WK_CHAT_CHATML},  {"llama3", WK_CHAT_LLAMA3}, {"llama2", WK_CHAT_LLAMA2},
-        {"mistral", WK_CHAT_LLAMA2}, {"gemma", WK_CHAT_GEMMA},
+        {"mistral", WK_CHAT_LLAMA2}, {"gemma", WK_CHAT_GEMMA},   {"phi3", WK_CHAT_PHI3},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (strcmp(names[i].name, name) == 0) {
@@ -99,7 +101,7 @@ cm_err wk_chat_template_detect(const char *template_text, const char *override,
         if (f == WK_CHAT_UNKNOWN) {
             return cm_errf(CM_ERR_CONFIG, err, errlen,
                            "unknown chat template override \"%.40s\" (use chatml, llama3, llama2, "
-                           "mistral or gemma)",
+                           "mistral, gemma or phi3)",
                            override);
         }
     } else if (template_text != NULL) {
@@ -112,13 +114,16 @@ cm_err wk_chat_template_detect(const char *template_text, const char *override,
             f = WK_CHAT_GEMMA;
         } else if (strstr(template_text, "[INST]") != NULL) {
             f = WK_CHAT_LLAMA2;
+        } else if (strstr(template_text, "<|assistant|>") != NULL &&
+                   strstr(template_text, "<|end|>") != NULL) {
+            f = WK_CHAT_PHI3;
         }
     }
     if (f == WK_CHAT_UNKNOWN) {
         if (template_text == NULL) {
             return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
                            "the model has no chat template (tokenizer.chat_template); configure "
-                           "one of chatml, llama3, llama2, mistral, gemma");
+                           "one of chatml, llama3, llama2, mistral, gemma, phi3");
         } else {
             char quoted[64];
             size_t n = 0;
@@ -128,7 +133,7 @@ cm_err wk_chat_template_detect(const char *template_text, const char *override,
             quoted[n] = '\0';
             return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
                            "chat template not recognized: \"%s%s\"; configure one of chatml, "
-                           "llama3, llama2, mistral, gemma",
+                           "llama3, llama2, mistral, gemma, phi3",
                            quoted, strlen(template_text) > 60 ? "..." : "");
         }
     }
@@ -325,6 +330,27 @@ static void render_gemma(const wk_chat_message *msgs, size_t n, size_t first,
     }
 }
 
+/* Phi-3: every message is <|role|>\n content <|end|>\n (system included), the generation
+ * prompt <|assistant|>\n. Tool results reach it as user turns (wk_chat_render_tools). */
+static cm_err render_phi3(const wk_chat_message *msgs, size_t n, const role *roles,
+                          int add_generation_prompt, writer *w, char *err, size_t errlen) {
+    for (size_t i = 0; i < n; i++) {
+        if (roles[i] == ROLE_TOOL) {
+            return cm_errf(CM_ERR_INVALID, err, errlen,
+                           "role \"tool\" is not supported by the phi3 chat template");
+        }
+        put(w, "<|");
+        put(w, role_text(roles[i]));
+        put(w, "|>\n");
+        put(w, msgs[i].content);
+        put(w, "<|end|>\n");
+    }
+    if (add_generation_prompt) {
+        put(w, "<|assistant|>\n");
+    }
+    return CM_OK;
+}
+
 #define MAX_RENDER_MESSAGES 4096
 
 cm_err wk_chat_render(const wk_chat_template *t, const wk_chat_message *msgs, size_t n,
@@ -384,6 +410,9 @@ cm_err wk_chat_render(const wk_chat_template *t, const wk_chat_message *msgs, si
         if (rv == CM_OK) {
             render_gemma(msgs, n, first, add_generation_prompt, &w);
         }
+        break;
+    case WK_CHAT_PHI3:
+        rv = render_phi3(msgs, n, r, add_generation_prompt, &w, err, errlen);
         break;
     default:
         rv = cm_errf(CM_ERR_STATE, err, errlen, "no chat template family set");

@@ -4,8 +4,9 @@
  * Sluice does not run Jinja. It recognizes the template families in GGUF
  * tokenizer.chat_template by their distinctive markers and renders them natively: ChatML
  * (<|im_start|>: SmolLM2, Qwen), Llama 3 (<|start_header_id|>), Llama 2 / Mistral ([INST]),
- * Gemma (<start_of_turn>). A template it does not recognize is an error that quotes the start
- * of the template, unless the operator configured a family by name (override).
+ * Gemma (<start_of_turn>), Phi-3 (<|user|> ... <|end|>). A template it does not recognize is an
+ * error that quotes the start of the template, unless the operator configured a family by name
+ * (override).
  */
 #ifndef WK_CHAT_TEMPLATE_H
 #define WK_CHAT_TEMPLATE_H
@@ -19,6 +20,7 @@ typedef enum wk_chat_family {
     WK_CHAT_LLAMA3,
     WK_CHAT_LLAMA2, /* also Mistral [INST] */
     WK_CHAT_GEMMA,
+    WK_CHAT_PHI3, /* <|user|>\n...<|end|>\n<|assistant|>\n */
 } wk_chat_family;
 
 /*
@@ -64,7 +66,7 @@ typedef struct wk_chat_template {
 } wk_chat_template;
 
 /* wk_chat_template_detect recognizes template_text (may be NULL when the file has none).
- * override: NULL, or a family name ("chatml", "llama3", "llama2", "mistral", "gemma") that
+ * override: NULL, or a family name ("chatml", "llama3", "llama2", "mistral", "gemma", "phi3") that
  * wins over detection. Unknown: CM_ERR_UNSUPPORTED with err quoting the template's first
  * ~60 characters and saying how to override. */
 cm_err wk_chat_template_detect(const char *template_text, const char *override,

@@ -26,17 +26,38 @@
 
 typedef enum family_rope { FAM_NORM, FAM_NEOX } family_rope;
 
+/* Family features (wk_hparams' family fields say what each does). */
+#define FAM_QK_NORM 1u     /* attn_q_norm / attn_k_norm tensors */
+#define FAM_FUSED 2u       /* attn_qkv and ffn_up = gate||up (phi3) */
+#define FAM_GEMMA 4u       /* embedding scale, GELU FFN, post-norms, soft-capping, sliding window */
+#define FAM_NO_LONGROPE 8u /* refuse rope_factors_long/short (phi3 LongRoPE) */
+#define FAM_MOE_OK 16u     /* may have experts (expert_count) */
+#define FAM_MOE 32u        /* must have experts */
+#define FAM_SHEXP 64u      /* experts plus a gated shared expert; top-k weights not renormed */
+
 typedef struct family {
     const char *arch;
     family_rope rope;
-    bool biases; /* q/k/v biases expected (optional anyway) */
+    unsigned features;    /* FAM_* */
+    uint32_t swa_pattern; /* FAM_GEMMA: default sliding-window layer pattern */
 } family;
 
+/* Rope styles as llama.cpp assigns them per architecture (the GGUF files are converted for
+ * it: q/k rows of "llama" files are permuted for the adjacent-pair style). */
 static const family families[] = {
-    {"llama", FAM_NORM, false},
-    {"mistral", FAM_NORM, false},
-    {"qwen2", FAM_NEOX, true},
+    {"llama", FAM_NORM, FAM_MOE_OK, 0}, /* with experts: Mixtral */
+    {"mistral", FAM_NORM, FAM_MOE_OK, 0},
+    {"qwen2", FAM_NEOX, 0, 0},
+    {"qwen3", FAM_NEOX, FAM_QK_NORM, 0},
+    {"phi3", FAM_NEOX, FAM_FUSED | FAM_NO_LONGROPE, 0},
+    {"gemma2", FAM_NEOX, FAM_GEMMA, 2},
+    {"gemma3", FAM_NEOX, FAM_GEMMA | FAM_QK_NORM, 6},
+    {"qwen2moe", FAM_NEOX, FAM_MOE_OK | FAM_MOE | FAM_SHEXP, 0},
+    {"qwen3moe", FAM_NEOX, FAM_MOE_OK | FAM_MOE | FAM_QK_NORM, 0},
 };
+#define FAMILY_NAMES "llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3, qwen2moe, qwen3moe"
+#define MAX_EXPERTS 512u
+#define MAX_EXPERTS_USED 32u
 
 /* Reads "<arch>.<suffix>" as u32; missing is CM_ERR_NOT_FOUND (callers decide defaults). */
 static cm_err arch_u32(const wk_gguf *g, const char *arch, const char *suffix, uint32_t *out) {
@@ -134,6 +155,44 @@ static cm_err bind(const wk_gguf *g, const char *name, int64_t ne0, int64_t ne1,
     t->ne[3] = 1;
     t->nbytes = gt->nbytes;
     return CM_OK;
+}
+
+/* Binds a 3-D expert tensor (ne0, ne1, n_expert): one (ne1 rows, ne0 cols) matrix per
+ * expert, back to back. */
+static cm_err bind_experts(const wk_gguf *g, const char *name, int64_t ne0, int64_t ne1,
+                           int64_t n_expert, wk_tensor *t, char *err, size_t errlen) {
+    const wk_gguf_tensor *gt = wk_gguf_find_tensor(g, name);
+    memset(t, 0, sizeof(*t));
+    if (gt == NULL) {
+        return cm_errf(CM_ERR_FORMAT, err, errlen,
+                       "missing tensor '%s' (files with one tensor per expert must be "
+                       "re-converted)",
+                       name);
+    }
+    if (gt->ne[0] != ne0 || gt->ne[1] != ne1 || gt->ne[2] != n_expert || gt->ne[3] != 1) {
+        return cm_errf(CM_ERR_FORMAT, err, errlen,
+                       "tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
+                       "], expected [%" PRId64 ", %" PRId64 ", %" PRId64 "]",
+                       name, gt->ne[0], gt->ne[1], gt->ne[2], gt->ne[3], ne0, ne1, n_expert);
+    }
+    t->data = gt->data;
+    t->type = gt->type;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->ne[2] = n_expert;
+    t->ne[3] = 1;
+    t->nbytes = gt->nbytes;
+    return CM_OK;
+}
+
+/* Rows [row0, row0 + rows) of the 2-D weight t, as a weight of its own. */
+static wk_tensor row_view(const wk_tensor *t, int64_t row0, int64_t rows) {
+    size_t rb = wk_dtype_row_bytes(t->type, t->ne[0]);
+    wk_tensor v = *t;
+    v.data = (const uint8_t *)t->data + (size_t)row0 * rb;
+    v.ne[1] = rows;
+    v.nbytes = (size_t)rows * rb;
+    return v;
 }
 
 /* Llama 3.1 files carry no scaling keys but a rope_freqs tensor of per-dimension divisors
@@ -315,6 +374,111 @@ static cm_err load_hparams(const wk_gguf *g, const char *arch, const family *fam
     return CM_OK;
 }
 
+/* The mixture-of-experts part of hp (n_expert == 0 for a dense model). */
+static cm_err load_expert_hparams(const wk_gguf *g, const char *arch, const family *fam,
+                                  wk_hparams *hp, char *err, size_t errlen) {
+    cm_err rv;
+    if ((fam->features & FAM_MOE) != 0) {
+        rv = req_u32(g, arch, "expert_count", 1, MAX_EXPERTS, &hp->n_expert, err, errlen);
+    } else {
+        rv = opt_u32(g, arch, "expert_count", 0, MAX_EXPERTS, 0, &hp->n_expert, err, errlen);
+    }
+    if (rv != CM_OK || hp->n_expert == 0) {
+        return rv;
+    }
+    if ((fam->features & FAM_MOE_OK) == 0) {
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "mixture of experts unsupported for %s",
+                       arch);
+    }
+    uint32_t hi = hp->n_expert < MAX_EXPERTS_USED ? hp->n_expert : MAX_EXPERTS_USED;
+    uint32_t gating;
+    float wscale;
+    if ((rv = req_u32(g, arch, "expert_used_count", 1, hi, &hp->n_expert_used, err, errlen)) ||
+        (rv = opt_u32(g, arch, "expert_feed_forward_length", 1, MAX_FF, hp->n_ff, &hp->n_ff_exp,
+                      err, errlen)) ||
+        (rv = opt_u32(g, arch, "expert_gating_func", 0, 1000, 1, &gating, err, errlen)) ||
+        (rv = opt_f32(g, arch, "expert_weights_scale", 0.0f, 1e6f, 1.0f, &wscale, err, errlen))) {
+        return rv;
+    }
+    if (gating != 1) { /* llama.cpp's enum: 1 softmax, 2 sigmoid */
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "expert gating function %u unsupported (softmax only)", gating);
+    }
+    if (wscale != 1.0f) {
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "expert_weights_scale %g unsupported",
+                       (double)wscale);
+    }
+    hp->expert_norm = (fam->features & FAM_SHEXP) == 0;
+    char key[128];
+    snprintf(key, sizeof(key), "%s.expert_weights_norm", arch);
+    bool norm;
+    rv = wk_gguf_get_bool(g, key, &norm);
+    if (rv == CM_OK) {
+        hp->expert_norm = norm;
+    } else if (rv != CM_ERR_NOT_FOUND) {
+        return cm_errf(CM_ERR_FORMAT, err, errlen, "metadata '%s' is not a bool", key);
+    }
+    if ((fam->features & FAM_SHEXP) != 0 &&
+        (rv = opt_u32(g, arch, "expert_shared_feed_forward_length", 1, MAX_FF, hp->n_ff,
+                      &hp->n_ff_shexp, err, errlen))) {
+        return rv;
+    }
+    return CM_OK;
+}
+
+/* The family features of hp (wk_hparams' family fields) from fam and the file's metadata. */
+static cm_err load_family_hparams(const wk_gguf *g, const char *arch, const family *fam,
+                                  wk_hparams *hp, char *err, size_t errlen) {
+    cm_err rv;
+    hp->qk_norm = (fam->features & FAM_QK_NORM) != 0;
+    if ((fam->features & FAM_NO_LONGROPE) != 0 &&
+        (wk_gguf_find_tensor(g, "rope_factors_long.weight") != NULL ||
+         wk_gguf_find_tensor(g, "rope_factors_short.weight") != NULL)) {
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "%s LongRoPE (rope_factors_long/short tensors) unsupported", arch);
+    }
+    if ((rv = load_expert_hparams(g, arch, fam, hp, err, errlen)) != CM_OK) {
+        return rv;
+    }
+    if ((fam->features & FAM_GEMMA) == 0) {
+        /* phi3 files may carry attention.sliding_window: llama.cpp ignores it for phi3 (its
+         * converter's value is not what the model was trained with), and so do we. */
+        return CM_OK;
+    }
+    hp->post_norms = true;
+    hp->ffn_act = WK_FFN_GELU_TANH;
+    hp->embd_scale = sqrtf((float)hp->n_embd);
+    if ((rv = opt_f32(g, arch, "attn_logit_softcapping", 0.0f, 1e6f, 0.0f, &hp->attn_softcap, err,
+                      errlen)) ||
+        (rv = opt_f32(g, arch, "final_logit_softcapping", 0.0f, 1e6f, 0.0f, &hp->final_softcap, err,
+                      errlen)) ||
+        (rv = opt_u32(g, arch, "attention.sliding_window", 0, MAX_CTX, 0, &hp->swa_window, err,
+                      errlen)) ||
+        (rv = opt_u32(g, arch, "attention.sliding_window_pattern", 1, MAX_LAYERS, fam->swa_pattern,
+                      &hp->swa_pattern, err, errlen))) {
+        return rv;
+    }
+    /* Gemma 3's local layers rotate with base 10000 and no scaling (llama.cpp's default when
+     * the file has no rope.freq_base_swa); Gemma 2 uses one base for every layer. */
+    float dflt_base_swa = (fam->features & FAM_QK_NORM) != 0 ? 10000.0f : hp->rope_freq_base;
+    if ((rv = opt_f32(g, arch, "rope.freq_base_swa", 1.0f, 1e12f, dflt_base_swa,
+                      &hp->rope_freq_base_swa, err, errlen))) {
+        return rv;
+    }
+    /* The query scale is 1/sqrt(query_pre_attn_scalar), which GGUF does not carry: as
+     * llama.cpp, 1/sqrt(n_embd / n_head) for the 27B models (46 layers for gemma2, 62 for
+     * gemma3, whose scalar is not the head dim), 1/sqrt(head_dim) otherwise; an explicit
+     * attention.scale wins. */
+    uint32_t big = (fam->features & FAM_QK_NORM) != 0 ? 62 : 46;
+    float dflt_scale = hp->n_layer == big ? 1.0f / sqrtf((float)(hp->n_embd / hp->n_head))
+                                          : 1.0f / sqrtf((float)hp->head_dim);
+    if ((rv = opt_f32(g, arch, "attention.scale", 1e-6f, 1e6f, dflt_scale, &hp->attn_scale, err,
+                      errlen))) {
+        return rv;
+    }
+    return CM_OK;
+}
+
 cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen) {
     if (g == NULL || out == NULL) {
         return cm_errf(CM_ERR_INVALID, err, errlen, "NULL argument");
@@ -341,7 +505,7 @@ cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen)
         }
         name[n] = '\0';
         return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
-                       "architecture '%s' unsupported (llama, mistral, qwen2)", name);
+                       "architecture '%s' unsupported (" FAMILY_NAMES ")", name);
     }
     snprintf(m.arch, sizeof(m.arch), "%s", fam->arch);
     wk_gguf_str nm;
@@ -359,6 +523,9 @@ cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen)
         return rv;
     }
     if ((rv = check_rope_freqs(g, &m.hp, err, errlen)) != CM_OK) {
+        return rv;
+    }
+    if ((rv = load_family_hparams(g, m.arch, fam, &m.hp, err, errlen)) != CM_OK) {
         return rv;
     }
     const wk_hparams *hp = &m.hp;
@@ -394,27 +561,112 @@ cm_err wk_model_load(struct wk_gguf *g, wk_model *out, char *err, size_t errlen)
             goto fail;                                                                             \
         m.weight_bytes += L->field.nbytes;                                                         \
     } while (0)
+#define BIND_EXPS(field, suffix, ne0, ne1)                                                         \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "blk.%u.%s", l, suffix);                                      \
+        rv = bind_experts(g, name, ne0, ne1, hp->n_expert, &L->field, err, errlen);                \
+        if (rv != CM_OK)                                                                           \
+            goto fail;                                                                             \
+        m.weight_bytes += L->field.nbytes;                                                         \
+    } while (0)
+#define BIND_INTO(var, suffix, ne0, ne1)                                                           \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "blk.%u.%s", l, suffix);                                      \
+        rv = bind(g, name, ne0, ne1, false, false, &var, err, errlen);                             \
+        if (rv != CM_OK)                                                                           \
+            goto fail;                                                                             \
+        m.weight_bytes += var.nbytes;                                                              \
+    } while (0)
         BIND(attn_norm, "attn_norm.weight", embd, 0, true, false);
-        BIND(wq, "attn_q.weight", embd, q_dim, false, false);
-        BIND(wk, "attn_k.weight", embd, kv_dim, false, false);
-        BIND(wv, "attn_v.weight", embd, kv_dim, false, false);
+        if ((fam->features & FAM_FUSED) != 0) {
+            /* one (q_dim + 2 kv_dim)-row matrix: q, k, v rows in that order */
+            wk_tensor qkv;
+            BIND_INTO(qkv, "attn_qkv.weight", embd, q_dim + 2 * kv_dim);
+            L->wq = row_view(&qkv, 0, q_dim);
+            L->wk = row_view(&qkv, q_dim, kv_dim);
+            L->wv = row_view(&qkv, q_dim + kv_dim, kv_dim);
+        } else {
+            BIND(wq, "attn_q.weight", embd, q_dim, false, false);
+            BIND(wk, "attn_k.weight", embd, kv_dim, false, false);
+            BIND(wv, "attn_v.weight", embd, kv_dim, false, false);
+        }
         BIND(wo, "attn_output.weight", q_dim, embd, false, false);
         BIND(bq, "attn_q.bias", q_dim, 0, true, true);
         BIND(bk, "attn_k.bias", kv_dim, 0, true, true);
         BIND(bv, "attn_v.bias", kv_dim, 0, true, true);
+        if (hp->qk_norm) {
+            BIND(q_norm, "attn_q_norm.weight", hp->head_dim, 0, true, false);
+            BIND(k_norm, "attn_k_norm.weight", hp->head_dim, 0, true, false);
+        }
+        if (hp->post_norms) {
+            BIND(attn_post_norm, "post_attention_norm.weight", embd, 0, true, false);
+            BIND(ffn_post_norm, "post_ffw_norm.weight", embd, 0, true, false);
+        }
         BIND(ffn_norm, "ffn_norm.weight", embd, 0, true, false);
-        BIND(w_gate, "ffn_gate.weight", embd, hp->n_ff, false, false);
-        BIND(w_up, "ffn_up.weight", embd, hp->n_ff, false, false);
-        BIND(w_down, "ffn_down.weight", hp->n_ff, embd, false, false);
+        if (hp->n_expert > 0) {
+            int64_t ne = hp->n_expert, fe = hp->n_ff_exp, fs = hp->n_ff_shexp;
+            BIND(gate_inp, "ffn_gate_inp.weight", embd, ne, false, false);
+            BIND_EXPS(gate_exps, "ffn_gate_exps.weight", embd, fe);
+            BIND_EXPS(up_exps, "ffn_up_exps.weight", embd, fe);
+            BIND_EXPS(down_exps, "ffn_down_exps.weight", fe, embd);
+            if (fs > 0) {
+                BIND(gate_inp_shexp, "ffn_gate_inp_shexp.weight", embd, 0, true, false);
+                BIND(gate_shexp, "ffn_gate_shexp.weight", embd, fs, false, false);
+                BIND(up_shexp, "ffn_up_shexp.weight", embd, fs, false, false);
+                BIND(down_shexp, "ffn_down_shexp.weight", fs, embd, false, false);
+            }
+        } else if ((fam->features & FAM_FUSED) != 0) {
+            /* ffn_up holds gate rows then up rows (the two halves of the SwiGLU input) */
+            wk_tensor gu;
+            BIND_INTO(gu, "ffn_up.weight", embd, 2 * (int64_t)hp->n_ff);
+            L->w_gate = row_view(&gu, 0, hp->n_ff);
+            L->w_up = row_view(&gu, hp->n_ff, hp->n_ff);
+        } else {
+            BIND(w_gate, "ffn_gate.weight", embd, hp->n_ff, false, false);
+            BIND(w_up, "ffn_up.weight", embd, hp->n_ff, false, false);
+        }
+        if (hp->n_expert == 0) {
+            BIND(w_down, "ffn_down.weight", hp->n_ff, embd, false, false);
+        }
 #undef BIND
+#undef BIND_INTO
+#undef BIND_EXPS
     }
-    (void)fam->biases;
     m.gguf = g;
     *out = m;
     return CM_OK;
 fail:
     free(m.layers);
     return rv;
+}
+
+const char *wk_model_extra_feature(const wk_model *m) {
+    const wk_hparams *hp = &m->hp;
+    if (hp->qk_norm) {
+        return "q/k norm (qwen3, gemma3)";
+    }
+    if (hp->post_norms) {
+        return "post-attention/post-FFN norms (gemma)";
+    }
+    if (hp->ffn_act != WK_FFN_SILU) {
+        return "GELU FFN (gemma)";
+    }
+    if (hp->embd_scale != 0.0f) {
+        return "embedding scale (gemma)";
+    }
+    if (hp->attn_scale != 0.0f) {
+        return "attention query scale (gemma)";
+    }
+    if (hp->attn_softcap != 0.0f || hp->final_softcap != 0.0f) {
+        return "logit soft-capping (gemma2)";
+    }
+    if (hp->swa_window != 0) {
+        return "sliding-window attention (gemma)";
+    }
+    if (hp->n_expert != 0) {
+        return "mixture of experts (mixtral, qwen2moe, qwen3moe)";
+    }
+    return NULL;
 }
 
 void wk_model_fini(wk_model *m) {

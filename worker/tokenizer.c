@@ -238,7 +238,7 @@ static size_t decode_piece(const wk_tokenizer *t, const char *s, size_t len, int
 static bool is_eog_text(const char *s, size_t len) {
     static const char *const eog[] = {"<|im_end|>",    "<|eot_id|>",    "<|end_of_text|>",
                                       "<end_of_turn>", "<|endoftext|>", "</s>",
-                                      "<|eom_id|>"};
+                                      "<|eom_id|>",    "<|end|>"};
     for (size_t i = 0; i < sizeof eog / sizeof eog[0]; i++) {
         if (strlen(eog[i]) == len && memcmp(eog[i], s, len) == 0) {
             return true;
@@ -386,7 +386,9 @@ cm_err wk_tokenizer_from_spec(const wk_tokenizer_spec *spec, wk_tokenizer **out,
             t->special_first[(uint8_t)spec->tokens[i][0]] = true;
             len_seen[len] = true;
         }
-        if (type == WK_TOKTYPE_CONTROL && is_eog_text(spec->tokens[i], len)) {
+        /* Gemma files mark <end_of_turn> user-defined, not control (llama.cpp overrides that
+         * type too): a turn end of either kind ends generation. */
+        if (special && is_eog_text(spec->tokens[i], len)) {
             t->flags[i] |= WK_TOKFLAG_EOG;
         }
     }

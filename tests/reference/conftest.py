@@ -38,6 +38,27 @@ def generate_bin() -> Path:
     return build / "worker" / "sluice-generate"
 
 
+class LogitDiff:
+    """C logits against the oracle's for one prompt, both centered first (softmax is
+    shift-invariant, and summation noise can shift every logit together)."""
+
+    def __init__(self, c: np.ndarray, r: np.ndarray):
+        assert c.shape == r.shape, (c.shape, r.shape)
+        assert np.all(np.isfinite(c))
+        self.c = c - c.mean()
+        self.r = r - r.mean()
+        self.cos = float(np.dot(self.c, self.r) / (np.linalg.norm(self.c) * np.linalg.norm(self.r)))
+        self.range = float(self.r.max() - self.r.min())
+        self.maxabs = float(np.abs(self.c - self.r).max())
+        self.meanabs = float(np.abs(self.c - self.r).mean())
+        self.c_top = int(np.argmax(self.c))
+        self.r_top = int(np.argmax(self.r))
+
+    def info(self) -> str:
+        return (f"cos={self.cos:.7f} maxabs={self.maxabs:.4f} meanabs={self.meanabs:.4f} "
+                f"range={self.range:.2f} c_top={self.c_top} o_top={self.r_top}")
+
+
 @pytest.fixture(scope="session")
 def model() -> Path:
     p = model_path()

@@ -22,6 +22,8 @@ C token must still be the oracle's argmax within FLIP_TOL at its position.
 import numpy as np
 import pytest
 
+from conftest import LogitDiff
+
 FLIP_TOL = 0.75
 COS_MIN = 0.998
 REL_MAX = 0.04
@@ -40,25 +42,14 @@ LOGIT_PROMPTS = PROMPTS + ["def fibonacci(n):\n    "]
 @pytest.mark.parametrize("prompt", LOGIT_PROMPTS, ids=["story", "chat", "france", "code"])
 def test_prompt_logits(gen, oracle, tmp_path, prompt):
     ids = gen.tokenize(prompt)
-    c = gen.prompt_logits(prompt, tmp_path)
-    assert c.shape == (oracle.hp.n_vocab,)
-    assert np.all(np.isfinite(c))
-    r = oracle.forward(ids)
-    c = c - c.mean()
-    r = r - r.mean()
-    cos = float(np.dot(c, r) / (np.linalg.norm(c) * np.linalg.norm(r)))
-    rng = float(r.max() - r.min())
-    maxabs = float(np.abs(c - r).max())
-    meanabs = float(np.abs(c - r).mean())
-    c_top = int(np.argmax(c))
-    info = (f"cos={cos:.6f} maxabs={maxabs:.3f} meanabs={meanabs:.3f} range={rng:.1f} "
-            f"c_top={c_top} o_top={int(np.argmax(r))}")
+    d = LogitDiff(gen.prompt_logits(prompt, tmp_path), oracle.forward(ids))
+    info = d.info()
     print(f"{prompt[:20]!r}: {info}")
-    assert cos >= COS_MIN, info
-    assert maxabs <= REL_MAX * rng, info
-    assert meanabs <= MEAN_ABS_MAX, info
-    assert r.max() - r[c_top] <= FLIP_TOL, info
-    top5 = set(np.argsort(-c)[:5].tolist()) & set(np.argsort(-r)[:5].tolist())
+    assert d.cos >= COS_MIN, info
+    assert d.maxabs <= REL_MAX * d.range, info
+    assert d.meanabs <= MEAN_ABS_MAX, info
+    assert d.r.max() - d.r[d.c_top] <= FLIP_TOL, info
+    top5 = set(np.argsort(-d.c)[:5].tolist()) & set(np.argsort(-d.r)[:5].tolist())
     assert len(top5) >= 3, info
 
 

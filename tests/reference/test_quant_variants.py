@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, Generate, generate_bin
+from conftest import ROOT, Generate, LogitDiff, generate_bin
 from oracle import Oracle
 
 VARIANTS_DIR = Path(os.environ.get("SLUICE_VARIANTS_DIR", ROOT / ".cache" / "variants"))
@@ -66,20 +66,12 @@ def test_variant_logits_and_text(gen_bin, tmp_path, qtype):
     oracle = Oracle(str(path))
     for prompt in PROMPTS:
         ids = gen.tokenize(prompt)
-        c = gen.prompt_logits(prompt, tmp_path)
-        assert c.shape == (oracle.hp.n_vocab,)
-        assert np.all(np.isfinite(c))
-        r = oracle.forward(ids)
-        c = c - c.mean()
-        r = r - r.mean()
-        cos = float(np.dot(c, r) / (np.linalg.norm(c) * np.linalg.norm(r)))
-        maxabs = float(np.abs(c - r).max())
-        rng = float(r.max() - r.min())
-        info = f"{qtype} {prompt[:16]!r}: cos={cos:.6f} maxabs={maxabs:.3f} range={rng:.1f}"
+        d = LogitDiff(gen.prompt_logits(prompt, tmp_path), oracle.forward(ids))
+        info = f"{qtype} {prompt[:16]!r}: {d.info()}"
         print(info)
-        assert cos >= COS_MIN[qtype], info
-        assert maxabs <= REL_MAX * rng, info
-        top5 = set(np.argsort(-c)[:5].tolist()) & set(np.argsort(-r)[:5].tolist())
+        assert d.cos >= COS_MIN[qtype], info
+        assert d.maxabs <= REL_MAX * d.range, info
+        top5 = set(np.argsort(-d.c)[:5].tolist()) & set(np.argsort(-d.r)[:5].tolist())
         assert len(top5) >= 3, info
     out = gen.greedy(PROMPTS[0], 12)
     print(f"{qtype} greedy: {out['text']!r}")

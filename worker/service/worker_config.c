@@ -35,7 +35,7 @@ static const cm_opt opts[] = {
     {"registry", "registry", CM_OPT_STR, F(registry), 0, 0, .arg = "redis://H:P",
      .help = "announce in Redis; without it the worker still serves (static gateway config)"},
     {"chat-template", "chat_template", CM_OPT_STR, F(chat_template), 0, 0, .arg = "NAME",
-     .help = "chat template override: chatml, llama3, llama2, mistral, gemma",
+     .help = "chat template override: chatml, llama3, llama2, mistral, gemma, phi3",
      .def_doc = "detected from the GGUF"},
     {"kv-cache-bytes", "kv_cache_bytes", CM_OPT_U64, F(kv_cache_bytes), 0, (uint64_t)1 << 50,
      .def = "0", .arg = "N", .help = "KV cache budget in bytes (0 = engine default)"},

@@ -47,6 +47,14 @@ static const char gemma_tpl[] = "{{ bos_token }}{% for message in messages %}{{ 
                                 "'<start_of_turn>' + role + '\n' + message['content'] | trim + "
                                 "'<end_of_turn>\n' }}{% endfor %}";
 
+/* Phi-3-mini-4k-instruct's template (the system-aware revision). */
+static const char phi3_tpl[] =
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + "
+    "message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + "
+    "message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}"
+    "{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";
+
 static wk_chat_template detect_ok(const char *tpl, const char *override, wk_chat_family want) {
     wk_chat_template t;
     char err[256] = "";
@@ -89,6 +97,9 @@ static void test_detect(void **state) {
     assert_string_equal(t.bos_text, "<|begin_of_text|>");
     detect_ok(llama2_tpl, NULL, WK_CHAT_LLAMA2);
     detect_ok(gemma_tpl, NULL, WK_CHAT_GEMMA);
+    detect_ok(phi3_tpl, NULL, WK_CHAT_PHI3);
+    detect_ok(NULL, "phi3", WK_CHAT_PHI3);
+    assert_string_equal(wk_chat_family_name(WK_CHAT_PHI3), "phi3");
     /* Override wins, also without any template text. */
     detect_ok(smollm2_tpl, "gemma", WK_CHAT_GEMMA);
     detect_ok(NULL, "mistral", WK_CHAT_LLAMA2);
@@ -159,6 +170,30 @@ static void test_gemma(void **state) {
     render_eq(&t, m, 3, 1,
               "<bos><start_of_turn>user\nSys\n\nHi<end_of_turn>\n<start_of_turn>model\nYo"
               "<end_of_turn>\n<start_of_turn>model\n");
+}
+
+static void test_phi3(void **state) {
+    (void)state;
+    wk_chat_template t = detect_ok(phi3_tpl, NULL, WK_CHAT_PHI3);
+    wk_chat_message m[] = {
+        {"system", "Sys", NULL, 0}, {"user", "Hi", NULL, 0}, {"assistant", "Yo", NULL, 0}};
+    render_eq(&t, m, 3, 1,
+              "<|system|>\nSys<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nYo<|end|>\n"
+              "<|assistant|>\n");
+    wk_chat_message q[] = {{"user", "Q", NULL, 0}};
+    render_eq(&t, q, 1, 0, "<|user|>\nQ<|end|>\n");
+    /* a raw tool turn has no phi3 form (the tools renderer turns it into a user turn) */
+    char out[128], err[128];
+    size_t w;
+    wk_chat_message tool[] = {{"user", "Q", NULL, 0}, {"tool", "42", NULL, 0}};
+    assert_int_equal(wk_chat_render(&t, tool, 2, 1, out, sizeof out, &w, err, sizeof err),
+                     CM_ERR_INVALID);
+    assert_non_null(strstr(err, "phi3"));
+    wk_chat_tool fn = {"get", NULL, NULL};
+    char big[2048];
+    assert_int_equal(
+        wk_chat_render_tools(&t, tool, 2, &fn, 1, 1, big, sizeof big, &w, err, sizeof err), CM_OK);
+    assert_non_null(strstr(big, "<|user|>\n<tool_response>\n42\n</tool_response><|end|>\n"));
 }
 
 static void test_role_errors(void **state) {
@@ -291,11 +326,11 @@ static void test_tools(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_detect), cmocka_unit_test(test_chatml),
-        cmocka_unit_test(test_llama3), cmocka_unit_test(test_llama2),
-        cmocka_unit_test(test_gemma),  cmocka_unit_test(test_role_errors),
-        cmocka_unit_test(test_limit),  cmocka_unit_test(test_model_template),
-        cmocka_unit_test(test_tools),
+        cmocka_unit_test(test_detect),         cmocka_unit_test(test_chatml),
+        cmocka_unit_test(test_llama3),         cmocka_unit_test(test_llama2),
+        cmocka_unit_test(test_gemma),          cmocka_unit_test(test_phi3),
+        cmocka_unit_test(test_role_errors),    cmocka_unit_test(test_limit),
+        cmocka_unit_test(test_model_template), cmocka_unit_test(test_tools),
     };
     return cmocka_run_group_tests_name("chat_template", tests, NULL, NULL);
 }

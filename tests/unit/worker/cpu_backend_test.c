@@ -199,6 +199,16 @@ static void test_ref_ops(void **state) {
     float g[2] = {0, 2}, u[2] = {5, 3}, o[2];
     wk_cpu_swiglu(o, g, u, 2);
     assert_true(o[0] == 0.0f && fabsf(o[1] - 2.0f / (1.0f + expf(-2.0f)) * 3.0f) < 1e-6f);
+    /* gelu_tanh: 0 at 0, ~identity far right, ~0 far left, 0.8412 at 1 (the tanh form) */
+    float gg[4] = {0, 1, 10, -10}, gu[4] = {1, 2, 1, 1}, go[4];
+    wk_cpu_gelu_tanh_mul(go, gg, gu, 4);
+    assert_true(go[0] == 0.0f && fabsf(go[1] - 2.0f * 0.841192f) < 1e-5f);
+    assert_true(fabsf(go[2] - 10.0f) < 1e-5f && fabsf(go[3]) < 1e-5f);
+    /* soft-cap: ~identity well inside the cap, bounded by it, odd */
+    float sc[4] = {0.01f, 1000.0f, -1000.0f, 5.0f};
+    wk_cpu_softcap(sc, 4, 5.0f);
+    assert_true(fabsf(sc[0] - 0.01f) < 1e-6f && sc[1] <= 5.0f && sc[1] > 4.999f);
+    assert_true(sc[2] == -sc[1] && fabsf(sc[3] - 5.0f * tanhf(1.0f)) < 1e-6f);
 
     wk_hparams hp = {
         .rope_freq_base = 10000.0f, .rope_style = WK_ROPE_NORM, .rope_scaling_factor = 1.0f};
@@ -706,13 +716,9 @@ static void test_prefill_vs_incremental(void **state) {
 }
 
 /* Three sequences in one batch (a decode step, a prefill chunk, a new prompt; scattered
- * blocks, one without logits) == each run alone, bit for bit. */
-static void test_batch_equals_alone(void **state) {
-    bundled *b = *state;
-    if (b == NULL) {
-        skip();
-    }
-    uint32_t nv = b->m.hp.n_vocab;
+ * blocks, one without logits) == each run alone on model m, bit for bit. */
+static void check_batch_equals_alone(const wk_model *m) {
+    uint32_t nv = m->hp.n_vocab;
     int32_t p0[12], p1[15], p2[7];
     prompt(p0, 12, nv, 1);
     prompt(p1, 15, nv, 2);
@@ -728,7 +734,7 @@ static void test_batch_equals_alone(void **state) {
         alone[s] = malloc(nv * 4);
     }
     /* alone: seq 0 prefill 11 then decode 1; seq 1 prefill 6 then 9; seq 2 prefill 7 */
-    wk_backend *be = make_be(&b->m, small_cfg(2, WK_DTYPE_F16));
+    wk_backend *be = make_be(m, small_cfg(2, WK_DTYPE_F16));
     assert_int_equal(run_seq(be, p0, 11, 0, bts[0], alone[0]), CM_OK);
     assert_int_equal(run_seq(be, p0 + 11, 1, 11, bts[0], alone[0]), CM_OK);
     assert_int_equal(run_seq(be, p1, 6, 0, bts[1], alone[1]), CM_OK);
@@ -736,7 +742,7 @@ static void test_batch_equals_alone(void **state) {
     assert_int_equal(run_seq(be, p2, 7, 0, bts[2], alone[2]), CM_OK);
     wk_backend_cpu.destroy(be);
 
-    be = make_be(&b->m, small_cfg(2, WK_DTYPE_F16));
+    be = make_be(m, small_cfg(2, WK_DTYPE_F16));
     assert_int_equal(run_seq(be, p0, 11, 0, bts[0], batched), CM_OK);
     assert_int_equal(run_seq(be, p1, 6, 0, bts[1], batched), CM_OK);
     int32_t toks[17], pos[17];
@@ -770,7 +776,7 @@ static void test_batch_equals_alone(void **state) {
     int32_t extra = 42;
     assert_int_equal(run_seq(be, &extra, 1, 15, bts[1], next), CM_OK);
     wk_backend_cpu.destroy(be);
-    be = make_be(&b->m, small_cfg(2, WK_DTYPE_F16));
+    be = make_be(m, small_cfg(2, WK_DTYPE_F16));
     float *ref = malloc(nv * 4);
     assert_int_equal(run_seq(be, p1, 15, 0, bts[1], ref), CM_OK);
     assert_int_equal(run_seq(be, &extra, 1, 15, bts[1], ref), CM_OK);
@@ -782,6 +788,132 @@ static void test_batch_equals_alone(void **state) {
     free(batched);
     free(next);
     free(ref);
+}
+
+static void test_batch_equals_alone(void **state) {
+    bundled *b = *state;
+    if (b == NULL) {
+        skip();
+    }
+    check_batch_equals_alone(&b->m);
+}
+
+/* Random Q8_0 blocks (d = 1/256: values within +-0.5) over [p, p + n_blocks * 34). */
+static void fill_q8_0(uint8_t *p, size_t n_blocks, uint32_t *seed) {
+    for (size_t i = 0; i < n_blocks; i++, p += 34) {
+        uint16_t d = wk_f32_to_f16(1.0f / 256.0f);
+        memcpy(p, &d, 2);
+        for (int k = 0; k < 32; k++) {
+            *seed = *seed * 1664525u + 1013904223u;
+            p[2 + k] = (uint8_t)(*seed >> 24);
+        }
+    }
+}
+
+/* An f32 vector of n values in [0.5, 1.5) (norm weights). */
+static float *norm_vec(int64_t n, uint32_t *seed) {
+    float *v = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        v[i] = 0.5f + (float)(*seed >> 8) / (float)(1u << 24);
+    }
+    return v;
+}
+
+static wk_tensor f32_view(const float *data, int64_t ne0, int64_t ne1) {
+    wk_tensor t = {.data = data, .type = WK_DTYPE_F32, .ne = {ne0, ne1, 1, 1}};
+    t.nbytes = (size_t)ne0 * (size_t)ne1 * sizeof(float);
+    return t;
+}
+
+/* The family parts of the graph keep a sequence's results independent of its batch: a
+ * Q8_0 model with gemma's parts (q/k norms, post-norms, GELU, embedding and query scale,
+ * both soft-caps, a 5-position window on even layers with their own RoPE base) and one with
+ * experts (top-2 of 4, renormalized, plus a gated shared expert). */
+static void test_families_batch_equals_alone(void **state) {
+    (void)state;
+    wk_hparams hp = {.n_vocab = 300,
+                     .n_embd = 256,
+                     .n_layer = 2,
+                     .n_head = 4,
+                     .n_head_kv = 2,
+                     .head_dim = 64,
+                     .n_ff = 256,
+                     .rope_freq_base = 1e6f,
+                     .rope_style = WK_ROPE_NEOX};
+    void *owned[64];
+    int n_owned = 0;
+    uint32_t seed = 7;
+
+    wk_model g;
+    assert_int_equal(wk_model_synthetic(&hp, WK_DTYPE_Q8_0, 11, &g), CM_OK);
+    g.hp.qk_norm = true;
+    g.hp.post_norms = true;
+    g.hp.ffn_act = WK_FFN_GELU_TANH;
+    g.hp.embd_scale = 16.0f;
+    g.hp.attn_scale = 0.1f;
+    g.hp.attn_softcap = 3.0f;
+    g.hp.final_softcap = 5.0f;
+    g.hp.swa_window = 5;
+    g.hp.swa_pattern = 2;
+    g.hp.rope_freq_base_swa = 10000.0f;
+    for (uint32_t l = 0; l < hp.n_layer; l++) {
+        wk_layer *L = &g.layers[l];
+        float *v[4];
+        for (int i = 0; i < 4; i++) {
+            v[i] = norm_vec(i < 2 ? hp.head_dim : hp.n_embd, &seed);
+            owned[n_owned++] = v[i];
+        }
+        L->q_norm = f32_view(v[0], hp.head_dim, 1);
+        L->k_norm = f32_view(v[1], hp.head_dim, 1);
+        L->attn_post_norm = f32_view(v[2], hp.n_embd, 1);
+        L->ffn_post_norm = f32_view(v[3], hp.n_embd, 1);
+    }
+    check_batch_equals_alone(&g);
+    wk_model_fini(&g);
+
+    wk_model e;
+    assert_int_equal(wk_model_synthetic(&hp, WK_DTYPE_Q8_0, 12, &e), CM_OK);
+    e.hp.n_expert = 4;
+    e.hp.n_expert_used = 2;
+    e.hp.n_ff_exp = 128;
+    e.hp.n_ff_shexp = 256;
+    e.hp.expert_norm = true;
+    size_t row = wk_dtype_row_bytes(WK_DTYPE_Q8_0, 256),
+           row_ff = wk_dtype_row_bytes(WK_DTYPE_Q8_0, 128);
+    for (uint32_t l = 0; l < hp.n_layer; l++) {
+        wk_layer *L = &e.layers[l];
+        L->gate_shexp = L->w_gate; /* the dense FFN becomes the shared expert */
+        L->up_shexp = L->w_up;
+        L->down_shexp = L->w_down;
+        memset(&L->w_gate, 0, sizeof(wk_tensor));
+        memset(&L->w_up, 0, sizeof(wk_tensor));
+        memset(&L->w_down, 0, sizeof(wk_tensor));
+        float *router = norm_vec(4 * 256, &seed), *sh = norm_vec(256, &seed);
+        for (int i = 0; i < 4 * 256; i++) {
+            router[i] = (router[i] - 1.0f) * 0.5f; /* centred */
+        }
+        owned[n_owned++] = router;
+        owned[n_owned++] = sh;
+        L->gate_inp = f32_view(router, 256, 4);
+        L->gate_inp_shexp = f32_view(sh, 256, 1);
+        wk_tensor *exps[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+        for (int i = 0; i < 3; i++) {
+            size_t bytes = 4 * 128 * (i < 2 ? row : row_ff) * (i < 2 ? 1 : 2);
+            uint8_t *p = malloc(bytes);
+            fill_q8_0(p, bytes / 34, &seed);
+            owned[n_owned++] = p;
+            *exps[i] = (wk_tensor){.data = p,
+                                   .type = WK_DTYPE_Q8_0,
+                                   .ne = {i < 2 ? 256 : 128, i < 2 ? 128 : 256, 4, 1},
+                                   .nbytes = bytes};
+        }
+    }
+    check_batch_equals_alone(&e);
+    wk_model_fini(&e);
+    for (int i = 0; i < n_owned; i++) {
+        free(owned[i]);
+    }
 }
 
 /* KV precision: on f32 weights (no activation quantization) f16 KV stays within 0.5% of f32
@@ -920,6 +1052,7 @@ int main(void) {
         cmocka_unit_test(test_bundled_forward),
         cmocka_unit_test(test_prefill_vs_incremental),
         cmocka_unit_test(test_batch_equals_alone),
+        cmocka_unit_test(test_families_batch_equals_alone),
         cmocka_unit_test(test_kv_f16_vs_f32_and_threads),
     };
     return cmocka_run_group_tests(tests, bundled_setup, bundled_teardown);

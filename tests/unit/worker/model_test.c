@@ -39,11 +39,17 @@ typedef struct tiny_opts {
     float rope_factor;
     bool rope_freqs;       /* add a llama3 rope_freqs tensor */
     float rope_freqs_bias; /* added to its values (to make it mismatch) */
+    bool longrope;         /* add phi3 rope_factors_long/short tensors */
+    float attn_softcap;    /* gemma2's attn_logit_softcapping (default 50) */
+    uint32_t n_expert;     /* expert_count key and 3-D expert tensors instead of the FFN */
+    uint32_t n_expert_used;
+    uint32_t gating; /* expert_gating_func key when nonzero */
 } tiny_opts;
 
 typedef struct tdesc {
     char name[64];
     int64_t ne0, ne1; /* ne1 = 0: 1-D */
+    int64_t ne2;      /* 0: at most 2-D */
     uint32_t type;
     float val; /* fill value for F32 tensors (norms 1, weights small) */
 } tdesc;
@@ -68,6 +74,10 @@ static void llama3_divisors(float *out, int half, float base) {
 
 static void build_tiny(gb *b, const tiny_opts *o) {
     const char *arch = o->arch ? o->arch : "llama";
+    /* family tensors as llama.cpp's converter names them */
+    bool fused = strcmp(arch, "phi3") == 0;
+    bool gemma = strncmp(arch, "gemma", 5) == 0;
+    bool qk_norm = strncmp(arch, "qwen3", 5) == 0 || strcmp(arch, "gemma3") == 0;
     tdesc t[64];
     int nt = 0;
 #define T(nm, a, c, v)                                                                             \
@@ -75,6 +85,7 @@ static void build_tiny(gb *b, const tiny_opts *o) {
         snprintf(t[nt].name, sizeof(t[nt].name), "%s", nm);                                        \
         t[nt].ne0 = (a);                                                                           \
         t[nt].ne1 = (c);                                                                           \
+        t[nt].ne2 = 0;                                                                             \
         t[nt].type = 0;                                                                            \
         t[nt].val = (v);                                                                           \
         nt++;                                                                                      \
@@ -87,6 +98,10 @@ static void build_tiny(gb *b, const tiny_opts *o) {
     if (o->rope_freqs) {
         T("rope_freqs.weight", HEAD_DIM / 2, 0, -1.0f);
     }
+    if (o->longrope) {
+        T("rope_factors_long.weight", HEAD_DIM / 2, 0, 1.0f);
+        T("rope_factors_short.weight", HEAD_DIM / 2, 0, 1.0f);
+    }
     uint32_t hkv = o->head_count_kv ? o->head_count_kv : KV_HEADS;
     for (int l = 0; l < LAYERS; l++) {
         char n[64];
@@ -96,9 +111,21 @@ static void build_tiny(gb *b, const tiny_opts *o) {
         T(n, a, c, v);                                                                             \
     } while (0)
         L("attn_norm.weight", EMBD, 0, 1.0f);
-        L("attn_q.weight", EMBD, HEADS * HEAD_DIM, 0.01f);
-        L("attn_k.weight", EMBD, KV_HEADS * HEAD_DIM, 0.01f);
-        L("attn_v.weight", EMBD, KV_HEADS * HEAD_DIM, 0.01f);
+        if (fused) {
+            L("attn_qkv.weight", EMBD, (HEADS + 2 * KV_HEADS) * HEAD_DIM, 0.01f);
+        } else {
+            L("attn_q.weight", EMBD, HEADS * HEAD_DIM, 0.01f);
+            L("attn_k.weight", EMBD, KV_HEADS * HEAD_DIM, 0.01f);
+            L("attn_v.weight", EMBD, KV_HEADS * HEAD_DIM, 0.01f);
+        }
+        if (qk_norm) {
+            L("attn_q_norm.weight", HEAD_DIM, 0, 1.0f);
+            L("attn_k_norm.weight", HEAD_DIM, 0, 1.0f);
+        }
+        if (gemma) {
+            L("post_attention_norm.weight", EMBD, 0, 1.0f);
+            L("post_ffw_norm.weight", EMBD, 0, 1.0f);
+        }
         L("attn_output.weight", HEADS * HEAD_DIM, EMBD, 0.01f);
         if (o->with_biases) {
             L("attn_q.bias", HEADS * HEAD_DIM, 0, 0.1f);
@@ -106,8 +133,22 @@ static void build_tiny(gb *b, const tiny_opts *o) {
             L("attn_v.bias", KV_HEADS * HEAD_DIM, 0, 0.1f);
         }
         L("ffn_norm.weight", EMBD, 0, 1.0f);
-        L("ffn_gate.weight", EMBD, FF, 0.01f);
-        L("ffn_up.weight", EMBD, FF, 0.01f);
+        if (o->n_expert > 0) {
+            L("ffn_gate_inp.weight", EMBD, o->n_expert, 0.01f);
+            L("ffn_gate_exps.weight", EMBD, FF, 0.01f);
+            t[nt - 1].ne2 = o->n_expert;
+            L("ffn_up_exps.weight", EMBD, FF, 0.01f);
+            t[nt - 1].ne2 = o->n_expert;
+            L("ffn_down_exps.weight", FF, EMBD, 0.01f);
+            t[nt - 1].ne2 = o->n_expert;
+            continue;
+        }
+        if (fused) {
+            L("ffn_up.weight", EMBD, 2 * FF, 0.01f);
+        } else {
+            L("ffn_gate.weight", EMBD, FF, 0.01f);
+            L("ffn_up.weight", EMBD, FF, 0.01f);
+        }
         L("ffn_down.weight", FF, EMBD, 0.01f);
 #undef L
     }
@@ -136,7 +177,12 @@ static void build_tiny(gb *b, const tiny_opts *o) {
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         nk += !(o->skip_key && strcmp(o->skip_key, keys[i].suffix) == 0);
     }
-    int n_kv = 2 + nk + 2 + (o->rope_scaling ? 2 : 0);
+    bool gemma2 = strcmp(arch, "gemma2") == 0;
+    int n_kv = 2 + nk + 2 + (o->rope_scaling ? 2 : 0) +
+               (gemma2  ? 3
+                : gemma ? 1
+                        : 0) +
+               (o->n_expert ? 1 : 0) + (o->n_expert_used ? 1 : 0) + (o->gating ? 1 : 0);
     gb_begin(b, 3, (uint64_t)nt, (uint64_t)n_kv);
     gb_kv_str(b, "general.architecture", arch);
     gb_kv_str(b, "general.name", "tiny test model");
@@ -158,16 +204,40 @@ static void build_tiny(gb *b, const tiny_opts *o) {
         snprintf(key, sizeof(key), "%s.rope.scaling.factor", arch);
         gb_kv_f32(b, key, o->rope_factor);
     }
+    if (o->n_expert) {
+        snprintf(key, sizeof(key), "%s.expert_count", arch);
+        gb_kv_u32(b, key, o->n_expert);
+    }
+    if (o->n_expert_used) {
+        snprintf(key, sizeof(key), "%s.expert_used_count", arch);
+        gb_kv_u32(b, key, o->n_expert_used);
+    }
+    if (o->gating) {
+        snprintf(key, sizeof(key), "%s.expert_gating_func", arch);
+        gb_kv_u32(b, key, o->gating);
+    }
+    if (gemma) {
+        snprintf(key, sizeof(key), "%s.attention.sliding_window", arch);
+        gb_kv_u32(b, key, gemma2 ? 4096 : 512);
+    }
+    if (gemma2) {
+        snprintf(key, sizeof(key), "%s.attn_logit_softcapping", arch);
+        gb_kv_f32(b, key, o->attn_softcap != 0.0f ? o->attn_softcap : 50.0f);
+        snprintf(key, sizeof(key), "%s.final_logit_softcapping", arch);
+        gb_kv_f32(b, key, 30.0f);
+    }
     uint64_t off = 0;
     for (int i = 0; i < nt; i++) {
-        int64_t ne[2] = {t[i].ne0, t[i].ne1};
-        size_t bytes = (size_t)t[i].ne0 * (size_t)(t[i].ne1 ? t[i].ne1 : 1) * (t[i].type ? 2 : 4);
-        gb_tensor(b, t[i].name, t[i].ne1 ? 2 : 1, ne, t[i].type, off);
+        int64_t ne[3] = {t[i].ne0, t[i].ne1, t[i].ne2};
+        size_t bytes = (size_t)t[i].ne0 * (size_t)(t[i].ne1 ? t[i].ne1 : 1) *
+                       (size_t)(t[i].ne2 ? t[i].ne2 : 1) * (t[i].type ? 2 : 4);
+        gb_tensor(b, t[i].name, t[i].ne2 ? 3 : t[i].ne1 ? 2 : 1, ne, t[i].type, off);
         off += (bytes + 31) / 32 * 32;
     }
     gb_data_start(b, 32);
     for (int i = 0; i < nt; i++) {
-        size_t n = (size_t)t[i].ne0 * (size_t)(t[i].ne1 ? t[i].ne1 : 1);
+        size_t n = (size_t)t[i].ne0 * (size_t)(t[i].ne1 ? t[i].ne1 : 1) *
+                   (size_t)(t[i].ne2 ? t[i].ne2 : 1);
         size_t bytes = n * (t[i].type ? 2 : 4);
         float div[HEAD_DIM / 2];
         if (t[i].val < 0) {
@@ -290,6 +360,136 @@ static void test_families(void **state) {
 
     tiny_opts gpt = {.arch = "gpt2"};
     expect_load_fail(&gpt, CM_ERR_UNSUPPORTED, "architecture 'gpt2'");
+}
+
+/* Loads o's tiny file (failing the test with the loader's message); release with unload. */
+static void load_ok(const tiny_opts *o, wk_model *m, gb *b, wk_gguf **g) {
+    char err[256] = "";
+    cm_err rv = load_tiny(o, m, err, sizeof(err), b, g);
+    if (rv != CM_OK) {
+        fail_msg("%s: %s", o->arch, err);
+    }
+}
+
+static void unload(wk_model *m, gb *b, wk_gguf *g) {
+    wk_model_fini(m);
+    wk_gguf_close(g);
+    gb_free(b);
+}
+
+static void test_more_families(void **state) {
+    (void)state;
+    gb b;
+    wk_gguf *g = NULL;
+    wk_model m;
+
+    tiny_opts q3 = {.arch = "qwen3", .with_output = true};
+    load_ok(&q3, &m, &b, &g);
+    assert_int_equal(m.hp.rope_style, WK_ROPE_NEOX);
+    assert_true(m.hp.qk_norm);
+    assert_false(m.hp.post_norms);
+    assert_int_equal(m.layers[1].k_norm.ne[0], HEAD_DIM);
+    assert_string_equal(wk_model_extra_feature(&m), "q/k norm (qwen3, gemma3)");
+    unload(&m, &b, g);
+    tiny_opts q3m = {.arch = "qwen3", .skip_tensor = "blk.1.attn_k_norm.weight"};
+    expect_load_fail(&q3m, CM_ERR_FORMAT, "missing tensor 'blk.1.attn_k_norm.weight'");
+
+    /* phi3: q, k, v and gate, up are row ranges of the fused tensors */
+    tiny_opts p3 = {.arch = "phi3", .with_output = true};
+    load_ok(&p3, &m, &b, &g);
+    assert_int_equal(m.hp.rope_style, WK_ROPE_NEOX);
+    const wk_layer *L = &m.layers[1];
+    size_t row = 4 * EMBD;
+    assert_int_equal(L->wq.ne[1], HEADS * HEAD_DIM);
+    assert_int_equal(L->wk.ne[1], KV_HEADS * HEAD_DIM);
+    assert_ptr_equal(L->wk.data, (const uint8_t *)L->wq.data + HEADS * HEAD_DIM * row);
+    assert_ptr_equal(L->wv.data, (const uint8_t *)L->wk.data + KV_HEADS * HEAD_DIM * row);
+    assert_int_equal(L->wv.nbytes, KV_HEADS * HEAD_DIM * row);
+    assert_int_equal(L->w_up.ne[1], FF);
+    assert_ptr_equal(L->w_up.data, (const uint8_t *)L->w_gate.data + FF * row);
+    assert_null(wk_model_extra_feature(&m)); /* a llama graph once split */
+    unload(&m, &b, g);
+    tiny_opts p3l = {.arch = "phi3", .longrope = true};
+    expect_load_fail(&p3l, CM_ERR_UNSUPPORTED, "LongRoPE");
+    tiny_opts p3b = {.arch = "phi3", .bad_tensor = "blk.0.attn_qkv.weight"};
+    expect_load_fail(&p3b, CM_ERR_FORMAT, "'blk.0.attn_qkv.weight' has shape");
+
+    tiny_opts g2 = {.arch = "gemma2"};
+    load_ok(&g2, &m, &b, &g);
+    assert_true(m.hp.tied_embeddings);
+    assert_true(m.hp.post_norms);
+    assert_false(m.hp.qk_norm);
+    assert_int_equal(m.hp.ffn_act, WK_FFN_GELU_TANH);
+    assert_true(fabsf(m.hp.embd_scale - 8.0f) < 1e-6f);  /* sqrt(64) */
+    assert_true(fabsf(m.hp.attn_scale - 0.25f) < 1e-6f); /* 1/sqrt(head_dim 16) */
+    assert_true(m.hp.attn_softcap == 50.0f && m.hp.final_softcap == 30.0f);
+    assert_int_equal(m.hp.swa_window, 4096);
+    assert_int_equal(m.hp.swa_pattern, 2);
+    assert_true(wk_hparams_layer_swa(&m.hp, 0));
+    assert_false(wk_hparams_layer_swa(&m.hp, 1));
+    assert_true(m.hp.rope_freq_base_swa == m.hp.rope_freq_base);
+    assert_non_null(m.layers[0].ffn_post_norm.data);
+    unload(&m, &b, g);
+    tiny_opts g2n = {.arch = "gemma2", .skip_tensor = "blk.0.post_ffw_norm.weight"};
+    expect_load_fail(&g2n, CM_ERR_FORMAT, "missing tensor 'blk.0.post_ffw_norm.weight'");
+    tiny_opts g2c = {.arch = "gemma2", .attn_softcap = -1.0f};
+    expect_load_fail(&g2c, CM_ERR_FORMAT, "gemma2.attn_logit_softcapping");
+
+    tiny_opts g3 = {.arch = "gemma3"};
+    load_ok(&g3, &m, &b, &g);
+    assert_true(m.hp.qk_norm && m.hp.post_norms);
+    assert_true(m.hp.attn_softcap == 0.0f && m.hp.final_softcap == 0.0f);
+    assert_int_equal(m.hp.swa_window, 512);
+    assert_int_equal(m.hp.swa_pattern, 6);
+    assert_true(m.hp.rope_freq_base_swa == 10000.0f);
+    for (uint32_t l = 0; l < 12; l++) { /* 5 local layers, then a global one */
+        assert_int_equal(wk_hparams_layer_swa(&m.hp, l), l % 6 != 5);
+    }
+    unload(&m, &b, g);
+}
+
+static void test_experts(void **state) {
+    (void)state;
+    gb b;
+    wk_gguf *g = NULL;
+    wk_model m;
+
+    /* Mixtral: a llama file with experts */
+    tiny_opts mx = {.n_expert = 4, .n_expert_used = 2};
+    load_ok(&mx, &m, &b, &g);
+    assert_int_equal(m.hp.n_expert, 4);
+    assert_int_equal(m.hp.n_expert_used, 2);
+    assert_int_equal(m.hp.n_ff_exp, FF);
+    assert_int_equal(m.hp.n_ff_shexp, 0);
+    assert_true(m.hp.expert_norm);
+    assert_null(m.layers[0].w_gate.data);
+    assert_int_equal(m.layers[1].down_exps.ne[2], 4);
+    wk_tensor e3 = wk_expert_view(&m.layers[1].up_exps, 3);
+    assert_int_equal(e3.ne[1], FF);
+    assert_int_equal(e3.nbytes, 4 * EMBD * FF);
+    assert_ptr_equal(e3.data, (const uint8_t *)m.layers[1].up_exps.data + 3 * 4 * EMBD * FF);
+    assert_string_equal(wk_model_extra_feature(&m),
+                        "mixture of experts (mixtral, qwen2moe, qwen3moe)");
+    unload(&m, &b, g);
+
+    tiny_opts q3 = {.arch = "qwen3moe", .n_expert = 8, .n_expert_used = 2};
+    load_ok(&q3, &m, &b, &g);
+    assert_true(m.hp.qk_norm && m.hp.expert_norm);
+    unload(&m, &b, g);
+
+    tiny_opts none = {.arch = "qwen3moe"};
+    expect_load_fail(&none, CM_ERR_FORMAT, "missing metadata key 'qwen3moe.expert_count'");
+    tiny_opts too_many = {.n_expert = 4, .n_expert_used = 5};
+    expect_load_fail(&too_many, CM_ERR_FORMAT, "'llama.expert_used_count' = 5 out of range");
+    tiny_opts unused = {.n_expert = 4};
+    expect_load_fail(&unused, CM_ERR_FORMAT, "missing metadata key 'llama.expert_used_count'");
+    tiny_opts sigmoid = {.n_expert = 4, .n_expert_used = 2, .gating = 2};
+    expect_load_fail(&sigmoid, CM_ERR_UNSUPPORTED, "expert gating function 2");
+    tiny_opts missing = {
+        .n_expert = 4, .n_expert_used = 2, .skip_tensor = "blk.1.ffn_down_exps.weight"};
+    expect_load_fail(&missing, CM_ERR_FORMAT, "missing tensor 'blk.1.ffn_down_exps.weight'");
+    tiny_opts phi = {.arch = "phi3", .n_expert = 4, .n_expert_used = 2};
+    expect_load_fail(&phi, CM_ERR_UNSUPPORTED, "mixture of experts unsupported for phi3");
 }
 
 static void test_rope_scaling(void **state) {
@@ -460,9 +660,10 @@ static void test_synthetic(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tiny_llama),   cmocka_unit_test(test_families),
-        cmocka_unit_test(test_rope_scaling), cmocka_unit_test(test_rejections),
-        cmocka_unit_test(test_bundled),      cmocka_unit_test(test_synthetic),
+        cmocka_unit_test(test_tiny_llama),    cmocka_unit_test(test_families),
+        cmocka_unit_test(test_more_families), cmocka_unit_test(test_experts),
+        cmocka_unit_test(test_rope_scaling),  cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_bundled),       cmocka_unit_test(test_synthetic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -571,6 +571,11 @@ static wk_tokenizer *small_spm(vocab *v) {
     for (size_t i = 0; i < sizeof pieces_ / sizeof pieces_[0]; i++) {
         add_str(v, pieces_[i], WK_TOKTYPE_NORMAL, -1.0f - (float)i);
     }
+    /* turn ends of Phi-3 and Gemma (both SentencePiece vocabularies), and a user-defined
+     * token that ends nothing */
+    add_str(v, "<|end|>", WK_TOKTYPE_CONTROL, 0);
+    add_str(v, "<end_of_turn>", WK_TOKTYPE_USER_DEFINED, 0); /* as Gemma files have it */
+    add_str(v, "<start_of_turn>", WK_TOKTYPE_USER_DEFINED, 0);
     return build(v, WK_TOK_MODEL_SPM, 0, 1, 2, true, true);
 }
 
@@ -603,6 +608,10 @@ static void test_spm(void **state) {
         assert_true(ids[i] != 2);
     }
     assert_true(wk_tokenizer_is_eog(t, 2));
+    assert_true(wk_tokenizer_is_eog(t, id_of(t, "<|end|>")));
+    assert_true(wk_tokenizer_is_eog(t, id_of(t, "<end_of_turn>")));
+    assert_false(wk_tokenizer_is_eog(t, id_of(t, "<start_of_turn>")));
+    assert_false(wk_tokenizer_is_eog(t, id_of(t, "\xe2\x96\x81hello")));
     assert_int_equal(wk_tokenizer_bos(t), 1);
     assert_true(wk_tokenizer_add_bos(t));
     wk_tokenizer_free(t);

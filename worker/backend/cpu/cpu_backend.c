@@ -96,6 +96,19 @@ struct wk_backend {
     float *thr;        /* (n_threads, thr_floats) per-thread scratch */
     size_t thr_floats;
 
+    /* family scratch, sized at create for T = max_batch_tokens; NULL where unused */
+    float *rope_cos_swa; /* (T, head_dim / 2) sliding-window layers' RoPE when it differs */
+    float *rope_sin_swa; /* (T, head_dim / 2)   from the global layers' (gemma3) */
+    float *inv_freq_swa; /* (head_dim / 2) */
+    float *tmp;          /* (T, n_embd) attention / FFN output before its post-norm (gemma),
+                            an expert's output (MoE) */
+    float *router;       /* (T, n_expert) router logits */
+    int32_t *sel;        /* (T, n_expert_used) experts each token runs */
+    float *sel_w;        /* (T, n_expert_used) their weights */
+    int32_t *moe_tok;    /* (T) tokens routed to the expert being run */
+    float *moe_w;        /* (T) their weights */
+    float *moe_x;        /* (T, n_embd) normed inputs of those tokens, gathered */
+
     /* weights repacked at create for the panel kernels (one allocation) */
     uint8_t *pan_buf;
     layer_panels *lp;        /* (n_layer) */
@@ -116,6 +129,7 @@ struct wk_backend {
 /* ---- matmul ------------------------------------------------------------------------------ */
 
 static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, void *), void *arg);
+static void quantize_rows(wk_backend *be, int n_tok, int64_t n, unsigned need);
 
 typedef struct mm_part {
     const wk_tensor *w; /* (rows = ne[1], in = ne[0]) */
@@ -420,12 +434,33 @@ static void norm_tok(wk_backend *be, int t, void *arg) {
     quant_pack(be, d, t, a->n, a->need);
 }
 
-static void swiglu_tok(wk_backend *be, int t, void *arg) {
-    unsigned need = *(const unsigned *)arg;
-    int64_t n = be->hp.n_ff;
-    float *g = be->gate + (size_t)t * (size_t)n;
-    wk_cpu_silu_mul(g, g, be->up + (size_t)t * (size_t)n, n);
-    quant_pack(be, g, t, n, need);
+typedef struct act_arg {
+    int64_t n; /* FFN width: the row stride of be->gate and be->up */
+    unsigned need;
+} act_arg;
+
+/* gate = act(gate) * up for token t's row, quantized for the down matmul. */
+static void act_tok(wk_backend *be, int t, void *arg) {
+    const act_arg *a = arg;
+    float *g = be->gate + (size_t)t * (size_t)a->n;
+    const float *u = be->up + (size_t)t * (size_t)a->n;
+    if (be->hp.ffn_act == WK_FFN_GELU_TANH) {
+        wk_cpu_gelu_tanh_mul(g, g, u, a->n);
+    } else {
+        wk_cpu_silu_mul(g, g, u, a->n);
+    }
+    quant_pack(be, g, t, a->n, a->need);
+}
+
+/* Post-norm (gemma): x += rmsnorm(tmp) * w for token t; arg is w: (n_embd). */
+static void post_norm_add_tok(wk_backend *be, int t, void *arg) {
+    int64_t n = be->hp.n_embd;
+    float *o = be->tmp + (size_t)t * (size_t)n;
+    float *x = be->x + (size_t)t * (size_t)n;
+    wk_cpu_rmsnorm(o, o, arg, n, be->hp.rms_eps);
+    for (int64_t i = 0; i < n; i++) {
+        x[i] += o[i];
+    }
 }
 
 typedef struct quant_arg {
@@ -448,8 +483,9 @@ static inline uint8_t *kv_block_ptr(const wk_backend *be, uint8_t *cache, int la
 
 static void rope_rows(wk_backend *be, float *x, int n_heads, int t) {
     int hd = (int)be->hp.head_dim, half = hd / 2;
-    const float *c = be->rope_cos + (size_t)t * (size_t)half;
-    const float *s = be->rope_sin + (size_t)t * (size_t)half;
+    bool own = be->rope_cos_swa != NULL && wk_hparams_layer_swa(&be->hp, (uint32_t)be->cur_layer);
+    const float *c = (own ? be->rope_cos_swa : be->rope_cos) + (size_t)t * (size_t)half;
+    const float *s = (own ? be->rope_sin_swa : be->rope_sin) + (size_t)t * (size_t)half;
     bool neox = be->hp.rope_style == WK_ROPE_NEOX;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * (size_t)hd;
@@ -470,6 +506,17 @@ static void rope_store_tok(wk_backend *be, int t, void *arg) {
     float *q = be->q + (size_t)t * q_dim;
     float *k = be->k + (size_t)t * kv_dim;
     const float *v = be->v + (size_t)t * kv_dim;
+    if (hp->qk_norm) {
+        /* per-head RMSNorm with one weight vector shared by the heads, before RoPE */
+        const wk_layer *L = &be->model->layers[be->cur_layer];
+        size_t hd = hp->head_dim;
+        for (uint32_t h = 0; h < hp->n_head; h++) {
+            wk_cpu_rmsnorm(q + h * hd, q + h * hd, L->q_norm.data, (int64_t)hd, hp->rms_eps);
+        }
+        for (uint32_t h = 0; h < hp->n_head_kv; h++) {
+            wk_cpu_rmsnorm(k + h * hd, k + h * hd, L->k_norm.data, (int64_t)hd, hp->rms_eps);
+        }
+    }
     rope_rows(be, q, (int)hp->n_head, t);
     rope_rows(be, k, (int)hp->n_head_kv, t);
     const wk_batch *b = be->batch;
@@ -501,6 +548,126 @@ static void rope_store_tok(wk_backend *be, int t, void *arg) {
     }
 }
 
+/* ---- mixture of experts ---------------------------------------------------------------------- */
+
+/* Top-k routing of token t: softmax over the router logits, the n_expert_used most probable
+ * experts (ties to the lower index), their probabilities renormalized when expert_norm. */
+static void route_tok(wk_backend *be, int t, void *arg) {
+    (void)arg;
+    const wk_hparams *hp = &be->hp;
+    int ne = (int)hp->n_expert, k = (int)hp->n_expert_used;
+    float *p = be->router + (size_t)t * (size_t)ne;
+    wk_cpu_softmax(p, ne);
+    int32_t *sel = be->sel + (size_t)t * (size_t)k;
+    float *w = be->sel_w + (size_t)t * (size_t)k;
+    float sum = 0.0f;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < ne; e++) {
+            bool taken = false;
+            for (int i = 0; i < j; i++) {
+                taken = taken || sel[i] == e;
+            }
+            if (!taken && (best < 0 || p[e] > p[best])) {
+                best = e;
+            }
+        }
+        sel[j] = best;
+        w[j] = p[best];
+        sum += p[best];
+    }
+    if (hp->expert_norm) {
+        for (int j = 0; j < k; j++) {
+            w[j] /= sum;
+        }
+    }
+}
+
+typedef struct gather_arg {
+    int64_t n;
+    unsigned need;
+} gather_arg;
+
+/* Row t of the expert's batch: the normed input of token moe_tok[t], copied and quantized. */
+static void gather_tok(wk_backend *be, int t, void *arg) {
+    const gather_arg *a = arg;
+    float *dst = be->moe_x + (size_t)t * (size_t)a->n;
+    memcpy(dst, be->xn + (size_t)be->moe_tok[t] * (size_t)a->n, (size_t)a->n * sizeof(float));
+    quant_pack(be, dst, t, a->n, a->need);
+}
+
+/* FFN of one expert, y = down(act(gate x) * up x), over n rows into out (row stride n_embd):
+ * the tokens listed in moe_tok (gathered), or every token of xn (the shared expert). Expert
+ * weights are not repacked into panels: they run the row kernels. */
+static void expert_ffn(wk_backend *be, const wk_tensor *gate, const wk_tensor *up,
+                       const wk_tensor *down, int n, bool gathered, float *out) {
+    int64_t embd = be->hp.n_embd, ff = gate->ne[1];
+    mm_task gu = {
+        .n_parts = 2, .in = embd, .n_tok = n, .x = gathered ? be->moe_x : be->xn, .xq = be->xq};
+    gu.parts[0] = (mm_part){gate, be->gate, (size_t)ff, NULL, NULL, false};
+    gu.parts[1] = (mm_part){up, be->up, (size_t)ff, NULL, NULL, false};
+    gather_arg ga = {embd, mm_prepare(&gu)};
+    if (gathered) {
+        for_tokens(be, n, gather_tok, &ga);
+    } else {
+        quantize_rows(be, n, embd, ga.need);
+    }
+    matmul(be, &gu);
+    mm_task dn = {.n_parts = 1, .in = ff, .n_tok = n, .x = be->gate, .xq = be->xq};
+    dn.parts[0] = (mm_part){down, out, (size_t)embd, NULL, NULL, false};
+    act_arg aa = {ff, mm_prepare(&dn)};
+    for_tokens(be, n, act_tok, &aa);
+    matmul(be, &dn);
+}
+
+/* The MoE FFN of layer L on every token: xn holds the normed inputs; adds to x. Experts run
+ * one after another over the tokens routed to them (gathered), so a token's result does not
+ * depend on the other tokens of the batch. */
+static void moe_ffn(wk_backend *be, const wk_layer *L, int n_tok) {
+    const wk_hparams *hp = &be->hp;
+    int64_t embd = hp->n_embd;
+    int ne = (int)hp->n_expert, k = (int)hp->n_expert_used;
+    mm_task rt = {.n_parts = 1, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
+    rt.parts[0] = (mm_part){&L->gate_inp, be->router, (size_t)ne, NULL, NULL, false};
+    quantize_rows(be, n_tok, embd, mm_prepare(&rt));
+    matmul(be, &rt);
+    for_tokens(be, n_tok, route_tok, NULL);
+
+    for (int e = 0; e < ne; e++) {
+        int n = 0;
+        for (int t = 0; t < n_tok; t++) {
+            for (int j = 0; j < k; j++) {
+                if (be->sel[(size_t)t * (size_t)k + (size_t)j] == e) {
+                    be->moe_tok[n] = t;
+                    be->moe_w[n] = be->sel_w[(size_t)t * (size_t)k + (size_t)j];
+                    n++;
+                }
+            }
+        }
+        if (n == 0) {
+            continue;
+        }
+        wk_tensor g = wk_expert_view(&L->gate_exps, (uint32_t)e);
+        wk_tensor u = wk_expert_view(&L->up_exps, (uint32_t)e);
+        wk_tensor d = wk_expert_view(&L->down_exps, (uint32_t)e);
+        expert_ffn(be, &g, &u, &d, n, true, be->tmp);
+        for (int i = 0; i < n; i++) {
+            wk_cpu_axpy_f32(be->x + (size_t)be->moe_tok[i] * (size_t)embd, be->moe_w[i],
+                            be->tmp + (size_t)i * (size_t)embd, embd);
+        }
+    }
+    if (hp->n_ff_shexp > 0) {
+        /* shared expert on every token, scaled by sigmoid(gate_inp_shexp . x) */
+        expert_ffn(be, &L->gate_shexp, &L->up_shexp, &L->down_shexp, n_tok, false, be->tmp);
+        for (int t = 0; t < n_tok; t++) {
+            const float *xt = be->xn + (size_t)t * (size_t)embd;
+            float z = wk_cpu_dot_f32(L->gate_inp_shexp.data, xt, embd);
+            wk_cpu_axpy_f32(be->x + (size_t)t * (size_t)embd, 1.0f / (1.0f + expf(-z)),
+                            be->tmp + (size_t)t * (size_t)embd, embd);
+        }
+    }
+}
+
 /* ---- attention ----------------------------------------------------------------------------- */
 
 typedef struct attn_task {
@@ -527,24 +694,38 @@ static void attn_item(wk_backend *be, int item, int per_item, float *scores) {
     const int32_t *bt = b->block_table + (size_t)s * be->cfg.max_blocks_per_seq;
     uint32_t bsz = be->cfg.block_tokens;
     size_t q_dim = (size_t)hp->n_head * (size_t)hd;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = hp->attn_scale > 0.0f ? hp->attn_scale : 1.0f / sqrtf((float)hd);
+    /* A sliding-window layer sees positions [lo, pos]; whole blocks before lo's are skipped
+     * and the rest of lo's block gets zero weight. */
+    int64_t lo = 0;
+    if (wk_hparams_layer_swa(hp, (uint32_t)be->cur_layer) && n_ctx > (int64_t)hp->swa_window) {
+        lo = n_ctx - (int64_t)hp->swa_window;
+    }
+    int64_t jb = lo / bsz * bsz;
 
     /* the item's heads share one KV head: each block is read once for all of them */
     int g = h0 / group;
     const float *q = be->q + (size_t)t * q_dim + (size_t)h0 * (size_t)hd;
     size_t ss = (size_t)be->max_ctx;
-    for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
+    for (int64_t j0 = jb; j0 < n_ctx; j0 += bsz) {
         int32_t blk = bt[j0 / bsz];
         int n = n_ctx - j0 < bsz ? (int)(n_ctx - j0) : (int)bsz;
         const uint8_t *kb = kv_block_ptr(be, be->k_cache, be->cur_layer, blk, g);
         wk_cpu_attn_scores(be->kv_f16, q, per_item, hd, kb, (int)bsz, n, scale, scores + j0, ss);
     }
     for (int gh = 0; gh < per_item; gh++) {
-        wk_cpu_softmax_fast(scores + (size_t)gh * ss, n_ctx);
+        float *sc = scores + (size_t)gh * ss;
+        if (hp->attn_softcap > 0.0f) {
+            wk_cpu_softcap(sc + lo, n_ctx - lo, hp->attn_softcap);
+        }
+        wk_cpu_softmax_fast(sc + lo, n_ctx - lo);
+        for (int64_t j = jb; j < lo; j++) {
+            sc[j] = 0.0f;
+        }
     }
     float *out = be->xn + (size_t)t * q_dim + (size_t)h0 * (size_t)hd;
     memset(out, 0, (size_t)per_item * (size_t)hd * sizeof(float));
-    for (int64_t j0 = 0; j0 < n_ctx; j0 += bsz) {
+    for (int64_t j0 = jb; j0 < n_ctx; j0 += bsz) {
         int32_t blk = bt[j0 / bsz];
         int n = n_ctx - j0 < bsz ? (int)(n_ctx - j0) : (int)bsz;
         const uint8_t *vb = kv_block_ptr(be, be->v_cache, be->cur_layer, blk, g);
@@ -589,6 +770,16 @@ static void cpu_destroy(wk_backend *be) {
     free(be->rope_cos);
     free(be->rope_sin);
     free(be->inv_freq);
+    free(be->rope_cos_swa);
+    free(be->rope_sin_swa);
+    free(be->inv_freq_swa);
+    free(be->tmp);
+    free(be->router);
+    free(be->sel);
+    free(be->sel_w);
+    free(be->moe_tok);
+    free(be->moe_w);
+    free(be->moe_x);
     free(be->tok_seq);
     free(be->final_x);
     free(be->out_row);
@@ -744,12 +935,12 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     /* every matmul input width must be a multiple of the 8-bit activation block */
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
     if (hp->n_embd % WK_CPU_QK != 0 || q_dim % WK_CPU_QK != 0 || hp->n_ff % WK_CPU_QK != 0 ||
-        hp->head_dim > 1024 || hp->head_dim % 2 != 0 || hp->n_head_kv == 0 ||
-        hp->n_head % hp->n_head_kv != 0) {
+        hp->n_ff_exp % WK_CPU_QK != 0 || hp->n_ff_shexp % WK_CPU_QK != 0 || hp->head_dim > 1024 ||
+        hp->head_dim % 2 != 0 || hp->n_head_kv == 0 || hp->n_head % hp->n_head_kv != 0) {
         return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
                        "model shape unsupported by the CPU backend (n_embd %u, q_dim %" PRId64
-                       ", n_ff %u must be multiples of 32)",
-                       hp->n_embd, q_dim, hp->n_ff);
+                       ", n_ff %u, expert n_ff %u and %u must be multiples of 32)",
+                       hp->n_embd, q_dim, hp->n_ff, hp->n_ff_exp, hp->n_ff_shexp);
     }
 
     /* The KV cache must fit in physical memory: refuse before trying to allocate it. */
@@ -794,7 +985,9 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
 
     size_t T = cfg->max_batch_tokens;
     size_t embd = hp->n_embd, kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
-    size_t ff = hp->n_ff, hd = hp->head_dim;
+    /* the widest FFN: dense, expert or shared expert */
+    size_t ff = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp, hd = hp->head_dim;
+    ff = ff > hp->n_ff_shexp ? ff : hp->n_ff_shexp;
     int64_t max_in = (int64_t)embd;
     max_in = q_dim > max_in ? q_dim : max_in;
     max_in = (int64_t)ff > max_in ? (int64_t)ff : max_in;
@@ -826,6 +1019,24 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     be->rope_cos = alloc3(T, hd / 2, 1, sizeof(float));
     be->rope_sin = alloc3(T, hd / 2, 1, sizeof(float));
     be->inv_freq = alloc3(hd / 2, 1, 1, sizeof(float));
+    bool moe = hp->n_expert > 0;
+    be->tmp = alloc3(hp->post_norms || moe ? T : 1, embd, 1, sizeof(float));
+    if (moe) {
+        be->router = alloc3(T, hp->n_expert, 1, sizeof(float));
+        be->sel = alloc3(T, hp->n_expert_used, 1, sizeof(int32_t));
+        be->sel_w = alloc3(T, hp->n_expert_used, 1, sizeof(float));
+        be->moe_tok = alloc3(T, 1, 1, sizeof(int32_t));
+        be->moe_w = alloc3(T, 1, 1, sizeof(float));
+        be->moe_x = alloc3(T, embd, 1, sizeof(float));
+    }
+    bool rope_swa =
+        hp->swa_window > 0 && hp->rope_freq_base_swa > 0.0f &&
+        (hp->rope_freq_base_swa != hp->rope_freq_base || hp->rope_scaling != WK_ROPE_SCALING_NONE);
+    if (rope_swa) {
+        be->rope_cos_swa = alloc3(T, hd / 2, 1, sizeof(float));
+        be->rope_sin_swa = alloc3(T, hd / 2, 1, sizeof(float));
+        be->inv_freq_swa = alloc3(hd / 2, 1, 1, sizeof(float));
+    }
     be->tok_seq = alloc3(T, 1, 1, sizeof(int32_t));
     be->final_x = alloc3(cfg->max_seqs, embd, 1, sizeof(float));
     be->out_row = alloc3(cfg->max_seqs, 1, 1, sizeof(uint32_t));
@@ -834,7 +1045,11 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
         be->q == NULL || be->k == NULL || be->v == NULL || be->gate == NULL || be->up == NULL ||
         be->xq == NULL || be->xp == NULL || be->xc == NULL || be->rope_cos == NULL ||
         be->rope_sin == NULL || be->inv_freq == NULL || be->tok_seq == NULL ||
-        be->final_x == NULL || be->out_row == NULL || be->thr == NULL) {
+        be->final_x == NULL || be->out_row == NULL || be->thr == NULL || be->tmp == NULL ||
+        (moe && (be->router == NULL || be->sel == NULL || be->sel_w == NULL ||
+                 be->moe_tok == NULL || be->moe_w == NULL || be->moe_x == NULL)) ||
+        (rope_swa &&
+         (be->rope_cos_swa == NULL || be->rope_sin_swa == NULL || be->inv_freq_swa == NULL))) {
         cpu_destroy(be);
         return cm_errf(CM_ERR_NOMEM, err, errlen,
                        "out of memory for KV cache (%u blocks x %u tokens, %zu bytes/token) or "
@@ -847,6 +1062,14 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
         return cm_errf(CM_ERR_NOMEM, err, errlen, "out of memory for the repacked weights");
     }
     wk_cpu_rope_inv_freq(hp, (int)hd, be->inv_freq);
+    if (rope_swa) {
+        /* local layers: their own base, no scaling */
+        wk_hparams local = *hp;
+        local.rope_freq_base = hp->rope_freq_base_swa;
+        local.rope_scaling = WK_ROPE_SCALING_NONE;
+        local.rope_scaling_factor = 1.0f;
+        wk_cpu_rope_inv_freq(&local, (int)hd, be->inv_freq_swa);
+    }
     *out = be;
     return CM_OK;
 }
@@ -950,9 +1173,19 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
             double ang = (double)b->positions[t] * be->inv_freq[i];
             be->rope_cos[(size_t)t * half + i] = (float)cos(ang);
             be->rope_sin[(size_t)t * half + i] = (float)sin(ang);
+            if (be->rope_cos_swa != NULL) {
+                double a = (double)b->positions[t] * be->inv_freq_swa[i];
+                be->rope_cos_swa[(size_t)t * half + i] = (float)cos(a);
+                be->rope_sin_swa[(size_t)t * half + i] = (float)sin(a);
+            }
         }
     }
     wk_cpu_embed(&m->tok_embd, b->tokens, n_tok, be->x);
+    if (hp->embd_scale != 0.0f) {
+        for (size_t i = 0; i < (size_t)n_tok * (size_t)embd; i++) {
+            be->x[i] *= hp->embd_scale;
+        }
+    }
 
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const wk_layer *L = &m->layers[l];
@@ -975,16 +1208,27 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         atomic_init(&at.next, 0);
         wk_cpu_pool_run(be->pool, attn_worker, &at);
 
+        /* with post-norms the branch output goes to tmp, is normed and added there */
+        bool post = hp->post_norms;
         mm_task o = {.n_parts = 1,
                      .in = q_dim,
                      .n_tok = n_tok,
                      .x = be->xn,
                      .xq = be->xq,
-                     .accumulate = true};
-        o.parts[0] = (mm_part){&L->wo, be->x, (size_t)embd, NULL, lp->wo, false};
+                     .accumulate = !post};
+        o.parts[0] = (mm_part){&L->wo, post ? be->tmp : be->x, (size_t)embd, NULL, lp->wo, false};
         quantize_rows(be, n_tok, q_dim, mm_prepare(&o));
         matmul(be, &o);
+        if (post) {
+            for_tokens(be, n_tok, post_norm_add_tok, (void *)L->attn_post_norm.data);
+        }
 
+        if (hp->n_expert > 0) {
+            norm_arg nm = {be->x, be->xn, L->ffn_norm.data, embd, 0};
+            for_tokens(be, n_tok, norm_tok, &nm);
+            moe_ffn(be, L, n_tok);
+            continue;
+        }
         mm_task gu = {.n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
         gu.parts[0] = (mm_part){&L->w_gate, be->gate, (size_t)ff, NULL, lp->gate, false};
         gu.parts[1] = (mm_part){&L->w_up, be->up, (size_t)ff, NULL, lp->up, false};
@@ -996,11 +1240,15 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
                       .n_tok = n_tok,
                       .x = be->gate,
                       .xq = be->xq,
-                      .accumulate = true};
-        dn.parts[0] = (mm_part){&L->w_down, be->x, (size_t)embd, NULL, lp->down, false};
-        unsigned need_dn = mm_prepare(&dn);
-        for_tokens(be, n_tok, swiglu_tok, &need_dn);
+                      .accumulate = !post};
+        dn.parts[0] =
+            (mm_part){&L->w_down, post ? be->tmp : be->x, (size_t)embd, NULL, lp->down, false};
+        act_arg aa = {ff, mm_prepare(&dn)};
+        for_tokens(be, n_tok, act_tok, &aa);
         matmul(be, &dn);
+        if (post) {
+            for_tokens(be, n_tok, post_norm_add_tok, (void *)L->ffn_post_norm.data);
+        }
     }
 
     /* Output head only for the last token of each sequence that wants logits. */
@@ -1023,6 +1271,12 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
     if (n_out > 0) {
         head.n_tok = n_out;
         matmul(be, &head);
+        if (hp->final_softcap > 0.0f) {
+            for (int k = 0; k < n_out; k++) {
+                wk_cpu_softcap(logits + (size_t)be->out_row[k] * hp->n_vocab, hp->n_vocab,
+                               hp->final_softcap);
+            }
+        }
     }
     be->batch = NULL;
     if (be->adapt) {

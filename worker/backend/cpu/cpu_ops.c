@@ -64,6 +64,21 @@ void wk_cpu_rope(float *x, int n_heads, int head_dim, int32_t pos, const wk_hpar
     }
 }
 
+void wk_cpu_gelu_tanh_mul(float *out, const float *gate, const float *up, int64_t n) {
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g))) * up[i];
+    }
+}
+
+void wk_cpu_softcap(float *x, int64_t n, float cap) {
+    float inv = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = cap * tanhf(x[i] * inv);
+    }
+}
+
 void wk_cpu_swiglu(float *out, const float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];

@@ -27,6 +27,13 @@ void wk_cpu_rope_inv_freq(const wk_hparams *hp, int head_dim, float *inv_freq);
 /* out = silu(gate) * up, silu(g) = g / (1 + exp(-g)). All (n); out may alias either input. */
 void wk_cpu_swiglu(float *out, const float *gate, const float *up, int64_t n);
 
+/* out = gelu_tanh(gate) * up, gelu_tanh(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))
+ * (the "approximate" GELU of Gemma). All (n); out may alias either input. */
+void wk_cpu_gelu_tanh_mul(float *out, const float *gate, const float *up, int64_t n);
+
+/* Soft-capping in place: x = cap * tanh(x / cap) over x: (n); cap > 0. */
+void wk_cpu_softcap(float *x, int64_t n, float cap);
+
 /* Numerically stable softmax in place over x: (n), n >= 1. */
 void wk_cpu_softmax(float *x, int64_t n);
 

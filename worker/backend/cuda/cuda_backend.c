@@ -348,6 +348,11 @@ static cm_err check_model(const wk_model *m, const wk_backend_config *cfg, int s
         return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "n_rot %u != head_dim %u is not supported",
                        hp->n_rot, hp->head_dim);
     }
+    const char *extra = wk_model_extra_feature(m); /* qwen3/gemma graph parts */
+    if (extra != NULL) {
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "%s not supported by the CUDA backend (use the cpu backend)", extra);
+    }
     if (hp->n_embd % 8 != 0 || hp->n_ff % 8 != 0 || hp->n_embd > (1u << 16) ||
         hp->n_ff > (1u << 18) || hp->n_layer > 1024 || hp->n_vocab > (1u << 22) ||
         (uint64_t)hp->n_head * hp->head_dim > (1u << 16)) {
