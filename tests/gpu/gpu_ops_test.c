@@ -225,7 +225,7 @@ static void test_rope_store(gu_rng *r, int hd, wk_rope_style style, wk_rope_scal
     hp.rope_llama3_high_freq_factor = 4.0f;
     hp.rope_llama3_orig_ctx = 8192;
     float inv_freq[128];
-    wk_cpu_rope_inv_freq(&hp, hd, inv_freq);
+    wk_rope_inv_freq(&hp, hd, inv_freq);
 
     float *qkv = gu_xmalloc((size_t)n_tok * qkv_dim * 4);
     float *bias = gu_xmalloc((size_t)qkv_dim * 4);

@@ -919,7 +919,7 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
         cpu_destroy(be);
         return failf(err, errlen, CM_ERR_NOMEM, "out of memory for the repacked weights");
     }
-    wk_cpu_rope_inv_freq(hp, (int)hd, be->inv_freq);
+    wk_rope_inv_freq(hp, (int)hd, be->inv_freq);
     *out = be;
     return CM_OK;
 }

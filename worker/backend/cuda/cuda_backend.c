@@ -24,7 +24,7 @@
 
 #include "../../../common/cm_log.h"
 #include "../../quant.h"
-#include "../cpu/cpu_ops.h"
+#include "../../model.h"
 #include "cuda_ops.h"
 #include "cuda_qweight.h"
 
@@ -780,7 +780,7 @@ static cm_err upload_weights(wk_backend *be, char *err, size_t errlen) {
     {
         /* the CPU reference's own frequencies, so both backends rotate identically */
         float freq[1024];
-        wk_cpu_rope_inv_freq(&m->hp, be->hd, freq);
+        wk_rope_inv_freq(&m->hp, be->hd, freq);
         CK_CREATE(cudaMemcpyAsync(be->inv_freq, freq, (size_t)be->n_rot / 2 * 4,
                                   cudaMemcpyHostToDevice, be->stream),
                   CM_ERR_BACKEND);
