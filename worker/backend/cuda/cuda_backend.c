@@ -553,9 +553,9 @@ static cm_err upload_quant(uploader *up, const wk_tensor *t, int64_t rows, int64
     const size_t src_row = wk_dtype_row_bytes(t->type, cols);
     const int64_t rows_per_chunk = (int64_t)(STAGE_ELEMS * 4 / (qsb + scb + supb));
     if (rows_per_chunk < 1 || src_row == 0) {
-        seterr(err, errlen, "row of %lld elements cannot be repacked as %s", (long long)cols,
-               wk_cuda_qkind_name(k));
-        return CM_ERR_UNSUPPORTED;
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "row of %lld elements cannot be repacked as %s", (long long)cols,
+                       wk_cuda_qkind_name(k));
     }
     uint8_t *h = (uint8_t *)up->h_stage;
     const uint8_t *src = t->data;
@@ -570,9 +570,8 @@ static cm_err upload_quant(uploader *up, const wk_tensor *t, int64_t rows, int64
             if (wk_cuda_q_repack_row(t->type, src + (size_t)(r0 + r) * src_row, cols,
                                      hq + (size_t)r * qsb, hs + (size_t)r * scb,
                                      supb ? hp + (size_t)r * supb : NULL) != 0) {
-                seterr(err, errlen, "cannot repack a %s row as %s", wk_dtype_name(t->type),
-                       wk_cuda_qkind_name(k));
-                return CM_ERR_UNSUPPORTED;
+                return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "cannot repack a %s row as %s",
+                               wk_dtype_name(t->type), wk_cuda_qkind_name(k));
             }
         }
         const size_t at = (size_t)(r_in_part + r0);
@@ -961,8 +960,8 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
     } else if (env != NULL && strcmp(env, "native") == 0) {
         be->opt.weights = WK_CUDA_WEIGHTS_NATIVE;
     } else if (env != NULL) {
-        seterr(err, errlen, "SLUICE_CUDA_WEIGHTS must be f16 or native, not '%.32s'", env);
-        rv = CM_ERR_INVALID;
+        rv = cm_errf(CM_ERR_INVALID, err, errlen,
+                     "SLUICE_CUDA_WEIGHTS must be f16 or native, not '%.32s'", env);
         goto fail;
     }
     be->native = be->opt.weights == WK_CUDA_WEIGHTS_NATIVE;
