@@ -99,16 +99,16 @@ static void repack_k45(const uint8_t *b, int five, uint8_t *qs, uint8_t *sc, uin
          * qh[l] */
         const uint8_t *qc = ql + 32 * (s / 2);
         const int shift = 4 * (s % 2);
-        for (int l = 0; l < QG; l++) {
-            int v = (qc[l] >> shift) & 0xF;
-            if (five) {
-                v |= ((qh[l] >> s) & 1) << 4;
-                qs[QG * s + l] = (uint8_t)v;
-            } else if (l < QG / 2) {
-                qs[16 * s + l] = (uint8_t)v;
-            } else {
-                qs[16 * s + l - QG / 2] |= (uint8_t)(v << 4);
+        if (five) {
+            for (int l = 0; l < QG; l++) {
+                qs[QG * s + l] = (uint8_t)(((qc[l] >> shift) & 0xF) | (((qh[l] >> s) & 1) << 4));
             }
+            continue;
+        }
+        for (int l = 0; l < QG / 2; l++) { /* elements l and l + 16 share a byte */
+            int lo = (qc[l] >> shift) & 0xF;
+            int hi = (qc[l + QG / 2] >> shift) & 0xF;
+            qs[16 * s + l] = (uint8_t)(lo | (hi << 4));
         }
     }
 }
@@ -120,15 +120,20 @@ static void repack_q6_k(const uint8_t *b, uint8_t *qs, uint8_t *sc, uint8_t *sup
     sup[2] = 0;
     sup[3] = 0;
     memcpy(sc, b + 192, 16); /* i8 scale of elements [16 j, 16 j + 16): two per group */
-    for (int i = 0; i < QS; i++) {
-        /* per 128 elements: 64 bytes of ql and 32 of qh; quarter r of them takes the low /
-         * high nibble of ql[l] / ql[l + 32] and bits 2r, 2r + 1 of qh[l] */
-        const int n = i / 128, r = (i % 128) / 32, l = i % 32;
+    /* per 128 elements: 64 bytes of ql and 32 of qh; quarter r of them takes the low / high
+     * nibble of ql[l] / ql[l + 32] and bits 2r, 2r + 1 of qh[l] */
+    for (int n = 0; n < 2; n++) {
         const uint8_t *ql = b + 64 * n;
         const uint8_t *qh = b + 128 + 32 * n;
-        int lo = (ql[l + 32 * (r % 2)] >> (4 * (r / 2))) & 0xF;
-        int hi = (qh[l] >> (2 * r)) & 3;
-        qs[i] = (uint8_t)(int8_t)((lo | (hi << 4)) - 32);
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *qlr = ql + 32 * (r % 2);
+            const int shift = 4 * (r / 2);
+            uint8_t *o = qs + 128 * n + 32 * r;
+            for (int l = 0; l < 32; l++) {
+                int v = ((qlr[l] >> shift) & 0xF) | (((qh[l] >> (2 * r)) & 3) << 4);
+                o[l] = (uint8_t)(int8_t)(v - 32);
+            }
+        }
     }
 }
 
