@@ -178,8 +178,8 @@ __device__ __forceinline__ void group_dot(const float v[32], const uint16_t *__r
 }
 
 /*
- * One warp per output row; lane l takes groups l, l + 32, ... of the row, two in flight. The
- * quants are streamed once (__ldcs: not kept in L1) for all NT tokens.
+ * One warp per output row; lane l takes groups l, l + 32, ... of the row, several in flight.
+ * The quants are streamed once (__ldcs: not kept in L1) for all NT tokens.
  */
 template <int K, int NT>
 __global__ void __launch_bounds__(256)
@@ -201,29 +201,33 @@ __global__ void __launch_bounds__(256)
     for (int t = 0; t < NT; t++) {
         acc[t] = 0.0f;
     }
-    int g = lane;
-    /* weights do not depend on earlier kernels: the first loads go out before the PDL wait */
-    group_raw<K> r0{};
-    group_raw<K> r1{};
-    if (g < n_groups) {
-        r0 = load_group<K>(p, g);
-    }
-    if (g + kWarp < n_groups) {
-        r1 = load_group<K>(p, g + kWarp);
+    /* D groups in flight per lane (64 bytes of quants, like the f16 GEMV's four 16-byte loads):
+     * slot d holds group g + d * 32 and is refilled with the group D * 32 further on as soon as
+     * it is consumed. The weights do not depend on earlier kernels: the first loads go out
+     * before the PDL wait. */
+    constexpr int D = kind_traits<K>::four_bit ? 4 : 2;
+    group_raw<K> r[D];
+#pragma unroll
+    for (int d = 0; d < D; d++) {
+        r[d] = group_raw<K>{};
+        if (lane + d * kWarp < n_groups) {
+            r[d] = load_group<K>(p, lane + d * kWarp);
+        }
     }
     pdl_wait();
-    while (g < n_groups) {
-        float v[32];
-        group_values<K>(r0, v);
-        const bool more = g + kWarp < n_groups;
-        if (more) {
-            r0 = r1; /* the next group is already loaded; fetch the one after it */
-            if (g + 2 * kWarp < n_groups) {
-                r1 = load_group<K>(p, g + 2 * kWarp);
+    for (int g = lane; g < n_groups; g += D * kWarp) {
+#pragma unroll
+        for (int d = 0; d < D; d++) {
+            const int gd = g + d * kWarp;
+            if (gd < n_groups) {
+                float v[32];
+                group_values<K>(r[d], v);
+                if (gd + D * kWarp < n_groups) {
+                    r[d] = load_group<K>(p, gd + D * kWarp);
+                }
+                group_dot<NT>(v, x, n_in, gd, acc);
             }
         }
-        group_dot<NT>(v, x, n_in, g, acc);
-        g += kWarp;
     }
 #pragma unroll
     for (int t = 0; t < NT; t++) {
