@@ -176,6 +176,11 @@ const char *wk_model_extra_feature(const wk_model *m);
 /* wk_model_fini frees what the model owns (not the GGUF); safe on a zeroed model. */
 void wk_model_fini(wk_model *m);
 
+/* wk_rope_inv_freq writes the head_dim/2 rotary frequencies (radians per position) of hp, its
+ * scaling applied (linear: / factor; llama3: per wavelength band), into inv_freq: (head_dim/2).
+ * Computed in double and rounded once, so that every backend rotates with the same values. */
+void wk_rope_inv_freq(const wk_hparams *hp, int head_dim, float *inv_freq);
+
 /* wk_kv_bytes_per_token: 2 * n_layer * n_head_kv * head_dim * bytes(kv dtype). */
 size_t wk_kv_bytes_per_token(const wk_hparams *hp, wk_dtype kv_dtype);
 

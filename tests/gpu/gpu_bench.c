@@ -11,8 +11,12 @@
  * The KV cache content of the 512-token context is whatever the cache holds (zeros at create);
  * attention reads all of it, so the timing is that of a real 512-token context.
  *
- * Usage: gpu_bench [--kv FILE] [--quick]   (--kv writes "key value" lines for scripts/gpu-check;
- * --quick: a 4-layer model and fewer steps, for a smoke run). Exit 77 without a device.
+ * Usage: gpu_bench [--kv FILE] [--quick] [--model FILE.gguf [--decode-only]]
+ * (--kv writes "key value" lines for scripts/gpu-check; --quick: a 4-layer model and fewer
+ * steps, for a smoke run; --model: a GGUF file instead of the synthetic f16 model, with the
+ * backend's defaults (quantized weights stay quantized; SLUICE_CUDA_WEIGHTS=f16 expands them),
+ * the floor from the bytes its step reads; --decode-only: stop after the decode batches).
+ * Exit 77 without a device.
  */
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +28,7 @@
 #include "backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_ops.h"
+#include "gguf.h"
 #include "gpu_util.h"
 #include "model.h"
 
@@ -324,14 +329,21 @@ static double time_prefill(bench_ctx *c, int n_tok, int reps) {
 
 int main(int argc, char **argv) {
     const char *kv_path = NULL;
+    const char *model_path = NULL;
     int quick = 0;
+    int decode_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--kv") == 0 && i + 1 < argc) {
             kv_path = argv[++i];
+        } else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
+            model_path = argv[++i];
         } else if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
+        } else if (strcmp(argv[i], "--decode-only") == 0) {
+            decode_only = 1;
         } else {
-            fprintf(stderr, "usage: %s [--kv FILE] [--quick]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--kv FILE] [--quick] [--model FILE.gguf [--decode-only]]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -391,7 +403,16 @@ int main(int argc, char **argv) {
     hp.rope_scaling = WK_ROPE_SCALING_NONE;
     hp.rope_scaling_factor = 1.0f;
     wk_model m;
-    if (make_shape_model(&m, &hp) != 0) {
+    wk_gguf *gguf = NULL;
+    if (model_path != NULL) {
+        char lerr[256] = "";
+        if (wk_gguf_open(model_path, &gguf, lerr, sizeof(lerr)) != CM_OK ||
+            wk_model_load(gguf, &m, lerr, sizeof(lerr)) != CM_OK) {
+            fprintf(stderr, "%s: %s\n", model_path, lerr);
+            return 1;
+        }
+        hp = m.hp;
+    } else if (make_shape_model(&m, &hp) != 0) {
         fprintf(stderr, "out of host memory\n");
         return 1;
     }
@@ -406,7 +427,7 @@ int main(int argc, char **argv) {
     cfg.kv_dtype = WK_DTYPE_F16;
     wk_cuda_options opt;
     wk_cuda_options_default(&opt);
-    opt.synthetic_device = 1;
+    opt.synthetic_device = model_path == NULL;
     wk_backend *be = NULL;
     char err[256] = "";
     double t0 = gu_now();
@@ -417,9 +438,11 @@ int main(int argc, char **argv) {
     }
     wk_cuda_info info;
     wk_cuda_get_info(be, &info);
-    printf("model: llama3-8b shape%s, %.2f GB f16 weights read per step, create %.1f s, KV %.2f "
-           "GB\n",
-           quick ? " (quick: 4 layers)" : "", (double)info.weight_bytes_device / 1e9, gu_now() - t0,
+    printf("model: %s%s, %.2f GB weights read per step (%s, %.2f GB quantized), create %.1f s, "
+           "KV %.2f GB\n",
+           model_path ? model_path : "llama3-8b shape", quick ? " (quick: 4 layers)" : "",
+           (double)info.weight_bytes_device / 1e9, info.weights_native ? "native" : "f16",
+           (double)info.weight_quant_bytes / 1e9, gu_now() - t0,
            (double)info.kv_bytes_device / 1e9);
     kv("weight_gb", (double)info.weight_bytes_device / 1e9);
     printf("options in effect: fuse_decode %d, pdl %d, gemv_max_rows %d\n", info.fuse_decode,
@@ -466,6 +489,17 @@ int main(int argc, char **argv) {
         kv("decode_b1_floor_frac", floor_ms / (1e3 / tps[0]));
         kv("decode_b32_over_b1", tps[2] / tps[0]);
         printf("batch-32 / batch-1 tokens/s: %.2fx\n", tps[2] / tps[0]);
+    }
+    if (!failed && decode_only) {
+        if (g_kv) {
+            fclose(g_kv);
+        }
+        wk_backend_cuda.destroy(be);
+        wk_model_fini(&m);
+        wk_gguf_close(gguf);
+        return 0;
+    }
+    if (!failed) {
         /* the same batch-1 step through other paths, for the record */
         wk_cuda_set_gemv_mode(be, WK_CUDA_GEMV_CUBLAS);
         double ms_cublas = time_decode(&c, 1, quick ? 5 : 20);
@@ -575,7 +609,12 @@ int main(int argc, char **argv) {
     wk_cuda_get_info(be, &info);
     printf("graphs captured: %u\n", info.graph_buckets);
     wk_backend_cuda.destroy(be);
-    free(m.layers);
+    if (gguf != NULL) {
+        wk_model_fini(&m);
+        wk_gguf_close(gguf);
+    } else {
+        free(m.layers);
+    }
     GU_CUDA(cudaFreeHost(c.logits));
     free(c.tokens);
     free(c.positions);

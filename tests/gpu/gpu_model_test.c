@@ -396,33 +396,128 @@ static void test_gpu_only(wk_backend *gpu, const prompt *prompts, int n_vocab) {
     free(b);
 }
 
+static void run_on_model(const char *label, const wk_hparams *hpp, wk_model *mp);
+
+/* The test shape: 4 layers, n_embd 256 (a multiple of the K-quants' 256), GQA 4/2. */
+static void test_hparams(wk_hparams *hp, wk_rope_style style, int tied) {
+    memset(hp, 0, sizeof(*hp));
+    hp->n_vocab = 1024;
+    hp->n_ctx_train = 1024;
+    hp->n_embd = 256;
+    hp->n_layer = 4;
+    hp->n_head = 4;
+    hp->n_head_kv = 2;
+    hp->head_dim = 64;
+    hp->n_rot = 64;
+    hp->n_ff = 512;
+    hp->rms_eps = 1e-5f;
+    hp->rope_freq_base = 10000.0f;
+    hp->rope_style = style;
+    hp->rope_scaling = WK_ROPE_SCALING_NONE;
+    hp->rope_scaling_factor = 1.0f;
+    hp->tied_embeddings = tied;
+}
+
+/* A model with every device kind and fused matrices split into parts: Q, K in Q4_K with V in
+ * Q6_K (as Q4_K_M files), gate Q4_K with up Q5_K, O Q4_0, down Q4_1, output Q8_0. Tensors are
+ * borrowed from synthetic models of each type (all kept alive until the run ends). */
+static void run_mixed_model(void) {
+    wk_hparams hp;
+    test_hparams(&hp, WK_ROPE_NORM, 0);
+    const wk_dtype types[6] = {WK_DTYPE_Q4_K, WK_DTYPE_Q6_K, WK_DTYPE_Q5_K,
+                               WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q8_0};
+    wk_model ms[6];
+    memset(ms, 0, sizeof(ms));
+    for (int i = 0; i < 6; i++) {
+        if (wk_model_synthetic(&hp, types[i], 0xBEEF + (uint64_t)i, &ms[i]) != CM_OK) {
+            check("mixed: wk_model_synthetic", 0, wk_dtype_name(types[i]));
+            goto out;
+        }
+    }
+    wk_model m = ms[0]; /* a view: ms[0] keeps ownership */
+    wk_layer *layers = calloc(hp.n_layer, sizeof(*layers));
+    if (layers == NULL) {
+        goto out;
+    }
+    for (uint32_t l = 0; l < hp.n_layer; l++) {
+        layers[l] = ms[0].layers[l];
+        layers[l].wv = ms[1].layers[l].wv;
+        layers[l].w_up = ms[2].layers[l].w_up;
+        layers[l].wo = ms[3].layers[l].wo;
+        layers[l].w_down = ms[4].layers[l].w_down;
+    }
+    m.layers = layers;
+    m.output = ms[5].output;
+    run_on_model("mixed q4_k/q6_k/q5_k/q4_0/q4_1/q8_0", &hp, &m);
+    free(layers);
+out:
+    for (int i = 0; i < 6; i++) {
+        wk_model_fini(&ms[i]);
+    }
+}
+
 static void run_model(const char *label, wk_dtype wtype, wk_rope_style style, int tied) {
     wk_hparams hp;
-    memset(&hp, 0, sizeof(hp));
-    hp.n_vocab = 1024;
-    hp.n_ctx_train = 1024;
-    hp.n_embd = 256;
-    hp.n_layer = 4;
-    hp.n_head = 4;
-    hp.n_head_kv = 2;
-    hp.head_dim = 64;
-    hp.n_rot = 64;
-    hp.n_ff = 512;
-    hp.rms_eps = 1e-5f;
-    hp.rope_freq_base = 10000.0f;
-    hp.rope_style = style;
-    hp.rope_scaling = WK_ROPE_SCALING_NONE;
-    hp.rope_scaling_factor = 1.0f;
-    hp.tied_embeddings = tied;
+    test_hparams(&hp, style, tied);
     wk_model m;
     memset(&m, 0, sizeof(m));
     cm_err rv = wk_model_synthetic(&hp, wtype, 0xC0FFEE ^ (uint64_t)wtype, &m);
-    char name[128];
     if (rv != CM_OK) {
+        char name[128];
         snprintf(name, sizeof(name), "%s: wk_model_synthetic", label);
         check(name, 0, cm_strerror(rv));
         return;
     }
+    run_on_model(label, &hp, &m);
+    wk_model_fini(&m);
+}
+
+/* Native (quantized) weights against the f16 expansion of the same model: the same logits
+ * within f16 rounding of the weights (the quantized values are exact, the f16 copy rounds
+ * them), and fewer device bytes when the model is quantized. */
+static void native_vs_f16(const char *label, const wk_model *m, const wk_backend_config *cfg,
+                          wk_backend *native, const prompt *p, int n_vocab) {
+    char name[160];
+    char detail[300];
+    char err[256] = "";
+    wk_cuda_options o;
+    wk_cuda_options_default(&o);
+    o.weights = WK_CUDA_WEIGHTS_F16;
+    wk_backend *f16 = NULL;
+    cm_err rv = wk_cuda_create_ex(m, cfg, &o, &f16, err, sizeof(err));
+    snprintf(name, sizeof(name), "%s: weights f16 create", label);
+    check(name, rv == CM_OK, err);
+    if (rv != CM_OK) {
+        return;
+    }
+    wk_cuda_info in, if16;
+    wk_cuda_get_info(native, &in);
+    wk_cuda_get_info(f16, &if16);
+    float *a = gu_xmalloc((size_t)n_vocab * 4);
+    float *b = gu_xmalloc((size_t)n_vocab * 4);
+    cm_err ra = gpu_prefill_logits(native, p, 0, a, n_vocab, 7);
+    cm_err rb = gpu_prefill_logits(f16, p, 0, b, n_vocab, 7);
+    gu_err e = gu_compare(a, b, (size_t)n_vocab);
+    snprintf(detail, sizeof(detail), "rel %.2e, argmax %d/%d; bytes read per step %zu vs %zu",
+             e.rel, argmax(a, n_vocab), argmax(b, n_vocab), in.weight_bytes_device,
+             if16.weight_bytes_device);
+    snprintf(name, sizeof(name), "%s: native weights == f16 expansion (prefill logits)", label);
+    check(name, ra == CM_OK && rb == CM_OK && e.n_bad == 0 && e.rel < 1e-2, detail);
+    if (in.weight_quant_bytes > 0) {
+        snprintf(name, sizeof(name), "%s: native weights read fewer bytes", label);
+        check(name, in.weights_native && in.weight_bytes_device < if16.weight_bytes_device * 7 / 10,
+              detail);
+    }
+    free(a);
+    free(b);
+    wk_backend_cuda.destroy(f16);
+}
+
+static void run_on_model(const char *label, const wk_hparams *hpp, wk_model *mp) {
+    const wk_hparams hp = *hpp;
+    wk_model m = *mp;
+    cm_err rv;
+    char name[128];
     wk_backend_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.block_tokens = BT;
@@ -439,7 +534,6 @@ static void run_model(const char *label, wk_dtype wtype, wk_rope_style style, in
     if (rv != CM_OK) {
         snprintf(name, sizeof(name), "%s: cpu create", label);
         check(name, 0, err);
-        wk_model_fini(&m);
         return;
     }
     double t0 = gu_now();
@@ -450,13 +544,12 @@ static void run_model(const char *label, wk_dtype wtype, wk_rope_style style, in
     check(name, rv == CM_OK, detail);
     if (rv != CM_OK) {
         wk_backend_cpu.destroy(cpu);
-        wk_model_fini(&m);
         return;
     }
 
     static const int lens[N_PROMPTS] = {5, 12, 33, 64, 65, 100, 7, 20};
     prompt prompts[N_PROMPTS];
-    gu_rng r = {0xABCDEF12345ULL + (uint64_t)wtype};
+    gu_rng r = {0xABCDEF12345ULL + (uint64_t)m.layers[0].wq.type};
     for (int p = 0; p < N_PROMPTS; p++) {
         prompts[p].len = lens[p];
         for (int i = 0; i < lens[p]; i++) {
@@ -485,9 +578,9 @@ static void run_model(const char *label, wk_dtype wtype, wk_rope_style style, in
         report_lockstep(name, ok, &st5);
     }
     test_gpu_only(gpu, prompts, (int)hp.n_vocab);
+    native_vs_f16(label, &m, &cfg, gpu, &prompts[5], (int)hp.n_vocab);
     wk_backend_cuda.destroy(gpu);
     wk_backend_cpu.destroy(cpu);
-    wk_model_fini(&m);
 }
 
 int main(void) {
@@ -529,6 +622,7 @@ int main(void) {
     run_model("f16 norm", WK_DTYPE_F16, WK_ROPE_NORM, 0);
     run_model("q8_0 neox", WK_DTYPE_Q8_0, WK_ROPE_NEOX, 0);
     run_model("q4_k norm tied", WK_DTYPE_Q4_K, WK_ROPE_NORM, 1);
+    run_mixed_model();
     printf("model: %d passed, %d failed\n", g_pass, g_fail);
     return g_fail == 0 ? 0 : 1;
 }

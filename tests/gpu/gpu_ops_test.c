@@ -12,7 +12,9 @@
 
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_qweight.h"
 #include "gpu_util.h"
+#include "model.h"
 #include "quant.h"
 
 #define THR_F32 1e-5
@@ -223,7 +225,7 @@ static void test_rope_store(gu_rng *r, int hd, wk_rope_style style, wk_rope_scal
     hp.rope_llama3_high_freq_factor = 4.0f;
     hp.rope_llama3_orig_ctx = 8192;
     float inv_freq[128];
-    wk_cpu_rope_inv_freq(&hp, hd, inv_freq);
+    wk_rope_inv_freq(&hp, hd, inv_freq);
 
     float *qkv = gu_xmalloc((size_t)n_tok * qkv_dim * 4);
     float *bias = gu_xmalloc((size_t)qkv_dim * 4);
@@ -628,6 +630,141 @@ static void test_gemv(gu_rng *r, int n_in, int n_out) {
     free(gh);
 }
 
+/* ---- quantized weights: GEMV and dequantized tile ------------------------------------------ */
+
+/* A (n_out, n_in) matrix of type t from a synthetic model (the loader's own quantizer), in
+ * the device layout: the GEMV for 1..8 tokens with f32 and f16 outputs, a column offset into
+ * a wider output (ldy), and the f16 tile of a band of rows, which must equal the reference
+ * dequantizer's values rounded to f16 bit for bit. */
+static void test_qgemv(gu_rng *r, wk_dtype type, int n_in, int n_out) {
+    const int NT = WK_CUDA_GEMV_MAX_TOK;
+    char name[128];
+    wk_hparams hp;
+    memset(&hp, 0, sizeof(hp));
+    /* the synthetic model wants every dimension a multiple of the block: the matrix gets
+     * n_ff = n_out rounded up to 256 rows, of which the first n_out are used */
+    const int alloc_rows = (n_out + 255) / 256 * 256;
+    hp.n_vocab = 64;
+    hp.n_embd = (uint32_t)n_in;
+    hp.n_layer = 1;
+    hp.n_head = 1;
+    hp.n_head_kv = 1;
+    hp.head_dim = 256;
+    hp.n_rot = 256;
+    hp.n_ff = (uint32_t)alloc_rows;
+    wk_model m;
+    memset(&m, 0, sizeof(m));
+    if (wk_model_synthetic(&hp, type, gu_next(r), &m) != CM_OK) {
+        check("qgemv: synthetic model", 0, wk_dtype_name(type));
+        return;
+    }
+    const wk_tensor *t = &m.layers[0].w_gate; /* (n_ff rows, n_embd columns) */
+    const wk_cuda_qkind k = wk_cuda_qkind_of(type);
+    const size_t qsb = wk_cuda_q_qs_row_bytes(k, n_in);
+    const size_t scb = wk_cuda_q_sc_row_bytes(k, n_in);
+    const size_t supb = wk_cuda_q_sup_row_bytes(k, n_in);
+    const size_t src_row = wk_dtype_row_bytes(type, n_in);
+    uint8_t *hq = gu_xmalloc((size_t)n_out * qsb);
+    uint8_t *hs = gu_xmalloc((size_t)n_out * scb);
+    uint8_t *hp_ = gu_xmalloc((size_t)n_out * (supb ? supb : 1));
+    for (int i = 0; i < n_out; i++) {
+        if (wk_cuda_q_repack_row(type, (const uint8_t *)t->data + (size_t)i * src_row, n_in,
+                                 hq + (size_t)i * qsb, hs + (size_t)i * scb,
+                                 supb ? hp_ + (size_t)i * supb : NULL) != 0) {
+            check("qgemv: repack", 0, wk_dtype_name(type));
+        }
+    }
+    wk_cuda_qmat w = {(int)k, dalloc((size_t)n_out * qsb), dalloc((size_t)n_out * scb),
+                      supb ? dalloc((size_t)n_out * supb) : NULL};
+    h2d((void *)w.qs, hq, (size_t)n_out * qsb);
+    h2d((void *)w.sc, hs, (size_t)n_out * scb);
+    if (supb) {
+        h2d((void *)w.sup, hp_, (size_t)n_out * supb);
+    }
+    uint16_t *x = gu_xmalloc((size_t)NT * n_in * 2);
+    float *xf = gu_xmalloc((size_t)NT * n_in * 4);
+    fill_f16(r, x, xf, (size_t)NT * n_in, 1.0f);
+    uint16_t *d_x = dalloc((size_t)NT * n_in * 2);
+    h2d(d_x, x, (size_t)NT * n_in * 2);
+    const int ldy = n_out + 40; /* a part of a wider fused output */
+    float *d_y = dalloc((size_t)NT * ldy * 4);
+    float *ref = gu_xmalloc((size_t)NT * alloc_rows * 4);
+    float *got = gu_xmalloc((size_t)NT * ldy * 4);
+    float *cmp = gu_xmalloc((size_t)NT * n_out * 4);
+    uint16_t *gh = gu_xmalloc((size_t)NT * ldy * 2);
+    wk_cpu_matmul_ref(t, xf, ref, NT);
+    for (int i = 1; i < NT; i++) { /* (NT, alloc_rows) -> (NT, n_out) */
+        memmove(ref + (size_t)i * n_out, ref + (size_t)i * alloc_rows, (size_t)n_out * 4);
+    }
+    for (int nt = 1; nt <= NT; nt++) {
+        GU_CUDA(cudaMemset(d_y, 0xFF, (size_t)NT * ldy * 4));
+        GU_CUDA(wk_cuda_qgemv(&w, d_x, nt, n_in, n_out, d_y, ldy, 0, NULL));
+        d2h(got, d_y, (size_t)nt * ldy * 4);
+        for (int i = 0; i < nt; i++) {
+            memcpy(cmp + (size_t)i * n_out, got + (size_t)i * ldy, (size_t)n_out * 4);
+        }
+        snprintf(name, sizeof(name), "qgemv %s %d x %d, %d tok, f32 out", wk_dtype_name(type),
+                 n_out, n_in, nt);
+        report(name, gu_compare(cmp, ref, (size_t)nt * n_out), THR_GEMV_F32);
+        if (nt == NT) {
+            GU_CUDA(cudaMemset(d_y, 0xFF, (size_t)NT * ldy * 4));
+            GU_CUDA(wk_cuda_qgemv(&w, d_x, nt, n_in, n_out, d_y, ldy, 1, NULL));
+            d2h(gh, d_y, (size_t)nt * ldy * 2);
+            for (int i = 0; i < nt; i++) {
+                gu_f16_to_f32(gh + (size_t)i * ldy, cmp + (size_t)i * n_out, (size_t)n_out);
+            }
+            snprintf(name, sizeof(name), "qgemv %s %d x %d, %d tok, f16 out", wk_dtype_name(type),
+                     n_out, n_in, nt);
+            report(name, gu_compare(cmp, ref, (size_t)nt * n_out), THR_F16);
+        }
+    }
+    /* the band [row0, row0 + rows) as f16, against wk_dequantize_row rounded to f16 */
+    const int row0 = n_out / 3;
+    const int rows = n_out - row0 - 1;
+    uint16_t *d_tile = dalloc((size_t)rows * n_in * 2);
+    uint16_t *tile = gu_xmalloc((size_t)rows * n_in * 2);
+    float *row = gu_xmalloc((size_t)n_in * 4);
+    GU_CUDA(cudaMemset(d_tile, 0xFF, (size_t)rows * n_in * 2));
+    GU_CUDA(wk_cuda_qdequant_f16(&w, row0, rows, n_in, d_tile, NULL));
+    d2h(tile, d_tile, (size_t)rows * n_in * 2);
+    size_t diff = 0;
+    for (int i = 0; i < rows; i++) {
+        wk_dequantize_row(type, (const uint8_t *)t->data + (size_t)(row0 + i) * src_row, row, n_in);
+        for (int j = 0; j < n_in; j++) {
+            float v = row[j] > 65504.0f ? 65504.0f : row[j] < -65504.0f ? -65504.0f : row[j];
+            diff += tile[(size_t)i * n_in + j] != wk_f32_to_f16(v);
+        }
+    }
+    snprintf(name, sizeof(name), "qdequant %s rows %d..%d x %d == reference (f16 bits)",
+             wk_dtype_name(type), row0, row0 + rows - 1, n_in);
+    char detail[64];
+    snprintf(detail, sizeof(detail), "%zu of %zu differ", diff, (size_t)rows * n_in);
+    check(name, diff == 0, detail);
+    check("qgemv rejects 9 tokens and ldy < n_out",
+          wk_cuda_qgemv(&w, d_x, 9, n_in, n_out, d_y, ldy, 0, NULL) != 0 &&
+              wk_cuda_qgemv(&w, d_x, 1, n_in, n_out, d_y, n_out - 1, 0, NULL) != 0,
+          "(cudaErrorInvalidValue expected)");
+    (void)cudaGetLastError();
+    cudaFree((void *)w.qs);
+    cudaFree((void *)w.sc);
+    cudaFree((void *)w.sup);
+    cudaFree(d_x);
+    cudaFree(d_y);
+    cudaFree(d_tile);
+    free(hq);
+    free(hs);
+    free(hp_);
+    free(x);
+    free(xf);
+    free(ref);
+    free(got);
+    free(cmp);
+    free(gh);
+    free(tile);
+    free(row);
+    wk_model_fini(&m);
+}
+
 /* ---- fused decode GEMV ------------------------------------------------------------------- */
 
 static void test_gemv_fused(gu_rng *r, int x_mode, int y_mode, int n_in, int n_out) {
@@ -817,6 +954,12 @@ int main(void) {
     test_gemv_fused(&r, WK_CUDA_X_RMSNORM, WK_CUDA_Y_F16, 576, 1001);
     test_gemv_fused(&r, WK_CUDA_X_F16, WK_CUDA_Y_ADD_F32, 4096, 777);
     test_gemv_fused(&r, WK_CUDA_X_SWIGLU, WK_CUDA_Y_ADD_F32, 1536, 576);
+    const wk_dtype qtypes[] = {WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q4_K,
+                               WK_DTYPE_Q8_0, WK_DTYPE_Q5_K, WK_DTYPE_Q6_K};
+    for (size_t i = 0; i < sizeof(qtypes) / sizeof(qtypes[0]); i++) {
+        test_qgemv(&r, qtypes[i], 4096, 1000);
+    }
+    test_qgemv(&r, WK_DTYPE_Q4_1, 1536, 333); /* 48 groups: a partial last warp pass */
     test_convert(&r);
     GU_CUDA(cudaDeviceSynchronize());
     printf("ops: %d passed, %d failed\n", g_pass, g_fail);

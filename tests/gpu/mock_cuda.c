@@ -22,6 +22,7 @@
 #include <cuda_runtime_api.h>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_qweight.h"
 #include "quant.h"
 
 /* ---- recorded work (emulated stream capture) ------------------------------------------- */
@@ -708,6 +709,95 @@ cudaError_t wk_cuda_gemv(const uint16_t *w, const uint16_t *x, int n_tok, int n_
     }
     gemv_args a = {w, x, n_tok, n_in, n_out, y, y_f16};
     submit(gemv_run, &a, sizeof(a));
+    return cudaSuccess;
+}
+
+/* Quantized matrices: the layout's values through its host twin (wk_cuda_q_dequant_row), the
+ * values the kernels compute. */
+typedef struct qmat_args {
+    wk_cuda_qmat w;
+    const uint16_t *x;
+    int n_tok, n_in, n_out, ldy, y_f16, row0;
+    void *y; /* qgemv: (n_tok, ldy); dequant: (n_out, n_in) f16 */
+} qmat_args;
+
+static void qrow(const qmat_args *a, int r, float *dst) {
+    const wk_cuda_qkind k = (wk_cuda_qkind)a->w.kind;
+    const size_t qsb = wk_cuda_q_qs_row_bytes(k, a->n_in);
+    const size_t scb = wk_cuda_q_sc_row_bytes(k, a->n_in);
+    const size_t supb = wk_cuda_q_sup_row_bytes(k, a->n_in);
+    if (wk_cuda_q_dequant_row(k, a->w.qs + (size_t)r * qsb, a->w.sc + (size_t)r * scb,
+                              supb ? a->w.sup + (size_t)r * supb : NULL, a->n_in, dst) != 0) {
+        abort(); /* the launcher checked the kind and the row length */
+    }
+}
+
+static void qgemv_run(const void *p) {
+    const qmat_args *a = p;
+    float *wr = malloc(sizeof(float) * (size_t)a->n_in);
+    if (wr == NULL) {
+        abort();
+    }
+    for (int r = 0; r < a->n_out; r++) {
+        qrow(a, r, wr);
+        for (int t = 0; t < a->n_tok; t++) {
+            float acc = 0;
+            for (int i = 0; i < a->n_in; i++) {
+                acc += wr[i] * h2f(a->x[(size_t)t * a->n_in + i]);
+            }
+            if (a->y_f16) {
+                ((uint16_t *)a->y)[(size_t)t * a->ldy + r] = f2h(acc);
+            } else {
+                ((float *)a->y)[(size_t)t * a->ldy + r] = acc;
+            }
+        }
+    }
+    free(wr);
+}
+
+static void qdequant_run(const void *p) {
+    const qmat_args *a = p;
+    float *wr = malloc(sizeof(float) * (size_t)a->n_in);
+    if (wr == NULL) {
+        abort();
+    }
+    for (int r = 0; r < a->n_out; r++) {
+        qrow(a, a->row0 + r, wr);
+        for (int i = 0; i < a->n_in; i++) {
+            ((uint16_t *)a->y)[(size_t)r * a->n_in + i] = f2h(wr[i]);
+        }
+    }
+    free(wr);
+}
+
+static int qmat_ok(const wk_cuda_qmat *w, int n_in) {
+    if (w == NULL || w->qs == NULL || w->sc == NULL ||
+        wk_cuda_q_qs_row_bytes((wk_cuda_qkind)w->kind, n_in) == 0) {
+        return 0;
+    }
+    return wk_cuda_q_sup_row_bytes((wk_cuda_qkind)w->kind, n_in) == 0 || w->sup != NULL;
+}
+
+cudaError_t wk_cuda_qgemv(const wk_cuda_qmat *w, const uint16_t *x, int n_tok, int n_in, int n_out,
+                          void *y, int ldy, int y_f16, cudaStream_t stream) {
+    (void)stream;
+    if (!qmat_ok(w, n_in) || n_tok < 1 || n_tok > WK_CUDA_GEMV_MAX_TOK || n_out <= 0 ||
+        ldy < n_out) {
+        return cudaErrorInvalidValue;
+    }
+    qmat_args a = {*w, x, n_tok, n_in, n_out, ldy, y_f16, 0, y};
+    submit(qgemv_run, &a, sizeof(a));
+    return cudaSuccess;
+}
+
+cudaError_t wk_cuda_qdequant_f16(const wk_cuda_qmat *w, int row0, int n_rows, int n_in,
+                                 uint16_t *dst, cudaStream_t stream) {
+    (void)stream;
+    if (!qmat_ok(w, n_in) || row0 < 0 || n_rows <= 0) {
+        return cudaErrorInvalidValue;
+    }
+    qmat_args a = {*w, NULL, 0, n_in, n_rows, 0, 1, row0, dst};
+    submit(qdequant_run, &a, sizeof(a));
     return cudaSuccess;
 }
 

@@ -1061,14 +1061,14 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
         cpu_destroy(be);
         return cm_errf(CM_ERR_NOMEM, err, errlen, "out of memory for the repacked weights");
     }
-    wk_cpu_rope_inv_freq(hp, (int)hd, be->inv_freq);
+    wk_rope_inv_freq(hp, (int)hd, be->inv_freq);
     if (rope_swa) {
         /* local layers: their own base, no scaling */
         wk_hparams local = *hp;
         local.rope_freq_base = hp->rope_freq_base_swa;
         local.rope_scaling = WK_ROPE_SCALING_NONE;
         local.rope_scaling_factor = 1.0f;
-        wk_cpu_rope_inv_freq(&local, (int)hd, be->inv_freq_swa);
+        wk_rope_inv_freq(&local, (int)hd, be->inv_freq_swa);
     }
     *out = be;
     return CM_OK;

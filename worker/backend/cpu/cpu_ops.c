@@ -20,36 +20,13 @@ void wk_cpu_rmsnorm(float *out, const float *x, const float *w, int64_t n, float
     }
 }
 
-void wk_cpu_rope_inv_freq(const wk_hparams *hp, int head_dim, float *inv_freq) {
-    int half = head_dim / 2;
-    for (int i = 0; i < half; i++) {
-        /* computed in double so that every backend can match it to f32 precision */
-        double freq = pow((double)hp->rope_freq_base, -2.0 * i / (double)head_dim);
-        if (hp->rope_scaling == WK_ROPE_SCALING_LINEAR) {
-            freq /= hp->rope_scaling_factor;
-        } else if (hp->rope_scaling == WK_ROPE_SCALING_LLAMA3) {
-            double factor = hp->rope_scaling_factor;
-            double lo = hp->rope_llama3_low_freq_factor, hi = hp->rope_llama3_high_freq_factor;
-            double orig = hp->rope_llama3_orig_ctx;
-            double wavelen = 2.0 * M_PI / freq;
-            if (wavelen > orig / lo) {
-                freq /= factor;
-            } else if (wavelen >= orig / hi) {
-                double smooth = (orig / wavelen - lo) / (hi - lo);
-                freq = (1.0 - smooth) * freq / factor + smooth * freq;
-            }
-        }
-        inv_freq[i] = (float)freq;
-    }
-}
-
 void wk_cpu_rope(float *x, int n_heads, int head_dim, int32_t pos, const wk_hparams *hp) {
     int half = head_dim / 2;
     float inv_freq[512];
     if (half > 512) {
         return;
     }
-    wk_cpu_rope_inv_freq(hp, head_dim, inv_freq);
+    wk_rope_inv_freq(hp, head_dim, inv_freq);
     for (int i = 0; i < half; i++) {
         double ang = (double)pos * inv_freq[i];
         float c = (float)cos(ang), s = (float)sin(ang);

@@ -17,12 +17,9 @@ void wk_cpu_rmsnorm(float *out, const float *x, const float *w, int64_t n, float
 
 /* Rotary embedding in place on x: (n_heads, head_dim), token at absolute position pos, with
  * hp's rope style (NORM: pairs (2i, 2i+1); NEOX: pairs (i, i + head_dim/2)), base and
- * scaling (linear: pos / factor; llama3: frequency-dependent). */
+ * scaling (linear: pos / factor; llama3: frequency-dependent), at the frequencies of
+ * wk_rope_inv_freq (worker/model.h). */
 void wk_cpu_rope(float *x, int n_heads, int head_dim, int32_t pos, const wk_hparams *hp);
-
-/* wk_cpu_rope_inv_freq writes the head_dim/2 rotation frequencies (radians per position) of
- * hp, scaling applied, into inv_freq: (head_dim/2). wk_cpu_rope uses the same values. */
-void wk_cpu_rope_inv_freq(const wk_hparams *hp, int head_dim, float *inv_freq);
 
 /* out = silu(gate) * up, silu(g) = g / (1 + exp(-g)). All (n); out may alias either input. */
 void wk_cpu_swiglu(float *out, const float *gate, const float *up, int64_t n);

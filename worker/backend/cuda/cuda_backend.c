@@ -23,9 +23,10 @@
 #include <cuda_runtime_api.h>
 
 #include "cm_log.h"
+#include "model.h"
 #include "quant.h"
-#include "../cpu/cpu_ops.h"
 #include "cuda_ops.h"
+#include "cuda_qweight.h"
 
 #define ALIGN_BYTES 256
 #define STAGE_ELEMS ((size_t)8 << 20) /* f32 elements per upload chunk (32 MiB) */
@@ -33,15 +34,38 @@
 #define MAX_BUCKETS 40
 #define ERR_LEN 512
 #define ATTN_SPLITS 16 /* split-K chunks of the context for decode steps of <= 8 rows */
+/* f16 elements of the tile a quantized matrix is dequantized into for cuBLAS (128 MiB): a band
+ * of rows at a time, so the 8B shape's output head (1 GiB as f16) takes 8 bands */
+#define DEQ_TILE_ELEMS ((size_t)64 << 20)
+#define MAX_PARTS 3
+
+/* A run of rows of a weight matrix held in one representation. */
+typedef struct wpart {
+    int kind;       /* wk_cuda_qkind; WK_CUDA_QK_NONE: f16 */
+    int row0;       /* first row of the part within the matrix */
+    int rows;       /* rows in the part */
+    uint16_t *f16;  /* NONE: (rows, cols) f16 */
+    wk_cuda_qmat q; /* otherwise: the device layout of cuda_qweight.h */
+} wpart;
+
+/* A weight matrix (rows, cols), fused from up to 3 GGUF tensors (Q|K|V, gate|up): one part when
+ * every row has the same representation (always with `weights f16`), otherwise one part per
+ * run of tensors of the same kind (Q4_K_M files keep V in Q6_K, for instance). */
+typedef struct wmat {
+    int rows, cols;
+    int n_parts; /* 1..MAX_PARTS */
+    wpart part[MAX_PARTS];
+    size_t bytes; /* device bytes of all parts (what one forward reads) */
+} wmat;
 
 typedef struct layer_dev {
     float *attn_norm; /* (n_embd) */
-    uint16_t *wqkv;   /* (n_head*hd + 2*n_kv*hd rows, n_embd) f16 */
+    wmat wqkv;        /* (n_head*hd + 2*n_kv*hd rows, n_embd) */
     float *bqkv;      /* (qkv_dim) or NULL */
-    uint16_t *wo;     /* (n_embd rows, n_head*hd) */
+    wmat wo;          /* (n_embd rows, n_head*hd) */
     float *ffn_norm;  /* (n_embd) */
-    uint16_t *wgu;    /* (2*n_ff rows, n_embd): gate rows then up rows */
-    uint16_t *wdown;  /* (n_embd rows, n_ff) */
+    wmat wgu;         /* (2*n_ff rows, n_embd): gate rows then up rows */
+    wmat wdown;       /* (n_embd rows, n_ff) */
 } layer_dev;
 
 typedef struct graph_slot {
@@ -67,11 +91,15 @@ struct wk_backend {
     void *warena;
     size_t warena_bytes;
     size_t weight_read_bytes;
-    layer_dev *layers;  /* (n_layer) host array of device pointers */
-    uint16_t *tok_embd; /* (n_vocab, n_embd) */
-    float *out_norm;    /* (n_embd) */
-    uint16_t *output;   /* (n_vocab, n_embd); == tok_embd when tied */
-    float *inv_freq;    /* (n_rot/2) */
+    size_t weight_q_bytes;  /* of which quantized parts */
+    size_t max_qpart_elems; /* largest quantized part (rows x cols), sizes the dequant tile */
+    int native;             /* weights kept quantized (opt.weights == NATIVE) */
+    int all_f16;            /* every layer matrix one f16 part (the fused GEMVs need that) */
+    layer_dev *layers;      /* (n_layer) host array of device pointers */
+    uint16_t *tok_embd;     /* (n_vocab, n_embd) f16 */
+    float *out_norm;        /* (n_embd) */
+    wmat output;            /* (n_vocab, n_embd); one f16 part aliasing tok_embd when tied */
+    float *inv_freq;        /* (n_rot/2) */
     int n_rot, neox;
 
     /* paged KV: kv[layer][0=K,1=V] each (n_blocks + 1, n_kv, bt, hd) f16; block n_blocks is
@@ -94,7 +122,9 @@ struct wk_backend {
     uint16_t *act;     /* (rows, n_ff) */
     float *logits;     /* (seqs_cap, n_vocab) */
     float *attn_part;  /* (GEMV_MAX_TOK, n_head, ATTN_SPLITS, hd + 2) split-K partials */
-    int attn_splits;   /* 1..ATTN_SPLITS; 1 = no split (env SLUICE_CUDA_ATTN_SPLITS) */
+    uint16_t *wdeq;    /* (wdeq_elems) f16 tile for quantized matrices in cuBLAS GEMMs, or NULL */
+    size_t wdeq_elems;
+    int attn_splits; /* 1..ATTN_SPLITS; 1 = no split (env SLUICE_CUDA_ATTN_SPLITS) */
     void *scratch_arena;
     size_t scratch_bytes;
 
@@ -236,6 +266,8 @@ void wk_cuda_options_default(wk_cuda_options *o) {
     o->fuse_decode = 0;
     o->gemv_max_rows = 4;
     o->use_pdl = 1; /* H200 run 2: correct (model test) and 0.25 ms/step faster at batch 1 */
+    o->weights = WK_CUDA_WEIGHTS_NATIVE;
+    o->qgemv_max_rows = WK_CUDA_GEMV_MAX_TOK;
 }
 
 /* ---- device discovery ------------------------------------------------------------------- */
@@ -497,6 +529,74 @@ fail:
     return rv;
 }
 
+/* Uploads the rows of t (rows x cols of a type with a device kind) repacked into quantized
+ * part p, starting at row r_in_part of the part: rows are repacked on the host into the pinned
+ * stage (qs, sc, sup regions of a chunk of rows), then copied into the part's three arrays. */
+static cm_err upload_quant(uploader *up, const wk_tensor *t, int64_t rows, int64_t cols,
+                           const wpart *p, int64_t r_in_part, char *err, size_t errlen) {
+    cm_err rv = CM_OK;
+    const wk_cuda_qkind k = (wk_cuda_qkind)p->kind;
+    const size_t qsb = wk_cuda_q_qs_row_bytes(k, cols);
+    const size_t scb = wk_cuda_q_sc_row_bytes(k, cols);
+    const size_t supb = wk_cuda_q_sup_row_bytes(k, cols);
+    const size_t src_row = wk_dtype_row_bytes(t->type, cols);
+    const int64_t rows_per_chunk = (int64_t)(STAGE_ELEMS * 4 / (qsb + scb + supb));
+    if (rows_per_chunk < 1 || src_row == 0) {
+        return cm_errf(CM_ERR_UNSUPPORTED, err, errlen,
+                       "row of %lld elements cannot be repacked as %s", (long long)cols,
+                       wk_cuda_qkind_name(k));
+    }
+    uint8_t *h = (uint8_t *)up->h_stage;
+    const uint8_t *src = t->data;
+    for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
+        const int64_t nr = rows - r0 < rows_per_chunk ? rows - r0 : rows_per_chunk;
+        uint8_t *hq = h;
+        uint8_t *hs = h + (size_t)nr * qsb;
+        uint8_t *hp = hs + (size_t)nr * scb;
+        /* the previous chunk's copies must be done before the stage is rewritten */
+        CK_CREATE(cudaStreamSynchronize(up->stream), CM_ERR_BACKEND);
+        for (int64_t r = 0; r < nr; r++) {
+            if (wk_cuda_q_repack_row(t->type, src + (size_t)(r0 + r) * src_row, cols,
+                                     hq + (size_t)r * qsb, hs + (size_t)r * scb,
+                                     supb ? hp + (size_t)r * supb : NULL) != 0) {
+                return cm_errf(CM_ERR_UNSUPPORTED, err, errlen, "cannot repack a %s row as %s",
+                               wk_dtype_name(t->type), wk_cuda_qkind_name(k));
+            }
+        }
+        const size_t at = (size_t)(r_in_part + r0);
+        CK_CREATE(cudaMemcpyAsync((uint8_t *)p->q.qs + at * qsb, hq, (size_t)nr * qsb,
+                                  cudaMemcpyHostToDevice, up->stream),
+                  CM_ERR_BACKEND);
+        CK_CREATE(cudaMemcpyAsync((uint8_t *)p->q.sc + at * scb, hs, (size_t)nr * scb,
+                                  cudaMemcpyHostToDevice, up->stream),
+                  CM_ERR_BACKEND);
+        if (supb) {
+            CK_CREATE(cudaMemcpyAsync((uint8_t *)p->q.sup + at * supb, hp, (size_t)nr * supb,
+                                      cudaMemcpyHostToDevice, up->stream),
+                      CM_ERR_BACKEND);
+        }
+    }
+    CK_CREATE(cudaStreamSynchronize(up->stream), CM_ERR_BACKEND);
+    return CM_OK;
+fail:
+    return rv;
+}
+
+/* Uploads tensor t, rows [row_off, row_off + rows) of matrix m, into the part that holds them
+ * (a tensor never straddles parts: plan_matrix makes parts of whole tensors). */
+static cm_err upload_into(uploader *up, const wk_tensor *t, const wmat *m, int row_off, int rows,
+                          char *err, size_t errlen) {
+    const wpart *p = &m->part[0];
+    for (int i = 1; i < m->n_parts && m->part[i].row0 <= row_off; i++) {
+        p = &m->part[i];
+    }
+    const int64_t r = row_off - p->row0;
+    if (p->kind == WK_CUDA_QK_NONE) {
+        return upload_matrix(up, t, rows, m->cols, p->f16 + r * m->cols, err, errlen);
+    }
+    return upload_quant(up, t, rows, m->cols, p, r, err, errlen);
+}
+
 /* Uploads a vector (norm or bias) as f32; synthetic: norms are 1. */
 static cm_err upload_vector(uploader *up, const wk_tensor *t, int64_t n, float *dst, char *err,
                             size_t errlen) {
@@ -526,28 +626,109 @@ static size_t carve(uint8_t *base, size_t *off, size_t bytes) {
     return base ? (size_t)(base + at) : at;
 }
 
+/* The representation of tensor t (cols columns) on the device: its quantized kind in native
+ * mode when it has one and the row fits it, else f16. Synthetic tensors are f16. */
+static int tensor_kind(const wk_backend *be, const wk_tensor *t, int cols) {
+    if (!be->native || t->data == NULL) {
+        return WK_CUDA_QK_NONE;
+    }
+    wk_cuda_qkind k = wk_cuda_qkind_of(t->type);
+    return wk_cuda_q_qs_row_bytes(k, cols) != 0 ? (int)k : WK_CUDA_QK_NONE;
+}
+
+/* Plans matrix m fused from n tensors (src[i] has rows[i] rows of cols columns) and carves its
+ * parts; with base NULL only counts. Adds the matrix's bytes to the backend's totals. */
+static void plan_matrix(wk_backend *be, uint8_t *base, size_t *off, wmat *m,
+                        const wk_tensor *const *src, const int *rows, int n, int cols) {
+    memset(m, 0, sizeof(*m));
+    m->cols = cols;
+    for (int i = 0; i < n; i++) {
+        int kind = tensor_kind(be, src[i], cols);
+        if (m->n_parts == 0 || m->part[m->n_parts - 1].kind != kind) {
+            wpart *p = &m->part[m->n_parts++];
+            p->kind = kind;
+            p->row0 = m->rows;
+        }
+        m->part[m->n_parts - 1].rows += rows[i];
+        m->rows += rows[i];
+    }
+    for (int i = 0; i < m->n_parts; i++) {
+        wpart *p = &m->part[i];
+        const size_t r = (size_t)p->rows;
+        size_t bytes;
+        if (p->kind == WK_CUDA_QK_NONE) {
+            bytes = r * (size_t)cols * 2;
+            p->f16 = (uint16_t *)carve(base, off, bytes);
+        } else {
+            const wk_cuda_qkind k = (wk_cuda_qkind)p->kind;
+            const size_t qsb = r * wk_cuda_q_qs_row_bytes(k, cols);
+            const size_t scb = r * wk_cuda_q_sc_row_bytes(k, cols);
+            const size_t supb = r * wk_cuda_q_sup_row_bytes(k, cols);
+            p->q.kind = p->kind;
+            p->q.qs = (const uint8_t *)carve(base, off, qsb);
+            p->q.sc = (const uint8_t *)carve(base, off, scb);
+            p->q.sup = supb ? (const uint8_t *)carve(base, off, supb) : NULL;
+            bytes = qsb + scb + supb;
+            be->weight_q_bytes += bytes;
+            size_t elems = r * (size_t)cols;
+            be->max_qpart_elems = elems > be->max_qpart_elems ? elems : be->max_qpart_elems;
+        }
+        m->bytes += bytes;
+    }
+    be->weight_read_bytes += m->bytes;
+}
+
+static int wmat_is_f16(const wmat *m) {
+    return m->n_parts == 1 && m->part[0].kind == WK_CUDA_QK_NONE;
+}
+
 static cm_err layout_weights(wk_backend *be, uint8_t *base, size_t *total, int has_bias) {
+    const wk_model *md = be->model;
     const size_t e = (size_t)be->n_embd;
+    const int ne = be->n_embd;
+    const int kd = be->n_kv * be->hd;
     size_t off = 0;
-    const int tied =
-        be->model->output.data == be->model->tok_embd.data && be->model->output.data != NULL;
+    const int tied = md->output.data == md->tok_embd.data && md->output.data != NULL;
+    be->weight_read_bytes = 0;
+    be->weight_q_bytes = 0;
+    be->max_qpart_elems = 0;
     be->tok_embd = (uint16_t *)carve(base, &off, (size_t)be->n_vocab * e * 2);
     be->out_norm = (float *)carve(base, &off, e * 4);
-    if (tied || be->model->hp.tied_embeddings) {
-        be->output = be->tok_embd;
+    if (tied || md->hp.tied_embeddings) {
+        memset(&be->output, 0, sizeof(be->output));
+        be->output.rows = be->n_vocab;
+        be->output.cols = ne;
+        be->output.n_parts = 1;
+        be->output.part[0].rows = be->n_vocab;
+        be->output.part[0].f16 = be->tok_embd;
+        be->output.bytes = (size_t)be->n_vocab * e * 2;
+        be->weight_read_bytes += be->output.bytes;
     } else {
-        be->output = (uint16_t *)carve(base, &off, (size_t)be->n_vocab * e * 2);
+        const wk_tensor *t[1] = {&md->output};
+        const int r[1] = {be->n_vocab};
+        plan_matrix(be, base, &off, &be->output, t, r, 1, ne);
     }
     be->inv_freq = (float *)carve(base, &off, (size_t)be->hd / 2 * 4);
+    be->all_f16 = 1;
     for (int l = 0; l < be->n_layer; l++) {
         layer_dev *L = &be->layers[l];
+        const wk_layer *S = &md->layers[l];
         L->attn_norm = (float *)carve(base, &off, e * 4);
-        L->wqkv = (uint16_t *)carve(base, &off, (size_t)be->qkv_dim * e * 2);
+        const wk_tensor *qkv[3] = {&S->wq, &S->wk, &S->wv};
+        const int qkv_rows[3] = {be->q_dim, kd, kd};
+        plan_matrix(be, base, &off, &L->wqkv, qkv, qkv_rows, 3, ne);
         L->bqkv = has_bias ? (float *)carve(base, &off, (size_t)be->qkv_dim * 4) : NULL;
-        L->wo = (uint16_t *)carve(base, &off, e * (size_t)be->q_dim * 2);
+        const wk_tensor *o[1] = {&S->wo};
+        const int o_rows[1] = {ne};
+        plan_matrix(be, base, &off, &L->wo, o, o_rows, 1, be->q_dim);
         L->ffn_norm = (float *)carve(base, &off, e * 4);
-        L->wgu = (uint16_t *)carve(base, &off, 2 * (size_t)be->n_ff * e * 2);
-        L->wdown = (uint16_t *)carve(base, &off, e * (size_t)be->n_ff * 2);
+        const wk_tensor *gu[2] = {&S->w_gate, &S->w_up};
+        const int gu_rows[2] = {be->n_ff, be->n_ff};
+        plan_matrix(be, base, &off, &L->wgu, gu, gu_rows, 2, ne);
+        const wk_tensor *dn[1] = {&S->w_down};
+        plan_matrix(be, base, &off, &L->wdown, dn, o_rows, 1, be->n_ff);
+        be->all_f16 &= wmat_is_f16(&L->wqkv) && wmat_is_f16(&L->wo) && wmat_is_f16(&L->wgu) &&
+                       wmat_is_f16(&L->wdown);
     }
     *total = off;
     return CM_OK;
@@ -580,14 +761,14 @@ static cm_err upload_weights(wk_backend *be, char *err, size_t errlen) {
     if ((rv = upload_vector(&up, &m->output_norm, e, be->out_norm, err, errlen)) != CM_OK) {
         goto fail;
     }
-    if (be->output != be->tok_embd &&
-        (rv = upload_matrix(&up, &m->output, be->n_vocab, e, be->output, err, errlen)) != CM_OK) {
+    if (be->output.part[0].f16 != be->tok_embd &&
+        (rv = upload_into(&up, &m->output, &be->output, 0, be->n_vocab, err, errlen)) != CM_OK) {
         goto fail;
     }
     {
         /* the CPU reference's own frequencies, so both backends rotate identically */
         float freq[1024];
-        wk_cpu_rope_inv_freq(&m->hp, be->hd, freq);
+        wk_rope_inv_freq(&m->hp, be->hd, freq);
         CK_CREATE(cudaMemcpyAsync(be->inv_freq, freq, (size_t)be->n_rot / 2 * 4,
                                   cudaMemcpyHostToDevice, be->stream),
                   CM_ERR_BACKEND);
@@ -596,17 +777,17 @@ static cm_err upload_weights(wk_backend *be, char *err, size_t errlen) {
     for (int l = 0; l < be->n_layer; l++) {
         const wk_layer *L = &m->layers[l];
         layer_dev *D = &be->layers[l];
+        const int iqd = (int)qd;
+        const int ikd = (int)kd;
         if ((rv = upload_vector(&up, &L->attn_norm, e, D->attn_norm, err, errlen)) != CM_OK ||
-            (rv = upload_matrix(&up, &L->wq, qd, e, D->wqkv, err, errlen)) != CM_OK ||
-            (rv = upload_matrix(&up, &L->wk, kd, e, D->wqkv + qd * e, err, errlen)) != CM_OK ||
-            (rv = upload_matrix(&up, &L->wv, kd, e, D->wqkv + (qd + kd) * e, err, errlen)) !=
-                CM_OK ||
-            (rv = upload_matrix(&up, &L->wo, e, qd, D->wo, err, errlen)) != CM_OK ||
+            (rv = upload_into(&up, &L->wq, &D->wqkv, 0, iqd, err, errlen)) != CM_OK ||
+            (rv = upload_into(&up, &L->wk, &D->wqkv, iqd, ikd, err, errlen)) != CM_OK ||
+            (rv = upload_into(&up, &L->wv, &D->wqkv, iqd + ikd, ikd, err, errlen)) != CM_OK ||
+            (rv = upload_into(&up, &L->wo, &D->wo, 0, (int)e, err, errlen)) != CM_OK ||
             (rv = upload_vector(&up, &L->ffn_norm, e, D->ffn_norm, err, errlen)) != CM_OK ||
-            (rv = upload_matrix(&up, &L->w_gate, be->n_ff, e, D->wgu, err, errlen)) != CM_OK ||
-            (rv = upload_matrix(&up, &L->w_up, be->n_ff, e, D->wgu + (int64_t)be->n_ff * e, err,
-                                errlen)) != CM_OK ||
-            (rv = upload_matrix(&up, &L->w_down, e, be->n_ff, D->wdown, err, errlen)) != CM_OK) {
+            (rv = upload_into(&up, &L->w_gate, &D->wgu, 0, be->n_ff, err, errlen)) != CM_OK ||
+            (rv = upload_into(&up, &L->w_up, &D->wgu, be->n_ff, be->n_ff, err, errlen)) != CM_OK ||
+            (rv = upload_into(&up, &L->w_down, &D->wdown, 0, (int)e, err, errlen)) != CM_OK) {
             goto fail;
         }
         if (D->bqkv != NULL &&
@@ -760,6 +941,24 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
     if (env != NULL) {
         be->opt.fuse_decode = strcmp(env, "0") != 0;
     }
+    env = getenv("SLUICE_CUDA_WEIGHTS");
+    if (env != NULL && strcmp(env, "f16") == 0) {
+        be->opt.weights = WK_CUDA_WEIGHTS_F16;
+    } else if (env != NULL && strcmp(env, "native") == 0) {
+        be->opt.weights = WK_CUDA_WEIGHTS_NATIVE;
+    } else if (env != NULL) {
+        rv = cm_errf(CM_ERR_INVALID, err, errlen,
+                     "SLUICE_CUDA_WEIGHTS must be f16 or native, not '%.32s'", env);
+        goto fail;
+    }
+    be->native = be->opt.weights == WK_CUDA_WEIGHTS_NATIVE;
+    env = getenv("SLUICE_CUDA_QGEMV_MAX_ROWS");
+    if (env != NULL) {
+        be->opt.qgemv_max_rows = atoi(env);
+    }
+    if (be->opt.qgemv_max_rows < 0 || be->opt.qgemv_max_rows > WK_CUDA_GEMV_MAX_TOK) {
+        be->opt.qgemv_max_rows = be->opt.qgemv_max_rows < 0 ? 0 : WK_CUDA_GEMV_MAX_TOK;
+    }
     if (cfg->kv_dtype != WK_DTYPE_F16) {
         cm_logf(CM_LOG_INFO, NULL, "cuda backend: kv dtype %s requested; the CUDA KV cache is F16",
                 wk_dtype_name(cfg->kv_dtype));
@@ -830,11 +1029,8 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         if ((rv = upload_weights(be, err, errlen)) != CM_OK) {
             goto fail;
         }
-        /* what one forward reads: every matrix once (tied output once), norms negligible */
-        size_t per_layer = ((size_t)be->qkv_dim + (size_t)be->q_dim + 3 * (size_t)be->n_ff) *
-                           (size_t)be->n_embd * 2;
-        be->weight_read_bytes =
-            per_layer * (size_t)be->n_layer + (size_t)be->n_vocab * (size_t)be->n_embd * 2;
+        /* weight_read_bytes (what one forward reads: every matrix once, the tied output once,
+         * norms negligible) was summed by layout_weights */
     }
 
     /* KV cache (+1 scratch block for padded graph rows) */
@@ -877,6 +1073,11 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         size_t o_part = carve(NULL, &off,
                               (size_t)WK_CUDA_GEMV_MAX_TOK * (size_t)be->n_head * ATTN_SPLITS *
                                   ((size_t)be->hd + 2) * 4);
+        /* the dequantization tile: the largest quantized part, at most DEQ_TILE_ELEMS, at
+         * least one row of the widest matrix */
+        be->wdeq_elems =
+            be->max_qpart_elems < DEQ_TILE_ELEMS ? be->max_qpart_elems : DEQ_TILE_ELEMS;
+        size_t o_deq = be->wdeq_elems > 0 ? carve(NULL, &off, be->wdeq_elems * 2) : 0;
         cudaError_t ce = cudaMalloc(&be->scratch_arena, off);
         if (ce != cudaSuccess) {
             be->scratch_arena = NULL;
@@ -897,6 +1098,7 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         be->act = (uint16_t *)(b + o_act);
         be->logits = (float *)(b + o_logits);
         be->attn_part = (float *)(b + o_part);
+        be->wdeq = be->wdeq_elems > 0 ? (uint16_t *)(b + o_deq) : NULL;
 
         be->meta_fixed_ints = META_BT(be);
         size_t meta_ints = be->meta_fixed_ints + (size_t)be->seqs_cap * cfg->max_blocks_per_seq;
@@ -907,12 +1109,15 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
     }
     CK_CREATE(cudaStreamSynchronize(be->stream), CM_ERR_BACKEND);
     cm_logf(CM_LOG_INFO, NULL,
-            "cuda backend: %s (sm_%d%d, %d SMs): weights %.2f GiB, KV %.2f GiB (%u blocks x %u "
-            "tokens), scratch %.2f GiB, graphs %s",
+            "cuda backend: %s (sm_%d%d, %d SMs): weights %s %.2f GiB (%.2f GiB read per step, "
+            "%.2f GiB of it quantized), KV %.2f GiB (%u blocks x %u tokens), workspace %.2f GiB "
+            "(activations, logits, %.2f GiB dequant tile, %.0f MiB cuBLAS), graphs %s",
             prop.name, prop.major, prop.minor, prop.multiProcessorCount,
-            (double)be->warena_bytes / (1 << 30), (double)be->kv_bytes / (1 << 30), cfg->n_blocks,
-            cfg->block_tokens, (double)be->scratch_bytes / (1 << 30),
-            be->opt.use_graphs ? "on" : "off");
+            be->native ? "native" : "f16", (double)be->warena_bytes / (1 << 30),
+            (double)be->weight_read_bytes / (1 << 30), (double)be->weight_q_bytes / (1 << 30),
+            (double)be->kv_bytes / (1 << 30), cfg->n_blocks, cfg->block_tokens,
+            (double)be->scratch_bytes / (1 << 30), (double)be->wdeq_elems * 2 / (1 << 30),
+            (double)CUBLAS_WS_BYTES / (1 << 20), be->opt.use_graphs ? "on" : "off");
     *out = be;
     return CM_OK;
 fail:
@@ -928,21 +1133,64 @@ static cm_err cuda_create(const wk_model *model, const wk_backend_config *cfg, w
 
 /* ---- forward ---------------------------------------------------------------------------- */
 
-/* y (n, n_out) = x (n, n_in) . W^T; W (n_out, n_in) f16 row-major; x f16; y f32 or f16. */
-static cm_err gemm(wk_backend *be, const uint16_t *w, const uint16_t *x, int n, int n_in, int n_out,
-                   void *y, int y_f16) {
+/* cuBLAS: y (n, ldy) columns [0, n_out) = x (n, n_in) . W^T with W (n_out, n_in) f16. */
+static cm_err cublas_wt(wk_backend *be, const uint16_t *w, const uint16_t *x, int n, int n_in,
+                        int n_out, void *y, int ldy, int y_f16) {
     cm_err rv = CM_OK;
-    if (n <= be->opt.gemv_max_rows && be->opt.gemv_mode != WK_CUDA_GEMV_CUBLAS) {
-        CK(wk_cuda_gemv(w, x, n, n_in, n_out, y, y_f16, be->stream));
-        return CM_OK;
-    }
     /* Column-major view: C (n_out x n) = op(A) (n_out x n_in) * B (n_in x n) with A = W stored
-     * as (n_in x n_out) column-major, hence OP_T. */
+     * as (n_in x n_out) column-major, hence OP_T; ldc = ldy lets a part fill its columns. */
     const float alpha = 1.0f;
     const float beta = 0.0f;
     CKB(cublasGemmEx(be->cublas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n, n_in, &alpha, w, CUDA_R_16F,
-                     n_in, x, CUDA_R_16F, n_in, &beta, y, y_f16 ? CUDA_R_16F : CUDA_R_32F, n_out,
+                     n_in, x, CUDA_R_16F, n_in, &beta, y, y_f16 ? CUDA_R_16F : CUDA_R_32F, ldy,
                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return CM_OK;
+fail:
+    return rv;
+}
+
+/* Rows of W at or below which a GEMV replaces cuBLAS for part p. */
+static int gemv_rows_for(const wk_backend *be, const wpart *p) {
+    if (be->opt.gemv_mode == WK_CUDA_GEMV_CUBLAS) {
+        return 0;
+    }
+    return p->kind == WK_CUDA_QK_NONE ? be->opt.gemv_max_rows : be->opt.qgemv_max_rows;
+}
+
+/* y (n, W rows) = x (n, W cols) . W^T, part by part; x f16; y f32 or f16. f16 parts: the GEMV
+ * (a single-part matrix) or cuBLAS; quantized parts: the quantized GEMV for small n, else
+ * bands of rows dequantized into the f16 tile and multiplied by cuBLAS. */
+static cm_err gemm(wk_backend *be, const wmat *w, const uint16_t *x, int n, void *y, int y_f16) {
+    cm_err rv = CM_OK;
+    const int n_in = w->cols;
+    const int ldy = w->rows;
+    const size_t esz = y_f16 ? 2 : 4;
+    for (int i = 0; i < w->n_parts; i++) {
+        const wpart *p = &w->part[i];
+        void *yp = (uint8_t *)y + (size_t)p->row0 * esz;
+        const int small = n <= gemv_rows_for(be, p);
+        if (p->kind == WK_CUDA_QK_NONE) {
+            if (small && w->n_parts == 1) {
+                CK(wk_cuda_gemv(p->f16, x, n, n_in, p->rows, yp, y_f16, be->stream));
+            } else if ((rv = cublas_wt(be, p->f16, x, n, n_in, p->rows, yp, ldy, y_f16)) != CM_OK) {
+                goto fail;
+            }
+            continue;
+        }
+        if (small) {
+            CK(wk_cuda_qgemv(&p->q, x, n, n_in, p->rows, yp, ldy, y_f16, be->stream));
+            continue;
+        }
+        const int band = (int)(be->wdeq_elems / (size_t)n_in);
+        for (int r0 = 0; r0 < p->rows; r0 += band) {
+            const int nr = p->rows - r0 < band ? p->rows - r0 : band;
+            CK(wk_cuda_qdequant_f16(&p->q, r0, nr, n_in, be->wdeq, be->stream));
+            if ((rv = cublas_wt(be, be->wdeq, x, n, n_in, nr, (uint8_t *)yp + (size_t)r0 * esz, ldy,
+                                y_f16)) != CM_OK) {
+                goto fail;
+            }
+        }
+    }
     return CM_OK;
 fail:
     return rv;
@@ -979,8 +1227,8 @@ static cm_err enqueue_fused_layers(wk_backend *be, int n, int n_out, int flash_t
         const layer_dev *L = &be->layers[l];
         uint16_t *k_cache = be->kv + (size_t)l * 2 * be->kv_half_elems;
         uint16_t *v_cache = k_cache + be->kv_half_elems;
-        CK(wk_cuda_gemv_fused(L->wqkv, be->x, WK_CUDA_X_RMSNORM, L->attn_norm, be->eps, n,
-                              be->n_embd, be->qkv_dim, be->qkv, WK_CUDA_Y_F32, be->stream));
+        CK(wk_cuda_gemv_fused(L->wqkv.part[0].f16, be->x, WK_CUDA_X_RMSNORM, L->attn_norm, be->eps,
+                              n, be->n_embd, be->qkv_dim, be->qkv, WK_CUDA_Y_F32, be->stream));
         prof_mark(be, WK_CUDA_PROF_GEMM);
         CK(wk_cuda_rope_store(be->qkv, L->bqkv, d_pos, d_seq, d_bt, mb, bt, &ra, n, be->q, k_cache,
                               v_cache, be->stream));
@@ -992,14 +1240,14 @@ static cm_err enqueue_fused_layers(wk_backend *be, int n, int n_out, int flash_t
             CK(attention(be, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, n));
         }
         prof_mark(be, WK_CUDA_PROF_ATTN);
-        CK(wk_cuda_gemv_fused(L->wo, be->attn, WK_CUDA_X_F16, NULL, 0.0f, n, be->q_dim, be->n_embd,
-                              be->x, WK_CUDA_Y_ADD_F32, be->stream));
-        prof_mark(be, WK_CUDA_PROF_GEMM);
-        CK(wk_cuda_gemv_fused(L->wgu, be->x, WK_CUDA_X_RMSNORM, L->ffn_norm, be->eps, n, be->n_embd,
-                              2 * be->n_ff, be->gu, WK_CUDA_Y_F16, be->stream));
-        prof_mark(be, WK_CUDA_PROF_GEMM);
-        CK(wk_cuda_gemv_fused(L->wdown, be->gu, WK_CUDA_X_SWIGLU, NULL, 0.0f, n, be->n_ff,
+        CK(wk_cuda_gemv_fused(L->wo.part[0].f16, be->attn, WK_CUDA_X_F16, NULL, 0.0f, n, be->q_dim,
                               be->n_embd, be->x, WK_CUDA_Y_ADD_F32, be->stream));
+        prof_mark(be, WK_CUDA_PROF_GEMM);
+        CK(wk_cuda_gemv_fused(L->wgu.part[0].f16, be->x, WK_CUDA_X_RMSNORM, L->ffn_norm, be->eps, n,
+                              be->n_embd, 2 * be->n_ff, be->gu, WK_CUDA_Y_F16, be->stream));
+        prof_mark(be, WK_CUDA_PROF_GEMM);
+        CK(wk_cuda_gemv_fused(L->wdown.part[0].f16, be->gu, WK_CUDA_X_SWIGLU, NULL, 0.0f, n,
+                              be->n_ff, be->n_embd, be->x, WK_CUDA_Y_ADD_F32, be->stream));
         prof_mark(be, WK_CUDA_PROF_GEMM);
     }
     if (n_out > 0) {
@@ -1007,8 +1255,7 @@ static cm_err enqueue_fused_layers(wk_backend *be, int n, int n_out, int flash_t
         CK(wk_cuda_add_rmsnorm(be->x, NULL, be->out_norm, d_out, n_out, be->n_embd, be->eps, be->xn,
                                be->stream));
         prof_mark(be, WK_CUDA_PROF_NORM);
-        if ((rv = gemm(be, be->output, be->xn, n_out, be->n_embd, be->n_vocab, be->logits, 0)) !=
-            CM_OK) {
+        if ((rv = gemm(be, &be->output, be->xn, n_out, be->logits, 0)) != CM_OK) {
             goto fail;
         }
         prof_mark(be, WK_CUDA_PROF_GEMM);
@@ -1037,12 +1284,13 @@ static cm_err enqueue_forward(wk_backend *be, int n, int n_out, int flash_tiles)
      * cuBLAS GEMMs, and early-resident waiting blocks would only take SM slots from them (H200
      * run 3 slowed b32/b128 with PDL everywhere). Graphs keep the mode they were captured with,
      * and a bucket's size decides it, so replays stay consistent. */
-    wk_cuda_ops_set_pdl(be->opt.use_pdl && be->cc_major >= 9 && n <= be->opt.gemv_max_rows);
+    const int gemv_rows = be->native ? be->opt.qgemv_max_rows : be->opt.gemv_max_rows;
+    wk_cuda_ops_set_pdl(be->opt.use_pdl && be->cc_major >= 9 && n <= gemv_rows);
     be->prof_n = 0;
     prof_mark(be, WK_CUDA_PROF_OTHER); /* start */
     CK(wk_cuda_embed(be->tok_embd, d_tok, n, be->n_embd, be->x, be->stream));
     prof_mark(be, WK_CUDA_PROF_OTHER);
-    if (n <= be->opt.gemv_max_rows && be->opt.fuse_decode &&
+    if (n <= be->opt.gemv_max_rows && be->opt.fuse_decode && be->all_f16 &&
         be->opt.gemv_mode != WK_CUDA_GEMV_CUBLAS) {
         return enqueue_fused_layers(be, n, n_out, flash_tiles);
     }
@@ -1054,7 +1302,7 @@ static cm_err enqueue_forward(wk_backend *be, int n, int n_out, int flash_tiles)
         CK(wk_cuda_add_rmsnorm(be->x, l == 0 ? NULL : be->tmp, L->attn_norm, NULL, n, be->n_embd,
                                be->eps, be->xn, be->stream));
         prof_mark(be, WK_CUDA_PROF_NORM);
-        if ((rv = gemm(be, L->wqkv, be->xn, n, be->n_embd, be->qkv_dim, be->qkv, 0)) != CM_OK) {
+        if ((rv = gemm(be, &L->wqkv, be->xn, n, be->qkv, 0)) != CM_OK) {
             goto fail;
         }
         prof_mark(be, WK_CUDA_PROF_GEMM);
@@ -1068,20 +1316,20 @@ static cm_err enqueue_forward(wk_backend *be, int n, int n_out, int flash_tiles)
             CK(attention(be, d_pos, d_seq, d_bt, k_cache, v_cache, &aa, n));
         }
         prof_mark(be, WK_CUDA_PROF_ATTN);
-        if ((rv = gemm(be, L->wo, be->attn, n, be->q_dim, be->n_embd, be->tmp, 0)) != CM_OK) {
+        if ((rv = gemm(be, &L->wo, be->attn, n, be->tmp, 0)) != CM_OK) {
             goto fail;
         }
         prof_mark(be, WK_CUDA_PROF_GEMM);
         CK(wk_cuda_add_rmsnorm(be->x, be->tmp, L->ffn_norm, NULL, n, be->n_embd, be->eps, be->xn,
                                be->stream));
         prof_mark(be, WK_CUDA_PROF_NORM);
-        if ((rv = gemm(be, L->wgu, be->xn, n, be->n_embd, 2 * be->n_ff, be->gu, 1)) != CM_OK) {
+        if ((rv = gemm(be, &L->wgu, be->xn, n, be->gu, 1)) != CM_OK) {
             goto fail;
         }
         prof_mark(be, WK_CUDA_PROF_GEMM);
         CK(wk_cuda_swiglu(be->gu, n, be->n_ff, be->act, be->stream));
         prof_mark(be, WK_CUDA_PROF_SWIGLU);
-        if ((rv = gemm(be, L->wdown, be->act, n, be->n_ff, be->n_embd, be->tmp, 0)) != CM_OK) {
+        if ((rv = gemm(be, &L->wdown, be->act, n, be->tmp, 0)) != CM_OK) {
             goto fail;
         }
         prof_mark(be, WK_CUDA_PROF_GEMM);
@@ -1090,8 +1338,7 @@ static cm_err enqueue_forward(wk_backend *be, int n, int n_out, int flash_tiles)
         CK(wk_cuda_add_rmsnorm(be->x, be->tmp, be->out_norm, d_out, n_out, be->n_embd, be->eps,
                                be->xn, be->stream));
         prof_mark(be, WK_CUDA_PROF_NORM);
-        if ((rv = gemm(be, be->output, be->xn, n_out, be->n_embd, be->n_vocab, be->logits, 0)) !=
-            CM_OK) {
+        if ((rv = gemm(be, &be->output, be->xn, n_out, be->logits, 0)) != CM_OK) {
             goto fail;
         }
         prof_mark(be, WK_CUDA_PROF_GEMM);
@@ -1488,6 +1735,11 @@ cm_err wk_cuda_get_info(const wk_backend *be, wk_cuda_info *info) {
     info->fuse_decode = be->opt.fuse_decode;
     info->use_pdl = be->opt.use_pdl;
     info->gemv_max_rows = be->opt.gemv_max_rows;
+    info->weights_native = be->native;
+    info->weight_arena_bytes = be->warena_bytes;
+    info->weight_quant_bytes = be->weight_q_bytes;
+    info->dequant_tile_bytes = be->wdeq_elems * 2;
+    info->qgemv_max_rows = be->opt.qgemv_max_rows;
     return CM_OK;
 }
 

@@ -3,10 +3,13 @@
  * worker/backend.h for the generic contract). The engine only needs the table; the GPU tests
  * and the benchmark use the extras below.
  *
- * Representation: every matrix is f16 on the device (quantized GGUF types are dequantized at
- * load, BF16 converted), Q/K/V fused into one (q+k+v rows, n_embd) matrix and gate/up into one
- * (2 n_ff, n_embd) matrix; norms and biases f32; activations f32 in the residual stream and
- * f16 at GEMM inputs; paged KV cache f16. Details and reasons: docs/cuda.md.
+ * Representation: Q4_0/Q4_1/Q4_K (4-bit) and Q8_0/Q5_K/Q6_K (8-bit) matrices stay quantized
+ * on the device in the layout of cuda_qweight.h (weights "native", the default); every other
+ * matrix, and every matrix with weights "f16", is f16 (quantized types dequantized at load,
+ * BF16 converted). Q/K/V are fused into one (q+k+v rows, n_embd) matrix and gate/up into one
+ * (2 n_ff, n_embd) matrix (in parts where their types differ); the token embedding table is
+ * f16; norms and biases f32; activations f32 in the residual stream and f16 at GEMM inputs;
+ * paged KV cache f16. Details and reasons: docs/cuda.md.
  */
 #ifndef WK_CUDA_BACKEND_H
 #define WK_CUDA_BACKEND_H
@@ -27,6 +30,11 @@ typedef enum wk_cuda_gemv_mode {
     WK_CUDA_GEMV_CUBLAS = 1, /* always cuBLAS */
     WK_CUDA_GEMV_CUSTOM = 2, /* same as AUTO (custom where it applies) */
 } wk_cuda_gemv_mode;
+
+typedef enum wk_cuda_weights {
+    WK_CUDA_WEIGHTS_NATIVE = 0, /* quantized types with a device kind stay quantized */
+    WK_CUDA_WEIGHTS_F16 = 1,    /* every matrix expanded to f16 at load (the earlier path) */
+} wk_cuda_weights;
 
 typedef struct wk_cuda_options {
     /* Synthetic-on-device weights (benchmarks at big shapes): tensors of the model whose
@@ -49,17 +57,26 @@ typedef struct wk_cuda_options {
     /* Fused decode GEMVs (wk_cuda_gemv_fused: RMSNorm into QKV and gate|up, SwiGLU into down,
      * residual adds into O and down; 6 instead of 9 kernels per layer) for steps of 1..8 rows
      * when the GEMV path is used: 1 = on. Default off until measured on a GPU; env
-     * SLUICE_CUDA_FUSE=1 turns it on. */
+     * SLUICE_CUDA_FUSE=1 turns it on. Applies only when every layer matrix is f16 (weights f16
+     * or an f16 model). */
     int fuse_decode;
     /* Programmatic dependent launch for the decode-path kernels (wk_cuda_ops_set_pdl; sm_90+
      * only, ignored below): 1 = on (default: measured faster and checked equal on an H200);
      * env SLUICE_CUDA_PDL=0 turns it off. Process-wide: the last created instance's choice
      * applies. */
     int use_pdl;
+    /* Weight representation (default NATIVE); env SLUICE_CUDA_WEIGHTS=f16|native overrides
+     * (anything else fails create with CM_ERR_INVALID), so scripts/gpu-check compares both
+     * through the same worker binary. */
+    wk_cuda_weights weights;
+    /* Most rows that take the quantized GEMV (0..8, default 8: it reads the quantized bytes
+     * once, while the cuBLAS path first writes and reads an f16 copy of the weights); above
+     * it a dequantized tile and cuBLAS. Env SLUICE_CUDA_QGEMV_MAX_ROWS overrides. */
+    int qgemv_max_rows;
 } wk_cuda_options;
 
 /* wk_cuda_options_default: synthetic off, graphs on, gemv auto (4 rows), flash on, fused
- * decode off, PDL on (sm_90+). */
+ * decode off, PDL on (sm_90+), weights native, quantized GEMV up to 8 rows. */
 void wk_cuda_options_default(wk_cuda_options *o);
 
 /* wk_cuda_create_ex is the table's create with options (create == create_ex with defaults).
@@ -83,8 +100,13 @@ typedef struct wk_cuda_info {
     int cc_major;
     int cc_minor;
     int sm_count;
-    size_t weight_bytes_device; /* bytes of weights read by one full forward (f16 matrices,
-                                   tied output counted once) */
+    size_t weight_bytes_device; /* bytes of weights read by one full forward (every matrix in
+                                   its device representation, tied output counted once) */
+    size_t weight_arena_bytes;  /* all weights on the device (embedding table included) */
+    size_t weight_quant_bytes;  /* of which matrices kept quantized */
+    size_t dequant_tile_bytes;  /* f16 tile of the quantized cuBLAS path (0: none) */
+    int weights_native;         /* 1 = WK_CUDA_WEIGHTS_NATIVE */
+    int qgemv_max_rows;
     size_t kv_bytes_device;
     size_t scratch_bytes_device;
     uint32_t graph_buckets;    /* number of decode graphs captured so far */

@@ -691,19 +691,22 @@ cudaError_t launch_attention(const float *q, const int32_t *tok_pos, const int32
                             aa->block_tokens, aa->max_blocks, aa->scale, out, 1, (float *)NULL);
 }
 
-} // namespace
+/* The PDL switch (wk_cuda_ops_set_pdl, cuda_ops.h): file-local, read through wk_cuda_ops_pdl by
+ * the other kernel files' launch helper (cuda_pdl.cuh). Process-wide because it selects how
+ * kernels are launched, a property of the device and the step being enqueued, not of one
+ * backend instance; the engine thread that enqueues is the only writer. */
+std::atomic<int> pdl_on{0};
 
-/* process-wide PDL switch (see cuda_ops.h) */
-std::atomic<int> g_pdl{0};
+} // namespace
 
 extern "C" {
 
 void wk_cuda_ops_set_pdl(int on) {
-    g_pdl.store(on != 0);
+    pdl_on.store(on != 0);
 }
 
 int wk_cuda_ops_pdl(void) {
-    return g_pdl.load();
+    return pdl_on.load();
 }
 
 int wk_cuda_head_dim_supported(int head_dim) {

@@ -187,6 +187,35 @@ cudaError_t wk_cuda_gemv_fused(const uint16_t *w, const void *x, int x_mode, con
                                float eps, int n_tok, int n_in, int n_out, void *y, int y_mode,
                                cudaStream_t stream);
 
+/*
+ * Quantized weights kept in the device layout of cuda_qweight.h (cuda_qgemv.cu). A matrix of
+ * n_out rows and n_in columns is three device arrays; kind is a wk_cuda_qkind other than NONE.
+ */
+typedef struct wk_cuda_qmat {
+    int kind;           /* wk_cuda_qkind */
+    const uint8_t *qs;  /* (n_out, qs row bytes), 16-byte aligned */
+    const uint8_t *sc;  /* (n_out, sc row bytes), 4-byte aligned */
+    const uint8_t *sup; /* (n_out, sup row bytes), 4-byte aligned; NULL for kinds without */
+} wk_cuda_qmat;
+
+/*
+ * Decode GEMV over a quantized matrix: y[t * ldy + r] = sum_i W[r][i] x[t][i] for the n_tok
+ * (1..WK_CUDA_GEMV_MAX_TOK) token rows of x ((n_tok, n_in) f16, 16-byte aligned), y f32 or f16
+ * (y_f16 = 1); ldy >= n_out lets a part of a fused matrix write its columns of a wider output.
+ * Each weight byte is read once for all tokens; W's values are the reference dequantizer's.
+ * cudaErrorInvalidValue for a bad kind, n_in that does not fit it, or bad sizes.
+ */
+cudaError_t wk_cuda_qgemv(const wk_cuda_qmat *w, const uint16_t *x, int n_tok, int n_in, int n_out,
+                          void *y, int ldy, int y_f16, cudaStream_t stream);
+
+/*
+ * Rows [row0, row0 + n_rows) of a quantized matrix as f16 (saturating to +-65504, like the f16
+ * weight path) into dst ((n_rows, n_in) f16, 16-byte aligned): the tile that cuBLAS
+ * multiplies for prefill and large batches. Same errors as wk_cuda_qgemv.
+ */
+cudaError_t wk_cuda_qdequant_f16(const wk_cuda_qmat *w, int row0, int n_rows, int n_in,
+                                 uint16_t *dst, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif
