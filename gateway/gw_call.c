@@ -607,9 +607,7 @@ static void route_and_submit(gw_call *c, const gw_worker *exclude) {
     c->rq.submit.model = c->served;
     for (uint32_t i = 0; i < c->rq.n; i++) {
         gw_submit_ids ids = {0};
-        uint8_t stackbuf[4096];
-        uint8_t *buf = stackbuf;
-        size_t len;
+        Sluice__Envelope env;
         uint64_t id;
         if (gw_thread_slot_alloc(c->t, c, i, &id) != 0) {
             gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
@@ -623,17 +621,14 @@ static void route_and_submit(gw_call *c, const gw_worker *exclude) {
         ids.tenant = c->has_tenant ? c->tenant.name : NULL;
         ids.gateway_id = c->rid;
         ids.deadline_unix_ms = c->deadline_unix_ms;
-        len = gw_request_packed_size(&c->rq, &ids);
-        if (len > sizeof stackbuf && (buf = malloc(len)) == NULL) {
+        gw_request_envelope(&c->rq, &ids, &env);
+        rv = gw_worker_send(w, &env);
+        if (rv == CM_ERR_NOMEM) {
             gw_thread_slot_free(c->t, id);
             gw_error_set(&e, 500, GW_ERRT_SERVER, "internal_error", NULL, "out of memory");
             call_fail(c, &e);
             return;
         }
-        gw_request_pack(&c->rq, &ids, buf);
-        rv = gw_worker_send(w, buf, len);
-        if (buf != stackbuf)
-            free(buf);
         if (rv != CM_OK) {
             gw_thread_slot_free(c->t, id);
             if (!c->retried && i == 0) {
@@ -723,6 +718,24 @@ void gw_call_trace_begin(h2o_req_t *req, cm_trace *tr, char *tp, size_t cap) {
     gw_http_add_header(req, "traceparent", tp);
 }
 
+cm_err gw_call_admissible(gw_thread *t, const char *route, const char *model, gw_error *e) {
+    gw_server *s = t->srv;
+    if (!gw_pool_has_model(&s->pool, model)) {
+        gw_error_set(e, 404, GW_ERRT_INVALID, "model_not_found", "model",
+                     "The model '%s' does not exist or has no worker", model);
+        gw_metrics_request(&s->metrics, route, NULL, 404, -1, 0);
+        return CM_ERR_NOT_FOUND;
+    }
+    if (t->calls >= t->max_calls) {
+        gw_error_set(e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
+                     "the gateway is at its in-flight limit; retry later");
+        e->retry_after_s = 1;
+        gw_metrics_request(&s->metrics, route, model, 503, -1, 0);
+        return CM_ERR_OVERLOADED;
+    }
+    return CM_OK;
+}
+
 void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request_id,
                    const gw_tenant *tenant) {
     gw_server *s = t->srv;
@@ -748,19 +761,7 @@ void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request
         gw_http_send_error(req, request_id, &e);
         return;
     }
-    if (!gw_pool_has_model(&s->pool, rq.model)) {
-        gw_error_set(&e, 404, GW_ERRT_INVALID, "model_not_found", "model",
-                     "The model '%s' does not exist or has no worker", rq.model);
-        gw_metrics_request(&s->metrics, route_name(api), NULL, 404, -1, 0);
-        gw_http_send_error(req, request_id, &e);
-        gw_request_fini(&rq);
-        return;
-    }
-    if (t->calls >= t->max_calls) {
-        gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
-                     "the gateway is at its in-flight limit; retry later");
-        e.retry_after_s = 1;
-        gw_metrics_request(&s->metrics, route_name(api), rq.model, 503, -1, 0);
+    if (gw_call_admissible(t, route_name(api), rq.model, &e) != CM_OK) {
         gw_http_send_error(req, request_id, &e);
         gw_request_fini(&rq);
         return;

@@ -24,6 +24,12 @@
 void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request_id,
                    const gw_tenant *tenant);
 
+/* gw_call_admissible: the checks every worker-bound request passes before it is taken on
+ * thread t: model served (else 404 model_not_found, CM_ERR_NOT_FOUND) and the thread under
+ * its in-flight limit (else 503 overloaded, CM_ERR_OVERLOADED). On refusal fills *e and
+ * counts the request under route. Also used by gw_tokenize. */
+cm_err gw_call_admissible(gw_thread *t, const char *route, const char *model, gw_error *e);
+
 /* gw_call_trace_begin takes the client's W3C traceparent/tracestate (or starts a trace when
  * absent or invalid), opens this gateway's span in *tr, writes its traceparent into tp (cap
  * bytes, >= CM_TRACEPARENT_LEN + 1; "" when no randomness) and returns it in the response's

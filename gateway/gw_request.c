@@ -1113,7 +1113,7 @@ void gw_request_fini(gw_request *r) {
     memset(r, 0, sizeof *r);
 }
 
-static void set_ids(gw_request *r, const gw_submit_ids *ids, Sluice__Envelope *env) {
+void gw_request_envelope(gw_request *r, const gw_submit_ids *ids, Sluice__Envelope *env) {
     sluice__envelope__init(env);
     r->submit.request_id = ids->request_id;
     r->submit.tenant = (char *)ids->tenant;
@@ -1125,18 +1125,6 @@ static void set_ids(gw_request *r, const gw_submit_ids *ids, Sluice__Envelope *e
     r->submit.sampling = &r->sampling;
     env->msg_case = SLUICE__ENVELOPE__MSG_SUBMIT;
     env->submit = &r->submit;
-}
-
-size_t gw_request_packed_size(gw_request *r, const gw_submit_ids *ids) {
-    Sluice__Envelope env;
-    set_ids(r, ids, &env);
-    return sluice__envelope__get_packed_size(&env);
-}
-
-size_t gw_request_pack(gw_request *r, const gw_submit_ids *ids, uint8_t *out) {
-    Sluice__Envelope env;
-    set_ids(r, ids, &env);
-    return sluice__envelope__pack(&env, out);
 }
 
 /* The ids of a /detokenize body: 1..max_prompt_token_ids integers in 0..INT32_MAX. */

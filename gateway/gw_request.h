@@ -106,12 +106,11 @@ typedef struct gw_submit_ids {
 } gw_submit_ids;
 
 /*
- * gw_request_packed_size / gw_request_pack: serialize the Envelope{submit} for ids into out,
- * which must have gw_request_packed_size(req, ids) bytes. Modifies req->submit's per-choice
- * fields (not thread-safe on one req). Returns the bytes written.
+ * gw_request_envelope points *env at the Envelope{submit} for ids (borrowing req; valid while
+ * req is and until the next call). Modifies req->submit's per-choice fields (not thread-safe
+ * on one req).
  */
-size_t gw_request_packed_size(gw_request *req, const gw_submit_ids *ids);
-size_t gw_request_pack(gw_request *req, const gw_submit_ids *ids, uint8_t *out);
+void gw_request_envelope(gw_request *req, const gw_submit_ids *ids, Sluice__Envelope *env);
 
 /*
  * A validated /tokenize or /detokenize body (vLLM's shapes):

@@ -121,8 +121,6 @@ static void route_and_send(tok_op *op) {
     gw_pool *pool = &op->t->srv->pool;
     Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
     gw_worker *w = NULL;
-    uint8_t stackbuf[4096], *buf = stackbuf;
-    size_t len;
     gw_error e;
     cm_err rv = gw_pool_pick(pool, op->tr.model, 0, NULL, &w, op->served);
     if (rv == CM_ERR_NOT_FOUND && !gw_pool_has_model(pool, op->tr.model)) {
@@ -157,16 +155,12 @@ static void route_and_send(tok_op *op) {
     op->tr.msg.traceparent = op->traceparent[0] ? op->traceparent : NULL;
     env.msg_case = SLUICE__ENVELOPE__MSG_TOKENIZE;
     env.tokenize = &op->tr.msg;
-    len = sluice__envelope__get_packed_size(&env);
-    if (len > sizeof stackbuf && (buf = malloc(len)) == NULL) {
+    rv = gw_worker_send(w, &env);
+    if (rv == CM_ERR_NOMEM) {
         gw_error_set(&e, 500, GW_ERRT_SERVER, "internal_error", NULL, "out of memory");
         fail(op, &e);
         return;
     }
-    sluice__envelope__pack(&env, buf);
-    rv = gw_worker_send(w, buf, len);
-    if (buf != stackbuf)
-        free(buf);
     if (rv != CM_OK) {
         gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
                      "the worker is not accepting requests; retry later");
@@ -215,19 +209,7 @@ void gw_tokenize_start(gw_thread *t, h2o_req_t *req, const gw_route *route, cons
         gw_http_send_error(req, rid, &e);
         return;
     }
-    if (!gw_pool_has_model(&s->pool, tr.model)) {
-        gw_error_set(&e, 404, GW_ERRT_INVALID, "model_not_found", "model",
-                     "The model '%s' does not exist or has no worker", tr.model);
-        gw_metrics_request(&s->metrics, route->path, NULL, 404, -1, 0);
-        gw_http_send_error(req, rid, &e);
-        gw_tokenize_request_fini(&tr);
-        return;
-    }
-    if (t->calls >= t->max_calls) {
-        gw_error_set(&e, 503, GW_ERRT_UNAVAILABLE, "overloaded", NULL,
-                     "the gateway is at its in-flight limit; retry later");
-        e.retry_after_s = 1;
-        gw_metrics_request(&s->metrics, route->path, tr.model, 503, -1, 0);
+    if (gw_call_admissible(t, route->path, tr.model, &e) != CM_OK) {
         gw_http_send_error(req, rid, &e);
         gw_tokenize_request_fini(&tr);
         return;

@@ -25,22 +25,28 @@ static worker_conn *conn_of(gw_worker *w) {
     return (worker_conn *)w;
 }
 
+/* send_env packs env into one nng message and sends it without blocking. */
+static cm_err send_env(gw_worker *w, const Sluice__Envelope *env) {
+    nng_msg *msg;
+    if (nng_msg_alloc(&msg, sluice__envelope__get_packed_size(env)) != 0)
+        return CM_ERR_NOMEM;
+    sluice__envelope__pack(env, nng_msg_body(msg));
+    if (nng_sendmsg(conn_of(w)->sock, msg, NNG_FLAG_NONBLOCK) != 0) {
+        nng_msg_free(msg);
+        return CM_ERR_OVERLOADED;
+    }
+    return CM_OK;
+}
+
 static void send_hello(gw_worker *w) {
     Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
     Sluice__Hello hello = SLUICE__HELLO__INIT;
-    nng_msg *msg;
-    size_t len;
     hello.protocol_version = SLUICE__PROTOCOL_VERSION__PROTOCOL_VERSION;
     hello.role = "gateway";
     hello.instance_id = w->pool->instance_id;
     env.msg_case = SLUICE__ENVELOPE__MSG_HELLO;
     env.hello = &hello;
-    len = sluice__envelope__get_packed_size(&env);
-    if (nng_msg_alloc(&msg, len) != 0)
-        return;
-    sluice__envelope__pack(&env, nng_msg_body(msg));
-    if (nng_sendmsg(conn_of(w)->sock, msg, NNG_FLAG_NONBLOCK) != 0)
-        nng_msg_free(msg);
+    (void)send_env(w, &env);
 }
 
 static void on_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg) {
@@ -506,31 +512,18 @@ int gw_pool_usable_count(gw_pool *p) {
     return c;
 }
 
-cm_err gw_worker_send(gw_worker *w, const uint8_t *buf, size_t len) {
-    nng_msg *msg;
-    int rv;
+cm_err gw_worker_send(gw_worker *w, const Sluice__Envelope *env) {
     if (!atomic_load(&w->connected))
         return CM_ERR_OVERLOADED;
-    if (nng_msg_alloc(&msg, len) != 0)
-        return CM_ERR_NOMEM;
-    memcpy(nng_msg_body(msg), buf, len);
-    rv = nng_sendmsg(conn_of(w)->sock, msg, NNG_FLAG_NONBLOCK);
-    if (rv != 0) {
-        nng_msg_free(msg);
-        return CM_ERR_OVERLOADED;
-    }
-    return CM_OK;
+    return send_env(w, env);
 }
 
 void gw_worker_cancel(gw_worker *w, uint64_t request_id) {
     Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
     Sluice__Cancel cancel = SLUICE__CANCEL__INIT;
-    uint8_t buf[32];
-    size_t len;
     cancel.request_id = request_id;
     env.msg_case = SLUICE__ENVELOPE__MSG_CANCEL;
     env.cancel = &cancel;
-    len = sluice__envelope__pack(&env, buf);
-    if (gw_worker_send(w, buf, len) != CM_OK)
+    if (gw_worker_send(w, &env) != CM_OK)
         cm_log(CM_LOG_WARN, NULL, "could not send Cancel to worker", "address", w->address, NULL);
 }

@@ -161,11 +161,11 @@ size_t gw_pool_models(gw_pool *p, char (*names)[GW_NAME_MAX], size_t max);
 int gw_pool_usable_count(gw_pool *p);
 
 /*
- * gw_worker_send sends a packed envelope (len bytes, copied) without blocking.
+ * gw_worker_send packs env straight into one nng message and sends it without blocking.
  * CM_ERR_OVERLOADED when the socket's send buffer is full or not connected, CM_ERR_NOMEM.
  * Thread-safe.
  */
-cm_err gw_worker_send(gw_worker *w, const uint8_t *buf, size_t len);
+cm_err gw_worker_send(gw_worker *w, const struct Sluice__Envelope *env);
 /* gw_worker_cancel sends Cancel{request_id}, best effort. Thread-safe. */
 void gw_worker_cancel(gw_worker *w, uint64_t request_id);
 
