@@ -38,24 +38,15 @@ cm_err wk_tokenize_check(const Sluice__Tokenize *t, const wk_wire_limits *lim, c
 
 static cm_err pack(uint64_t request_id, Sluice__Tokenized *tk, wk_wire_buf *out, char *err,
                    size_t errlen) {
-    Sluice__Event ev = SLUICE__EVENT__INIT;
-    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
-    size_t n;
-    ev.request_id = request_id;
-    ev.kind_case = SLUICE__EVENT__KIND_TOKENIZED;
-    ev.tokenized = tk;
-    env.msg_case = SLUICE__ENVELOPE__MSG_EVENT;
-    env.event = &ev;
-    n = sluice__envelope__get_packed_size(&env);
-    if (n > WK_TOKENIZE_MAX_REPLY_BYTES)
-        return cm_errf(CM_ERR_LIMIT, err, errlen,
-                       "the answer would be %zu bytes; the limit is %u: send fewer tokens", n,
-                       WK_TOKENIZE_MAX_REPLY_BYTES);
-    out->data = malloc(n + 1);
-    if (out->data == NULL)
-        return CM_ERR_NOMEM;
-    out->len = sluice__envelope__pack(&env, out->data);
-    return CM_OK;
+    cm_err rv = wk_wire_encode_tokenized(request_id, tk, WK_TOKENIZE_MAX_REPLY_BYTES, out);
+    if (rv == CM_ERR_LIMIT) {
+        rv = cm_errf(rv, err, errlen,
+                     "the answer would be %zu bytes; the limit is %u: send fewer "
+                     "tokens",
+                     out->len, WK_TOKENIZE_MAX_REPLY_BYTES);
+        out->len = 0;
+    }
+    return rv;
 }
 
 static cm_err detokenize(const wk_prompt_ctx *ctx, const Sluice__Tokenize *t, wk_wire_buf *out,

@@ -342,6 +342,22 @@ cm_err wk_wire_encode_drain(uint32_t timeout_ms, wk_wire_buf *out) {
     return pack_envelope(&env, out);
 }
 
+cm_err wk_wire_encode_tokenized(uint64_t request_id, Sluice__Tokenized *tk, size_t max_bytes,
+                                wk_wire_buf *out) {
+    Sluice__Event ev = SLUICE__EVENT__INIT;
+    Sluice__Envelope env = SLUICE__ENVELOPE__INIT;
+    ev.request_id = request_id;
+    ev.kind_case = SLUICE__EVENT__KIND_TOKENIZED;
+    ev.tokenized = tk;
+    env.msg_case = SLUICE__ENVELOPE__MSG_EVENT;
+    env.event = &ev;
+    out->data = NULL;
+    out->len = sluice__envelope__get_packed_size(&env);
+    if (out->len > max_bytes)
+        return CM_ERR_LIMIT;
+    return pack_envelope(&env, out);
+}
+
 static Sluice__FinishReason map_reason(wk_finish_reason r) {
     switch (r) {
     case WK_FINISH_STOP:

@@ -130,6 +130,10 @@ cm_err wk_wire_encode_drain(uint32_t timeout_ms, wk_wire_buf *out);
 /* wk_wire_encode_error: Event{request_id, Error{code, message}}; message NULL = cm_strerror. */
 cm_err wk_wire_encode_error(uint64_t request_id, cm_err code, const char *message,
                             wk_wire_buf *out);
+/* wk_wire_encode_tokenized: Event{request_id, Tokenized}; CM_ERR_LIMIT (nothing allocated,
+ * out->len = the bytes it would take) when that is over max_bytes. */
+cm_err wk_wire_encode_tokenized(uint64_t request_id, Sluice__Tokenized *tk, size_t max_bytes,
+                                wk_wire_buf *out);
 /*
  * wk_wire_encode_event encodes an engine event as Event{request_id, ...} (the engine's own
  * id inside ev is not used). tok (may be NULL) supplies token bytes for logprobs. ev->text
