@@ -136,6 +136,11 @@ void cm_opt_print_help(const cm_opt_table *t, FILE *f);
  * cm_opt_print_markdown writes the options table for docs/: one row per descriptor (flag, YAML
  * key, default, range, meaning), between the lines CM_OPT_DOC_BEGIN and CM_OPT_DOC_END.
  */
+/* CM_OPT_DEF(MACRO) is a row's .def string from a macro holding a plain literal, so a default
+ * that code also uses is written once. */
+#define CM_OPT_DEF(v) CM_OPT_DEF_(v)
+#define CM_OPT_DEF_(v) #v
+
 #define CM_OPT_DOC_BEGIN                                                                           \
     "<!-- options table: generated from the option descriptors; do not edit -->"
 #define CM_OPT_DOC_END "<!-- end of options table -->"

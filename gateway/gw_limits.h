@@ -9,6 +9,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The defaults, one place: gw_limits_default and the config's option table both use them
+ * (plain decimal literals: the table writes them as strings with CM_OPT_DEF). */
+#define GW_LIMIT_DEF_MAX_BODY_BYTES 1048576
+#define GW_LIMIT_DEF_MAX_MESSAGES 256
+#define GW_LIMIT_DEF_MAX_PROMPT_CHARS 262144
+#define GW_LIMIT_DEF_MAX_TOKENS 4096
+#define GW_LIMIT_DEF_DEFAULT_MAX_TOKENS 0 /* as OpenAI: up to the remaining context */
+#define GW_LIMIT_DEF_MAX_N 8
+#define GW_LIMIT_DEF_MAX_STOP 4
+#define GW_LIMIT_DEF_MAX_STOP_CHARS 256
+#define GW_LIMIT_DEF_MAX_LOGIT_BIAS 300
+#define GW_LIMIT_DEF_MAX_PROMPT_TOKEN_IDS 32768
+
 /* Bounds on a request, from the config (limits:). Zero fields are not allowed: use defaults. */
 typedef struct gw_limits {
     size_t max_body_bytes;         /* 413 past it (checked by the HTTP layer too) */
