@@ -4,9 +4,9 @@
  *
  * Order: HTTP side port first (a loading worker answers /health 200 and /ready 503), then
  * model load (timed), warm-up generation (timed separately), listen, engine thread, ready,
- * registry. SIGTERM/SIGINT only bump an atomic counter in their handler (libraries such as
- * OpenBLAS start threads before main, so blocking the signals cannot cover every thread);
- * the main thread polls the counter and does the work: first signal drains, second aborts.
+ * registry. SIGTERM/SIGINT only bump an atomic counter in their handler (safe on whichever
+ * thread, ours or a library's, the signal lands); the main thread polls the counter and
+ * does the work: first signal drains, second aborts.
  */
 #include <errno.h>
 #include <signal.h>
