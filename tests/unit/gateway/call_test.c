@@ -28,6 +28,8 @@
 
 #include <cmocka.h>
 
+#include "svc_http.h"
+
 #include "cm_clock.h"
 #include "cm_metrics.h"
 #include "gw_config.h"
@@ -191,18 +193,6 @@ typedef struct fixture {
     int port;
 } fixture;
 
-static int free_port(void) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        abort();
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
 static void *run_main(void *arg) {
     fixture *x = arg;
     gw_server_run(x->srv);
@@ -282,7 +272,7 @@ static int group_setup(void **state) {
     assert_int_equal(
         wk_transport_create("tcp://127.0.0.1:0", NULL, &cb, &x->fw, &x->fw.t, err, sizeof err),
         CM_OK);
-    x->port = free_port();
+    x->port = svc_free_port();
     char listen[64], worker[96];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", x->port);
     snprintf(worker, sizeof worker, "m=tcp://127.0.0.1:%d", wk_transport_bound_port(x->fw.t));

@@ -21,6 +21,8 @@
 #include <netinet/in.h>
 
 #include <cmocka.h>
+
+#include "svc_http.h"
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
@@ -46,18 +48,6 @@ typedef struct fixture {
     redisContext *rc; /* blocking side connection to inspect Redis */
 } fixture;
 
-static int free_port(void) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        abort();
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
 static redisContext *connect_sync(void) {
     struct timeval tv = {2, 0};
     redisContext *rc = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
@@ -71,7 +61,7 @@ static redisContext *connect_sync(void) {
 static int start_redis(void **state) {
     char port[16];
     (void)state;
-    redis_port = free_port();
+    redis_port = svc_free_port();
     snprintf(port, sizeof port, "%d", redis_port);
     redis_pid = fork();
     if (redis_pid == 0) {

@@ -20,40 +20,24 @@
 #include <cmocka.h>
 
 #include "cm_clock.h"
-#include "gguf.h"
+#include "svc_model.h"
 #include "prep.h"
 
-static wk_gguf *g_gguf;
-static wk_tokenizer *g_tok;
-static wk_chat_template g_tmpl;
+static svc_model g_m;
 static wk_prep_ctx g_ctx;
 
 static int setup(void **state) {
     (void)state;
-    const char *path = getenv("SLUICE_TEST_MODEL");
-    if (path == NULL || access(path, R_OK) != 0) {
-        fprintf(stderr, "SLUICE_TEST_MODEL not set: skipping\n");
-        exit(77);
-    }
-    char err[256];
-    if (wk_gguf_open(path, &g_gguf, err, sizeof err) != CM_OK ||
-        wk_tokenizer_load(g_gguf, &g_tok, err, sizeof err) != CM_OK) {
-        fprintf(stderr, "%s\n", err);
+    if (svc_model_open(&g_m, "chatml") != 0)
         return -1;
-    }
-    if (wk_chat_template_detect(NULL, "chatml", &g_tmpl, err, sizeof err) != CM_OK) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
     g_ctx.prompt = (wk_prompt_ctx){
-        .tok = g_tok, .tmpl = &g_tmpl, .max_context = 8192, .max_prompt_bytes = 2u << 20};
+        .tok = g_m.tok, .tmpl = &g_m.tmpl, .max_context = 8192, .max_prompt_bytes = 2u << 20};
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    wk_tokenizer_free(g_tok);
-    wk_gguf_close(g_gguf);
+    svc_model_close(&g_m);
     return 0;
 }
 
@@ -136,7 +120,7 @@ static double encode_seconds(const char *text, size_t len) {
     int32_t *ids = malloc(cap * sizeof *ids);
     assert_non_null(ids);
     int64_t t0 = cm_clock_mono_ns();
-    assert_int_equal(wk_tokenizer_encode(g_tok, text, len, false, true, ids, cap, &n), CM_OK);
+    assert_int_equal(wk_tokenizer_encode(g_m.tok, text, len, false, true, ids, cap, &n), CM_OK);
     int64_t t1 = cm_clock_mono_ns();
     free(ids);
     return (double)(t1 - t0) / 1e9;
@@ -151,7 +135,7 @@ static void test_overflow_refused_from_bytes(void **state) {
     (void)state;
     size_t len = 250000;
     char *text = repeat("Hello world, this is a long prompt with 12 numbers. ", len);
-    size_t lower = wk_tokenizer_min_tokens(g_tok, text, len);
+    size_t lower = wk_tokenizer_min_tokens(g_m.tok, text, len);
     assert_true(lower > 8193);
     for (int chat = 0; chat < 2; chat++) {
         wk_prepared *p = item(1, text, chat, 16);
@@ -180,7 +164,7 @@ static void test_overflow_stops_tokenizing(void **state) {
     wk_prep_ctx small = g_ctx;
     small.prompt.max_context = 64;
     char *text = repeat("hello ", 600);
-    assert_true(wk_tokenizer_min_tokens(g_tok, text, 600) < 64);
+    assert_true(wk_tokenizer_min_tokens(g_m.tok, text, 600) < 64);
     wk_prepared *p = item(2, text, false, 4);
     assert_int_equal(wk_prep_run(&small, p), CM_ERR_CONTEXT_LENGTH);
     assert_non_null(strstr(p->err, "(at least 65 in the messages, 4 in the completion)"));
@@ -197,8 +181,8 @@ static void test_overflow_stops_tokenizing(void **state) {
     assert_non_null(p->ids);
     int32_t want[64];
     size_t n_want = 0;
-    assert_int_equal(wk_tokenizer_encode(g_tok, text + 540, 60, wk_tokenizer_add_bos(g_tok), false,
-                                         want, 64, &n_want),
+    assert_int_equal(wk_tokenizer_encode(g_m.tok, text + 540, 60, wk_tokenizer_add_bos(g_m.tok),
+                                         false, want, 64, &n_want),
                      CM_OK);
     assert_int_equal(p->n_ids, n_want);
     assert_memory_equal(p->ids, want, n_want * sizeof want[0]);
@@ -243,7 +227,7 @@ static void test_queue_full(void **state) {
  * only once counted. */
 static wk_prepared *slow_item(uint64_t id, char **text_out) {
     *text_out = repeat(" ", 500000);
-    assert_true(wk_tokenizer_min_tokens(g_tok, *text_out, 500000) + 1000 <= 8192);
+    assert_true(wk_tokenizer_min_tokens(g_m.tok, *text_out, 500000) + 1000 <= 8192);
     return item(id, *text_out, false, 1000);
 }
 

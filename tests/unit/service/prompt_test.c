@@ -14,46 +14,24 @@
 
 #include <cmocka.h>
 
-#include "gguf.h"
+#include "svc_model.h"
 #include "prompt.h"
 
-static wk_gguf *g_gguf;
-static wk_tokenizer *g_tok;
-static wk_chat_template g_tmpl;
+static svc_model g_m;
 static wk_prompt_ctx g_ctx;
 
 static int setup(void **state) {
     (void)state;
-    const char *path = getenv("SLUICE_TEST_MODEL");
-    if (path == NULL || access(path, R_OK) != 0) {
-        fprintf(stderr, "SLUICE_TEST_MODEL not set: skipping\n");
-        exit(77);
-    }
-    char err[256];
-    if (wk_gguf_open(path, &g_gguf, err, sizeof err) != CM_OK ||
-        wk_tokenizer_load(g_gguf, &g_tok, err, sizeof err) != CM_OK) {
-        fprintf(stderr, "%s\n", err);
+    if (svc_model_open(&g_m, NULL) != 0)
         return -1;
-    }
-    wk_gguf_str s;
-    char *text = NULL;
-    if (wk_gguf_get_str(g_gguf, "tokenizer.chat_template", &s) == CM_OK) {
-        text = calloc(1, s.len + 1);
-        memcpy(text, s.ptr, s.len);
-    }
-    cm_err rv = wk_chat_template_detect(text, NULL, &g_tmpl, err, sizeof err);
-    free(text);
-    if (rv != CM_OK)
-        return -1;
-    g_ctx =
-        (wk_prompt_ctx){.tok = g_tok, .tmpl = &g_tmpl, .max_context = 64, .max_prompt_bytes = 4096};
+    g_ctx = (wk_prompt_ctx){
+        .tok = g_m.tok, .tmpl = &g_m.tmpl, .max_context = 64, .max_prompt_bytes = 4096};
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    wk_tokenizer_free(g_tok);
-    wk_gguf_close(g_gguf);
+    svc_model_close(&g_m);
     return 0;
 }
 
@@ -67,7 +45,7 @@ static void test_raw_prompt(void **state) {
     assert_int_equal(wk_prompt_build(&g_ctx, &s, &ids, &n, err, sizeof err), CM_OK);
     int32_t want[16];
     size_t wn;
-    assert_int_equal(wk_tokenizer_encode(g_tok, "Hello world", 11, false, false, want, 16, &wn),
+    assert_int_equal(wk_tokenizer_encode(g_m.tok, "Hello world", 11, false, false, want, 16, &wn),
                      CM_OK);
     assert_int_equal(n, wn);
     assert_memory_equal(ids, want, wn * sizeof(int32_t));

@@ -15,46 +15,24 @@
 
 #include <cmocka.h>
 
-#include "gguf.h"
+#include "svc_model.h"
 #include "tokenize.h"
 
-static wk_gguf *g_gguf;
-static wk_tokenizer *g_tok;
-static wk_chat_template g_tmpl;
+static svc_model g_m;
 static wk_prompt_ctx g_ctx;
 
 static int setup(void **state) {
     (void)state;
-    const char *path = getenv("SLUICE_TEST_MODEL");
-    if (path == NULL || access(path, R_OK) != 0) {
-        fprintf(stderr, "SLUICE_TEST_MODEL not set: skipping\n");
-        exit(77);
-    }
-    char err[256];
-    if (wk_gguf_open(path, &g_gguf, err, sizeof err) != CM_OK ||
-        wk_tokenizer_load(g_gguf, &g_tok, err, sizeof err) != CM_OK) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    wk_gguf_str s;
-    char *text = NULL;
-    if (wk_gguf_get_str(g_gguf, "tokenizer.chat_template", &s) == CM_OK) {
-        text = calloc(1, s.len + 1);
-        memcpy(text, s.ptr, s.len);
-    }
-    cm_err rv = wk_chat_template_detect(text, NULL, &g_tmpl, err, sizeof err);
-    free(text);
-    if (rv != CM_OK)
+    if (svc_model_open(&g_m, NULL) != 0)
         return -1;
     g_ctx = (wk_prompt_ctx){
-        .tok = g_tok, .tmpl = &g_tmpl, .max_context = 256, .max_prompt_bytes = 8192};
+        .tok = g_m.tok, .tmpl = &g_m.tmpl, .max_context = 256, .max_prompt_bytes = 8192};
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    wk_tokenizer_free(g_tok);
-    wk_gguf_close(g_gguf);
+    svc_model_close(&g_m);
     return 0;
 }
 
@@ -146,7 +124,7 @@ static void test_detokenize(void **state) {
     size_t n;
     char err[512];
     cm_err rv;
-    assert_int_equal(wk_tokenizer_encode(g_tok, text, strlen(text), false, false, ids, 64, &n),
+    assert_int_equal(wk_tokenizer_encode(g_m.tok, text, strlen(text), false, false, ids, 64, &n),
                      CM_OK);
     Sluice__Tokenize t = SLUICE__TOKENIZE__INIT;
     t.request_id = 9;
@@ -157,7 +135,7 @@ static void test_detokenize(void **state) {
     assert_string_equal(env->event->tokenized->text, text);
     sluice__envelope__free_unpacked(env, NULL);
     /* Special tokens render as their text. */
-    int32_t im_start = wk_tokenizer_find(g_tok, "<|im_start|>", 12);
+    int32_t im_start = wk_tokenizer_find(g_m.tok, "<|im_start|>", 12);
     assert_true(im_start >= 0);
     t.n_token_ids = 1;
     t.token_ids = &im_start;
@@ -165,7 +143,7 @@ static void test_detokenize(void **state) {
     assert_string_equal(env->event->tokenized->text, "<|im_start|>");
     sluice__envelope__free_unpacked(env, NULL);
     /* Out of the vocabulary: refused with the index and the range. */
-    int32_t bad[] = {1, (int32_t)wk_tokenizer_n_vocab(g_tok)};
+    int32_t bad[] = {1, (int32_t)wk_tokenizer_n_vocab(g_m.tok)};
     t.n_token_ids = 2;
     t.token_ids = bad;
     assert_null(run(&t, &rv, err, sizeof err));
