@@ -56,4 +56,9 @@ cm_err cm_trace_begin(cm_trace *t);
  * the next hop) into out; cap must be at least CM_TRACEPARENT_LEN + 1, else CM_ERR_LIMIT. */
 cm_err cm_trace_format(const cm_trace *t, char *out, size_t cap);
 
+/* cm_trace_log_id: the trace id for log lines ("-" when the request has none). */
+static inline const char *cm_trace_log_id(const cm_trace *t) {
+    return t->trace_id[0] ? t->trace_id : "-";
+}
+
 #endif /* CM_TRACE_H */

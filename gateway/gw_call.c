@@ -92,11 +92,6 @@ static void call_fail(gw_call *c, const gw_error *e);
 static void name_constraint_param(gw_error *e);
 static void route_and_submit(gw_call *c, const gw_worker *exclude);
 
-/* The trace id for log lines ("-" when the request has none). */
-static const char *trace_id_of(const cm_trace *tr) {
-    return tr->trace_id[0] ? tr->trace_id : "-";
-}
-
 static const char *route_name(gw_api api) {
     return gw_route_label(api);
 }
@@ -316,7 +311,7 @@ static void call_finish(gw_call *c, int status) {
                             ? c->rq.submit.messages[c->rq.submit.n_messages - 1]->content
                             : c->rq.submit.prompt;
         snprintf(prompt, sizeof prompt, "%s", p != NULL ? p : "");
-        cm_log(CM_LOG_INFO, c->rid, "request", "trace_id", trace_id_of(&c->trace), "route",
+        cm_log(CM_LOG_INFO, c->rid, "request", "trace_id", cm_trace_log_id(&c->trace), "route",
                route_name(c->api), "tenant", c->has_tenant ? c->tenant.name : "-", "model",
                c->rq.model ? c->rq.model : "-", "status", st, "stream",
                c->rq.stream ? "true" : "false", "prompt_tokens", pt, "completion_tokens", ctok,
@@ -325,7 +320,7 @@ static void call_finish(gw_call *c, int status) {
                "prompt", prompt, NULL);
         return;
     }
-    cm_log(CM_LOG_INFO, c->rid, "request", "trace_id", trace_id_of(&c->trace), "route",
+    cm_log(CM_LOG_INFO, c->rid, "request", "trace_id", cm_trace_log_id(&c->trace), "route",
            route_name(c->api), "tenant", c->has_tenant ? c->tenant.name : "-", "model",
            c->rq.model ? c->rq.model : "-", "status", st, "stream", c->rq.stream ? "true" : "false",
            "prompt_tokens", pt, "completion_tokens", ctok, "ttfb_ms", ttfb_ms, "duration_ms",
@@ -755,9 +750,9 @@ void gw_call_start(gw_thread *t, h2o_req_t *req, gw_api api, const char *request
     if (rv != CM_OK) {
         gw_metrics_request(&s->metrics, route_name(api), NULL, e.status, -1,
                            (cm_clock_mono_ns() - t0) / 1e9);
-        cm_log(CM_LOG_INFO, request_id, "request refused", "trace_id", trace_id_of(&tr), "route",
-               route_name(api), "status", e.status == 413 ? "413" : "400", "param", e.param,
-               "reason", e.message, NULL);
+        cm_log(CM_LOG_INFO, request_id, "request refused", "trace_id", cm_trace_log_id(&tr),
+               "route", route_name(api), "status", e.status == 413 ? "413" : "400", "param",
+               e.param, "reason", e.message, NULL);
         gw_http_send_error(req, request_id, &e);
         return;
     }
@@ -1049,7 +1044,7 @@ static void call_worker_lost(gw_call *c) {
             c->ch[i].done = 0;
         c->n_done = 0;
         cm_log(CM_LOG_WARN, c->rid, "worker lost before the first token; retrying", "trace_id",
-               trace_id_of(&c->trace), "worker", w->address, NULL);
+               cm_trace_log_id(&c->trace), "worker", w->address, NULL);
         route_and_submit(c, w);
         return;
     }

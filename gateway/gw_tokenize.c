@@ -84,11 +84,10 @@ static void finish(tok_op *op, int status) {
                        (now - op->t0_ns) / 1e9);
     snprintf(st, sizeof st, "%d", status);
     snprintf(dur_ms, sizeof dur_ms, "%.2f", (now - op->t0_ns) / 1e6);
-    cm_log(CM_LOG_INFO, op->rid, "request", "trace_id",
-           op->trace.trace_id[0] ? op->trace.trace_id : "-", "route", op->route->path, "tenant",
-           op->has_tenant ? op->tenant.name : "-", "model", op->tr.model ? op->tr.model : "-",
-           "status", st, "duration_ms", dur_ms, "worker", op->worker ? op->worker->address : "-",
-           NULL);
+    cm_log(CM_LOG_INFO, op->rid, "request", "trace_id", cm_trace_log_id(&op->trace), "route",
+           op->route->path, "tenant", op->has_tenant ? op->tenant.name : "-", "model",
+           op->tr.model ? op->tr.model : "-", "status", st, "duration_ms", dur_ms, "worker",
+           op->worker ? op->worker->address : "-", NULL);
 }
 
 static void fail(tok_op *op, const gw_error *e) {
