@@ -4,15 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *dup_n(const char *s, size_t n) {
-    char *d = malloc(n + 1);
-    if (d != NULL) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
 void gw_alias_cfg_fini(gw_alias_cfg *a) {
     for (unsigned i = 0; a->targets != NULL && i < a->targets_count; i++)
         free(a->targets[i].model);
@@ -47,7 +38,7 @@ cm_err gw_alias_parse_flag(const char *spec, gw_alias_cfg *out, char *err, size_
     if (eq == NULL || eq == spec || eq[1] == '\0')
         return cm_errf(CM_ERR_CONFIG, err, errlen,
                        "--alias '%.64s' must be NAME=MODEL:WEIGHT[,MODEL:WEIGHT...]", spec);
-    if ((out->name = dup_n(spec, (size_t)(eq - spec))) == NULL)
+    if ((out->name = strndup(spec, (size_t)(eq - spec))) == NULL)
         return CM_ERR_NOMEM;
     end = spec + len;
     /* Each comma-separated part is one target; counted past the bound so that the check
@@ -78,7 +69,7 @@ cm_err gw_alias_parse_flag(const char *spec, gw_alias_cfg *out, char *err, size_
         }
         out->targets = nt;
         nt[out->targets_count].weight = (uint32_t)w;
-        if ((nt[out->targets_count].model = dup_n(p, (size_t)(name_end - p))) == NULL) {
+        if ((nt[out->targets_count].model = strndup(p, (size_t)(name_end - p))) == NULL) {
             rv = CM_ERR_NOMEM;
             goto fail;
         }

@@ -60,14 +60,6 @@ static const cyaml_schema_value_t aliases_value = {
 
 /* ---- the list rows' callbacks ---- */
 
-static char *dup_str(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d != NULL)
-        memcpy(d, s, n);
-    return d;
-}
-
 /* Grows *arr (count entries of size bytes) by one zeroed entry; NULL when out of memory. */
 static void *append(void *arr_ptr, unsigned *count, size_t size) {
     void **arr = arr_ptr;
@@ -133,7 +125,7 @@ static cm_err add_worker(void *cfg, const cm_opt *o, const char *name, const cha
                        value);
     gw_worker_cfg *w = append(&c->workers, &c->workers_count, sizeof *w);
     if (w == NULL || (w->model = strndup(value, (size_t)(eq - value))) == NULL ||
-        (w->address = dup_str(eq + 1)) == NULL)
+        (w->address = strdup(eq + 1)) == NULL)
         return CM_ERR_NOMEM;
     return CM_OK;
 }
@@ -147,7 +139,7 @@ static cm_err add_model(void *cfg, const cm_opt *o, const char *name, const char
         return cm_errf(CM_ERR_CONFIG, err, errlen,
                        "%s '%.64s': names are 1..127 bytes, at most 64 models", name, value);
     char **m = append(&c->models, &c->models_count, sizeof *m);
-    if (m == NULL || (*m = dup_str(value)) == NULL)
+    if (m == NULL || (*m = strdup(value)) == NULL)
         return CM_ERR_NOMEM;
     return CM_OK;
 }
@@ -176,7 +168,7 @@ static cm_err add_key(void *cfg, const cm_opt *o, const char *name, const char *
     if (value[0] == '\0')
         return cm_errf(CM_ERR_CONFIG, err, errlen, "%s must not be empty", name);
     char **k = append(&c->cli_keys, &c->cli_keys_count, sizeof *k);
-    if (k == NULL || (*k = dup_str(value)) == NULL)
+    if (k == NULL || (*k = strdup(value)) == NULL)
         return CM_ERR_NOMEM;
     return CM_OK;
 }
