@@ -136,7 +136,8 @@ static req *find_req(wk_service *s, uint32_t conn_id, uint64_t request_id) {
  *   engine's last event still comes and unlinks it. congested: the gateway did not read fast
  *   enough; cancel_congested cancels it after the step.
  * check_req asserts the legal states of r at every transition (linked, prepared, each event);
- * O(1) apart from the connection lookup, so it runs on the token path too.
+ * O(1), so it runs on the token path too. That a live request's connection exists (a walk
+ * over the connections) is checked once, when it leaves preparation (handle_prepared).
  */
 static void check_req(const wk_service *s, const req *r) {
     CM_ASSERT(r->engine_id != 0 && r->engine_id <= s->next_engine_id);
@@ -146,8 +147,6 @@ static void check_req(const wk_service *s, const req *r) {
     /* Not at the engine yet: no event came, no tool parser, nothing silenced it. */
     CM_ASSERT(r->prep == NULL ||
               (!r->silent && !r->congested && r->last_token_ns == 0 && r->tools == NULL));
-    /* A closed connection's requests are silenced or unlinked in handle_close. */
-    CM_ASSERT(r->silent || find_conn(s, r->conn_id) != NULL);
 }
 
 static void unlink_req(wk_service *s, req *r) {
@@ -465,13 +464,13 @@ static void handle_close(wk_service *s, uint32_t conn_id) {
     }
 }
 
-/* trace_id_of writes sub's trace id (CM_TRACE_ID_HEX + 1 bytes): only a well-formed
- * traceparent is trusted for logs; anything else logs "-". */
-static void trace_id_of(const Sluice__Submit *sub, char *out) {
+/* trace_id_of writes the trace id of traceparent (may be NULL) into out (CM_TRACE_ID_HEX + 1
+ * bytes): only a well-formed traceparent is trusted for logs; anything else logs "-". */
+static void trace_id_of(const char *traceparent, char *out) {
     cm_trace tr = {0};
     snprintf(out, CM_TRACE_ID_HEX + 1, "-");
-    if (sub != NULL && sub->traceparent != NULL &&
-        cm_trace_parse_parent(sub->traceparent, strlen(sub->traceparent), &tr) == CM_OK)
+    if (traceparent != NULL &&
+        cm_trace_parse_parent(traceparent, strlen(traceparent), &tr) == CM_OK)
         memcpy(out, tr.trace_id, CM_TRACE_ID_HEX + 1);
 }
 
@@ -496,7 +495,7 @@ static void reject_req(wk_service *s, const req *r, cm_err code, const char *msg
 static void reject(wk_service *s, const wk_cmd *c, cm_err code, const char *msg) {
     const Sluice__Submit *sub = c->env != NULL ? c->env->submit : NULL;
     char trace_id[CM_TRACE_ID_HEX + 1];
-    trace_id_of(sub, trace_id);
+    trace_id_of(sub != NULL ? sub->traceparent : NULL, trace_id);
     reject_id(s, c->conn_id, c->request_id, code, msg, trace_id,
               sub != NULL ? sub->gateway_request_id : NULL);
 }
@@ -547,7 +546,7 @@ static void handle_submit(wk_service *s, wk_cmd *c) {
     r->engine_id = ++s->next_engine_id;
     r->conn_id = c->conn_id;
     r->request_id = sub->request_id;
-    trace_id_of(sub, r->trace_id);
+    trace_id_of(sub->traceparent, r->trace_id);
     r->received_ns = c->received_ns;
     if (sub->gateway_request_id != NULL)
         snprintf(r->log_id, sizeof r->log_id, "%s", sub->gateway_request_id);
@@ -639,8 +638,7 @@ static req *find_req_by_engine_id(wk_service *s, uint64_t engine_id) {
 static void answer_tokenize(wk_service *s, wk_prepared *p) {
     const Sluice__Tokenize *t = p->env->tokenize;
     conn_state *cs = find_conn(s, p->conn_id);
-    cm_trace tr = {0};
-    char idbuf[24], ms[24], err[128];
+    char trace_id[CM_TRACE_ID_HEX + 1], idbuf[24], ms[24], err[128];
     const char *outcome = p->rv == CM_OK ? "answered" : p->err;
     if (cs == NULL) {
         outcome = "connection closed"; /* nobody to answer */
@@ -656,13 +654,11 @@ static void answer_tokenize(wk_service *s, wk_prepared *p) {
     }
     if (cs != NULL && (p->rv != CM_OK || cs->refused))
         cm_series_inc(s->d.metrics->rejected_total);
-    if (t->traceparent == NULL ||
-        cm_trace_parse_parent(t->traceparent, strlen(t->traceparent), &tr) != CM_OK)
-        snprintf(tr.trace_id, sizeof tr.trace_id, "-");
+    trace_id_of(t->traceparent, trace_id);
     snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)p->request_id);
     snprintf(ms, sizeof ms, "%.2f", (double)p->prep_ns / 1e6);
     cm_log(CM_LOG_INFO, t->gateway_request_id,
-           t->n_token_ids > 0 ? "detokenize done" : "tokenize done", "trace_id", tr.trace_id,
+           t->n_token_ids > 0 ? "detokenize done" : "tokenize done", "trace_id", trace_id,
            "request", idbuf, "outcome", outcome, "prep_ms", ms, NULL);
     wk_prepared_free(p);
 }
@@ -697,6 +693,8 @@ static void handle_prepared(wk_service *s) {
             continue;
         }
         check_req(s, r);
+        /* A closed connection's requests are silenced or unlinked in handle_close. */
+        CM_ASSERT(r->silent || find_conn(s, r->conn_id) != NULL);
         start_prepared(s, r, p);
     }
 }
