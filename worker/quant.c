@@ -34,10 +34,6 @@
 #define QK 32
 #define QK_K 256
 
-static uint16_t rd16(const uint8_t *p) {
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
 float wk_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f;
@@ -120,8 +116,7 @@ uint16_t wk_f32_to_bf16(float f) {
     return (uint16_t)(x >> 16);
 }
 
-/* 6-bit scale and min of sub-block j (0..7) from the 12-byte K-quant scale field. */
-static void k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn) {
+void wk_k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn) {
     if (j < 4) {
         *sc = q[j] & 63;
         *mn = q[j + 4] & 63;
@@ -132,7 +127,7 @@ static void k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn) {
 }
 
 static void deq_q4_0(const uint8_t *b, float *y) {
-    float d = wk_f16_to_f32(rd16(b));
+    float d = wk_f16_to_f32(wk_le16(b));
     const uint8_t *qs = b + 2;
     for (int j = 0; j < QK / 2; j++) {
         y[j] = (float)((qs[j] & 0xF) - 8) * d;
@@ -141,8 +136,8 @@ static void deq_q4_0(const uint8_t *b, float *y) {
 }
 
 static void deq_q4_1(const uint8_t *b, float *y) {
-    float d = wk_f16_to_f32(rd16(b));
-    float m = wk_f16_to_f32(rd16(b + 2));
+    float d = wk_f16_to_f32(wk_le16(b));
+    float m = wk_f16_to_f32(wk_le16(b + 2));
     const uint8_t *qs = b + 4;
     for (int j = 0; j < QK / 2; j++) {
         y[j] = (float)(qs[j] & 0xF) * d + m;
@@ -151,7 +146,7 @@ static void deq_q4_1(const uint8_t *b, float *y) {
 }
 
 static void deq_q8_0(const uint8_t *b, float *y) {
-    float d = wk_f16_to_f32(rd16(b));
+    float d = wk_f16_to_f32(wk_le16(b));
     const int8_t *qs = (const int8_t *)(b + 2);
     for (int j = 0; j < QK; j++) {
         y[j] = (float)qs[j] * d;
@@ -159,15 +154,15 @@ static void deq_q8_0(const uint8_t *b, float *y) {
 }
 
 static void deq_q4_k(const uint8_t *b, float *y) {
-    float d = wk_f16_to_f32(rd16(b));
-    float dmin = wk_f16_to_f32(rd16(b + 2));
+    float d = wk_f16_to_f32(wk_le16(b));
+    float dmin = wk_f16_to_f32(wk_le16(b + 2));
     const uint8_t *scales = b + 4;
     const uint8_t *q = b + 16;
     for (int j = 0, is = 0; j < QK_K; j += 64, is += 2) {
         uint8_t sc, mn;
-        k_scale_min(is, scales, &sc, &mn);
+        wk_k_scale_min(is, scales, &sc, &mn);
         float d1 = d * sc, m1 = dmin * mn;
-        k_scale_min(is + 1, scales, &sc, &mn);
+        wk_k_scale_min(is + 1, scales, &sc, &mn);
         float d2 = d * sc, m2 = dmin * mn;
         for (int l = 0; l < 32; l++) {
             y[j + l] = d1 * (float)(q[l] & 0xF) - m1;
@@ -180,15 +175,15 @@ static void deq_q4_k(const uint8_t *b, float *y) {
 void wk_q4_k_to_q4_1(const void *src, void *dst) {
     const uint8_t *b = src;
     uint8_t *o = dst;
-    float d = wk_f16_to_f32(rd16(b));
-    float dmin = wk_f16_to_f32(rd16(b + 2));
+    float d = wk_f16_to_f32(wk_le16(b));
+    float dmin = wk_f16_to_f32(wk_le16(b + 2));
     const uint8_t *scales = b + 4;
     const uint8_t *q = b + 16;
     /* sub-blocks 2c and 2c + 1 are the low and high nibbles of q[32c .. 32c + 31] (as in
      * deq_q4_k); a Q4_1 block packs its elements i and i + 16 into byte i */
     for (int j = 0; j < QK_K / 32; j++, o += 20) {
         uint8_t sc, mn;
-        k_scale_min(j, scales, &sc, &mn);
+        wk_k_scale_min(j, scales, &sc, &mn);
         uint16_t dh = wk_f32_to_f16(d * (float)sc), mh = wk_f32_to_f16(-dmin * (float)mn);
         o[0] = (uint8_t)dh;
         o[1] = (uint8_t)(dh >> 8);
@@ -204,17 +199,17 @@ void wk_q4_k_to_q4_1(const void *src, void *dst) {
 }
 
 static void deq_q5_k(const uint8_t *b, float *y) {
-    float d = wk_f16_to_f32(rd16(b));
-    float dmin = wk_f16_to_f32(rd16(b + 2));
+    float d = wk_f16_to_f32(wk_le16(b));
+    float dmin = wk_f16_to_f32(wk_le16(b + 2));
     const uint8_t *scales = b + 4;
     const uint8_t *qh = b + 16;
     const uint8_t *ql = b + 48;
     uint8_t u1 = 1, u2 = 2;
     for (int j = 0, is = 0; j < QK_K; j += 64, is += 2) {
         uint8_t sc, mn;
-        k_scale_min(is, scales, &sc, &mn);
+        wk_k_scale_min(is, scales, &sc, &mn);
         float d1 = d * sc, m1 = dmin * mn;
-        k_scale_min(is + 1, scales, &sc, &mn);
+        wk_k_scale_min(is + 1, scales, &sc, &mn);
         float d2 = d * sc, m2 = dmin * mn;
         for (int l = 0; l < 32; l++) {
             y[j + l] = d1 * (float)((ql[l] & 0xF) + ((qh[l] & u1) ? 16 : 0)) - m1;
@@ -239,7 +234,7 @@ static void q5_values(uint32_t qh, const uint8_t *qs, int q[QK]) {
 }
 
 static void deq_q5_0(const uint8_t *b, float *y) {
-    float d = wk_f16_to_f32(rd16(b));
+    float d = wk_f16_to_f32(wk_le16(b));
     int q[QK];
     q5_values(rd32(b + 2), b + 6, q);
     for (int j = 0; j < QK; j++) {
@@ -248,8 +243,8 @@ static void deq_q5_0(const uint8_t *b, float *y) {
 }
 
 static void deq_q5_1(const uint8_t *b, float *y) {
-    float d = wk_f16_to_f32(rd16(b));
-    float m = wk_f16_to_f32(rd16(b + 2));
+    float d = wk_f16_to_f32(wk_le16(b));
+    float m = wk_f16_to_f32(wk_le16(b + 2));
     int q[QK];
     q5_values(rd32(b + 4), b + 8, q);
     for (int j = 0; j < QK; j++) {
@@ -260,8 +255,8 @@ static void deq_q5_1(const uint8_t *b, float *y) {
 static void deq_q2_k(const uint8_t *b, float *y) {
     const uint8_t *scales = b;
     const uint8_t *qs = b + 16;
-    float d = wk_f16_to_f32(rd16(b + 80));
-    float dmin = wk_f16_to_f32(rd16(b + 82));
+    float d = wk_f16_to_f32(wk_le16(b + 80));
+    float dmin = wk_f16_to_f32(wk_le16(b + 82));
     for (int i = 0; i < QK_K; i++) {
         int h = i / 128, s = (i / 32) % 4, l = i % 32;
         uint8_t sc = scales[i / 16];
@@ -292,7 +287,7 @@ static int q3_k_value(const uint8_t *b, int i) {
 static void deq_q3_k(const uint8_t *b, float *y) {
     int sc[16];
     q3_k_scales(b + 96, sc);
-    float d = wk_f16_to_f32(rd16(b + 108));
+    float d = wk_f16_to_f32(wk_le16(b + 108));
     for (int i = 0; i < QK_K; i++) {
         float dl = d * (float)sc[i / 16];
         y[i] = dl * (float)q3_k_value(b, i);
@@ -303,7 +298,7 @@ const int8_t wk_iq4_grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                 1,    13,   25,  38,  53,  69,  89,  113};
 
 static void deq_iq4_nl(const uint8_t *b, float *y) {
-    float d = wk_f16_to_f32(rd16(b));
+    float d = wk_f16_to_f32(wk_le16(b));
     const uint8_t *qs = b + 2;
     for (int j = 0; j < QK / 2; j++) {
         y[j] = d * (float)wk_iq4_grid[qs[j] & 0xF];
@@ -313,13 +308,13 @@ static void deq_iq4_nl(const uint8_t *b, float *y) {
 
 /* The 6-bit scale of IQ4_XS sub-block j (0..7), minus 32. */
 static int iq4_xs_scale(const uint8_t *b, int j) {
-    uint16_t scales_h = rd16(b + 2);
+    uint16_t scales_h = wk_le16(b + 2);
     int low = (b[4 + j / 2] >> (4 * (j % 2))) & 0xF;
     return (low | (((scales_h >> (2 * j)) & 3) << 4)) - 32;
 }
 
 static void deq_iq4_xs(const uint8_t *b, float *y) {
-    float d = wk_f16_to_f32(rd16(b));
+    float d = wk_f16_to_f32(wk_le16(b));
     for (int j = 0; j < QK_K / QK; j++) {
         float dl = d * (float)iq4_xs_scale(b, j);
         const uint8_t *qs = b + 8 + 16 * j;
@@ -347,13 +342,13 @@ void wk_q5_0_to_q8_0(const void *src, void *dst) {
     for (int i = 0; i < QK; i++) {
         q[i] -= 16;
     }
-    put_q8_0(dst, rd16(b), q);
+    put_q8_0(dst, wk_le16(b), q);
 }
 
 void wk_iq4_xs_to_iq4_nl(const void *src, void *dst) {
     const uint8_t *b = src;
     uint8_t *o = dst;
-    float d = wk_f16_to_f32(rd16(b));
+    float d = wk_f16_to_f32(wk_le16(b));
     for (int j = 0; j < QK_K / QK; j++, o += 18) {
         uint16_t dl = wk_f32_to_f16(d * (float)iq4_xs_scale(b, j));
         o[0] = (uint8_t)dl;
@@ -364,7 +359,7 @@ void wk_iq4_xs_to_iq4_nl(const void *src, void *dst) {
 
 void wk_q3_k_to_q8_0(const void *src, void *dst) {
     const uint8_t *b = src;
-    uint16_t dh = rd16(b + 108);
+    uint16_t dh = wk_le16(b + 108);
     int sc[16];
     q3_k_scales(b + 96, sc);
     for (int j = 0; j < QK_K / QK; j++) {
@@ -392,7 +387,7 @@ static void deq_q6_k(const uint8_t *b, float *y) {
     const uint8_t *ql = b;
     const uint8_t *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
-    float d = wk_f16_to_f32(rd16(b + 208));
+    float d = wk_f16_to_f32(wk_le16(b + 208));
     for (int n = 0; n < QK_K; n += 128) {
         for (int l = 0; l < 32; l++) {
             int is = l / 16;
@@ -419,13 +414,13 @@ static void f32_row(const uint8_t *s, float *dst, int64_t n) {
 
 static void f16_row(const uint8_t *s, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        dst[i] = wk_f16_to_f32(rd16(s + 2 * i));
+        dst[i] = wk_f16_to_f32(wk_le16(s + 2 * i));
     }
 }
 
 static void bf16_row(const uint8_t *s, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        dst[i] = wk_bf16_to_f32(rd16(s + 2 * i));
+        dst[i] = wk_bf16_to_f32(wk_le16(s + 2 * i));
     }
 }
 

@@ -109,6 +109,16 @@ void wk_iq4_xs_to_iq4_nl(const void *src, void *dst);
  * the block's scale. */
 extern const int8_t wk_iq4_grid[16];
 
+/* wk_k_scale_min: the 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block's
+ * 12-byte scale field q (the GGUF packing: j < 4 in the low 6 bits of bytes j and j + 4, j >= 4
+ * split over the nibbles of byte j + 4 and the top bits of bytes j - 4 and j). */
+void wk_k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn);
+
+/* wk_le16: the little-endian 16-bit word at p (GGUF block scales). */
+static inline uint16_t wk_le16(const uint8_t *p) {
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
 /* Scalar half/bfloat conversions (IEEE binary16 round-to-nearest-even; bf16 by truncation
  * with rounding). Exact inverses on representable values. */
 float wk_f16_to_f32(uint16_t h);

@@ -9,12 +9,8 @@
 #define QG WK_CUDA_QGROUP
 #define QS WK_CUDA_QSUPER
 
-static uint16_t rd16(const uint8_t *p) {
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
 static float f16_at(const uint8_t *p) {
-    return wk_f16_to_f32(rd16(p));
+    return wk_f16_to_f32(wk_le16(p));
 }
 
 wk_cuda_qkind wk_cuda_qkind_of(wk_dtype t) {
@@ -75,26 +71,13 @@ size_t wk_cuda_q_sup_row_bytes(wk_cuda_qkind k, int64_t cols) {
     return (size_t)cols / QS * 4;
 }
 
-/* 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block's 12-byte scale field (the
- * GGUF packing: j < 4 in the low 6 bits of bytes j and j + 4, j >= 4 split over nibbles of
- * byte j + 4 and the top bits of bytes j - 4 and j). */
-static void k_sub_scale(const uint8_t *q, int j, uint8_t *sc, uint8_t *mn) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *mn = q[j + 4] & 63;
-        return;
-    }
-    *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-    *mn = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-}
-
 /* One super-block (256 elements) of Q4_K (144 B) or Q5_K (176 B) at b. */
 static void repack_k45(const uint8_t *b, int five, uint8_t *qs, uint8_t *sc, uint8_t *sup) {
     memcpy(sup, b, 4); /* f16 d, f16 dmin */
     const uint8_t *qh = b + 16;
     const uint8_t *ql = five ? b + 48 : b + 16;
     for (int s = 0; s < QS / QG; s++) {
-        k_sub_scale(b + 4, s, &sc[2 * s], &sc[2 * s + 1]);
+        wk_k_scale_min(s, b + 4, &sc[2 * s], &sc[2 * s + 1]);
         /* element 32 s + l: nibble s % 2 of ql[32 (s / 2) + l], Q5_K's fifth bit is bit s of
          * qh[l] */
         const uint8_t *qc = ql + 32 * (s / 2);
