@@ -58,7 +58,8 @@ typedef struct gw_request {
     const char *user;               /* "user" field or NULL */
     int priority_batch;             /* priority > 0 -> batch class */
 
-    /* Wire form; request_id, tenant, deadline and seed are set per choice by gw_request_pack. */
+    /* Wire form; request_id, tenant, deadline and seed are set per choice by
+     * gw_request_envelope. */
     Sluice__Submit submit;
     Sluice__SamplingParams sampling;
     Sluice__ChatMessage *msg_store; /* (n_messages) */

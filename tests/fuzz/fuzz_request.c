@@ -35,12 +35,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                              .tenant = "fuzz",
                              .gateway_id = "req-fuzz",
                              .deadline_unix_ms = 1};
-        size_t len = gw_request_packed_size(&rq, &ids);
+        Sluice__Envelope wire;
+        gw_request_envelope(&rq, &ids, &wire);
+        size_t len = sluice__envelope__get_packed_size(&wire);
         uint8_t *buf = malloc(len);
         Sluice__Envelope *env;
         if (buf == NULL)
             break;
-        if (gw_request_pack(&rq, &ids, buf) != len)
+        if (sluice__envelope__pack(&wire, buf) != len)
             abort();
         env = sluice__envelope__unpack(NULL, len, buf);
         if (env == NULL || env->msg_case != SLUICE__ENVELOPE__MSG_SUBMIT ||
