@@ -121,6 +121,22 @@ static void on_thread_messages(h2o_multithread_receiver_t *recv, h2o_linklist_t 
     }
 }
 
+/* Frees the events an nng thread queued for t after its loop's last turn (a worker answered
+ * while the loop was stopping): nobody will read them. Only once the loops have ended and the
+ * nng threads are gone (gw_pool_fini). */
+static void free_unread_events(gw_thread *t) {
+    h2o_linklist_t *q = &t->events._messages;
+    if (t->queue == NULL || q->next == NULL)
+        return; /* the thread was never set up */
+    while (!h2o_linklist_is_empty(q)) {
+        tmsg *m = H2O_STRUCT_FROM_MEMBER(tmsg, super.link, q->next);
+        h2o_linklist_unlink(&m->super.link);
+        if (m->env != NULL)
+            sluice__envelope__free_unpacked(m->env, NULL);
+        free(m);
+    }
+}
+
 /* ---- HTTP helpers ---- */
 
 void gw_http_add_header(h2o_req_t *req, const char *name, const char *value) {
@@ -819,6 +835,8 @@ void gw_server_destroy(gw_server *s) {
     gw_otlp_destroy(s->otlp); /* exports what the loops left queued */
     if (atomic_load(&s->pool.n_workers) > 0 || s->pool.on_event != NULL)
         gw_pool_fini(&s->pool);
+    for (int i = 0; i < s->n_threads; i++)
+        free_unread_events(&s->threads[i]);
     /* Hosts, paths, handlers and filters (the loops, which used them, have ended). */
     if (s->h2o_inited)
         h2o_config_dispose(&s->h2o);
