@@ -20,7 +20,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "gpu_util.h"
 #include "model.h"
-#include "sampler.h"
+#include "sample_cases.h"
 
 #define N_PROMPTS 8
 #define MB 16 /* blocks per sequence */
@@ -524,46 +524,6 @@ static void native_vs_f16(const char *label, const wk_model *m, const wk_backend
 
 /* ---- device sampling -------------------------------------------------------------------- */
 
-/* Sequence s's sampling: greedy, top-k, top-p, min-p, penalties, bias, logprobs. */
-static void dev_params(int s, int n_vocab, wk_sampling_params *p) {
-    wk_sampling_defaults(p);
-    p->seed = 77 + (uint64_t)s;
-    switch (s % 6) {
-    case 0:
-        p->temperature = 0.0f;
-        p->logprobs = true;
-        p->top_logprobs = 4;
-        break;
-    case 1:
-        p->temperature = 0.8f;
-        p->top_k = 20;
-        p->logprobs = true;
-        break;
-    case 2:
-        p->top_p = 0.9f;
-        p->top_logprobs = 2;
-        break;
-    case 3:
-        p->temperature = 1.2f;
-        p->min_p = 0.1f;
-        p->repetition_penalty = 1.4f;
-        p->frequency_penalty = 0.5f;
-        break;
-    case 4:
-        p->temperature = 0.7f;
-        p->top_k = 200;
-        p->top_p = 0.8f;
-        p->presence_penalty = 1.0f;
-        p->n_logit_bias = 2;
-        p->logit_bias[0] = (wk_logit_bias){(int32_t)(n_vocab / 3), 6.0f};
-        p->logit_bias[1] = (wk_logit_bias){(int32_t)(n_vocab / 2), -100.0f};
-        break;
-    default:
-        p->temperature = 1.0f;
-        break;
-    }
-}
-
 typedef struct dev_cmp {
     int rows, drawn_diff, other_bad;
     double lp_worst;
@@ -669,7 +629,8 @@ static void test_device_sampling(wk_backend *gpu, const prompt *prompts, const i
     const int held = n > 1 ? 1 : -1;
     for (int s = 0; s < n; s++) {
         const prompt *p = &prompts[ids[s]];
-        dev_params(s, n_vocab, &params[s]);
+        sc_case_params(s, &params[s]);
+        params[s].seed = 77 + (uint64_t)s;
         wk_rng_seed(&rngs[s], params[s].seed);
         memcpy(hist[s], p->toks, (size_t)p->len * 4);
         n_hist[s] = n_prompt[s] = p->len;

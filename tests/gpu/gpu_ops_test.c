@@ -17,7 +17,7 @@
 #include "gpu_util.h"
 #include "model.h"
 #include "quant.h"
-#include "sampler.h"
+#include "sample_cases.h"
 
 #define THR_F32 1e-5
 #define THR_F16 1e-2
@@ -934,228 +934,41 @@ static void test_convert(gu_rng *r) {
 
 /* ---- sampling ---------------------------------------------------------------------------- */
 
-#define SAMPLE_CASES 60
-#define SAMPLE_HIST 240
-
-/* Case c's parameters: every feature of the host sampler, alone and combined. */
-static void sample_params(int c, wk_sampling_params *p) {
-    wk_sampling_defaults(p);
-    switch (c % 12) {
-    case 0: /* greedy with logprobs */
-        p->temperature = 0.0f;
-        p->logprobs = true;
-        p->top_logprobs = 5;
-        break;
-    case 1:
-        p->temperature = 0.7f;
-        p->top_k = 40;
-        break;
-    case 2:
-        p->top_p = 0.9f;
-        p->logprobs = true;
-        break;
-    case 3:
-        p->temperature = 0.8f;
-        p->min_p = 0.05f;
-        break;
-    case 4: /* everything at once */
-        p->temperature = 0.7f;
-        p->top_k = 50;
-        p->top_p = 0.95f;
-        p->min_p = 0.02f;
-        p->repetition_penalty = 1.3f;
-        p->presence_penalty = 0.4f;
-        p->frequency_penalty = 0.3f;
-        p->logprobs = true;
-        p->top_logprobs = 3;
-        break;
-    case 5: /* plain temperature over the whole vocabulary */
-        p->temperature = 1.0f;
-        break;
-    case 6:
-        p->temperature = 1.2f;
-        p->top_k = WK_CUDA_SAMPLE_MAX_TOP_K;
-        p->top_p = 0.8f;
-        break;
-    case 7: /* top-p over flat logits: a large edge bucket */
-        p->top_p = 0.5f;
-        break;
-    case 8: /* greedy over ties, NaN and -inf */
-        p->temperature = 0.0f;
-        p->top_logprobs = 4;
-        break;
-    case 9:
-        p->temperature = 0.9f;
-        p->top_k = 1;
-        break;
-    case 10: /* logit_bias, the same token twice, and 20 alternatives */
-        p->temperature = 0.9f;
-        p->n_logit_bias = 4;
-        p->logit_bias[0] = (wk_logit_bias){7, 5.0f};
-        p->logit_bias[1] = (wk_logit_bias){7, 2.5f};
-        p->logit_bias[2] = (wk_logit_bias){11, -100.0f};
-        p->logit_bias[3] = (wk_logit_bias){3, 8.0f};
-        p->top_logprobs = 20;
-        break;
-    default:
-        p->top_p = 0.95f;
-        p->min_p = 0.1f;
-        p->repetition_penalty = 1.5f;
-        break;
-    }
-}
-
-static void sample_logits(gu_rng *r, int c, float *row, int n_vocab) {
-    if (c % 12 == 7) { /* flat: most tokens equal, a few above */
-        for (int i = 0; i < n_vocab; i++) {
-            row[i] = (gu_next(r) % 64) == 0 ? 1.0f + gu_uniform(r, 0.0f, 0.01f) : 0.0f;
-        }
-        return;
-    }
-    fill_normal(r, row, (size_t)n_vocab, 2.5f);
-    for (int k = 0; k < 8; k++) { /* a few likely tokens, as real logits have */
-        row[gu_next(r) % (uint64_t)n_vocab] += 8.0f + (float)k;
-    }
-    if (c % 12 == 8) {
-        row[100] = row[101] = row[102] = 40.0f; /* ties: the lowest id wins */
-        row[5] = NAN;
-        row[6] = -INFINITY;
-    }
-}
-
 static void test_sample(gu_rng *r, int n_vocab) {
-    const int n = SAMPLE_CASES;
-    float *h_logits = gu_xmalloc((size_t)n * n_vocab * 4);
-    float *row = gu_xmalloc((size_t)n_vocab * 4);
-    wk_cuda_sample_seq *seqs = gu_xmalloc(sizeof(*seqs) * n);
-    wk_cuda_sample_bias *bias = gu_xmalloc(sizeof(*bias) * n * WK_MAX_LOGIT_BIAS);
-    wk_cuda_sample_pen *pen = gu_xmalloc(sizeof(*pen) * n * SAMPLE_HIST);
-    wk_sample_result *ref = gu_xmalloc(sizeof(*ref) * n);
-    wk_penalty_entry plist[SAMPLE_HIST];
-    int32_t hist[SAMPLE_HIST];
-    wk_sampler *smp = NULL;
-    if (wk_sampler_create((uint32_t)n_vocab, &smp) != CM_OK) {
-        check("sample: host sampler", 0, "create failed");
-        return;
-    }
-    uint32_t nb = 0, np = 0;
-    for (int c = 0; c < n; c++) {
-        wk_sampling_params p;
-        sample_params(c, &p);
-        float *lr = h_logits + (size_t)c * n_vocab;
-        sample_logits(r, c, lr, n_vocab);
-        for (int i = 0; i < SAMPLE_HIST; i++) {
-            hist[i] = (int32_t)(gu_next(r) % 300); /* repeats, and the biased ids */
-        }
-        size_t n_pen = 0;
-        (void)wk_sampler_penalties(smp, hist, SAMPLE_HIST, 80, plist, SAMPLE_HIST, &n_pen);
-        wk_rng rng, ucopy;
-        wk_rng_seed(&rng, 1000 + (uint64_t)c);
-        ucopy = rng;
-        double u = wk_sampling_draws(&p) ? wk_rng_uniform(&ucopy) : 0.0;
-        memcpy(row, lr, (size_t)n_vocab * 4);
-        if (wk_sampler_sample(smp, &p, row, hist, SAMPLE_HIST, 80, &rng, &ref[c]) != CM_OK) {
-            ref[c].token_id = -1;
-        }
-        wk_cuda_sample_seq *q = &seqs[c];
-        memset(q, 0, sizeof(*q));
-        q->row = n - 1 - c; /* rows in another order than the descriptors */
-        q->top_k = p.top_k;
-        q->temperature = p.temperature;
-        q->top_p = p.top_p;
-        q->min_p = p.min_p;
-        q->repetition_penalty = p.repetition_penalty;
-        q->presence_penalty = p.presence_penalty;
-        q->frequency_penalty = p.frequency_penalty;
-        q->bias_off = nb;
-        q->n_bias = p.n_logit_bias;
-        for (uint32_t i = 0; i < p.n_logit_bias; i++, nb++) {
-            bias[nb].token_id = p.logit_bias[i].token_id;
-            bias[nb].bias = p.logit_bias[i].bias;
-        }
-        q->pen_off = np;
-        q->n_pen = wk_sampling_has_penalties(&p) ? (uint32_t)n_pen : 0;
-        for (uint32_t i = 0; i < q->n_pen; i++, np++) {
-            pen[np].token_id = plist[i].token_id;
-            pen[np].n_generated = plist[i].n_generated;
-            pen[np].in_prompt = plist[i].in_prompt;
-        }
-        q->n_top = p.top_logprobs;
-        q->want_logprob = p.logprobs;
-        q->u = u;
-    }
-    /* device rows follow q->row */
+    const int n = 60;
+    sc_cases c;
+    sc_cases_make(r, n, n_vocab, &c);
     float *d_logits = dalloc((size_t)n * n_vocab * 4);
-    for (int c = 0; c < n; c++) {
-        h2d(d_logits + (size_t)seqs[c].row * n_vocab, h_logits + (size_t)c * n_vocab,
-            (size_t)n_vocab * 4);
-    }
-    wk_cuda_sample_seq *d_seqs = dalloc(sizeof(*seqs) * n);
-    wk_cuda_sample_bias *d_bias = dalloc(sizeof(*bias) * (nb ? nb : 1));
-    wk_cuda_sample_pen *d_pen = dalloc(sizeof(*pen) * (np ? np : 1));
+    wk_cuda_sample_seq *d_seqs = dalloc(sizeof(*c.seqs) * n);
+    wk_cuda_sample_bias *d_bias = dalloc(sizeof(*c.bias) * (c.n_bias ? c.n_bias : 1));
+    wk_cuda_sample_pen *d_pen = dalloc(sizeof(*c.pen) * (c.n_pen ? c.n_pen : 1));
     wk_cuda_sample_out *d_out = dalloc(sizeof(wk_cuda_sample_out) * n);
     const int n_work = 16;
     void *d_work = dalloc(wk_cuda_sample_work_bytes(n_vocab) * n_work);
-    h2d(d_seqs, seqs, sizeof(*seqs) * n);
-    h2d(d_bias, bias, sizeof(*bias) * (nb ? nb : 1));
-    h2d(d_pen, pen, sizeof(*pen) * (np ? np : 1));
+    h2d(d_logits, c.logits, (size_t)n * n_vocab * 4);
+    h2d(d_seqs, c.seqs, sizeof(*c.seqs) * n);
+    h2d(d_bias, c.bias, sizeof(*c.bias) * (c.n_bias ? c.n_bias : 1));
+    h2d(d_pen, c.pen, sizeof(*c.pen) * (c.n_pen ? c.n_pen : 1));
     GU_CUDA(
         wk_cuda_sample(d_logits, n_vocab, d_seqs, n, d_bias, d_pen, d_work, n_work, d_out, NULL));
     wk_cuda_sample_out *got = gu_xmalloc(sizeof(*got) * n);
     d2h(got, d_out, sizeof(*got) * n);
-
-    int greedy_bad = 0, drawn_diff = 0, lp_bad = 0, top_bad = 0;
-    double lp_worst = 0.0;
-    for (int c = 0; c < n; c++) {
-        const wk_sample_result *a = &ref[c];
-        const wk_cuda_sample_out *b = &got[c];
-        if (a->token_id != b->token_id) {
-            /* a drawn token may differ only by rounding at a boundary: counted, bounded */
-            if (seqs[c].temperature <= 0.0f || a->token_id < 0) {
-                greedy_bad++;
-            } else {
-                drawn_diff++;
-            }
-            continue;
-        }
-        if (seqs[c].want_logprob || seqs[c].n_top > 0) {
-            double d = fabs((double)a->logprob - (double)b->logprob);
-            lp_worst = d > lp_worst ? d : lp_worst;
-            lp_bad += !(d <= 1e-4);
-        }
-        if (a->n_top != b->n_top) {
-            top_bad++;
-            continue;
-        }
-        for (uint32_t k = 0; k < a->n_top; k++) {
-            double d = fabs((double)a->top[k].logprob - (double)b->top_logprob[k]);
-            lp_worst = d > lp_worst ? d : lp_worst;
-            top_bad += a->top[k].token_id != b->top_id[k] || !(d <= 1e-4);
-        }
-    }
-    char name[96], detail[160];
+    char name[96], detail[200];
     snprintf(name, sizeof(name), "sample vs wk_sampler_sample, vocab %d", n_vocab);
-    snprintf(detail, sizeof(detail),
-             "%d cases: greedy/invalid diff %d, drawn diff %d, logprob bad %d (worst %.1e), "
-             "top bad %d",
-             n, greedy_bad, drawn_diff, lp_bad, lp_worst, top_bad);
-    check(name, greedy_bad == 0 && drawn_diff <= 1 && lp_bad == 0 && top_bad == 0, detail);
+    check(name, sc_cases_check(&c, got, 1, detail, sizeof(detail)), detail);
 
     /* the same inputs with 3 blocks instead of 16: bit-identical results (no dependence on
      * how sequences share blocks, and none on run-to-run timing) */
-    for (int c = 0; c < n; c++) {
-        h2d(d_logits + (size_t)seqs[c].row * n_vocab, h_logits + (size_t)c * n_vocab,
-            (size_t)n_vocab * 4);
-    }
+    h2d(d_logits, c.logits, (size_t)n * n_vocab * 4);
     GU_CUDA(cudaMemset(d_out, 0xFF, sizeof(wk_cuda_sample_out) * n));
     GU_CUDA(wk_cuda_sample(d_logits, n_vocab, d_seqs, n, d_bias, d_pen, d_work, 3, d_out, NULL));
     wk_cuda_sample_out *again = gu_xmalloc(sizeof(*again) * n);
     d2h(again, d_out, sizeof(*again) * n);
     int same = 1;
-    for (int c = 0; c < n; c++) {
-        same &= again[c].token_id == got[c].token_id && again[c].n_top == got[c].n_top &&
-                memcmp(&again[c].logprob, &got[c].logprob, 4) == 0 &&
-                memcmp(again[c].top_id, got[c].top_id, sizeof(int32_t) * got[c].n_top) == 0;
+    for (int i = 0; i < n; i++) {
+        same &= again[i].token_id == got[i].token_id && again[i].n_top == got[i].n_top &&
+                memcmp(&again[i].logprob, &got[i].logprob, 4) == 0 &&
+                memcmp(again[i].top_id, got[i].top_id, sizeof(int32_t) * got[i].n_top) == 0;
     }
     snprintf(name, sizeof(name), "sample: 3 blocks == 16 blocks, vocab %d", n_vocab);
     check(name, same, "bitwise");
@@ -1165,13 +978,7 @@ static void test_sample(gu_rng *r, int n_vocab) {
     cudaFree(d_pen);
     cudaFree(d_out);
     cudaFree(d_work);
-    wk_sampler_destroy(smp);
-    free(h_logits);
-    free(row);
-    free(seqs);
-    free(bias);
-    free(pen);
-    free(ref);
+    sc_cases_free(&c);
     free(got);
     free(again);
 }

@@ -17,7 +17,9 @@
  * Every float step that the host rounds separately is written with _rn intrinsics so nvcc does
  * not fuse it.
  */
+#ifndef WK_CUDA_SAMPLE_EMU /* tests/gpu/sample_emu_test.cc runs the kernel on the CPU */
 #include <cuda_runtime.h>
+#endif
 
 #include <climits>
 #include <cmath>
@@ -718,6 +720,7 @@ __global__ void __launch_bounds__(kThreads)
 
 } // namespace
 
+#ifndef WK_CUDA_SAMPLE_EMU
 extern "C" size_t wk_cuda_sample_work_bytes(int n_vocab) {
     return pow2_at_least(n_vocab < 1 ? 1 : n_vocab) * 8;
 }
@@ -734,3 +737,4 @@ extern "C" cudaError_t wk_cuda_sample(float *logits, int n_vocab, const wk_cuda_
                                                  (uint8_t *)work, pow2_at_least(n_vocab), out);
     return cudaGetLastError();
 }
+#endif /* WK_CUDA_SAMPLE_EMU */
