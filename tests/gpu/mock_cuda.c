@@ -1010,7 +1010,7 @@ cudaError_t wk_cuda_sample(float *logits, int n_vocab, const wk_cuda_sample_seq 
                            void *work, int n_work, wk_cuda_sample_out *out, cudaStream_t stream) {
     (void)work;
     (void)stream;
-    if (n_seqs < 1 || n_work < 1 || n_vocab < 1) {
+    if (n_seqs < 1 || n_work < 1 || n_vocab < 1 || n_vocab > WK_CUDA_SAMPLE_MAX_VOCAB) {
         return cudaErrorInvalidValue;
     }
     sample_args a = {logits, n_vocab, seqs, n_seqs, bias, pen, out};

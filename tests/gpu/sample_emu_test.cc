@@ -40,5 +40,6 @@ int main() {
     int ok = 1;
     ok &= run_cases(24, 3000, 5, 0x5eed0001ULL);  /* several chunks per row, blocks reused */
     ok &= run_cases(12, 1000, 12, 0x5eed0002ULL); /* under one chunk of kThreads + tail */
+    ok &= run_cases(12, 20000, 4, 0x5eed0003ULL); /* many chunks in every pass */
     return ok ? 0 : 1;
 }

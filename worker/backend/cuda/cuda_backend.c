@@ -1694,6 +1694,11 @@ static cm_err pack_samples(wk_backend *be, const wk_batch *batch, const wk_dev_s
     wk_cuda_sample_bias *sb = (wk_cuda_sample_bias *)(be->h_samp + be->samp_bias_off);
     wk_cuda_sample_pen *sp = (wk_cuda_sample_pen *)(be->h_samp + be->samp_pen_off);
     uint32_t j = 0, nb = 0, np = 0;
+    if (be->n_vocab > WK_CUDA_SAMPLE_MAX_VOCAB) {
+        be_fail(be, "forward_sample: vocabulary of %d tokens (device sampling takes up to %d)",
+                be->n_vocab, WK_CUDA_SAMPLE_MAX_VOCAB);
+        return CM_ERR_INVALID;
+    }
     for (uint32_t s = 0; s < batch->n_seqs; s++) {
         if (batch->want_logits == NULL || !batch->want_logits[s]) {
             continue;

@@ -233,6 +233,7 @@ cudaError_t wk_cuda_qdequant_f16(const wk_cuda_qmat *w, int row0, int n_rows, in
  */
 #define WK_CUDA_SAMPLE_MAX_TOP 20     /* top logprobs (WK_MAX_TOP_LOGPROBS) */
 #define WK_CUDA_SAMPLE_MAX_TOP_K 1024 /* top_k in (0, n_vocab) beyond this: not supported */
+#define WK_CUDA_SAMPLE_MAX_VOCAB 524288
 
 typedef struct wk_cuda_sample_seq {
     int32_t row;       /* row of the logits buffer ((rows, n_vocab) f32) */
@@ -275,8 +276,8 @@ size_t wk_cuda_sample_work_bytes(int n_vocab);
 /*
  * Samples n_seqs sequences: seqs, bias, pen and out are device arrays; logits rows are modified
  * in place. work holds n_work slots of wk_cuda_sample_work_bytes(n_vocab) bytes (at most n_work
- * blocks run). cudaErrorInvalidValue for n_seqs < 1, n_work < 1 or n_vocab < 1. Bounds inside
- * the descriptors are the caller's to check.
+ * blocks run). cudaErrorInvalidValue for n_seqs < 1, n_work < 1 or n_vocab outside
+ * [1, WK_CUDA_SAMPLE_MAX_VOCAB]. Bounds inside the descriptors are the caller's to check.
  */
 cudaError_t wk_cuda_sample(float *logits, int n_vocab, const wk_cuda_sample_seq *seqs, int n_seqs,
                            const wk_cuda_sample_bias *bias, const wk_cuda_sample_pen *pen,

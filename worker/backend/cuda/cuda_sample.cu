@@ -33,6 +33,8 @@ constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
 constexpr int kBuckets = 1024; /* TOP_P_BUCKETS of sampler.c */
 constexpr int kMaxK = WK_CUDA_SAMPLE_MAX_TOP_K;
+constexpr int kMaxChunks = WK_CUDA_SAMPLE_MAX_VOCAB / kThreads;
+constexpr int kPerThread = 4; /* top-k filter: logits per thread per chunk once the heap is full */
 
 struct Shared {
     float rf[kWarps];
@@ -42,14 +44,19 @@ struct Shared {
     int ci[kMaxK];   /* candidates: token id */
     unsigned short bucket[kMaxK];
     double mass[kBuckets];
-    float list_s[kThreads]; /* one chunk's survivors of the top-k filter */
+    float list_s[kThreads]; /* top-k fill: one chunk's finite logits */
     int list_i[kThreads];
-    int have;    /* heap size */
-    int count;   /* edge-bucket gather counter */
-    int edge;    /* top-p edge bucket */
-    int chosen;  /* result of a one-thread step */
-    double cum;  /* top-p: mass of the whole buckets above the edge */
-    double dval; /* a one-thread step's double result */
+    double chunk[kMaxChunks]; /* ordered_pick: weight per chunk of kThreads items */
+    int have;                 /* heap size */
+    int count;                /* edge-bucket gather counter */
+    int edge;                 /* top-p edge bucket */
+    int chosen;               /* result of a one-thread step */
+    double cum;               /* top-p: mass of the whole buckets above the edge */
+    double dval;              /* a one-thread step's double result */
+    int next;                 /* top-k fill: first index not yet offered */
+    int hit_chunk; /* ordered_pick: chunk where the running sum crosses the target, or -1 */
+    double run;    /* ordered_pick: running sum before that chunk */
+    double target; /* ordered_pick: u times the total */
 };
 
 __device__ __forceinline__ float sanitize(float x) {
@@ -177,47 +184,77 @@ __device__ int block_compact(Shared &sh, bool flag, int *total) {
     return block_scan(sh.ri, flag ? 1 : 0, total) - (flag ? 1 : 0);
 }
 
-/* The sum of the candidates' weights (item as for ordered_walk), to every thread. */
-template <class Item> __device__ double item_sum(Shared &sh, int n, Item item) {
-    double part = 0.0;
-    for (int i = (int)threadIdx.x; i < n; i += kThreads) {
-        double w = 0.0;
-        if (item(i, &w)) {
-            part += w;
-        }
-    }
-    return block_sum_d(sh, part);
-}
-
 /*
- * The inverse-CDF walk over the items 0..n-1 in index order: item(i, &w) says whether i is a
- * candidate and its weight. Returns the first candidate whose running sum (from *cum) exceeds
- * target, or -1; *cum ends as the running sum after the last item, *last as the highest
- * candidate index (-1: none).
+ * The inverse-CDF pick over the items 0..n-1 in index order: item(i, &w) says whether i is a
+ * candidate and its weight. target = u01 * (the items' total + extra). Returns the first
+ * candidate whose running sum exceeds target, else -1 with *cum the items' total; *target_out
+ * and *last (the highest candidate index, -1: none) always. One pass sums each chunk of
+ * kThreads items (a warp per chunk), one thread finds the chunk where the sum crosses, and a
+ * block scan finds the item inside it (or in a later chunk, should rounding say so).
  */
 template <class Item>
-__device__ int ordered_walk(Shared &sh, int n, Item item, double target, double *cum, int *last) {
-    double run = *cum;
+__device__ int ordered_pick(Shared &sh, int n, Item item, double u01, double extra,
+                            double *target_out, double *cum, int *last) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int n_chunks = (n + kThreads - 1) / kThreads;
     int last_i = -1;
-    for (int base = 0; base < n; base += kThreads) {
-        const int i = base + (int)threadIdx.x;
-        double w = 0.0;
-        const bool in = i < n && item(i, &w);
-        if (in) {
-            last_i = i;
+    for (int c = w; c < n_chunks; c += kWarps) {
+        double sum = 0.0;
+        for (int k = lane; k < kThreads; k += 32) {
+            const int i = c * kThreads + k;
+            double wt = 0.0;
+            if (i < n && item(i, &wt)) {
+                sum += wt;
+                last_i = i > last_i ? i : last_i;
+            }
         }
+        for (int o = 16; o > 0; o >>= 1) {
+            sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        }
+        if (lane == 0) {
+            sh.chunk[c] = sum;
+        }
+    }
+    *last = block_max_i(sh, last_i); /* its barriers publish the chunk sums */
+    if (threadIdx.x == 0) {
         double total = 0.0;
-        const double incl = block_scan(sh.rd, in ? w : 0.0, &total);
+        for (int c = 0; c < n_chunks; c++) {
+            total += sh.chunk[c];
+        }
+        const double target = u01 * (total + extra);
+        double run = 0.0;
+        int hit = -1;
+        for (int c = 0; c < n_chunks; c++) {
+            if (run + sh.chunk[c] > target) {
+                hit = c;
+                break;
+            }
+            run += sh.chunk[c];
+        }
+        sh.target = target;
+        sh.run = run;
+        sh.hit_chunk = hit;
+    }
+    __syncthreads();
+    const double target = sh.target;
+    double run = sh.run;
+    const int hit_chunk = sh.hit_chunk;
+    __syncthreads();
+    *target_out = target;
+    for (int c = hit_chunk; c >= 0 && c < n_chunks; c++) {
+        const int i = c * kThreads + (int)threadIdx.x;
+        double wt = 0.0;
+        const bool in = i < n && item(i, &wt);
+        double chunk_total = 0.0;
+        const double incl = block_scan(sh.rd, in ? wt : 0.0, &chunk_total);
         const int hit = block_min_i(sh, in && run + incl > target ? i : INT_MAX);
         if (hit != INT_MAX) {
             *cum = run;
-            *last = block_max_i(sh, last_i);
             return hit;
         }
-        run += total;
+        run += chunk_total;
     }
     *cum = run;
-    *last = block_max_i(sh, last_i);
     return -1;
 }
 
@@ -358,7 +395,7 @@ __device__ int pick_seq(Shared &sh, int nc, const wk_cuda_sample_seq &q) {
         total += (double)sh.cs[i];
     }
     const double u = q.u * total;
-    int chosen = sh.ci[nc - 1];
+    int chosen = nc > 0 ? sh.ci[nc - 1] : -1;
     double cum = 0.0;
     for (int i = 0; i < nc; i++) {
         cum += (double)sh.cs[i];
@@ -373,18 +410,21 @@ __device__ int pick_seq(Shared &sh, int nc, const wk_cuda_sample_seq &q) {
 /* ---- the three sampling paths ----------------------------------------------------------- */
 
 __device__ int sample_top_k(Shared &sh, const float *l, int n_vocab, const wk_cuda_sample_seq &q,
-                            float max, float inv_t) {
+                            float max, float inv_t, float *list_s, int *list_i) {
     const int k = q.top_k;
-    if (threadIdx.x == 0) {
+    const int tid = (int)threadIdx.x;
+    if (tid == 0) {
         sh.have = 0;
+        sh.next = 0;
     }
     __syncthreads();
-    for (int base = 0; base < n_vocab; base += kThreads) {
-        const int i = base + (int)threadIdx.x;
+    /* Fill: the first k finite logits enter in id order (one thread, as the host heap does);
+     * a chunk's rest is left for the filter below. */
+    int base = 0;
+    while (sh.have < k && base < n_vocab) {
+        const int i = base + tid;
         const float x = i < n_vocab ? sanitize(l[i]) : -INFINITY;
-        /* Only a token that beats the root can enter a full heap, and the root only improves
-         * within the chunk: the survivors are a superset of what the host heap takes. */
-        const bool flag = x != -INFINITY && (sh.have < k || before(x, i, sh.cs[0], sh.ci[0]));
+        const bool flag = x != -INFINITY;
         int cnt = 0;
         const int pos = block_compact(sh, flag, &cnt);
         if (flag) {
@@ -392,9 +432,51 @@ __device__ int sample_top_k(Shared &sh, const float *l, int n_vocab, const wk_cu
             sh.list_i[pos] = i;
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-            for (int j = 0; j < cnt; j++) {
+        if (tid == 0) {
+            int j = 0;
+            for (; j < cnt && sh.have < k; j++) {
                 heap_offer(sh, k, sh.list_s[j], sh.list_i[j]);
+            }
+            sh.next = j < cnt ? sh.list_i[j] : base + kThreads;
+        }
+        __syncthreads();
+        base = sh.next;
+        __syncthreads();
+    }
+    /* Filter: once the heap is full only a token that beats the root can change it, and the
+     * root only improves within a chunk, so the survivors against the chunk's first root are
+     * a superset of what the host heap takes; one thread offers them in id order. */
+    for (; base < n_vocab; base += kThreads * kPerThread) {
+        const float root_s = sh.cs[0];
+        const int root_i = sh.ci[0];
+        const int i0 = base + tid * kPerThread;
+        float xs[kPerThread];
+        int n_mine = 0;
+        unsigned mine = 0;
+        for (int e = 0; e < kPerThread; e++) {
+            const int i = i0 + e;
+            xs[e] = i < n_vocab ? sanitize(l[i]) : -INFINITY;
+            if (xs[e] != -INFINITY && before(xs[e], i, root_s, root_i)) {
+                mine |= 1u << e;
+                n_mine++;
+            }
+        }
+        int total = 0;
+        int pos = block_scan(sh.ri, n_mine, &total) - n_mine;
+        if (total == 0) {
+            continue;
+        }
+        for (int e = 0; e < kPerThread; e++) {
+            if (mine & (1u << e)) {
+                list_s[pos] = xs[e];
+                list_i[pos] = i0 + e;
+                pos++;
+            }
+        }
+        __syncthreads();
+        if (tid == 0) {
+            for (int j = 0; j < total; j++) {
+                heap_offer(sh, k, list_s[j], list_i[j]);
             }
         }
         __syncthreads();
@@ -428,10 +510,9 @@ __device__ int sample_plain(Shared &sh, const float *l, int n_vocab, const wk_cu
         *w = (double)expf(s);
         return true;
     };
-    const double total = item_sum(sh, n_vocab, item);
-    double cum = 0.0;
+    double target = 0.0, cum = 0.0;
     int last = -1;
-    const int hit = ordered_walk(sh, n_vocab, item, q.u * total, &cum, &last);
+    const int hit = ordered_pick(sh, n_vocab, item, q.u, 0.0, &target, &cum, &last);
     return hit >= 0 ? hit : last;
 }
 
@@ -573,10 +654,9 @@ __device__ int sample_top_p(Shared &sh, const float *l, int n_vocab, const wk_cu
         *wd = (double)w;
         return true;
     };
-    const double u = q.u * (item_sum(sh, n_vocab, above) + edge_sum);
-    double cum = 0.0;
+    double u = 0.0, cum = 0.0;
     int last = -1;
-    const int hit = ordered_walk(sh, n_vocab, above, u, &cum, &last);
+    const int hit = ordered_pick(sh, n_vocab, above, q.u, edge_sum, &u, &cum, &last);
     if (hit >= 0) {
         return hit;
     }
@@ -681,13 +761,15 @@ __device__ void sample_one(Shared &sh, float *l, int n_vocab, const wk_cuda_samp
     if (q.temperature > 0.0f) {
         const float inv_t = __fdiv_rn(1.0f, q.temperature);
         if (q.top_k > 0 && q.top_k < n_vocab) {
-            chosen = sample_top_k(sh, l, n_vocab, q, max, inv_t);
+            chosen = sample_top_k(sh, l, n_vocab, q, max, inv_t, wkey, wid);
         } else if (q.top_p < 1.0f) {
             chosen = sample_top_p(sh, l, n_vocab, q, max, inv_t, wkey, wid);
         } else {
             chosen = sample_plain(sh, l, n_vocab, q, max, inv_t);
         }
     }
+    /* Cannot happen (the maximum is always a candidate); a wrong id must never index memory. */
+    chosen = chosen >= 0 && chosen < n_vocab ? chosen : best;
     if (tid == 0) {
         o->token_id = chosen;
         o->logprob = want_lp ? (float)((double)sanitize(l[chosen]) - lse) : 0.0f;
@@ -729,7 +811,7 @@ extern "C" cudaError_t wk_cuda_sample(float *logits, int n_vocab, const wk_cuda_
                                       int n_seqs, const wk_cuda_sample_bias *bias,
                                       const wk_cuda_sample_pen *pen, void *work, int n_work,
                                       wk_cuda_sample_out *out, cudaStream_t stream) {
-    if (n_seqs < 1 || n_work < 1 || n_vocab < 1) {
+    if (n_seqs < 1 || n_work < 1 || n_vocab < 1 || n_vocab > WK_CUDA_SAMPLE_MAX_VOCAB) {
         return cudaErrorInvalidValue;
     }
     const int grid = n_seqs < n_work ? n_seqs : n_work;
