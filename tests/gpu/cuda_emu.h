@@ -23,6 +23,14 @@
 #include <functional>
 #include <vector>
 
+/* The toolkit's headers (when present) define these for a host compiler: include them before
+ * this file; these definitions replace theirs. */
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __shared__
+#undef __launch_bounds__
 #define __global__
 #define __device__
 #define __host__

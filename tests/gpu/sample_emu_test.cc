@@ -6,12 +6,12 @@
  * uses the host's expf/logf, so tokens must agree exactly; only the order of double sums
  * differs. Exit 0 pass, 1 fail.
  */
+#include "sample_cases.h" /* first: the CUDA headers must not see cuda_emu.h's macros */
+
 #include "cuda_emu.h"
 
 #define WK_CUDA_SAMPLE_EMU 1
 #include "backend/cuda/cuda_sample.cu"
-
-#include "sample_cases.h"
 
 static int run_cases(int n, int n_vocab, unsigned n_work, uint64_t seed) {
     gu_rng r = {seed};
