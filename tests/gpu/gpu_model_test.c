@@ -790,7 +790,9 @@ static void run_on_model(const char *label, const wk_hparams *hpp, wk_model *mp)
         report_lockstep(name, ok, &st5);
     }
     test_gpu_only(gpu, prompts, (int)hp.n_vocab);
-    {
+    static int sampled_once; /* device sampling: one model is enough (it checks sampling) */
+    if (!sampled_once) {
+        sampled_once = 1;
         int ids8[N_PROMPTS] = {0, 1, 2, 3, 4, 5, 6, 7};
         int ids5[5] = {7, 2, 5, 0, 3};
         int id1 = 4;
