@@ -230,21 +230,6 @@ static const wk_backend_ops t_ops = {
     .forward_sample = t_forward_sample,
 };
 
-static wk_model t_model(void) {
-    wk_model m;
-    memset(&m, 0, sizeof(m));
-    m.hp.n_vocab = T_VOCAB;
-    m.hp.n_ctx_train = 2048;
-    m.hp.n_embd = 8;
-    m.hp.n_layer = 2;
-    m.hp.n_head = 2;
-    m.hp.n_head_kv = 1;
-    m.hp.head_dim = 4;
-    m.hp.n_ff = 16;
-    snprintf(m.arch, sizeof(m.arch), "mock");
-    return m;
-}
-
 #define MAX_GEN 40
 
 typedef struct out_seq {
@@ -340,26 +325,52 @@ static void make_jobs(tjob *jobs, uint32_t n) {
     }
 }
 
+static wk_model g_model; /* the engines' model, made on first use */
+static bool g_have_model;
+
+static int free_model(void **state) {
+    (void)state;
+    if (g_have_model)
+        wk_model_fini(&g_model);
+    g_have_model = false;
+    return 0;
+}
+
 static wk_engine *t_engine(uint32_t max_running, bool device) {
     if (device)
         unsetenv("SLUICE_DEVICE_SAMPLING");
     else
         setenv("SLUICE_DEVICE_SAMPLING", "0", 1);
-    static wk_model m;
-    m = t_model();
+    /* a tiny synthetic model: the test backend never reads its weights */
+    if (!g_have_model) {
+        wk_hparams hp;
+        memset(&hp, 0, sizeof(hp));
+        hp.n_vocab = T_VOCAB;
+        hp.n_ctx_train = 2048;
+        hp.n_embd = 8;
+        hp.n_layer = 1;
+        hp.n_head = 1;
+        hp.n_head_kv = 1;
+        hp.head_dim = 8;
+        hp.n_rot = 8;
+        hp.n_ff = 8;
+        assert_int_equal(wk_model_synthetic(&hp, WK_DTYPE_F32, 1, &g_model), CM_OK);
+        g_have_model = true;
+    }
+    const wk_model *m = &g_model;
     wk_engine_config c;
     wk_engine_config_defaults(&c);
     c.backend = &t_ops;
     c.block_tokens = 16;
     c.kv_dtype = WK_DTYPE_F16;
-    c.kv_cache_bytes = (uint64_t)1024 * 16 * wk_kv_bytes_per_token(&m.hp, c.kv_dtype);
+    c.kv_cache_bytes = (uint64_t)1024 * 16 * wk_kv_bytes_per_token(&m->hp, c.kv_dtype);
     c.max_batch_tokens = 2048;
     c.max_running = max_running;
     c.max_waiting = 64;
     c.prefix_cache = false;
     wk_engine *e = NULL;
     char err[256];
-    assert_int_equal(wk_engine_create(&m, NULL, &c, &e, err, sizeof(err)), CM_OK);
+    assert_int_equal(wk_engine_create(m, NULL, &c, &e, err, sizeof(err)), CM_OK);
     unsetenv("SLUICE_DEVICE_SAMPLING");
     return e;
 }
@@ -497,5 +508,5 @@ int main(void) {
         cmocka_unit_test(test_engine_device_equals_host),
         cmocka_unit_test(test_engine_fallbacks),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, free_model);
 }
