@@ -12,6 +12,9 @@
  * temperature with top-k / top-p / min-p, penalties, logit_bias and top logprobs, at batch 1
  * and 8; steps with prompt logits, a top_k past the device bound or a penalty list past its
  * bound fall back to the host path.
+ *
+ * Part 3 (the bundled model, SLUICE_TEST_MODEL): a request with a grammar in the batch sends its
+ * steps to the host path, the other request's later steps to forward_sample, same tokens.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -26,7 +29,11 @@
 
 #include "backend.h"
 #include "engine.h"
+#include "gguf.h"
+#include "grammar.h"
+#include "model.h"
 #include "sampler.h"
+#include "tokenizer.h"
 
 /* A pseudo-random 64-bit value for (key, index): the shared RNG seeded with the key. */
 static uint64_t mix(uint64_t key) {
@@ -501,12 +508,163 @@ static void test_engine_fallbacks(void **state) {
         assert_same(&host[i], &dev[i], &jobs[i]);
 }
 
+/* ---- part 3: the bundled model, a grammar in the batch ---------------------------------- */
+
+/* The CPU backend with a forward_sample that samples its logits with the host reference. */
+typedef struct wrap {
+    wk_backend *inner;
+    float *logits; /* (max_seqs, n_vocab) */
+    wk_sampler *sampler;
+    uint32_t n_vocab;
+} wrap;
+
+static wrap g_wrap; /* one wrapped instance at a time (tests only) */
+static uint64_t g_wrap_forwards, g_wrap_sample_forwards;
+
+static cm_err w_create(const wk_model *m, const wk_backend_config *cfg, wk_backend **out, char *err,
+                       size_t errlen) {
+    cm_err rv = wk_backend_cpu.create(m, cfg, &g_wrap.inner, err, errlen);
+    if (rv != CM_OK)
+        return rv;
+    g_wrap.n_vocab = m->hp.n_vocab;
+    g_wrap.logits = malloc((size_t)cfg->max_seqs * m->hp.n_vocab * sizeof(float));
+    assert_non_null(g_wrap.logits);
+    assert_int_equal(wk_sampler_create(m->hp.n_vocab, &g_wrap.sampler), CM_OK);
+    *out = g_wrap.inner;
+    return CM_OK;
+}
+
+static void w_destroy(wk_backend *be) {
+    wk_backend_cpu.destroy(be);
+    wk_sampler_destroy(g_wrap.sampler);
+    free(g_wrap.logits);
+    memset(&g_wrap, 0, sizeof(g_wrap));
+}
+
+static cm_err w_forward(wk_backend *be, const wk_batch *b, float *logits) {
+    g_wrap_forwards++;
+    return wk_backend_cpu.forward(be, b, logits);
+}
+
+static cm_err w_forward_sample(wk_backend *be, const wk_batch *b, const wk_dev_sample_in *in,
+                               wk_sample_result *out) {
+    g_wrap_sample_forwards++;
+    cm_err rv = wk_backend_cpu.forward(be, b, g_wrap.logits);
+    for (uint32_t s = 0, j = 0; rv == CM_OK && s < b->n_seqs; s++) {
+        if (!b->want_logits[s])
+            continue;
+        const wk_dev_sample_seq *d = &in->seqs[j];
+        if (wk_sampler_sample_sparse(g_wrap.sampler, d->params,
+                                     &g_wrap.logits[(size_t)s * g_wrap.n_vocab], d->pen, d->n_pen,
+                                     d->u, &out[j]) != CM_OK)
+            out[j].token_id = -1;
+        j++;
+    }
+    return rv;
+}
+
+static const wk_backend_ops w_ops = {
+    .name = "cpu-devsample",
+    .create = w_create,
+    .destroy = w_destroy,
+    .forward = w_forward,
+    .forward_sample = w_forward_sample,
+};
+
+/* Two requests together, one constrained by a grammar: while it runs every step samples on
+ * the host (the mask needs the logits); once it has finished the other samples on the
+ * "device"; the tokens are those of host sampling throughout. */
+static void test_model_grammar_falls_back(void **state) {
+    (void)state;
+    const char *path = getenv("SLUICE_TEST_MODEL");
+    if (path == NULL || path[0] == '\0')
+        skip();
+    char err[256];
+    wk_gguf *g = NULL;
+    wk_model m;
+    wk_tokenizer *tok = NULL;
+    assert_int_equal(wk_gguf_open(path, &g, err, sizeof(err)), CM_OK);
+    assert_int_equal(wk_model_load(g, &m, err, sizeof(err)), CM_OK);
+    assert_int_equal(wk_tokenizer_load(g, &tok, err, sizeof(err)), CM_OK);
+    wk_grammar *gr = NULL;
+    const char *rules = "root ::= \"yes\" | \"no\" | \"maybe so\"";
+    assert_int_equal(wk_grammar_compile(rules, strlen(rules), NULL, &gr, err, sizeof(err)), CM_OK);
+    const char *texts[2] = {"Is the sky blue? Answer:", "Once upon a time"};
+    int32_t prompts[2][64];
+    size_t n_prompt[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(wk_tokenizer_encode(tok, texts[i], strlen(texts[i]), false, true,
+                                             prompts[i], 64, &n_prompt[i]),
+                         CM_OK);
+    out_seq outs[2][2];
+    uint64_t fwd[2], sfwd[2];
+    for (int dev = 0; dev < 2; dev++) {
+        if (dev)
+            unsetenv("SLUICE_DEVICE_SAMPLING");
+        else
+            setenv("SLUICE_DEVICE_SAMPLING", "0", 1);
+        wk_engine_config c;
+        wk_engine_config_defaults(&c);
+        c.backend = &w_ops;
+        c.kv_cache_bytes = (uint64_t)64 * 16 * wk_kv_bytes_per_token(&m.hp, c.kv_dtype);
+        c.max_batch_tokens = 64;
+        c.max_running = 2;
+        c.max_context = 256;
+        wk_engine *e = NULL;
+        assert_int_equal(wk_engine_create(&m, tok, &c, &e, err, sizeof(err)), CM_OK);
+        unsetenv("SLUICE_DEVICE_SAMPLING");
+        g_wrap_forwards = g_wrap_sample_forwards = 0;
+        memset(outs[dev], 0, sizeof(outs[dev]));
+        for (int i = 0; i < 2; i++) {
+            wk_request req;
+            memset(&req, 0, sizeof(req));
+            req.id = 1 + (uint64_t)i;
+            req.prompt = prompts[i];
+            req.n_prompt = (uint32_t)n_prompt[i];
+            req.max_tokens = i == 0 ? 8 : 24;
+            wk_sampling_defaults(&req.sampling);
+            req.sampling.temperature = 0.8f;
+            req.sampling.top_p = 0.9f;
+            req.sampling.seed = 5 + (uint64_t)i;
+            req.sampling.logprobs = true;
+            req.ignore_eos = true;
+            req.grammar = i == 0 ? gr : NULL;
+            req.cb = on_event;
+            req.cb_arg = &outs[dev][i];
+            assert_int_equal(wk_engine_submit(e, &req, err, sizeof(err)), CM_OK);
+        }
+        for (int steps = 0; wk_engine_has_work(e); steps++) {
+            bool did = false;
+            assert_int_equal(wk_engine_step(e, &did), CM_OK);
+            assert_true(steps < 1000);
+        }
+        fwd[dev] = g_wrap_forwards;
+        sfwd[dev] = g_wrap_sample_forwards;
+        wk_engine_destroy(e);
+    }
+    assert_int_equal(sfwd[0], 0);
+    assert_true(fwd[1] >= 1);  /* the grammar's steps */
+    assert_true(sfwd[1] >= 1); /* the free request's steps after the grammar finished */
+    for (int i = 0; i < 2; i++) {
+        assert_true(outs[0][i].finished && outs[1][i].finished);
+        assert_int_equal(outs[0][i].n, outs[1][i].n);
+        for (uint32_t t = 0; t < outs[0][i].n; t++) {
+            assert_int_equal(outs[0][i].toks[t], outs[1][i].toks[t]);
+            assert_true(fabsf(outs[0][i].lp[t].logprob - outs[1][i].lp[t].logprob) <= 1e-4f);
+        }
+    }
+    assert_true(outs[0][0].n < 8); /* the grammar ended it */
+    wk_grammar_unref(gr);
+    wk_tokenizer_free(tok);
+    wk_model_fini(&m);
+    wk_gguf_close(g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sparse_matches_history),
-        cmocka_unit_test(test_penalty_list),
-        cmocka_unit_test(test_engine_device_equals_host),
-        cmocka_unit_test(test_engine_fallbacks),
+        cmocka_unit_test(test_sparse_matches_history),    cmocka_unit_test(test_penalty_list),
+        cmocka_unit_test(test_engine_device_equals_host), cmocka_unit_test(test_engine_fallbacks),
+        cmocka_unit_test(test_model_grammar_falls_back),
     };
     return cmocka_run_group_tests(tests, NULL, free_model);
 }
