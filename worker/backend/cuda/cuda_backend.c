@@ -1143,16 +1143,20 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
                   CM_ERR_NOMEM);
     }
     CK_CREATE(cudaStreamSynchronize(be->stream), CM_ERR_BACKEND);
-    cm_logf(CM_LOG_INFO, NULL,
-            "cuda backend: %s (sm_%d%d, %d SMs): weights %s %.2f GiB (%.2f GiB read per step, "
-            "%.2f GiB of it quantized), KV %.2f GiB (%u blocks x %u tokens), workspace %.2f GiB "
-            "(activations, logits, %.2f GiB dequant tile, %.0f MiB cuBLAS), graphs %s",
-            prop.name, prop.major, prop.minor, prop.multiProcessorCount,
-            be->native ? "native" : "f16", (double)be->warena_bytes / (1 << 30),
-            (double)be->weight_read_bytes / (1 << 30), (double)be->weight_q_bytes / (1 << 30),
-            (double)be->kv_bytes / (1 << 30), cfg->n_blocks, cfg->block_tokens,
-            (double)be->scratch_bytes / (1 << 30), (double)be->wdeq_elems * 2 / (1 << 30),
-            (double)CUBLAS_WS_BYTES / (1 << 20), be->opt.use_graphs ? "on" : "off");
+    cm_logf(
+        CM_LOG_INFO, NULL,
+        "cuda backend: %s (sm_%d%d, %d SMs): weights %s %.2f GiB (%.2f GiB read per step, "
+        "%.2f GiB of it quantized), KV %.2f GiB (%u blocks x %u tokens), workspace %.2f GiB "
+        "(activations, logits, %.2f GiB dequant tile, %.0f MiB cuBLAS) + %.0f MiB device "
+        "sampling, graphs %s",
+        prop.name, prop.major, prop.minor, prop.multiProcessorCount, be->native ? "native" : "f16",
+        (double)be->warena_bytes / (1 << 30), (double)be->weight_read_bytes / (1 << 30),
+        (double)be->weight_q_bytes / (1 << 30), (double)be->kv_bytes / (1 << 30), cfg->n_blocks,
+        cfg->block_tokens, (double)be->scratch_bytes / (1 << 30),
+        (double)be->wdeq_elems * 2 / (1 << 30), (double)CUBLAS_WS_BYTES / (1 << 20),
+        (double)(be->samp_bytes + (size_t)be->samp_slots * wk_cuda_sample_work_bytes(be->n_vocab)) /
+            (1 << 20),
+        be->opt.use_graphs ? "on" : "off");
     *out = be;
     return CM_OK;
 fail:
