@@ -20,6 +20,7 @@
 
 #include "cm_err.h"
 #include "model.h"
+#include "sampler.h"
 
 typedef struct wk_backend wk_backend;
 
@@ -51,6 +52,46 @@ typedef struct wk_batch {
     const uint8_t *want_logits; /* (n_seqs) 1 = produce logits for this sequence's last token */
 } wk_batch;
 
+/*
+ * Device sampling (the optional forward_sample op): the logits stay on the device and only the
+ * sampled ids and the requested logprobs come back. The device applies exactly the steps of
+ * wk_sampler_sample_sparse (sampler.h) in its order: logit_bias, penalties, greedy or
+ * temperature / top-k / top-p / min-p and the inverse-CDF pick, walking the candidates in the
+ * order the host sampler leaves them, so that the same u gives the same token; logprobs over
+ * the biased and penalised logits. Sums run in a different order on a device, so a token can
+ * differ from the host's only where u falls within rounding of a boundary between two
+ * candidates, and logprobs agree to ~1e-5.
+ *
+ * Penalties go as a sparse list per sequence (distinct tokens with their counts; bounded),
+ * built on the host every step. Why not a device-resident count table per slot: the list keeps
+ * the backend stateless between steps, so preemption, recompute, prefix-cache hits and
+ * cancellation need no device bookkeeping, and its cost is what the host sampler already pays
+ * (one pass over the history); a sequence with more distinct tokens than the bound is sampled
+ * on the host.
+ *
+ * For a later asynchronous step (the host prepares step N+1 while the device runs step N):
+ * nothing in wk_dev_sample_in depends on the logits of step N except the penalty list, which
+ * only gains the token sampled at step N; u for step N+1 is drawn from the RNG without knowing
+ * that token (a sequence that finishes at N leaves its RNG unused). So an enqueue/wait split
+ * of this op can take step N+1's input before step N's result is read, with the device
+ * appending its own sampled token to the penalty list.
+ */
+#define WK_DEV_SAMPLE_MAX_PENALTY 1024 /* distinct history tokens per sequence (penalties on) */
+#define WK_DEV_SAMPLE_MAX_TOP_K 1024   /* top_k beyond this (and < n_vocab) samples on the host */
+
+typedef struct wk_dev_sample_seq {
+    const wk_sampling_params *params; /* borrowed for the call; validated (wk_sampling_validate) */
+    const wk_penalty_entry *pen;      /* (n_pen) distinct tokens; NULL when no penalty is on */
+    uint32_t n_pen;                   /* <= WK_DEV_SAMPLE_MAX_PENALTY */
+    double u;                         /* [0, 1): wk_rng_uniform of the sequence's RNG, drawn
+                                         iff wk_sampling_draws(params); ignored otherwise */
+} wk_dev_sample_seq;
+
+typedef struct wk_dev_sample_in {
+    uint32_t n;                    /* sequences of the batch with want_logits, in batch order */
+    const wk_dev_sample_seq *seqs; /* (n) */
+} wk_dev_sample_in;
+
 typedef struct wk_backend_ops {
     const char *name; /* "cpu", "cuda" */
 
@@ -67,6 +108,14 @@ typedef struct wk_backend_ops {
      * written iff want_logits[s]. Returns CM_ERR_BACKEND on a device failure (the instance
      * stays usable for later steps when the device recovers; see healthy()). */
     cm_err (*forward)(wk_backend *be, const wk_batch *batch, float *logits);
+
+    /* Optional (NULL if absent): forward, then sampling on the device. out is (in->n): entry j
+     * for the j-th sequence with want_logits; its token_id is -1 when no token was possible
+     * (every logit -inf or NaN: wk_sampler_sample's CM_ERR_INVALID). Logits never reach the
+     * host. CM_ERR_INVALID when in does not match the batch or exceeds a bound above (nothing
+     * ran); CM_ERR_BACKEND as forward. in and out are borrowed for the call only. */
+    cm_err (*forward_sample)(wk_backend *be, const wk_batch *batch, const wk_dev_sample_in *in,
+                             wk_sample_result *out);
 
     /* Optional (NULL if absent): bytes of device memory free before create, so the engine can
      * size the KV cache as a fraction of it. */

@@ -83,8 +83,13 @@ struct wk_engine {
     int32_t *b_block_table; /* (max_running, max_blocks_per_seq) */
     uint8_t *b_want_logits; /* (max_running) */
     float *logits;          /* (max_running, n_vocab) */
-    char *text;             /* (text_cap) detokenized delta */
-    char *out;              /* (out_cap) stop-filtered delta */
+    /* device sampling (backend forward_sample), NULL/false when off */
+    bool dev_sampling;          /* the backend has it and SLUICE_DEVICE_SAMPLING is not 0 */
+    wk_dev_sample_seq *ds_seqs; /* (max_running) */
+    wk_penalty_entry *ds_pen;   /* (max_running, WK_DEV_SAMPLE_MAX_PENALTY) */
+    wk_sample_result *ds_out;   /* (max_running) */
+    char *text;                 /* (text_cap) detokenized delta */
+    char *out;                  /* (out_cap) stop-filtered delta */
     size_t text_cap;
     size_t out_cap;
 
@@ -447,6 +452,20 @@ cm_err wk_engine_create(const wk_model *model, const wk_tokenizer *tok, const wk
     e->logits = malloc((size_t)c->max_running * e->n_vocab * sizeof(*e->logits));
     e->text = malloc(e->text_cap);
     e->out = malloc(e->out_cap);
+    /* Device sampling unless switched off (SLUICE_DEVICE_SAMPLING=0, for A/B runs). */
+    const char *ds_env = getenv("SLUICE_DEVICE_SAMPLING");
+    e->dev_sampling =
+        c->backend->forward_sample != NULL && !(ds_env != NULL && !strcmp(ds_env, "0"));
+    if (e->dev_sampling) {
+        e->ds_seqs = calloc(c->max_running, sizeof(*e->ds_seqs));
+        e->ds_pen = malloc((size_t)c->max_running * WK_DEV_SAMPLE_MAX_PENALTY * sizeof(*e->ds_pen));
+        e->ds_out = calloc(c->max_running, sizeof(*e->ds_out));
+        if (e->ds_seqs == NULL || e->ds_pen == NULL || e->ds_out == NULL) {
+            snprintf(err, errlen, "engine: out of memory for device sampling buffers");
+            rv = CM_ERR_NOMEM;
+            goto fail;
+        }
+    }
     if (e->b_tokens == NULL || e->b_positions == NULL || e->b_seq_start == NULL ||
         e->b_block_table == NULL || e->b_want_logits == NULL || e->logits == NULL ||
         e->text == NULL || e->out == NULL) {
@@ -485,6 +504,9 @@ void wk_engine_destroy(wk_engine *e) {
     free(e->b_block_table);
     free(e->b_want_logits);
     free(e->logits);
+    free(e->ds_seqs);
+    free(e->ds_pen);
+    free(e->ds_out);
     free(e->text);
     free(e->out);
     free(e);
@@ -729,6 +751,48 @@ static void gather(wk_engine *e, const wk_sched_plan *plan, wk_batch *b) {
     b->want_logits = e->b_want_logits;
 }
 
+/*
+ * plan_device_sampling fills e->ds_seqs for the plan's logits-wanting sequences and returns
+ * true when every one of them can be sampled on the device: no grammar mask (it needs the
+ * logits on the host), no prompt logits to hand out, top_k within the device bound and at most
+ * WK_DEV_SAMPLE_MAX_PENALTY distinct history tokens when a penalty is on. Otherwise the whole
+ * step samples on the host (a step is all one way, so its logits copy is all or nothing).
+ * Draws nothing from the RNGs.
+ */
+static bool plan_device_sampling(wk_engine *e, const wk_sched_plan *plan, wk_dev_sample_in *in) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < plan->n_entries; i++) {
+        const wk_sched_entry *en = &plan->entries[i];
+        eng_seq *q = (eng_seq *)en->seq;
+        if (!en->want_logits)
+            continue;
+        const wk_sampling_params *p = &q->sampling;
+        if (q->grammar != NULL || (q->prompt_logits_out != NULL && q->n_generated == 0))
+            return false;
+        if (p->top_k > WK_DEV_SAMPLE_MAX_TOP_K && (uint32_t)p->top_k < e->n_vocab)
+            return false;
+        wk_dev_sample_seq *d = &e->ds_seqs[n];
+        d->params = p;
+        d->pen = NULL;
+        d->n_pen = 0;
+        d->u = 0.0;
+        if (wk_sampling_has_penalties(p)) {
+            wk_penalty_entry *pen = &e->ds_pen[(size_t)n * WK_DEV_SAMPLE_MAX_PENALTY];
+            size_t n_pen = 0;
+            if (wk_sampler_penalties(e->sampler, q->super.tokens, q->super.n_tokens,
+                                     q->super.n_prompt, pen, WK_DEV_SAMPLE_MAX_PENALTY,
+                                     &n_pen) != CM_OK)
+                return false; /* over the bound (or a bad id: the host path reports it) */
+            d->pen = pen;
+            d->n_pen = (uint32_t)n_pen;
+        }
+        n++;
+    }
+    in->n = n;
+    in->seqs = e->ds_seqs;
+    return n > 0;
+}
+
 /* after_sample appends tok to q, decides whether q stops, and emits its events. */
 static void after_sample(wk_engine *e, eng_seq *q, const wk_sample_result *res, int64_t now_ns) {
     wk_seq *s = &q->super;
@@ -811,7 +875,23 @@ cm_err wk_engine_step(wk_engine *e, bool *did_work) {
         if (q->t_scheduled_ns == 0)
             q->t_scheduled_ns = now_ns;
     }
-    cm_err rv = e->cfg.backend->forward(e->be, &batch, e->logits);
+    /* Sampling on the device when every sequence allows it; the uniforms are drawn here, in
+     * the order and number wk_sampler_sample would draw them, so both paths give one token
+     * sequence per seed. */
+    wk_dev_sample_in ds_in;
+    bool dev = e->dev_sampling && plan_device_sampling(e, plan, &ds_in);
+    cm_err rv;
+    if (dev) {
+        for (uint32_t i = 0, j = 0; i < plan->n_entries; i++) {
+            eng_seq *q = (eng_seq *)plan->entries[i].seq;
+            if (plan->entries[i].want_logits && wk_sampling_draws(&q->sampling))
+                e->ds_seqs[j].u = wk_rng_uniform(&q->rng);
+            j += plan->entries[i].want_logits ? 1 : 0;
+        }
+        rv = e->cfg.backend->forward_sample(e->be, &batch, &ds_in, e->ds_out);
+    } else {
+        rv = e->cfg.backend->forward(e->be, &batch, e->logits);
+    }
     if (rv != CM_OK) {
         /* The step's sequences fail; everything else stays queued for later steps. */
         for (uint32_t i = 0; i < plan->n_entries; i++) {
@@ -829,6 +909,7 @@ cm_err wk_engine_step(wk_engine *e, bool *did_work) {
     wk_sched_commit(e->sched);
 
     int64_t done_ns = cm_clock_mono_ns();
+    uint32_t n_dev = 0; /* device results used so far (they follow want_logits order) */
     for (uint32_t i = 0; i < plan->n_entries; i++) {
         const wk_sched_entry *en = &plan->entries[i];
         eng_seq *q = (eng_seq *)en->seq;
@@ -836,6 +917,17 @@ cm_err wk_engine_step(wk_engine *e, bool *did_work) {
             e->prompt_tokens += en->n_new;
         if (!en->want_logits)
             continue;
+        if (dev) {
+            const wk_sample_result *dres = &e->ds_out[n_dev++];
+            if (dres->token_id < 0) {
+                wk_sched_remove(e->sched, &q->super);
+                emit_error(e, q, CM_ERR_INVALID, "sampling failed");
+                free_seq(e, q);
+                continue;
+            }
+            after_sample(e, q, dres, done_ns);
+            continue;
+        }
         float *row = &e->logits[(size_t)i * e->n_vocab];
         if (q->prompt_logits_out != NULL && q->n_generated == 0) {
             memcpy(q->prompt_logits_out, row, (size_t)e->n_vocab * sizeof(*row));

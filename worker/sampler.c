@@ -354,28 +354,77 @@ static uint32_t top_n(const float *logits, uint32_t n_vocab, uint32_t n, wk_logp
     return have;
 }
 
-cm_err wk_sampler_sample(wk_sampler *s, const wk_sampling_params *p, float *logits,
-                         const int32_t *history, size_t n_history, size_t n_prompt, wk_rng *rng,
-                         wk_sample_result *out) {
-    const uint32_t n = s->n_vocab;
-    memset(out, 0, sizeof *out);
-    out->token_id = -1;
-    if (n_prompt > n_history || (history == NULL && n_history > 0) ||
-        p->n_logit_bias > WK_MAX_LOGIT_BIAS || p->top_logprobs > WK_MAX_TOP_LOGPROBS) {
+bool wk_sampling_has_penalties(const wk_sampling_params *p) {
+    return p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f ||
+           p->frequency_penalty != 0.0f;
+}
+
+bool wk_sampling_draws(const wk_sampling_params *p) {
+    return p->temperature > 0.0f;
+}
+
+cm_err wk_sampler_penalties(wk_sampler *s, const int32_t *history, size_t n_history,
+                            size_t n_prompt, wk_penalty_entry *pen, size_t cap, size_t *n_pen) {
+    *n_pen = 0;
+    if (n_prompt > n_history || (history == NULL && n_history > 0)) {
+        return CM_ERR_INVALID;
+    }
+    for (size_t i = 0; i < n_history; i++) {
+        if (history[i] < 0 || (uint32_t)history[i] >= s->n_vocab) {
+            return CM_ERR_INVALID;
+        }
+    }
+    /* counts[id] holds 1 + the id's index in pen while listing, 0 otherwise (reset below). */
+    cm_err rv = CM_OK;
+    size_t n = 0;
+    for (size_t i = 0; i < n_history; i++) {
+        int32_t id = history[i];
+        uint32_t at = s->counts[id];
+        if (at == 0) {
+            if (n == cap) {
+                rv = CM_ERR_LIMIT;
+                break;
+            }
+            pen[n].token_id = id;
+            pen[n].n_generated = 0;
+            pen[n].in_prompt = 0;
+            s->counts[id] = (uint32_t)++n;
+            at = (uint32_t)n;
+        }
+        if (i < n_prompt) {
+            pen[at - 1].in_prompt = 1;
+        } else {
+            pen[at - 1].n_generated++;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        s->counts[pen[i].token_id] = 0;
+    }
+    *n_pen = n;
+    return rv;
+}
+
+/* Validates the parameters the sampling steps index with, then adds logit_bias. */
+static cm_err apply_bias(const wk_sampler *s, const wk_sampling_params *p, float *logits) {
+    if (p->n_logit_bias > WK_MAX_LOGIT_BIAS || p->top_logprobs > WK_MAX_TOP_LOGPROBS) {
         return CM_ERR_INVALID;
     }
     for (uint32_t i = 0; i < p->n_logit_bias; i++) {
         int32_t id = p->logit_bias[i].token_id;
-        if (id < 0 || (uint32_t)id >= n) {
+        if (id < 0 || (uint32_t)id >= s->n_vocab) {
             return CM_ERR_INVALID;
         }
         logits[id] += p->logit_bias[i].bias;
     }
-    cm_err rv = apply_penalties(s, p, logits, history, n_history, n_prompt);
-    if (rv != CM_OK) {
-        return rv;
-    }
+    return CM_OK;
+}
 
+/* Everything after bias and penalties: the pick and the logprobs. The uniform is drawn from
+ * rng when given (only once the logits are known to be usable, as the rng contract says),
+ * else u01 is used. */
+static cm_err pick(wk_sampler *s, const wk_sampling_params *p, float *logits, wk_rng *rng,
+                   double u01, wk_sample_result *out) {
+    const uint32_t n = s->n_vocab;
     /* Greedy pick and the maximum in one pass; ties go to the lowest id. */
     float max = -INFINITY;
     int32_t best = 0;
@@ -433,7 +482,7 @@ cm_err wk_sampler_sample(wk_sampler *s, const wk_sampling_params *p, float *logi
         for (size_t i = 0; i < nc; i++) {
             total += (double)c[i].score;
         }
-        double u = wk_rng_uniform(rng) * total;
+        double u = (rng != NULL ? wk_rng_uniform(rng) : u01) * total;
         chosen = c[nc - 1].id;
         double cum = 0.0;
         for (size_t i = 0; i < nc; i++) {
@@ -457,4 +506,60 @@ cm_err wk_sampler_sample(wk_sampler *s, const wk_sampling_params *p, float *logi
         }
     }
     return CM_OK;
+}
+
+cm_err wk_sampler_sample(wk_sampler *s, const wk_sampling_params *p, float *logits,
+                         const int32_t *history, size_t n_history, size_t n_prompt, wk_rng *rng,
+                         wk_sample_result *out) {
+    memset(out, 0, sizeof *out);
+    out->token_id = -1;
+    if (n_prompt > n_history || (history == NULL && n_history > 0)) {
+        return CM_ERR_INVALID;
+    }
+    cm_err rv = apply_bias(s, p, logits);
+    if (rv != CM_OK) {
+        return rv;
+    }
+    rv = apply_penalties(s, p, logits, history, n_history, n_prompt);
+    if (rv != CM_OK) {
+        return rv;
+    }
+    return pick(s, p, logits, rng, 0.0, out);
+}
+
+cm_err wk_sampler_sample_sparse(wk_sampler *s, const wk_sampling_params *p, float *logits,
+                                const wk_penalty_entry *pen, size_t n_pen, double u01,
+                                wk_sample_result *out) {
+    memset(out, 0, sizeof *out);
+    out->token_id = -1;
+    if (pen == NULL && n_pen > 0) {
+        return CM_ERR_INVALID;
+    }
+    for (size_t i = 0; i < n_pen; i++) {
+        if (pen[i].token_id < 0 || (uint32_t)pen[i].token_id >= s->n_vocab) {
+            return CM_ERR_INVALID;
+        }
+    }
+    cm_err rv = apply_bias(s, p, logits);
+    if (rv != CM_OK) {
+        return rv;
+    }
+    /* The same per-token arithmetic as apply_penalties: repetition over prompt + generated,
+     * then presence/frequency over generated (each token is independent of the others). */
+    for (size_t i = 0; i < n_pen; i++) {
+        int32_t id = pen[i].token_id;
+        if (p->repetition_penalty != 1.0f && (pen[i].in_prompt || pen[i].n_generated > 0)) {
+            float l = logits[id];
+            logits[id] = l > 0.0f ? l / p->repetition_penalty : l * p->repetition_penalty;
+        }
+    }
+    if (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f) {
+        for (size_t i = 0; i < n_pen; i++) {
+            if (pen[i].n_generated > 0) {
+                logits[pen[i].token_id] -=
+                    p->presence_penalty + p->frequency_penalty * (float)pen[i].n_generated;
+            }
+        }
+    }
+    return pick(s, p, logits, NULL, u01, out);
 }

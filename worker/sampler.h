@@ -87,6 +87,44 @@ cm_err wk_sampler_sample(wk_sampler *s, const wk_sampling_params *p, float *logi
                          wk_sample_result *out);
 
 /*
+ * The penalty state of one sequence as a sparse list (what device sampling ships instead of the
+ * whole history): one entry per distinct token of prompt + generated, in order of first
+ * occurrence. Penalties depend only on this set and these counts, so the list gives the same
+ * logits as the history it came from.
+ */
+typedef struct wk_penalty_entry {
+    int32_t token_id;
+    uint32_t n_generated; /* occurrences among the generated tokens */
+    uint32_t in_prompt;   /* 1 when the token occurs in the prompt, else 0 */
+} wk_penalty_entry;
+
+/* wk_sampling_has_penalties: any of the repetition/presence/frequency penalties is on. */
+bool wk_sampling_has_penalties(const wk_sampling_params *p);
+
+/* wk_sampling_draws: wk_sampler_sample draws from the rng for p (temperature > 0): exactly one
+ * wk_rng_uniform per successful call, else none. */
+bool wk_sampling_draws(const wk_sampling_params *p);
+
+/*
+ * wk_sampler_penalties lists the distinct tokens of history (n_prompt of them the prompt) into
+ * pen (capacity cap) and sets *n_pen. CM_ERR_LIMIT when there are more than cap distinct tokens
+ * (pen then holds the first cap, *n_pen = cap); CM_ERR_INVALID for an id outside the vocabulary.
+ */
+cm_err wk_sampler_penalties(wk_sampler *s, const int32_t *history, size_t n_history,
+                            size_t n_prompt, wk_penalty_entry *pen, size_t cap, size_t *n_pen);
+
+/*
+ * wk_sampler_sample_sparse is wk_sampler_sample with the penalty state as a list (see
+ * wk_sampler_penalties; each token at most once) and the uniform draw given as u01 in [0, 1)
+ * instead of an rng. With the list of a history and the u01 that wk_sampler_sample would have
+ * drawn (wk_rng_uniform of the sequence's rng, when wk_sampling_draws), the result is the same,
+ * bit for bit. It is the reference the device sampler is checked against.
+ */
+cm_err wk_sampler_sample_sparse(wk_sampler *s, const wk_sampling_params *p, float *logits,
+                                const wk_penalty_entry *pen, size_t n_pen, double u01,
+                                wk_sample_result *out);
+
+/*
  * Stop strings over a text stream: text deltas go in, the safe part comes out. Text that could
  * be the beginning of a stop string is held back until it either completes a stop (generation
  * ends, the stop string and anything after it are dropped) or diverges (released). Matches

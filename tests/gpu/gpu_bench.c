@@ -6,7 +6,8 @@
  * per second, and a read-only kernel), the cuBLAS f16 GEMM rate at a prefill-like shape,
  * decode tokens/s at batch 1/8/32/128 with 512 tokens of context already in the cache, and
  * prefill tokens/s for a 2,048-token prompt. Prints decode step time against the bandwidth
- * floor (weight bytes / bandwidth) and prefill against the GEMM rate.
+ * floor (weight bytes / bandwidth) and prefill against the GEMM rate, and the device sampler
+ * at batch 1/64/256 against the host path (logits copy + host sampler).
  *
  * The KV cache content of the 512-token context is whatever the cache holds (zeros at create);
  * attention reads all of it, so the timing is that of a real 512-token context.
@@ -31,6 +32,7 @@
 #include "gguf.h"
 #include "gpu_util.h"
 #include "model.h"
+#include "sampler.h"
 
 #define CTX 512
 #define PREFILL_TOKENS 2048
@@ -211,6 +213,125 @@ static void measure_gemv(int n_tok, double *custom_gbs, double *cublas_gbs) {
     GU_CUDA(cudaFree(ws));
 }
 
+/*
+ * Device sampling (wk_cuda_sample) for B rows of a Llama-3 vocabulary against what the host
+ * path pays for the same rows: the D2H copy of the logits (pinned) plus wk_sampler_sample on
+ * the host per row (this machine's CPU, one thread). Three settings: greedy with logprobs,
+ * temperature 0.7 with top-p 0.9 (no top-k: the whole-vocabulary bucket path), and top-k 50
+ * with top-p 0.95. Logits are N(0, 2.5) with a few boosted tokens, as real rows have.
+ */
+#define BENCH_SAMPLE_SLOTS 64 /* as the backend's SAMPLE_SLOTS */
+static void measure_sampling(int n_vocab) {
+    static const int batches[3] = {1, 64, 256};
+    const int max_b = 256;
+    gu_rng r = {0x5a3b1e};
+    float *h = NULL;
+    GU_CUDA(cudaMallocHost((void **)&h, (size_t)max_b * n_vocab * 4));
+    for (int b = 0; b < max_b; b++) {
+        float *row = h + (size_t)b * n_vocab;
+        for (int i = 0; i < n_vocab; i++) {
+            row[i] = gu_normal(&r) * 2.5f;
+        }
+        for (int k = 0; k < 8; k++) {
+            row[gu_next(&r) % (uint64_t)n_vocab] += 8.0f + (float)k;
+        }
+    }
+    float *d_logits = NULL;
+    wk_cuda_sample_seq *d_seqs = NULL;
+    wk_cuda_sample_out *d_out = NULL;
+    void *d_work = NULL;
+    GU_CUDA(cudaMalloc((void **)&d_logits, (size_t)max_b * n_vocab * 4));
+    GU_CUDA(cudaMalloc((void **)&d_seqs, sizeof(wk_cuda_sample_seq) * max_b));
+    GU_CUDA(cudaMalloc((void **)&d_out, sizeof(wk_cuda_sample_out) * max_b));
+    GU_CUDA(cudaMalloc(&d_work, wk_cuda_sample_work_bytes(n_vocab) * BENCH_SAMPLE_SLOTS));
+    GU_CUDA(cudaMemcpy(d_logits, h, (size_t)max_b * n_vocab * 4, cudaMemcpyHostToDevice));
+    wk_cuda_sample_seq *seqs = gu_xmalloc(sizeof(*seqs) * max_b);
+    wk_sampler *smp = NULL;
+    if (wk_sampler_create((uint32_t)n_vocab, &smp) != CM_OK) {
+        fprintf(stderr, "wk_sampler_create failed\n");
+        exit(1);
+    }
+    float *row = gu_xmalloc((size_t)n_vocab * 4);
+    cudaEvent_t e0, e1;
+    GU_CUDA(cudaEventCreate(&e0));
+    GU_CUDA(cudaEventCreate(&e1));
+    static const char *names[3] = {"greedy+logprobs", "T0.7 top-p 0.9", "top-k 50 top-p 0.95"};
+    static const char *keys[3] = {"greedy", "topp", "topk_topp"};
+    for (int kind = 0; kind < 3; kind++) {
+        wk_sampling_params p;
+        wk_sampling_defaults(&p);
+        p.temperature = kind == 0 ? 0.0f : 0.7f;
+        p.logprobs = kind == 0;
+        p.top_p = kind == 0 ? 1.0f : kind == 1 ? 0.9f : 0.95f;
+        p.top_k = kind == 2 ? 50 : 0;
+        for (int b = 0; b < max_b; b++) {
+            wk_cuda_sample_seq *q = &seqs[b];
+            memset(q, 0, sizeof(*q));
+            q->row = b;
+            q->temperature = p.temperature;
+            q->top_k = p.top_k;
+            q->top_p = p.top_p;
+            q->min_p = p.min_p;
+            q->repetition_penalty = 1.0f;
+            q->want_logprob = p.logprobs;
+            q->u = (double)gu_uniform(&r, 0.0f, 1.0f);
+        }
+        GU_CUDA(cudaMemcpy(d_seqs, seqs, sizeof(*seqs) * max_b, cudaMemcpyHostToDevice));
+        /* host: one row, a few times */
+        wk_rng rng;
+        wk_rng_seed(&rng, 1);
+        wk_sample_result res;
+        const int host_reps = 10;
+        double t0 = gu_now();
+        for (int i = 0; i < host_reps; i++) {
+            memcpy(row, h + (size_t)(i % max_b) * n_vocab, (size_t)n_vocab * 4);
+            (void)wk_sampler_sample(smp, &p, row, NULL, 0, 0, &rng, &res);
+        }
+        const double host_ms_row = (gu_now() - t0) * 1e3 / host_reps;
+        for (int bi = 0; bi < 3; bi++) {
+            const int B = batches[bi];
+            const int reps = 20;
+            double dev_ms = 0, copy_ms = 0;
+            for (int pass = 0; pass < 2; pass++) { /* pass 0 warms up */
+                GU_CUDA(cudaEventRecord(e0, NULL));
+                for (int i = 0; i < reps; i++) {
+                    GU_CUDA(wk_cuda_sample(d_logits, n_vocab, d_seqs, B, NULL, NULL, d_work,
+                                           BENCH_SAMPLE_SLOTS, d_out, NULL));
+                }
+                GU_CUDA(cudaEventRecord(e1, NULL));
+                GU_CUDA(cudaEventSynchronize(e1));
+                dev_ms = event_ms(e0, e1) / reps;
+                GU_CUDA(cudaEventRecord(e0, NULL));
+                for (int i = 0; i < reps; i++) {
+                    GU_CUDA(cudaMemcpyAsync(h, d_logits, (size_t)B * n_vocab * 4,
+                                            cudaMemcpyDeviceToHost, NULL));
+                }
+                GU_CUDA(cudaEventRecord(e1, NULL));
+                GU_CUDA(cudaEventSynchronize(e1));
+                copy_ms = event_ms(e0, e1) / reps;
+            }
+            printf("sampling, vocab %d, batch %3d, %-20s: device %.3f ms; host path: copy %.3f ms "
+                   "+ host sampler %.3f ms (%.3f ms/row, 1 thread)\n",
+                   n_vocab, B, names[kind], dev_ms, copy_ms, host_ms_row * B, host_ms_row);
+            char key[64];
+            snprintf(key, sizeof(key), "sample_%s_b%d_dev_ms", keys[kind], B);
+            kv(key, dev_ms);
+            snprintf(key, sizeof(key), "sample_%s_b%d_host_ms", keys[kind], B);
+            kv(key, copy_ms + host_ms_row * B);
+        }
+    }
+    GU_CUDA(cudaEventDestroy(e0));
+    GU_CUDA(cudaEventDestroy(e1));
+    wk_sampler_destroy(smp);
+    free(row);
+    free(seqs);
+    GU_CUDA(cudaFree(d_logits));
+    GU_CUDA(cudaFree(d_seqs));
+    GU_CUDA(cudaFree(d_out));
+    GU_CUDA(cudaFree(d_work));
+    GU_CUDA(cudaFreeHost(h));
+}
+
 /* A model of the given shape whose tensors have no data (filled on the device). */
 static int make_shape_model(wk_model *m, const wk_hparams *hp) {
     memset(m, 0, sizeof(*m));
@@ -384,6 +505,10 @@ int main(int argc, char **argv) {
         kv(key, g_custom);
         snprintf(key, sizeof(key), "gemv_n%d_cublas_gbs", nt);
         kv(key, g_cublas);
+    }
+
+    if (model_path == NULL) { /* once per gpu-check, in the synthetic run */
+        measure_sampling(128256);
     }
 
     wk_hparams hp;

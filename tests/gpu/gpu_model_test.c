@@ -20,6 +20,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "gpu_util.h"
 #include "model.h"
+#include "sample_cases.h"
 
 #define N_PROMPTS 8
 #define MB 16 /* blocks per sequence */
@@ -83,10 +84,12 @@ static void compare_rows(const float *cpu, const float *gpu, int n_vocab, cmp_st
 }
 
 /* Builds and runs one forward on be for the given sequences: each sequence contributes
- * n_new[s] tokens starting at position pos0[s]. */
-static cm_err run_step(const wk_backend_ops *ops, wk_backend *be, int n_seqs, const int *seq_ids,
-                       const int32_t *const *toks, const int *pos0, const int *n_new,
-                       const uint8_t *want, float *logits, int n_vocab) {
+ * n_new[s] tokens starting at position pos0[s]. With in, the step samples on the device
+ * (forward_sample into out) instead of writing logits. */
+static cm_err run_step_ex(const wk_backend_ops *ops, wk_backend *be, int n_seqs, const int *seq_ids,
+                          const int32_t *const *toks, const int *pos0, const int *n_new,
+                          const uint8_t *want, float *logits, const wk_dev_sample_in *in,
+                          wk_sample_result *out) {
     int32_t tokens[1024], positions[1024];
     uint32_t seq_start[N_PROMPTS + 1];
     int32_t bt[N_PROMPTS * MB];
@@ -103,8 +106,14 @@ static cm_err run_step(const wk_backend_ops *ops, wk_backend *be, int n_seqs, co
     }
     seq_start[n_seqs] = n;
     wk_batch b = {(uint32_t)n_seqs, n, tokens, positions, seq_start, bt, want};
+    return in != NULL ? ops->forward_sample(be, &b, in, out) : ops->forward(be, &b, logits);
+}
+
+static cm_err run_step(const wk_backend_ops *ops, wk_backend *be, int n_seqs, const int *seq_ids,
+                       const int32_t *const *toks, const int *pos0, const int *n_new,
+                       const uint8_t *want, float *logits, int n_vocab) {
     (void)n_vocab;
-    return ops->forward(be, &b, logits);
+    return run_step_ex(ops, be, n_seqs, seq_ids, toks, pos0, n_new, want, logits, NULL, NULL);
 }
 
 /*
@@ -513,6 +522,209 @@ static void native_vs_f16(const char *label, const wk_model *m, const wk_backend
     wk_backend_cuda.destroy(f16);
 }
 
+/* ---- device sampling -------------------------------------------------------------------- */
+
+typedef struct dev_cmp {
+    int rows, drawn_diff, other_bad;
+    double lp_worst;
+} dev_cmp;
+
+/* One step both ways: forward (logits to the host, sampled there with the reference) and
+ * forward_sample (the same batch again: it rewrites the same KV); the device's tokens go on. */
+static cm_err dev_step(wk_backend *gpu, wk_sampler *smp, int n, const int *seq_ids,
+                       const int32_t *const *tp, const int *pos0, const int *nn,
+                       const uint8_t *want, int32_t (*hist)[300], const int *n_hist,
+                       const int *n_prompt, wk_rng *rngs, const wk_sampling_params *params,
+                       float *lg, int n_vocab, dev_cmp *st, int32_t *next) {
+    wk_dev_sample_seq ds[N_PROMPTS];
+    wk_penalty_entry pen[N_PROMPTS][300];
+    int row_of[N_PROMPTS];
+    uint32_t j = 0;
+    for (int s = 0; s < n; s++) {
+        next[s] = -1;
+        if (!want[s]) {
+            continue;
+        }
+        size_t n_pen = 0;
+        (void)wk_sampler_penalties(smp, hist[s], (size_t)n_hist[s], (size_t)n_prompt[s], pen[s],
+                                   300, &n_pen);
+        ds[j].params = &params[s];
+        ds[j].pen = wk_sampling_has_penalties(&params[s]) ? pen[s] : NULL;
+        ds[j].n_pen = wk_sampling_has_penalties(&params[s]) ? (uint32_t)n_pen : 0;
+        ds[j].u = wk_sampling_draws(&params[s]) ? wk_rng_uniform(&rngs[s]) : 0.0;
+        row_of[s] = (int)j;
+        j++;
+    }
+    wk_dev_sample_in in = {j, ds};
+    wk_sample_result out[N_PROMPTS];
+    cm_err rv = run_step_ex(&wk_backend_cuda, gpu, n, seq_ids, tp, pos0, nn, want, lg, NULL, NULL);
+    if (rv == CM_OK) {
+        rv = run_step_ex(&wk_backend_cuda, gpu, n, seq_ids, tp, pos0, nn, want, NULL, &in, out);
+    }
+    if (rv != CM_OK) {
+        return rv;
+    }
+    float *row = gu_xmalloc((size_t)n_vocab * 4);
+    for (int s = 0; s < n; s++) {
+        if (!want[s]) {
+            continue;
+        }
+        const int k = row_of[s];
+        memcpy(row, lg + (size_t)s * n_vocab, (size_t)n_vocab * 4);
+        wk_sample_result ref;
+        if (wk_sampler_sample_sparse(smp, &params[s], row, ds[k].pen, ds[k].n_pen, ds[k].u, &ref) !=
+            CM_OK) {
+            ref.token_id = -1;
+        }
+        const wk_sample_result *got = &out[k];
+        st->rows++;
+        next[s] = got->token_id;
+        if (ref.token_id != got->token_id) {
+            if (params[s].temperature > 0.0f && ref.token_id >= 0 && got->token_id >= 0) {
+                st->drawn_diff++; /* rounding at a boundary of the draw: bounded below */
+            } else {
+                st->other_bad++;
+            }
+            continue;
+        }
+        double d = fabs((double)ref.logprob - (double)got->logprob);
+        st->lp_worst = d > st->lp_worst ? d : st->lp_worst;
+        int bad = !(d <= 1e-4) || ref.n_top != got->n_top;
+        for (uint32_t t = 0; !bad && t < ref.n_top; t++) {
+            d = fabs((double)ref.top[t].logprob - (double)got->top[t].logprob);
+            st->lp_worst = d > st->lp_worst ? d : st->lp_worst;
+            bad = ref.top[t].token_id != got->top[t].token_id || !(d <= 1e-4);
+        }
+        st->other_bad += bad;
+    }
+    free(row);
+    return CM_OK;
+}
+
+/*
+ * forward_sample against the same backend's logits sampled by the host reference, for the
+ * sequences ids (n of them): a prefill step, then STEPS decode steps (graph buckets, padded
+ * when n is not a bucket size) feeding the device's tokens, with unsampled rows in both.
+ */
+static void test_device_sampling(wk_backend *gpu, const prompt *prompts, const int *ids, int n,
+                                 int n_vocab, const char *label) {
+    wk_sampler *smp = NULL;
+    if (wk_sampler_create((uint32_t)n_vocab, &smp) != CM_OK) {
+        check("device sampling: host sampler", 0, "create failed");
+        return;
+    }
+    float *lg = gu_xmalloc((size_t)N_PROMPTS * n_vocab * 4);
+    static int32_t hist[N_PROMPTS][300];
+    int n_hist[N_PROMPTS], n_prompt[N_PROMPTS], seq_ids[N_PROMPTS], pos0[N_PROMPTS], nn[N_PROMPTS];
+    const int32_t *tp[N_PROMPTS];
+    uint8_t want[N_PROMPTS];
+    int32_t next[N_PROMPTS];
+    wk_rng rngs[N_PROMPTS];
+    wk_sampling_params params[N_PROMPTS];
+    dev_cmp st = {0};
+    cm_err rv = CM_OK;
+    /* The second sequence holds back its last two prompt tokens: the first of them goes with
+     * the others' first decode step as an unsampled row (a decode-shaped step, so a graph
+     * bucket whose rows are batch positions, with a gap in the sampled ones), the last alone. */
+    const int held = n > 1 ? 1 : -1;
+    for (int s = 0; s < n; s++) {
+        const prompt *p = &prompts[ids[s]];
+        sc_case_params(s, &params[s]);
+        params[s].seed = 77 + (uint64_t)s;
+        wk_rng_seed(&rngs[s], params[s].seed);
+        memcpy(hist[s], p->toks, (size_t)p->len * 4);
+        n_hist[s] = n_prompt[s] = p->len;
+        seq_ids[s] = ids[s];
+        tp[s] = p->toks;
+        pos0[s] = 0;
+        nn[s] = s == held ? p->len - 2 : p->len;
+        want[s] = s != held;
+    }
+    rv = dev_step(gpu, smp, n, seq_ids, tp, pos0, nn, want, hist, n_hist, n_prompt, rngs, params,
+                  lg, n_vocab, &st, next);
+    for (int step = 0; rv == CM_OK && step < STEPS; step++) {
+        for (int s = 0; s < n; s++) {
+            if (step == 0 && s == held) {
+                tp[s] = &hist[s][n_hist[s] - 2];
+                pos0[s] = n_hist[s] - 2;
+                nn[s] = 1;
+                want[s] = 0;
+                continue;
+            }
+            if (next[s] < 0 || n_hist[s] >= 300) {
+                rv = CM_ERR_INTERNAL;
+                break;
+            }
+            hist[s][n_hist[s]++] = next[s];
+            tp[s] = &hist[s][n_hist[s] - 1];
+            pos0[s] = n_hist[s] - 1;
+            nn[s] = 1;
+            want[s] = 1;
+        }
+        if (rv == CM_OK) {
+            rv = dev_step(gpu, smp, n, seq_ids, tp, pos0, nn, want, hist, n_hist, n_prompt, rngs,
+                          params, lg, n_vocab, &st, next);
+        }
+        if (rv == CM_OK && step == 0 && held >= 0) {
+            int one = 1, at = n_hist[held] - 1;
+            const int32_t *last = &hist[held][at];
+            uint8_t w1 = 1;
+            int32_t nx = -1;
+            rv = dev_step(gpu, smp, 1, &seq_ids[held], &last, &at, &one, &w1, &hist[held],
+                          &n_hist[held], &n_prompt[held], &rngs[held], &params[held], lg, n_vocab,
+                          &st, &nx);
+            next[held] = nx;
+        }
+    }
+    char name[128], detail[200];
+    snprintf(name, sizeof(name), "%s: device sampling, batch %d", label, n);
+    snprintf(detail, sizeof(detail), "%s: %d rows, drawn diff %d, bad %d, logprob worst %.1e %s",
+             cm_strerror(rv), st.rows, st.drawn_diff, st.other_bad, st.lp_worst,
+             rv == CM_OK ? "" : wk_cuda_last_error(gpu));
+    check(name, rv == CM_OK && st.other_bad == 0 && st.drawn_diff <= 1 && st.rows >= n * STEPS,
+          detail);
+    free(lg);
+    wk_sampler_destroy(smp);
+}
+
+/* Bad descriptors are refused before anything runs, and the backend stays usable. */
+static void test_device_sampling_bounds(wk_backend *gpu, const prompt *prompts, int n_vocab) {
+    const prompt *p = &prompts[0];
+    int id = 0, pos = 0, len = p->len;
+    const int32_t *tp = p->toks;
+    uint8_t want = 1;
+    wk_sampling_params sp;
+    wk_sampling_defaults(&sp);
+    wk_dev_sample_seq d = {&sp, NULL, 0, 0.5};
+    wk_dev_sample_in in = {1, &d};
+    wk_sample_result out[2];
+    static wk_penalty_entry pen[WK_DEV_SAMPLE_MAX_PENALTY + 1];
+    d.pen = pen;
+    d.n_pen = WK_DEV_SAMPLE_MAX_PENALTY + 1; /* past the penalty bound */
+    cm_err r1 = run_step_ex(&wk_backend_cuda, gpu, 1, &id, &tp, &pos, &len, &want, NULL, &in, out);
+    d.pen = NULL;
+    d.n_pen = 0;
+    d.u = 1.0; /* outside [0, 1) */
+    cm_err r2 = run_step_ex(&wk_backend_cuda, gpu, 1, &id, &tp, &pos, &len, &want, NULL, &in, out);
+    d.u = 0.5;
+    in.n = 2; /* more entries than logits rows */
+    cm_err r3 = run_step_ex(&wk_backend_cuda, gpu, 1, &id, &tp, &pos, &len, &want, NULL, &in, out);
+    in.n = 1;
+    sp.n_logit_bias = 1;
+    sp.logit_bias[0] = (wk_logit_bias){(int32_t)n_vocab, 1.0f};
+    cm_err r4 = run_step_ex(&wk_backend_cuda, gpu, 1, &id, &tp, &pos, &len, &want, NULL, &in, out);
+    sp.n_logit_bias = 0;
+    cm_err r5 = run_step_ex(&wk_backend_cuda, gpu, 1, &id, &tp, &pos, &len, &want, NULL, &in, out);
+    char detail[160];
+    snprintf(detail, sizeof(detail), "%s %s %s %s, then %s (token %d)", cm_strerror(r1),
+             cm_strerror(r2), cm_strerror(r3), cm_strerror(r4), cm_strerror(r5), out[0].token_id);
+    check("cuda: forward_sample refuses bad descriptors, stays usable",
+          r1 == CM_ERR_INVALID && r2 == CM_ERR_INVALID && r3 == CM_ERR_INVALID &&
+              r4 == CM_ERR_INVALID && r5 == CM_OK && out[0].token_id >= 0 &&
+              out[0].token_id < n_vocab && wk_backend_cuda.healthy(gpu),
+          detail);
+}
+
 static void run_on_model(const char *label, const wk_hparams *hpp, wk_model *mp) {
     const wk_hparams hp = *hpp;
     wk_model m = *mp;
@@ -578,6 +790,17 @@ static void run_on_model(const char *label, const wk_hparams *hpp, wk_model *mp)
         report_lockstep(name, ok, &st5);
     }
     test_gpu_only(gpu, prompts, (int)hp.n_vocab);
+    static int sampled_once; /* device sampling: one model is enough (it checks sampling) */
+    if (!sampled_once) {
+        sampled_once = 1;
+        int ids8[N_PROMPTS] = {0, 1, 2, 3, 4, 5, 6, 7};
+        int ids5[5] = {7, 2, 5, 0, 3};
+        int id1 = 4;
+        test_device_sampling(gpu, prompts, ids8, 8, (int)hp.n_vocab, label);
+        test_device_sampling(gpu, prompts, ids5, 5, (int)hp.n_vocab, label);
+        test_device_sampling(gpu, prompts, &id1, 1, (int)hp.n_vocab, label);
+        test_device_sampling_bounds(gpu, prompts, (int)hp.n_vocab);
+    }
     native_vs_f16(label, &m, &cfg, gpu, &prompts[5], (int)hp.n_vocab);
     wk_backend_cuda.destroy(gpu);
     wk_backend_cpu.destroy(cpu);

@@ -3,6 +3,7 @@
  * (worker/backend/cpu/cpu_ops.h) or, for paged attention, a naive double-precision reference
  * written here. Fresh random inputs per case, output buffers poisoned with NaN (0xFF bytes)
  * before each run, relative error = max|got - ref| / max|ref| against a per-dtype threshold.
+ * The device sampler is checked against the host sampler (wk_sampler_sample) itself.
  * Exit 0 = all pass, 1 = a failure, 77 = no usable CUDA device.
  */
 #include <math.h>
@@ -16,6 +17,7 @@
 #include "gpu_util.h"
 #include "model.h"
 #include "quant.h"
+#include "sample_cases.h"
 
 #define THR_F32 1e-5
 #define THR_F16 1e-2
@@ -930,6 +932,57 @@ static void test_convert(gu_rng *r) {
     free(b);
 }
 
+/* ---- sampling ---------------------------------------------------------------------------- */
+
+static void test_sample(gu_rng *r, int n_vocab) {
+    const int n = 60;
+    sc_cases c;
+    sc_cases_make(r, n, n_vocab, &c);
+    float *d_logits = dalloc((size_t)n * n_vocab * 4);
+    wk_cuda_sample_seq *d_seqs = dalloc(sizeof(*c.seqs) * n);
+    wk_cuda_sample_bias *d_bias = dalloc(sizeof(*c.bias) * (c.n_bias ? c.n_bias : 1));
+    wk_cuda_sample_pen *d_pen = dalloc(sizeof(*c.pen) * (c.n_pen ? c.n_pen : 1));
+    wk_cuda_sample_out *d_out = dalloc(sizeof(wk_cuda_sample_out) * n);
+    const int n_work = 16;
+    void *d_work = dalloc(wk_cuda_sample_work_bytes(n_vocab) * n_work);
+    h2d(d_logits, c.logits, (size_t)n * n_vocab * 4);
+    h2d(d_seqs, c.seqs, sizeof(*c.seqs) * n);
+    h2d(d_bias, c.bias, sizeof(*c.bias) * (c.n_bias ? c.n_bias : 1));
+    h2d(d_pen, c.pen, sizeof(*c.pen) * (c.n_pen ? c.n_pen : 1));
+    GU_CUDA(
+        wk_cuda_sample(d_logits, n_vocab, d_seqs, n, d_bias, d_pen, d_work, n_work, d_out, NULL));
+    wk_cuda_sample_out *got = gu_xmalloc(sizeof(*got) * n);
+    d2h(got, d_out, sizeof(*got) * n);
+    char name[96], detail[200];
+    snprintf(name, sizeof(name), "sample vs wk_sampler_sample, vocab %d", n_vocab);
+    check(name, sc_cases_check(&c, got, 1, detail, sizeof(detail)), detail);
+
+    /* the same inputs with 3 blocks instead of 16: bit-identical results (no dependence on
+     * how sequences share blocks, and none on run-to-run timing) */
+    h2d(d_logits, c.logits, (size_t)n * n_vocab * 4);
+    GU_CUDA(cudaMemset(d_out, 0xFF, sizeof(wk_cuda_sample_out) * n));
+    GU_CUDA(wk_cuda_sample(d_logits, n_vocab, d_seqs, n, d_bias, d_pen, d_work, 3, d_out, NULL));
+    wk_cuda_sample_out *again = gu_xmalloc(sizeof(*again) * n);
+    d2h(again, d_out, sizeof(*again) * n);
+    int same = 1;
+    for (int i = 0; i < n; i++) {
+        same &= again[i].token_id == got[i].token_id && again[i].n_top == got[i].n_top &&
+                memcmp(&again[i].logprob, &got[i].logprob, 4) == 0 &&
+                memcmp(again[i].top_id, got[i].top_id, sizeof(int32_t) * got[i].n_top) == 0;
+    }
+    snprintf(name, sizeof(name), "sample: 3 blocks == 16 blocks, vocab %d", n_vocab);
+    check(name, same, "bitwise");
+    cudaFree(d_logits);
+    cudaFree(d_seqs);
+    cudaFree(d_bias);
+    cudaFree(d_pen);
+    cudaFree(d_out);
+    cudaFree(d_work);
+    sc_cases_free(&c);
+    free(got);
+    free(again);
+}
+
 int main(void) {
     if (!gu_device_ok()) {
         return GU_SKIP;
@@ -961,6 +1014,8 @@ int main(void) {
     }
     test_qgemv(&r, WK_DTYPE_Q4_1, 1536, 333); /* 48 groups: a partial last warp pass */
     test_convert(&r);
+    test_sample(&r, 49152);
+    test_sample(&r, 128256);
     GU_CUDA(cudaDeviceSynchronize());
     printf("ops: %d passed, %d failed\n", g_pass, g_fail);
     return g_fail == 0 ? 0 : 1;

@@ -13,6 +13,10 @@
 
 #include <cuda_runtime_api.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Exit code meaning "skipped" (ctest SKIP_RETURN_CODE, scripts/gpu-check). */
 #define GU_SKIP 77
 
@@ -59,5 +63,9 @@ void gu_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 
 /* Allocation that exits on failure (host) */
 void *gu_xmalloc(size_t bytes);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* GPU_UTIL_H */

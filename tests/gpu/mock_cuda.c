@@ -2,7 +2,8 @@
  * mock_cuda: a host-memory stand-in for the CUDA runtime, cuBLAS and the CUDA backend's kernel
  * launchers (worker/backend/cuda/cuda_ops.h), so that the backend's host logic
  * (worker/backend/cuda/cuda_backend.c: weight layout and upload, metadata packing, padding to
- * graph buckets, graph capture/replay, flash tile lists, logits rows, validation, error paths)
+ * graph buckets, graph capture/replay, flash tile lists, logits rows, sampling descriptors,
+ * validation, error paths)
  * runs on a machine without a GPU and is checked against the CPU backend by gpu_model_test
  * (built as gpu_host_logic_test).
  *
@@ -22,8 +23,10 @@
 #include <cuda_runtime_api.h>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend.h"
 #include "backend/cuda/cuda_qweight.h"
 #include "quant.h"
+#include "sampler.h"
 
 /* ---- recorded work (emulated stream capture) ------------------------------------------- */
 
@@ -927,5 +930,90 @@ cudaError_t wk_cuda_read_probe(const void *src, int64_t n16, float *sink, cudaSt
     (void)n16;
     (void)sink;
     (void)stream;
+    return cudaSuccess;
+}
+
+/* ---- sampling: the host reference (wk_sampler_sample_sparse) per descriptor ------------- */
+
+typedef struct sample_args {
+    float *logits;
+    int n_vocab;
+    const wk_cuda_sample_seq *seqs;
+    int n_seqs;
+    const wk_cuda_sample_bias *bias;
+    const wk_cuda_sample_pen *pen;
+    wk_cuda_sample_out *out;
+} sample_args;
+
+static wk_sampler *g_sampler; /* for g_sampler_vocab; rebuilt when the vocabulary changes */
+static uint32_t g_sampler_vocab;
+
+static void sample_run(const void *p) {
+    const sample_args *a = p;
+    if (g_sampler == NULL || g_sampler_vocab != (uint32_t)a->n_vocab) {
+        wk_sampler_destroy(g_sampler);
+        g_sampler = NULL;
+        if (wk_sampler_create((uint32_t)a->n_vocab, &g_sampler) != CM_OK) {
+            abort();
+        }
+        g_sampler_vocab = (uint32_t)a->n_vocab;
+    }
+    static wk_sampling_params sp;
+    static wk_penalty_entry pen[WK_DEV_SAMPLE_MAX_PENALTY];
+    for (int s = 0; s < a->n_seqs; s++) {
+        const wk_cuda_sample_seq *q = &a->seqs[s];
+        wk_sampling_defaults(&sp);
+        sp.temperature = q->temperature;
+        sp.top_k = q->top_k;
+        sp.top_p = q->top_p;
+        sp.min_p = q->min_p;
+        sp.repetition_penalty = q->repetition_penalty;
+        sp.presence_penalty = q->presence_penalty;
+        sp.frequency_penalty = q->frequency_penalty;
+        sp.logprobs = q->want_logprob != 0;
+        sp.top_logprobs = q->n_top;
+        sp.n_logit_bias = q->n_bias;
+        for (uint32_t i = 0; i < q->n_bias && i < WK_MAX_LOGIT_BIAS; i++) {
+            sp.logit_bias[i].token_id = a->bias[q->bias_off + i].token_id;
+            sp.logit_bias[i].bias = a->bias[q->bias_off + i].bias;
+        }
+        uint32_t n_pen = q->n_pen < WK_DEV_SAMPLE_MAX_PENALTY ? q->n_pen : 0;
+        for (uint32_t i = 0; i < n_pen; i++) {
+            pen[i].token_id = a->pen[q->pen_off + i].token_id;
+            pen[i].n_generated = a->pen[q->pen_off + i].n_generated;
+            pen[i].in_prompt = a->pen[q->pen_off + i].in_prompt;
+        }
+        wk_sample_result r;
+        float *row = a->logits + (size_t)q->row * (size_t)a->n_vocab;
+        wk_cuda_sample_out *o = &a->out[s];
+        memset(o, 0, sizeof(*o));
+        if (wk_sampler_sample_sparse(g_sampler, &sp, row, pen, n_pen, q->u, &r) != CM_OK) {
+            o->token_id = -1;
+            continue;
+        }
+        o->token_id = r.token_id;
+        o->logprob = r.logprob;
+        o->n_top = r.n_top;
+        for (uint32_t i = 0; i < r.n_top; i++) {
+            o->top_id[i] = r.top[i].token_id;
+            o->top_logprob[i] = r.top[i].logprob;
+        }
+    }
+}
+
+size_t wk_cuda_sample_work_bytes(int n_vocab) {
+    return (size_t)(n_vocab < 1 ? 1 : n_vocab) * 8;
+}
+
+cudaError_t wk_cuda_sample(float *logits, int n_vocab, const wk_cuda_sample_seq *seqs, int n_seqs,
+                           const wk_cuda_sample_bias *bias, const wk_cuda_sample_pen *pen,
+                           void *work, int n_work, wk_cuda_sample_out *out, cudaStream_t stream) {
+    (void)work;
+    (void)stream;
+    if (n_seqs < 1 || n_work < 1 || n_vocab < 1 || n_vocab > WK_CUDA_SAMPLE_MAX_VOCAB) {
+        return cudaErrorInvalidValue;
+    }
+    sample_args a = {logits, n_vocab, seqs, n_seqs, bias, pen, out};
+    submit(sample_run, &a, sizeof(a));
     return cudaSuccess;
 }

@@ -38,6 +38,7 @@
  * of rows at a time, so the 8B shape's output head (1 GiB as f16) takes 8 bands */
 #define DEQ_TILE_ELEMS ((size_t)64 << 20)
 #define MAX_PARTS 3
+#define SAMPLE_SLOTS 64 /* device sampling: blocks (and sort-space slots) at most per step */
 
 /* A run of rows of a weight matrix held in one representation. */
 typedef struct wpart {
@@ -127,6 +128,16 @@ struct wk_backend {
     int attn_splits; /* 1..ATTN_SPLITS; 1 = no split (env SLUICE_CUDA_ATTN_SPLITS) */
     void *scratch_arena;
     size_t scratch_bytes;
+
+    /* device sampling (cuda_forward_sample): descriptors staged in pinned memory and copied
+     * as one prefix per step; out comes back the same way. Layout of h_samp/d_samp:
+     * seqs (seqs_cap) | bias (seqs_cap * WK_MAX_LOGIT_BIAS) | pen (seqs_cap *
+     * WK_DEV_SAMPLE_MAX_PENALTY) | out (seqs_cap) */
+    uint8_t *h_samp;
+    uint8_t *d_samp;
+    size_t samp_bias_off, samp_pen_off, samp_out_off, samp_bytes;
+    void *samp_work; /* (samp_slots, wk_cuda_sample_work_bytes(n_vocab)) */
+    int samp_slots;
 
     /* metadata: same layout on host (pinned) and device, copied as one prefix per step */
     int32_t *h_meta;
@@ -850,6 +861,15 @@ static void cuda_destroy(wk_backend *be) {
     if (be->h_meta) {
         (void)cudaFreeHost(be->h_meta);
     }
+    if (be->d_samp) {
+        (void)cudaFree(be->d_samp);
+    }
+    if (be->h_samp) {
+        (void)cudaFreeHost(be->h_samp);
+    }
+    if (be->samp_work) {
+        (void)cudaFree(be->samp_work);
+    }
     if (be->stream) {
         (void)cudaStreamDestroy(be->stream);
     }
@@ -1106,18 +1126,37 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         CK_CREATE(cudaMalloc((void **)&be->d_meta, meta_ints * 4), CM_ERR_NOMEM);
         memset(be->h_meta, 0, meta_ints * 4);
         CK_CREATE(cudaMemsetAsync(be->d_meta, 0, meta_ints * 4, be->stream), CM_ERR_BACKEND);
+
+        /* device sampling: descriptors, results and one work slot per concurrent block (the
+         * edge bucket's sort space; SAMPLE_SLOTS blocks cover a step of any size) */
+        const size_t sc = be->seqs_cap;
+        be->samp_bias_off = sc * sizeof(wk_cuda_sample_seq);
+        be->samp_pen_off = be->samp_bias_off + sc * WK_MAX_LOGIT_BIAS * sizeof(wk_cuda_sample_bias);
+        be->samp_out_off =
+            be->samp_pen_off + sc * WK_DEV_SAMPLE_MAX_PENALTY * sizeof(wk_cuda_sample_pen);
+        be->samp_bytes = be->samp_out_off + sc * sizeof(wk_cuda_sample_out);
+        be->samp_slots = sc < SAMPLE_SLOTS ? (int)sc : SAMPLE_SLOTS;
+        CK_CREATE(cudaMallocHost((void **)&be->h_samp, be->samp_bytes), CM_ERR_NOMEM);
+        CK_CREATE(cudaMalloc((void **)&be->d_samp, be->samp_bytes), CM_ERR_NOMEM);
+        CK_CREATE(cudaMalloc(&be->samp_work,
+                             (size_t)be->samp_slots * wk_cuda_sample_work_bytes(be->n_vocab)),
+                  CM_ERR_NOMEM);
     }
     CK_CREATE(cudaStreamSynchronize(be->stream), CM_ERR_BACKEND);
-    cm_logf(CM_LOG_INFO, NULL,
-            "cuda backend: %s (sm_%d%d, %d SMs): weights %s %.2f GiB (%.2f GiB read per step, "
-            "%.2f GiB of it quantized), KV %.2f GiB (%u blocks x %u tokens), workspace %.2f GiB "
-            "(activations, logits, %.2f GiB dequant tile, %.0f MiB cuBLAS), graphs %s",
-            prop.name, prop.major, prop.minor, prop.multiProcessorCount,
-            be->native ? "native" : "f16", (double)be->warena_bytes / (1 << 30),
-            (double)be->weight_read_bytes / (1 << 30), (double)be->weight_q_bytes / (1 << 30),
-            (double)be->kv_bytes / (1 << 30), cfg->n_blocks, cfg->block_tokens,
-            (double)be->scratch_bytes / (1 << 30), (double)be->wdeq_elems * 2 / (1 << 30),
-            (double)CUBLAS_WS_BYTES / (1 << 20), be->opt.use_graphs ? "on" : "off");
+    cm_logf(
+        CM_LOG_INFO, NULL,
+        "cuda backend: %s (sm_%d%d, %d SMs): weights %s %.2f GiB (%.2f GiB read per step, "
+        "%.2f GiB of it quantized), KV %.2f GiB (%u blocks x %u tokens), workspace %.2f GiB "
+        "(activations, logits, %.2f GiB dequant tile, %.0f MiB cuBLAS) + %.0f MiB device "
+        "sampling, graphs %s",
+        prop.name, prop.major, prop.minor, prop.multiProcessorCount, be->native ? "native" : "f16",
+        (double)be->warena_bytes / (1 << 30), (double)be->weight_read_bytes / (1 << 30),
+        (double)be->weight_q_bytes / (1 << 30), (double)be->kv_bytes / (1 << 30), cfg->n_blocks,
+        cfg->block_tokens, (double)be->scratch_bytes / (1 << 30),
+        (double)be->wdeq_elems * 2 / (1 << 30), (double)CUBLAS_WS_BYTES / (1 << 20),
+        (double)(be->samp_bytes + (size_t)be->samp_slots * wk_cuda_sample_work_bytes(be->n_vocab)) /
+            (1 << 20),
+        be->opt.use_graphs ? "on" : "off");
     *out = be;
     return CM_OK;
 fail:
@@ -1480,11 +1519,19 @@ static void after_failure(wk_backend *be) {
     }
 }
 
-static cm_err cuda_forward(wk_backend *be, const wk_batch *batch, float *logits) {
+/*
+ * enqueue_step runs a step's common part: checks the batch, uploads its metadata and enqueues
+ * the forward (a graph replay, or eager) up to the logits in be->logits. *slot is the graph
+ * bucket used (NULL: eager, unpadded), *capture_after whether that bucket's graph is to be
+ * captured once the step is done (finish_step). Logits row of the j-th logits-wanting sequence
+ * s: s with a slot (every padded row has logits), else j. Device errors: CM_ERR_BACKEND after
+ * after_failure.
+ */
+static cm_err enqueue_step(wk_backend *be, const wk_batch *batch, graph_slot **slot_out,
+                           int *capture_after_out) {
     cm_err rv = CM_OK;
-    if (be == NULL) {
-        return CM_ERR_INVALID;
-    }
+    *slot_out = NULL;
+    *capture_after_out = 0;
     be->last_err[0] = '\0';
     if (!be->healthy) {
         be_fail(be, "device unhealthy after an earlier error");
@@ -1580,6 +1627,41 @@ static cm_err cuda_forward(wk_backend *be, const wk_batch *batch, float *logits)
             goto fail;
         }
     }
+    *slot_out = slot;
+    *capture_after_out = capture_after;
+    return CM_OK;
+fail:
+    after_failure(be);
+    return rv;
+}
+
+/* finish_step waits for the step and does what follows it: profile collection, capture. */
+static cm_err finish_step(wk_backend *be, graph_slot *slot, int capture_after) {
+    cm_err rv = CM_OK;
+    CK(cudaStreamSynchronize(be->stream));
+    if (slot == NULL || slot->exec == NULL) {
+        prof_collect(be);
+    }
+    if (capture_after) {
+        capture_graph(be, slot); /* a failed capture only means no graph for this bucket */
+    }
+    return CM_OK;
+fail:
+    after_failure(be);
+    return rv;
+}
+
+static cm_err cuda_forward(wk_backend *be, const wk_batch *batch, float *logits) {
+    if (be == NULL) {
+        return CM_ERR_INVALID;
+    }
+    graph_slot *slot = NULL;
+    int capture_after = 0;
+    cm_err rv = enqueue_step(be, batch, &slot, &capture_after);
+    if (rv != CM_OK) {
+        return rv;
+    }
+    const uint32_t n_seqs = batch->n_seqs;
 
     /* logits: row j of the device buffer is the j-th entry of META_OUT; copy runs of rows
      * that are contiguous on both sides in one call */
@@ -1603,12 +1685,157 @@ static cm_err cuda_forward(wk_backend *be, const wk_batch *batch, float *logits)
             s += run;
         }
     }
-    CK(cudaStreamSynchronize(be->stream));
-    if (slot == NULL || slot->exec == NULL) {
-        prof_collect(be);
+    return finish_step(be, slot, capture_after);
+fail:
+    after_failure(be);
+    return rv;
+}
+
+/* Packs in into the pinned staging, checking every bound; *n_bias and *n_pen get the totals. */
+static cm_err pack_samples(wk_backend *be, const wk_batch *batch, const wk_dev_sample_in *in,
+                           int slotted, uint32_t *n_bias, uint32_t *n_pen) {
+    wk_cuda_sample_seq *sq = (wk_cuda_sample_seq *)be->h_samp;
+    wk_cuda_sample_bias *sb = (wk_cuda_sample_bias *)(be->h_samp + be->samp_bias_off);
+    wk_cuda_sample_pen *sp = (wk_cuda_sample_pen *)(be->h_samp + be->samp_pen_off);
+    uint32_t j = 0, nb = 0, np = 0;
+    if (be->n_vocab > WK_CUDA_SAMPLE_MAX_VOCAB) {
+        be_fail(be, "forward_sample: vocabulary of %d tokens (device sampling takes up to %d)",
+                be->n_vocab, WK_CUDA_SAMPLE_MAX_VOCAB);
+        return CM_ERR_INVALID;
     }
-    if (capture_after) {
-        capture_graph(be, slot); /* a failed capture only means no graph for this bucket */
+    for (uint32_t s = 0; s < batch->n_seqs; s++) {
+        if (batch->want_logits == NULL || !batch->want_logits[s]) {
+            continue;
+        }
+        if (j >= in->n) {
+            be_fail(be, "forward_sample: %u sampling entries for more logits rows", in->n);
+            return CM_ERR_INVALID;
+        }
+        const wk_dev_sample_seq *d = &in->seqs[j];
+        const wk_sampling_params *p = d->params;
+        if (p == NULL || p->n_logit_bias > WK_MAX_LOGIT_BIAS ||
+            p->top_logprobs > WK_CUDA_SAMPLE_MAX_TOP || d->n_pen > WK_DEV_SAMPLE_MAX_PENALTY ||
+            (d->pen == NULL && d->n_pen > 0) ||
+            (p->top_k > WK_CUDA_SAMPLE_MAX_TOP_K && p->top_k < be->n_vocab) ||
+            !(d->u >= 0.0 && d->u < 1.0)) {
+            be_fail(be, "forward_sample: sequence %u is outside the device sampler's bounds", s);
+            return CM_ERR_INVALID;
+        }
+        wk_cuda_sample_seq *o = &sq[j];
+        o->row = (int32_t)(slotted ? s : j);
+        o->top_k = p->top_k;
+        o->temperature = p->temperature;
+        o->top_p = p->top_p;
+        o->min_p = p->min_p;
+        o->repetition_penalty = p->repetition_penalty;
+        o->presence_penalty = p->presence_penalty;
+        o->frequency_penalty = p->frequency_penalty;
+        o->bias_off = nb;
+        o->n_bias = p->n_logit_bias;
+        o->pen_off = np;
+        o->n_pen = d->n_pen;
+        o->n_top = p->top_logprobs;
+        o->want_logprob = p->logprobs ? 1u : 0u;
+        o->u = d->u;
+        for (uint32_t i = 0; i < p->n_logit_bias; i++, nb++) {
+            const wk_logit_bias *b = &p->logit_bias[i];
+            if (b->token_id < 0 || b->token_id >= be->n_vocab) {
+                be_fail(be, "forward_sample: logit_bias token %d outside the vocabulary",
+                        b->token_id);
+                return CM_ERR_INVALID;
+            }
+            sb[nb].token_id = b->token_id;
+            sb[nb].bias = b->bias;
+        }
+        for (uint32_t i = 0; i < d->n_pen; i++, np++) {
+            const wk_penalty_entry *e = &d->pen[i];
+            if (e->token_id < 0 || e->token_id >= be->n_vocab) {
+                be_fail(be, "forward_sample: penalty token %d outside the vocabulary", e->token_id);
+                return CM_ERR_INVALID;
+            }
+            sp[np].token_id = e->token_id;
+            sp[np].n_generated = e->n_generated;
+            sp[np].in_prompt = e->in_prompt ? 1u : 0u;
+        }
+        j++;
+    }
+    if (j != in->n || j == 0) {
+        be_fail(be, "forward_sample: %u sampling entries for %u logits rows", in->n, j);
+        return CM_ERR_INVALID;
+    }
+    *n_bias = nb;
+    *n_pen = np;
+    return CM_OK;
+}
+
+/*
+ * cuda_forward_sample: the forward, then the sampling kernel on the logits rows (after the
+ * graph replay, outside the graph: padded bucket rows have logits but no descriptor, so they
+ * are never sampled), then only the results cross to the host. The descriptors are validated
+ * and packed before anything is enqueued, so a bad input runs nothing.
+ */
+static cm_err cuda_forward_sample(wk_backend *be, const wk_batch *batch, const wk_dev_sample_in *in,
+                                  wk_sample_result *out) {
+    if (be == NULL || batch == NULL || in == NULL || out == NULL || in->seqs == NULL) {
+        return CM_ERR_INVALID;
+    }
+    be->last_err[0] = '\0';
+    cm_err rv = check_batch(be, batch);
+    if (rv != CM_OK) {
+        return rv;
+    }
+    /* the bucket choice of enqueue_step, known before it runs: rows are s with a slot */
+    graph_slot *pre = NULL;
+    if (batch->n_tokens == batch->n_seqs && be->opt.use_graphs) {
+        pre = bucket_for(be, batch->n_seqs);
+        if (pre != NULL && pre->failed) {
+            pre = NULL;
+        }
+    }
+    uint32_t n_bias = 0, n_pen = 0;
+    if ((rv = pack_samples(be, batch, in, pre != NULL, &n_bias, &n_pen)) != CM_OK) {
+        return rv;
+    }
+    graph_slot *slot = NULL;
+    int capture_after = 0;
+    if ((rv = enqueue_step(be, batch, &slot, &capture_after)) != CM_OK) {
+        return rv;
+    }
+    CM_ASSERT(slot == pre);
+    const uint32_t n = in->n;
+    /* only the used parts of the three descriptor arrays */
+    CK(cudaMemcpyAsync(be->d_samp, be->h_samp, (size_t)n * sizeof(wk_cuda_sample_seq),
+                       cudaMemcpyHostToDevice, be->stream));
+    if (n_bias > 0) {
+        CK(cudaMemcpyAsync(be->d_samp + be->samp_bias_off, be->h_samp + be->samp_bias_off,
+                           (size_t)n_bias * sizeof(wk_cuda_sample_bias), cudaMemcpyHostToDevice,
+                           be->stream));
+    }
+    if (n_pen > 0) {
+        CK(cudaMemcpyAsync(be->d_samp + be->samp_pen_off, be->h_samp + be->samp_pen_off,
+                           (size_t)n_pen * sizeof(wk_cuda_sample_pen), cudaMemcpyHostToDevice,
+                           be->stream));
+    }
+    CK(wk_cuda_sample(be->logits, be->n_vocab, (const wk_cuda_sample_seq *)be->d_samp, (int)n,
+                      (const wk_cuda_sample_bias *)(be->d_samp + be->samp_bias_off),
+                      (const wk_cuda_sample_pen *)(be->d_samp + be->samp_pen_off), be->samp_work,
+                      be->samp_slots, (wk_cuda_sample_out *)(be->d_samp + be->samp_out_off),
+                      be->stream));
+    CK(cudaMemcpyAsync(be->h_samp + be->samp_out_off, be->d_samp + be->samp_out_off,
+                       (size_t)n * sizeof(wk_cuda_sample_out), cudaMemcpyDeviceToHost, be->stream));
+    if ((rv = finish_step(be, slot, capture_after)) != CM_OK) {
+        return rv;
+    }
+    const wk_cuda_sample_out *res = (const wk_cuda_sample_out *)(be->h_samp + be->samp_out_off);
+    for (uint32_t j = 0; j < n; j++) {
+        memset(&out[j], 0, sizeof(out[j]));
+        out[j].token_id = res[j].token_id;
+        out[j].logprob = res[j].logprob;
+        out[j].n_top = res[j].n_top <= WK_MAX_TOP_LOGPROBS ? res[j].n_top : 0;
+        for (uint32_t k = 0; k < out[j].n_top; k++) {
+            out[j].top[k].token_id = res[j].top_id[k];
+            out[j].top[k].logprob = res[j].top_logprob[k];
+        }
     }
     return CM_OK;
 fail:
@@ -1752,6 +1979,7 @@ const wk_backend_ops wk_backend_cuda = {
     .create = cuda_create,
     .destroy = cuda_destroy,
     .forward = cuda_forward,
+    .forward_sample = cuda_forward_sample,
     .free_memory = cuda_free_memory,
     .healthy = cuda_healthy,
 };

@@ -24,6 +24,7 @@
 #ifndef WK_CUDA_OPS_H
 #define WK_CUDA_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <cuda_runtime_api.h>
@@ -215,6 +216,72 @@ cudaError_t wk_cuda_qgemv(const wk_cuda_qmat *w, const uint16_t *x, int n_tok, i
  */
 cudaError_t wk_cuda_qdequant_f16(const wk_cuda_qmat *w, int row0, int n_rows, int n_in,
                                  uint16_t *dst, cudaStream_t stream);
+
+/*
+ * Sampling on the device (cuda_sample.cu): per sequence, the steps of the host reference
+ * wk_sampler_sample_sparse (worker/sampler.h) on one logits row, in place: logit_bias (in list
+ * order), repetition then presence/frequency penalties over a sparse list of distinct tokens,
+ * the maximum (NaN counts as -inf; ties to the lowest id), logprobs and the top n over the
+ * biased and penalised row, then greedy (temperature 0) or temperature, top-k, top-p, min-p and
+ * the inverse-CDF pick with u over the candidates in the host sampler's order (top-k: the order
+ * its size-k heap leaves them; top-p: the whole buckets above the edge in input order, then the
+ * edge bucket by weight, descending). Float steps round as on the host (no fused multiply-add);
+ * sums are in double but in another order, and expf/logf differ from the host's by an ulp or
+ * two, so a token can differ from the host's only where u falls within rounding of a boundary.
+ * One block per sequence (a grid-stride loop over sequences when there are more than work
+ * slots); each block uses one work slot of wk_cuda_sample_work_bytes.
+ */
+#define WK_CUDA_SAMPLE_MAX_TOP 20     /* top logprobs (WK_MAX_TOP_LOGPROBS) */
+#define WK_CUDA_SAMPLE_MAX_TOP_K 1024 /* top_k in (0, n_vocab) beyond this: not supported */
+#define WK_CUDA_SAMPLE_MAX_VOCAB 524288
+
+typedef struct wk_cuda_sample_seq {
+    int32_t row;       /* row of the logits buffer ((rows, n_vocab) f32) */
+    int32_t top_k;     /* <= 0 or >= n_vocab: off; else <= WK_CUDA_SAMPLE_MAX_TOP_K */
+    float temperature; /* 0 = greedy */
+    float top_p;       /* (0, 1]; 1 = off */
+    float min_p;       /* [0, 1]; 0 = off */
+    float repetition_penalty, presence_penalty, frequency_penalty;
+    uint32_t bias_off; /* first entry of this sequence's logit_bias list */
+    uint32_t n_bias;
+    uint32_t pen_off;      /* first entry of this sequence's penalty list */
+    uint32_t n_pen;        /* distinct tokens (each at most once) */
+    uint32_t n_top;        /* top logprobs wanted, <= WK_CUDA_SAMPLE_MAX_TOP */
+    uint32_t want_logprob; /* 1: logprob of the chosen token */
+    double u;              /* [0, 1), the sequence's uniform (temperature > 0) */
+} wk_cuda_sample_seq;
+
+typedef struct wk_cuda_sample_bias {
+    int32_t token_id; /* < n_vocab (checked on the host) */
+    float bias;
+} wk_cuda_sample_bias;
+
+typedef struct wk_cuda_sample_pen {
+    int32_t token_id;     /* < n_vocab (checked on the host) */
+    uint32_t n_generated; /* occurrences among the generated tokens */
+    uint32_t in_prompt;   /* 1: occurs in the prompt */
+} wk_cuda_sample_pen;
+
+typedef struct wk_cuda_sample_out {
+    int32_t token_id; /* -1: no token possible (every logit -inf or NaN) */
+    float logprob;    /* when want_logprob or n_top */
+    uint32_t n_top;
+    int32_t top_id[WK_CUDA_SAMPLE_MAX_TOP]; /* by logprob descending, ties by id */
+    float top_logprob[WK_CUDA_SAMPLE_MAX_TOP];
+} wk_cuda_sample_out;
+
+/* Bytes of one work slot for n_vocab (the edge bucket's sort space). */
+size_t wk_cuda_sample_work_bytes(int n_vocab);
+
+/*
+ * Samples n_seqs sequences: seqs, bias, pen and out are device arrays; logits rows are modified
+ * in place. work holds n_work slots of wk_cuda_sample_work_bytes(n_vocab) bytes (at most n_work
+ * blocks run). cudaErrorInvalidValue for n_seqs < 1, n_work < 1 or n_vocab outside
+ * [1, WK_CUDA_SAMPLE_MAX_VOCAB]. Bounds inside the descriptors are the caller's to check.
+ */
+cudaError_t wk_cuda_sample(float *logits, int n_vocab, const wk_cuda_sample_seq *seqs, int n_seqs,
+                           const wk_cuda_sample_bias *bias, const wk_cuda_sample_pen *pen,
+                           void *work, int n_work, wk_cuda_sample_out *out, cudaStream_t stream);
 
 #ifdef __cplusplus
 }
