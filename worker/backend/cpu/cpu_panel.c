@@ -435,60 +435,42 @@ AVX2 static INLINE void q4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size
  * does not depend on which of them runs it.
  */
 
-/* Bytes ahead of the block in use that the one-token kernels ask the cache for (0: none). */
-#ifndef PANEL_PREFETCH_BYTES
-#define PANEL_PREFETCH_BYTES 0
-#endif
-
-/* Asks for the lines of the panel-block of bytes at p + PANEL_PREFETCH_BYTES. */
-static INLINE void prefetch_block(const uint8_t *p, int bytes) {
-#if PANEL_PREFETCH_BYTES > 0
-    for (int off = 0; off < bytes; off += 64) {
-        __builtin_prefetch(p + PANEL_PREFETCH_BYTES + off, 0, 3);
-    }
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
-
 /* A token's 16 rows (acc[h]: rows 8h .. 8h + 7) as store_half_avx2 stores them. */
 AVX2 static INLINE void store_one_avx2(const __m256 *acc, const wk_cpu_panel_out *o) {
     store_half_avx2(&acc[0], 1, o, 0);
     store_half_avx2(&acc[1], 1, o, 1);
 }
 
+/* Half h of a Q4 panel-block for one token (xb: its block): acc plus the block's part, as
+ * q4p_half_avx2 computes it. */
+AVX2 static INLINE __m256 q4_half_one_avx2(const uint8_t *p, const wk_cpu_q8 *xb, int h,
+                                           __m256 acc) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    __m256i s16 = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m256i v = _mm256_load_si256((const __m256i *)(p + 64 * j + 32 * h));
+        __m256i a = _mm256_maddubs_epi16(_mm256_and_si256(v, low4), _mm256_set1_epi32(act4(xb, j)));
+        __m256i c = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
+                                         _mm256_set1_epi32(act4(xb, j + 4)));
+        s16 = _mm256_add_epi16(s16, _mm256_add_epi16(a, c));
+    }
+    __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + 256 + 16 * h)));
+    __m256 mw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + 288 + 16 * h)));
+    __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+    __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb->d));
+    acc = _mm256_fmadd_ps(f, scale, acc);
+    return _mm256_fmadd_ps(mw, _mm256_set1_ps(xb->s), acc);
+}
+
 AVX2 static INLINE void q4p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
                                      const wk_cpu_panel_out *o, int64_t nb) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, p += Q4P_BYTES) {
-        prefetch_block(p, Q4P_BYTES);
-        const wk_cpu_q8 *xb = x + b;
-        __m256i s16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            __m256i lo = _mm256_set1_epi32(act4(xb, j)), hi = _mm256_set1_epi32(act4(xb, j + 4));
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                __m256i v = _mm256_load_si256((const __m256i *)(p + 64 * j + 32 * h));
-                __m256i a = _mm256_maddubs_epi16(_mm256_and_si256(v, low4), lo);
-                __m256i c =
-                    _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), hi);
-                s16[h] = _mm256_add_epi16(s16[h], _mm256_add_epi16(a, c));
-            }
-        }
-        __m256 d = _mm256_set1_ps(xb->d), s = _mm256_set1_ps(xb->s);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + 256 + 16 * h)));
-            __m256 mw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + 288 + 16 * h)));
-            __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[h], ones));
-            __m256 scale = _mm256_mul_ps(dw, d);
-            acc[h] = _mm256_fmadd_ps(f, scale, acc[h]);
-            acc[h] = _mm256_fmadd_ps(mw, s, acc[h]);
-        }
+        acc0 = q4_half_one_avx2(p, x + b, 0, acc0);
+        acc1 = q4_half_one_avx2(p, x + b, 1, acc1);
     }
+    __m256 acc[2] = {acc0, acc1};
     store_one_avx2(acc, o);
 }
 
@@ -527,7 +509,6 @@ AVX2 static INLINE void q8p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
     const __m256i bias = _mm256_set1_epi8((char)0x80);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, p += Q8P_BYTES) {
-        prefetch_block(p, Q8P_BYTES);
         __m256i w[8][2];
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
@@ -548,7 +529,6 @@ AVX2 static INLINE void iq4p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
     const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)wk_iq4_grid));
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, p += IQ4P_BYTES) {
-        prefetch_block(p, IQ4P_BYTES);
         __m256i w[8][2];
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
