@@ -367,10 +367,11 @@ static INLINE wk_cpu_panel_out out_from(const wk_cpu_panel_out *o, int k0) {
 
 /*
  * AVX2: the 16 rows as two halves of 8 (the 32-byte halves of each 64-byte
- * vector), one half over all blocks, then the other, for up to PANEL_TILE_AVX2 tokens (16
- * registers). vpmaddubsw products of 4-bit weights and 8-bit activations (at most 3,810 per
- * 16-bit lane) summed over the block's 8 steps stay below 32,767, so a block costs 8
- * multiplies, 7 16-bit adds and one widening vpmaddwd per token and half.
+ * vector), one half over all blocks, then the other, for 2 to PANEL_TILE_AVX2 tokens (16
+ * registers); one token takes the *_one_avx2 kernels below (both halves per block). vpmaddubsw
+ * products of 4-bit weights and 8-bit activations (at most 3,810 per 16-bit lane) summed over the
+ * block's 8 steps stay below 32,767, so a block costs 8 multiplies, 7 16-bit adds and one widening
+ * vpmaddwd per token and half.
  */
 #define PANEL_TILE_AVX2 4
 
