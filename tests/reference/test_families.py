@@ -135,8 +135,8 @@ def test_family_features_matter(family, tmp_path):
 
 
 # Quantized matrices (the gguf package's Q8_0 and Q4_0; the router stays f32) take the 8-bit
-# activation kernels, panels included (phi3's fused tensors as row views, the experts through
-# the row kernels): the noise is test_forward.py's kind at a smaller depth. Measured on
+# activation kernels, panels included (phi3's fused tensors as row views, the experts as
+# per-expert panels): the noise is test_forward.py's kind at a smaller depth. Measured on
 # 2026-12-03 (AVX-512 level): cos >= 0.99965, max |C - oracle| <= 1.6% of the logit range.
 COS_MIN_Q = 0.999
 REL_MAX_Q = 0.03

@@ -54,9 +54,12 @@
 #define NEED_PACK 1u /* be->xp: a part runs the packed tile kernels */
 #define NEED_CORR 2u /* be->xc: a part runs Q8_0 or IQ4 panels */
 
-/* A layer's weights repacked into panels (cpu_panel), NULL where not repacked. */
+/* A layer's weights repacked into panels (cpu_panel), NULL where not repacked. The expert
+ * tensors' panels hold every expert's, expert e's at e * the tensor's expert stride. */
 typedef struct layer_panels {
     const uint8_t *wq, *wk, *wv, *wo, *gate, *up, *down;
+    const uint8_t *gate_exps, *up_exps, *down_exps;
+    const uint8_t *gate_shexp, *up_shexp, *down_shexp;
 } layer_panels;
 
 struct wk_backend {
@@ -615,16 +618,49 @@ static void gather_tok(wk_backend *be, int t, void *arg) {
     quant_pack(be, dst, t, a->n, a->need);
 }
 
+/* One expert's three matrices (views into the expert tensors, or the shared expert's) and
+ * their panels (NULL where not repacked). */
+typedef struct expert_w {
+    wk_tensor gate, up, down;
+    const uint8_t *gate_pan, *up_pan, *down_pan;
+} expert_w;
+
+/* Bytes one expert's panels of the (ne[2] experts, ne[1] rows, ne[0] cols) weight t take, a
+ * multiple of 64 (each expert's panels start aligned); 0 when t is not repacked. */
+static size_t expert_panel_stride(const wk_tensor *t) {
+    if (t->data == NULL || !wk_cpu_panel_type(t->type) ||
+        !wk_cpu_panel_packable(t->type, t->ne[1], t->ne[0])) {
+        return 0;
+    }
+    return (wk_cpu_panel_bytes(t->type, t->ne[1], t->ne[0]) + 63) & ~(size_t)63;
+}
+
+static const uint8_t *expert_panels(const uint8_t *pan, const wk_tensor *t, uint32_t e) {
+    return pan != NULL ? pan + (size_t)e * expert_panel_stride(t) : NULL;
+}
+
+/* Expert e of layer L with its panels. */
+static expert_w expert_of(const layer_panels *lp, const wk_layer *L, uint32_t e) {
+    return (expert_w){
+        .gate = wk_expert_view(&L->gate_exps, e),
+        .up = wk_expert_view(&L->up_exps, e),
+        .down = wk_expert_view(&L->down_exps, e),
+        .gate_pan = expert_panels(lp->gate_exps, &L->gate_exps, e),
+        .up_pan = expert_panels(lp->up_exps, &L->up_exps, e),
+        .down_pan = expert_panels(lp->down_exps, &L->down_exps, e),
+    };
+}
+
 /* FFN of one expert, y = down(act(gate x) * up x), over n rows into out (row stride n_embd):
- * the tokens listed in moe_tok (gathered), or every token of xn (the shared expert). Expert
- * weights are not repacked into panels: they run the row kernels. */
-static void expert_ffn(wk_backend *be, const wk_tensor *gate, const wk_tensor *up,
-                       const wk_tensor *down, int n, bool gathered, float *out) {
-    int64_t embd = be->hp.n_embd, ff = gate->ne[1];
+ * the tokens listed in moe_tok (gathered), or every token of xn (the shared expert). Experts
+ * run the panel kernels as dense weights do, one token or many, so a token's result does not
+ * depend on how many others chose the same expert. */
+static void expert_ffn(wk_backend *be, const expert_w *x, int n, bool gathered, float *out) {
+    int64_t embd = be->hp.n_embd, ff = x->gate.ne[1];
     mm_task gu = {
         .n_parts = 2, .in = embd, .n_tok = n, .x = gathered ? be->moe_x : be->xn, .xq = be->xq};
-    gu.parts[0] = (mm_part){gate, be->gate, (size_t)ff, NULL, NULL, false};
-    gu.parts[1] = (mm_part){up, be->up, (size_t)ff, NULL, NULL, false};
+    gu.parts[0] = (mm_part){&x->gate, be->gate, (size_t)ff, NULL, x->gate_pan, false};
+    gu.parts[1] = (mm_part){&x->up, be->up, (size_t)ff, NULL, x->up_pan, false};
     gather_arg ga = {embd, mm_prepare(&gu)};
     if (gathered) {
         for_tokens(be, n, gather_tok, &ga);
@@ -633,7 +669,7 @@ static void expert_ffn(wk_backend *be, const wk_tensor *gate, const wk_tensor *u
     }
     matmul(be, &gu);
     mm_task dn = {.n_parts = 1, .in = ff, .n_tok = n, .x = be->gate, .xq = be->xq};
-    dn.parts[0] = (mm_part){down, out, (size_t)embd, NULL, NULL, false};
+    dn.parts[0] = (mm_part){&x->down, out, (size_t)embd, NULL, x->down_pan, false};
     act_arg aa = {ff, mm_prepare(&dn)};
     for_tokens(be, n, act_tok, &aa);
     matmul(be, &dn);
@@ -642,7 +678,7 @@ static void expert_ffn(wk_backend *be, const wk_tensor *gate, const wk_tensor *u
 /* The MoE FFN of layer L on every token: xn holds the normed inputs; adds to x. Experts run
  * one after another over the tokens routed to them (gathered), so a token's result does not
  * depend on the other tokens of the batch. */
-static void moe_ffn(wk_backend *be, const wk_layer *L, int n_tok) {
+static void moe_ffn(wk_backend *be, const wk_layer *L, const layer_panels *lp, int n_tok) {
     const wk_hparams *hp = &be->hp;
     int64_t embd = hp->n_embd;
     int ne = (int)hp->n_expert, k = (int)hp->n_expert_used;
@@ -666,10 +702,8 @@ static void moe_ffn(wk_backend *be, const wk_layer *L, int n_tok) {
         if (n == 0) {
             continue;
         }
-        wk_tensor g = wk_expert_view(&L->gate_exps, (uint32_t)e);
-        wk_tensor u = wk_expert_view(&L->up_exps, (uint32_t)e);
-        wk_tensor d = wk_expert_view(&L->down_exps, (uint32_t)e);
-        expert_ffn(be, &g, &u, &d, n, true, be->tmp);
+        expert_w xw = expert_of(lp, L, (uint32_t)e);
+        expert_ffn(be, &xw, n, true, be->tmp);
         for (int i = 0; i < n; i++) {
             wk_cpu_axpy_f32(be->x + (size_t)be->moe_tok[i] * (size_t)embd, be->moe_w[i],
                             be->tmp + (size_t)i * (size_t)embd, embd);
@@ -677,7 +711,9 @@ static void moe_ffn(wk_backend *be, const wk_layer *L, int n_tok) {
     }
     if (hp->n_ff_shexp > 0) {
         /* shared expert on every token, scaled by sigmoid(gate_inp_shexp . x) */
-        expert_ffn(be, &L->gate_shexp, &L->up_shexp, &L->down_shexp, n_tok, false, be->tmp);
+        expert_w sh = {L->gate_shexp,  L->up_shexp,  L->down_shexp,
+                       lp->gate_shexp, lp->up_shexp, lp->down_shexp};
+        expert_ffn(be, &sh, n_tok, false, be->tmp);
         for (int t = 0; t < n_tok; t++) {
             const float *xt = be->xn + (size_t)t * (size_t)embd;
             float z = wk_cpu_dot_f32(L->gate_inp_shexp.data, xt, embd);
@@ -823,9 +859,10 @@ static void *alloc3(size_t a, size_t b, size_t c, size_t el) {
     return p;
 }
 
-/* The weights the panel kernels can take at the level in effect: up to 7 per layer and the
- * output head, in a fixed order (slot = 7 * layer + index, head last). */
-#define PANEL_SLOTS_PER_LAYER 7
+/* The weights the panel kernels can take at the level in effect: up to 13 per layer (the
+ * dense ones, the three expert tensors, the shared expert's) and the output head, in a fixed
+ * order (slot = 13 * layer + index, head last). Absent tensors have no data and no panels. */
+#define PANEL_SLOTS_PER_LAYER 13
 
 static const wk_tensor *panel_slot(const wk_model *m, size_t slot) {
     size_t l = slot / PANEL_SLOTS_PER_LAYER;
@@ -833,19 +870,17 @@ static const wk_tensor *panel_slot(const wk_model *m, size_t slot) {
         return &m->output;
     }
     const wk_layer *L = &m->layers[l];
-    const wk_tensor *ts[PANEL_SLOTS_PER_LAYER] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                                  &L->w_gate, &L->w_up, &L->w_down};
+    const wk_tensor *ts[PANEL_SLOTS_PER_LAYER] = {
+        &L->wq,         &L->wk,       &L->wv,        &L->wo,      &L->w_gate,
+        &L->w_up,       &L->w_down,   &L->gate_exps, &L->up_exps, &L->down_exps,
+        &L->gate_shexp, &L->up_shexp, &L->down_shexp};
     return ts[slot % PANEL_SLOTS_PER_LAYER];
 }
 
-/* Bytes t's panels take in the shared allocation (64-byte aligned), 0 when t is not
- * repacked. */
+/* Bytes t's panels take in the shared allocation (every expert's for an expert tensor), 0
+ * when t is not repacked. */
 static size_t panel_slot_bytes(const wk_tensor *t) {
-    if (t->data == NULL || !wk_cpu_panel_type(t->type) ||
-        !wk_cpu_panel_packable(t->type, t->ne[1], t->ne[0])) {
-        return 0;
-    }
-    return (wk_cpu_panel_bytes(t->type, t->ne[1], t->ne[0]) + 63) & ~(size_t)63;
+    return expert_panel_stride(t) * (size_t)t->ne[2];
 }
 
 typedef struct repack_task {
@@ -867,7 +902,11 @@ static void repack_worker(void *ctx, int tid, int n_threads) {
         const wk_tensor *t = panel_slot(r->m, i);
         if (r->dst[i] != NULL) {
             int64_t panels = (t->ne[1] + WK_CPU_PANEL_ROWS - 1) / WK_CPU_PANEL_ROWS;
-            wk_cpu_panel_pack(t->type, t->data, t->ne[1], t->ne[0], 0, panels, (void *)r->dst[i]);
+            for (uint32_t e = 0; e < (uint32_t)t->ne[2]; e++) { /* one pass for 2-D weights */
+                wk_tensor v = wk_expert_view(t, e);
+                wk_cpu_panel_pack(t->type, v.data, t->ne[1], t->ne[0], 0, panels,
+                                  (void *)expert_panels(r->dst[i], t, e));
+            }
         }
     }
 }
@@ -908,7 +947,8 @@ static cm_err repack_panels(wk_backend *be) {
     wk_cpu_pool_run(be->pool, repack_worker, &r);
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
         const uint8_t **d = dst + (size_t)l * PANEL_SLOTS_PER_LAYER;
-        be->lp[l] = (layer_panels){d[0], d[1], d[2], d[3], d[4], d[5], d[6]};
+        be->lp[l] = (layer_panels){d[0], d[1], d[2], d[3],  d[4],  d[5], d[6],
+                                   d[7], d[8], d[9], d[10], d[11], d[12]};
     }
     be->pan_head = dst[n_slots - 1];
     /* The forward pass reads the panels only: let the mapped originals leave memory (the
@@ -1245,7 +1285,7 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         if (hp->n_expert > 0) {
             norm_arg nm = {be->x, be->xn, L->ffn_norm.data, embd, 0};
             for_tokens(be, n_tok, norm_tok, &nm);
-            moe_ffn(be, L, n_tok);
+            moe_ffn(be, L, lp, n_tok);
             continue;
         }
         mm_task gu = {.n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
