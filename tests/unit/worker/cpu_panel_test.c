@@ -1,8 +1,8 @@
 /*
  * cpu_panel_test: 16-row weight panels against dequantize-then-dot in double precision, for
- * every panel type (K-quants within their conversion's bound) and several widths; a token's result
- * bit-identical whatever the tile it runs in; bias and accumulation; the level switch (no panels
- * below AVX-512) and the packability rules.
+ * every panel type (K-quants within their conversion's bound) and several widths; a token's
+ * result bit-identical whatever the tile it runs in (a tile of one, decode, included); bias and
+ * accumulation; the level switch (no panels below AVX2) and the packability rules.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -190,6 +190,15 @@ static void check_level(void) {
             }
             run(t, pan, n, xf, xq, corr, 0, NT, y, bias, true);
             for (int i = 0; i < NT * ROWS; i++) {
+                float want = ((float)(i % 7) - 2.5f + y1[i]) + bias[i % ROWS];
+                assert_memory_equal(&y[i], &want, sizeof(float));
+            }
+            /* the same for a token alone (decode: a kernel of its own at some levels) */
+            for (int i = 0; i < ROWS; i++) {
+                y[i] = (float)(i % 7) - 2.5f;
+            }
+            run(t, pan, n, xf, xq, corr, 0, 1, y, bias, true);
+            for (int i = 0; i < ROWS; i++) {
                 float want = ((float)(i % 7) - 2.5f + y1[i]) + bias[i % ROWS];
                 assert_memory_equal(&y[i], &want, sizeof(float));
             }

@@ -177,10 +177,44 @@ AVX2 static INLINE void scores8(const float *q, int c, int hd, const uint16_t *k
     }
 }
 
+/* One head (decode) against 16 keys: scores8's arithmetic for c = 1 on two vectors of 8 keys
+ * at once (the same chains per key, so the same bits), which keeps four multiply-add chains in
+ * flight instead of two: a lone head is otherwise bound by their latency. */
+AVX2 static void scores8_pair(const float *q, int hd, const uint16_t *kc, int bt, int nv,
+                              float scale, float *s) {
+    __m256 a0[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 a1[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int d = 0; d < hd; d += 2) {
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++) {
+            const uint16_t *kv = kc + 8 * v;
+            __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kv + (size_t)d * bt)));
+            __m256 k1 =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kv + (size_t)(d + 1) * bt)));
+            a0[v] = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), k0, a0[v]);
+            a1[v] = _mm256_fmadd_ps(_mm256_set1_ps(q[d + 1]), k1, a1[v]);
+        }
+    }
+    float r[16];
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; v++) {
+        _mm256_storeu_ps(r + 8 * v,
+                         _mm256_mul_ps(_mm256_add_ps(a0[v], a1[v]), _mm256_set1_ps(scale)));
+    }
+    for (int j = 0; j < nv; j++) {
+        s[j] = r[j];
+    }
+}
+
 AVX2 static void scores_avx2(const float *q, int nh, int hd, const uint16_t *k, int bt, int n,
                              float scale, float *s, size_t ss) {
     for (int j0 = 0; j0 < n; j0 += 8) {
         int nv = n - j0 < 8 ? n - j0 : 8;
+        if (nh == 1 && n - j0 > 8 && j0 + 16 <= bt) {
+            scores8_pair(q, hd, k + j0, bt, n - j0 < 16 ? n - j0 : 16, scale, s + j0);
+            j0 += 8;
+            continue;
+        }
         for (int h0 = 0; h0 < nh; h0 += HEAD_TILE) {
             int c = nh - h0 < HEAD_TILE ? nh - h0 : HEAD_TILE;
             const float *qh = q + (size_t)h0 * (size_t)hd;
@@ -227,8 +261,37 @@ AVX2 static INLINE void values8(const float *p, size_t ps, int c, int hd, const 
     }
 }
 
+/* One head (decode) over 64 dimensions: values8's arithmetic for c = 1 (each dimension's
+ * terms in order of j, so the same bits) with eight chains in flight instead of four. */
+AVX2 static void values8_wide(const float *p, int hd, const uint16_t *v, int n, float *o) {
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        acc[i] = _mm256_loadu_ps(o + 8 * i);
+    }
+    for (int j = 0; j < n; j++) {
+        __m256 w = _mm256_set1_ps(p[j]);
+        const uint16_t *vj = v + (size_t)j * (size_t)hd;
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vj + 8 * i)));
+            acc[i] = _mm256_fmadd_ps(w, vv, acc[i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        _mm256_storeu_ps(o + 8 * i, acc[i]);
+    }
+}
+
 AVX2 static void values_avx2(const float *p, size_t ps, int nh, int hd, const uint16_t *v, int n,
                              float *out) {
+    if (nh == 1 && hd % 64 == 0) {
+        for (int d0 = 0; d0 < hd; d0 += 64) {
+            values8_wide(p, hd, v + d0, n, out + d0);
+        }
+        return;
+    }
     int step = hd % 32 == 0 ? 32 : 8;
     for (int d0 = 0; d0 < hd; d0 += step) {
         for (int h0 = 0; h0 < nh; h0 += HEAD_TILE) {

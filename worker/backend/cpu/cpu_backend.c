@@ -160,7 +160,8 @@ typedef struct mm_task {
     const uint32_t *out_row; /* optional: token k writes row out_row[k] of the output */
     bool accumulate;         /* out += W x instead of out = W x */
     int64_t total_rows;
-    int64_t chunk;
+    int64_t chunk; /* smallest work item (rows) */
+    int64_t share; /* a work item takes 1/share of the rows left (mm_claim) */
     atomic_llong next;
 } mm_task;
 
@@ -302,16 +303,34 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
     }
 }
 
+/* Claims the next work item of t into [*g0, *g1); false when none is left. Items shrink as
+ * the rows run out (a share of what is left, at least t->chunk rows, a multiple of 16), so the
+ * threads finish together: the last items of a decode matmul (a few microseconds in all) are
+ * single panels instead of an eighth of the rows each. */
+static bool mm_claim(mm_task *t, int64_t *g0, int64_t *g1) {
+    int64_t cur = atomic_load_explicit(&t->next, memory_order_relaxed);
+    for (;;) {
+        if (cur >= t->total_rows) {
+            return false;
+        }
+        int64_t c = (t->total_rows - cur) / t->share;
+        c = (c + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS * MM_CHUNK_ROWS;
+        c = c > t->chunk ? c : t->chunk;
+        if (atomic_compare_exchange_weak_explicit(&t->next, &cur, cur + c, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *g0 = cur;
+            *g1 = cur + c < t->total_rows ? cur + c : t->total_rows;
+            return true;
+        }
+    }
+}
+
 static void mm_worker(void *ctx, int tid, int n_threads) {
     mm_task *t = ctx;
     (void)n_threads;
     float *scratch = t->be->thr + (size_t)tid * t->be->thr_floats;
-    for (;;) {
-        int64_t g0 = atomic_fetch_add_explicit(&t->next, t->chunk, memory_order_relaxed);
-        if (g0 >= t->total_rows) {
-            return;
-        }
-        int64_t g1 = g0 + t->chunk < t->total_rows ? g0 + t->chunk : t->total_rows;
+    int64_t g0, g1;
+    while (mm_claim(t, &g0, &g1)) {
         /* map the global row range onto the concatenated parts */
         int64_t base = 0;
         for (int i = 0; i < t->n_parts && g0 < g1; i++) {
@@ -358,12 +377,12 @@ static void matmul(wk_backend *be, mm_task *t) {
     for (int i = 0; i < t->n_parts; i++) {
         t->total_rows += t->parts[i].w->ne[1];
     }
-    /* About 4 work items per thread: enough to balance uneven progress, few enough that the
-     * shared counter (one contended cache line per item) stays cheap. Multiples of 16 rows
-     * keep each item's outputs on cache lines of their own. */
-    int64_t per = t->total_rows / ((int64_t)be->n_threads * 4);
-    per = (per + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS * MM_CHUNK_ROWS;
-    t->chunk = per > MM_CHUNK_ROWS ? per : MM_CHUNK_ROWS;
+    /* Work items of a share of the rows left (mm_claim): the first about 1/(2 threads) of
+     * them, the last MM_CHUNK_ROWS, so a thread's last item is short wherever it ends, while
+     * the shared counter (one contended cache line per item) is taken a few times per thread
+     * only. Multiples of 16 rows keep each item's outputs on cache lines of their own. */
+    t->share = 2 * (int64_t)be->n_threads;
+    t->chunk = MM_CHUNK_ROWS;
     t->xp = packed ? be->xp : NULL;
     t->xp_stride = wk_cpu_q8_packed_bytes(t->in);
     t->xc = (need & NEED_CORR) != 0 ? be->xc : NULL;

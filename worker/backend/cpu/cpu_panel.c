@@ -367,10 +367,11 @@ static INLINE wk_cpu_panel_out out_from(const wk_cpu_panel_out *o, int k0) {
 
 /*
  * AVX2: the 16 rows as two halves of 8 (the 32-byte halves of each 64-byte
- * vector), one half over all blocks, then the other, for up to PANEL_TILE_AVX2 tokens (16
- * registers). vpmaddubsw products of 4-bit weights and 8-bit activations (at most 3,810 per
- * 16-bit lane) summed over the block's 8 steps stay below 32,767, so a block costs 8
- * multiplies, 7 16-bit adds and one widening vpmaddwd per token and half.
+ * vector), one half over all blocks, then the other, for 2 to PANEL_TILE_AVX2 tokens (16
+ * registers); one token takes the *_one_avx2 kernels below (both halves per block). vpmaddubsw
+ * products of 4-bit weights and 8-bit activations (at most 3,810 per 16-bit lane) summed over the
+ * block's 8 steps stay below 32,767, so a block costs 8 multiplies, 7 16-bit adds and one widening
+ * vpmaddwd per token and half.
  */
 #define PANEL_TILE_AVX2 4
 
@@ -425,6 +426,124 @@ AVX2 static INLINE void q4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size
         }
     }
     store_half_avx2(acc, nt, o, h);
+}
+
+/*
+ * Decode (one token) at AVX2: both halves of each block in one pass, so the panel streams in
+ * once, in order, and the token's activation broadcasts serve both halves. Per lane this is
+ * the arithmetic of the half kernels for a tile of one token (the integer sums are exact in
+ * any order; the scale work is the same operations in the same order), so a token's result
+ * does not depend on which of them runs it.
+ */
+
+/* A token's 16 rows (acc[h]: rows 8h .. 8h + 7) as store_half_avx2 stores them. */
+AVX2 static INLINE void store_one_avx2(const __m256 *acc, const wk_cpu_panel_out *o) {
+    store_half_avx2(&acc[0], 1, o, 0);
+    store_half_avx2(&acc[1], 1, o, 1);
+}
+
+/* Half h of a Q4 panel-block for one token (xb: its block): acc plus the block's part, as
+ * q4p_half_avx2 computes it. */
+AVX2 static INLINE __m256 q4_half_one_avx2(const uint8_t *p, const wk_cpu_q8 *xb, int h,
+                                           __m256 acc) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    __m256i s16 = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m256i v = _mm256_load_si256((const __m256i *)(p + 64 * j + 32 * h));
+        __m256i a = _mm256_maddubs_epi16(_mm256_and_si256(v, low4), _mm256_set1_epi32(act4(xb, j)));
+        __m256i c = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
+                                         _mm256_set1_epi32(act4(xb, j + 4)));
+        s16 = _mm256_add_epi16(s16, _mm256_add_epi16(a, c));
+    }
+    __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + 256 + 16 * h)));
+    __m256 mw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(p + 288 + 16 * h)));
+    __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+    __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb->d));
+    acc = _mm256_fmadd_ps(f, scale, acc);
+    return _mm256_fmadd_ps(mw, _mm256_set1_ps(xb->s), acc);
+}
+
+AVX2 static INLINE void q4p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
+                                     const wk_cpu_panel_out *o, int64_t nb) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, p += Q4P_BYTES) {
+        acc0 = q4_half_one_avx2(p, x + b, 0, acc0);
+        acc1 = q4_half_one_avx2(p, x + b, 1, acc1);
+    }
+    __m256 acc[2] = {acc0, acc1};
+    store_one_avx2(acc, o);
+}
+
+/* One step j of a block's half for one token with signed 8-bit weights w: the exact integer
+ * dot of w's 4 inputs per row with the token's broadcast 4 activations a, widened to 32 bits
+ * (the sign trick of q8p_half_avx2). */
+AVX2 static INLINE __m256i q8_step_avx2(__m256i w, __m256i a) {
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+/* One token against a block of signed weights: w[j][h] is step j of half h (the steps of
+ * q8_block_tokens_avx2), into acc[h]. */
+AVX2 static INLINE void q8_block_one_avx2(__m256i w[8][2], const uint8_t *dp, const wk_cpu_q8 *xb,
+                                          __m256 *acc) {
+    __m256i i[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        __m256i a = _mm256_set1_epi32(act4(xb, j));
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            i[h] = _mm256_add_epi32(i[h], q8_step_avx2(w[j][h], a));
+        }
+    }
+    __m256 d = _mm256_set1_ps(xb->d);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dp + 16 * h)));
+        __m256 scale = _mm256_mul_ps(dw, d);
+        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i[h]), scale, acc[h]);
+    }
+}
+
+AVX2 static INLINE void q8p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
+                                     const wk_cpu_panel_out *o, int64_t nb) {
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++, p += Q8P_BYTES) {
+        __m256i w[8][2];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                w[j][h] = _mm256_xor_si256(
+                    _mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * h)), bias);
+            }
+        }
+        q8_block_one_avx2(w, p + 512, x + b, acc);
+    }
+    store_one_avx2(acc, o);
+}
+
+AVX2 static INLINE void iq4p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
+                                      const wk_cpu_panel_out *o, int64_t nb) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)wk_iq4_grid));
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++, p += IQ4P_BYTES) {
+        __m256i w[8][2];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * h));
+                w[j][h] = _mm256_shuffle_epi8(grid, _mm256_and_si256(v, low4));
+                w[j + 4][h] =
+                    _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+            }
+        }
+        q8_block_one_avx2(w, p + 256, x + b, acc);
+    }
+    store_one_avx2(acc, o);
 }
 
 /* One block's half (8 rows) of a panel with signed 8-bit weights ws (wa = |ws|, dw: the 8 row
@@ -583,6 +702,25 @@ static INLINE wk_cpu_panel_in in_from(const wk_cpu_panel_in *in, int k0) {
 #define IQ4_HALVES(c)                                                                              \
     iq4p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 0);                              \
     iq4p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 1)
+/* AVX2: a tile of one token in one pass (the *_one_avx2 kernels), larger tiles by halves */
+#define Q4_AVX2(c)                                                                                 \
+    if ((c) == 1) {                                                                                \
+        q4p_one_avx2(p, ik.xq, &ok, n / WK_CPU_QK);                                                \
+    } else {                                                                                       \
+        Q4_HALVES(c);                                                                              \
+    }
+#define Q8_AVX2(c)                                                                                 \
+    if ((c) == 1) {                                                                                \
+        q8p_one_avx2(p, ik.xq, &ok, n / WK_CPU_QK);                                                \
+    } else {                                                                                       \
+        Q8_HALVES(c);                                                                              \
+    }
+#define IQ4_AVX2(c)                                                                                \
+    if ((c) == 1) {                                                                                \
+        iq4p_one_avx2(p, ik.xq, &ok, n / WK_CPU_QK);                                               \
+    } else {                                                                                       \
+        IQ4_HALVES(c);                                                                             \
+    }
 #define F16_HALVES(c)                                                                              \
     f16p_half_avx2(p, ik.xf, ik.xf_stride, c, &ok, n, 0);                                          \
     f16p_half_avx2(p, ik.xf, ik.xf_stride, c, &ok, n, 1)
@@ -591,9 +729,9 @@ PANEL_ENTRY(q4_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, Q4_TILE)
 PANEL_ENTRY(q8_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, Q8_TILE)
 PANEL_ENTRY(iq4_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, IQ4_TILE)
 PANEL_ENTRY(f16_avx512, AVX512, F16_TILE, WK_CPU_CASES_4, F16_TILE_CALL)
-PANEL_ENTRY(q4_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, Q4_HALVES)
-PANEL_ENTRY(q8_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, Q8_HALVES)
-PANEL_ENTRY(iq4_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, IQ4_HALVES)
+PANEL_ENTRY(q4_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, Q4_AVX2)
+PANEL_ENTRY(q8_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, Q8_AVX2)
+PANEL_ENTRY(iq4_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, IQ4_AVX2)
 PANEL_ENTRY(f16_avx2, AVX2, F16_TILE_AVX2, WK_CPU_CASES_2, F16_HALVES)
 #endif /* HAVE_X86 */
 

@@ -1,6 +1,6 @@
 /*
  * cpu_panel: quantized weights repacked at load into panels of 16 rows, for matmul kernels
- * that multiply a whole panel with a tile of tokens (AVX-512 VNNI).
+ * that multiply a whole panel with a tile of tokens (AVX-512 VNNI; AVX2).
  *
  * In the GGUF layout a row's blocks follow one another, so an integer dot instruction can only
  * combine inputs of one row and the tokens of a batch each redo the per-block scale work on a
@@ -9,8 +9,10 @@
  * bytes of a token broadcast to every lane, the 16 row sums stay in 16 lanes, and the block's
  * 16 row scales are one vector. Per token and block that is 8 dot instructions and 4 vector
  * operations for 512 products, while the weight vectors are unpacked once for a tile of up to
- * 8 tokens held in registers. A matmul of one token (decode) takes the same kernel, so a
- * token's result never depends on its batch.
+ * 8 tokens held in registers. A matmul of one token (decode) takes the same kernel at
+ * AVX-512; at AVX2 a kernel of its own that streams the panel once and computes exactly what
+ * the tiles compute for the token, so at both levels a token's result never depends on its
+ * batch.
  *
  * Panel-block layouts (one per 16 rows x 32 inputs; a panel is the row's blocks in order):
  *   Q4_0, Q4_1 (320 bytes): uint8 q[4][16][4]: byte e of row r in vector j is the block's
