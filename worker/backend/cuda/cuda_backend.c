@@ -137,6 +137,7 @@ struct wk_backend {
     uint8_t *d_samp;
     size_t samp_bias_off, samp_pen_off, samp_out_off, samp_bytes;
     void *samp_work; /* (samp_slots, wk_cuda_sample_work_bytes(n_vocab)) */
+    size_t samp_work_bytes;
     int samp_slots;
 
     /* metadata: same layout on host (pinned) and device, copied as one prefix per step */
@@ -1138,25 +1139,23 @@ cm_err wk_cuda_create_ex(const wk_model *model, const wk_backend_config *cfg,
         be->samp_slots = sc < SAMPLE_SLOTS ? (int)sc : SAMPLE_SLOTS;
         CK_CREATE(cudaMallocHost((void **)&be->h_samp, be->samp_bytes), CM_ERR_NOMEM);
         CK_CREATE(cudaMalloc((void **)&be->d_samp, be->samp_bytes), CM_ERR_NOMEM);
-        CK_CREATE(cudaMalloc(&be->samp_work,
-                             (size_t)be->samp_slots * wk_cuda_sample_work_bytes(be->n_vocab)),
-                  CM_ERR_NOMEM);
+        be->samp_work_bytes = (size_t)be->samp_slots * wk_cuda_sample_work_bytes(be->n_vocab);
+        CK_CREATE(cudaMalloc(&be->samp_work, be->samp_work_bytes), CM_ERR_NOMEM);
     }
     CK_CREATE(cudaStreamSynchronize(be->stream), CM_ERR_BACKEND);
-    cm_logf(
-        CM_LOG_INFO, NULL,
-        "cuda backend: %s (sm_%d%d, %d SMs): weights %s %.2f GiB (%.2f GiB read per step, "
-        "%.2f GiB of it quantized), KV %.2f GiB (%u blocks x %u tokens), workspace %.2f GiB "
-        "(activations, logits, %.2f GiB dequant tile, %.0f MiB cuBLAS) + %.0f MiB device "
-        "sampling, graphs %s",
-        prop.name, prop.major, prop.minor, prop.multiProcessorCount, be->native ? "native" : "f16",
-        (double)be->warena_bytes / (1 << 30), (double)be->weight_read_bytes / (1 << 30),
-        (double)be->weight_q_bytes / (1 << 30), (double)be->kv_bytes / (1 << 30), cfg->n_blocks,
-        cfg->block_tokens, (double)be->scratch_bytes / (1 << 30),
-        (double)be->wdeq_elems * 2 / (1 << 30), (double)CUBLAS_WS_BYTES / (1 << 20),
-        (double)(be->samp_bytes + (size_t)be->samp_slots * wk_cuda_sample_work_bytes(be->n_vocab)) /
-            (1 << 20),
-        be->opt.use_graphs ? "on" : "off");
+    cm_logf(CM_LOG_INFO, NULL,
+            "cuda backend: %s (sm_%d%d, %d SMs): weights %s %.2f GiB (%.2f GiB read per step, "
+            "%.2f GiB of it quantized), KV %.2f GiB (%u blocks x %u tokens), workspace %.2f GiB "
+            "(activations, logits, %.2f GiB dequant tile, %.0f MiB cuBLAS) + %.0f MiB device "
+            "sampling, graphs %s",
+            prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+            be->native ? "native" : "f16", (double)be->warena_bytes / (1 << 30),
+            (double)be->weight_read_bytes / (1 << 30), (double)be->weight_q_bytes / (1 << 30),
+            (double)be->kv_bytes / (1 << 30), cfg->n_blocks, cfg->block_tokens,
+            (double)be->scratch_bytes / (1 << 30), (double)be->wdeq_elems * 2 / (1 << 30),
+            (double)CUBLAS_WS_BYTES / (1 << 20),
+            (double)(be->samp_bytes + be->samp_work_bytes) / (1 << 20),
+            be->opt.use_graphs ? "on" : "off");
     *out = be;
     return CM_OK;
 fail:
@@ -1519,27 +1518,37 @@ static void after_failure(wk_backend *be) {
     }
 }
 
-/*
- * enqueue_step runs a step's common part: checks the batch, uploads its metadata and enqueues
- * the forward (a graph replay, or eager) up to the logits in be->logits. *slot is the graph
- * bucket used (NULL: eager, unpadded), *capture_after whether that bucket's graph is to be
- * captured once the step is done (finish_step). Logits row of the j-th logits-wanting sequence
- * s: s with a slot (every padded row has logits), else j. Device errors: CM_ERR_BACKEND after
- * after_failure.
- */
-static cm_err enqueue_step(wk_backend *be, const wk_batch *batch, graph_slot **slot_out,
-                           int *capture_after_out) {
-    cm_err rv = CM_OK;
-    *slot_out = NULL;
-    *capture_after_out = 0;
+/* begin_step: what every step checks first (the device's health, the batch). */
+static cm_err begin_step(wk_backend *be, const wk_batch *batch) {
     be->last_err[0] = '\0';
     if (!be->healthy) {
         be_fail(be, "device unhealthy after an earlier error");
         return CM_ERR_BACKEND;
     }
-    if ((rv = check_batch(be, batch)) != CM_OK) {
-        return rv;
+    return check_batch(be, batch);
+}
+
+/* step_slot: the graph bucket a step replays or captures (decode steps with graphs on, and a
+ * bucket whose capture never failed), NULL for an eager, unpadded step. */
+static graph_slot *step_slot(wk_backend *be, const wk_batch *batch) {
+    if (batch->n_tokens != batch->n_seqs || !be->opt.use_graphs) {
+        return NULL;
     }
+    graph_slot *slot = bucket_for(be, batch->n_seqs);
+    return slot != NULL && !slot->failed ? slot : NULL;
+}
+
+/*
+ * enqueue_step runs a step's common part on a checked batch (begin_step): uploads its metadata
+ * and enqueues the forward (a replay of slot's graph, or eager) up to the logits in
+ * be->logits. slot is step_slot's; *capture_after whether its graph is to be captured once the
+ * step is done (finish_step). Logits row of the j-th logits-wanting sequence s: s with a slot
+ * (every padded row has logits), else j. Device errors: CM_ERR_BACKEND after after_failure.
+ */
+static cm_err enqueue_step(wk_backend *be, const wk_batch *batch, graph_slot *slot,
+                           int *capture_after_out) {
+    cm_err rv = CM_OK;
+    *capture_after_out = 0;
     const uint32_t n_seqs = batch->n_seqs;
     const uint32_t n_tok = batch->n_tokens;
     const uint32_t mb = be->cfg.max_blocks_per_seq;
@@ -1550,15 +1559,8 @@ static cm_err enqueue_step(wk_backend *be, const wk_batch *batch, graph_slot **s
     int n_tiles = 0;
     uint32_t bt_rows = n_seqs;
     uint32_t bt_cols = 1; /* block-table columns used by the longest sequence */
-    graph_slot *slot = NULL;
 
     CK(cudaSetDevice(be->device));
-    if (decode && be->opt.use_graphs) {
-        slot = bucket_for(be, n_seqs);
-        if (slot != NULL && slot->failed) {
-            slot = NULL;
-        }
-    }
 
     for (uint32_t s = 0; s < n_seqs; s++) {
         for (uint32_t t = batch->seq_start[s]; t < batch->seq_start[s + 1]; t++) {
@@ -1627,7 +1629,6 @@ static cm_err enqueue_step(wk_backend *be, const wk_batch *batch, graph_slot **s
             goto fail;
         }
     }
-    *slot_out = slot;
     *capture_after_out = capture_after;
     return CM_OK;
 fail:
@@ -1655,10 +1656,13 @@ static cm_err cuda_forward(wk_backend *be, const wk_batch *batch, float *logits)
     if (be == NULL) {
         return CM_ERR_INVALID;
     }
-    graph_slot *slot = NULL;
-    int capture_after = 0;
-    cm_err rv = enqueue_step(be, batch, &slot, &capture_after);
+    cm_err rv = begin_step(be, batch);
     if (rv != CM_OK) {
+        return rv;
+    }
+    graph_slot *slot = step_slot(be, batch);
+    int capture_after = 0;
+    if ((rv = enqueue_step(be, batch, slot, &capture_after)) != CM_OK) {
         return rv;
     }
     const uint32_t n_seqs = batch->n_seqs;
@@ -1779,29 +1783,20 @@ static cm_err cuda_forward_sample(wk_backend *be, const wk_batch *batch, const w
     if (be == NULL || batch == NULL || in == NULL || out == NULL || in->seqs == NULL) {
         return CM_ERR_INVALID;
     }
-    be->last_err[0] = '\0';
-    cm_err rv = check_batch(be, batch);
+    cm_err rv = begin_step(be, batch);
     if (rv != CM_OK) {
         return rv;
     }
-    /* the bucket choice of enqueue_step, known before it runs: rows are s with a slot */
-    graph_slot *pre = NULL;
-    if (batch->n_tokens == batch->n_seqs && be->opt.use_graphs) {
-        pre = bucket_for(be, batch->n_seqs);
-        if (pre != NULL && pre->failed) {
-            pre = NULL;
-        }
-    }
+    /* the logits rows are s with a slot (padded buckets), else j */
+    graph_slot *slot = step_slot(be, batch);
     uint32_t n_bias = 0, n_pen = 0;
-    if ((rv = pack_samples(be, batch, in, pre != NULL, &n_bias, &n_pen)) != CM_OK) {
+    if ((rv = pack_samples(be, batch, in, slot != NULL, &n_bias, &n_pen)) != CM_OK) {
         return rv;
     }
-    graph_slot *slot = NULL;
     int capture_after = 0;
-    if ((rv = enqueue_step(be, batch, &slot, &capture_after)) != CM_OK) {
+    if ((rv = enqueue_step(be, batch, slot, &capture_after)) != CM_OK) {
         return rv;
     }
-    CM_ASSERT(slot == pre);
     const uint32_t n = in->n;
     /* only the used parts of the three descriptor arrays */
     CK(cudaMemcpyAsync(be->d_samp, be->h_samp, (size_t)n * sizeof(wk_cuda_sample_seq),
