@@ -25,8 +25,8 @@ struct wk_sampler {
     cand *cands;                       /* (n_vocab) candidate scratch */
     uint16_t *bucket;                  /* (n_vocab) top-p: bucket of each candidate */
     double bucket_mass[TOP_P_BUCKETS]; /* top-p: probability mass per bucket */
-    uint32_t *counts; /* (n_vocab) occurrences in history; all zero between calls */
-    int32_t *touched; /* (n_vocab) ids whose count is non-zero, to reset them */
+    uint32_t *counts;                  /* (n_vocab) listing index + 1; all zero between calls */
+    wk_penalty_entry *pen;             /* (n_vocab) the penalty list of the history being sampled */
 };
 
 void wk_sampling_defaults(wk_sampling_params *p) {
@@ -104,9 +104,9 @@ cm_err wk_sampler_create(uint32_t n_vocab, wk_sampler **out) {
     s->n_vocab = n_vocab;
     s->cands = malloc(sizeof(cand) * n_vocab);
     s->counts = calloc(n_vocab, sizeof(uint32_t));
-    s->touched = malloc(sizeof(int32_t) * n_vocab);
+    s->pen = malloc(sizeof(wk_penalty_entry) * n_vocab);
     s->bucket = malloc(sizeof(uint16_t) * n_vocab);
-    if (s->cands == NULL || s->counts == NULL || s->touched == NULL || s->bucket == NULL) {
+    if (s->cands == NULL || s->counts == NULL || s->pen == NULL || s->bucket == NULL) {
         wk_sampler_destroy(s);
         return CM_ERR_NOMEM;
     }
@@ -120,7 +120,7 @@ void wk_sampler_destroy(wk_sampler *s) {
     }
     free(s->cands);
     free(s->counts);
-    free(s->touched);
+    free(s->pen);
     free(s->bucket);
     free(s);
 }
@@ -278,49 +278,90 @@ static size_t keep_at_least(cand *c, size_t n, float floor) {
     return k;
 }
 
-static cm_err apply_penalties(wk_sampler *s, const wk_sampling_params *p, float *logits,
-                              const int32_t *history, size_t n_history, size_t n_prompt) {
-    size_t n_touched = 0;
-    cm_err rv = CM_OK;
+/* history's ids are all in the vocabulary (CM_ERR_INVALID otherwise). */
+static cm_err check_history(const wk_sampler *s, const int32_t *history, size_t n_history,
+                            size_t n_prompt) {
+    if (n_prompt > n_history || (history == NULL && n_history > 0)) {
+        return CM_ERR_INVALID;
+    }
     for (size_t i = 0; i < n_history; i++) {
         if (history[i] < 0 || (uint32_t)history[i] >= s->n_vocab) {
-            rv = CM_ERR_INVALID;
-            goto reset;
+            return CM_ERR_INVALID;
         }
     }
+    return CM_OK;
+}
+
+/* Lists the distinct tokens of a checked history into pen (capacity cap, in order of first
+ * occurrence) and returns how many; *full when more would not fit (pen holds the first cap). */
+static size_t list_penalties(wk_sampler *s, const int32_t *history, size_t n_history,
+                             size_t n_prompt, wk_penalty_entry *pen, size_t cap, bool *full) {
+    /* counts[id] holds 1 + the id's index in pen while listing, 0 otherwise (reset below). */
+    size_t n = 0;
+    *full = false;
+    for (size_t i = 0; i < n_history; i++) {
+        int32_t id = history[i];
+        uint32_t at = s->counts[id];
+        if (at == 0) {
+            if (n == cap) {
+                *full = true;
+                break;
+            }
+            pen[n].token_id = id;
+            pen[n].n_generated = 0;
+            pen[n].in_prompt = 0;
+            s->counts[id] = (uint32_t)++n;
+            at = (uint32_t)n;
+        }
+        if (i < n_prompt) {
+            pen[at - 1].in_prompt = 1;
+        } else {
+            pen[at - 1].n_generated++;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        s->counts[pen[i].token_id] = 0;
+    }
+    return n;
+}
+
+/* The penalties over a penalty list (each token at most once): repetition on every listed
+ * token of prompt + generated (positive logits divided, negative ones multiplied, so the
+ * penalty always lowers the token's probability), then presence/frequency on the generated
+ * ones. Each token's logit depends only on its own entry. */
+static void penalize(const wk_sampling_params *p, float *logits, const wk_penalty_entry *pen,
+                     size_t n_pen) {
     if (p->repetition_penalty != 1.0f) {
-        /* Each distinct token of prompt + output once: divide positive logits, multiply
-         * negative ones, so the penalty always lowers the token's probability. */
-        for (size_t i = 0; i < n_history; i++) {
-            int32_t id = history[i];
-            if (s->counts[id]++ == 0) {
-                s->touched[n_touched++] = id;
+        for (size_t i = 0; i < n_pen; i++) {
+            if (pen[i].in_prompt || pen[i].n_generated > 0) {
+                int32_t id = pen[i].token_id;
                 float l = logits[id];
                 logits[id] = l > 0.0f ? l / p->repetition_penalty : l * p->repetition_penalty;
             }
         }
-        for (size_t i = 0; i < n_touched; i++) {
-            s->counts[s->touched[i]] = 0;
-        }
-        n_touched = 0;
     }
     if (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f) {
-        for (size_t i = n_prompt; i < n_history; i++) {
-            int32_t id = history[i];
-            if (s->counts[id]++ == 0) {
-                s->touched[n_touched++] = id;
+        for (size_t i = 0; i < n_pen; i++) {
+            if (pen[i].n_generated > 0) {
+                logits[pen[i].token_id] -=
+                    p->presence_penalty + p->frequency_penalty * (float)pen[i].n_generated;
             }
         }
-        for (size_t i = 0; i < n_touched; i++) {
-            int32_t id = s->touched[i];
-            logits[id] -= p->presence_penalty + p->frequency_penalty * (float)s->counts[id];
-        }
     }
-reset:
-    for (size_t i = 0; i < n_touched; i++) {
-        s->counts[s->touched[i]] = 0;
+}
+
+/* The penalties over a checked history, through its penalty list. Without a repetition
+ * penalty only the generated tokens matter, so the prompt is not listed. */
+static void apply_penalties(wk_sampler *s, const wk_sampling_params *p, float *logits,
+                            const int32_t *history, size_t n_history, size_t n_prompt) {
+    if (!wk_sampling_has_penalties(p)) {
+        return;
     }
-    return rv;
+    size_t from = p->repetition_penalty != 1.0f ? 0 : n_prompt;
+    bool full = false; /* never: at most n_vocab distinct ids */
+    size_t n = list_penalties(s, history + from, n_history - from, n_prompt - from, s->pen,
+                              s->n_vocab, &full);
+    penalize(p, logits, s->pen, n);
 }
 
 /* log-sum-exp of the logits (the log-softmax normalizer). */
@@ -366,42 +407,13 @@ bool wk_sampling_draws(const wk_sampling_params *p) {
 cm_err wk_sampler_penalties(wk_sampler *s, const int32_t *history, size_t n_history,
                             size_t n_prompt, wk_penalty_entry *pen, size_t cap, size_t *n_pen) {
     *n_pen = 0;
-    if (n_prompt > n_history || (history == NULL && n_history > 0)) {
-        return CM_ERR_INVALID;
+    cm_err rv = check_history(s, history, n_history, n_prompt);
+    if (rv != CM_OK) {
+        return rv;
     }
-    for (size_t i = 0; i < n_history; i++) {
-        if (history[i] < 0 || (uint32_t)history[i] >= s->n_vocab) {
-            return CM_ERR_INVALID;
-        }
-    }
-    /* counts[id] holds 1 + the id's index in pen while listing, 0 otherwise (reset below). */
-    cm_err rv = CM_OK;
-    size_t n = 0;
-    for (size_t i = 0; i < n_history; i++) {
-        int32_t id = history[i];
-        uint32_t at = s->counts[id];
-        if (at == 0) {
-            if (n == cap) {
-                rv = CM_ERR_LIMIT;
-                break;
-            }
-            pen[n].token_id = id;
-            pen[n].n_generated = 0;
-            pen[n].in_prompt = 0;
-            s->counts[id] = (uint32_t)++n;
-            at = (uint32_t)n;
-        }
-        if (i < n_prompt) {
-            pen[at - 1].in_prompt = 1;
-        } else {
-            pen[at - 1].n_generated++;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        s->counts[pen[i].token_id] = 0;
-    }
-    *n_pen = n;
-    return rv;
+    bool full = false;
+    *n_pen = list_penalties(s, history, n_history, n_prompt, pen, cap, &full);
+    return full ? CM_ERR_LIMIT : CM_OK;
 }
 
 /* Validates the parameters the sampling steps index with, then adds logit_bias. */
@@ -513,17 +525,15 @@ cm_err wk_sampler_sample(wk_sampler *s, const wk_sampling_params *p, float *logi
                          wk_sample_result *out) {
     memset(out, 0, sizeof *out);
     out->token_id = -1;
-    if (n_prompt > n_history || (history == NULL && n_history > 0)) {
-        return CM_ERR_INVALID;
-    }
-    cm_err rv = apply_bias(s, p, logits);
+    cm_err rv = check_history(s, history, n_history, n_prompt);
     if (rv != CM_OK) {
         return rv;
     }
-    rv = apply_penalties(s, p, logits, history, n_history, n_prompt);
+    rv = apply_bias(s, p, logits);
     if (rv != CM_OK) {
         return rv;
     }
+    apply_penalties(s, p, logits, history, n_history, n_prompt);
     return pick(s, p, logits, rng, 0.0, out);
 }
 
@@ -544,22 +554,6 @@ cm_err wk_sampler_sample_sparse(wk_sampler *s, const wk_sampling_params *p, floa
     if (rv != CM_OK) {
         return rv;
     }
-    /* The same per-token arithmetic as apply_penalties: repetition over prompt + generated,
-     * then presence/frequency over generated (each token is independent of the others). */
-    for (size_t i = 0; i < n_pen; i++) {
-        int32_t id = pen[i].token_id;
-        if (p->repetition_penalty != 1.0f && (pen[i].in_prompt || pen[i].n_generated > 0)) {
-            float l = logits[id];
-            logits[id] = l > 0.0f ? l / p->repetition_penalty : l * p->repetition_penalty;
-        }
-    }
-    if (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f) {
-        for (size_t i = 0; i < n_pen; i++) {
-            if (pen[i].n_generated > 0) {
-                logits[pen[i].token_id] -=
-                    p->presence_penalty + p->frequency_penalty * (float)pen[i].n_generated;
-            }
-        }
-    }
+    penalize(p, logits, pen, n_pen);
     return pick(s, p, logits, NULL, u01, out);
 }
