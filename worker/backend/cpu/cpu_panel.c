@@ -392,6 +392,28 @@ AVX2 static INLINE void store_half_avx2(const __m256 *acc, int nt, const wk_cpu_
     }
 }
 
+/* Half h (rows 8h .. 8h + 7) of a Q8_0 panel-block as signed weights: w[j] holds inputs
+ * 4j .. 4j + 3 of the 8 rows (the stored bytes carry +128). */
+AVX2 static INLINE void q8_weights_avx2(const uint8_t *p, int h, __m256i w[8]) {
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        w[j] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * h)), bias);
+    }
+}
+
+/* Half h of an IQ4 panel-block as signed weights (the grid values of its 4-bit indices): w[j]
+ * as q8_weights_avx2's. */
+AVX2 static INLINE void iq4_weights_avx2(const uint8_t *p, int h, __m256i grid, __m256i w[8]) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * h));
+        w[j] = _mm256_shuffle_epi8(grid, _mm256_and_si256(v, low4));
+        w[j + 4] = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+    }
+}
+
 AVX2 static INLINE void q4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int nt,
                                       const wk_cpu_panel_out *o, int64_t nb, int h) {
     const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
@@ -483,9 +505,9 @@ AVX2 static INLINE __m256i q8_step_avx2(__m256i w, __m256i a) {
     return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-/* One token against a block of signed weights: w[j][h] is step j of half h (the steps of
+/* One token against a block of signed weights: w[h][j] is step j of half h (the steps of
  * q8_block_tokens_avx2), into acc[h]. */
-AVX2 static INLINE void q8_block_one_avx2(__m256i w[8][2], const uint8_t *dp, const wk_cpu_q8 *xb,
+AVX2 static INLINE void q8_block_one_avx2(__m256i w[2][8], const uint8_t *dp, const wk_cpu_q8 *xb,
                                           __m256 *acc) {
     __m256i i[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
 #pragma GCC unroll 8
@@ -493,7 +515,7 @@ AVX2 static INLINE void q8_block_one_avx2(__m256i w[8][2], const uint8_t *dp, co
         __m256i a = _mm256_set1_epi32(act4(xb, j));
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            i[h] = _mm256_add_epi32(i[h], q8_step_avx2(w[j][h], a));
+            i[h] = _mm256_add_epi32(i[h], q8_step_avx2(w[h][j], a));
         }
     }
     __m256 d = _mm256_set1_ps(xb->d);
@@ -507,18 +529,11 @@ AVX2 static INLINE void q8_block_one_avx2(__m256i w[8][2], const uint8_t *dp, co
 
 AVX2 static INLINE void q8p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
                                      const wk_cpu_panel_out *o, int64_t nb) {
-    const __m256i bias = _mm256_set1_epi8((char)0x80);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, p += Q8P_BYTES) {
-        __m256i w[8][2];
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) {
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                w[j][h] = _mm256_xor_si256(
-                    _mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * h)), bias);
-            }
-        }
+        __m256i w[2][8];
+        q8_weights_avx2(p, 0, w[0]);
+        q8_weights_avx2(p, 1, w[1]);
         q8_block_one_avx2(w, p + 512, x + b, acc);
     }
     store_one_avx2(acc, o);
@@ -526,21 +541,12 @@ AVX2 static INLINE void q8p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
 
 AVX2 static INLINE void iq4p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
                                       const wk_cpu_panel_out *o, int64_t nb) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
     const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)wk_iq4_grid));
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, p += IQ4P_BYTES) {
-        __m256i w[8][2];
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * h));
-                w[j][h] = _mm256_shuffle_epi8(grid, _mm256_and_si256(v, low4));
-                w[j + 4][h] =
-                    _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
-            }
-        }
+        __m256i w[2][8];
+        iq4_weights_avx2(p, 0, grid, w[0]);
+        iq4_weights_avx2(p, 1, grid, w[1]);
         q8_block_one_avx2(w, p + 256, x + b, acc);
     }
     store_one_avx2(acc, o);
@@ -574,7 +580,6 @@ AVX2 static INLINE void q8_block_tokens_avx2(const __m256i *ws, const __m256i *w
  */
 AVX2 static INLINE void q8p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int nt,
                                       const wk_cpu_panel_out *o, int64_t nb, int h) {
-    const __m256i bias = _mm256_set1_epi8((char)0x80);
     __m256 acc[PANEL_TILE_AVX2];
 #pragma GCC unroll 4
     for (int k = 0; k < nt; k++) {
@@ -582,10 +587,9 @@ AVX2 static INLINE void q8p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size
     }
     for (int64_t b = 0; b < nb; b++, p += Q8P_BYTES) {
         __m256i ws[8], wa[8]; /* signed weights and their magnitudes */
+        q8_weights_avx2(p, h, ws);
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
-            ws[j] =
-                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * h)), bias);
             wa[j] = _mm256_abs_epi8(ws[j]);
         }
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 512 + 16 * h)));
@@ -598,7 +602,6 @@ AVX2 static INLINE void q8p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size
  * same integer sums as the AVX-512 kernel). */
 AVX2 static INLINE void iq4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, size_t xs, int nt,
                                        const wk_cpu_panel_out *o, int64_t nb, int h) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
     const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)wk_iq4_grid));
     __m256 acc[PANEL_TILE_AVX2];
 #pragma GCC unroll 4
@@ -607,12 +610,7 @@ AVX2 static INLINE void iq4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, siz
     }
     for (int64_t b = 0; b < nb; b++, p += IQ4P_BYTES) {
         __m256i ws[8], wa[8]; /* signed weights and their magnitudes */
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * h));
-            ws[j] = _mm256_shuffle_epi8(grid, _mm256_and_si256(v, low4));
-            ws[j + 4] = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
-        }
+        iq4_weights_avx2(p, h, grid, ws);
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
             wa[j] = _mm256_abs_epi8(ws[j]);
