@@ -23,6 +23,9 @@ log_file() {
 # now_ms: wall clock in milliseconds, for "took N s" lines.
 now_ms() { date +%s%3N; }
 
+# port_busy PORT: something listens on 127.0.0.1:PORT.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 # elapsed START_MS: seconds since START_MS with one decimal.
 elapsed() {
     local d=$(($(now_ms) - $1))
