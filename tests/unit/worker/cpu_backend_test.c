@@ -917,7 +917,7 @@ static void test_families_batch_equals_alone(void **state) {
 }
 
 /* KV precision: on f32 weights (no activation quantization) f16 KV stays within 0.5% of f32
- * KV. Threads: on the bundled model, 1 thread is bit-identical to 2 and 3. */
+ * KV. Threads: on the bundled model, 1 thread is bit-identical to 2, 3 and 8. */
 static void test_kv_f16_vs_f32_and_threads(void **state) {
     bundled *b = *state;
     wk_hparams hp = {.n_vocab = 300,
@@ -953,17 +953,21 @@ static void test_kv_f16_vs_f32_and_threads(void **state) {
 
     uint32_t nv = b->m.hp.n_vocab;
     prompt(toks, 20, nv, 5);
-    float *l[3];
-    for (int i = 0; i < 3; i++) {
+    /* 8 threads on this machine's few cores: workers often miss a task, and their shares of
+     * the matmul rows are taken by the threads that run */
+    const int threads[4] = {1, 2, 3, 8};
+    float *l[4];
+    for (int i = 0; i < 4; i++) {
         l[i] = malloc(nv * 4);
-        be = make_be(&b->m, small_cfg(i + 1, WK_DTYPE_F16));
+        be = make_be(&b->m, small_cfg(threads[i], WK_DTYPE_F16));
         assert_int_equal(run_seq(be, toks, 19, 0, bt, l[i]), CM_OK);
         assert_int_equal(run_seq(be, toks + 19, 1, 19, bt, l[i]), CM_OK);
         wk_backend_cpu.destroy(be);
     }
-    assert_memory_equal(l[0], l[1], nv * 4);
-    assert_memory_equal(l[0], l[2], nv * 4);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 1; i < 4; i++) {
+        assert_memory_equal(l[0], l[i], nv * 4);
+    }
+    for (int i = 0; i < 4; i++) {
         free(l[i]);
     }
 }

@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "cpu_attn.h"
@@ -45,6 +47,8 @@
 #define ADAPT_SHED_RATIO 0.5
 #define ADAPT_PROBE_WINDOWS 16
 #define MM_PARTS 3
+/* Buffers from this size up ask for transparent huge pages (alloc_stream). */
+#define HUGE_BYTES ((size_t)2 << 20)
 /* Granularity of matmul work items (rows); 16 f32 outputs fill a cache line. */
 #define MM_CHUNK_ROWS 16
 /* Tokens per tile in batched matmuls: keeps the quantized activations of a tile in L2. */
@@ -61,6 +65,8 @@ typedef struct layer_panels {
     const uint8_t *gate_exps, *up_exps, *down_exps;
     const uint8_t *gate_shexp, *up_shexp, *down_shexp;
 } layer_panels;
+
+typedef struct mm_range mm_range; /* a thread's share of a matmul's rows (mm_worker) */
 
 struct wk_backend {
     const wk_model *model;
@@ -98,6 +104,7 @@ struct wk_backend {
     uint32_t *out_row; /* (max_seqs) logits row of each of those */
     float *thr;        /* (n_threads, thr_floats) per-thread scratch */
     size_t thr_floats;
+    mm_range *ranges; /* (n_threads) the running matmul's work ranges */
 
     /* family scratch, sized at create for T = max_batch_tokens; NULL where unused */
     float *rope_cos_swa; /* (T, head_dim / 2) sliding-window layers' RoPE when it differs */
@@ -160,9 +167,6 @@ typedef struct mm_task {
     const uint32_t *out_row; /* optional: token k writes row out_row[k] of the output */
     bool accumulate;         /* out += W x instead of out = W x */
     int64_t total_rows;
-    int64_t chunk; /* smallest work item (rows) */
-    int64_t share; /* a work item takes 1/share of the rows left (mm_claim) */
-    atomic_llong next;
 } mm_task;
 
 static inline float *out_ptr(const mm_task *t, const mm_part *p, int k) {
@@ -303,23 +307,68 @@ static void mm_rows(mm_task *t, const mm_part *p, int64_t r0, int64_t r1, float 
     }
 }
 
-/* Claims the next work item of t into [*g0, *g1); false when none is left. Items shrink as
- * the rows run out (a share of what is left, at least t->chunk rows, a multiple of 16), so the
- * threads finish together: the last items of a decode matmul (a few microseconds in all) are
- * single panels instead of an eighth of the rows each. */
-static bool mm_claim(mm_task *t, int64_t *g0, int64_t *g1) {
-    int64_t cur = atomic_load_explicit(&t->next, memory_order_relaxed);
+/*
+ * Work distribution of a matmul: its rows are cut into chunks of MM_CHUNK_ROWS and the chunks
+ * into one contiguous range per thread. A thread walks its own range from the front, one chunk
+ * at a time, so its weights stream in as one sequential read that the hardware prefetchers
+ * follow across the whole range (items scattered over the rows restart the stream at every
+ * item: about 20% of a decode token at the same bandwidth). A thread whose range is done
+ * takes the back half of what is left of the fullest range and walks that. A range is one
+ * word (hi << 32 | lo, in chunks) changed only by compare-and-swap, so a chunk is claimed once
+ * whoever claims it, and a thread that never joins the task leaves its range to the others.
+ */
+struct mm_range {
+    _Alignas(64) _Atomic uint64_t v; /* a cache line each: the owner's claims stay local */
+};
+
+static inline uint32_t range_lo(uint64_t v) {
+    return (uint32_t)v;
+}
+
+static inline uint32_t range_hi(uint64_t v) {
+    return (uint32_t)(v >> 32);
+}
+
+static inline uint64_t range_of(uint32_t lo, uint32_t hi) {
+    return (uint64_t)hi << 32 | lo;
+}
+
+/* Claims the front chunk of r into *c; false when r is empty. */
+static bool range_take_front(mm_range *r, uint32_t *c) {
+    uint64_t v = atomic_load_explicit(&r->v, memory_order_relaxed);
+    while (range_lo(v) < range_hi(v)) {
+        if (atomic_compare_exchange_weak_explicit(&r->v, &v, range_of(range_lo(v) + 1, range_hi(v)),
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            *c = range_lo(v);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Moves the back half of the fullest range other than own into own (empty); false when no
+ * chunk is left anywhere. */
+static bool range_steal(mm_range *ranges, int n_ranges, mm_range *own) {
     for (;;) {
-        if (cur >= t->total_rows) {
+        mm_range *victim = NULL;
+        uint64_t vv = 0;
+        uint32_t most = 0;
+        for (int i = 0; i < n_ranges; i++) {
+            uint64_t v = atomic_load_explicit(&ranges[i].v, memory_order_relaxed);
+            uint32_t left = range_hi(v) > range_lo(v) ? range_hi(v) - range_lo(v) : 0;
+            if (&ranges[i] != own && left > most) {
+                victim = &ranges[i];
+                vv = v;
+                most = left;
+            }
+        }
+        if (victim == NULL) {
             return false;
         }
-        int64_t c = (t->total_rows - cur) / t->share;
-        c = (c + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS * MM_CHUNK_ROWS;
-        c = c > t->chunk ? c : t->chunk;
-        if (atomic_compare_exchange_weak_explicit(&t->next, &cur, cur + c, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
-            *g0 = cur;
-            *g1 = cur + c < t->total_rows ? cur + c : t->total_rows;
+        uint32_t mid = range_hi(vv) - (most + 1) / 2;
+        if (atomic_compare_exchange_strong_explicit(&victim->v, &vv, range_of(range_lo(vv), mid),
+                                                    memory_order_relaxed, memory_order_relaxed)) {
+            atomic_store_explicit(&own->v, range_of(mid, range_hi(vv)), memory_order_relaxed);
             return true;
         }
     }
@@ -328,10 +377,15 @@ static bool mm_claim(mm_task *t, int64_t *g0, int64_t *g1) {
 static void mm_worker(void *ctx, int tid, int n_threads) {
     mm_task *t = ctx;
     (void)n_threads;
-    float *scratch = t->be->thr + (size_t)tid * t->be->thr_floats;
-    int64_t g0, g1;
-    while (mm_claim(t, &g0, &g1)) {
-        /* map the global row range onto the concatenated parts */
+    wk_backend *be = t->be;
+    float *scratch = be->thr + (size_t)tid * be->thr_floats;
+    mm_range *own = &be->ranges[tid];
+    uint32_t c;
+    while (range_take_front(own, &c) ||
+           (range_steal(be->ranges, be->n_threads, own) && range_take_front(own, &c))) {
+        /* map the chunk's global rows onto the concatenated parts */
+        int64_t g0 = (int64_t)c * MM_CHUNK_ROWS;
+        int64_t g1 = g0 + MM_CHUNK_ROWS < t->total_rows ? g0 + MM_CHUNK_ROWS : t->total_rows;
         int64_t base = 0;
         for (int i = 0; i < t->n_parts && g0 < g1; i++) {
             int64_t rows = t->parts[i].w->ne[1];
@@ -377,16 +431,17 @@ static void matmul(wk_backend *be, mm_task *t) {
     for (int i = 0; i < t->n_parts; i++) {
         t->total_rows += t->parts[i].w->ne[1];
     }
-    /* Work items of a share of the rows left (mm_claim): the first about 1/(2 threads) of
-     * them, the last MM_CHUNK_ROWS, so a thread's last item is short wherever it ends, while
-     * the shared counter (one contended cache line per item) is taken a few times per thread
-     * only. Multiples of 16 rows keep each item's outputs on cache lines of their own. */
-    t->share = 2 * (int64_t)be->n_threads;
-    t->chunk = MM_CHUNK_ROWS;
     t->xp = packed ? be->xp : NULL;
     t->xp_stride = wk_cpu_q8_packed_bytes(t->in);
     t->xc = (need & NEED_CORR) != 0 ? be->xc : NULL;
-    atomic_store(&t->next, 0);
+    /* one range per thread expected to run (the rest start by taking from these) */
+    int64_t chunks = (t->total_rows + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS;
+    int n = wk_cpu_pool_active(be->pool);
+    for (int i = 0; i < be->n_threads; i++) {
+        uint32_t lo = i < n ? (uint32_t)(chunks * i / n) : 0;
+        uint32_t hi = i < n ? (uint32_t)(chunks * (i + 1) / n) : 0;
+        atomic_store_explicit(&be->ranges[i].v, range_of(lo, hi), memory_order_relaxed);
+    }
     wk_cpu_pool_run(be->pool, mm_worker, t);
 }
 
@@ -839,7 +894,25 @@ static void cpu_destroy(wk_backend *be) {
     free(be->final_x);
     free(be->out_row);
     free(be->thr);
+    free(be->ranges);
     free(be);
+}
+
+/* n bytes (free()), 64-byte aligned; from HUGE_BYTES up on a huge-page boundary with
+ * transparent huge pages asked for (Debian's default THP mode is madvise): the forward pass
+ * streams the weight panels and the KV cache, and with 4 KiB pages it takes a TLB miss every
+ * 4 KiB (decode ~10% slower at the same memory bandwidth). */
+static void *alloc_stream(size_t n) {
+    void *p = NULL;
+    if (posix_memalign(&p, n >= HUGE_BYTES ? HUGE_BYTES : 64, n) != 0) {
+        return NULL;
+    }
+#if defined(MADV_HUGEPAGE)
+    if (n >= HUGE_BYTES) {
+        (void)madvise(p, n, MADV_HUGEPAGE); /* a hint: without THP the pages stay small */
+    }
+#endif
+    return p;
 }
 
 /* calloc of a*b*c elements of size el with overflow check. */
@@ -850,9 +923,9 @@ static void *alloc3(size_t a, size_t b, size_t c, size_t el) {
     if (b > SIZE_MAX / a || c > SIZE_MAX / (a * b) || el > SIZE_MAX / (a * b * c)) {
         return NULL;
     }
-    void *p = NULL;
     size_t n = a * b * c * el;
-    if (posix_memalign(&p, 64, n) != 0) {
+    void *p = alloc_stream(n);
+    if (p == NULL) {
         return NULL;
     }
     memset(p, 0, n);
@@ -930,8 +1003,8 @@ static cm_err repack_panels(wk_backend *be) {
         free(dst);
         return CM_OK;
     }
-    void *buf = NULL;
-    if (posix_memalign(&buf, 64, total) != 0) {
+    void *buf = alloc_stream(total);
+    if (buf == NULL) {
         free(dst);
         return CM_ERR_NOMEM;
     }
@@ -1100,11 +1173,13 @@ static cm_err cpu_create(const wk_model *model, const wk_backend_config *cfg, wk
     be->final_x = alloc3(cfg->max_seqs, embd, 1, sizeof(float));
     be->out_row = alloc3(cfg->max_seqs, 1, 1, sizeof(uint32_t));
     be->thr = alloc3((size_t)be->n_threads, be->thr_floats, 1, sizeof(float));
+    be->ranges = alloc3((size_t)be->n_threads, 1, 1, sizeof(mm_range));
     if (be->k_cache == NULL || be->v_cache == NULL || be->x == NULL || be->xn == NULL ||
         be->q == NULL || be->k == NULL || be->v == NULL || be->gate == NULL || be->up == NULL ||
         be->xq == NULL || be->xp == NULL || be->xc == NULL || be->rope_cos == NULL ||
         be->rope_sin == NULL || be->inv_freq == NULL || be->tok_seq == NULL ||
-        be->final_x == NULL || be->out_row == NULL || be->thr == NULL || be->tmp == NULL ||
+        be->final_x == NULL || be->out_row == NULL || be->thr == NULL || be->ranges == NULL ||
+        be->tmp == NULL ||
         (moe && (be->router == NULL || be->sel == NULL || be->sel_w == NULL ||
                  be->moe_tok == NULL || be->moe_w == NULL || be->moe_x == NULL)) ||
         (rope_swa &&
