@@ -558,6 +558,13 @@ static inline uint8_t *kv_block_ptr(const wk_backend *be, uint8_t *cache, int la
     return cache + (size_t)layer * be->kv_layer_bytes + el * be->kv_elem;
 }
 
+/* Asks for the n bytes at p to be brought into cache (a hint: never faults). */
+static inline void prefetch_bytes(const void *p, size_t n) {
+    for (size_t i = 0; i < n; i += 64) {
+        __builtin_prefetch((const char *)p + i, 0, 3);
+    }
+}
+
 static void rope_rows(wk_backend *be, float *x, int n_heads, int t) {
     int hd = (int)be->hp.head_dim, half = hd / 2;
     bool own = be->rope_cos_swa != NULL && wk_hparams_layer_swa(&be->hp, (uint32_t)be->cur_layer);
@@ -817,10 +824,18 @@ static void attn_item(wk_backend *be, int item, int per_item, float *scores) {
     int g = h0 / group;
     const float *q = be->q + (size_t)t * q_dim + (size_t)h0 * (size_t)hd;
     size_t ss = (size_t)be->max_ctx;
+    size_t kv_bytes = (size_t)bsz * (size_t)hd * be->kv_elem; /* a head's K or V block */
     for (int64_t j0 = jb; j0 < n_ctx; j0 += bsz) {
         int32_t blk = bt[j0 / bsz];
         int n = n_ctx - j0 < bsz ? (int)(n_ctx - j0) : (int)bsz;
         const uint8_t *kb = kv_block_ptr(be, be->k_cache, be->cur_layer, blk, g);
+        /* Blocks lie apart and the streamed weights evict them between tokens: ask for the
+         * next K block and this V block (read after the softmax) while these scores run. */
+        if (j0 + bsz < n_ctx) {
+            prefetch_bytes(kv_block_ptr(be, be->k_cache, be->cur_layer, bt[j0 / bsz + 1], g),
+                           kv_bytes);
+        }
+        prefetch_bytes(kv_block_ptr(be, be->v_cache, be->cur_layer, blk, g), kv_bytes);
         wk_cpu_attn_scores(be->kv_f16, q, per_item, hd, kb, (int)bsz, n, scale, scores + j0, ss);
     }
     for (int gh = 0; gh < per_item; gh++) {
