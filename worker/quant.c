@@ -448,8 +448,9 @@ BLOCK_ROW(iq4_xs, QK_K, 136)
 /* ---- the table ----------------------------------------------------------------------------- */
 
 static const wk_dtype_traits TRAITS[] = {
-    [WK_DTYPE_F32] = {"F32", 1, 4, f32_row, WK_PANEL_FROM_NONE, WK_DTYPE_F32, NULL, true},
+    [WK_DTYPE_F32] = {"F32", 1, 4, f32_row, WK_PANEL_FROM_BLOCKS, WK_DTYPE_F32, NULL, true},
     [WK_DTYPE_F16] = {"F16", 1, 2, f16_row, WK_PANEL_FROM_BLOCKS, WK_DTYPE_F16, NULL, true},
+    /* BF16 has no panels: F32 panels would double its bytes (memory and decode reads) */
     [WK_DTYPE_BF16] = {"BF16", 1, 2, bf16_row, WK_PANEL_FROM_NONE, WK_DTYPE_F32, NULL, true},
     /* Q4_0's panels are Q4_1 panels with m = -8 d */
     [WK_DTYPE_Q4_0] = {"Q4_0", QK, 18, q4_0_row, WK_PANEL_FROM_BLOCKS, WK_DTYPE_Q4_1, NULL, true},

@@ -35,7 +35,7 @@ typedef enum wk_dtype {
 /* How the CPU backend repacks weights of a type into its 16-row panels (cpu_panel.h). */
 typedef enum wk_panel_from {
     WK_PANEL_FROM_NONE = 0, /* no panels: row kernels or rows dequantized to f32 */
-    WK_PANEL_FROM_BLOCKS,   /* the type's own blocks (F16, Q4_0, Q4_1, Q8_0) */
+    WK_PANEL_FROM_BLOCKS,   /* the type's own blocks (F32, F16, Q4_0, Q4_1, Q8_0, IQ4_NL) */
     WK_PANEL_FROM_CONVERT,  /* to_panel rewrites each block as panel_kind blocks holding the same
                              * values (at most a scale rounded to f16) */
     WK_PANEL_FROM_REQUANT,  /* values dequantized and requantized to 8 bits per 32 inputs, as the
@@ -53,7 +53,8 @@ typedef struct wk_dtype_traits {
     /* n elements (whole blocks) at src to f32 at dst; thread-safe, no allocation */
     void (*to_f32)(const uint8_t *src, float *dst, int64_t n);
     wk_panel_from panel_from;
-    wk_dtype panel_kind; /* the panel layout (Q4_1, Q8_0 or F16) unless panel_from is NONE */
+    wk_dtype panel_kind; /* the panel layout (Q4_1, Q8_0, IQ4_NL, F16 or F32) unless panel_from
+                          * is NONE */
     /* CONVERT only: one block at src as block_elems / 32 blocks of panel_kind at dst */
     void (*to_panel)(const void *src, void *dst);
     bool cuda; /* the CUDA backend takes matrices of the type (dequantized to f16 at load) */

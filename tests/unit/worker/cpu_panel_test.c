@@ -30,10 +30,15 @@ static uint8_t *random_weight(wk_dtype t, int64_t n, uint32_t *rng) {
     size_t rb = wk_dtype_row_bytes(t, n), bsz = wk_dtype_block_bytes(t);
     uint8_t *w = malloc(rb * ROWS);
     assert_non_null(w);
-    if (t == WK_DTYPE_F16) { /* finite values */
-        for (size_t i = 0; i < rb * ROWS / 2; i++) {
-            uint16_t h = wk_f32_to_f16(0.05f * ((float)(next(rng) % 2001) / 1000.0f - 1.0f));
-            memcpy(w + 2 * i, &h, 2);
+    if (wk_dtype_block_elems(t) == 1) { /* float types: finite values */
+        for (size_t i = 0; i < rb * ROWS / bsz; i++) {
+            float f = 0.05f * ((float)(next(rng) % 2001) / 1000.0f - 1.0f);
+            if (t == WK_DTYPE_F16) {
+                uint16_t h = wk_f32_to_f16(f);
+                memcpy(w + 2 * i, &h, 2);
+            } else {
+                memcpy(w + 4 * i, &f, 4);
+            }
         }
         return w;
     }
@@ -73,7 +78,7 @@ static void *panels_of(wk_dtype t, const uint8_t *w, int64_t n) {
     return p;
 }
 
-/* Runs tokens [k0, k0 + nt) over both panels into y: (NT, ROWS); F16 panels read the f32
+/* Runs tokens [k0, k0 + nt) over both panels into y: (NT, ROWS); float panels read the f32
  * activations xf, the others xq (and corr). */
 static void run(wk_dtype t, const uint8_t *pan, int64_t n, const float *xf, const wk_cpu_q8 *xq,
                 const int32_t *corr, int k0, int nt, float *y, const float *bias, bool acc) {
@@ -98,10 +103,10 @@ static void run(wk_dtype t, const uint8_t *pan, int64_t n, const float *xf, cons
 
 /* Every panel type the level in effect has. */
 static void check_level(void) {
-    const wk_dtype types[] = {WK_DTYPE_Q4_0,  WK_DTYPE_Q4_1, WK_DTYPE_Q8_0, WK_DTYPE_Q4_K,
-                              WK_DTYPE_Q5_K,  WK_DTYPE_Q6_K, WK_DTYPE_F16,  WK_DTYPE_Q5_0,
-                              WK_DTYPE_Q5_1,  WK_DTYPE_Q2_K, WK_DTYPE_Q3_K, WK_DTYPE_IQ4_NL,
-                              WK_DTYPE_IQ4_XS};
+    const wk_dtype types[] = {WK_DTYPE_Q4_0,   WK_DTYPE_Q4_1, WK_DTYPE_Q8_0, WK_DTYPE_Q4_K,
+                              WK_DTYPE_Q5_K,   WK_DTYPE_Q6_K, WK_DTYPE_F16,  WK_DTYPE_Q5_0,
+                              WK_DTYPE_Q5_1,   WK_DTYPE_Q2_K, WK_DTYPE_Q3_K, WK_DTYPE_IQ4_NL,
+                              WK_DTYPE_IQ4_XS, WK_DTYPE_F32};
     const int64_t widths[] = {32, 96, 576, 1536}, k_widths[] = {256, 768, 1536, 2048};
     uint32_t rng = 99;
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
@@ -149,9 +154,9 @@ static void check_level(void) {
                         double amax = 0, xs = 0;
                         for (int64_t i = b0; i < b0 + 32; i++) {
                             const wk_cpu_q8 *b = &xq[k * nb + i / 32];
-                            /* F16 panels multiply the f32 activations themselves */
-                            double xd = t == WK_DTYPE_F16 ? (double)xf[k * n + i]
-                                                          : (double)b->d * b->qs[i % 32];
+                            /* float panels multiply the f32 activations themselves */
+                            double xd = wk_dtype_block_elems(t) == 1 ? (double)xf[k * n + i]
+                                                                     : (double)b->d * b->qs[i % 32];
                             want += (double)wf[i] * xd;
                             mag += fabs((double)wf[i] * xd);
                             amax = fabs(wf[i]) > amax ? fabs(wf[i]) : amax;
@@ -240,10 +245,12 @@ static void test_levels_and_shapes(void **state) {
     assert_int_equal(wk_cpu_panel_bytes(WK_DTYPE_Q4_1, 300, 256), 19 * 8 * 320);
     assert_false(wk_cpu_panel_packable(WK_DTYPE_Q4_1, 16, 48));
     assert_true(wk_cpu_panel_packable(WK_DTYPE_F16, 16, 32));
-    assert_false(wk_cpu_panel_packable(WK_DTYPE_F32, 16, 32));
+    assert_true(wk_cpu_panel_packable(WK_DTYPE_F32, 16, 32));
+    assert_false(wk_cpu_panel_packable(WK_DTYPE_F32, 16, 48));
     assert_true(wk_cpu_panel_packable(WK_DTYPE_Q4_K, 16, 256));
     assert_false(wk_cpu_panel_packable(WK_DTYPE_Q6_K, 16, 288)); /* not whole K-quant blocks */
-    assert_false(wk_cpu_panel_packable(WK_DTYPE_BF16, 16, 256));
+    assert_false(wk_cpu_panel_packable(WK_DTYPE_BF16, 16, 256)); /* would double its bytes */
+    assert_int_equal(wk_cpu_panel_bytes(WK_DTYPE_F32, 32, 64), 32 * 64 * 4);
     /* panels take the GGUF bytes (Q4_0 also stores m) */
     assert_int_equal(wk_cpu_panel_bytes(WK_DTYPE_Q4_1, 32, 576),
                      wk_dtype_row_bytes(WK_DTYPE_Q4_1, 576) * 32);
@@ -256,8 +263,9 @@ static void test_levels_and_shapes(void **state) {
     }
     wk_cpu_kernels_use(WK_CPU_ISA_SCALAR);
     assert_false(wk_cpu_panel_type(WK_DTYPE_Q4_1));
-    wk_cpu_kernels_use(WK_CPU_ISA_AVX512);
     assert_false(wk_cpu_panel_type(WK_DTYPE_F32));
+    wk_cpu_kernels_use(WK_CPU_ISA_AVX512);
+    assert_false(wk_cpu_panel_type(WK_DTYPE_BF16));
 }
 
 int main(void) {

@@ -84,7 +84,8 @@ static void test_traits_rows(void **state) {
         assert_true(tr->block_bytes > 0);
         if (tr->panel_from != WK_PANEL_FROM_NONE) {
             assert_true(tr->panel_kind == WK_DTYPE_Q4_1 || tr->panel_kind == WK_DTYPE_Q8_0 ||
-                        tr->panel_kind == WK_DTYPE_F16 || tr->panel_kind == WK_DTYPE_IQ4_NL);
+                        tr->panel_kind == WK_DTYPE_F16 || tr->panel_kind == WK_DTYPE_F32 ||
+                        tr->panel_kind == WK_DTYPE_IQ4_NL);
         }
         assert_true((tr->panel_from == WK_PANEL_FROM_CONVERT) == (tr->to_panel != NULL));
         if (tr->panel_from == WK_PANEL_FROM_REQUANT) {

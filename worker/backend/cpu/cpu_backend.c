@@ -1,18 +1,18 @@
 /*
  * cpu_backend: the reference and CI compute backend (wk_backend_cpu).
  *
- * Weights stay quantized. With AVX2 or AVX-512 VNNI, Q4_0/Q4_1/Q8_0, K-quant and F16 matrices
- * are repacked at create into 16-row panels (cpu_panel; the mapped originals are then dropped
- * from memory) and every matmul runs the panel kernels over tiles of tokens; otherwise weights
- * stay where the model has them (the GGUF mapping). Each matmul quantizes its input
- * activations once to 8-bit blocks and runs integer dot kernels (cpu_panel, or cpu_kernels'
- * row kernels; F16 panels use the f32 input), split across a thread pool by output rows; a
- * batch of tokens reuses each weight block for every token while it is in registers or cache.
- * Types without either (BF16/F32, and K-quants/F16 on the scalar level) are dequantized one
- * row at a time. Attention reads the paged KV cache a block at a time for a whole GQA group
- * (cpu_attn). Every op applies the same operations in the same order to a token whatever else
- * shares its step (tiles included), so a token's results are bit-identical whatever batch or
- * chunk it runs in and however many threads run it.
+ * Weights stay quantized. With AVX2 or AVX-512 VNNI, every weight matrix but BF16 ones
+ * (quantized types, F16 and F32) is repacked at create into 16-row panels (cpu_panel; the mapped
+ * originals are then dropped from memory) and every matmul runs the panel kernels over tiles of
+ * tokens; otherwise weights stay where the model has them (the GGUF mapping). Each matmul quantizes
+ * its input activations once to 8-bit blocks and runs integer dot kernels (cpu_panel, or
+ * cpu_kernels' row kernels; float panels use the f32 input), split across a thread pool by output
+ * rows; a batch of tokens reuses each weight block for every token while it is in registers or
+ * cache. BF16 weights, and on the scalar level types without row kernels, are dequantized one row
+ * at a time. Attention reads the paged KV cache a block at a time for a whole GQA group (cpu_attn).
+ * Every op applies the same operations in the same order to a token whatever else shares its step
+ * (tiles included), so a token's results are bit-identical whatever batch or chunk it runs in and
+ * however many threads run it.
  *
  * KV cache layout, per layer, for K and for V separately, in kv_dtype (f16 or f32):
  *   K: (n_blocks, n_head_kv, head_dim, block_tokens): a head's keys in a block transposed,

@@ -13,6 +13,7 @@
 #define Q4P_BYTES 320   /* 16 rows x 16 nibble bytes + 16 d + 16 m (f16) */
 #define Q8P_BYTES 544   /* 16 rows x 32 bytes + 16 d (f16) */
 #define F16P_BYTES 1024 /* 32 inputs x 16 rows (f16) */
+#define F32P_BYTES 2048 /* 32 inputs x 16 rows (f32) */
 #define IQ4P_BYTES 288  /* 16 rows x 16 nibble bytes + 16 d (f16) */
 /* Tokens whose accumulators a kernel keeps in registers at once. */
 #define PANEL_TILE 8
@@ -38,6 +39,8 @@ static size_t block_bytes(wk_dtype t) {
     switch (kind) {
     case WK_DTYPE_F16:
         return F16P_BYTES;
+    case WK_DTYPE_F32:
+        return F32P_BYTES;
     case WK_DTYPE_Q8_0:
         return Q8P_BYTES;
     case WK_DTYPE_IQ4_NL:
@@ -62,12 +65,13 @@ size_t wk_cpu_panel_bytes(wk_dtype t, int64_t rows, int64_t n) {
     return panels * (size_t)(n / WK_CPU_QK) * block_bytes(t);
 }
 
-/* Row r of panel-block o from one 32-input block s in GGUF form of type st (Q4_0, Q4_1 or
- * Q8_0). */
+/* Row r of panel-block o from one 32-input block s in GGUF form of type st (F16, F32, Q4_0,
+ * Q4_1, Q8_0 or IQ4_NL). */
 static void put_row(wk_dtype st, const uint8_t *s, uint8_t *o, int r) {
-    if (st == WK_DTYPE_F16) { /* 32 inputs: input i of row r at (16 i + r) */
+    if (st == WK_DTYPE_F16 || st == WK_DTYPE_F32) { /* input i of row r at (16 i + r) */
+        size_t el = st == WK_DTYPE_F16 ? 2 : 4;
         for (int i = 0; i < WK_CPU_QK; i++) {
-            memcpy(o + 2 * (WK_CPU_PANEL_ROWS * i + r), s + 2 * i, 2);
+            memcpy(o + el * (size_t)(WK_CPU_PANEL_ROWS * i + r), s + el * (size_t)i, el);
         }
         return;
     }
@@ -101,9 +105,10 @@ static void put_row(wk_dtype st, const uint8_t *s, uint8_t *o, int r) {
 
 /* Row r of panel-block o as zeros (kind: the panel layout). */
 static void zero_row(wk_dtype kind, uint8_t *o, int r) {
-    if (kind == WK_DTYPE_F16) {
+    if (kind == WK_DTYPE_F16 || kind == WK_DTYPE_F32) {
+        size_t el = kind == WK_DTYPE_F16 ? 2 : 4;
         for (int i = 0; i < WK_CPU_QK; i++) {
-            memset(o + 2 * (WK_CPU_PANEL_ROWS * i + r), 0, 2);
+            memset(o + el * (size_t)(WK_CPU_PANEL_ROWS * i + r), 0, el);
         }
         return;
     }
@@ -138,9 +143,10 @@ void wk_cpu_panel_pack(wk_dtype t, const void *w, int64_t rows, int64_t n, int64
     const wk_dtype_traits *tr = panel_source(t);
     int64_t nb = n / WK_CPU_QK;
     size_t rb = wk_dtype_row_bytes(t, n), bb = block_bytes(t);
-    /* 32-input blocks per source block (F16: 32 elements taken as one block) */
-    int64_t sub = t == WK_DTYPE_F16 ? 1 : tr->block_elems / WK_CPU_QK;
-    size_t src_bb = t == WK_DTYPE_F16 ? 2 * WK_CPU_QK : tr->block_bytes;
+    /* 32-input blocks per source block (float types: 32 elements taken as one block) */
+    bool elems = tr->block_elems == 1;
+    int64_t sub = elems ? 1 : tr->block_elems / WK_CPU_QK;
+    size_t src_bb = elems ? WK_CPU_QK * tr->block_bytes : tr->block_bytes;
     /* one source block converted to panel_kind blocks (bytes per 32 inputs) */
     size_t conv_bb = wk_dtype_block_bytes(tr->panel_kind);
     uint8_t conv[8 * 34];
@@ -325,8 +331,15 @@ AVX512 static INLINE void iq4p_tile(const uint8_t *p, const wk_cpu_q8 *x, const 
  * one token alone is otherwise bound by the multiply-add latency), the same for every nt. */
 #define F16_TILE 4
 
-AVX512 static INLINE void f16p_tile(const uint8_t *p, const float *x, size_t xs, int nt,
-                                    const wk_cpu_panel_out *o, int64_t n) {
+/* Input c of 4 of a float panel's step as the 16 rows' f32 weights (f32: F32 panels, else
+ * F16). */
+AVX512 static INLINE __m512 fw16(const uint8_t *p, int c, bool f32) {
+    return f32 ? _mm512_loadu_ps((const float *)(p + 64 * c))
+               : _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + 32 * c)));
+}
+
+AVX512 static INLINE void fp_tile(const uint8_t *p, const float *x, size_t xs, int nt,
+                                  const wk_cpu_panel_out *o, int64_t n, bool f32) {
     __m512 a[F16_TILE][4];
 #pragma GCC unroll 4
     for (int k = 0; k < nt; k++) {
@@ -335,11 +348,11 @@ AVX512 static INLINE void f16p_tile(const uint8_t *p, const float *x, size_t xs,
             a[k][c] = _mm512_setzero_ps();
         }
     }
-    for (int64_t i = 0; i < n; i += 4, p += 128) {
+    for (int64_t i = 0; i < n; i += 4, p += f32 ? 256 : 128) {
         __m512 w[4];
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
-            w[c] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(p + 32 * c)));
+            w[c] = fw16(p, c, f32);
         }
 #pragma GCC unroll 4
         for (int k = 0; k < nt; k++) {
@@ -621,7 +634,7 @@ AVX2 static INLINE void iq4p_half_avx2(const uint8_t *p, const wk_cpu_q8 *x, siz
     store_half_avx2(acc, nt, o, h);
 }
 
-/* AVX2 F16 panels, rows 8h .. 8h + 7; arithmetic per token as in f16p_tile. */
+/* AVX2 F16 panels, rows 8h .. 8h + 7; arithmetic per token as in fp_tile. */
 #define F16_TILE_AVX2 2
 
 AVX2 static INLINE void f16p_half_avx2(const uint8_t *p, const float *x, size_t xs, int nt,
@@ -657,6 +670,36 @@ AVX2 static INLINE void f16p_half_avx2(const uint8_t *p, const float *x, size_t 
     store_half_avx2(acc, nt, o, h);
 }
 
+/*
+ * AVX2 F32 panels: both halves of the 16 rows at once for a tile of up to 4 tokens, one
+ * accumulator per token and half over the inputs in order (8 independent multiply-add chains
+ * keep both FMA ports busy; F16's four per token would leave room for 2 tokens only, and the
+ * weights, twice F16's bytes, come from L2 once per tile).
+ */
+#define F32_TILE_AVX2 4
+
+AVX2 static INLINE void f32p_tile_avx2(const uint8_t *p, const float *x, size_t xs, int nt,
+                                       const wk_cpu_panel_out *o, int64_t n) {
+    __m256 a0[F32_TILE_AVX2], a1[F32_TILE_AVX2];
+#pragma GCC unroll 4
+    for (int k = 0; k < nt; k++) {
+        a0[k] = _mm256_setzero_ps();
+        a1[k] = _mm256_setzero_ps();
+    }
+    for (int64_t i = 0; i < n; i++, p += 64) {
+        __m256 w0 = _mm256_loadu_ps((const float *)p);
+        __m256 w1 = _mm256_loadu_ps((const float *)(p + 32));
+#pragma GCC unroll 4
+        for (int k = 0; k < nt; k++) {
+            __m256 xk = _mm256_set1_ps(x[(size_t)k * xs + (size_t)i]);
+            a0[k] = _mm256_fmadd_ps(w0, xk, a0[k]);
+            a1[k] = _mm256_fmadd_ps(w1, xk, a1[k]);
+        }
+    }
+    store_half_avx2(a0, nt, o, 0);
+    store_half_avx2(a1, nt, o, 1);
+}
+
 /* Token k0's part of in (the pointers a kernel does not use stay NULL). */
 static INLINE wk_cpu_panel_in in_from(const wk_cpu_panel_in *in, int k0) {
     wk_cpu_panel_in r = *in;
@@ -689,7 +732,8 @@ static INLINE wk_cpu_panel_in in_from(const wk_cpu_panel_in *in, int k0) {
 #define Q4_TILE(c) q4p_tile(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK)
 #define Q8_TILE(c) q8p_tile(p, ik.xq, ik.corr, ik.xq_stride, c, &ok, n / WK_CPU_QK)
 #define IQ4_TILE(c) iq4p_tile(p, ik.xq, ik.corr, ik.xq_stride, c, &ok, n / WK_CPU_QK)
-#define F16_TILE_CALL(c) f16p_tile(p, ik.xf, ik.xf_stride, c, &ok, n)
+#define F16_TILE_CALL(c) fp_tile(p, ik.xf, ik.xf_stride, c, &ok, n, false)
+#define F32_TILE_CALL(c) fp_tile(p, ik.xf, ik.xf_stride, c, &ok, n, true)
 /* AVX2: both 8-row halves of the tile */
 #define Q4_HALVES(c)                                                                               \
     q4p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 0);                               \
@@ -722,15 +766,18 @@ static INLINE wk_cpu_panel_in in_from(const wk_cpu_panel_in *in, int k0) {
 #define F16_HALVES(c)                                                                              \
     f16p_half_avx2(p, ik.xf, ik.xf_stride, c, &ok, n, 0);                                          \
     f16p_half_avx2(p, ik.xf, ik.xf_stride, c, &ok, n, 1)
+#define F32_AVX2_CALL(c) f32p_tile_avx2(p, ik.xf, ik.xf_stride, c, &ok, n)
 
 PANEL_ENTRY(q4_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, Q4_TILE)
 PANEL_ENTRY(q8_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, Q8_TILE)
 PANEL_ENTRY(iq4_avx512, AVX512, PANEL_TILE, WK_CPU_CASES_8, IQ4_TILE)
 PANEL_ENTRY(f16_avx512, AVX512, F16_TILE, WK_CPU_CASES_4, F16_TILE_CALL)
+PANEL_ENTRY(f32_avx512, AVX512, F16_TILE, WK_CPU_CASES_4, F32_TILE_CALL)
 PANEL_ENTRY(q4_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, Q4_AVX2)
 PANEL_ENTRY(q8_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, Q8_AVX2)
 PANEL_ENTRY(iq4_avx2, AVX2, PANEL_TILE_AVX2, WK_CPU_CASES_4, IQ4_AVX2)
 PANEL_ENTRY(f16_avx2, AVX2, F16_TILE_AVX2, WK_CPU_CASES_2, F16_HALVES)
+PANEL_ENTRY(f32_avx2, AVX2, F32_TILE_AVX2, WK_CPU_CASES_4, F32_AVX2_CALL)
 #endif /* HAVE_X86 */
 
 wk_cpu_panel_fn wk_cpu_panel_kernel(wk_dtype t) {
@@ -742,6 +789,8 @@ wk_cpu_panel_fn wk_cpu_panel_kernel(wk_dtype t) {
     switch (wk_cpu_panel_kind(t)) {
     case WK_DTYPE_F16:
         return avx512 ? f16_avx512 : f16_avx2;
+    case WK_DTYPE_F32:
+        return avx512 ? f32_avx512 : f32_avx2;
     case WK_DTYPE_Q8_0:
         return avx512 ? q8_avx512 : q8_avx2;
     case WK_DTYPE_IQ4_NL:

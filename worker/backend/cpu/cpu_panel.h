@@ -28,6 +28,10 @@
  *
  *   F16 (1024 bytes): f16 w[32][16]: input i of row r at 16 i + r; these panels multiply
  *     f32 activations (wk_cpu_panel_in.xf), as the F16 row path does.
+ *   F32 (2048 bytes): f32 w[32][16], the same order, also against f32 activations (BF16 has
+ *     no panels: these would double its bytes). The AVX2 kernel keeps one
+ *     accumulator per token and 8 rows over the inputs in order (tiles of 4 tokens), the
+ *     AVX-512 one F16's four per token.
  * Which layout a type takes and how is its traits row in quant.c. Converted while packing:
  *   exactly, the same values: Q5_0 (q - 16) and Q3_K (scale * value, 8-bit integers per 16;
  *     a block holding -32 * -4 = 128 is requantized) into Q8_0 panels;
@@ -57,7 +61,8 @@
 bool wk_cpu_panel_type(wk_dtype t);
 
 /* wk_cpu_panel_kind: the panel layout weights of type t are packed into (its traits row's
- * panel_kind): WK_DTYPE_Q8_0, WK_DTYPE_IQ4_NL, WK_DTYPE_F16 (f32 activations) or
+ * panel_kind): WK_DTYPE_Q8_0, WK_DTYPE_IQ4_NL, WK_DTYPE_F16 or WK_DTYPE_F32 (both with f32
+ * activations) or
  * WK_DTYPE_Q4_1 (also for types without panels). */
 wk_dtype wk_cpu_panel_kind(wk_dtype t);
 
