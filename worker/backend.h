@@ -123,6 +123,12 @@ typedef struct wk_backend_ops {
 
     /* Optional: false after an unrecoverable device error (the worker reports unhealthy). */
     int (*healthy)(const wk_backend *be);
+
+    /* Optional (NULL if absent): reads once the weight bytes a decode step reads, with plain
+     * loads on the backend's threads and no arithmetic, and reports them and the time taken:
+     * the bandwidth floor of exactly the memory the weights live in (sluice-bench). Covers
+     * the repacked weights only; *bytes is 0 when there are none. */
+    cm_err (*read_weights)(wk_backend *be, uint64_t *bytes, int64_t *ns);
 } wk_backend_ops;
 
 /* The CPU backend; always present. */

@@ -1014,6 +1014,12 @@ void wk_engine_get_stats(const wk_engine *e, wk_engine_stats *out) {
     out->last_step_ms = e->last_step_ms;
 }
 
+cm_err wk_engine_read_weights(wk_engine *e, uint64_t *bytes, int64_t *ns) {
+    if (e->cfg.backend->read_weights == NULL)
+        return CM_ERR_UNSUPPORTED;
+    return e->cfg.backend->read_weights(e->be, bytes, ns);
+}
+
 uint32_t wk_engine_max_context(const wk_engine *e) {
     return e->max_context;
 }

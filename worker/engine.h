@@ -149,6 +149,10 @@ typedef struct wk_engine_stats {
     int64_t last_step_ms; /* monotonic ms of the last step (health: progress) */
 } wk_engine_stats;
 
+/* wk_engine_read_weights runs the backend's read_weights (backend.h); CM_ERR_UNSUPPORTED when
+ * the backend has none. Engine thread only, between steps. */
+cm_err wk_engine_read_weights(wk_engine *e, uint64_t *bytes, int64_t *ns);
+
 /* wk_engine_create builds the backend for model with the config. tokenizer is borrowed (for
  * detokenizing and EOG detection). Both must outlive the engine. tok may be NULL (synthetic
  * models in benchmarks): events then carry no text, no token ends generation early, and

@@ -34,6 +34,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "cm_clock.h"
 #include "cpu_attn.h"
 #include "cpu_kernels.h"
 #include "cpu_ops.h"
@@ -121,6 +122,7 @@ struct wk_backend {
 
     /* weights repacked at create for the panel kernels (one allocation) */
     uint8_t *pan_buf;
+    size_t pan_bytes;
     layer_panels *lp;        /* (n_layer) */
     const uint8_t *pan_head; /* output head, or NULL */
 
@@ -1071,6 +1073,7 @@ static cm_err repack_panels(wk_backend *be) {
         return CM_ERR_NOMEM;
     }
     be->pan_buf = buf;
+    be->pan_bytes = total;
     size_t off = 0;
     for (size_t i = 0; i < n_slots; i++) {
         size_t bytes = panel_slot_bytes(panel_slot(m, i));
@@ -1498,6 +1501,48 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
     return CM_OK;
 }
 
+/* read_weights: each thread reads a contiguous share of the panels, as a decode matmul's
+ * threads read theirs. */
+typedef struct read_task {
+    const uint8_t *p;
+    size_t n;
+    int parts;
+    _Atomic uint64_t sink;
+    atomic_int next;
+} read_task;
+
+static void read_worker(void *ctx, int tid, int n_threads) {
+    read_task *r = ctx;
+    (void)tid;
+    (void)n_threads;
+    for (;;) {
+        int i = atomic_fetch_add_explicit(&r->next, 1, memory_order_relaxed);
+        if (i >= r->parts) {
+            return;
+        }
+        size_t lo = r->n / (size_t)r->parts * (size_t)i;
+        size_t hi = i + 1 == r->parts ? r->n : r->n / (size_t)r->parts * (size_t)(i + 1);
+        atomic_fetch_xor_explicit(&r->sink, wk_cpu_read_bytes(r->p + lo, hi - lo),
+                                  memory_order_relaxed);
+    }
+}
+
+static cm_err cpu_read_weights(wk_backend *be, uint64_t *bytes, int64_t *ns) {
+    if (be == NULL || bytes == NULL || ns == NULL) {
+        return CM_ERR_INVALID;
+    }
+    read_task r = {.p = be->pan_buf, .n = be->pan_bytes, .parts = wk_cpu_pool_active(be->pool)};
+    atomic_init(&r.sink, 0);
+    atomic_init(&r.next, 0);
+    int64_t t0 = cm_clock_mono_ns();
+    if (r.n > 0) {
+        wk_cpu_pool_run(be->pool, read_worker, &r);
+    }
+    *ns = cm_clock_mono_ns() - t0;
+    *bytes = r.n;
+    return CM_OK;
+}
+
 static int cpu_healthy(const wk_backend *be) {
     (void)be;
     return 1;
@@ -1510,4 +1555,5 @@ const wk_backend_ops wk_backend_cpu = {
     .forward = cpu_forward,
     .free_memory = NULL,
     .healthy = cpu_healthy,
+    .read_weights = cpu_read_weights,
 };

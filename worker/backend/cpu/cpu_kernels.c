@@ -1087,3 +1087,47 @@ void wk_cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n) {
 float wk_cpu_dot_f32_f16(const float *a, const uint16_t *b, int64_t n) {
     return K.dot_f32_f16(a, b, n);
 }
+
+#if HAVE_X86
+/* 32-byte loads into four independent sums: the loop is bound by the loads only. */
+AVX2 static uint64_t read_avx2(const uint8_t *p, size_t n) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        s0 = _mm256_add_epi64(s0, _mm256_loadu_si256((const __m256i *)(p + i)));
+        s1 = _mm256_add_epi64(s1, _mm256_loadu_si256((const __m256i *)(p + i + 32)));
+        s2 = _mm256_add_epi64(s2, _mm256_loadu_si256((const __m256i *)(p + i + 64)));
+        s3 = _mm256_add_epi64(s3, _mm256_loadu_si256((const __m256i *)(p + i + 96)));
+    }
+    uint64_t o[4];
+    _mm256_storeu_si256((__m256i *)o,
+                        _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+    uint64_t sum = o[0] ^ o[1] ^ o[2] ^ o[3];
+    for (; i < n; i++) {
+        sum += p[i];
+    }
+    return sum;
+}
+#endif
+
+uint64_t wk_cpu_read_bytes(const void *p, size_t n) {
+#if HAVE_X86
+    if (wk_cpu_kernels_isa() >= WK_CPU_ISA_AVX2) {
+        return read_avx2(p, n);
+    }
+#endif
+    const uint8_t *b = p;
+    uint64_t a[8] = {0};
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        for (int k = 0; k < 8; k++) {
+            uint64_t v;
+            memcpy(&v, b + i + 8 * k, 8);
+            a[k] += v;
+        }
+    }
+    for (; i < n; i++) {
+        a[0] += b[i];
+    }
+    return a[0] ^ a[1] ^ a[2] ^ a[3] ^ a[4] ^ a[5] ^ a[6] ^ a[7];
+}

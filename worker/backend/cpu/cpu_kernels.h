@@ -128,4 +128,8 @@ void wk_cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
 /* dot of f32 a with f16 b over (n). */
 float wk_cpu_dot_f32_f16(const float *a, const uint16_t *b, int64_t n);
 
+/* Reads the n bytes at p with plain loads only (32-byte ones from the AVX2 level up) and
+ * returns a value depending on all of them: a memory bandwidth probe. */
+uint64_t wk_cpu_read_bytes(const void *p, size_t n);
+
 #endif /* WK_CPU_KERNELS_H */
