@@ -22,9 +22,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 #include "cm_clock.h"
 #include "backend.h"
@@ -153,42 +150,14 @@ typedef struct bw_job {
     uint64_t sink;
 } bw_job;
 
-static void *bw_read_plain(void *arg) {
+/* One thread's slice, read with the CPU backend's bandwidth probe (32-byte loads from the
+ * AVX2 level up: about twice the portable loop's bandwidth there, and how the weight kernels
+ * read). */
+static void *bw_read(void *arg) {
     bw_job *j = arg;
-    /* Eight independent accumulators: the loop is bound by loads, not by an add chain. */
-    uint64_t a[8] = {0};
-    size_t i = 0;
-    for (; i + 8 <= j->n_words; i += 8)
-        for (int k = 0; k < 8; k++)
-            a[k] += j->p[i + k];
-    for (; i < j->n_words; i++)
-        a[0] += j->p[i];
-    j->sink = a[0] ^ a[1] ^ a[2] ^ a[3] ^ a[4] ^ a[5] ^ a[6] ^ a[7];
+    j->sink = wk_cpu_read_bytes(j->p, j->n_words * sizeof(uint64_t));
     return NULL;
 }
-
-#if defined(__x86_64__)
-/* 32-byte loads reach about twice the bandwidth of the portable loop on AVX2 machines: the
- * weight kernels read that way too, so this is the fair floor. */
-__attribute__((target("avx2"))) static void *bw_read_avx2(void *arg) {
-    bw_job *j = arg;
-    const __m256i *p = (const __m256i *)j->p; /* 64-byte aligned slices */
-    size_t n = j->n_words / 4;
-    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 = _mm256_add_epi64(s0, _mm256_load_si256(p + i));
-        s1 = _mm256_add_epi64(s1, _mm256_load_si256(p + i + 1));
-        s2 = _mm256_add_epi64(s2, _mm256_load_si256(p + i + 2));
-        s3 = _mm256_add_epi64(s3, _mm256_load_si256(p + i + 3));
-    }
-    uint64_t o[4];
-    _mm256_storeu_si256((__m256i *)o,
-                        _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
-    j->sink = o[0] ^ o[1] ^ o[2] ^ o[3];
-    return NULL;
-}
-#endif
 
 /* The median of three values. */
 static double median3(const double v[DECODE_ROUNDS]) {
@@ -221,12 +190,6 @@ static double read_bandwidth(int n_threads) {
     bw_job jobs[256];
     size_t words = bytes / sizeof(uint64_t);
     double best = 0.0;
-    void *(*read_fn)(void *) = bw_read_plain;
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2"))
-        read_fn = bw_read_avx2;
-#endif
     for (int pass = 0; pass < 6; pass++) {
         int64_t t0 = cm_clock_mono_ns();
         for (int i = 0; i < n_threads; i++) {
@@ -235,9 +198,9 @@ static double read_bandwidth(int n_threads) {
             size_t hi = (words * (size_t)(i + 1) / (size_t)n_threads) & ~(size_t)7;
             jobs[i].p = buf + lo;
             jobs[i].n_words = hi - lo;
-            if (pthread_create(&th[i], NULL, read_fn, &jobs[i]) != 0) {
+            if (pthread_create(&th[i], NULL, bw_read, &jobs[i]) != 0) {
                 /* No thread: read the slice here, join nothing. */
-                read_fn(&jobs[i]);
+                bw_read(&jobs[i]);
                 th[i] = pthread_self();
             }
         }
