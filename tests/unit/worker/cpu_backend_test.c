@@ -972,6 +972,46 @@ static void test_kv_f16_vs_f32_and_threads(void **state) {
     }
 }
 
+/* read_weights reads exactly the repacked weights: every matmul weight and the head in
+ * panels (F32 ones too, at a panel level), none at the scalar level. */
+static void test_read_weights(void **state) {
+    (void)state;
+    wk_hparams hp = {.n_vocab = 300,
+                     .n_embd = 256,
+                     .n_layer = 2,
+                     .n_head = 4,
+                     .n_head_kv = 2,
+                     .n_ff = 512,
+                     .rms_eps = 1e-5f,
+                     .rope_freq_base = 10000.0f};
+    wk_model sm;
+    assert_int_equal(wk_model_synthetic(&hp, WK_DTYPE_F32, 23, &sm), CM_OK);
+    assert_non_null(wk_backend_cpu.read_weights);
+    uint64_t want = wk_cpu_panel_bytes(sm.output.type, sm.output.ne[1], sm.output.ne[0]);
+    for (uint32_t l = 0; l < hp.n_layer; l++) {
+        const wk_layer *L = &sm.layers[l];
+        const wk_tensor *w[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) {
+            want += wk_cpu_panel_bytes(w[i]->type, w[i]->ne[1], w[i]->ne[0]);
+        }
+    }
+    for (int level = WK_CPU_ISA_SCALAR; level <= WK_CPU_ISA_AVX512; level++) {
+        if (wk_cpu_kernels_use((wk_cpu_isa)level) != (wk_cpu_isa)level) {
+            continue;
+        }
+        wk_backend *be = make_be(&sm, small_cfg(2, WK_DTYPE_F16));
+        uint64_t bytes = 1;
+        int64_t ns = -1;
+        assert_int_equal(wk_backend_cpu.read_weights(be, &bytes, &ns), CM_OK);
+        assert_true(ns >= 0);
+        assert_int_equal(bytes, level == WK_CPU_ISA_SCALAR ? 0 : want);
+        assert_int_equal(wk_backend_cpu.read_weights(be, NULL, &ns), CM_ERR_INVALID);
+        wk_backend_cpu.destroy(be);
+    }
+    wk_cpu_kernels_use(WK_CPU_ISA_AVX512);
+    wk_model_fini(&sm);
+}
+
 static void test_invalid(void **state) {
     (void)state;
     wk_hparams hp = {
@@ -1053,6 +1093,7 @@ int main(void) {
         cmocka_unit_test(test_isa_levels),
         cmocka_unit_test(test_biases),
         cmocka_unit_test(test_invalid),
+        cmocka_unit_test(test_read_weights),
         cmocka_unit_test(test_bundled_forward),
         cmocka_unit_test(test_prefill_vs_incremental),
         cmocka_unit_test(test_batch_equals_alone),
