@@ -632,6 +632,35 @@ static void rope_rows(wk_backend *be, float *x, int n_heads, int t) {
 }
 
 /* RoPE on q and k of token t, then store k and v into the cache at the token's slot. */
+/* Decode (one token): asks, into L2, for the K/V lines the token's store after the qkv matmul
+ * writes (its K column touches every line of each K head's block) and for the next norm's
+ * weights, so the serial work between two matmuls, which the other threads wait for, does not
+ * wait on memory. Called by the owner right before its share of the matmul. */
+static void fetch_for_store(const wk_backend *be) {
+    const wk_batch *b = be->batch;
+    size_t hd = be->hp.head_dim, bt = be->cfg.block_tokens;
+    int32_t pos = b->positions[0];
+    int32_t block =
+        b->block_table[(size_t)be->tok_seq[0] * be->cfg.max_blocks_per_seq + (size_t)pos / bt];
+    for (uint32_t h = 0; h < be->hp.n_head_kv; h++) {
+        const uint8_t *k = kv_block_ptr(be, be->k_cache, be->cur_layer, block, (int)h);
+        const uint8_t *v = kv_block_ptr(be, be->v_cache, be->cur_layer, block, (int)h) +
+                           (size_t)(pos % (int32_t)bt) * hd * be->kv_elem;
+        for (size_t o = 0; o < hd * bt * be->kv_elem; o += 64) {
+            __builtin_prefetch(k + o, 1, 2);
+        }
+        for (size_t o = 0; o < hd * be->kv_elem; o += 64) {
+            __builtin_prefetch(v + o, 1, 2);
+        }
+    }
+}
+
+static void fetch_norm(const wk_tensor *norm) {
+    for (size_t o = 0; o < norm->nbytes; o += 64) {
+        __builtin_prefetch((const uint8_t *)norm->data + o, 0, 2);
+    }
+}
+
 static void rope_store_tok(wk_backend *be, int t, void *arg) {
     (void)arg;
     const wk_hparams *hp = &be->hp;
@@ -1398,6 +1427,9 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         mm_ahead(&qkv, (const wk_tensor *[]){&L->wo}, (const uint8_t *[]){lp->wo}, 1);
         norm_arg na = {be->x, be->xn, L->attn_norm.data, embd, mm_prepare(&qkv)};
         for_tokens(be, n_tok, norm_tok, &na);
+        if (n_tok == 1) {
+            fetch_for_store(be);
+        }
         matmul(be, &qkv);
         for_tokens(be, n_tok, rope_store_tok, NULL);
 
@@ -1422,6 +1454,9 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
                      (const uint8_t *[]){lp->gate, lp->up}, 2);
         }
         quantize_rows(be, n_tok, q_dim, mm_prepare(&o));
+        if (n_tok == 1) {
+            fetch_norm(&L->ffn_norm);
+        }
         matmul(be, &o);
         if (post) {
             for_tokens(be, n_tok, post_norm_add_tok, (void *)L->attn_post_norm.data);
@@ -1458,6 +1493,9 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         }
         act_arg aa = {ff, mm_prepare(&dn)};
         for_tokens(be, n_tok, act_tok, &aa);
+        if (n_tok == 1) {
+            fetch_norm(l + 1 < hp->n_layer ? &m->layers[l + 1].attn_norm : &m->output_norm);
+        }
         matmul(be, &dn);
         if (post) {
             for_tokens(be, n_tok, post_norm_add_tok, (void *)L->ffn_post_norm.data);
