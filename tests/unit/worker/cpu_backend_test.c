@@ -127,6 +127,18 @@ static size_t argmax(const float *x, size_t n) {
 
 #define MAX_BPS 64
 
+/* A 2-layer GQA model small enough to build in every test. */
+static wk_hparams small_hp(void) {
+    return (wk_hparams){.n_vocab = 300,
+                        .n_embd = 256,
+                        .n_layer = 2,
+                        .n_head = 4,
+                        .n_head_kv = 2,
+                        .n_ff = 512,
+                        .rms_eps = 1e-5f,
+                        .rope_freq_base = 10000.0f};
+}
+
 static wk_backend_config small_cfg(int threads, wk_dtype kv) {
     wk_backend_config c = {.block_tokens = 4,
                            .n_blocks = 96,
@@ -485,14 +497,7 @@ static void test_synthetic_vs_ref(void **state) {
                               WK_DTYPE_Q3_K, WK_DTYPE_IQ4_NL, WK_DTYPE_IQ4_XS};
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
         for (int variant = 0; variant < 2; variant++) {
-            wk_hparams hp = {.n_vocab = 300,
-                             .n_embd = 256,
-                             .n_layer = 2,
-                             .n_head = 4,
-                             .n_head_kv = 2,
-                             .n_ff = 512,
-                             .rms_eps = 1e-5f,
-                             .rope_freq_base = 10000.0f};
+            wk_hparams hp = small_hp();
             if (variant == 1) {
                 hp.rope_style = WK_ROPE_NEOX;
                 hp.rope_scaling = WK_ROPE_SCALING_LINEAR;
@@ -920,14 +925,7 @@ static void test_families_batch_equals_alone(void **state) {
  * KV. Threads: on the bundled model, 1 thread is bit-identical to 2, 3 and 8. */
 static void test_kv_f16_vs_f32_and_threads(void **state) {
     bundled *b = *state;
-    wk_hparams hp = {.n_vocab = 300,
-                     .n_embd = 256,
-                     .n_layer = 2,
-                     .n_head = 4,
-                     .n_head_kv = 2,
-                     .n_ff = 512,
-                     .rms_eps = 1e-5f,
-                     .rope_freq_base = 10000.0f};
+    wk_hparams hp = small_hp();
     wk_model sm;
     assert_int_equal(wk_model_synthetic(&hp, WK_DTYPE_F32, 21, &sm), CM_OK);
     int32_t toks[20], bt[MAX_BPS];
@@ -976,14 +974,7 @@ static void test_kv_f16_vs_f32_and_threads(void **state) {
  * panels (F32 ones too, at a panel level), none at the scalar level. */
 static void test_read_weights(void **state) {
     (void)state;
-    wk_hparams hp = {.n_vocab = 300,
-                     .n_embd = 256,
-                     .n_layer = 2,
-                     .n_head = 4,
-                     .n_head_kv = 2,
-                     .n_ff = 512,
-                     .rms_eps = 1e-5f,
-                     .rope_freq_base = 10000.0f};
+    wk_hparams hp = small_hp();
     wk_model sm;
     assert_int_equal(wk_model_synthetic(&hp, WK_DTYPE_F32, 23, &sm), CM_OK);
     assert_non_null(wk_backend_cpu.read_weights);

@@ -397,6 +397,23 @@ static void mm_ahead(mm_task *t, const wk_tensor *const *w, const uint8_t *const
     }
 }
 
+/* Prefetch hints (never fault) for the lines of [p, p + n): to read from L1, to read from L2,
+ * or to be written (into L2). */
+typedef enum prefetch_kind { PF_READ_L1, PF_READ_L2, PF_WRITE_L2 } prefetch_kind;
+
+static inline void prefetch_range(const void *p, size_t n, prefetch_kind kind) {
+    const char *c = p;
+    for (size_t o = 0; o < n; o += 64) {
+        if (kind == PF_READ_L1) {
+            __builtin_prefetch(c + o, 0, 3);
+        } else if (kind == PF_READ_L2) {
+            __builtin_prefetch(c + o, 0, 2);
+        } else {
+            __builtin_prefetch(c + o, 1, 2);
+        }
+    }
+}
+
 static void fetch_ahead(const mm_task *t, int tid) {
     if (tid >= t->n_ranges || t->ahead[0] == NULL) {
         return;
@@ -413,9 +430,7 @@ static void fetch_ahead(const mm_task *t, int tid) {
             continue;
         }
         size_t n = t->ahead_bytes[i] - at < left ? t->ahead_bytes[i] - at : left;
-        for (size_t o = 0; o < n; o += 64) {
-            __builtin_prefetch(t->ahead[i] + at + o, 0, 2); /* into L2, not L1 */
-        }
+        prefetch_range(t->ahead[i] + at, n, PF_READ_L2);
         left -= n;
         at = 0;
     }
@@ -517,6 +532,13 @@ static void tok_worker(void *ctx, int tid, int n_threads) {
     }
 }
 
+/* Runs fn for items 0 .. n - 1 on the pool's threads. */
+static void for_items(wk_backend *be, int n, void (*fn)(wk_backend *, int, void *), void *arg) {
+    tok_task t = {.be = be, .fn = fn, .arg = arg, .n_tok = n};
+    atomic_init(&t.next, 0);
+    wk_cpu_pool_run(be->pool, tok_worker, &t);
+}
+
 /* Runs fn for every token, in parallel when the batch is big enough to pay for it. */
 static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, void *),
                        void *arg) {
@@ -526,9 +548,7 @@ static void for_tokens(wk_backend *be, int n_tok, void (*fn)(wk_backend *, int, 
         }
         return;
     }
-    tok_task t = {.be = be, .fn = fn, .arg = arg, .n_tok = n_tok};
-    atomic_init(&t.next, 0);
-    wk_cpu_pool_run(be->pool, tok_worker, &t);
+    for_items(be, n_tok, fn, arg);
 }
 
 /* Quantizes x: (n) as token t's row of be->xq and prepares it as the next matmul needs
@@ -607,13 +627,6 @@ static inline uint8_t *kv_block_ptr(const wk_backend *be, uint8_t *cache, int la
     return cache + (size_t)layer * be->kv_layer_bytes + el * be->kv_elem;
 }
 
-/* Asks for the n bytes at p to be brought into cache (a hint: never faults). */
-static inline void prefetch_bytes(const void *p, size_t n) {
-    for (size_t i = 0; i < n; i += 64) {
-        __builtin_prefetch((const char *)p + i, 0, 3);
-    }
-}
-
 static void rope_rows(wk_backend *be, float *x, int n_heads, int t) {
     int hd = (int)be->hp.head_dim, half = hd / 2;
     bool own = be->rope_cos_swa != NULL && wk_hparams_layer_swa(&be->hp, (uint32_t)be->cur_layer);
@@ -631,11 +644,10 @@ static void rope_rows(wk_backend *be, float *x, int n_heads, int t) {
     }
 }
 
-/* RoPE on q and k of token t, then store k and v into the cache at the token's slot. */
-/* Decode (one token): asks, into L2, for the K/V lines the token's store after the qkv matmul
- * writes (its K column touches every line of each K head's block) and for the next norm's
- * weights, so the serial work between two matmuls, which the other threads wait for, does not
- * wait on memory. Called by the owner right before its share of the matmul. */
+/* Decode (one token): asks for the K/V lines the token's store after the qkv matmul writes (its
+ * K column touches every line of each K head's block), so the serial work between two matmuls,
+ * which the other threads wait for, does not wait on memory (the next norm's weights are asked
+ * for the same way). Called by the owner right before its share of the matmul. */
 static void fetch_for_store(const wk_backend *be) {
     const wk_batch *b = be->batch;
     size_t hd = be->hp.head_dim, bt = be->cfg.block_tokens;
@@ -646,21 +658,12 @@ static void fetch_for_store(const wk_backend *be) {
         const uint8_t *k = kv_block_ptr(be, be->k_cache, be->cur_layer, block, (int)h);
         const uint8_t *v = kv_block_ptr(be, be->v_cache, be->cur_layer, block, (int)h) +
                            (size_t)(pos % (int32_t)bt) * hd * be->kv_elem;
-        for (size_t o = 0; o < hd * bt * be->kv_elem; o += 64) {
-            __builtin_prefetch(k + o, 1, 2);
-        }
-        for (size_t o = 0; o < hd * be->kv_elem; o += 64) {
-            __builtin_prefetch(v + o, 1, 2);
-        }
+        prefetch_range(k, hd * bt * be->kv_elem, PF_WRITE_L2);
+        prefetch_range(v, hd * be->kv_elem, PF_WRITE_L2);
     }
 }
 
-static void fetch_norm(const wk_tensor *norm) {
-    for (size_t o = 0; o < norm->nbytes; o += 64) {
-        __builtin_prefetch((const uint8_t *)norm->data + o, 0, 2);
-    }
-}
-
+/* RoPE on q and k of token t, then store k and v into the cache at the token's slot. */
 static void rope_store_tok(wk_backend *be, int t, void *arg) {
     (void)arg;
     const wk_hparams *hp = &be->hp;
@@ -910,10 +913,10 @@ static void attn_item(wk_backend *be, int item, int per_item, float *scores) {
         /* Blocks lie apart and the streamed weights evict them between tokens: ask for the
          * next K block and this V block (read after the softmax) while these scores run. */
         if (j0 + bsz < n_ctx) {
-            prefetch_bytes(kv_block_ptr(be, be->k_cache, be->cur_layer, bt[j0 / bsz + 1], g),
-                           kv_bytes);
+            prefetch_range(kv_block_ptr(be, be->k_cache, be->cur_layer, bt[j0 / bsz + 1], g),
+                           kv_bytes, PF_READ_L1);
         }
-        prefetch_bytes(kv_block_ptr(be, be->v_cache, be->cur_layer, blk, g), kv_bytes);
+        prefetch_range(kv_block_ptr(be, be->v_cache, be->cur_layer, blk, g), kv_bytes, PF_READ_L1);
         wk_cpu_attn_scores(be->kv_f16, q, per_item, hd, kb, (int)bsz, n, scale, scores + j0, ss);
     }
     for (int gh = 0; gh < per_item; gh++) {
@@ -1455,7 +1458,7 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         }
         quantize_rows(be, n_tok, q_dim, mm_prepare(&o));
         if (n_tok == 1) {
-            fetch_norm(&L->ffn_norm);
+            prefetch_range(L->ffn_norm.data, L->ffn_norm.nbytes, PF_READ_L2);
         }
         matmul(be, &o);
         if (post) {
@@ -1494,7 +1497,9 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         act_arg aa = {ff, mm_prepare(&dn)};
         for_tokens(be, n_tok, act_tok, &aa);
         if (n_tok == 1) {
-            fetch_norm(l + 1 < hp->n_layer ? &m->layers[l + 1].attn_norm : &m->output_norm);
+            const wk_tensor *nn =
+                l + 1 < hp->n_layer ? &m->layers[l + 1].attn_norm : &m->output_norm;
+            prefetch_range(nn->data, nn->nbytes, PF_READ_L2);
         }
         matmul(be, &dn);
         if (post) {
@@ -1539,45 +1544,33 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
     return CM_OK;
 }
 
-/* read_weights: each thread reads a contiguous share of the panels, as a decode matmul's
- * threads read theirs. */
-typedef struct read_task {
-    const uint8_t *p;
-    size_t n;
+/* read_weights: the panels in one contiguous part per thread, as a decode matmul's threads
+ * read theirs. */
+typedef struct read_arg {
     int parts;
     _Atomic uint64_t sink;
-    atomic_int next;
-} read_task;
+} read_arg;
 
-static void read_worker(void *ctx, int tid, int n_threads) {
-    read_task *r = ctx;
-    (void)tid;
-    (void)n_threads;
-    for (;;) {
-        int i = atomic_fetch_add_explicit(&r->next, 1, memory_order_relaxed);
-        if (i >= r->parts) {
-            return;
-        }
-        size_t lo = r->n / (size_t)r->parts * (size_t)i;
-        size_t hi = i + 1 == r->parts ? r->n : r->n / (size_t)r->parts * (size_t)(i + 1);
-        atomic_fetch_xor_explicit(&r->sink, wk_cpu_read_bytes(r->p + lo, hi - lo),
-                                  memory_order_relaxed);
-    }
+static void read_part(wk_backend *be, int i, void *arg) {
+    read_arg *r = arg;
+    size_t n = be->pan_bytes, share = n / (size_t)r->parts;
+    size_t lo = share * (size_t)i, hi = i + 1 == r->parts ? n : share * (size_t)(i + 1);
+    atomic_fetch_xor_explicit(&r->sink, wk_cpu_read_bytes(be->pan_buf + lo, hi - lo),
+                              memory_order_relaxed);
 }
 
 static cm_err cpu_read_weights(wk_backend *be, uint64_t *bytes, int64_t *ns) {
     if (be == NULL || bytes == NULL || ns == NULL) {
         return CM_ERR_INVALID;
     }
-    read_task r = {.p = be->pan_buf, .n = be->pan_bytes, .parts = wk_cpu_pool_active(be->pool)};
+    read_arg r = {.parts = wk_cpu_pool_active(be->pool)};
     atomic_init(&r.sink, 0);
-    atomic_init(&r.next, 0);
     int64_t t0 = cm_clock_mono_ns();
-    if (r.n > 0) {
-        wk_cpu_pool_run(be->pool, read_worker, &r);
+    if (be->pan_bytes > 0) {
+        for_items(be, r.parts, read_part, &r);
     }
     *ns = cm_clock_mono_ns() - t0;
-    *bytes = r.n;
+    *bytes = be->pan_bytes;
     return CM_OK;
 }
 

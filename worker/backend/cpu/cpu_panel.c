@@ -745,24 +745,15 @@ static INLINE wk_cpu_panel_in in_from(const wk_cpu_panel_in *in, int k0) {
     iq4p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 0);                              \
     iq4p_half_avx2(p, ik.xq, ik.xq_stride, c, &ok, n / WK_CPU_QK, 1)
 /* AVX2: a tile of one token in one pass (the *_one_avx2 kernels), larger tiles by halves */
-#define Q4_AVX2(c)                                                                                 \
+#define ONE_OR_HALVES(one, HALVES, c)                                                              \
     if ((c) == 1) {                                                                                \
-        q4p_one_avx2(p, ik.xq, &ok, n / WK_CPU_QK);                                                \
+        one(p, ik.xq, &ok, n / WK_CPU_QK);                                                         \
     } else {                                                                                       \
-        Q4_HALVES(c);                                                                              \
+        HALVES(c);                                                                                 \
     }
-#define Q8_AVX2(c)                                                                                 \
-    if ((c) == 1) {                                                                                \
-        q8p_one_avx2(p, ik.xq, &ok, n / WK_CPU_QK);                                                \
-    } else {                                                                                       \
-        Q8_HALVES(c);                                                                              \
-    }
-#define IQ4_AVX2(c)                                                                                \
-    if ((c) == 1) {                                                                                \
-        iq4p_one_avx2(p, ik.xq, &ok, n / WK_CPU_QK);                                               \
-    } else {                                                                                       \
-        IQ4_HALVES(c);                                                                             \
-    }
+#define Q4_AVX2(c) ONE_OR_HALVES(q4p_one_avx2, Q4_HALVES, c)
+#define Q8_AVX2(c) ONE_OR_HALVES(q8p_one_avx2, Q8_HALVES, c)
+#define IQ4_AVX2(c) ONE_OR_HALVES(iq4p_one_avx2, IQ4_HALVES, c)
 #define F16_HALVES(c)                                                                              \
     f16p_half_avx2(p, ik.xf, ik.xf_stride, c, &ok, n, 0);                                          \
     f16p_half_avx2(p, ik.xf, ik.xf_stride, c, &ok, n, 1)
