@@ -203,6 +203,25 @@ static INLINE int32_t act4(const wk_cpu_q8 *xb, int j) {
     return v;
 }
 
+/*
+ * A decode matmul streams each panel once. The kernels compute between their loads, so the
+ * loads in flight (out-of-order window plus the hardware prefetchers) cover less of the memory
+ * latency than a plain read's do. The AVX2 one-token kernels (32-byte loads: twice the
+ * instructions per byte of AVX-512's) therefore ask, for each block, for the lines
+ * STREAM_AHEAD bytes further on (into L1: hints into L2 measured slower). On the 2-vCPU EPYC,
+ * tokens alternating with and without in one process: AVX2 decode 4-7% faster from 2 to
+ * 6 KiB ahead, 2% at 640 bytes; the AVX-512 kernels gained nothing (1% slower) and go
+ * without. Past the end of the weights a hint fetches bytes nobody reads, or nothing (hints
+ * never fault).
+ */
+#define STREAM_AHEAD 3072
+
+static INLINE void stream_ahead(const uint8_t *p, size_t block_bytes) {
+    for (size_t o = 0; o < block_bytes; o += 64) {
+        _mm_prefetch((const char *)p + STREAM_AHEAD + o, _MM_HINT_T0);
+    }
+}
+
 /* out[k] = (out[k] if accumulating) + acc[k] (+ bias), 16 rows per token. */
 AVX512 static INLINE void store_tile(const __m512 *acc, int nt, const wk_cpu_panel_out *o) {
 #pragma GCC unroll 8
@@ -503,6 +522,7 @@ AVX2 static INLINE void q4p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
                                      const wk_cpu_panel_out *o, int64_t nb) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, p += Q4P_BYTES) {
+        stream_ahead(p, Q4P_BYTES);
         acc0 = q4_half_one_avx2(p, x + b, 0, acc0);
         acc1 = q4_half_one_avx2(p, x + b, 1, acc1);
     }
@@ -544,6 +564,7 @@ AVX2 static INLINE void q8p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
                                      const wk_cpu_panel_out *o, int64_t nb) {
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, p += Q8P_BYTES) {
+        stream_ahead(p, Q8P_BYTES);
         __m256i w[2][8];
         q8_weights_avx2(p, 0, w[0]);
         q8_weights_avx2(p, 1, w[1]);
@@ -557,6 +578,7 @@ AVX2 static INLINE void iq4p_one_avx2(const uint8_t *p, const wk_cpu_q8 *x,
     const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)wk_iq4_grid));
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, p += IQ4P_BYTES) {
+        stream_ahead(p, IQ4P_BYTES);
         __m256i w[2][8];
         iq4_weights_avx2(p, 0, grid, w[0]);
         iq4_weights_avx2(p, 1, grid, w[1]);

@@ -33,6 +33,8 @@ struct wk_cpu_pool {
     int started;
     wk_cpu_pool_fn fn;
     void *ctx;
+    wk_cpu_pool_fn after; /* run by a worker after it finished its part (set before tasks) */
+    void *after_ctx;
     atomic_uint gen; /* incremented (under mu) for every task */
     /* Joining a task: (gen << 32) | CLOSED? | count of workers that joined. A worker joins
      * only while the task of the generation it saw is still open, so the owner never waits
@@ -94,6 +96,9 @@ static void *worker_main(void *arg) {
             pthread_mutex_lock(&p->mu);
             pthread_cond_signal(&p->done_cv);
             pthread_mutex_unlock(&p->mu);
+        }
+        if (p->after != NULL) {
+            p->after(p->after_ctx, wa->tid, p->n_threads);
         }
     }
 }
@@ -198,6 +203,11 @@ void wk_cpu_pool_run(wk_cpu_pool *p, wk_cpu_pool_fn fn, void *ctx) {
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     p->wait_ns += (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
+}
+
+void wk_cpu_pool_set_after(wk_cpu_pool *p, wk_cpu_pool_fn after, void *ctx) {
+    p->after = after;
+    p->after_ctx = ctx;
 }
 
 void wk_cpu_pool_set_active(wk_cpu_pool *p, int n_active) {

@@ -33,6 +33,12 @@ int wk_cpu_pool_size(const wk_cpu_pool *p);
  * for all of them. fn must claim its work dynamically: any subset of tids may run it. */
 void wk_cpu_pool_run(wk_cpu_pool *p, wk_cpu_pool_fn fn, void *ctx);
 
+/* wk_cpu_pool_set_after: every worker runs after(ctx, tid, n) when it has finished its part of
+ * a task and the owner no longer waits for it (the owner may already have gone on), before it
+ * waits for the next task: for work nobody waits for, such as prefetch hints. Set before the
+ * first task. */
+void wk_cpu_pool_set_after(wk_cpu_pool *p, wk_cpu_pool_fn after, void *ctx);
+
 /* wk_cpu_pool_set_active limits the threads that work on a task to n_active (clamped to
  * 1 .. size); idle workers sleep. Owner only, between tasks. */
 void wk_cpu_pool_set_active(wk_cpu_pool *p, int n_active);
