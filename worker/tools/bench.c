@@ -37,8 +37,8 @@
 #define MAX_CONC 16
 #define PREFILL_TOKENS 512
 #define SWEEP_PROMPT 16
-/* Single-stream decode runs, each paired with a bandwidth measurement (median3). */
-#define DECODE_ROUNDS 3
+/* Single-stream decode runs, each paired with a bandwidth measurement (median_of). */
+#define DECODE_ROUNDS 5
 #define PREFIX_REQUESTS 8
 
 typedef struct options {
@@ -159,15 +159,18 @@ static void *bw_read(void *arg) {
     return NULL;
 }
 
-/* The median of three values. */
-static double median3(const double v[DECODE_ROUNDS]) {
-    double a = v[0], b = v[1], c = v[2];
-    if (a > b) {
-        double x = a;
-        a = b;
-        b = x;
+/* The median of the DECODE_ROUNDS values v (an odd count). */
+static double median_of(const double v[DECODE_ROUNDS]) {
+    double s[DECODE_ROUNDS];
+    memcpy(s, v, sizeof(s));
+    for (int i = 1; i < DECODE_ROUNDS; i++) { /* insertion sort: a handful of values */
+        for (int j = i; j > 0 && s[j - 1] > s[j]; j--) {
+            double x = s[j];
+            s[j] = s[j - 1];
+            s[j - 1] = x;
+        }
     }
-    return c < a ? a : (c > b ? b : c);
+    return s[DECODE_ROUNDS / 2];
 }
 
 /* read_bandwidth: best of several multi-threaded passes over a buffer much larger than the
@@ -626,18 +629,19 @@ int main(int argc, char **argv) {
         double floor_bw = have_wbw ? round_wbw[r] : round_bw[r];
         round_share[r] = round_tps[r] * bytes_per_token / floor_bw;
     }
-    double decode_tps = median3(round_tps), bw = median3(round_bw);
-    double floor_bw = have_wbw ? median3(round_wbw) : bw;
+    double decode_tps = median_of(round_tps), bw = median_of(round_bw);
+    double floor_bw = have_wbw ? median_of(round_wbw) : bw;
     printf("decode (single stream, %u tokens): %.1f tokens/s (%.2f ms/token)\n", decoded,
            decode_tps, 1000.0 / decode_tps);
     printf("memory read bandwidth (%d threads): %.1f GB/s", n_threads, bw / 1e9);
     if (have_wbw)
         printf("; reading the weights' own memory: %.1f GB/s", floor_bw / 1e9);
     printf("; weight bytes per token %.1f MB\n", bytes_per_token / 1e6);
-    printf("decode bandwidth floor: %.1f tokens/s; decode at %.0f%% of it (rounds: %.0f%%, %.0f%%, "
-           "%.0f%%: each decode run against the %s read right after it; medians above)\n",
-           floor_bw / bytes_per_token, 100.0 * median3(round_share), 100.0 * round_share[0],
-           100.0 * round_share[1], 100.0 * round_share[2],
+    printf("decode bandwidth floor: %.1f tokens/s; decode at %.0f%% of it (rounds:",
+           floor_bw / bytes_per_token, 100.0 * median_of(round_share));
+    for (int r = 0; r < DECODE_ROUNDS; r++)
+        printf("%s %.0f%%", r > 0 ? "," : "", 100.0 * round_share[r]);
+    printf(": each decode run against the %s read right after it; medians above)\n",
            have_wbw ? "weights' memory" : "bandwidth");
     if (ops->free_memory != NULL)
         printf("note: %s weights live in device memory; the floor above uses host bandwidth\n",
