@@ -392,9 +392,11 @@ static bool range_steal(mm_range *ranges, int n_ranges, mm_range *own) {
  * stream goes on through the serial work and attention between the two matmuls instead of
  * restarting from idle at the next one. A worker fetches after it has told the owner it is
  * done (the pool's after hook), so nobody waits for the hints; the owner fetches nothing, as
- * it goes straight on to the serial work, which waits on memory itself (tokens alternating
- * with and without in one process, 2-vCPU EPYC: owner fetching 48 KiB too, 1-3% slower). */
-#define AHEAD_BYTES ((size_t)48 << 10)
+ * it goes straight on to the serial work, which waits on memory itself. Decode tokens
+ * alternating in one process, 2-vCPU EPYC: the owner fetching 16-48 KiB too, no faster (1-3%
+ * slower at 48 KiB before the worker fetched 256); workers fetching 256 KiB (about a whole
+ * share of this model's matmuls) 2-3% faster than 48 KiB at both levels, 512 KiB 1.5%. */
+#define AHEAD_BYTES ((size_t)256 << 10)
 
 /* t's next matmul reads parts (w, pan) for i < n: where a part's panels are NULL it reads
  * the weight in GGUF layout. */
