@@ -536,14 +536,8 @@ static void test_synthetic_vs_ref(void **state) {
 static void test_isa_levels(void **state) {
     (void)state;
     const wk_dtype types[] = {WK_DTYPE_Q4_0, WK_DTYPE_Q4_1, WK_DTYPE_Q8_0, WK_DTYPE_F16};
-    wk_hparams hp = {.n_vocab = 300,
-                     .n_embd = 256,
-                     .n_layer = 2,
-                     .n_head = 4,
-                     .n_head_kv = 2,
-                     .n_ff = 544,
-                     .rms_eps = 1e-5f,
-                     .rope_freq_base = 10000.0f};
+    wk_hparams hp = small_hp();
+    hp.n_ff = 544;
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
         wk_model m;
         assert_int_equal(wk_model_synthetic(&hp, types[ti], 31 + ti, &m), CM_OK);

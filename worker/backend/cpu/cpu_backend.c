@@ -531,28 +531,42 @@ static unsigned mm_prepare(mm_task *t) {
     return need;
 }
 
-/* Cuts n items into one contiguous range per thread expected to run a task (the rest start
- * by taking from these); returns how many got one. */
+/* Thread i's contiguous share [*lo, *hi) of n items cut among active threads (empty for
+ * i >= active). */
+static void share_of(int64_t n, int i, int active, int64_t *lo, int64_t *hi) {
+    *lo = i < active ? n * i / active : 0;
+    *hi = i < active ? n * (i + 1) / active : 0;
+}
+
+/* Cuts n items into one contiguous range per thread expected to run a task (share_of; the
+ * rest start by taking from these); returns how many got one. */
 static int set_ranges(wk_backend *be, int64_t n) {
     int active = wk_cpu_pool_active(be->pool);
     for (int i = 0; i < be->n_threads; i++) {
-        uint32_t lo = i < active ? (uint32_t)(n * i / active) : 0;
-        uint32_t hi = i < active ? (uint32_t)(n * (i + 1) / active) : 0;
-        atomic_store_explicit(&be->ranges[i].v, range_of(lo, hi), memory_order_relaxed);
+        int64_t lo, hi;
+        share_of(n, i, active, &lo, &hi);
+        atomic_store_explicit(&be->ranges[i].v, range_of((uint32_t)lo, (uint32_t)hi),
+                              memory_order_relaxed);
     }
     return active;
+}
+
+/* The rows of t's parts laid end to end. */
+static int64_t task_rows(const mm_task *t) {
+    int64_t rows = 0;
+    for (int i = 0; i < t->n_parts; i++) {
+        rows += t->parts[i].w->ne[1];
+    }
+    return rows;
 }
 
 /* Runs y_i = W_i x for up to MM_PARTS weights sharing the input x: (n_tok, in). mm_prepare
  * must have run on t, and xq must hold x quantized and prepared as it asked (quant_pack). */
 static void matmul(wk_backend *be, mm_task *t) {
     t->be = be;
-    t->total_rows = 0;
+    t->total_rows = task_rows(t);
     unsigned need = t->need;
     bool packed = (need & NEED_PACK) != 0;
-    for (int i = 0; i < t->n_parts; i++) {
-        t->total_rows += t->parts[i].w->ne[1];
-    }
     t->xp = packed ? be->xp : NULL;
     t->xp_stride = wk_cpu_q8_packed_bytes(t->in);
     t->xc = (need & NEED_CORR) != 0 ? be->xc : NULL;
@@ -670,6 +684,11 @@ static void quant_tok(wk_backend *be, int t, void *arg) {
     quant_pack(be, be->xn + (size_t)t * (size_t)a->n, t, a->n, a->need);
 }
 
+/* Sequence s's row of the running batch's block table. */
+static inline const int32_t *seq_blocks(const wk_backend *be, int s) {
+    return be->batch->block_table + (size_t)s * be->cfg.max_blocks_per_seq;
+}
+
 /* The (block_tokens x head_dim) elements of one head in one block of a layer's K or V. */
 static inline uint8_t *kv_block_ptr(const wk_backend *be, uint8_t *cache, int layer, int32_t block,
                                     int head) {
@@ -697,9 +716,8 @@ static void rope_rows(wk_backend *be, float *x, int n_heads, int t) {
 
 /* Fetches f's next lines_per_chunk lines (whole blocks of one head and half at a time). */
 static void kv_fetch_step(const wk_backend *be, kv_fetch *f) {
-    const wk_batch *b = be->batch;
     int32_t bt = (int32_t)be->cfg.block_tokens;
-    const int32_t *tab = b->block_table + (size_t)be->tok_seq[0] * be->cfg.max_blocks_per_seq;
+    const int32_t *tab = seq_blocks(be, be->tok_seq[0]);
     size_t key_bytes = be->hp.head_dim * be->kv_elem;
     int64_t left = f->lines_per_chunk;
     while (left > 0 && f->g < f->g_end) {
@@ -732,22 +750,19 @@ static void kv_fetch_step(const wk_backend *be, kv_fetch *f) {
 static void kv_fetch_plan(wk_backend *be, mm_task *qkv, int n_items, int per_item) {
     int active = wk_cpu_pool_active(be->pool);
     int group = (int)(be->hp.n_head / be->hp.n_head_kv);
-    int64_t chunks = 0;
-    for (int i = 0; i < qkv->n_parts; i++) {
-        chunks += qkv->parts[i].w->ne[1];
-    }
-    chunks = (chunks + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS;
+    int64_t chunks = (task_rows(qkv) + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS;
     int32_t n_keys = be->batch->positions[0];
     size_t key_bytes = be->hp.head_dim * be->kv_elem;
     for (int i = 0; i < be->n_threads; i++) {
         kv_fetch *f = &be->kvf[i];
         *f = (kv_fetch){0};
-        int lo = n_items * i / active, hi = n_items * (i + 1) / active;
-        if (i >= active || hi <= lo) {
+        int64_t lo, hi; /* the items set_ranges will give thread i */
+        share_of(n_items, i, active, &lo, &hi);
+        if (hi <= lo) {
             continue;
         }
-        f->g = lo * per_item / group;
-        f->g_end = ((hi * per_item) - 1) / group + 1;
+        f->g = (int)(lo * per_item / group);
+        f->g_end = (int)((hi * per_item - 1) / group + 1);
         /* the first keys only where all would not stay in L2 until the attention */
         size_t per_key = (size_t)(f->g_end - f->g) * 2 * key_bytes;
         f->n_keys =
@@ -766,8 +781,7 @@ static void fetch_for_store(const wk_backend *be) {
     const wk_batch *b = be->batch;
     size_t hd = be->hp.head_dim, bt = be->cfg.block_tokens;
     int32_t pos = b->positions[0];
-    int32_t block =
-        b->block_table[(size_t)be->tok_seq[0] * be->cfg.max_blocks_per_seq + (size_t)pos / bt];
+    int32_t block = seq_blocks(be, be->tok_seq[0])[(size_t)pos / bt];
     for (uint32_t h = 0; h < be->hp.n_head_kv; h++) {
         const uint8_t *k = kv_block_ptr(be, be->k_cache, be->cur_layer, block, (int)h);
         const uint8_t *v = kv_block_ptr(be, be->v_cache, be->cur_layer, block, (int)h) +
@@ -801,8 +815,7 @@ static void rope_store_tok(wk_backend *be, int t, void *arg) {
     const wk_batch *b = be->batch;
     int s = be->tok_seq[t];
     int32_t pos = b->positions[t];
-    int32_t block =
-        b->block_table[(size_t)s * be->cfg.max_blocks_per_seq + (size_t)pos / be->cfg.block_tokens];
+    int32_t block = seq_blocks(be, s)[(size_t)pos / be->cfg.block_tokens];
     int slot = (int)((uint32_t)pos % be->cfg.block_tokens);
     size_t hd = hp->head_dim, bt = be->cfg.block_tokens;
     uint16_t kh[1024]; /* head_dim <= 1024 (cpu_create) */
@@ -1004,7 +1017,7 @@ static void attn_item(wk_backend *be, int item, int per_item, float *scores) {
     int s = be->tok_seq[t];
     int32_t pos = b->positions[t];
     int64_t n_ctx = (int64_t)pos + 1;
-    const int32_t *bt = b->block_table + (size_t)s * be->cfg.max_blocks_per_seq;
+    const int32_t *bt = seq_blocks(be, s);
     uint32_t bsz = be->cfg.block_tokens;
     size_t q_dim = (size_t)hp->n_head * (size_t)hd;
     float scale = hp->attn_scale > 0.0f ? hp->attn_scale : 1.0f / sqrtf((float)hd);
