@@ -92,6 +92,16 @@ typedef struct wk_dev_sample_in {
     const wk_dev_sample_seq *seqs; /* (n) */
 } wk_dev_sample_in;
 
+/* Where a backend's decode steps (one token) spend their time, phase by phase (the profile
+ * op). */
+#define WK_PHASES_MAX 16
+typedef struct wk_phases {
+    uint32_t n;                      /* phases reported */
+    const char *name[WK_PHASES_MAX]; /* static strings */
+    int64_t ns[WK_PHASES_MAX];       /* time in each since the profile started */
+    uint64_t steps;                  /* one-token steps timed */
+} wk_phases;
+
 typedef struct wk_backend_ops {
     const char *name; /* "cpu", "cuda" */
 
@@ -129,6 +139,18 @@ typedef struct wk_backend_ops {
      * the bandwidth floor of exactly the memory the weights live in (sluice-bench). Covers
      * the repacked weights only; *bytes is 0 when there are none. */
     cm_err (*read_weights)(wk_backend *be, uint64_t *bytes, int64_t *ns);
+
+    /* Optional (NULL if absent): runs a one-token decode matmul over a slice of the weights
+     * small enough to stay in the caches, over and over, on n_threads threads (0 = all of the
+     * backend's), and reports the weight bytes it went through and the time taken: what the
+     * decode's arithmetic reaches when memory costs nothing, the other ceiling beside the
+     * bandwidth floor (sluice-bench). *bytes is 0 when no weight runs that way. */
+    cm_err (*compute_weights)(wk_backend *be, int n_threads, uint64_t *bytes, int64_t *ns);
+
+    /* Optional (NULL if absent): profile(be, 1, NULL) starts timing one-token steps phase by
+     * phase, from zero; profile(be, 0, out) stops and fills out (out may be NULL). A clock
+     * read per phase, so it is off unless asked for (sluice-bench). */
+    cm_err (*profile)(wk_backend *be, int on, wk_phases *out);
 } wk_backend_ops;
 
 /* The CPU backend; always present. */

@@ -1020,6 +1020,18 @@ cm_err wk_engine_read_weights(wk_engine *e, uint64_t *bytes, int64_t *ns) {
     return e->cfg.backend->read_weights(e->be, bytes, ns);
 }
 
+cm_err wk_engine_compute_weights(wk_engine *e, int n_threads, uint64_t *bytes, int64_t *ns) {
+    if (e->cfg.backend->compute_weights == NULL)
+        return CM_ERR_UNSUPPORTED;
+    return e->cfg.backend->compute_weights(e->be, n_threads, bytes, ns);
+}
+
+cm_err wk_engine_profile(wk_engine *e, int on, wk_phases *out) {
+    if (e->cfg.backend->profile == NULL)
+        return CM_ERR_UNSUPPORTED;
+    return e->cfg.backend->profile(e->be, on, out);
+}
+
 uint32_t wk_engine_max_context(const wk_engine *e) {
     return e->max_context;
 }

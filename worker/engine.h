@@ -153,6 +153,15 @@ typedef struct wk_engine_stats {
  * the backend has none. Engine thread only, between steps. */
 cm_err wk_engine_read_weights(wk_engine *e, uint64_t *bytes, int64_t *ns);
 
+/* wk_engine_compute_weights runs the backend's compute_weights (backend.h) on n_threads
+ * threads (0 = all); CM_ERR_UNSUPPORTED when the backend has none. Engine thread only, between
+ * steps. */
+cm_err wk_engine_compute_weights(wk_engine *e, int n_threads, uint64_t *bytes, int64_t *ns);
+
+/* wk_engine_profile runs the backend's profile (backend.h); CM_ERR_UNSUPPORTED when the backend
+ * has none. Engine thread only, between steps. */
+cm_err wk_engine_profile(wk_engine *e, int on, wk_phases *out);
+
 /* wk_engine_create builds the backend for model with the config. tokenizer is borrowed (for
  * detokenizing and EOG detection). Both must outlive the engine. tok may be NULL (synthetic
  * models in benchmarks): events then carry no text, no token ends generation early, and

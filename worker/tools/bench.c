@@ -173,6 +173,68 @@ static double median_of(const double v[DECODE_ROUNDS]) {
     return s[DECODE_ROUNDS / 2];
 }
 
+/* best_compute_rate: the best of three of the backend's compute_weights runs on n_threads
+ * threads, in bytes/s; 0 when the backend has none. */
+static double best_compute_rate(bench *b, int n_threads) {
+    double best = 0.0;
+    for (int i = 0; i < 3; i++) {
+        uint64_t bytes = 0;
+        int64_t ns = 0;
+        if (wk_engine_compute_weights(b->e, n_threads, &bytes, &ns) != CM_OK || bytes == 0 ||
+            ns <= 0)
+            return 0.0;
+        double r = (double)bytes * 1e9 / (double)ns;
+        best = r > best ? r : best;
+    }
+    return best;
+}
+
+/*
+ * compute_ceiling prints decode's other ceiling beside the bandwidth floor: the one-token
+ * matmul's arithmetic on weights already in cache (the backend's compute_weights), on all the
+ * threads and on one, and where decode stands against the lower ceiling. When the arithmetic
+ * cannot keep up with the memory (two vCPUs that share one core's units, say), decode is bound
+ * by compute and no prefetching reaches the bandwidth floor.
+ */
+static void compute_ceiling(bench *b, int n_threads, double bytes_per_token, double decode_tps,
+                            double floor_bw) {
+    double all = best_compute_rate(b, n_threads);
+    double one = n_threads > 1 ? best_compute_rate(b, 1) : all;
+    if (all <= 0.0 || one <= 0.0)
+        return;
+    double ceil_tps = all / bytes_per_token, floor_tps = floor_bw / bytes_per_token;
+    bool compute_bound = ceil_tps < floor_tps;
+    printf("decode compute ceiling (one-token matmul on weights in cache): %.1f GB/s on %d "
+           "threads = %.1f tokens/s; %.1f GB/s on 1 (%d threads = %.2fx 1)\n",
+           all / 1e9, n_threads, ceil_tps, one / 1e9, n_threads, all / one);
+    printf("decode at %.0f%% of the lower ceiling: %s-bound here (%.1f tokens/s)\n",
+           100.0 * decode_tps / (compute_bound ? ceil_tps : floor_tps),
+           compute_bound ? "compute" : "bandwidth", compute_bound ? ceil_tps : floor_tps);
+}
+
+/* decode_profile runs one more single-stream decode with the backend's phase profile on and
+ * prints where a token's time goes (nothing when the backend has no profile). 0 or -1. */
+static int decode_profile(bench *b, uint32_t max_tokens) {
+    if (wk_engine_profile(b->e, 1, NULL) != CM_OK)
+        return 0;
+    tracker t;
+    random_prompt(b, b->prompt, SWEEP_PROMPT);
+    int rv = run_one(b, b->prompt, SWEEP_PROMPT, max_tokens, &t);
+    wk_phases ph;
+    if (wk_engine_profile(b->e, 0, &ph) != CM_OK || rv != 0 || ph.steps == 0)
+        return rv;
+    int64_t total = 0;
+    for (uint32_t i = 0; i < ph.n; i++)
+        total += ph.ns[i];
+    printf("decode time by phase (a profiled run, %.1f us/token):",
+           (double)total / 1e3 / (double)ph.steps);
+    for (uint32_t i = 0; i < ph.n; i++)
+        printf("%s %s %.1f%%", i > 0 ? "," : "", ph.name[i],
+               100.0 * (double)ph.ns[i] / (double)total);
+    printf("\n");
+    return 0;
+}
+
 /* read_bandwidth: best of several multi-threaded passes over a buffer much larger than the
  * last-level cache; bytes/s. */
 static double read_bandwidth(int n_threads) {
@@ -646,6 +708,9 @@ int main(int argc, char **argv) {
     if (ops->free_memory != NULL)
         printf("note: %s weights live in device memory; the floor above uses host bandwidth\n",
                ops->name);
+    compute_ceiling(&b, n_threads, bytes_per_token, decode_tps, floor_bw);
+    if (decode_profile(&b, o.decode_tokens * 2) != 0)
+        goto out;
 
     /* Concurrency sweep. */
     double tps_at_1 = 0.0, tps_at_16 = 0.0;

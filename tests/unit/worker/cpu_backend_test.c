@@ -997,6 +997,65 @@ static void test_read_weights(void **state) {
     wk_model_fini(&sm);
 }
 
+/* compute_weights runs the decode matmul over a cached slice of a layer-0 matrix for at least
+ * 100 ms (none at the scalar level, which has no panels); the profile times one-token
+ * forwards only, while it is on. */
+static void test_compute_weights_and_profile(void **state) {
+    (void)state;
+    wk_hparams hp = small_hp();
+    wk_model sm;
+    assert_int_equal(wk_model_synthetic(&hp, WK_DTYPE_Q8_0, 29, &sm), CM_OK);
+    size_t slice = wk_cpu_panel_bytes(WK_DTYPE_Q8_0, hp.n_ff, hp.n_embd); /* gate: 512 rows */
+    for (int level = WK_CPU_ISA_SCALAR; level <= WK_CPU_ISA_AVX512; level++) {
+        if (wk_cpu_kernels_use((wk_cpu_isa)level) != (wk_cpu_isa)level) {
+            continue;
+        }
+        wk_backend *be = make_be(&sm, small_cfg(2, WK_DTYPE_F16));
+        for (int threads = 0; threads <= 1; threads++) {
+            uint64_t bytes = 1;
+            int64_t ns = -1;
+            assert_int_equal(wk_backend_cpu.compute_weights(be, threads, &bytes, &ns), CM_OK);
+            if (level == WK_CPU_ISA_SCALAR) {
+                assert_int_equal(bytes, 0);
+                continue;
+            }
+            assert_true(bytes > 0 && bytes % slice == 0);
+            assert_true(ns >= 100000000LL);
+        }
+        assert_int_equal(wk_backend_cpu.compute_weights(be, 0, NULL, NULL), CM_ERR_INVALID);
+        wk_backend_cpu.destroy(be);
+    }
+    wk_cpu_kernels_use(WK_CPU_ISA_AVX512);
+
+    wk_backend *be = make_be(&sm, small_cfg(2, WK_DTYPE_F16));
+    int32_t toks[8], bt[MAX_BPS];
+    identity_bt(bt, MAX_BPS, 0);
+    prompt(toks, 8, hp.n_vocab, 3);
+    float *logits = malloc(hp.n_vocab * sizeof(float));
+    assert_int_equal(wk_backend_cpu.profile(be, 1, NULL), CM_OK);
+    assert_int_equal(run_seq(be, toks, 6, 0, bt, logits), CM_OK); /* a prefill: not timed */
+    assert_int_equal(run_seq(be, toks + 6, 1, 6, bt, logits), CM_OK);
+    assert_int_equal(run_seq(be, toks + 7, 1, 7, bt, logits), CM_OK);
+    wk_phases ph;
+    assert_int_equal(wk_backend_cpu.profile(be, 0, &ph), CM_OK);
+    assert_int_equal(ph.steps, 2);
+    assert_true(ph.n >= 10 && ph.n <= WK_PHASES_MAX);
+    int64_t total = 0;
+    for (uint32_t i = 0; i < ph.n; i++) {
+        assert_non_null(ph.name[i]);
+        assert_true(ph.ns[i] >= 0);
+        total += ph.ns[i];
+    }
+    assert_true(total > 0);
+    /* off: nothing more is counted */
+    assert_int_equal(run_seq(be, toks, 1, 8, bt, logits), CM_OK);
+    assert_int_equal(wk_backend_cpu.profile(be, 0, &ph), CM_OK);
+    assert_int_equal(ph.steps, 2);
+    free(logits);
+    wk_backend_cpu.destroy(be);
+    wk_model_fini(&sm);
+}
+
 static void test_invalid(void **state) {
     (void)state;
     wk_hparams hp = {
@@ -1079,6 +1138,7 @@ int main(void) {
         cmocka_unit_test(test_biases),
         cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_read_weights),
+        cmocka_unit_test(test_compute_weights_and_profile),
         cmocka_unit_test(test_bundled_forward),
         cmocka_unit_test(test_prefill_vs_incremental),
         cmocka_unit_test(test_batch_equals_alone),

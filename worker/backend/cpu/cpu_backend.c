@@ -85,6 +85,30 @@ typedef struct ahead_span {
     size_t n[MM_PARTS];
 } ahead_span;
 
+/* The phases of a one-token forward the profile times, in their order in a layer. */
+enum {
+    PH_EMBED,     /* embedding and RoPE tables */
+    PH_ATTN_NORM, /* attention norm, input quantized */
+    PH_QKV,       /* q/k/v matmul */
+    PH_ROPE_KV,   /* RoPE, K/V stored */
+    PH_ATTN,      /* attention */
+    PH_O_QUANT,   /* attention output quantized */
+    PH_O,         /* output matmul (post-norm) */
+    PH_FFN_NORM,  /* FFN norm, input quantized */
+    PH_GATE_UP,   /* gate/up matmul (MoE: the routed FFN) */
+    PH_ACT,       /* activation, quantized */
+    PH_DOWN,      /* down matmul (post-norm) */
+    PH_HEAD,      /* final norm, output head */
+    PH_COUNT
+};
+
+_Static_assert(PH_COUNT <= WK_PHASES_MAX, "the profile reports every phase");
+
+static const char *const phase_names[PH_COUNT] = {
+    "embed",    "attn norm", "qkv matmul",     "rope + kv store", "attention",   "o quantize",
+    "o matmul", "ffn norm",  "gate/up matmul", "activation",      "down matmul", "head",
+};
+
 struct wk_backend {
     const wk_model *model;
     wk_hparams hp;
@@ -154,7 +178,23 @@ struct wk_backend {
     /* the batch being run (valid during forward) */
     const wk_batch *batch;
     int cur_layer;
+
+    /* decode profile (cpu_profile): time per phase of one-token forwards while prof is on */
+    bool prof;
+    bool prof_step; /* this forward is timed */
+    int64_t prof_at;
+    int64_t prof_ns[PH_COUNT];
+    uint64_t prof_steps;
 };
+
+/* phase_end adds the time since the previous phase ended to phase ph of a timed forward. */
+static inline void phase_end(wk_backend *be, int ph) {
+    if (be->prof_step) {
+        int64_t now = cm_clock_mono_ns();
+        be->prof_ns[ph] += now - be->prof_at;
+        be->prof_at = now;
+    }
+}
 
 /* ---- matmul ------------------------------------------------------------------------------ */
 
@@ -1537,6 +1577,11 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
     int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     int half = (int)hp->head_dim / 2;
     be->batch = b;
+    be->prof_step = be->prof && n_tok == 1;
+    if (be->prof_step) {
+        be->prof_at = cm_clock_mono_ns();
+        be->prof_steps++;
+    }
 
     for (uint32_t s = 0; s < b->n_seqs; s++) {
         for (uint32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
@@ -1561,6 +1606,7 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
             be->x[i] *= hp->embd_scale;
         }
     }
+    phase_end(be, PH_EMBED);
 
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const wk_layer *L = &m->layers[l];
@@ -1585,12 +1631,16 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
             fetch_for_store(be);
             kv_fetch_plan(be, &qkv, at.n_items, per_item);
         }
+        phase_end(be, PH_ATTN_NORM);
         matmul(be, &qkv);
+        phase_end(be, PH_QKV);
         for_tokens(be, n_tok, rope_store_tok, NULL);
+        phase_end(be, PH_ROPE_KV);
         if (at.ranged) {
             set_ranges(be, at.n_items);
         }
         wk_cpu_pool_run(be->pool, attn_worker, &at);
+        phase_end(be, PH_ATTN);
 
         /* with post-norms the branch output goes to tmp, is normed and added there */
         bool post = hp->post_norms;
@@ -1609,15 +1659,19 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         if (n_tok == 1) {
             prefetch_range(L->ffn_norm.data, L->ffn_norm.nbytes, PF_READ_L2);
         }
+        phase_end(be, PH_O_QUANT);
         matmul(be, &o);
         if (post) {
             for_tokens(be, n_tok, post_norm_add_tok, (void *)L->attn_post_norm.data);
         }
+        phase_end(be, PH_O);
 
         if (hp->n_expert > 0) {
             norm_arg nm = {be->x, be->xn, L->ffn_norm.data, embd, 0};
             for_tokens(be, n_tok, norm_tok, &nm);
+            phase_end(be, PH_FFN_NORM);
             moe_ffn(be, L, lp, n_tok);
+            phase_end(be, PH_GATE_UP);
             continue;
         }
         mm_task gu = {.n_parts = 2, .in = embd, .n_tok = n_tok, .x = be->xn, .xq = be->xq};
@@ -1626,7 +1680,9 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         mm_ahead(&gu, (const wk_tensor *[]){&L->w_down}, (const uint8_t *[]){lp->down}, 1);
         norm_arg nf = {be->x, be->xn, L->ffn_norm.data, embd, mm_prepare(&gu)};
         for_tokens(be, n_tok, norm_tok, &nf);
+        phase_end(be, PH_FFN_NORM);
         matmul(be, &gu);
+        phase_end(be, PH_GATE_UP);
         mm_task dn = {.n_parts = 1,
                       .in = ff,
                       .n_tok = n_tok,
@@ -1650,10 +1706,12 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
                 l + 1 < hp->n_layer ? &m->layers[l + 1].attn_norm : &m->output_norm;
             prefetch_range(nn->data, nn->nbytes, PF_READ_L2);
         }
+        phase_end(be, PH_ACT);
         matmul(be, &dn);
         if (post) {
             for_tokens(be, n_tok, post_norm_add_tok, (void *)L->ffn_post_norm.data);
         }
+        phase_end(be, PH_DOWN);
     }
 
     /* Output head only for the last token of each sequence that wants logits. */
@@ -1684,6 +1742,8 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         }
     }
     be->batch = NULL;
+    phase_end(be, PH_HEAD);
+    be->prof_step = false;
     if (be->adapt) {
         struct timespec f1;
         clock_gettime(CLOCK_MONOTONIC, &f1);
@@ -1723,6 +1783,96 @@ static cm_err cpu_read_weights(wk_backend *be, uint64_t *bytes, int64_t *ns) {
     return CM_OK;
 }
 
+/* compute_weights: the decode matmul (one token, the panel kernels) over the first panels of
+ * layer 0's largest panel matrix that takes the layer's input, at most CACHED_BYTES of them
+ * (they stay in L2 between runs), run until CACHED_NS have passed. Each run is a whole
+ * matmul task, fork-join included, as in decode. */
+#define CACHED_BYTES ((size_t)512 << 10)
+#define CACHED_NS 100000000LL
+
+static cm_err cpu_compute_weights(wk_backend *be, int n_threads, uint64_t *bytes, int64_t *ns) {
+    if (be == NULL || bytes == NULL || ns == NULL || n_threads < 0) {
+        return CM_ERR_INVALID;
+    }
+    *bytes = 0;
+    *ns = 0;
+    const wk_layer *L = &be->model->layers[0];
+    const layer_panels *lp = &be->lp[0];
+    const wk_tensor *ws[] = {&L->wq, &L->wk, &L->wv, &L->w_gate, &L->w_up};
+    const uint8_t *ps[] = {lp->wq, lp->wk, lp->wv, lp->gate, lp->up};
+    int best = -1;
+    size_t best_bytes = 0;
+    for (int i = 0; i < (int)(sizeof(ws) / sizeof(ws[0])); i++) {
+        if (ps[i] == NULL || !wk_cpu_panel_type(ws[i]->type)) {
+            continue;
+        }
+        size_t b = wk_cpu_panel_bytes(ws[i]->type, ws[i]->ne[1], ws[i]->ne[0]);
+        if (b > best_bytes) {
+            best = i;
+            best_bytes = b;
+        }
+    }
+    if (best < 0) {
+        return CM_OK;
+    }
+    /* whole panels only, and no more rows than the output buffer (be->gate: n_ff) holds */
+    wk_tensor w = *ws[best];
+    size_t pb = wk_cpu_panel_bytes(w.type, WK_CPU_PANEL_ROWS, w.ne[0]);
+    int64_t n_pan = w.ne[1] / WK_CPU_PANEL_ROWS;
+    n_pan = n_pan < (int64_t)(CACHED_BYTES / pb) ? n_pan : (int64_t)(CACHED_BYTES / pb);
+    n_pan = n_pan < (int64_t)be->hp.n_ff / WK_CPU_PANEL_ROWS
+                ? n_pan
+                : (int64_t)be->hp.n_ff / WK_CPU_PANEL_ROWS;
+    if (n_pan <= 0) {
+        return CM_OK;
+    }
+    w.ne[1] = n_pan * WK_CPU_PANEL_ROWS;
+    for (int64_t i = 0; i < w.ne[0]; i++) {
+        be->xn[i] = (float)(i % 7 - 3) * 0.25f;
+    }
+    mm_task t = {.n_parts = 1, .in = w.ne[0], .n_tok = 1, .x = be->xn, .xq = be->xq};
+    t.parts[0] = (mm_part){&w, be->gate, (size_t)w.ne[1], NULL, ps[best], false};
+    quant_pack(be, be->xn, 0, w.ne[0], mm_prepare(&t));
+
+    int active = wk_cpu_pool_active(be->pool);
+    wk_cpu_pool_set_active(be->pool, n_threads > 0 ? n_threads : wk_cpu_pool_size(be->pool));
+    matmul(be, &t); /* brings the slice into the caches */
+    uint64_t runs = 0;
+    int64_t t0 = cm_clock_mono_ns(), el = 0;
+    do {
+        matmul(be, &t);
+        runs++;
+        el = cm_clock_mono_ns() - t0;
+    } while (el < CACHED_NS);
+    wk_cpu_pool_set_active(be->pool, active);
+    *bytes = runs * (uint64_t)n_pan * pb;
+    *ns = el;
+    return CM_OK;
+}
+
+static cm_err cpu_profile(wk_backend *be, int on, wk_phases *out) {
+    if (be == NULL) {
+        return CM_ERR_INVALID;
+    }
+    if (on) {
+        memset(be->prof_ns, 0, sizeof(be->prof_ns));
+        be->prof_steps = 0;
+        be->prof = true;
+        return CM_OK;
+    }
+    be->prof = false;
+    if (out != NULL) {
+        memset(out, 0, sizeof(*out));
+        out->n = PH_COUNT;
+        for (int i = 0; i < PH_COUNT; i++) {
+            out->name[i] = phase_names[i];
+            out->ns[i] = be->prof_ns[i];
+        }
+        out->steps = be->prof_steps;
+    }
+    return CM_OK;
+}
+
 static int cpu_healthy(const wk_backend *be) {
     (void)be;
     return 1;
@@ -1736,4 +1886,6 @@ const wk_backend_ops wk_backend_cpu = {
     .free_memory = NULL,
     .healthy = cpu_healthy,
     .read_weights = cpu_read_weights,
+    .compute_weights = cpu_compute_weights,
+    .profile = cpu_profile,
 };
