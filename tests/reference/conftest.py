@@ -59,6 +59,20 @@ class LogitDiff:
                 f"range={self.range:.2f} c_top={self.c_top} o_top={self.r_top}")
 
 
+def assert_greedy_near_oracle(oracle: Oracle, prompt_ids: list[int], token_ids: list[int],
+                              tol: float, label: str) -> None:
+    """Each greedy C token is within tol logits of the oracle's argmax at its position, the
+    oracle fed the C tokens (near-ties may flip either way)."""
+    cache = oracle.new_cache()
+    logits = oracle.forward(prompt_ids, cache, 0)
+    pos = len(prompt_ids)
+    for step, tok in enumerate(token_ids):
+        gap = float(logits.max() - logits[tok])
+        assert gap <= tol, f"{label} step {step}: token {tok} is {gap:.3f} below the argmax"
+        logits = oracle.forward([tok], cache, pos)
+        pos += 1
+
+
 @pytest.fixture(scope="session")
 def model() -> Path:
     p = model_path()

@@ -190,7 +190,7 @@ class Oracle:
         g = h @ wg.T
         u = h @ wu.T
         if self.hp.gemma:
-            act = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)))
+            act = 0.5 * g * (1.0 + np.tanh(np.float32(np.sqrt(2.0 / np.pi)) * (g + 0.044715 * g ** 3)))
         else:
             act = g / (1.0 + np.exp(-g))
         return (act * u) @ wd.T
@@ -230,7 +230,8 @@ class Oracle:
         if hp.gemma:
             x = x * np.float32(np.sqrt(hp.n_embd))
         group = hp.n_head // hp.n_head_kv
-        scale = hp.attn_scale or 1.0 / np.sqrt(hp.head_dim)
+        # float32 scalars throughout: a numpy float64 one would turn the activations into float64
+        scale = np.float32(hp.attn_scale or 1.0 / np.sqrt(hp.head_dim))
         for l in range(hp.n_layer):
             p = f"blk.{l}."
             h = self._rms(x, self.tensors[p + "attn_norm.weight"])

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, Generate, LogitDiff, generate_bin
+from conftest import ROOT, Generate, LogitDiff, assert_greedy_near_oracle, generate_bin
 from oracle import Oracle
 
 VARIANTS_DIR = Path(os.environ.get("SLUICE_VARIANTS_DIR", ROOT / ".cache" / "variants"))
@@ -76,12 +76,4 @@ def test_variant_logits_and_text(gen_bin, tmp_path, qtype):
     out = gen.greedy(PROMPTS[0], 12)
     print(f"{qtype} greedy: {out['text']!r}")
     assert out["token_ids"], out
-    cache = oracle.new_cache()
-    ids = gen.tokenize(PROMPTS[0])
-    logits = oracle.forward(ids, cache, 0)
-    pos = len(ids)
-    for step, tok in enumerate(out["token_ids"]):
-        gap = float(logits.max() - logits[tok])
-        assert gap <= FLIP_TOL, f"{qtype} step {step}: token {tok} is {gap:.3f} below the argmax"
-        logits = oracle.forward([tok], cache, pos)
-        pos += 1
+    assert_greedy_near_oracle(oracle, gen.tokenize(PROMPTS[0]), out["token_ids"], FLIP_TOL, qtype)
