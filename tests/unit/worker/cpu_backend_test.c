@@ -460,6 +460,32 @@ static void test_packed_tiles(void **state) {
 }
 
 /* The vectorized softmax matches the reference at every level and length (tails included). */
+/* The vectorized GELU and soft-capping against the libm reference ops at this level for n
+ * elements (the tails included), inputs from -12 to 12 (GELU) and far past the cap. */
+static void check_gelu_softcap(int level, int64_t n, size_t seed) {
+    float g[1027], u[1027], a[1027], b[1027], c[1027], d[1027];
+    for (int64_t i = 0; i < n; i++) {
+        g[i] = 12.0f * sinf((float)i * 1.37f + (float)seed);
+        u[i] = 1.0f + 0.5f * cosf((float)i * 0.71f);
+        c[i] = d[i] = 40.0f * g[i]; /* +-480 against a cap of 30 */
+    }
+    wk_cpu_gelu_tanh_mul(a, g, u, n);
+    wk_cpu_gelu_mul(b, g, u, n);
+    wk_cpu_softcap(c, n, 30.0f);
+    wk_cpu_softcap_fast(d, n, 30.0f);
+    for (int64_t i = 0; i < n; i++) {
+        if (!(fabsf(a[i] - b[i]) <= 2e-6f * (1.0f + fabsf(g[i] * u[i])))) {
+            fail_msg("gelu level %d n %lld [%lld] (g %g): %g vs %g", level, (long long)n,
+                     (long long)i, (double)g[i], (double)b[i], (double)a[i]);
+        }
+        if (!(fabsf(c[i] - d[i]) <= 30.0f * 2e-6f)) {
+            fail_msg("softcap level %d n %lld [%lld]: %g vs %g", level, (long long)n, (long long)i,
+                     (double)d[i], (double)c[i]);
+        }
+    }
+}
+
+/* softmax_fast against softmax, and check_gelu_softcap, at every level and length. */
 static void test_softmax_fast(void **state) {
     (void)state;
     const int64_t lens[] = {1, 7, 8, 13, 100, 1027};
@@ -484,6 +510,7 @@ static void test_softmax_fast(void **state) {
                 }
             }
             assert_true(fabs(sum - 1.0) < 1e-5);
+            check_gelu_softcap(level, n, li);
         }
     }
     wk_cpu_kernels_use(WK_CPU_ISA_AVX512);

@@ -696,7 +696,7 @@ static void act_tok(wk_backend *be, int t, void *arg) {
     float *g = be->gate + (size_t)t * (size_t)a->n;
     const float *u = be->up + (size_t)t * (size_t)a->n;
     if (be->hp.ffn_act == WK_FFN_GELU_TANH) {
-        wk_cpu_gelu_tanh_mul(g, g, u, a->n);
+        wk_cpu_gelu_mul(g, g, u, a->n);
     } else {
         wk_cpu_silu_mul(g, g, u, a->n);
     }
@@ -1090,7 +1090,7 @@ static void attn_item(wk_backend *be, int item, int per_item, float *scores) {
     for (int gh = 0; gh < per_item; gh++) {
         float *sc = scores + (size_t)gh * ss;
         if (hp->attn_softcap > 0.0f) {
-            wk_cpu_softcap(sc + lo, n_ctx - lo, hp->attn_softcap);
+            wk_cpu_softcap_fast(sc + lo, n_ctx - lo, hp->attn_softcap);
         }
         wk_cpu_softmax_fast(sc + lo, n_ctx - lo);
         for (int64_t j = jb; j < lo; j++) {
@@ -1736,8 +1736,8 @@ static cm_err cpu_forward(wk_backend *be, const wk_batch *b, float *logits) {
         matmul(be, &head);
         if (hp->final_softcap > 0.0f) {
             for (int k = 0; k < n_out; k++) {
-                wk_cpu_softcap(logits + (size_t)be->out_row[k] * hp->n_vocab, hp->n_vocab,
-                               hp->final_softcap);
+                wk_cpu_softcap_fast(logits + (size_t)be->out_row[k] * hp->n_vocab, hp->n_vocab,
+                                    hp->final_softcap);
             }
         }
     }

@@ -5,6 +5,7 @@
  * for the baseline ISA; they are only called after __builtin_cpu_supports says yes.
  */
 #include "cpu_kernels.h"
+#include "cpu_ops.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -36,6 +37,8 @@ static struct {
     void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
     void (*silu_mul)(float *out, const float *gate, const float *up, int64_t n);
+    void (*gelu_mul)(float *out, const float *gate, const float *up, int64_t n);
+    void (*softcap)(float *x, int64_t n, float cap);
     void (*softmax)(float *x, int64_t n);
     wk_cpu_isa isa;
 } K;
@@ -163,6 +166,14 @@ static void silu_mul_scalar(float *out, const float *gate, const float *up, int6
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
     }
+}
+
+static void gelu_mul_scalar(float *out, const float *gate, const float *up, int64_t n) {
+    wk_cpu_gelu_tanh_mul(out, gate, up, n);
+}
+
+static void softcap_scalar(float *x, int64_t n, float cap) {
+    wk_cpu_softcap(x, n, cap);
 }
 
 static void softmax_scalar(float *x, int64_t n) {
@@ -482,6 +493,55 @@ AVX2 static void silu_mul_avx2(float *out, const float *gate, const float *up, i
         memcpy(out + i, o, (size_t)(n - i) * sizeof(float));
     }
 }
+/* gelu_tanh(g) = 0.5 g (1 + tanh(u)) = g / (1 + e^(-2u)), u = sqrt(2 / pi) (g + 0.044715 g^3):
+ * one exp8 instead of a libm tanhf per element (which took 7% of a Gemma 3 270M decode token). */
+AVX2 static inline __m256 gelu8(__m256 g) {
+    __m256 g3 = _mm256_mul_ps(_mm256_mul_ps(g, g), g);
+    __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f),
+                             _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), g3, g));
+    __m256 e = exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
+    return _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+/* The tail goes through the same vector code on a padded copy (as silu_mul_avx2). */
+AVX2 static void gelu_mul_avx2(float *out, const float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = gelu8(_mm256_loadu_ps(gate + i));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(g, _mm256_loadu_ps(up + i)));
+    }
+    if (i < n) {
+        float g[8] = {0}, u[8] = {0}, o[8];
+        memcpy(g, gate + i, (size_t)(n - i) * sizeof(float));
+        memcpy(u, up + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(o, _mm256_mul_ps(gelu8(_mm256_loadu_ps(g)), _mm256_loadu_ps(u)));
+        memcpy(out + i, o, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+/* cap tanh(x / cap) = cap (1 - 2 / (1 + e^(2x / cap))); exp8 saturates, so +-inf and large
+ * inputs give +-cap. */
+AVX2 static inline __m256 softcap8(__m256 x, __m256 two_inv, __m256 cap) {
+    __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e = exp8(_mm256_mul_ps(x, two_inv));
+    __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(one, e)));
+    return _mm256_mul_ps(cap, t);
+}
+
+AVX2 static void softcap_avx2(float *x, int64_t n, float cap) {
+    __m256 two_inv = _mm256_set1_ps(2.0f / cap), c = _mm256_set1_ps(cap);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(x + i, softcap8(_mm256_loadu_ps(x + i), two_inv, c));
+    }
+    if (i < n) {
+        float v[8] = {0};
+        memcpy(v, x + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(v, softcap8(_mm256_loadu_ps(v), two_inv, c));
+        memcpy(x + i, v, (size_t)(n - i) * sizeof(float));
+    }
+}
+
 /* Softmax over (n): vector max, exp8 and sum; the tail goes through the same vector code
  * on a padded copy (padding lanes are left out of the sum), so every element gets the same
  * arithmetic whatever n is. */
@@ -923,6 +983,8 @@ static wk_cpu_isa set_table(wk_cpu_isa level) {
     K.axpy_f16 = axpy_f16_scalar;
     K.f32_to_f16 = f32_to_f16_scalar;
     K.silu_mul = silu_mul_scalar;
+    K.gelu_mul = gelu_mul_scalar;
+    K.softcap = softcap_scalar;
     K.softmax = softmax_scalar;
     K.isa = WK_CPU_ISA_SCALAR;
 #if HAVE_X86
@@ -944,6 +1006,8 @@ static wk_cpu_isa set_table(wk_cpu_isa level) {
         K.axpy_f16 = axpy_f16_avx2;
         K.f32_to_f16 = f32_to_f16_avx2;
         K.silu_mul = silu_mul_avx2;
+        K.gelu_mul = gelu_mul_avx2;
+        K.softcap = softcap_avx2;
         K.softmax = softmax_avx2;
         K.isa = WK_CPU_ISA_AVX2;
         if (level >= WK_CPU_ISA_AVX512 && __builtin_cpu_supports("avx512f") &&
@@ -1074,6 +1138,14 @@ void wk_cpu_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n) {
 
 void wk_cpu_silu_mul(float *out, const float *gate, const float *up, int64_t n) {
     K.silu_mul(out, gate, up, n);
+}
+
+void wk_cpu_gelu_mul(float *out, const float *gate, const float *up, int64_t n) {
+    K.gelu_mul(out, gate, up, n);
+}
+
+void wk_cpu_softcap_fast(float *x, int64_t n, float cap) {
+    K.softcap(x, n, cap);
 }
 
 void wk_cpu_axpy_f32(float *y, float a, const float *x, int64_t n) {

@@ -121,6 +121,14 @@ void wk_cpu_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n);
  * ~1e-7). out may alias gate or up. */
 void wk_cpu_silu_mul(float *out, const float *gate, const float *up, int64_t n);
 
+/* out = gelu_tanh(gate) * up over (n), as wk_cpu_gelu_tanh_mul but as g / (1 + e^(-2u)) with the
+ * vectorized exp (within ~1e-6 of it; more exact where 1 + tanh(u) cancels). out may alias. */
+void wk_cpu_gelu_mul(float *out, const float *gate, const float *up, int64_t n);
+
+/* x = cap tanh(x / cap) over (n), as wk_cpu_softcap but with the vectorized exp (within ~1e-6
+ * cap of it). */
+void wk_cpu_softcap_fast(float *x, int64_t n, float cap);
+
 /* y[i] += a * x[i] over (n); x f32 or f16. */
 void wk_cpu_axpy_f32(float *y, float a, const float *x, int64_t n);
 void wk_cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
