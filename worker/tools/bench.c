@@ -193,8 +193,9 @@ static double best_compute_rate(bench *b, int n_threads) {
  * compute_ceiling prints decode's other ceiling beside the bandwidth floor: the one-token
  * matmul's arithmetic on weights already in cache (the backend's compute_weights), on all the
  * threads and on one, and where decode stands against the lower ceiling. When the arithmetic
- * cannot keep up with the memory (two vCPUs that share one core's units, say), decode is bound
- * by compute and no prefetching reaches the bandwidth floor.
+ * cannot keep up with the memory (two vCPUs that share one core's units, say), no prefetching
+ * reaches the bandwidth floor; when both are far above decode, what holds it back is how well
+ * the kernels overlap the two (docs/benchmarks.md, session 8).
  */
 static void compute_ceiling(bench *b, int n_threads, double bytes_per_token, double decode_tps,
                             double floor_bw) {
@@ -207,9 +208,10 @@ static void compute_ceiling(bench *b, int n_threads, double bytes_per_token, dou
     printf("decode compute ceiling (one-token matmul on weights in cache): %.1f GB/s on %d "
            "threads = %.1f tokens/s; %.1f GB/s on 1 (%d threads = %.2fx 1)\n",
            all / 1e9, n_threads, ceil_tps, one / 1e9, n_threads, all / one);
-    printf("decode at %.0f%% of the lower ceiling: %s-bound here (%.1f tokens/s)\n",
+    printf("decode at %.0f%% of the lower ceiling (%s here: %.1f tokens/s)\n",
            100.0 * decode_tps / (compute_bound ? ceil_tps : floor_tps),
-           compute_bound ? "compute" : "bandwidth", compute_bound ? ceil_tps : floor_tps);
+           compute_bound ? "the arithmetic" : "the bandwidth floor",
+           compute_bound ? ceil_tps : floor_tps);
 }
 
 /* decode_profile runs one more single-stream decode with the backend's phase profile on and
