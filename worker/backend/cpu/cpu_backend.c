@@ -1819,10 +1819,9 @@ static cm_err cpu_compute_weights(wk_backend *be, int n_threads, uint64_t *bytes
     wk_tensor w = *ws[best];
     size_t pb = wk_cpu_panel_bytes(w.type, WK_CPU_PANEL_ROWS, w.ne[0]);
     int64_t n_pan = w.ne[1] / WK_CPU_PANEL_ROWS;
-    n_pan = n_pan < (int64_t)(CACHED_BYTES / pb) ? n_pan : (int64_t)(CACHED_BYTES / pb);
-    n_pan = n_pan < (int64_t)be->hp.n_ff / WK_CPU_PANEL_ROWS
-                ? n_pan
-                : (int64_t)be->hp.n_ff / WK_CPU_PANEL_ROWS;
+    int64_t fit = (int64_t)(CACHED_BYTES / pb), out_pan = be->hp.n_ff / WK_CPU_PANEL_ROWS;
+    n_pan = n_pan < fit ? n_pan : fit;
+    n_pan = n_pan < out_pan ? n_pan : out_pan;
     if (n_pan <= 0) {
         return CM_OK;
     }
