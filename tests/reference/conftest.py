@@ -58,6 +58,24 @@ class LogitDiff:
         return (f"cos={self.cos:.7f} maxabs={self.maxabs:.4f} meanabs={self.meanabs:.4f} "
                 f"range={self.range:.2f} c_top={self.c_top} o_top={self.r_top}")
 
+    def top5_shared(self) -> int:
+        """How many of the C top-5 tokens are in the oracle's top 5."""
+        return len(set(np.argsort(-self.c)[:5].tolist()) & set(np.argsort(-self.r)[:5].tolist()))
+
+
+def checked_logits(gen: "Generate", oracle: Oracle, prompt: str, tmp_path: Path, cos_min: float,
+                   rel_max: float, label: str) -> tuple[LogitDiff, str]:
+    """The C prompt logits against the oracle's on the same tokens: prints the comparison,
+    asserts cosine >= cos_min and every |C - oracle| <= rel_max of the oracle's range, and
+    returns the diff with its line for the caller's further checks."""
+    ids = gen.tokenize(prompt)
+    d = LogitDiff(gen.prompt_logits(prompt, tmp_path), oracle.forward(ids))
+    info = f"{label} ({len(ids)} tokens): {d.info()}"
+    print(info)
+    assert d.cos >= cos_min, info
+    assert d.maxabs <= rel_max * d.range, info
+    return d, info
+
 
 def assert_greedy_near_oracle(oracle: Oracle, prompt_ids: list[int], token_ids: list[int],
                               tol: float, label: str) -> None:

@@ -20,7 +20,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import Generate, LogitDiff, generate_bin
+from conftest import Generate, LogitDiff, checked_logits, generate_bin
 from oracle import Oracle
 import synth_families
 
@@ -45,12 +45,7 @@ def family(request, tmp_path_factory):
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["story", "code"])
 def test_family_logits(family, tmp_path, prompt):
     name, gen, oracle = family
-    ids = gen.tokenize(prompt)
-    d = LogitDiff(gen.prompt_logits(prompt, tmp_path), oracle.forward(ids))
-    info = f"{name} ({len(ids)} tokens): {d.info()}"
-    print(info)
-    assert d.cos >= COS_MIN, info
-    assert d.maxabs <= REL_MAX * d.range, info
+    d, info = checked_logits(gen, oracle, prompt, tmp_path, COS_MIN, REL_MAX, name)
     assert d.r.max() - d.r[d.c_top] <= FLIP_TOL, info
 
 
@@ -153,9 +148,5 @@ def test_family_quantized_logits(name, wtype, tmp_path):
     synth_families.write(name, str(path), wtype=wtype)
     gen, oracle = Generate(b, path), Oracle(str(path))
     prompt = PROMPTS[0]
-    d = LogitDiff(gen.prompt_logits(prompt, tmp_path), oracle.forward(gen.tokenize(prompt)))
-    info = f"{name} {wtype}: {d.info()}"
-    print(info)
-    assert d.cos >= COS_MIN_Q, info
-    assert d.maxabs <= REL_MAX_Q * d.range, info
+    d, info = checked_logits(gen, oracle, prompt, tmp_path, COS_MIN_Q, REL_MAX_Q, f"{name} {wtype}")
     assert d.r.max() - d.r[d.c_top] <= FLIP_TOL_Q, info

@@ -22,7 +22,7 @@ C token must still be the oracle's argmax within FLIP_TOL at its position.
 import numpy as np
 import pytest
 
-from conftest import LogitDiff
+from conftest import checked_logits
 
 FLIP_TOL = 0.75
 COS_MIN = 0.998
@@ -41,16 +41,10 @@ LOGIT_PROMPTS = PROMPTS + ["def fibonacci(n):\n    "]
 
 @pytest.mark.parametrize("prompt", LOGIT_PROMPTS, ids=["story", "chat", "france", "code"])
 def test_prompt_logits(gen, oracle, tmp_path, prompt):
-    ids = gen.tokenize(prompt)
-    d = LogitDiff(gen.prompt_logits(prompt, tmp_path), oracle.forward(ids))
-    info = d.info()
-    print(f"{prompt[:20]!r}: {info}")
-    assert d.cos >= COS_MIN, info
-    assert d.maxabs <= REL_MAX * d.range, info
+    d, info = checked_logits(gen, oracle, prompt, tmp_path, COS_MIN, REL_MAX, repr(prompt[:20]))
     assert d.meanabs <= MEAN_ABS_MAX, info
     assert d.r.max() - d.r[d.c_top] <= FLIP_TOL, info
-    top5 = set(np.argsort(-d.c)[:5].tolist()) & set(np.argsort(-d.r)[:5].tolist())
-    assert len(top5) >= 3, info
+    assert d.top5_shared() >= 3, info
 
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["story", "chat", "france"])

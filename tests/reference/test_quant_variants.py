@@ -21,10 +21,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import ROOT, Generate, LogitDiff, assert_greedy_near_oracle, generate_bin
+from conftest import ROOT, Generate, assert_greedy_near_oracle, checked_logits, generate_bin
 from oracle import Oracle
 
 VARIANTS_DIR = Path(os.environ.get("SLUICE_VARIANTS_DIR", ROOT / ".cache" / "variants"))
@@ -65,14 +64,9 @@ def test_variant_logits_and_text(gen_bin, tmp_path, qtype):
     gen = Generate(gen_bin, path)
     oracle = Oracle(str(path))
     for prompt in PROMPTS:
-        ids = gen.tokenize(prompt)
-        d = LogitDiff(gen.prompt_logits(prompt, tmp_path), oracle.forward(ids))
-        info = f"{qtype} {prompt[:16]!r}: {d.info()}"
-        print(info)
-        assert d.cos >= COS_MIN[qtype], info
-        assert d.maxabs <= REL_MAX * d.range, info
-        top5 = set(np.argsort(-d.c)[:5].tolist()) & set(np.argsort(-d.r)[:5].tolist())
-        assert len(top5) >= 3, info
+        d, info = checked_logits(gen, oracle, prompt, tmp_path, COS_MIN[qtype], REL_MAX,
+                                 f"{qtype} {prompt[:16]!r}")
+        assert d.top5_shared() >= 3, info
     out = gen.greedy(PROMPTS[0], 12)
     print(f"{qtype} greedy: {out['text']!r}")
     assert out["token_ids"], out

@@ -17,10 +17,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import ROOT, Generate, LogitDiff, assert_greedy_near_oracle, generate_bin
+from conftest import ROOT, Generate, assert_greedy_near_oracle, checked_logits, generate_bin
 from oracle import Oracle
 
 REAL_DIR = Path(os.environ.get("SLUICE_REAL_MODELS_DIR", ROOT / ".cache" / "real"))
@@ -69,14 +68,8 @@ def test_gemma3_tokenizer_matches_llama_cpp(gemma3):
 def test_gemma3_logits_against_oracle(gemma3, tmp_path):
     gen, oracle = gemma3
     for prompt in PROMPTS:
-        ids = gen.tokenize(prompt)
-        d = LogitDiff(gen.prompt_logits(prompt, tmp_path), oracle.forward(ids))
-        info = f"{prompt[:16]!r}: {d.info()}"
-        print(info)
-        assert d.cos >= COS_MIN, info
-        assert d.maxabs <= REL_MAX * d.range, info
-        top5 = set(np.argsort(-d.c)[:5].tolist()) & set(np.argsort(-d.r)[:5].tolist())
-        assert len(top5) >= 3, info
+        d, info = checked_logits(gen, oracle, prompt, tmp_path, COS_MIN, REL_MAX, repr(prompt[:16]))
+        assert d.top5_shared() >= 3, info
 
 
 def test_gemma3_greedy_text(gemma3):
