@@ -35,6 +35,12 @@ elapsed() {
 # nproc_or_2: CPU count for -j.
 nproc_or_2() { nproc 2>/dev/null || echo 2; }
 
+# A verified file's stamp: its size, mtime and inode with the sha256 it was checked against,
+# so a later run need not hash it again; any rewrite of the file changes the stamp.
+# file_stamp FILE SHA prints it; stamp_matches FILE STAMPFILE SHA: STAMPFILE holds FILE's.
+file_stamp() { printf '%s %s\n' "$(stat -c '%s %Y %i' "$1")" "$2"; }
+stamp_matches() { [ -f "$1" ] && [ -f "$2" ] && [ "$(cat "$2")" = "$(file_stamp "$1" "$3")" ]; }
+
 # The bundled model: its path and where its checksum is recorded.
 SLUICE_MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
 SLUICE_MODEL="$ROOT/models/$SLUICE_MODEL_FILE"
