@@ -3,6 +3,7 @@
  *
  *   sluice-bench (--model PATH | --synthetic llama3-8b|tiny) [--concurrency 1,4,16,64]
  *     [--backend cpu|cuda] [--threads N] [--decode-tokens N] [--wtype q4_1|q8_0|f16|...]
+ *     [--only decode]
  *
  * Prints: load time; prefill tokens/s for a 512-token prompt; single-stream decode tokens/s;
  * the memory-bandwidth floor for decode measured in the same run (weight bytes read per token
@@ -10,6 +11,8 @@
  * and per-step latency at each concurrency; prefill throughput without and with a 90% shared
  * prefix (prefix cache); KV bytes per token against 2 x n_layer x n_kv_heads x head_dim x
  * bytes; and last `batching gain at 16: X.XX` (aggregate decode tokens/s at 16 / at 1).
+ * `--only decode` stops after single-stream decode, its two ceilings and its profile (a
+ * minute or two at 8B shapes on 2 cores, where the prefill figures take several).
  *
  * Synthetic mode builds the model with wk_model_synthetic (random weights, no file, no
  * tokenizer) and feeds random token ids, so it runs on a bare GPU machine.
@@ -50,6 +53,7 @@ typedef struct options {
     int threads;
     uint32_t decode_tokens;
     wk_dtype wtype;
+    bool decode_only; /* --only decode */
 } options;
 
 /* ---- tiny request runner ---------------------------------------------------------------- */
@@ -237,6 +241,26 @@ static int decode_profile(bench *b, uint32_t max_tokens) {
     return 0;
 }
 
+/* cache_note: when a decode step's weight bytes fit in the last-level cache they can stay
+ * there from one token to the next, and the floor (the weights' own memory, read right after
+ * decode) is then that cache's bandwidth, not DRAM's: says so, with the fresh buffer's figure,
+ * so that a small model's share of the floor is not read as a DRAM figure. */
+static void cache_note(double bytes_per_token, double floor_bw, double fresh_bw) {
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc > 0 && bytes_per_token <= (double)llc)
+        printf("note: the weights (%.1f MB) fit in the %.1f MB last-level cache, so the floor can "
+               "be that cache's (weights' memory %.1f GB/s, a fresh 256 MiB buffer %.1f GB/s); "
+               "a model larger than the cache (--synthetic llama3-8b) gives decode against "
+               "DRAM\n",
+               bytes_per_token / 1e6, (double)llc / 1e6, floor_bw / 1e9, fresh_bw / 1e9);
+#else
+    (void)bytes_per_token;
+    (void)floor_bw;
+    (void)fresh_bw;
+#endif
+}
+
 /* read_bandwidth: best of several multi-threaded passes over a buffer much larger than the
  * last-level cache; bytes/s. */
 static double read_bandwidth(int n_threads) {
@@ -289,7 +313,8 @@ static void usage(FILE *f) {
     fprintf(f, "usage: " PROG " (--model PATH | --synthetic llama3-8b|tiny)"
                " [--concurrency 1,4,16,64]\n"
                "         [--backend cpu|cuda] [--threads N] [--decode-tokens N]"
-               " [--wtype q4_1|q4_0|q8_0|q4_k|q6_k|f16|f32]\n");
+               " [--wtype q4_1|q4_0|q8_0|q4_k|q6_k|f16|f32]\n"
+               "         [--only decode]\n");
 }
 
 static bool parse_conc(const char *s, options *o) {
@@ -356,6 +381,10 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (strcmp(a, "--wtype") == 0) {
             if (!parse_wtype(v, &o->wtype))
                 goto bad;
+        } else if (strcmp(a, "--only") == 0) {
+            if (strcmp(v, "decode") != 0)
+                goto bad;
+            o->decode_only = true;
         } else {
             fprintf(stderr, PROG ": unknown option '%s'\n", a);
             usage(stderr);
@@ -646,7 +675,7 @@ int main(int argc, char **argv) {
 
     /* Prefill: one 512-token prompt, best of 2. */
     double prefill_tps = 0.0;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2 && !o.decode_only; i++) {
         random_prompt(&b, b.prompt, PREFILL_TOKENS);
         if (run_one(&b, b.prompt, PREFILL_TOKENS, 1, &t) != 0)
             goto out;
@@ -654,7 +683,8 @@ int main(int argc, char **argv) {
         if (tps > prefill_tps)
             prefill_tps = tps;
     }
-    printf("prefill (%d-token prompt): %.1f tokens/s\n", PREFILL_TOKENS, prefill_tps);
+    if (!o.decode_only)
+        printf("prefill (%d-token prompt): %.1f tokens/s\n", PREFILL_TOKENS, prefill_tps);
 
     /* Single-stream decode against the bandwidth floor: every weight is read once per token,
      * except an untied embedding table (one row gathered). The floor's bandwidth is that of
@@ -710,9 +740,15 @@ int main(int argc, char **argv) {
     if (ops->free_memory != NULL)
         printf("note: %s weights live in device memory; the floor above uses host bandwidth\n",
                ops->name);
+    else
+        cache_note(bytes_per_token, floor_bw, bw);
     compute_ceiling(&b, n_threads, bytes_per_token, decode_tps, floor_bw);
     if (decode_profile(&b, o.decode_tokens * 2) != 0)
         goto out;
+    if (o.decode_only) {
+        rc = 0;
+        goto out;
+    }
 
     /* Concurrency sweep. */
     double tps_at_1 = 0.0, tps_at_16 = 0.0;
