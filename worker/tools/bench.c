@@ -246,19 +246,16 @@ static int decode_profile(bench *b, uint32_t max_tokens) {
  * decode) is then that cache's bandwidth, not DRAM's: says so, with the fresh buffer's figure,
  * so that a small model's share of the floor is not read as a DRAM figure. */
 static void cache_note(double bytes_per_token, double floor_bw, double fresh_bw) {
+    long llc = 0; /* unknown: no note */
 #if defined(_SC_LEVEL3_CACHE_SIZE)
-    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
     if (llc > 0 && bytes_per_token <= (double)llc)
         printf("note: the weights (%.1f MB) fit in the %.1f MB last-level cache, so the floor can "
                "be that cache's (weights' memory %.1f GB/s, a fresh 256 MiB buffer %.1f GB/s); "
                "a model larger than the cache (--synthetic llama3-8b) gives decode against "
                "DRAM\n",
                bytes_per_token / 1e6, (double)llc / 1e6, floor_bw / 1e9, fresh_bw / 1e9);
-#else
-    (void)bytes_per_token;
-    (void)floor_bw;
-    (void)fresh_bw;
-#endif
 }
 
 /* read_bandwidth: best of several multi-threaded passes over a buffer much larger than the
@@ -674,17 +671,18 @@ int main(int argc, char **argv) {
         goto out;
 
     /* Prefill: one 512-token prompt, best of 2. */
-    double prefill_tps = 0.0;
-    for (int i = 0; i < 2 && !o.decode_only; i++) {
-        random_prompt(&b, b.prompt, PREFILL_TOKENS);
-        if (run_one(&b, b.prompt, PREFILL_TOKENS, 1, &t) != 0)
-            goto out;
-        double tps = (double)PREFILL_TOKENS * 1000.0 / t.timing.prefill_ms;
-        if (tps > prefill_tps)
-            prefill_tps = tps;
-    }
-    if (!o.decode_only)
+    if (!o.decode_only) {
+        double prefill_tps = 0.0;
+        for (int i = 0; i < 2; i++) {
+            random_prompt(&b, b.prompt, PREFILL_TOKENS);
+            if (run_one(&b, b.prompt, PREFILL_TOKENS, 1, &t) != 0)
+                goto out;
+            double tps = (double)PREFILL_TOKENS * 1000.0 / t.timing.prefill_ms;
+            if (tps > prefill_tps)
+                prefill_tps = tps;
+        }
         printf("prefill (%d-token prompt): %.1f tokens/s\n", PREFILL_TOKENS, prefill_tps);
+    }
 
     /* Single-stream decode against the bandwidth floor: every weight is read once per token,
      * except an untied embedding table (one row gathered). The floor's bandwidth is that of
